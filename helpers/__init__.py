@@ -1,0 +1,1 @@
+"""Helpers for the text-based decomposition of CLIP course."""

@@ -1,0 +1,619 @@
+"""Exact decomposition of a CLIP-ViT image embedding into layers, heads and tokens.
+
+The image embedding of a ViT CLIP is ``proj^T LN_post(z)`` where ``z`` is the residual
+stream at the class token after the last block::
+
+    z = z0 + sum_l attn_l + sum_l mlp_l
+
+``LN_post`` is affine once the per-image standard deviation ``sigma`` of ``z`` is held fixed,
+and its mean subtraction is the linear centring map ``c -> c - mean(c)``. So every summand
+``c`` maps linearly into the joint image-text space::
+
+    c  ->  ((c - mean(c)) * gamma / sigma) @ proj
+
+and these images, plus the constant ``beta @ proj``, add up exactly to ``encode_image``.
+(The paper splits the mean and the bias evenly over the summands instead; both conventions
+are exact. Centring each piece keeps a component's value independent of how finely the rest
+is split.)
+
+Attention at the class token splits further over heads ``h`` and source tokens ``i``::
+
+    attn_l = sum_h sum_i a[h, i] * (W_O^h v_i^h + b_O / H)      (times LayerScale if any)
+
+with ``v_i^h = W_V^h x_i + b_V^h``. The output-projection bias is shared among heads evenly
+and among tokens by attention weight, so per-head terms sum to the layer term and per-token
+terms sum to the per-head terms.
+
+Everything is captured with forward hooks on stock open_clip modules (``ln_pre``, each
+block's ``ln_1``, ``ls_1``, ``ls_2``, and ``ln_post``); the hooks only read, and they are
+removed when the call returns, so the model behaves exactly as before.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, replace
+from typing import Any, Iterable, Sequence
+
+import torch
+import torch.nn.functional as F
+from open_clip.transformer import LayerScale, ResidualAttentionBlock, VisionTransformer
+from torch import Tensor, nn
+
+from .models import SUPPORTED_DESCRIPTION, UnsupportedModelError
+
+__all__ = ["Components", "Decomposition", "Decomposer", "decompose", "check_model_supported"]
+
+Index = int | Sequence[int] | slice | Tensor | None
+
+
+# ----------------------------------------------------------------------------------------------
+# Named-axis tensors
+# ----------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Components:
+    """A tensor whose axes have names, e.g. ``("image", "layer", "head", "dim")``.
+
+    ``dim`` is the joint embedding axis; scoring against text embeddings replaces it by
+    ``text``. ``labels`` optionally names the entries of one axis (e.g. component names).
+    """
+
+    data: Tensor
+    axes: tuple[str, ...]
+    labels: dict[str, list[str]] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if self.data.ndim != len(self.axes):
+            raise ValueError(f"tensor has {self.data.ndim} axes but {len(self.axes)} names {self.axes}")
+        if len(set(self.axes)) != len(self.axes):
+            raise ValueError(f"duplicate axis names {self.axes}")
+
+    @property
+    def shape(self) -> dict[str, int]:
+        return dict(zip(self.axes, self.data.shape))
+
+    def axis(self, name: str) -> int:
+        try:
+            return self.axes.index(name)
+        except ValueError:
+            raise KeyError(f"no axis {name!r}; axes are {self.axes}") from None
+
+    def sum(self, *axes: str) -> "Components":
+        """Sum over the named axes (all but ``image``/``dim``/``text`` if none given)."""
+        if not axes:
+            axes = tuple(a for a in self.axes if a not in ("image", "dim", "text"))
+        idx = [self.axis(a) for a in axes]
+        keep = tuple(a for a in self.axes if a not in axes)
+        labels = {k: v for k, v in self.labels.items() if k in keep}
+        return Components(self.data.sum(dim=idx) if idx else self.data, keep, labels)
+
+    def select(self, **index: Index) -> "Components":
+        """Index axes by name: an int drops the axis, a list/slice keeps it.
+
+        ``c.select(layer=[-2, -1], head=0)``
+        """
+        data, axes, labels = self.data, list(self.axes), dict(self.labels)
+        for name, ix in index.items():
+            ax = axes.index(name) if name in axes else self.axis(name)
+            n = data.shape[ax]
+            if isinstance(ix, int):
+                if not -n <= ix < n:
+                    raise IndexError(f"{name} index {ix} out of range for size {n}")
+                data = data.select(ax, ix)
+                axes.pop(ax)
+                labels.pop(name, None)
+                continue
+            if isinstance(ix, slice):
+                pos = list(range(n))[ix]
+            else:
+                pos = [int(i) for i in (ix.tolist() if isinstance(ix, Tensor) else ix)]
+                bad = [i for i in pos if not -n <= i < n]
+                if bad:
+                    raise IndexError(f"{name} indices {bad} out of range for size {n}")
+                pos = [i % n for i in pos]
+            data = data.index_select(ax, torch.as_tensor(pos, dtype=torch.long, device=data.device))
+            if name in labels:
+                labels[name] = [labels[name][i] for i in pos]
+        return Components(data, tuple(axes), labels)
+
+    def score(self, texts: Tensor) -> "Components":
+        """Dot products with text embeddings ``[M, dim]`` (or ``[dim]``): ``dim`` -> ``text``."""
+        ax = self.axis("dim")
+        texts = texts.to(self.data)
+        if texts.ndim == 1:
+            texts = texts[None]
+        if texts.ndim != 2 or texts.shape[1] != self.data.shape[ax]:
+            raise ValueError(f"text embeddings must be [M, {self.data.shape[ax]}], got {tuple(texts.shape)}")
+        out = torch.tensordot(self.data.movedim(ax, -1), texts, dims=([-1], [1]))
+        axes = tuple(a for a in self.axes if a != "dim") + ("text",)
+        return Components(out, axes, dict(self.labels))
+
+    def numpy(self) -> Any:
+        return self.data.detach().cpu().numpy()
+
+    def __repr__(self) -> str:
+        dims = ", ".join(f"{a}={n}" for a, n in self.shape.items())
+        return f"Components({dims}, dtype={self.data.dtype})"
+
+
+# ----------------------------------------------------------------------------------------------
+# Model checks and per-model constants
+# ----------------------------------------------------------------------------------------------
+
+
+def _visual(model: nn.Module) -> nn.Module:
+    if isinstance(model, VisionTransformer):
+        return model
+    visual = getattr(model, "visual", None)
+    if visual is None:
+        raise UnsupportedModelError(f"{type(model).__name__} has no image tower. Supported: {SUPPORTED_DESCRIPTION}.")
+    return visual
+
+
+def check_model_supported(model: nn.Module) -> VisionTransformer:
+    """Return the model's ViT image tower, or raise :class:`UnsupportedModelError` saying why."""
+    visual = _visual(model)
+    name = type(visual).__name__
+    if not isinstance(visual, VisionTransformer):
+        raise UnsupportedModelError(f"image tower {name} is not an open_clip VisionTransformer. "
+                                    f"Supported: {SUPPORTED_DESCRIPTION}.")
+    why = None
+    if visual.attn_pool is not None:
+        why = "it uses an attentional pooler"
+    elif visual.pool_type != "tok":
+        why = f"it pools with pool_type={visual.pool_type!r} rather than the class token"
+    elif visual.proj is None:
+        why = "it has no output projection"
+    else:
+        for i, blk in enumerate(visual.transformer.resblocks):
+            attn = getattr(blk, "attn", None)
+            if not isinstance(blk, ResidualAttentionBlock) or not isinstance(attn, nn.MultiheadAttention):
+                why = f"block {i} is a {type(blk).__name__} (custom attention)"
+            elif not attn._qkv_same_embed_dim or attn.in_proj_weight is None or attn.bias_k is not None \
+                    or attn.add_zero_attn:
+                why = f"block {i} uses a non-standard MultiheadAttention"
+            if why:
+                break
+    if why:
+        raise UnsupportedModelError(f"image tower not supported: {why}. Supported: {SUPPORTED_DESCRIPTION}.")
+    return visual
+
+
+class _LayerMaps:
+    """Per-layer maps from head value-space / residual space into the joint space."""
+
+    def __init__(self, visual: VisionTransformer, dtype: torch.dtype, device: torch.device) -> None:
+        with torch.no_grad():
+            proj = visual.proj.to(device, dtype)
+            ln = visual.ln_post
+            width = proj.shape[0]
+            gamma = ln.weight.to(device, dtype) if ln.weight is not None else torch.ones(width, device=device, dtype=dtype)
+            beta = ln.bias.to(device, dtype) if ln.bias is not None else torch.zeros(width, device=device, dtype=dtype)
+            gp = gamma[:, None] * proj
+            self.G = gp - gp.mean(0, keepdim=True)  # centring, gamma, proj: [D, d']
+            self.const = beta @ proj
+            self.eps = float(ln.eps)
+            Q, B = [], []
+            for blk in visual.transformer.resblocks:
+                attn: nn.MultiheadAttention = blk.attn
+                H = attn.num_heads
+                dh = width // H
+                ls = blk.ls_1.gamma.to(device, dtype) if isinstance(blk.ls_1, LayerScale) else torch.ones(width, device=device, dtype=dtype)
+                wo_t = attn.out_proj.weight.to(device, dtype).t() * ls[None, :]  # [D_in, D]
+                Q.append((wo_t @ self.G).reshape(H, dh, -1))  # [H, dh, d']
+                bo = attn.out_proj.bias
+                bo = bo.to(device, dtype) if bo is not None else torch.zeros(width, device=device, dtype=dtype)
+                B.append(((bo * ls) @ self.G / H).expand(H, -1).clone())  # [H, d']
+            self.Q = torch.stack(Q)  # [L, H, dh, d']
+            self.B = torch.stack(B)  # [L, H, d']
+
+
+# ----------------------------------------------------------------------------------------------
+# Result object
+# ----------------------------------------------------------------------------------------------
+
+
+@dataclass
+class Decomposition:
+    """Direct contributions to a batch of image embeddings, in the joint space.
+
+    All terms are already divided by the per-image LN scale; ``scale`` (per image) is an extra
+    factor applied on top (1 for raw embeddings, ``1/||embedding||`` after :meth:`normalized`).
+
+    Attributes:
+        embedding: the model's own ``encode_image`` output ``[B, d']`` (times ``scale``).
+        embed: the class-token embedding term ``[B, d']`` (``ln_pre`` output).
+        attn: per-layer attention terms ``[B, L, d']``.
+        mlp: per-layer MLP terms ``[B, L, d']``.
+        heads: per-head attention terms ``[B, L, H, d']`` (``None`` unless requested).
+        const: the ``ln_post`` bias term ``[d']``, the same for every image (times ``scale``).
+        sigma: per-image standard deviation used by the linearised ``ln_post``.
+    """
+
+    embedding: Tensor
+    embed: Tensor
+    attn: Tensor
+    mlp: Tensor
+    heads: Tensor | None
+    const: Tensor
+    sigma: Tensor
+    scale: Tensor
+    grid_size: tuple[int, int]
+    _maps: _LayerMaps | None = field(default=None, repr=False)
+    _probs: list[Tensor] | None = field(default=None, repr=False)  # per layer [B, H, T]
+    _values: list[Tensor] | None = field(default=None, repr=False)  # per layer [B, T, H, dh]
+    text_scores: Components | None = None
+
+    # -- shapes ---------------------------------------------------------------------------------
+    @property
+    def n_images(self) -> int:
+        return self.embedding.shape[0]
+
+    @property
+    def n_layers(self) -> int:
+        return self.attn.shape[1]
+
+    @property
+    def n_heads(self) -> int:
+        if self.heads is not None:
+            return self.heads.shape[2]
+        if self._maps is not None:
+            return self._maps.Q.shape[1]
+        raise AttributeError("heads were not decomposed")
+
+    @property
+    def n_tokens(self) -> int:
+        return 1 + self.grid_size[0] * self.grid_size[1]
+
+    # -- summaries --------------------------------------------------------------------------------
+    def _const(self) -> Tensor:
+        return self.const[None, :] * self.scale[:, None]
+
+    def components(self) -> Components:
+        """All direct terms as ``(image, component, dim)``: embed, attn.0, mlp.0, ..., const."""
+        L = self.n_layers
+        parts = [self.embed[:, None]]
+        labels = ["embed"]
+        for layer in range(L):
+            parts += [self.attn[:, layer:layer + 1], self.mlp[:, layer:layer + 1]]
+            labels += [f"attn.{layer}", f"mlp.{layer}"]
+        parts.append(self._const()[:, None])
+        labels.append("const")
+        return Components(torch.cat(parts, 1), ("image", "component", "dim"), {"component": labels})
+
+    def reconstruct(self) -> Tensor:
+        """Sum of every term: equals :attr:`embedding` up to floating-point error."""
+        return self.embed + self.attn.sum(1) + self.mlp.sum(1) + self._const()
+
+    def max_error(self, relative: bool = True) -> float:
+        """Largest deviation of :meth:`reconstruct` from the model's embedding."""
+        err = (self.reconstruct() - self.embedding).abs().max()
+        if relative:
+            err = err / self.embedding.abs().max().clamp_min(torch.finfo(self.embedding.dtype).tiny)
+        return float(err)
+
+    def attention(self) -> Components:
+        return Components(self.attn, ("image", "layer", "dim"))
+
+    def mlps(self) -> Components:
+        return Components(self.mlp, ("image", "layer", "dim"))
+
+    def head_terms(self) -> Components:
+        if self.heads is None:
+            raise AttributeError("heads were not decomposed: call the decomposer with heads=True")
+        return Components(self.heads, ("image", "layer", "head", "dim"))
+
+    def normalized(self) -> "Decomposition":
+        """The same decomposition of the unit-normalised embedding (cosine-similarity scale)."""
+        inv = 1.0 / self.embedding.norm(dim=-1)
+        return self.rescaled(inv)
+
+    def rescaled(self, factor: Tensor) -> "Decomposition":
+        f1 = factor[:, None]
+        ts = self.text_scores
+        if ts is not None:
+            shape = [1] * ts.data.ndim
+            shape[0] = -1
+            ts = Components(ts.data * factor.reshape(shape), ts.axes, ts.labels)
+        return replace(
+            self, embedding=self.embedding * f1, embed=self.embed * f1, attn=self.attn * f1[..., None],
+            mlp=self.mlp * f1[..., None], heads=None if self.heads is None else self.heads * f1[..., None, None],
+            scale=self.scale * factor, text_scores=ts)
+
+    # -- tokens -------------------------------------------------------------------------------------
+    def _check_tokens(self) -> None:
+        if self._probs is None or self._values is None or self._maps is None:
+            raise AttributeError("token terms were not kept: call the decomposer with tokens=True")
+
+    def _resolve(self, which: Index, n: int, what: str) -> list[int]:
+        if which is None:
+            return list(range(n))
+        if isinstance(which, int):
+            which = [which]
+        if isinstance(which, slice):
+            return list(range(n))[which]
+        out = []
+        for i in (which.tolist() if isinstance(which, Tensor) else which):
+            if not -n <= int(i) < n:
+                raise IndexError(f"{what} index {i} out of range (model has {n} {what}s)")
+            out.append(int(i) % n)
+        if not out:
+            raise ValueError(f"empty {what} selection")
+        return out
+
+    def _token_factor(self) -> Tensor:
+        return self.scale / self.sigma  # [B]
+
+    def tokens(self, layers: Index = None, heads: Index = None) -> Components:
+        """Per-token attention terms ``(image, token, dim)``, summed over the chosen layers/heads.
+
+        Token 0 is the class token; tokens ``1..`` are patches in row-major order. Summing over
+        tokens gives the chosen layers' (heads') attention terms.
+        """
+        self._check_tokens()
+        layers_ = self._resolve(layers, self.n_layers, "layer")
+        heads_ = self._resolve(heads, self.n_heads, "head")
+        hs = torch.as_tensor(heads_, device=self.embedding.device)
+        out = None
+        for layer in layers_:
+            a = self._probs[layer][:, hs]  # [B, h, T]
+            v = self._values[layer][:, :, hs]  # [B, T, h, dh]
+            Q, Bh = self._maps.Q[layer][hs], self._maps.B[layer][hs]
+            term = torch.einsum("bht,bthk,hkd->btd", a, v, Q) + torch.einsum("bht,hd->btd", a, Bh)
+            out = term if out is None else out + term
+        return Components(out * self._token_factor()[:, None, None], ("image", "token", "dim"))
+
+    def joint(self, layers: Index = None, heads: Index = None) -> Components:
+        """The full joint terms ``(image, layer, token, head, dim)`` for the chosen layers/heads.
+
+        This materialises ``B x L x T x H x d'`` numbers: prefer :meth:`token_scores`.
+        """
+        self._check_tokens()
+        layers_ = self._resolve(layers, self.n_layers, "layer")
+        heads_ = self._resolve(heads, self.n_heads, "head")
+        hs = torch.as_tensor(heads_, device=self.embedding.device)
+        per_layer = []
+        for layer in layers_:
+            a = self._probs[layer][:, hs]
+            v = self._values[layer][:, :, hs]
+            Q, Bh = self._maps.Q[layer][hs], self._maps.B[layer][hs]
+            per_layer.append(a.transpose(1, 2)[..., None] * (torch.einsum("bthk,hkd->bthd", v, Q) + Bh))
+        data = torch.stack(per_layer, 1) * self._token_factor()[:, None, None, None, None]
+        return Components(data, ("image", "layer", "token", "head", "dim"))
+
+    def token_scores(self, texts: Tensor, layers: Index = None, heads: Index = None,
+                     keep: Iterable[str] = ()) -> Components:
+        """Per-token contributions to the dot product with each text, contracted early.
+
+        Returns ``(image, [layer], token, [head], text)``: ``layer``/``head`` axes only when
+        named in ``keep``. Never forms the ``dim`` axis per token.
+        """
+        self._check_tokens()
+        keep = set(keep)
+        if not keep <= {"layer", "head"}:
+            raise ValueError(f"keep may name 'layer' and/or 'head', got {sorted(keep)}")
+        texts = _as_text_matrix(texts, self.embedding)
+        layers_ = self._resolve(layers, self.n_layers, "layer")
+        heads_ = self._resolve(heads, self.n_heads, "head")
+        hs = torch.as_tensor(heads_, device=self.embedding.device)
+        outs = []
+        for layer in layers_:
+            a = self._probs[layer][:, hs]
+            v = self._values[layer][:, :, hs]
+            QE = self._maps.Q[layer][hs] @ texts.T  # [h, dh, M]
+            BE = self._maps.B[layer][hs] @ texts.T  # [h, M]
+            if "head" in keep:
+                s = a.transpose(1, 2)[..., None] * (torch.einsum("bthk,hkm->bthm", v, QE) + BE)
+            else:
+                s = torch.einsum("bht,bthk,hkm->btm", a, v, QE) + torch.einsum("bht,hm->btm", a, BE)
+            outs.append(s)
+        data = torch.stack(outs, 1) if "layer" in keep else torch.stack(outs, 0).sum(0)
+        shape = [-1] + [1] * (data.ndim - 1)
+        data = data * self._token_factor().reshape(shape)
+        axes = ("image",) + (("layer",) if "layer" in keep else ()) + ("token",) + \
+            (("head",) if "head" in keep else ()) + ("text",)
+        return Components(data, axes)
+
+    def spatial_map(self, scores: Components) -> Tensor:
+        """Reshape a token-axis score tensor's patch tokens to the image grid.
+
+        ``scores`` must have a ``token`` axis; returns the patch part with that axis replaced by
+        two axes ``(rows, cols)`` (class token dropped).
+        """
+        ax = scores.axis("token")
+        patches = scores.data.narrow(ax, 1, scores.data.shape[ax] - 1)
+        shape = list(patches.shape)
+        shape[ax:ax + 1] = list(self.grid_size)
+        return patches.reshape(shape)
+
+
+def _as_text_matrix(texts: Tensor, like: Tensor) -> Tensor:
+    texts = torch.as_tensor(texts).to(like)
+    if texts.ndim == 1:
+        texts = texts[None]
+    if texts.ndim != 2 or texts.shape[0] == 0 or texts.shape[1] != like.shape[-1]:
+        raise ValueError(f"text embeddings must be a non-empty [M, {like.shape[-1]}] matrix, "
+                         f"got {tuple(texts.shape)}")
+    return texts
+
+
+# ----------------------------------------------------------------------------------------------
+# The decomposer
+# ----------------------------------------------------------------------------------------------
+
+
+class Decomposer:
+    """Decomposes image embeddings of an open_clip ViT CLIP with read-only forward hooks.
+
+    Example::
+
+        dec = Decomposer(model)
+        d = dec(images, heads=True)          # per-layer and per-head terms
+        d.max_error()                        # ~1e-7 in float32
+        d.head_terms().score(text_emb)       # (image, layer, head, text)
+
+    Args:
+        model: an open_clip ``CLIP``/``CustomTextCLIP`` (or its ``VisionTransformer``).
+    """
+
+    def __init__(self, model: nn.Module) -> None:
+        self.model = model
+        self.visual = check_model_supported(model)
+        t = self.visual.transformer
+        self.blocks: list[ResidualAttentionBlock] = list(t.resblocks)
+        self.batch_first = bool(getattr(t, "batch_first", False))
+        self.n_layers = len(self.blocks)
+        self.n_heads = self.blocks[0].attn.num_heads
+        self.width = t.width
+        self.image_size = tuple(self.visual.image_size)
+        self.grid_size = tuple(self.visual.grid_size)
+        self._maps_cache: dict[tuple[torch.dtype, torch.device], _LayerMaps] = {}
+
+    def maps(self, dtype: torch.dtype, device: torch.device) -> _LayerMaps:
+        key = (dtype, device)
+        if key not in self._maps_cache:
+            self._maps_cache.clear()  # weights may have changed with a dtype/device move
+            self._maps_cache[key] = _LayerMaps(self.visual, dtype, device)
+        return self._maps_cache[key]
+
+    def _check_images(self, images: Tensor) -> Tensor:
+        if not isinstance(images, Tensor):
+            raise TypeError(f"images must be a preprocessed tensor [B, 3, H, W]; got {type(images).__name__} "
+                            "(use helpers.images.to_batch for PIL images or arrays)")
+        if images.ndim == 3:
+            raise ValueError(f"images must be a batch [B, 3, H, W]; got one image {tuple(images.shape)} "
+                             "(add a batch axis with images[None])")
+        if images.ndim != 4 or images.shape[1] != 3:
+            raise ValueError(f"images must be [B, 3, H, W], got {tuple(images.shape)}")
+        if images.shape[0] == 0:
+            raise ValueError("empty batch: no images to decompose")
+        if tuple(images.shape[-2:]) != self.image_size:
+            raise ValueError(f"images are {tuple(images.shape[-2:])} but the model expects {self.image_size}; "
+                             "run them through the model's preprocess")
+        if not torch.is_floating_point(images):
+            raise TypeError(f"images must be floating point (preprocessed), got {images.dtype}")
+        return images
+
+    def __call__(self, images: Tensor, *, heads: bool = True, tokens: bool = False,
+                 texts: Tensor | None = None, text_keep: Iterable[str] = ("layer", "head"),
+                 normalize: bool = False, grad: bool = False) -> Decomposition:
+        """Run the model once and decompose its image embeddings.
+
+        Args:
+            images: preprocessed batch ``[B, 3, H, W]`` on the model's device.
+            heads: also compute per-head terms of every layer.
+            tokens: keep what is needed for lazy per-token terms (:meth:`Decomposition.tokens`,
+                :meth:`~Decomposition.joint`, :meth:`~Decomposition.token_scores`); costs memory
+                of the order of one residual stream per layer.
+            texts: text embeddings ``[M, d']``; per-token scores against them are contracted
+                inside the forward pass into ``Decomposition.text_scores`` with axes
+                ``(image, [layer], token, [head], text)`` (``text_keep`` picks the optional
+                axes), without keeping per-token values.
+            normalize: divide every term by the embedding norm (cosine scale).
+            grad: keep the autograd graph (e.g. for training objectives on components).
+        """
+        images = self._check_images(images)
+        keep = set(text_keep)
+        if not keep <= {"layer", "head"}:
+            raise ValueError(f"text_keep may name 'layer' and/or 'head', got {sorted(keep)}")
+        visual = self.visual
+        dtype = visual.proj.dtype
+        maps = self.maps(dtype, visual.proj.device)
+        tmat = None
+        if texts is not None:
+            tmat = _as_text_matrix(texts, maps.const)
+            QE = torch.einsum("lhkd,md->lhkm", maps.Q, tmat)
+            BE = maps.B @ tmat.T  # [L, H, M]
+
+        L, H = self.n_layers, self.n_heads
+        store: dict[str, Any] = {"attn": [None] * L, "mlp": [None] * L, "heads": [None] * L,
+                                 "probs": [None] * L, "values": [None] * L, "tscores": [None] * L}
+
+        def bf(x: Tensor) -> Tensor:  # to batch-first
+            return x if self.batch_first else x.transpose(0, 1)
+
+        def on_ln_pre(_m: nn.Module, _i: Any, out: Tensor) -> None:
+            store["embed"] = bf(out)[:, 0]
+
+        def on_ln_post(_m: nn.Module, inputs: tuple[Any, ...]) -> None:
+            x = inputs[0]
+            store["z"] = x if x.ndim == 2 else bf(x)[:, 0]
+
+        def make_ln1(layer: int):
+            attn: nn.MultiheadAttention = self.blocks[layer].attn
+
+            def on_ln1(_m: nn.Module, _i: Any, out: Tensor) -> None:
+                x = bf(out)  # [B, T, D]
+                Bn, T, D = x.shape
+                dh = D // H
+                w, b = attn.in_proj_weight, attn.in_proj_bias
+                bq, bk, bv = (None, None, None) if b is None else b.chunk(3)
+                q = F.linear(x[:, 0], w[:D], bq).reshape(Bn, H, dh) * dh ** -0.5
+                k = F.linear(x, w[D:2 * D], bk).reshape(Bn, T, H, dh)
+                v = F.linear(x, w[2 * D:], bv).reshape(Bn, T, H, dh)
+                a = torch.einsum("bhk,bthk->bht", q, k).softmax(-1)
+                if heads:
+                    o = torch.einsum("bht,bthk->bhk", a, v)
+                    store["heads"][layer] = torch.einsum("bhk,hkd->bhd", o, maps.Q[layer]) + maps.B[layer]
+                if tokens:
+                    store["probs"][layer] = a
+                    store["values"][layer] = v
+                if tmat is not None:
+                    if "head" in keep:
+                        s = a.transpose(1, 2)[..., None] * (torch.einsum("bthk,hkm->bthm", v, QE[layer]) + BE[layer])
+                    else:
+                        s = torch.einsum("bht,bthk,hkm->btm", a, v, QE[layer]) + torch.einsum("bht,hm->btm", a, BE[layer])
+                    store["tscores"][layer] = s
+            return on_ln1
+
+        def make_res(kind: str, layer: int):
+            def on_res(_m: nn.Module, _i: Any, out: Tensor) -> None:
+                store[kind][layer] = bf(out)[:, 0]
+            return on_res
+
+        handles = [visual.ln_pre.register_forward_hook(on_ln_pre),
+                   visual.ln_post.register_forward_pre_hook(on_ln_post)]
+        for layer, blk in enumerate(self.blocks):
+            if heads or tokens or tmat is not None:
+                handles.append(blk.ln_1.register_forward_hook(make_ln1(layer)))
+            handles.append(blk.ls_1.register_forward_hook(make_res("attn", layer)))
+            handles.append(blk.ls_2.register_forward_hook(make_res("mlp", layer)))
+        was_training = visual.training
+        try:
+            visual.eval()
+            with torch.set_grad_enabled(grad and torch.is_grad_enabled()):
+                out = visual(images.to(dtype))
+        finally:
+            for h in handles:
+                h.remove()
+            visual.train(was_training)
+        embedding = out[0] if isinstance(out, tuple) else out
+
+        z = store["z"]
+        sigma = (z.var(-1, unbiased=False) + maps.eps).sqrt()
+        inv = (1.0 / sigma)[:, None]
+        G = maps.G
+        embed = store["embed"] @ G * inv
+        attn = torch.stack(store["attn"], 1) @ G * inv[..., None]
+        mlp = torch.stack(store["mlp"], 1) @ G * inv[..., None]
+        head_terms = torch.stack(store["heads"], 1) * inv[..., None, None] if heads else None
+        text_scores = None
+        if tmat is not None:
+            ts = store["tscores"]
+            data = torch.stack(ts, 1) if "layer" in keep else torch.stack(ts, 0).sum(0)
+            data = data * (1.0 / sigma).reshape([-1] + [1] * (data.ndim - 1))
+            axes = ("image",) + (("layer",) if "layer" in keep else ()) + ("token",) + \
+                (("head",) if "head" in keep else ()) + ("text",)
+            text_scores = Components(data, axes)
+        result = Decomposition(
+            embedding=embedding, embed=embed, attn=attn, mlp=mlp, heads=head_terms,
+            const=maps.const, sigma=sigma, scale=torch.ones_like(sigma), grid_size=self.grid_size,
+            _maps=maps, _probs=store["probs"] if tokens else None,
+            _values=store["values"] if tokens else None, text_scores=text_scores)
+        return result.normalized() if normalize else result
+
+
+def decompose(model: nn.Module, images: Tensor, **kwargs: Any) -> Decomposition:
+    """One-shot convenience: ``Decomposer(model)(images, **kwargs)``."""
+    return Decomposer(model)(images, **kwargs)

@@ -1,0 +1,62 @@
+"""Turning user images (PIL, numpy arrays, tensors) into a model-ready batch."""
+
+from __future__ import annotations
+
+from typing import Any, Callable, Sequence
+
+import numpy as np
+import torch
+from PIL import Image
+
+__all__ = ["to_rgb", "to_batch"]
+
+
+def to_rgb(image: Any, background: tuple[int, int, int] = (255, 255, 255)) -> Image.Image:
+    """Convert a PIL image or an ``HxW`` / ``HxWxC`` uint8 array to an RGB PIL image.
+
+    Grayscale and palette images are expanded; an alpha channel is composited on
+    ``background`` (rather than dropped, which would turn transparent areas black).
+    """
+    if isinstance(image, np.ndarray):
+        arr = image
+        if arr.dtype != np.uint8:
+            if np.issubdtype(arr.dtype, np.floating) and arr.size and 0.0 <= arr.min() and arr.max() <= 1.0:
+                arr = (arr * 255).round().astype(np.uint8)
+            else:
+                raise TypeError(f"array images must be uint8 (or floats in [0, 1]), got {arr.dtype}")
+        if arr.ndim == 3 and arr.shape[2] == 1:
+            arr = arr[..., 0]
+        if arr.ndim not in (2, 3) or (arr.ndim == 3 and arr.shape[2] not in (3, 4)):
+            raise ValueError(f"array images must be HxW, HxWx3 or HxWx4, got shape {arr.shape}")
+        image = Image.fromarray(arr)
+    if not isinstance(image, Image.Image):
+        raise TypeError(f"expected a PIL image or a numpy array, got {type(image).__name__}")
+    if image.width == 0 or image.height == 0:
+        raise ValueError("image has zero size")
+    if image.mode == "P":
+        image = image.convert("RGBA")
+    if image.mode in ("RGBA", "LA"):
+        base = Image.new("RGB", image.size, background)
+        base.paste(image.convert("RGBA"), mask=image.convert("RGBA").split()[-1])
+        return base
+    return image.convert("RGB") if image.mode != "RGB" else image
+
+
+def to_batch(images: Sequence[Any] | torch.Tensor, preprocess: Callable[[Image.Image], torch.Tensor],
+             device: str | torch.device = "cpu") -> torch.Tensor:
+    """Preprocess a list of images (any PIL mode, or arrays) into a ``[B, 3, H, W]`` tensor.
+
+    A tensor is passed through (moved to ``device``) after a shape check.
+    """
+    if isinstance(images, torch.Tensor):
+        if images.ndim == 3:
+            images = images[None]
+        if images.ndim != 4 or images.shape[1] != 3:
+            raise ValueError(f"image tensors must be [B, 3, H, W], got {tuple(images.shape)}")
+        return images.to(device)
+    if isinstance(images, (Image.Image, np.ndarray)):
+        images = [images]
+    images = list(images)
+    if not images:
+        raise ValueError("empty list of images")
+    return torch.stack([preprocess(to_rgb(im)) for im in images]).to(device)

@@ -1,0 +1,239 @@
+"""Exactness and behaviour of the decomposition on stock open_clip models."""
+
+import warnings
+
+import numpy as np
+import open_clip
+import pytest
+import torch
+from PIL import Image
+
+from helpers.decompose import Components, Decomposer, check_model_supported
+from helpers.images import to_batch
+from helpers.models import DEFAULT_MODEL, UnsupportedModelError, load_model
+
+F32_REL_TOL = 1e-5   # float32: relative to the largest embedding entry
+F64_TOL = 1e-10      # float64: absolute
+
+
+def _visual(name, dtype=torch.float32, seed=0):
+    torch.manual_seed(seed)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        model = open_clip.create_model(name)
+    visual = model.visual.eval().to(dtype)
+    return visual
+
+
+def _images(visual, n=2, dtype=torch.float32, seed=1):
+    g = torch.Generator().manual_seed(seed)
+    return torch.randn(n, 3, *visual.image_size, generator=g).to(dtype)
+
+
+MODELS = [DEFAULT_MODEL, "ViT-B-32", "ViT-B-16", "ViT-L-14", "ViT-B-32-quickgelu"]
+
+
+@pytest.fixture(scope="module", params=MODELS)
+def visual64(request):
+    return _visual(request.param, torch.float64)
+
+
+def test_float64_exact(visual64):
+    x = _images(visual64, 2, torch.float64)
+    d = Decomposer(visual64)(x, heads=True, tokens=True)
+    ref = visual64(x)
+    # sum of all components == encode_image, unnormalised and normalised
+    assert (d.reconstruct() - ref).abs().max() < F64_TOL
+    dn = d.normalized()
+    assert (dn.reconstruct() - torch.nn.functional.normalize(ref, dim=-1)).abs().max() < F64_TOL
+    # per-head sums == per-layer attention terms
+    assert (d.heads.sum(2) - d.attn).abs().max() < F64_TOL
+    # per-token sums == per-layer attention terms (layer by layer)
+    for layer in (0, d.n_layers - 1):
+        assert (d.tokens(layers=[layer]).data.sum(1) - d.attn[:, layer]).abs().max() < F64_TOL
+    # joint (layer, token, head) of the last two layers sums to their heads
+    j = d.joint(layers=[-2, -1])
+    assert (j.data.sum(2) - d.heads[:, -2:]).abs().max() < F64_TOL
+    # the components table adds up too
+    assert (d.components().data.sum(1) - ref).abs().max() < F64_TOL
+
+
+@pytest.mark.parametrize("name", [DEFAULT_MODEL, "ViT-B-16"])
+def test_float32_within_stated_tolerance(name):
+    visual = _visual(name)
+    x = _images(visual, 3)
+    d = Decomposer(visual)(x, heads=True)
+    with torch.no_grad():
+        ref = visual(x)
+    scale = ref.abs().max()
+    assert (d.reconstruct() - ref).abs().max() / scale < F32_REL_TOL
+    assert (d.heads.sum(2) - d.attn).abs().max() / scale < F32_REL_TOL
+    assert d.max_error() < F32_REL_TOL
+
+
+def test_text_scores_contracted_in_forward_match_lazy():
+    visual = _visual(DEFAULT_MODEL, torch.float64)
+    x = _images(visual, 2, torch.float64)
+    texts = torch.randn(7, visual.output_dim, dtype=torch.float64)
+    dec = Decomposer(visual)
+    lazy = dec(x, heads=True, tokens=True)
+    for keep in [(), ("layer",), ("head",), ("layer", "head")]:
+        eager = dec(x, heads=False, texts=texts, text_keep=keep)
+        ref = lazy.token_scores(texts, keep=keep)
+        assert eager.text_scores.axes == ref.axes
+        assert torch.allclose(eager.text_scores.data, ref.data, atol=1e-12)
+    # per text: token scores summed over tokens == attention terms scored against the text
+    full = dec(x, heads=True, texts=texts, text_keep=("layer", "head"))
+    total = full.text_scores.sum("token").data  # (image, layer, head, text)
+    assert torch.allclose(total, full.head_terms().score(texts).data, atol=1e-12)
+    # normalising rescales the eager scores consistently
+    n = full.normalized()
+    assert torch.allclose(n.text_scores.sum("token", "layer", "head").data,
+                          n.attention().sum("layer").score(texts).data, atol=1e-12)
+
+
+def test_hooks_removed_and_outputs_bit_identical():
+    visual = _visual("ViT-B-32")
+    x = _images(visual, 2)
+    with torch.no_grad():
+        before = visual(x)
+    dec = Decomposer(visual)
+    dec(x, heads=True, tokens=True, texts=torch.randn(3, visual.output_dim))
+    with torch.no_grad():
+        after = visual(x)
+    assert torch.equal(before, after)
+    for m in visual.modules():
+        assert not m._forward_hooks and not m._forward_pre_hooks
+
+
+def test_hooks_removed_even_when_forward_fails():
+    visual = _visual(DEFAULT_MODEL)
+    dec = Decomposer(visual)
+
+    def boom(*_):
+        raise RuntimeError("planted failure")
+
+    planted = visual.transformer.resblocks[2].register_forward_pre_hook(boom)
+    with pytest.raises(RuntimeError, match="planted"):
+        dec(_images(visual, 1), heads=True, tokens=True)
+    planted.remove()
+    for m in visual.modules():
+        assert not m._forward_hooks and not m._forward_pre_hooks
+
+
+def test_training_mode_restored():
+    visual = _visual(DEFAULT_MODEL)
+    visual.train()
+    Decomposer(visual)(_images(visual, 1))
+    assert visual.training
+
+
+def test_grad_mode_keeps_graph():
+    visual = _visual(DEFAULT_MODEL)
+    d = Decomposer(visual)(_images(visual, 2), heads=False, grad=True)
+    d.mlp.pow(2).sum().backward()
+    assert visual.transformer.resblocks[0].mlp.c_fc.weight.grad is not None
+
+
+def test_components_axes():
+    visual = _visual(DEFAULT_MODEL, torch.float64)
+    d = Decomposer(visual)(_images(visual, 2, torch.float64), heads=True)
+    c = d.head_terms()
+    assert c.axes == ("image", "layer", "head", "dim")
+    last = c.select(layer=-1)
+    assert last.axes == ("image", "head", "dim")
+    assert torch.equal(last.data, d.heads[:, -1])
+    two = c.select(layer=[0, 2], head=slice(0, 2))
+    assert two.shape == {"image": 2, "layer": 2, "head": 2, "dim": visual.output_dim}
+    texts = torch.nn.functional.normalize(torch.randn(4, visual.output_dim, dtype=torch.float64), dim=-1)
+    s = c.score(texts)
+    assert s.axes == ("image", "layer", "head", "text")
+    assert torch.allclose(s.sum("layer", "head").data, d.attention().sum("layer").score(texts).data)
+    comp = d.components()
+    assert comp.labels["component"][0] == "embed" and comp.labels["component"][-1] == "const"
+    assert comp.select(component=[1]).labels["component"] == ["attn.0"]
+    with pytest.raises(KeyError):
+        c.sum("token")
+    with pytest.raises(IndexError):
+        c.select(layer=99)
+    with pytest.raises(ValueError):
+        c.score(torch.randn(3, 5, dtype=torch.float64))
+    grid = d.grid_size
+    lazy = Decomposer(visual)(_images(visual, 2, torch.float64), tokens=True)
+    m = lazy.spatial_map(lazy.token_scores(texts[:2]))
+    assert m.shape == (2, grid[0], grid[1], 2)
+
+
+def test_lazy_token_terms_need_tokens_flag():
+    visual = _visual(DEFAULT_MODEL)
+    d = Decomposer(visual)(_images(visual, 1), heads=True)
+    with pytest.raises(AttributeError, match="tokens=True"):
+        d.tokens()
+    d = Decomposer(visual)(_images(visual, 1), heads=False)
+    with pytest.raises(AttributeError, match="heads=True"):
+        d.head_terms()
+
+
+def test_bad_images():
+    visual = _visual(DEFAULT_MODEL)
+    dec = Decomposer(visual)
+    with pytest.raises(ValueError, match="empty batch"):
+        dec(torch.zeros(0, 3, *visual.image_size))
+    with pytest.raises(ValueError, match="batch"):
+        dec(torch.zeros(3, *visual.image_size))
+    with pytest.raises(ValueError, match="expects"):
+        dec(torch.zeros(1, 3, 32, 48))
+    with pytest.raises(ValueError):
+        dec(torch.zeros(1, 1, *visual.image_size))
+    with pytest.raises(TypeError):
+        dec(np.zeros((1, 3, *visual.image_size), np.float32))
+    with pytest.raises(TypeError):
+        dec(torch.zeros(1, 3, *visual.image_size, dtype=torch.uint8))
+    d = Decomposer(visual)(_images(visual, 1), tokens=True)
+    with pytest.raises(IndexError):
+        d.tokens(layers=[100])
+    with pytest.raises(ValueError):
+        d.token_scores(torch.zeros(0, visual.output_dim))
+    with pytest.raises(ValueError):
+        d.token_scores(torch.zeros(2, 3))
+
+
+def test_pil_modes_through_preprocessing(default_bundle):
+    model, preprocess, _ = default_bundle
+    imgs = [Image.new("L", (70, 50), 128), Image.new("RGBA", (40, 90), (255, 0, 0, 0)),
+            Image.new("RGB", (64, 64), (0, 0, 255)), Image.new("P", (30, 30)),
+            np.zeros((20, 30), np.uint8), np.full((20, 20, 4), 200, np.uint8)]
+    batch = to_batch(imgs, preprocess)
+    assert batch.shape == (len(imgs), 3, *model.visual.image_size)
+    # transparent RGBA is composited on white, not black
+    rgba = to_batch([imgs[1]], lambda im: torch.from_numpy(np.asarray(im).copy()).permute(2, 0, 1))
+    assert int(rgba.min()) == 255
+    d = Decomposer(model)(batch)
+    assert d.max_error() < F32_REL_TOL
+    with pytest.raises(ValueError, match="empty"):
+        to_batch([], preprocess)
+    with pytest.raises(TypeError):
+        to_batch(["not an image"], preprocess)
+    with pytest.raises(ValueError):
+        to_batch([np.zeros((5, 5, 2), np.uint8)], preprocess)
+
+
+@pytest.mark.parametrize("name", ["RN50", "coca_ViT-B-32", "ViT-L-14-CLIPA"])
+def test_unsupported_built_models(name):
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        model = open_clip.create_model(name)
+    with pytest.raises(UnsupportedModelError, match="Supported"):
+        Decomposer(model)
+
+
+def test_layerscale_models_are_exact():
+    # ViT-M-16-alt uses LayerScale; the decomposition folds the scale into each head's map
+    visual = _visual("ViT-M-16-alt", torch.float64)
+    for blk in visual.transformer.resblocks:  # make the scales non-trivial
+        blk.ls_1.gamma.data.uniform_(0.5, 1.5)
+        blk.ls_2.gamma.data.uniform_(0.5, 1.5)
+    x = _images(visual, 1, torch.float64)
+    d = Decomposer(visual)(x, heads=True)
+    assert (d.reconstruct() - visual(x)).abs().max() < F64_TOL
+    assert (d.heads.sum(2) - d.attn).abs().max() < F64_TOL
