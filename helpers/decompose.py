@@ -534,11 +534,11 @@ class Decomposer:
             return x if self.batch_first else x.transpose(0, 1)
 
         def on_ln_pre(_m: nn.Module, _i: Any, out: Tensor) -> None:
-            store["embed"] = bf(out)[:, 0]
+            store["embed"] = bf(out)[:, 0].clone()  # a copy: a view would pin [B, T, D]
 
         def on_ln_post(_m: nn.Module, inputs: tuple[Any, ...]) -> None:
             x = inputs[0]
-            store["z"] = x if x.ndim == 2 else bf(x)[:, 0]
+            store["z"] = x.clone() if x.ndim == 2 else bf(x)[:, 0].clone()
 
         def make_ln1(layer: int):
             attn: nn.MultiheadAttention = self.blocks[layer].attn
@@ -569,7 +569,7 @@ class Decomposer:
 
         def make_res(kind: str, layer: int):
             def on_res(_m: nn.Module, _i: Any, out: Tensor) -> None:
-                store[kind][layer] = bf(out)[:, 0]
+                store[kind][layer] = bf(out)[:, 0].clone()
             return on_res
 
         handles = [visual.ln_pre.register_forward_hook(on_ln_pre),
