@@ -468,12 +468,21 @@ class Decomposer:
         self.width = t.width
         self.image_size = tuple(self.visual.image_size)
         self.grid_size = tuple(self.visual.grid_size)
-        self._maps_cache: dict[tuple[torch.dtype, torch.device], _LayerMaps] = {}
+        self._maps_cache: dict[tuple[Any, ...], _LayerMaps] = {}
+
+    def _weights_state(self) -> tuple[int, ...]:
+        """Identity and in-place version of every parameter the joint-space maps depend on, so
+        the cached maps are rebuilt after an optimiser step, ``load_state_dict`` or a move."""
+        v = self.visual
+        tensors = [v.proj, v.ln_post.weight, v.ln_post.bias]
+        for blk in self.blocks:
+            tensors += [blk.attn.out_proj.weight, blk.attn.out_proj.bias, getattr(blk.ls_1, "gamma", None)]
+        return tuple(x for t in tensors if t is not None for x in (t.data_ptr(), t._version))
 
     def maps(self, dtype: torch.dtype, device: torch.device) -> _LayerMaps:
-        key = (dtype, device)
+        key = (dtype, device, self._weights_state())
         if key not in self._maps_cache:
-            self._maps_cache.clear()  # weights may have changed with a dtype/device move
+            self._maps_cache.clear()
             self._maps_cache[key] = _LayerMaps(self.visual, dtype, device)
         return self._maps_cache[key]
 

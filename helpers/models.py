@@ -16,8 +16,6 @@ from __future__ import annotations
 
 import json
 import os
-import socket
-import threading
 import warnings
 from pathlib import Path
 from typing import Any, Callable, NamedTuple
@@ -25,6 +23,8 @@ from urllib.parse import urlparse
 
 import open_clip
 import torch
+
+from .download import OfflineError, host_reachable
 
 __all__ = [
     "DEFAULT_MODEL",
@@ -53,10 +53,6 @@ SUPPORTED_DESCRIPTION = (
     "ViT-H-14, their -quickgelu variants, and the offline default "
     f"'{DEFAULT_MODEL}'"
 )
-
-
-class OfflineError(RuntimeError):
-    """Raised when weights must be downloaded but the network cannot be reached."""
 
 
 class UnsupportedModelError(NotImplementedError, ValueError):
@@ -140,23 +136,6 @@ def check_config_supported(name: str) -> dict[str, Any]:
     return cfg
 
 
-def _host_reachable(host: str, port: int = 443, timeout: float = 3.0) -> bool:
-    """True when a TCP connection to ``host`` opens within ``timeout`` seconds (DNS included)."""
-    result: list[bool] = []
-
-    def probe() -> None:
-        try:
-            with socket.create_connection((host, port), timeout=timeout):
-                result.append(True)
-        except OSError:
-            result.append(False)
-
-    t = threading.Thread(target=probe, daemon=True)
-    t.start()
-    t.join(timeout + 0.5)
-    return bool(result and result[0])
-
-
 def _resolve_pretrained(name: str, pretrained: str, cache_dir: str | None) -> tuple[str, dict[str, Any]]:
     """Map a pretrained tag to a local checkpoint path, without touching the network if cached.
 
@@ -189,7 +168,7 @@ def _resolve_pretrained(name: str, pretrained: str, cache_dir: str | None) -> tu
         host = "huggingface.co"
     else:
         host = urlparse(pcfg.get("url", "")).hostname or "huggingface.co"
-    if os.environ.get("HF_HUB_OFFLINE") == "1" or not _host_reachable(host):
+    if os.environ.get("HF_HUB_OFFLINE") == "1" or not host_reachable(host):
         raise OfflineError(
             f"Pretrained weights {name}/{pretrained} are not cached and {host} cannot be reached "
             "(no network?). Options: (1) use the offline default: load_model() or "

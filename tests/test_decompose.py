@@ -237,3 +237,16 @@ def test_layerscale_models_are_exact():
     d = Decomposer(visual)(x, heads=True)
     assert (d.reconstruct() - visual(x)).abs().max() < F64_TOL
     assert (d.heads.sum(2) - d.attn).abs().max() < F64_TOL
+
+
+def test_maps_follow_weight_updates():
+    visual = _visual(DEFAULT_MODEL, torch.float64)
+    dec = Decomposer(visual)
+    x = _images(visual, 2, torch.float64)
+    dec(x, heads=True)
+    with torch.no_grad():  # in-place updates, as an optimiser step does
+        visual.proj.mul_(1.5)
+        visual.transformer.resblocks[-1].attn.out_proj.weight.add_(0.1)
+    d = dec(x, heads=True)
+    assert (d.reconstruct() - visual(x)).abs().max() < F64_TOL
+    assert (d.heads.sum(2) - d.attn).abs().max() < F64_TOL

@@ -1,0 +1,231 @@
+"""Direct terms of a whole dataset, mean ablation, and zero-shot accuracy through them."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterable, Sequence
+
+import numpy as np
+
+import torch
+from torch import Tensor, nn
+from tqdm.auto import tqdm
+
+from .decompose import Decomposer
+
+__all__ = ["DirectTerms", "collect_terms", "cached_terms", "accuracy", "component_table", "variance_shares",
+           "margin_contributions"]
+
+
+@dataclass
+class DirectTerms:
+    """Direct contributions for ``N`` images (all on one device, joint space, unnormalised).
+
+    ``cls_self`` is each layer's attention term flowing from the class token to itself (the
+    ``i = CLS`` summand), kept when requested because the paper ablates it separately.
+    """
+
+    embed: Tensor  # [N, d]
+    attn: Tensor  # [N, L, d]
+    mlp: Tensor  # [N, L, d]
+    const: Tensor  # [d]
+    heads: Tensor | None = None  # [N, L, H, d]
+    cls_self: Tensor | None = None  # [N, L, d]
+
+    @property
+    def n_layers(self) -> int:
+        return self.attn.shape[1]
+
+    def __len__(self) -> int:
+        return self.embed.shape[0]
+
+    def embeddings(self) -> Tensor:
+        """The full embeddings (sum of every term)."""
+        return self.embed + self.attn.sum(1) + self.mlp.sum(1) + self.const
+
+    def ablated(self, *, mlps: Iterable[int] = (), attn: Iterable[int] = (),
+                heads: Iterable[tuple[int, int]] = (), embed: bool = False,
+                cls_self: Iterable[int] = (), means: "DirectTerms | None" = None) -> Tensor:
+        """Embeddings with the named terms replaced by their mean over the dataset.
+
+        Args:
+            mlps / attn: layer indices (negative allowed) whose MLP / whole attention term is
+                mean-ablated.
+            heads: ``(layer, head)`` pairs mean-ablated individually (needs ``heads``).
+            embed: mean-ablate the class-token embedding term.
+            cls_self: layers whose class-token-to-itself attention summand is mean-ablated.
+            means: take the means from another set (e.g. a reference dataset); default: self.
+        """
+        ref = means if means is not None else self
+        L = self.n_layers
+        norm = lambda ix: sorted({i % L for i in ix})  # noqa: E731
+        for i in list(mlps) + list(attn) + [h[0] for h in heads] + list(cls_self):
+            if not -L <= i < L:
+                raise IndexError(f"layer {i} out of range for a {L}-layer model")
+        mlps_, attn_, self_ = norm(mlps), norm(attn), norm(cls_self)
+        out = self.embeddings().clone()
+        if embed:
+            out += ref.embed.mean(0) - self.embed
+        for i in mlps_:
+            out += ref.mlp[:, i].mean(0) - self.mlp[:, i]
+        for i in attn_:
+            out += ref.attn[:, i].mean(0) - self.attn[:, i]
+        heads = [(li % L, h) for li, h in heads if li % L not in attn_]
+        if heads:
+            if self.heads is None or ref.heads is None:
+                raise ValueError("head ablation needs terms collected with heads=True")
+            H = self.heads.shape[2]
+            for li, h in heads:
+                if not -H <= h < H:
+                    raise IndexError(f"head {h} out of range ({H} heads)")
+                out += ref.heads[:, li, h].mean(0) - self.heads[:, li, h]
+        self_ = [i for i in self_ if i not in attn_]
+        if self_:
+            if self.cls_self is None or ref.cls_self is None:
+                raise ValueError("class-token ablation needs terms collected with cls_self=True")
+            for i in self_:
+                out += ref.cls_self[:, i].mean(0) - self.cls_self[:, i]
+        return out
+
+
+@torch.no_grad()
+def collect_terms(model: nn.Module, batches: Iterable[Tensor] | Tensor, *, heads: bool = False,
+                  cls_self: bool = False, batch_size: int = 64, device: str | torch.device | None = None,
+                  progress: bool = False, total: int | None = None) -> DirectTerms:
+    """Decompose every image of ``batches`` (a tensor ``[N, 3, H, W]`` or an iterable of
+    batches, or of ``(images, ...)`` tuples) and stack the direct terms."""
+    dec = Decomposer(model)
+    if device is None:
+        device = dec.visual.proj.device
+    if isinstance(batches, Tensor):
+        if batches.ndim != 4 or batches.shape[0] == 0:
+            raise ValueError(f"expected a non-empty [N, 3, H, W] tensor, got {tuple(batches.shape)}")
+        total = batches.shape[0]
+        batches = batches.split(batch_size)
+    parts: dict[str, list[Tensor]] = {"embed": [], "attn": [], "mlp": [], "heads": [], "cls_self": []}
+    const = None
+    bar = tqdm(total=total, desc="decomposing", unit="img", disable=not progress)
+    for batch in batches:
+        x = batch[0] if isinstance(batch, (tuple, list)) else batch
+        d = dec(x.to(device), heads=heads, tokens=cls_self)
+        parts["embed"].append(d.embed)
+        parts["attn"].append(d.attn)
+        parts["mlp"].append(d.mlp)
+        if heads:
+            parts["heads"].append(d.heads)
+        if cls_self:
+            parts["cls_self"].append(torch.stack(
+                [d.tokens(layers=[i]).data[:, 0] for i in range(d.n_layers)], 1))
+        const = d.const
+        bar.update(x.shape[0])
+    bar.close()
+    if const is None:
+        raise ValueError("no images")
+    return DirectTerms(
+        embed=torch.cat(parts["embed"]), attn=torch.cat(parts["attn"]), mlp=torch.cat(parts["mlp"]),
+        const=const, heads=torch.cat(parts["heads"]) if heads else None,
+        cls_self=torch.cat(parts["cls_self"]) if cls_self else None)
+
+
+def accuracy(embeddings: Tensor, classifier: Tensor, labels: Tensor | Sequence[int]) -> float:
+    """Top-1 zero-shot accuracy of (unnormalised) image embeddings against class embeddings."""
+    labels = torch.as_tensor(labels, device=embeddings.device)
+    if embeddings.shape[0] != labels.shape[0]:
+        raise ValueError(f"{embeddings.shape[0]} embeddings but {labels.shape[0]} labels")
+    logits = torch.nn.functional.normalize(embeddings, dim=-1) @ classifier.to(embeddings).T
+    return float((logits.argmax(-1) == labels).float().mean())
+
+
+TERMS_VERSION = 1  # bump when the meaning of the stored terms changes
+
+
+def cached_terms(model: nn.Module, dataset: Any, *, dataset_id: str, cache_dir: str | Path,
+                 preprocess_id: str = "", heads: bool = True, cls_self: bool = False,
+                 batch_size: int = 64, device: str | torch.device | None = None, progress: bool = True,
+                 model_name: str = "") -> DirectTerms:
+    """Direct terms of every item of ``dataset``, streamed through the on-disk cache.
+
+    ``dataset`` is indexable (``len`` and ``[i]``) and yields preprocessed image tensors
+    ``[3, H, W]`` or tuples whose first element is one. Results are keyed by the model's name
+    and weights fingerprint, ``dataset_id``, ``preprocess_id`` (describe any preprocessing that
+    is not part of the dataset's identity) and the options, so a second call (even in a new
+    process, or after an interruption) reads what was done instead of recomputing it.
+    """
+    from torch.utils.data import DataLoader, Subset
+
+    from .cache import stream_to_cache, weights_fingerprint
+
+    n = len(dataset)
+    if n == 0:
+        raise ValueError("empty dataset")
+    dec = Decomposer(model)
+    if device is None:
+        device = dec.visual.proj.device
+    key = dict(what="direct-terms", version=TERMS_VERSION, model=model_name or type(model).__name__,
+               weights=weights_fingerprint(model), dataset=dataset_id, preprocess=preprocess_id,
+               heads=heads, cls_self=cls_self, dtype=str(dec.visual.proj.dtype))
+
+    def source(start: int):
+        return DataLoader(Subset(dataset, range(start, n)), batch_size=batch_size, shuffle=False)
+
+    def compute(batch: Any) -> dict[str, Tensor]:
+        x = batch[0] if isinstance(batch, (tuple, list)) else batch
+        with torch.no_grad():
+            d = dec(x.to(device), heads=heads, tokens=cls_self)
+        out = {"embed": d.embed, "attn": d.attn, "mlp": d.mlp}
+        if heads:
+            out["heads"] = d.heads
+        if cls_self:
+            out["cls_self"] = torch.stack([d.tokens(layers=[i]).data[:, 0] for i in range(d.n_layers)], 1)
+        return out
+
+    arrays = stream_to_cache(compute, source, n_items=n, key=key, cache_dir=cache_dir, progress=progress,
+                             desc=f"decomposing {dataset_id}")
+    dtype = dec.visual.proj.dtype
+
+    def get(name: str) -> Tensor | None:
+        return torch.from_numpy(np.array(arrays[name])).to(device, dtype) if name in arrays else None
+
+    const = dec.maps(dtype, dec.visual.proj.device).const.to(device)
+    return DirectTerms(embed=get("embed"), attn=get("attn"), mlp=get("mlp"), const=const,
+                       heads=get("heads"), cls_self=get("cls_self"))
+
+
+def component_table(terms: DirectTerms) -> tuple[list[str], Tensor]:
+    """All direct terms as ``(labels, [N, C, d])``: embed, attn.0, mlp.0, ..., (const last)."""
+    labels = ["embed"]
+    parts = [terms.embed[:, None]]
+    for i in range(terms.n_layers):
+        labels += [f"attn.{i}", f"mlp.{i}"]
+        parts += [terms.attn[:, i:i + 1], terms.mlp[:, i:i + 1]]
+    labels.append("const")
+    parts.append(terms.const.expand(len(terms), 1, -1))
+    return labels, torch.cat(parts, 1)
+
+
+def variance_shares(terms: DirectTerms) -> dict[str, float]:
+    """Each term's variance over the images as a fraction of the embedding's total variance.
+
+    This is the mean squared change of the embedding when that term alone is mean-ablated,
+    relative to the embedding's spread: a direct-effect size that needs no labels.
+    """
+    labels, comps = component_table(terms)
+    total = terms.embeddings().var(0).sum()
+    shares = comps.var(0).sum(-1) / total
+    return dict(zip(labels, shares.tolist()))
+
+
+def margin_contributions(terms: DirectTerms, classifier: Tensor, labels: Tensor) -> dict[str, float]:
+    """Mean contribution of each term to the correct class's margin over the average class.
+
+    With ``e`` the embedding and ``t_k`` the class embeddings, the cosine logit margin
+    ``(e / |e|) . (t_y - mean_k t_k)`` splits exactly over the terms of ``e``.
+    """
+    names, comps = component_table(terms)
+    emb = terms.embeddings()
+    classifier = classifier.to(emb)
+    labels = torch.as_tensor(labels, device=emb.device)
+    direction = classifier[labels] - classifier.mean(0)  # [N, d]
+    contrib = torch.einsum("ncd,nd->nc", comps, direction) / emb.norm(dim=-1, keepdim=True)
+    return dict(zip(names, contrib.mean(0).tolist()))

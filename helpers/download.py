@@ -1,0 +1,67 @@
+"""Downloads for the online path: checksummed, with progress bars, failing fast offline."""
+
+from __future__ import annotations
+
+import os
+import socket
+import threading
+from pathlib import Path
+from urllib.parse import urlparse
+
+__all__ = ["OfflineError", "host_reachable", "require_host", "fetch", "cache_root"]
+
+
+class OfflineError(RuntimeError):
+    """Raised when something must be downloaded but its host cannot be reached."""
+
+
+def cache_root() -> Path:
+    """Where downloads go (``CLIP_COURSE_CACHE``, else ``~/.cache/clip-course``)."""
+    return Path(os.environ.get("CLIP_COURSE_CACHE", Path.home() / ".cache" / "clip-course"))
+
+
+def host_reachable(host: str, port: int = 443, timeout: float = 3.0) -> bool:
+    """True when a TCP connection to ``host`` opens within ``timeout`` seconds (DNS included,
+    bounded by running the probe in a thread)."""
+    result: list[bool] = []
+
+    def probe() -> None:
+        try:
+            with socket.create_connection((host, port), timeout=timeout):
+                result.append(True)
+        except OSError:
+            result.append(False)
+
+    t = threading.Thread(target=probe, daemon=True)
+    t.start()
+    t.join(timeout + 0.5)
+    return bool(result and result[0])
+
+
+def require_host(url: str, what: str, hint: str = "") -> None:
+    """Raise :class:`OfflineError` quickly if the host of ``url`` is unreachable."""
+    host = urlparse(url).hostname or url
+    if os.environ.get("CLIP_COURSE_OFFLINE") == "1" or not host_reachable(host):
+        msg = f"Cannot download {what}: {host} is unreachable (no network?)."
+        raise OfflineError(msg + (" " + hint if hint else ""))
+
+
+def fetch(url: str, sha256: str | None, *, what: str, fname: str | None = None, folder: str = "",
+          hint: str = "", processor=None):
+    """Download ``url`` once into the cache with pooch (hash-checked, progress bar).
+
+    Returns pooch's result (a path, or the processor's output such as the list of extracted
+    files). A file already in the cache with the right hash is used without any network.
+    pooch writes to a temporary file and moves it into place, so an interrupted download
+    leaves nothing behind.
+    """
+    import pooch
+
+    path = cache_root() / folder
+    fname = fname or os.path.basename(urlparse(url).path)
+    target = path / fname
+    known = f"sha256:{sha256}" if sha256 else None
+    if not (target.exists() and (sha256 is None or pooch.file_hash(str(target)) == sha256)):
+        require_host(url, what, hint)
+    return pooch.retrieve(url, known_hash=known, fname=fname, path=path, progressbar=True,
+                          processor=processor)

@@ -1,0 +1,208 @@
+"""Training the offline default (:data:`helpers.models.DEFAULT_MODEL`) on the synthetic world.
+
+    python -m helpers.training --steps 3000 --out data/models     # CPU, or the GPU if present
+
+Contrastive CLIP training on freshly generated scenes (every step sees new scenes; no scene
+is seen twice). One optional extra term, the *direct-path penalty*, is described in
+``data/models/MODEL_CARD.md``: it penalises the variance over the batch of the direct
+contributions (in the joint space, through the linearised ``ln_post``) of every MLP and of
+every attention layer except the last ``free_attn_layers``, relative to the variance of the
+embedding. It leaves the indirect paths free, so those layers still compute features that the
+last attention layers read. Setting ``--direct-penalty 0`` gives plain CLIP training.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import platform
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import open_clip
+import torch
+import torch.nn.functional as F
+
+from . import world
+from .decompose import Decomposer
+from .models import DEFAULT_MODEL, DEFAULT_PRETRAINED, _FALLBACK_CONFIG, data_dir
+
+__all__ = ["TrainConfig", "images_to_tensor", "train", "save_weights"]
+
+
+@dataclass
+class TrainConfig:
+    steps: int = 3000
+    batch_size: int = 128
+    lr: float = 1e-3
+    weight_decay: float = 0.1
+    warmup_frac: float = 0.05
+    seed: int = 0
+    direct_penalty: float = 1.0
+    free_attn_layers: int = 4
+    device: str = "auto"
+    threads: int | None = None
+    log_every: int = 50
+    model_config: dict[str, Any] = field(default_factory=lambda: json.loads(json.dumps(_FALLBACK_CONFIG)))
+
+
+def images_to_tensor(images: np.ndarray, model: torch.nn.Module | None = None) -> torch.Tensor:
+    """uint8 ``[N, H, W, 3]`` world images -> normalised float ``[N, 3, H, W]``.
+
+    Equal to the model's ``preprocess`` on the same (already 64x64) PIL images, without the
+    PIL round trip.
+    """
+    mean = torch.tensor(open_clip.OPENAI_DATASET_MEAN).view(1, 3, 1, 1)
+    std = torch.tensor(open_clip.OPENAI_DATASET_STD).view(1, 3, 1, 1)
+    x = torch.from_numpy(np.ascontiguousarray(images)).permute(0, 3, 1, 2).float() / 255.0
+    return (x - mean) / std
+
+
+def _lr_at(step: int, cfg: TrainConfig) -> float:
+    warm = max(1, int(cfg.warmup_frac * cfg.steps))
+    if step < warm:
+        return cfg.lr * (step + 1) / warm
+    t = (step - warm) / max(1, cfg.steps - warm)
+    return cfg.lr * 0.5 * (1 + math.cos(math.pi * t))
+
+
+def _device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(name)
+
+
+def build_model(cfg: TrainConfig) -> torch.nn.Module:
+    from open_clip.model import CLIP
+
+    torch.manual_seed(cfg.seed)
+    return CLIP(**cfg.model_config)
+
+
+def train(cfg: TrainConfig, *, progress: bool = True, checkpoint_dir: Path | None = None,
+          checkpoint_every: int = 0) -> tuple[torch.nn.Module, list[dict[str, float]]]:
+    """Train from scratch; returns the model (eval mode, CPU) and the logged history.
+
+    With ``checkpoint_dir`` and ``checkpoint_every``, the weights so far are saved there every
+    that many steps (so a long run that is stopped still leaves a usable model).
+    """
+    if cfg.steps <= 0 or cfg.batch_size < 2:
+        raise ValueError("steps must be positive and batch_size at least 2")
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)
+    device = _device(cfg.device)
+    model = build_model(cfg).to(device)
+    model.train()
+    tokenizer = open_clip.tokenize
+    ctx = cfg.model_config["text_cfg"]["context_length"]
+    dec = Decomposer(model)
+    L = dec.n_layers
+    penalised_attn = list(range(max(0, L - cfg.free_attn_layers)))
+    decay = [p for n, p in model.named_parameters() if p.ndim >= 2 and "embedding" not in n]
+    no_decay = [p for n, p in model.named_parameters() if not (p.ndim >= 2 and "embedding" not in n)]
+    opt = torch.optim.AdamW([{"params": decay, "weight_decay": cfg.weight_decay},
+                             {"params": no_decay, "weight_decay": 0.0}], lr=cfg.lr, betas=(0.9, 0.98), eps=1e-6)
+    w = world.World(seed=cfg.seed)
+    history: list[dict[str, float]] = []
+    t0 = time.perf_counter()
+    run_loss = run_pen = run_acc = 0.0
+    for step in range(cfg.steps):
+        for g in opt.param_groups:
+            g["lr"] = _lr_at(step, cfg)
+        scenes = w.sample(cfg.batch_size, split="train", start=step * cfg.batch_size)
+        images = images_to_tensor(scenes.images).to(device)
+        text = tokenizer(scenes.captions, context_length=ctx).to(device)
+        d = dec(images, heads=False, grad=True)
+        img = F.normalize(d.embedding, dim=-1)
+        txt = model.encode_text(text, normalize=True)
+        scale = model.logit_scale.exp().clamp(max=100)
+        logits = scale * img @ txt.T
+        # identical captions in a batch are positives of each other
+        same = torch.tensor([[a == b for b in scenes.captions] for a in scenes.captions], device=device)
+        target = same.float() / same.float().sum(1, keepdim=True)
+        loss = 0.5 * (torch.sum(-target * logits.log_softmax(1), 1).mean()
+                      + torch.sum(-target * logits.T.log_softmax(1), 1).mean())
+        pen = torch.zeros((), device=device)
+        if cfg.direct_penalty > 0:
+            total = d.embedding.var(0).sum().detach().clamp_min(1e-6)
+            direct = d.mlp.var(0).sum() + d.embed.var(0).sum()
+            if penalised_attn:
+                direct = direct + d.attn[:, penalised_attn].var(0).sum()
+            pen = direct / total
+        opt.zero_grad(set_to_none=True)
+        (loss + cfg.direct_penalty * pen).backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        opt.step()
+        with torch.no_grad():
+            model.logit_scale.clamp_(0, math.log(100))
+        run_loss += float(loss.detach())
+        run_pen += float(pen.detach())
+        run_acc += float((logits.argmax(1) == torch.arange(len(img), device=device)).float().mean())
+        if (step + 1) % cfg.log_every == 0 or step + 1 == cfg.steps:
+            n = (step % cfg.log_every) + 1
+            rec = {"step": step + 1, "loss": run_loss / n, "direct_penalty": run_pen / n,
+                   "batch_acc": run_acc / n, "lr": _lr_at(step, cfg), "elapsed_s": time.perf_counter() - t0}
+            history.append(rec)
+            run_loss = run_pen = run_acc = 0.0
+            if progress:
+                print(f"step {rec['step']:5d}  loss {rec['loss']:.3f}  direct {rec['direct_penalty']:.3f}  "
+                      f"batch-acc {rec['batch_acc']:.2f}  {rec['elapsed_s']:.0f}s", flush=True)
+        if checkpoint_dir is not None and checkpoint_every and (step + 1) % checkpoint_every == 0:
+            save_weights(model, cfg, history, checkpoint_dir, steps_done=step + 1)
+            model.train()
+    model.eval().cpu()
+    return model, history
+
+
+def save_weights(model: torch.nn.Module, cfg: TrainConfig, history: list[dict[str, float]], out_dir: Path,
+                 *, dtype: torch.dtype = torch.float16, steps_done: int | None = None) -> Path:
+    """Write ``<DEFAULT_MODEL>-<tag>.safetensors`` (``dtype``), its config and training log."""
+    from safetensors.torch import save_file
+
+    out_dir.mkdir(parents=True, exist_ok=True)
+    weights = out_dir / f"{DEFAULT_MODEL}-{DEFAULT_PRETRAINED}.safetensors"
+    state = {k: v.detach().to(dtype).contiguous() for k, v in model.state_dict().items()}
+    save_file(state, str(weights), metadata={"model": DEFAULT_MODEL, "tag": DEFAULT_PRETRAINED})
+    (out_dir / f"{DEFAULT_MODEL}.json").write_text(json.dumps(cfg.model_config, indent=2) + "\n")
+    train_cfg = {k: v for k, v in asdict(cfg).items() if k != "model_config"}
+    log = {"config": train_cfg, "steps_done": cfg.steps if steps_done is None else steps_done,
+           "history": history,
+           "hardware": {"device": str(_device(cfg.device)), "platform": platform.platform(),
+                        "processor": platform.processor(), "torch_threads": torch.get_num_threads(),
+                        "torch": torch.__version__, "open_clip": open_clip.__version__}}
+    (out_dir / f"{DEFAULT_MODEL}-{DEFAULT_PRETRAINED}.train.json").write_text(json.dumps(log, indent=1) + "\n")
+    return weights
+
+
+def main(argv: list[str] | None = None) -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    d = TrainConfig()
+    ap.add_argument("--steps", type=int, default=d.steps)
+    ap.add_argument("--batch-size", type=int, default=d.batch_size)
+    ap.add_argument("--lr", type=float, default=d.lr)
+    ap.add_argument("--seed", type=int, default=d.seed)
+    ap.add_argument("--direct-penalty", type=float, default=d.direct_penalty)
+    ap.add_argument("--free-attn-layers", type=int, default=d.free_attn_layers)
+    ap.add_argument("--layers", type=int, default=d.model_config["vision_cfg"]["layers"])
+    ap.add_argument("--width", type=int, default=d.model_config["vision_cfg"]["width"])
+    ap.add_argument("--device", default=d.device)
+    ap.add_argument("--threads", type=int, default=None)
+    ap.add_argument("--out", type=Path, default=data_dir() / "models")
+    ap.add_argument("--checkpoint-every", type=int, default=0)
+    args = ap.parse_args(argv)
+    cfg = TrainConfig(steps=args.steps, batch_size=args.batch_size, lr=args.lr, seed=args.seed,
+                      direct_penalty=args.direct_penalty, free_attn_layers=args.free_attn_layers,
+                      device=args.device, threads=args.threads)
+    cfg.model_config["vision_cfg"]["layers"] = args.layers
+    cfg.model_config["vision_cfg"]["width"] = args.width
+    model, history = train(cfg, checkpoint_dir=args.out, checkpoint_every=args.checkpoint_every)
+    path = save_weights(model, cfg, history, args.out)
+    print(f"saved {path} ({path.stat().st_size / 2**20:.1f} MiB)")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,217 @@
+"""TextSpan: recovery of planted texts, agreement with the plain reference, and its invariants."""
+
+import numpy as np
+import pytest
+import torch
+
+from helpers.textspan import (
+    TextSpanResult,
+    pca_basis,
+    random_baseline,
+    random_texts,
+    textspan,
+    textspan_reference,
+)
+
+F64 = torch.float64
+
+
+def _heads(Hs, K, d, head_rank, seed=0, offset=0.3, decay=1.0):
+    """Head-like data: rank ``head_rank`` outputs with a decaying spectrum plus a mean offset."""
+    g = torch.Generator().manual_seed(seed)
+    Q = torch.linalg.qr(torch.randn(Hs, d, head_rank, generator=g, dtype=F64))[0]
+    scale = torch.logspace(0, -decay, head_rank, dtype=F64)
+    Z = torch.randn(Hs, K, head_rank, generator=g, dtype=F64) * scale
+    return Z @ Q.mT + offset * torch.randn(Hs, 1, d, generator=g, dtype=F64)
+
+
+def _planted(seed=0, K=2000, d=48, M=300, noise=0.01):
+    g = torch.Generator().manual_seed(seed)
+    R = random_texts(M, d, seed=seed + 1, dtype=F64)
+    true = torch.randperm(M, generator=g)[:5]
+    var = torch.tensor([5.0, 4.0, 3.0, 2.0, 1.0], dtype=F64)
+    Z = torch.randn(K, 5, generator=g, dtype=F64) * var.sqrt()
+    C = Z @ R[true] + noise * torch.randn(K, d, generator=g, dtype=F64) + 0.5 * R[0]
+    return C, R, true
+
+
+# ---------------------------------------------------------------------------------------------
+# Behaviour
+# ---------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+def test_recovers_planted_texts_in_order(seed):
+    C, R, true = _planted(seed)
+    res = textspan(C, R, 5)
+    assert res.indices.tolist() == true.tolist()
+    assert res.cumulative[-1] > 0.99
+    # float32 and NumPy input give the same choice
+    assert textspan(C.float().numpy(), R.float().numpy(), 5).indices.tolist() == true.tolist()
+
+
+@pytest.mark.parametrize("head_rank", [40, 12])  # 12 < rank: numerically null directions dropped
+def test_batched_equals_loop_equals_reference(head_rank):
+    C = _heads(4, 300, 40, head_rank, seed=head_rank)
+    R = random_texts(250, 40, seed=3, dtype=F64)
+    n = 10  # more than the refresh interval of the incremental variances
+    res = textspan(C, R, n, rank=30, reconstruction=True)
+    assert res.indices.shape == (4, n) and res.directions.shape == (4, n, 40)
+    assert res.span_rank.tolist() == [min(30, head_rank + 1)] * 4  # +1: the mean offset
+    for h in range(4):
+        one = textspan(C[h], R, n, rank=30, reconstruction=True)
+        ref = textspan_reference(C[h].numpy(), R.numpy(), n, rank=30)
+        assert res.indices[h].tolist() == one.indices.tolist() == ref.indices.tolist()
+        torch.testing.assert_close(res.variance[h], ref.variance, rtol=0, atol=1e-10)
+        torch.testing.assert_close(res.criterion[h], ref.criterion, rtol=1e-9, atol=1e-12)
+        torch.testing.assert_close(res.reconstruction[h], ref.reconstruction, rtol=0, atol=1e-9)
+        # directions agree up to sign
+        dots = (res.directions[h] * ref.directions).sum(-1).abs()
+        torch.testing.assert_close(dots, torch.ones(n, dtype=F64), rtol=0, atol=1e-9)
+    # chosen directions lie in the head's output span
+    proj = res.directions @ torch.linalg.pinv(C) @ C
+    torch.testing.assert_close(proj, res.directions, rtol=0, atol=1e-8)
+
+
+def test_invariants_and_pca_bound():
+    C = _heads(3, 200, 24, 24, seed=5, decay=1.5)
+    R = random_texts(150, 24, seed=6, dtype=F64)
+    n = 12
+    res = textspan(C, R, n)
+    eye = torch.eye(n, dtype=F64)
+    torch.testing.assert_close(res.directions @ res.directions.mT, eye.expand(3, n, n), rtol=0, atol=1e-10)
+    assert (res.variance >= -1e-12).all()
+    assert (res.cumulative.diff(dim=-1) >= -1e-12).all()
+    # each step's fraction is the variance along its direction over the total
+    X = C - C.mean(1, keepdim=True)
+    total = (X**2).sum((1, 2)) / C.shape[1]
+    along = ((X @ res.directions.mT) ** 2).mean(1) / total.unsqueeze(-1)
+    torch.testing.assert_close(res.variance, along, rtol=1e-9, atol=1e-12)
+    torch.testing.assert_close(res.total_variance, total)
+    # prefixes: n = k gives the first k choices, and the error never increases with k
+    errs = []
+    for k in range(1, n + 1):
+        part = res.truncate(k)
+        assert textspan(C, R, k).indices.tolist() == part.indices.tolist()
+        errs.append(((part.reconstruct(C) - C) ** 2).sum((1, 2)))
+        torch.testing.assert_close(errs[-1] / (X**2).sum((1, 2)), 1 - res.cumulative[:, k - 1],
+                                   rtol=0, atol=1e-10)
+    errs = torch.stack(errs, -1)
+    assert (errs.diff(dim=-1) <= 1e-9).all()
+    # PCA is an upper bound at every n
+    pca = pca_basis(C, n)
+    assert pca.indices is None
+    assert (pca.cumulative >= res.cumulative - 1e-10).all()
+    torch.testing.assert_close(pca.directions @ pca.directions.mT, eye.expand(3, n, n), rtol=0, atol=1e-10)
+
+
+def test_full_rank_reconstruction_is_exact():
+    C = _heads(2, 60, 8, 8, seed=7)  # K > d: the centred data has rank d = 8
+    R = random_texts(40, 8, seed=8, dtype=F64)
+    res = textspan(C, R, 8, reconstruction=True)
+    torch.testing.assert_close(res.reconstruction, C, rtol=0, atol=1e-8)
+    torch.testing.assert_close(res.reconstruct(C), C, rtol=0, atol=1e-8)
+    torch.testing.assert_close(res.cumulative[:, -1], torch.ones(2, dtype=F64), rtol=0, atol=1e-10)
+    torch.testing.assert_close(pca_basis(C, 8, reconstruction=True).reconstruction, C, rtol=0, atol=1e-8)
+
+
+def test_held_out_reconstruction_uses_stored_mean():
+    C = _heads(2, 120, 16, 6, seed=9)
+    R = random_texts(80, 16, seed=10, dtype=F64)
+    res = textspan(C[:, :100], R, 4)
+    new = C[:, 100:]
+    U, mu = res.directions, res.mean.unsqueeze(1)
+    torch.testing.assert_close(res.reconstruct(new), mu + (new - mu) @ U.mT @ U)
+    one = res.head(1)
+    torch.testing.assert_close(one.reconstruct(new[1]), res.reconstruct(new)[1])
+    pool = [f"text {i}" for i in range(80)]
+    assert one.texts(pool) == [f"text {i}" for i in res.indices[1].tolist()]
+    assert len(res.texts(pool)) == 2
+    with pytest.raises(ValueError):
+        res.reconstruct()
+    with pytest.raises(ValueError):
+        res.reconstruct(new[0])  # a batched result needs every head
+
+
+def test_chosen_text_is_never_picked_again():
+    # duplicate texts: once one copy is chosen the other has no component left
+    C = _heads(1, 200, 12, 12, seed=11)[0]
+    R = random_texts(30, 12, seed=12, dtype=F64)
+    R = torch.cat([R, R])
+    res = textspan(C, R, 12)
+    picked = set(res.indices.tolist())
+    assert len(picked) == 12
+    assert not any((i + 30) in picked for i in picked if i < 30)
+    # a pool spanning fewer directions than n runs out of admissible texts
+    flat = torch.zeros(20, 12, dtype=F64)
+    flat[:10, 0] = 1
+    flat[10:, 1] = 1
+    with pytest.raises(ValueError, match="no text"):
+        textspan(C, flat, 3)
+
+
+def test_random_baseline():
+    C = _heads(2, 100, 16, 16, seed=13).float()
+    a = random_baseline(C, 5, n_texts=64, seed=1)
+    b = textspan(C, random_texts(64, 16, seed=1), 5)
+    assert isinstance(a, TextSpanResult) and a.directions.dtype == torch.float32
+    assert torch.equal(a.indices, b.indices)
+    R = random_texts(10, 7, seed=2)
+    torch.testing.assert_close(R.norm(dim=-1), torch.ones(10))
+
+
+# ---------------------------------------------------------------------------------------------
+# Bad input
+# ---------------------------------------------------------------------------------------------
+
+
+def test_bad_inputs():
+    C = _heads(1, 50, 10, 10, seed=14)[0]
+    R = random_texts(20, 10, seed=15, dtype=F64)
+    with pytest.raises(ValueError, match="empty"):
+        textspan(C, R[:0], 3)
+    bad = C.clone()
+    bad[7, 2] = float("nan")
+    with pytest.raises(ValueError, match="NaN or inf.*image=7"):
+        textspan(bad, R, 3)
+    badR = R.clone()
+    badR[4, 0] = float("inf")
+    with pytest.raises(ValueError, match="NaN or inf.*text=4"):
+        textspan(C, badR, 3)
+    with pytest.raises(ValueError, match="larger than the text pool"):
+        textspan(C, R[:3], 4)
+    with pytest.raises(ValueError, match="larger than the span"):
+        textspan(C, R, 11)  # d = 10
+    with pytest.raises(ValueError, match="larger than the span"):
+        textspan(C, R, 6, rank=5)
+    with pytest.raises(ValueError, match="numerical rank"):
+        textspan(_heads(1, 50, 10, 2, seed=16, offset=0.0)[0], R, 3)
+    with pytest.raises(ValueError, match="dimension"):
+        textspan(C, R[:, :9], 3)
+    with pytest.raises(ValueError, match="n must be >= 1"):
+        textspan(C, R, 0)
+    with pytest.raises(ValueError, match="K >= 2"):
+        textspan(C[:1], R, 1)
+    with pytest.raises(ValueError, match="integer"):
+        textspan(C, R, 2.0)
+    with pytest.raises(ValueError, match=r"\[K, d\] or \[Hs, K, d\]"):
+        textspan(C[0], R, 1)
+    with pytest.raises(ValueError):
+        pca_basis(C, 11)
+    with pytest.raises(ValueError):
+        textspan_reference(C.numpy(), R[:0].numpy(), 3)
+    with pytest.raises(ValueError):
+        textspan_reference(C.numpy(), R.numpy(), 11)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_cuda_matches_cpu():
+    C = _heads(3, 400, 64, 32, seed=17)
+    R = random_texts(500, 64, seed=18, dtype=F64)
+    cpu = textspan(C, R, 10, reconstruction=True)
+    gpu = textspan(C.cuda(), R, 10, reconstruction=True)  # R follows C's device
+    assert gpu.directions.is_cuda and gpu.indices.is_cuda
+    assert torch.equal(gpu.indices.cpu(), cpu.indices)
+    torch.testing.assert_close(gpu.reconstruction.cpu(), cpu.reconstruction)
+    g32 = textspan(C.float().cuda(), R.float().cuda(), 10)
+    assert torch.equal(g32.indices.cpu(), cpu.indices)
