@@ -45,7 +45,7 @@ def main() -> None:
     args = parse()
     for var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
         os.environ[var] = str(args.threads)
-    import numpy as np
+    import numpy  # noqa: F401  (imported only once the BLAS thread count is set)
     import torch
 
     from helpers.textspan import random_texts, textspan, textspan_reference

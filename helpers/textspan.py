@@ -539,9 +539,13 @@ def random_texts(M: int, d: int, seed: int = 0, *, device: Any = None,
     return x.to(device=device, dtype=dtype)
 
 
-def random_baseline(C: Any, n: int, n_texts: int = 3498, rank: int = 80, seed: int = 0,
+def random_baseline(C: Any, n: int, n_texts: int, rank: int = 80, seed: int = 0,
                     **kwargs: Any) -> TextSpanResult:
-    """TextSpan on a pool of ``n_texts`` random unit vectors (the paper's random baseline)."""
+    """TextSpan on a pool of ``n_texts`` random unit vectors (the paper's random baseline).
+
+    Use the size of the real pool for ``n_texts`` so that both pick from as many candidates;
+    ``kwargs`` go to :func:`textspan` (e.g. ``reconstruction=True``).
+    """
     C_t = _as_tensor(C, "C")
     dtype = torch.float64 if C_t.dtype == torch.float64 else torch.float32
     R = random_texts(n_texts, C_t.shape[-1], seed, device=C_t.device, dtype=dtype)

@@ -1,6 +1,5 @@
 """TextSpan: recovery of planted texts, agreement with the plain reference, and its invariants."""
 
-import numpy as np
 import pytest
 import torch
 
@@ -71,6 +70,18 @@ def test_batched_equals_loop_equals_reference(head_rank):
     # chosen directions lie in the head's output span
     proj = res.directions @ torch.linalg.pinv(C) @ C
     torch.testing.assert_close(proj, res.directions, rtol=0, atol=1e-8)
+
+
+def test_float32_keeps_weak_directions():
+    # a large mean and a spectrum falling to 1e-3: a float32 Gram matrix would lose the weak
+    # directions in its rounding; the float64 span computation keeps them
+    C = _heads(2, 400, 48, 20, seed=19, offset=3.0, decay=3.0)
+    R = random_texts(200, 48, seed=20, dtype=F64)
+    r64 = textspan(C, R, 15)
+    r32 = textspan(C.float(), R.float(), 15)
+    assert r64.span_rank.tolist() == r32.span_rank.tolist() == [21, 21]
+    assert torch.equal(r32.indices, r64.indices)
+    torch.testing.assert_close(r32.cumulative, r64.cumulative.float(), rtol=0, atol=1e-5)
 
 
 def test_invariants_and_pca_bound():
