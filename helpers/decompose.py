@@ -345,42 +345,36 @@ class Decomposition:
     def _token_factor(self) -> Tensor:
         return self.scale / self.sigma  # [B]
 
+    def _per_layer(self, layers: Index, heads: Index, texts: Tensor | None, keep_head: bool) -> list[Tensor]:
+        """Per-layer token terms of the chosen heads: against ``texts`` [M, d'] when given
+        (``[B, T, (h,) M]``), else in the joint space (``[B, T, (h,) d']``)."""
+        self._check_tokens()
+        layers_ = self._resolve(layers, self.n_layers, "layer")
+        hs = torch.as_tensor(self._resolve(heads, self.n_heads, "head"), device=self.embedding.device)
+        out = []
+        for layer in layers_:
+            Q, Bh = self._maps.Q[layer][hs], self._maps.B[layer][hs]  # [h, dh, d'], [h, d']
+            if texts is not None:
+                Q, Bh = Q @ texts.T, Bh @ texts.T
+            out.append(_token_text_scores(self._probs[layer][:, hs], self._values[layer][:, :, hs], Q, Bh, keep_head))
+        return out
+
     def tokens(self, layers: Index = None, heads: Index = None) -> Components:
         """Per-token attention terms ``(image, token, dim)``, summed over the chosen layers/heads.
 
         Token 0 is the class token; tokens ``1..`` are patches in row-major order. Summing over
         tokens gives the chosen layers' (heads') attention terms.
         """
-        self._check_tokens()
-        layers_ = self._resolve(layers, self.n_layers, "layer")
-        heads_ = self._resolve(heads, self.n_heads, "head")
-        hs = torch.as_tensor(heads_, device=self.embedding.device)
-        out = None
-        for layer in layers_:
-            a = self._probs[layer][:, hs]  # [B, h, T]
-            v = self._values[layer][:, :, hs]  # [B, T, h, dh]
-            Q, Bh = self._maps.Q[layer][hs], self._maps.B[layer][hs]
-            term = torch.einsum("bht,bthk,hkd->btd", a, v, Q) + torch.einsum("bht,hd->btd", a, Bh)
-            out = term if out is None else out + term
-        return Components(out * self._token_factor()[:, None, None], ("image", "token", "dim"))
+        return _score_components(self._per_layer(layers, heads, None, False), set(), self._token_factor(),
+                                 last="dim")
 
     def joint(self, layers: Index = None, heads: Index = None) -> Components:
         """The full joint terms ``(image, layer, token, head, dim)`` for the chosen layers/heads.
 
         This materialises ``B x L x T x H x d'`` numbers: prefer :meth:`token_scores`.
         """
-        self._check_tokens()
-        layers_ = self._resolve(layers, self.n_layers, "layer")
-        heads_ = self._resolve(heads, self.n_heads, "head")
-        hs = torch.as_tensor(heads_, device=self.embedding.device)
-        per_layer = []
-        for layer in layers_:
-            a = self._probs[layer][:, hs]
-            v = self._values[layer][:, :, hs]
-            Q, Bh = self._maps.Q[layer][hs], self._maps.B[layer][hs]
-            per_layer.append(a.transpose(1, 2)[..., None] * (torch.einsum("bthk,hkd->bthd", v, Q) + Bh))
-        data = torch.stack(per_layer, 1) * self._token_factor()[:, None, None, None, None]
-        return Components(data, ("image", "layer", "token", "head", "dim"))
+        return _score_components(self._per_layer(layers, heads, None, True), {"layer", "head"},
+                                 self._token_factor(), last="dim")
 
     def token_scores(self, texts: Tensor, layers: Index = None, heads: Index = None,
                      keep: Iterable[str] = ()) -> Components:
@@ -389,31 +383,11 @@ class Decomposition:
         Returns ``(image, [layer], token, [head], text)``: ``layer``/``head`` axes only when
         named in ``keep``. Never forms the ``dim`` axis per token.
         """
-        self._check_tokens()
         keep = set(keep)
         if not keep <= {"layer", "head"}:
             raise ValueError(f"keep may name 'layer' and/or 'head', got {sorted(keep)}")
         texts = _as_text_matrix(texts, self.embedding)
-        layers_ = self._resolve(layers, self.n_layers, "layer")
-        heads_ = self._resolve(heads, self.n_heads, "head")
-        hs = torch.as_tensor(heads_, device=self.embedding.device)
-        outs = []
-        for layer in layers_:
-            a = self._probs[layer][:, hs]
-            v = self._values[layer][:, :, hs]
-            QE = self._maps.Q[layer][hs] @ texts.T  # [h, dh, M]
-            BE = self._maps.B[layer][hs] @ texts.T  # [h, M]
-            if "head" in keep:
-                s = a.transpose(1, 2)[..., None] * (torch.einsum("bthk,hkm->bthm", v, QE) + BE)
-            else:
-                s = torch.einsum("bht,bthk,hkm->btm", a, v, QE) + torch.einsum("bht,hm->btm", a, BE)
-            outs.append(s)
-        data = torch.stack(outs, 1) if "layer" in keep else torch.stack(outs, 0).sum(0)
-        shape = [-1] + [1] * (data.ndim - 1)
-        data = data * self._token_factor().reshape(shape)
-        axes = ("image",) + (("layer",) if "layer" in keep else ()) + ("token",) + \
-            (("head",) if "head" in keep else ()) + ("text",)
-        return Components(data, axes)
+        return _score_components(self._per_layer(layers, heads, texts, "head" in keep), keep, self._token_factor())
 
     def spatial_map(self, scores: Components) -> Tensor:
         """Reshape a token-axis score tensor's patch tokens to the image grid.
@@ -426,6 +400,27 @@ class Decomposition:
         shape = list(patches.shape)
         shape[ax:ax + 1] = list(self.grid_size)
         return patches.reshape(shape)
+
+
+def _token_text_scores(a: Tensor, v: Tensor, QE: Tensor, BE: Tensor, keep_head: bool) -> Tensor:
+    """One layer's per-token scores against texts, contracted before any ``d'`` axis exists.
+
+    ``a`` [B, h, T] attention of the class token, ``v`` [B, T, h, dh] values, ``QE`` [h, dh, M]
+    and ``BE`` [h, M] the head maps already multiplied by the texts. Returns [B, T, h, M] when
+    ``keep_head`` else [B, T, M].
+    """
+    if keep_head:
+        return a.transpose(1, 2)[..., None] * (torch.einsum("bthk,hkm->bthm", v, QE) + BE)
+    return torch.einsum("bht,bthk,hkm->btm", a, v, QE) + torch.einsum("bht,hm->btm", a, BE)
+
+
+def _score_components(per_layer: list[Tensor], keep: set[str], factor: Tensor, last: str = "text") -> Components:
+    """Stack per-layer token terms into ``(image, [layer], token, [head], last)``."""
+    data = torch.stack(per_layer, 1) if "layer" in keep else torch.stack(per_layer, 0).sum(0)
+    data = data * factor.reshape([-1] + [1] * (data.ndim - 1))
+    axes = ("image",) + (("layer",) if "layer" in keep else ()) + ("token",) + \
+        (("head",) if "head" in keep else ()) + (last,)
+    return Components(data, axes)
 
 
 def _as_text_matrix(texts: Tensor, like: Tensor) -> Tensor:
@@ -569,11 +564,7 @@ class Decomposer:
                     store["probs"][layer] = a
                     store["values"][layer] = v
                 if tmat is not None:
-                    if "head" in keep:
-                        s = a.transpose(1, 2)[..., None] * (torch.einsum("bthk,hkm->bthm", v, QE[layer]) + BE[layer])
-                    else:
-                        s = torch.einsum("bht,bthk,hkm->btm", a, v, QE[layer]) + torch.einsum("bht,hm->btm", a, BE[layer])
-                    store["tscores"][layer] = s
+                    store["tscores"][layer] = _token_text_scores(a, v, QE[layer], BE[layer], "head" in keep)
             return on_ln1
 
         def make_res(kind: str, layer: int):
@@ -607,14 +598,7 @@ class Decomposer:
         attn = torch.stack(store["attn"], 1) @ G * inv[..., None]
         mlp = torch.stack(store["mlp"], 1) @ G * inv[..., None]
         head_terms = torch.stack(store["heads"], 1) * inv[..., None, None] if heads else None
-        text_scores = None
-        if tmat is not None:
-            ts = store["tscores"]
-            data = torch.stack(ts, 1) if "layer" in keep else torch.stack(ts, 0).sum(0)
-            data = data * (1.0 / sigma).reshape([-1] + [1] * (data.ndim - 1))
-            axes = ("image",) + (("layer",) if "layer" in keep else ()) + ("token",) + \
-                (("head",) if "head" in keep else ()) + ("text",)
-            text_scores = Components(data, axes)
+        text_scores = _score_components(store["tscores"], keep, 1.0 / sigma) if tmat is not None else None
         result = Decomposition(
             embedding=embedding, embed=embed, attn=attn, mlp=mlp, heads=head_terms,
             const=maps.const, sigma=sigma, scale=torch.ones_like(sigma), grid_size=self.grid_size,
