@@ -44,6 +44,7 @@ class TrainConfig:
     seed: int = 0
     direct_penalty: float = 1.0
     free_attn_layers: int = 4
+    shape_pairs: float = 0.25
     device: str = "auto"
     threads: int | None = None
     log_every: int = 50
@@ -60,6 +61,34 @@ def images_to_tensor(images: np.ndarray, model: torch.nn.Module | None = None) -
     std = torch.tensor(open_clip.OPENAI_DATASET_STD).view(1, 3, 1, 1)
     x = torch.from_numpy(np.ascontiguousarray(images)).permute(0, 3, 1, 2).float() / 255.0
     return (x - mean) / std
+
+
+def _batch(w: world.World, step: int, cfg: TrainConfig) -> tuple[np.ndarray, list[str]]:
+    """Fresh training scenes for ``step``; a fraction come as *shape pairs*.
+
+    A shape pair is a scene and its counterfactual twin that differs only in the shape (another
+    shape of the same family, so the family/background statistics are unchanged): a hard
+    negative that can only be told apart by the object's shape.
+    """
+    n_pairs = int(cfg.shape_pairs * cfg.batch_size) // 2
+    scenes = w.sample(cfg.batch_size - n_pairs, split="train", start=step * cfg.batch_size)
+    images, captions = list(scenes.images), list(scenes.captions)
+    rng = np.random.default_rng([cfg.seed, step, 7])
+    for i in range(n_pairs):
+        index = int(scenes.indices[i])
+        shape = int(scenes.factors["shape"][i])
+        fam = world.SHAPE_FAMILY[shape]
+        others = [s for s in range(len(world.SHAPES)) if s != shape and world.SHAPE_FAMILY[s] == fam]
+        new_shape = others[int(rng.integers(len(others)))]
+        for variant in range(8):  # prefer a caption that names the shape, so the twins differ in text too
+            if world.parse_caption(w.caption(index, "train", variant)).get("shape"):
+                break
+        if variant:
+            captions[i] = w.caption(index, "train", variant)
+        twin = w.scene(index, "train", caption_variant=variant, overrides={"shape": new_shape})
+        images.append(twin.image)
+        captions.append(twin.caption)
+    return np.stack(images), captions
 
 
 def _lr_at(step: int, cfg: TrainConfig) -> float:
@@ -113,16 +142,16 @@ def train(cfg: TrainConfig, *, progress: bool = True, checkpoint_dir: Path | Non
     for step in range(cfg.steps):
         for g in opt.param_groups:
             g["lr"] = _lr_at(step, cfg)
-        scenes = w.sample(cfg.batch_size, split="train", start=step * cfg.batch_size)
-        images = images_to_tensor(scenes.images).to(device)
-        text = tokenizer(scenes.captions, context_length=ctx).to(device)
+        arrays, captions = _batch(w, step, cfg)
+        images = images_to_tensor(arrays).to(device)
+        text = tokenizer(captions, context_length=ctx).to(device)
         d = dec(images, heads=False, grad=True)
         img = F.normalize(d.embedding, dim=-1)
         txt = model.encode_text(text, normalize=True)
         scale = model.logit_scale.exp().clamp(max=100)
         logits = scale * img @ txt.T
         # identical captions in a batch are positives of each other
-        same = torch.tensor([[a == b for b in scenes.captions] for a in scenes.captions], device=device)
+        same = torch.tensor([[a == b for b in captions] for a in captions], device=device)
         target = same.float() / same.float().sum(1, keepdim=True)
         loss = 0.5 * (torch.sum(-target * logits.log_softmax(1), 1).mean()
                       + torch.sum(-target * logits.T.log_softmax(1), 1).mean())
@@ -187,6 +216,7 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--seed", type=int, default=d.seed)
     ap.add_argument("--direct-penalty", type=float, default=d.direct_penalty)
     ap.add_argument("--free-attn-layers", type=int, default=d.free_attn_layers)
+    ap.add_argument("--shape-pairs", type=float, default=d.shape_pairs)
     ap.add_argument("--layers", type=int, default=d.model_config["vision_cfg"]["layers"])
     ap.add_argument("--width", type=int, default=d.model_config["vision_cfg"]["width"])
     ap.add_argument("--device", default=d.device)
@@ -196,6 +226,7 @@ def main(argv: list[str] | None = None) -> None:
     args = ap.parse_args(argv)
     cfg = TrainConfig(steps=args.steps, batch_size=args.batch_size, lr=args.lr, seed=args.seed,
                       direct_penalty=args.direct_penalty, free_attn_layers=args.free_attn_layers,
+                      shape_pairs=args.shape_pairs,
                       device=args.device, threads=args.threads)
     cfg.model_config["vision_cfg"]["layers"] = args.layers
     cfg.model_config["vision_cfg"]["width"] = args.width

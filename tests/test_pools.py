@@ -1,0 +1,291 @@
+"""Tests of the text pools (helpers.pools, data/pools/)."""
+
+from __future__ import annotations
+
+import collections
+import re
+import warnings
+from pathlib import Path
+
+import pytest
+
+from helpers import pools as P
+
+POOLS_DIR = Path(__file__).resolve().parent.parent / "data" / "pools"
+
+
+@pytest.fixture(scope="module")
+def general() -> P.Pool:
+    return P.general_pool()
+
+
+# --- the general pool ----------------------------------------------------------
+
+
+def test_shipped_general_tsv_equals_generator(general, tmp_path):
+    shipped = (POOLS_DIR / "general.tsv").read_text(encoding="utf-8")
+    assert shipped == general.tsv_text(), "run: python -m helpers.pools --write"
+    out = general.to_tsv(tmp_path / "g.tsv")
+    assert out.read_bytes() == (POOLS_DIR / "general.tsv").read_bytes()
+
+
+def test_generator_is_deterministic(general):
+    again = P.general_pool()
+    assert again.texts == general.texts
+    assert again.properties == general.properties
+    assert again.values == general.values
+
+
+def test_general_size_and_uniqueness(general):
+    assert len(general) >= 3000
+    keys = [" ".join(t.lower().split()) for t in general.texts]
+    assert len(set(keys)) == len(keys)
+    assert all(t == t.strip() and "  " not in t for t in general.texts)
+
+
+def test_every_row_tagged_and_balanced(general):
+    names = [p.name for p in P.PROPERTIES]
+    assert len(names) == len(set(names)) >= 18
+    assert set(general.properties) == set(names)
+    assert all(general.properties) and all(general.values)
+    counts = general.counts()
+    assert min(counts.values()) >= 100
+    assert max(counts.values()) - min(counts.values()) <= 0.2 * max(counts.values())
+    for p in P.PROPERTIES:
+        tags = {v.tag for v in p.values}
+        assert len(tags) == len(p.values), p.name
+        assert {general.values[i] for i in general.by_property()[p.name]} <= tags
+
+
+def test_required_properties_present(general):
+    required = {"colour", "pattern", "material", "shape", "location", "count", "animal",
+                "person", "object", "scene", "weather", "time", "art_style", "photo_style",
+                "emotion"}
+    assert required <= set(general.counts())
+    assert len(set(general.counts()) - required) >= 3
+
+
+def test_lengths_within_limits(general):
+    for t in general.texts:
+        assert len(t) <= P.MAX_CHARS and len(t.split()) <= P.MAX_WORDS, t
+    assert P.MAX_CHARS <= 70 and P.MAX_WORDS <= 12
+
+
+def test_varied_sentence_forms(general):
+    templates = {t for p in P.PROPERTIES for t, _ in p.templates}
+    assert len(templates) >= 15
+    # every property uses several forms; no single form dominates a property
+    for name, ix in general.by_property().items():
+        firsts = collections.Counter(" ".join(general.texts[i].split()[:2]) for i in ix)
+        assert len(firsts) >= 4, name
+        assert firsts.most_common(1)[0][1] <= 0.5 * len(ix), name
+
+
+def test_values_spread_evenly(general):
+    for name, ix in general.by_property().items():
+        per_value = collections.Counter(general.values[i] for i in ix)
+        assert max(per_value.values()) - min(per_value.values()) <= 1, name
+
+
+def test_vocabularies_are_disjoint():
+    owner: dict[str, str] = {}
+    for name, words in P.vocabularies().items():
+        assert not words & P.NEUTRAL_WORDS
+        for w in words:
+            assert w not in owner, f"{w!r} is in both {owner[w]!r} and {name!r}"
+            owner[w] = name
+
+
+def test_descriptions_use_only_own_vocabulary(general):
+    vocab = P.vocabularies()
+    others = {name: set().union(*(v for n, v in vocab.items() if n != name)) for name in vocab}
+    for text, prop in zip(general.texts, general.properties):
+        words = set(P.words_of(text))
+        assert words <= vocab[prop] | P.NEUTRAL_WORDS, (text, words - vocab[prop])
+        assert not words & others[prop], (text, prop, words & others[prop])
+
+
+def test_tagged_value_appears_in_text(general):
+    forms = {(p.name, v.tag): v.forms.values() for p in P.PROPERTIES for v in p.values}
+    for text, prop, value in zip(general.texts, general.properties, general.values):
+        assert any(f.lower() in text.lower() for f in forms[prop, value]), (text, value)
+
+
+def test_articles(general):
+    consonant_sound = ("uni", "use", "eu", "one")
+    for text, value in zip(general.texts, general.values):
+        if len(value) == 1:  # "The letter A in bold type"
+            continue
+        for art, word in re.findall(r"\b(an?) ([a-z]+)", text, flags=re.IGNORECASE):
+            w = word.lower()
+            vowel = (w[0] in "aeiou" and not w.startswith(consonant_sound)) or w == "hdr"
+            assert (art.lower() == "an") == vowel, text
+
+
+def test_template_words_are_listed():
+    import string
+
+    for p in P.PROPERTIES:
+        for template, _ in p.templates:
+            literal = " ".join(lt for lt, *_ in string.Formatter().parse(template))
+            assert set(P.words_of(literal)) <= p.fillers | P.NEUTRAL_WORDS, (p.name, template)
+
+
+def test_write_general_pool(tmp_path):
+    out = P.write_general_pool(tmp_path / "x" / "general.tsv")
+    pool = P.load_pool(out)
+    assert pool.texts == P.general_pool().texts
+    assert pool.values == P.general_pool().values
+
+
+def test_cli_check(capsys):
+    assert P.main(["--check"]) == 0
+    assert "up to date" in capsys.readouterr().out
+
+
+# --- common words ------------------------------------------------------------------
+
+
+def test_common_words_file():
+    lines = (POOLS_DIR / "common_words.txt").read_text(encoding="utf-8").splitlines()
+    assert 3000 <= len(lines) <= 3600
+    assert len(set(lines)) == len(lines)
+    assert all(re.fullmatch(r"[a-z]{2,}", w) for w in lines)
+    assert lines[:3] == ["the", "to", "and"]
+
+
+def test_load_common_words():
+    pool = P.load_pool("common_words")
+    assert 3000 <= len(pool) <= 3600
+    assert set(pool.properties) == {"word"}
+    assert pool.values == pool.texts
+    assert pool.name == "common_words"
+
+
+# --- loading -----------------------------------------------------------------------
+
+
+def test_load_named_pools():
+    g = P.load_pool("general")
+    assert g.texts == P.general_pool().texts and g.name == "general"
+    w = P.load_pool("world")
+    assert len(w) > 100 and "unknown" not in w.properties
+    assert {"colour", "shape"} <= set(w.properties)
+
+
+def test_load_txt(tmp_path):
+    f = tmp_path / "descriptions.txt"
+    f.write_text("\ufeff# a comment\nA photo of a dog\n\n  An  oil painting  \r\n"
+                 "Image with a red car\n", encoding="utf-8")
+    pool = P.load_pool(f)
+    assert pool.texts == ["A photo of a dog", "An oil painting", "Image with a red car"]
+    assert pool.properties == ["unknown"] * 3 and pool.values == ["unknown"] * 3
+    assert pool.name == "descriptions"
+    assert len(P.load_pool(str(f))) == 3
+
+
+def test_load_tsv_optional_columns(tmp_path):
+    f = tmp_path / "p.tsv"
+    f.write_text("value\ttext\nred\tA red car\n\tA tree\n", encoding="utf-8")
+    pool = P.load_pool(f)
+    assert pool.texts == ["A red car", "A tree"]
+    assert pool.values == ["red", "unknown"]
+    assert pool.properties == ["unknown", "unknown"]
+
+
+def test_pool_methods(tmp_path):
+    pool = P.Pool(["a", "b", "c", "d"], ["x", "y", "x", "z"], ["1", "2", "3", "4"], "t")
+    assert len(pool) == 4
+    assert pool.by_property() == {"x": [0, 2], "y": [1], "z": [3]}
+    sub = pool.subset([2, 0])
+    assert sub.texts == ["c", "a"] and sub.properties == ["x", "x"] and sub.values == ["3", "1"]
+    with pytest.raises(IndexError):
+        pool.subset([4])
+    back = P.load_pool(pool.to_tsv(tmp_path / "t.tsv"))
+    assert (back.texts, back.properties, back.values) == (pool.texts, pool.properties,
+                                                          pool.values)
+    with pytest.raises(ValueError, match="texts but"):
+        P.Pool(["a"], [], [], "bad")
+    with pytest.raises(ValueError, match="tab"):
+        P.Pool(["a\tb"], ["x"], ["y"]).tsv_text()
+
+
+# --- errors ------------------------------------------------------------------------
+
+
+def test_missing_file(tmp_path):
+    with pytest.raises(FileNotFoundError):
+        P.load_pool(tmp_path / "nope.txt")
+    with pytest.raises(FileNotFoundError):
+        P.load_pool(tmp_path / "nope.tsv")
+
+
+def test_unknown_name():
+    with pytest.raises(ValueError, match="unknown pool"):
+        P.load_pool("no_such_pool")
+
+
+def test_missing_named_file(tmp_path, monkeypatch):
+    monkeypatch.setitem(P._FILES, "world", "absent.tsv")
+    with pytest.raises(FileNotFoundError):
+        P.load_pool("world")
+    monkeypatch.setitem(P._FILES, "common_words", "absent.txt")
+    with pytest.raises(FileNotFoundError, match="make_pools"):
+        P.load_pool("common_words")
+    monkeypatch.setitem(P._FILES, "general", "absent.tsv")
+    assert P.load_pool("general").texts == P.general_pool().texts
+
+
+def test_empty_pool(tmp_path):
+    for name, content in [("e.txt", ""), ("c.txt", "# only a comment\n\n"),
+                          ("h.tsv", "text\tproperty\tvalue\n")]:
+        f = tmp_path / name
+        f.write_text(content, encoding="utf-8")
+        with pytest.raises(ValueError, match="empty"):
+            P.load_pool(f)
+
+
+def test_bad_tsv(tmp_path):
+    f = tmp_path / "b.tsv"
+    f.write_text("caption\tlabel\nA dog\tanimal\n", encoding="utf-8")
+    with pytest.raises(ValueError, match="header"):
+        P.load_pool(f)
+    f.write_text("text\ttext\nA\tB\n", encoding="utf-8")
+    with pytest.raises(ValueError, match="header"):
+        P.load_pool(f)
+    f.write_text("text\tproperty\tvalue\nA dog\tanimal\n", encoding="utf-8")
+    with pytest.raises(ValueError, match=r"b\.tsv:2"):
+        P.load_pool(f)
+    f.write_bytes(b"text\n\xff\xfe bad\n")
+    with pytest.raises(ValueError, match="UTF-8"):
+        P.load_pool(f)
+
+
+def test_duplicates(tmp_path):
+    f = tmp_path / "d.txt"
+    f.write_text("A dog\nA cat\na  DOG\nA cat\n", encoding="utf-8")
+    with pytest.warns(UserWarning, match="2 duplicate"):
+        pool = P.load_pool(f)
+    assert pool.texts == ["A dog", "A cat"]
+    with pytest.raises(ValueError, match="duplicate"):
+        P.load_pool(f, on_duplicate="error")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert len(P.load_pool(f, on_duplicate="keep")) == 4
+    with pytest.raises(ValueError, match="on_duplicate"):
+        P.load_pool(f, on_duplicate="drop")  # type: ignore[arg-type]
+
+
+def test_shipped_pools_have_no_duplicates():
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        for name in P.POOL_NAMES:
+            P.load_pool(name, on_duplicate="error")
+
+
+@pytest.mark.slow
+def test_data_dir_matches_models():
+    from helpers import models
+
+    assert P._data_dir() == models.data_dir()
+    assert P.pool_path("world") == models.data_dir() / "pools" / "world_pool.tsv"
