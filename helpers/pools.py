@@ -27,7 +27,7 @@ word level: a description uses only words of its own property's vocabulary
 (:func:`vocabularies`: the words of its values and templates) and property-neutral words
 (:data:`NEUTRAL_WORDS`: articles, prepositions, "photo", "image", "background", ...), and the
 vocabularies of different properties share no word. So "A photo of a red car" is not in the
-pool (it mixes colour and vehicle), while "A photo of something red" and "A parked car" are.
+pool (it mixes colour and vehicle), while "A photo of something red" and "A parked jeep" are.
 
 Duplicates
 ----------
@@ -463,9 +463,9 @@ def _object() -> PoolProperty:
         padlock, teddy""")
     templates = _NOUN_TEMPLATES + _t(
         "{a} on a table", "{a} on a shelf", "A product photo of {a}", "{a} lying on the floor",
-        "{a} on a desk", "An everyday {x}", "A broken {x}", "A household {x}")
+        "{a} on a desk", "An everyday {x}", "An ordinary {x}", "A household {x}")
     return _prop("object", values, templates,
-                 "table shelf product lying floor desk everyday broken household")
+                 "table shelf product lying floor desk everyday ordinary household")
 
 
 def _scene() -> PoolProperty:
