@@ -7,7 +7,7 @@ from typing import Callable, Mapping, Sequence
 import torch
 from torch import nn
 
-__all__ = ["encode_texts", "zero_shot_classifier"]
+__all__ = ["encode_texts", "zero_shot_classifier", "cached_text_embeddings"]
 
 
 @torch.no_grad()
@@ -60,3 +60,35 @@ def zero_shot_classifier(model: nn.Module, tokenizer: Callable[..., torch.Tensor
         out.append(emb[i:i + len(ps)].mean(0))
         i += len(ps)
     return torch.nn.functional.normalize(torch.stack(out), dim=-1)
+
+
+def cached_text_embeddings(model: nn.Module, tokenizer: Callable[..., torch.Tensor], texts: Sequence[str], *,
+                           model_id: str, cache_dir: str | None = None, batch_size: int = 256,
+                           progress: bool = True) -> torch.Tensor:
+    """:func:`encode_texts` for a large pool, through the on-disk cache.
+
+    Keyed by ``model_id``, the model's weights fingerprint and the texts themselves, so a pool
+    is embedded once per model (a notebook rerun, or a resumed run, reads it back).
+    """
+    import hashlib
+
+    from .cache import stream_to_cache, weights_fingerprint
+    from .download import cache_root
+
+    texts = list(texts)
+    if not texts:
+        raise ValueError("no texts to encode")
+    digest = hashlib.sha256("\n".join(texts).encode()).hexdigest()[:16]
+    key = dict(what="text-embeddings", version=1, model=model_id, weights=weights_fingerprint(model),
+               texts=digest)
+    device = next(model.parameters()).device
+
+    def source(start: int):
+        return (texts[i:i + batch_size] for i in range(start, len(texts), batch_size))
+
+    arrays = stream_to_cache(lambda batch: {"emb": encode_texts(model, tokenizer, batch, batch_size=batch_size)},
+                             source, n_items=len(texts), key=key, cache_dir=cache_dir or cache_root() / "features",
+                             progress=progress, desc="embedding texts")
+    import numpy as np
+
+    return torch.from_numpy(np.array(arrays["emb"])).to(device)

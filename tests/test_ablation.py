@@ -106,3 +106,17 @@ def test_collect_and_cache_match_direct(tmp_path):
     assert not calls and torch.equal(again.heads, cached.heads)
     with pytest.raises(ValueError):
         collect_terms(model, torch.zeros(0, 3, 64, 64))
+
+
+def test_cached_text_embeddings(tmp_path, default_bundle):
+    from helpers.text import cached_text_embeddings, encode_texts
+
+    model, _, tokenizer = default_bundle
+    texts = [f"a red star number {i}" for i in range(7)]
+    a = cached_text_embeddings(model, tokenizer, texts, model_id="world-clip", cache_dir=str(tmp_path),
+                               batch_size=3, progress=False)
+    assert torch.allclose(a, encode_texts(model, tokenizer, texts), atol=1e-6)
+    b = cached_text_embeddings(model, tokenizer, texts, model_id="world-clip", cache_dir=str(tmp_path),
+                               batch_size=3, progress=False)
+    assert torch.equal(a, b)
+    assert len(list(tmp_path.iterdir())) == 1

@@ -1,0 +1,631 @@
+"""Roles of attention heads, interpretability scores, replacement by text bases, neighbours.
+
+Everything here works on precomputed arrays: the direct terms of a dataset
+(:class:`~helpers.ablation.DirectTerms`, with per-head contributions ``heads [N, L, H, d]``),
+TextSpan results (:class:`~helpers.textspan.TextSpanResult`) and a tagged text pool
+(:class:`~helpers.pools.Pool`). No model is called, so every function is fast and works for
+any CLIP-like model and any pool whose texts carry a property tag.
+
+The pieces, in the order a study uses them:
+
+* :func:`stack_heads` gathers the heads of some layers into one ``[Hs, N, d]`` stack (the
+  input :func:`~helpers.textspan.textspan` takes) with ``(layer, head)`` labels.
+* :func:`head_roles` names each head after the most common property among its first ``n``
+  TextSpan texts (paper, section 4.2: "colour", "shape", "location", ... heads) and measures
+  how pure that role is.
+* :func:`interpretability_scores` condenses the roles into the two numbers of the follow-up
+  study (CLIP-InterpreT, Madasu et al. 2024): an *association* score (how consistently a
+  head's texts are about its property) and an *entanglement* score (how many properties a
+  head mixes). The study has an LLM label the texts; a tagged pool makes both exact.
+* :func:`reconstruction_accuracy` replaces the heads of the last layers by their rank-``n``
+  reconstruction on a text basis (TextSpan), on the principal axes (PCA, the upper bound) or
+  on a basis of random texts (the baseline), and measures zero-shot accuracy (paper,
+  section 4.1, table 2 / figure 3).
+* :func:`property_neighbours`, :func:`head_image_neighbours` and :func:`head_text_neighbours`
+  are the nearest-neighbour analyses of CLIP-InterpreT, restricted to the contributions of
+  one head or of the heads sharing a property (:func:`heads_for_property`).
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass, field
+from typing import Any, Iterable, Literal, Sequence
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from .ablation import DirectTerms, accuracy
+from .pools import Pool
+from .textspan import TextSpanResult, pca_basis, random_texts, textspan
+
+__all__ = [
+    "DEFAULT_IGNORE",
+    "stack_heads",
+    "HeadRole",
+    "head_roles",
+    "dominant_property",
+    "InterpretabilityScores",
+    "interpretability_scores",
+    "fit_basis",
+    "reconstructed_embeddings",
+    "reconstruction_accuracy",
+    "variance_explained_curve",
+    "property_neighbours",
+    "head_image_neighbours",
+    "head_text_neighbours",
+    "heads_for_property",
+]
+
+DEFAULT_IGNORE: tuple[str, ...] = ("other", "unknown")
+"""Tags that say nothing about a property (untagged files read as ``"unknown"``)."""
+
+Method = Literal["textspan", "pca", "random"]
+
+
+# ----------------------------------------------------------------------------------------------
+# Small checks
+# ----------------------------------------------------------------------------------------------
+
+
+def _int(v: Any, name: str) -> int:
+    if isinstance(v, bool) or not isinstance(v, (int, np.integer)):
+        if isinstance(v, Tensor) and v.ndim == 0 and not v.is_floating_point() and v.dtype != torch.bool:
+            return int(v)
+        raise ValueError(f"{name} must be an integer, got {v!r}")
+    return int(v)
+
+
+def _tensor(x: Any, name: str) -> Tensor:
+    if isinstance(x, Tensor):
+        return x
+    try:
+        return torch.as_tensor(np.asarray(x))
+    except Exception as e:  # noqa: BLE001
+        raise ValueError(f"{name} must be an array or tensor ({e})") from None
+
+
+def _float_work(x: Tensor) -> Tensor:
+    """``x`` in a dtype suitable for sums and norms (half precision is widened)."""
+    return x if x.dtype in (torch.float32, torch.float64) else x.float()
+
+
+def _check_stack(heads_stack: Any) -> Tensor:
+    S = _tensor(heads_stack, "heads_stack")
+    if S.ndim != 3:
+        raise ValueError(f"heads_stack must be [Hs, N, d], got shape {tuple(S.shape)}")
+    if 0 in S.shape:
+        raise ValueError(f"heads_stack is empty, shape {tuple(S.shape)}")
+    if not (S.is_floating_point()):
+        S = S.float()
+    return S
+
+
+def _index(i: Any, size: int, name: str) -> int:
+    i = _int(i, name)
+    if not -size <= i < size:
+        raise IndexError(f"{name} {i} out of range for {size} items")
+    return i % size
+
+
+# ----------------------------------------------------------------------------------------------
+# Stacking heads
+# ----------------------------------------------------------------------------------------------
+
+
+def stack_heads(terms: DirectTerms, layers: int | Iterable[int]) -> tuple[Tensor, list[tuple[int, int]]]:
+    """The per-head contributions of ``layers`` as one stack ``[Hs, N, d]``.
+
+    Args:
+        terms: direct terms collected with ``heads=True`` (``terms.heads`` is ``[N, L, H, d]``).
+        layers: one layer or several, in any order; negative indices count from the end
+            (``range(-4, 0)`` is the last four layers, the paper's choice).
+
+    Returns:
+        ``(stack, labels)``: ``stack[i] = terms.heads[:, l, h]`` for ``labels[i] = (l, h)``,
+        heads ordered by the given layer order, then by head; ``l`` is non-negative.
+
+    Raises:
+        ValueError: no per-head terms, no layers, or a layer given twice.
+        IndexError: a layer out of range.
+    """
+    if terms.heads is None:
+        raise ValueError("the terms have no per-head contributions: collect them with heads=True")
+    if terms.heads.ndim != 4:
+        raise ValueError(f"terms.heads must be [N, L, H, d], got shape {tuple(terms.heads.shape)}")
+    _, L, H, _ = terms.heads.shape
+    layer_list = [layers] if isinstance(layers, (int, np.integer)) else list(layers)
+    if not layer_list:
+        raise ValueError("no layers given")
+    norm = [_index(li, L, "layer") for li in layer_list]
+    if len(set(norm)) != len(norm):
+        raise ValueError(f"a layer is given twice: {layer_list} (layers {norm} of {L})")
+    stack = terms.heads[:, norm].permute(1, 2, 0, 3).reshape(len(norm) * H, terms.heads.shape[0], -1)
+    labels = [(li, h) for li in norm for h in range(H)]
+    return stack, labels
+
+
+# ----------------------------------------------------------------------------------------------
+# Roles
+# ----------------------------------------------------------------------------------------------
+
+
+@dataclass
+class HeadRole:
+    """The property a head is about, read off its TextSpan texts.
+
+    Attributes:
+        layer, head: the head (``layer`` non-negative).
+        property: the dominant property among the first ``n`` texts (``None`` when every text
+            carries an ignored tag).
+        purity: the share of the ``n`` texts tagged with ``property`` (0 when ``None``).
+        texts: the first ``n`` texts, in order of choice.
+        text_properties: their tags.
+        variance: fraction of the head's variance the ``n`` texts explain (cumulative).
+    """
+
+    layer: int
+    head: int
+    property: str | None
+    purity: float
+    texts: list[str] = field(default_factory=list)
+    text_properties: list[str] = field(default_factory=list)
+    variance: float = float("nan")
+
+    @property
+    def n(self) -> int:
+        return len(self.text_properties)
+
+    @property
+    def label(self) -> str:
+        return f"L{self.layer}.H{self.head}"
+
+
+def dominant_property(tags: Sequence[str], ignore: Iterable[str] = ()) -> tuple[str | None, float]:
+    """The most common tag of ``tags`` that is not ignored, and its share of *all* tags.
+
+    Ties go to the tag whose first occurrence comes first (for TextSpan texts: the
+    earlier-chosen, more important text). Returns ``(None, 0.0)`` when no tag is left.
+    """
+    tags = list(tags)
+    if not tags:
+        raise ValueError("no tags")
+    skip = set(ignore)
+    counts = Counter(t for t in tags if t not in skip)
+    if not counts:
+        return None, 0.0
+    first = {}
+    for i, t in enumerate(tags):
+        first.setdefault(t, i)
+    best = min(counts, key=lambda t: (-counts[t], first[t]))
+    return best, counts[best] / len(tags)
+
+
+def head_roles(result: TextSpanResult, pool: Pool, labels: Sequence[tuple[int, int]],
+               n: int | None = None, *, ignore: Iterable[str] = ()) -> list[HeadRole]:
+    """One :class:`HeadRole` per head of a TextSpan result.
+
+    The role of a head is the most common property tag among its first ``n`` chosen texts,
+    ``p* = argmax_p #{i <= n : tag(t_i) = p}`` (ties: the property of the earlier-chosen
+    text), and its purity is ``#{i <= n : tag(t_i) = p*} / n``.
+
+    Args:
+        result: batched TextSpan result ``[Hs, n_fit]`` computed on ``pool``'s embeddings.
+        pool: the tagged pool the texts were chosen from.
+        labels: ``(layer, head)`` of each head of the result (as :func:`stack_heads` gives).
+        n: number of texts to read (default: all chosen; at most ``result.n``).
+        ignore: tags that may not be a head's property (e.g. ``("other", "unknown")``); texts
+            carrying them still count in the purity's denominator.
+
+    Raises:
+        ValueError: a PCA result (no texts), mismatched labels, or ``n`` out of range.
+        IndexError: an index beyond the pool.
+    """
+    if result.indices is None:
+        raise ValueError("the result has no text indices (a PCA basis has no texts)")
+    idx = result.indices if result.batched else result.indices.unsqueeze(0)
+    cum = result.cumulative if result.batched else result.cumulative.unsqueeze(0)
+    Hs, n_fit = idx.shape
+    labels = [tuple(int(x) for x in lab) for lab in labels]
+    if len(labels) != Hs:
+        raise ValueError(f"{len(labels)} labels for {Hs} heads")
+    if n is None:
+        n = n_fit
+    n = _int(n, "n")
+    if not 1 <= n <= n_fit:
+        raise ValueError(f"n must be in [1, {n_fit}] (the texts chosen per head), got {n}")
+    ignore = tuple(ignore)
+    rows = idx[:, :n].tolist()
+    M = len(pool)
+    roles = []
+    for (layer, head), row, c in zip(labels, rows, cum[:, n - 1].tolist()):
+        for j in row:
+            if not 0 <= j < M:
+                raise IndexError(f"text index {j} out of range for a pool of {M} texts")
+        tags = [pool.properties[j] for j in row]
+        prop, purity = dominant_property(tags, ignore)
+        roles.append(HeadRole(layer=layer, head=head, property=prop, purity=purity,
+                              texts=[pool.texts[j] for j in row], text_properties=tags,
+                              variance=float(c)))
+    return roles
+
+
+def heads_for_property(roles: Sequence[HeadRole], property: str, min_purity: float = 0.0) -> list[int]:
+    """Indices (into ``roles``, i.e. into the head stack) of the heads whose role is ``property``
+    with a purity of at least ``min_purity``."""
+    if not 0.0 <= min_purity <= 1.0:
+        raise ValueError(f"min_purity must be in [0, 1], got {min_purity}")
+    return [i for i, r in enumerate(roles) if r.property == property and r.purity >= min_purity]
+
+
+# ----------------------------------------------------------------------------------------------
+# Interpretability scores
+# ----------------------------------------------------------------------------------------------
+
+
+@dataclass
+class InterpretabilityScores:
+    """Association and entanglement of a set of heads (see :func:`interpretability_scores`).
+
+    Attributes:
+        association: mean purity over the heads with a (non-ignored) property (NaN if none).
+        association_per_property: the same mean over the heads of each property.
+        entanglement: in ``[0, 1]``; 0 when every head's texts are about one property.
+        properties_per_head: per head, the number of properties occurring at least
+            ``min_count`` times among its texts.
+        heads_per_property: per property, how many heads have it as their role (every
+            property of the scored set, zeros included).
+        properties: the properties scored (non-ignored), in order of first appearance.
+        n_heads: number of heads scored; ``n_assigned`` of them have a property.
+        min_count: the threshold used for ``properties_per_head``.
+    """
+
+    association: float
+    association_per_property: dict[str, float]
+    entanglement: float
+    properties_per_head: list[int]
+    heads_per_property: dict[str, int]
+    properties: list[str]
+    n_heads: int
+    n_assigned: int
+    min_count: int
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"association": self.association, "entanglement": self.entanglement,
+                "n_heads": self.n_heads, "n_assigned": self.n_assigned,
+                "n_properties": len(self.properties), "min_count": self.min_count}
+
+
+def interpretability_scores(roles: Sequence[HeadRole], *, ignore: Iterable[str] = DEFAULT_IGNORE,
+                            min_count: int = 2,
+                            properties: Pool | Iterable[str] | None = None) -> InterpretabilityScores:
+    """Association and entanglement scores of heads described by tagged texts.
+
+    Tag-based versions of the two scores of CLIP-InterpreT (Madasu et al. 2024), where a
+    language model labels each TextSpan text with a property. Here the pool's tags are the
+    labels, so the scores are exact and computable for any model and any tagged pool. For
+    head ``h`` with texts ``t_1..t_n`` (from :func:`head_roles`) and the set ``P`` of scored
+    properties (ignored tags removed):
+
+    * role: ``p*(h) = argmax_{p in P} c_h(p)`` with ``c_h(p) = #{i : tag(t_i) = p}`` (ties:
+      the property of the earlier-chosen text); none if no text has a tag in ``P``.
+    * association of a head: ``a(h) = c_h(p*(h)) / n`` (its purity, over *all* ``n`` texts).
+      Association of the model: ``A = mean_{h : p*(h) exists} a(h)``; per property ``p``:
+      ``A_p = mean_{h : p*(h) = p} a(h)``.
+    * entanglement: ``k(h) = #{p in P : c_h(p) >= min_count}`` properties a head really
+      covers, and ``E = mean_h max(k(h) - 1, 0) / (|P| - 1)`` over *all* heads, in
+      ``[0, 1]``: 0 when no head covers two properties, 1 when every head covers all of them
+      (``E = 0`` when ``|P| <= 1``).
+    * ``heads_per_property[p] = #{h : p*(h) = p}``: how many heads share each property.
+
+    Roles are recomputed from ``text_properties`` with ``ignore``, so the scores do not depend
+    on the ``ignore`` used when the roles were made.
+
+    Args:
+        roles: the heads' roles (all with the same ``n`` for comparable purities).
+        ignore: tags that are no property (excluded from ``P``).
+        min_count: occurrences a property needs among a head's texts to count as covered.
+        properties: the property set ``P``: a :class:`~helpers.pools.Pool` (its tags), or
+            names. Default: the tags occurring among the heads' texts. Pass the pool to make
+            scores comparable between models (texts of a property no head picked still
+            enlarge ``|P|``).
+    """
+    roles = list(roles)
+    if not roles:
+        raise ValueError("no roles to score")
+    min_count = _int(min_count, "min_count")
+    if min_count < 1:
+        raise ValueError(f"min_count must be >= 1, got {min_count}")
+    skip = set(ignore)
+    if properties is None:
+        names: Iterable[str] = (t for r in roles for t in r.text_properties)
+    elif isinstance(properties, Pool):
+        names = properties.properties
+    elif isinstance(properties, str):
+        raise ValueError("properties must be a pool or a list of names, not a string")
+    else:
+        names = properties
+    P = [p for p in dict.fromkeys(names) if p not in skip]
+    in_P = set(P)
+
+    purity: dict[str, list[float]] = {p: [] for p in P}
+    assigned: list[float] = []
+    per_head: list[int] = []
+    for r in roles:
+        if not r.text_properties:
+            raise ValueError(f"head {r.label} has no texts")
+        tags = r.text_properties
+        prop, share = dominant_property(tags, ignore=[t for t in set(tags) if t not in in_P])
+        if prop is not None:
+            assigned.append(share)
+            purity[prop].append(share)
+        c = Counter(t for t in tags if t in in_P)
+        per_head.append(sum(1 for v in c.values() if v >= min_count))
+
+    association = float(np.mean(assigned)) if assigned else float("nan")
+    per_prop = {p: float(np.mean(v)) for p, v in purity.items() if v}
+    if len(P) > 1:
+        entanglement = float(np.mean([max(k - 1, 0) for k in per_head])) / (len(P) - 1)
+    else:
+        entanglement = 0.0
+    return InterpretabilityScores(
+        association=association, association_per_property=per_prop, entanglement=entanglement,
+        properties_per_head=per_head, heads_per_property={p: len(v) for p, v in purity.items()},
+        properties=P, n_heads=len(roles), n_assigned=len(assigned), min_count=min_count)
+
+
+# ----------------------------------------------------------------------------------------------
+# Replacing heads by their reconstruction
+# ----------------------------------------------------------------------------------------------
+
+
+def variance_explained_curve(result: TextSpanResult) -> Tensor:
+    """``[Hs, n]``: fraction of each head's variance explained by its first ``1..n`` directions
+    (a single-head result gives ``[1, n]``)."""
+    cum = result.cumulative
+    return cum if cum.ndim == 2 else cum.unsqueeze(0)
+
+
+def fit_basis(stack: Tensor, method: Method, n: int, *, pool_embeddings: Any = None,
+              n_random_texts: int | None = None, rank: int = 80, seed: int = 0) -> TextSpanResult:
+    """A rank-``n`` basis per head of ``stack [Hs, N, d]``.
+
+    ``method``: ``"textspan"`` (TextSpan on ``pool_embeddings [M, d]``), ``"pca"`` (principal
+    axes) or ``"random"`` (TextSpan on ``n_random_texts`` random unit vectors drawn with
+    ``seed``; default: as many as ``pool_embeddings`` has rows, so both choose among as many
+    candidates).
+    """
+    if method == "textspan":
+        if pool_embeddings is None:
+            raise ValueError("method='textspan' needs pool_embeddings")
+        R = _tensor(pool_embeddings, "pool_embeddings")
+        _check_texts(R, stack.shape[-1])
+        return textspan(stack, R, n, rank)
+    if method == "pca":
+        return pca_basis(stack, n)
+    if method == "random":
+        if n_random_texts is None:
+            if pool_embeddings is None:
+                raise ValueError("method='random' needs pool_embeddings (for the pool size) or "
+                                 "n_random_texts")
+            R = _tensor(pool_embeddings, "pool_embeddings")
+            _check_texts(R, stack.shape[-1])
+            n_random_texts = R.shape[0]
+        M = _int(n_random_texts, "n_random_texts")
+        dtype = torch.float64 if stack.dtype == torch.float64 else torch.float32
+        R = random_texts(M, stack.shape[-1], seed, device=stack.device, dtype=dtype)
+        return textspan(stack, R, n, rank)
+    raise ValueError(f"method must be 'textspan', 'pca' or 'random', got {method!r}")
+
+
+def _check_texts(R: Tensor, d: int) -> None:
+    if R.ndim != 2:
+        raise ValueError(f"pool_embeddings must be [M, d], got shape {tuple(R.shape)}")
+    if R.shape[1] != d:
+        raise ValueError(f"pool_embeddings have dimension {R.shape[1]}, the heads {d}")
+
+
+def _check_result(result: TextSpanResult, stack: Tensor) -> None:
+    if not result.batched or result.directions.shape[0] != stack.shape[0]:
+        got = result.directions.shape[0] if result.batched else "a single head"
+        raise ValueError(f"the result must hold the {stack.shape[0]} heads of the layers, got {got}")
+    if result.directions.shape[-1] != stack.shape[-1]:
+        raise ValueError(f"result dimension {result.directions.shape[-1]} != head dimension "
+                         f"{stack.shape[-1]}")
+
+
+def _earlier_layers(labels: Sequence[tuple[int, int]]) -> list[int]:
+    first = min(li for li, _ in labels)
+    return list(range(first))
+
+
+def reconstructed_embeddings(terms: DirectTerms, layers: int | Iterable[int], result: TextSpanResult,
+                             n: int | None = None, *, ablate_earlier: bool = True) -> Tensor:
+    """Embeddings ``[N, d]`` with every head of ``layers`` replaced by its reconstruction.
+
+    Head ``(l, h)``'s term ``c`` becomes ``mean + (c - mean) U_n^T U_n`` on the first ``n``
+    directions of ``result`` (fitted on :func:`stack_heads` of the same layers, in the same
+    order); the attention layers before the first of ``layers`` are mean-ablated when
+    ``ablate_earlier``; every other term is kept. The embedding is the sum of the terms, so
+    the change is the sum over heads of ``reconstruction - term``, added in one step.
+    """
+    stack, labels = stack_heads(terms, layers)
+    _check_result(result, stack)
+    if n is not None:
+        n = _int(n, "n")
+        if not 1 <= n <= result.n:
+            raise ValueError(f"n must be in [1, {result.n}] (the directions fitted), got {n}")
+        if n < result.n:
+            result = result.truncate(n)
+    base = terms.ablated(attn=_earlier_layers(labels)) if ablate_earlier else terms.embeddings()
+    rec = result.reconstruct(stack)  # [Hs, N, d] in the result's dtype
+    delta = (rec - stack.to(rec.dtype)).sum(0)
+    return base + delta.to(base.dtype)
+
+
+def reconstruction_accuracy(terms: DirectTerms, classifier: Tensor, labels: Tensor | Sequence[int],
+                            layers: int | Iterable[int], method: Method, n_values: Iterable[int],
+                            pool_embeddings: Any = None, seed: int = 0, *, rank: int = 80,
+                            n_random_texts: int | None = None,
+                            result: TextSpanResult | None = None) -> dict[int, float]:
+    """Zero-shot accuracy with the heads of ``layers`` replaced by rank-``n`` reconstructions.
+
+    For each ``n`` in ``n_values``: every head of ``layers`` (e.g. ``range(-4, 0)``) is
+    replaced by ``mean + (c - mean) U_n^T U_n``, with ``U_n`` its first ``n`` directions from
+    ``method`` (see :func:`fit_basis`), the attention layers before them are mean-ablated,
+    the MLPs and everything else kept (paper, table 2 and figure 3). The basis is fitted once
+    with ``max(n_values)`` directions and truncated: greedy TextSpan choices and principal
+    axes are prefix-consistent.
+
+    Args:
+        terms: direct terms with per-head contributions.
+        classifier: ``[C, d]`` class embeddings; ``labels``: ``[N]`` class indices.
+        layers: the layers whose heads are reconstructed.
+        method: ``"textspan"``, ``"pca"`` or ``"random"``.
+        n_values: basis sizes to evaluate (each ``>= 1``; at most what the method can fit).
+        pool_embeddings: ``[M, d]`` text embeddings (TextSpan's pool; the random baseline's
+            pool size).
+        seed: seed of the random texts.
+        rank: TextSpan's span rank (see :func:`~helpers.textspan.textspan`).
+        n_random_texts: number of random texts (default: the pool size).
+        result: a basis already fitted on :func:`stack_heads` of ``layers`` with at least
+            ``max(n_values)`` directions (then ``method`` and the pool are not used).
+
+    Returns:
+        ``{n: accuracy}`` in the order of ``n_values``.
+    """
+    ns = [_int(v, "n") for v in n_values]
+    if not ns:
+        raise ValueError("n_values is empty")
+    if min(ns) < 1:
+        raise ValueError(f"every n must be >= 1, got {ns}")
+    stack, head_labels = stack_heads(terms, layers)
+    classifier = _tensor(classifier, "classifier")
+    d = stack.shape[-1]
+    if classifier.ndim != 2 or classifier.shape[1] != d:
+        raise ValueError(f"classifier must be [C, {d}], got shape {tuple(classifier.shape)}")
+    lab = torch.as_tensor(labels)
+    if lab.ndim != 1 or lab.shape[0] != stack.shape[1]:
+        raise ValueError(f"labels must be [{stack.shape[1]}] (one per image), got shape {tuple(lab.shape)}")
+    n_max = max(ns)
+    if result is None:
+        limit = min(stack.shape[1], d)
+        if n_max > limit:
+            raise ValueError(f"n = {n_max} is larger than possible: at most min(N, d) = {limit}")
+        result = fit_basis(stack, method, n_max, pool_embeddings=pool_embeddings,
+                           n_random_texts=n_random_texts, rank=rank, seed=seed)
+    else:
+        _check_result(result, stack)
+    if result.n < n_max:
+        raise ValueError(f"the given result has {result.n} directions, fewer than n = {n_max}")
+    base = terms.ablated(attn=_earlier_layers(head_labels))
+    stack_w = stack.to(result.directions.dtype)
+    out: dict[int, float] = {}
+    for n in ns:
+        if n in out:
+            continue
+        rec = result.truncate(n).reconstruct(stack_w)
+        emb = base + (rec - stack_w).sum(0).to(base.dtype)
+        out[n] = accuracy(emb, classifier, lab.to(emb.device))
+    return out
+
+
+# ----------------------------------------------------------------------------------------------
+# Nearest neighbours (CLIP-InterpreT analyses)
+# ----------------------------------------------------------------------------------------------
+
+
+def _select_heads(heads: Any, Hs: int) -> list[int]:
+    if isinstance(heads, (int, np.integer)) and not isinstance(heads, bool):
+        return [_index(heads, Hs, "head index")]
+    t = _tensor(heads, "heads")
+    if t.dtype == torch.bool:
+        if t.ndim != 1 or t.shape[0] != Hs:
+            raise ValueError(f"a head mask must have {Hs} entries, got shape {tuple(t.shape)}")
+        sel = t.nonzero().flatten().tolist()
+    else:
+        if t.is_floating_point() or t.ndim > 1:
+            raise ValueError("heads must be a boolean mask or a list of head indices")
+        sel = [_index(i, Hs, "head index") for i in t.flatten().tolist()]
+    if not sel:
+        raise ValueError("no heads selected")
+    return sorted(set(sel))
+
+
+def _top_k(scores: Tensor, k: int, exclude: int | None = None) -> tuple[Tensor, Tensor]:
+    if exclude is not None:
+        scores = scores.clone()
+        scores[exclude] = float("-inf")
+    vals, idx = scores.topk(k)
+    return idx, vals
+
+
+def property_neighbours(heads_stack: Any, heads: Any, query_index: int, k: int = 5, *,
+                        centre: bool = False) -> tuple[Tensor, Tensor]:
+    """Nearest images of image ``query_index`` as seen by a group of heads.
+
+    Each image is represented by ``s_i = sum_{h in heads} c_{h,i}``, the summed direct
+    contributions of the chosen heads (e.g. all heads whose role is "colour"), and images are
+    ranked by the cosine ``cos(s_q, s_i)``, the query itself left out.
+
+    Args:
+        heads_stack: ``[Hs, N, d]`` per-head contributions (:func:`stack_heads`).
+        heads: a boolean mask ``[Hs]``, a list of indices into the stack, or one index.
+        query_index: the query image (negative indices allowed).
+        k: number of neighbours, ``1 <= k < N``.
+        centre: subtract the mean of ``s`` over the images first (removes the shared offset
+            that otherwise makes every image similar; off by default, as in the tool).
+
+    Returns:
+        ``(indices [k], scores [k])``, most similar first.
+    """
+    S = _check_stack(heads_stack)
+    Hs, N, _ = S.shape
+    sel = _select_heads(heads, Hs)
+    q = _index(query_index, N, "query_index")
+    k = _int(k, "k")
+    if not 1 <= k < N:
+        raise ValueError(f"k must be in [1, N - 1] = [1, {N - 1}] (the query is left out), got {k}")
+    s = _float_work(S[sel].sum(0))
+    if centre:
+        s = s - s.mean(0, keepdim=True)
+    s = F.normalize(s, dim=-1)
+    return _top_k(s @ s[q], k, exclude=q)
+
+
+def head_image_neighbours(heads_stack: Any, head_index: int, query_index: int, k: int = 5, *,
+                          centre: bool = False) -> tuple[Tensor, Tensor]:
+    """Nearest images of image ``query_index`` through one head's contributions (cosine);
+    :func:`property_neighbours` with a single head."""
+    S = _check_stack(heads_stack)
+    h = _index(head_index, S.shape[0], "head index")
+    return property_neighbours(S, [h], query_index, k, centre=centre)
+
+
+def head_text_neighbours(heads_stack: Any, head_index: int, text_embedding: Any, k: int = 5, *,
+                         centre: bool = False) -> tuple[Tensor, Tensor]:
+    """Images whose contribution from one head is most similar to a text embedding.
+
+    Ranks images ``i`` by ``cos(c_{h,i}, t)`` for the text embedding ``t [d]``.
+
+    Returns:
+        ``(indices [k], scores [k])``, most similar first (``1 <= k <= N``).
+    """
+    S = _check_stack(heads_stack)
+    Hs, N, d = S.shape
+    h = _index(head_index, Hs, "head index")
+    t = _tensor(text_embedding, "text_embedding")
+    if t.ndim == 2 and t.shape[0] == 1:
+        t = t[0]
+    if t.ndim != 1 or t.shape[0] != d:
+        raise ValueError(f"text_embedding must be [{d}], got shape {tuple(t.shape)}")
+    k = _int(k, "k")
+    if not 1 <= k <= N:
+        raise ValueError(f"k must be in [1, N] = [1, {N}], got {k}")
+    c = _float_work(S[h])
+    if centre:
+        c = c - c.mean(0, keepdim=True)
+    t = F.normalize(t.to(device=c.device, dtype=c.dtype), dim=0)
+    return _top_k(F.normalize(c, dim=-1) @ t, k)

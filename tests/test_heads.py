@@ -1,0 +1,411 @@
+"""Head roles, interpretability scores, replacement by reconstructions and neighbour searches,
+on planted synthetic heads (small tensors, no model)."""
+
+import math
+
+import pytest
+import torch
+
+from helpers.ablation import DirectTerms, accuracy
+from helpers.heads import (
+    HeadRole,
+    InterpretabilityScores,
+    dominant_property,
+    fit_basis,
+    head_image_neighbours,
+    head_roles,
+    head_text_neighbours,
+    heads_for_property,
+    interpretability_scores,
+    property_neighbours,
+    reconstructed_embeddings,
+    reconstruction_accuracy,
+    stack_heads,
+    variance_explained_curve,
+)
+from helpers.pools import Pool
+from helpers.textspan import pca_basis, textspan
+
+F64 = torch.float64
+torch.set_num_threads(1)
+
+
+def _orthonormal(m, d, seed):
+    g = torch.Generator().manual_seed(seed)
+    return torch.linalg.qr(torch.randn(d, d, generator=g, dtype=F64))[0].T[:m]
+
+
+# ---------------------------------------------------------------------------------------------
+# A tagged pool and heads planted on its texts
+# ---------------------------------------------------------------------------------------------
+
+# texts 0-4 colour, 5-9 shape, 10-11 other, 12-13 texture (never planted in a head)
+TAGS = ["colour"] * 5 + ["shape"] * 5 + ["other"] * 2 + ["texture"] * 2
+POOL = Pool([f"text {i} ({t})" for i, t in enumerate(TAGS)], TAGS, [str(i) for i in range(len(TAGS))],
+            name="planted")
+D = 24
+
+# Each head varies along four pool texts with decreasing variance, so TextSpan picks them in
+# this order.
+PLANTED = {
+    "A": [0, 1, 2, 3],  # colour only
+    "B": [5, 6, 7, 8],  # shape only
+    "C": [0, 5, 1, 6],  # colour and shape, two each: tie -> colour (chosen first)
+    "D": [2, 3, 10, 4],  # three colour, one other
+    "E": [10, 7, 11, 1],  # other, shape, other, colour
+}
+
+
+def _planted_heads(K=300, seed=0, noise=1e-4):
+    R = _orthonormal(len(TAGS), D, seed)
+    g = torch.Generator().manual_seed(seed + 1)
+    sd = torch.tensor([2.0, 1.6, 1.3, 1.0], dtype=F64)
+    C = []
+    for texts in PLANTED.values():
+        Z = torch.randn(K, 4, generator=g, dtype=F64)
+        Z = torch.linalg.qr(Z - Z.mean(0))[0] * math.sqrt(K)  # exactly uncorrelated, unit variance
+        offset = 0.4 * torch.randn(D, generator=g, dtype=F64)
+        C.append((Z * sd) @ R[texts] + offset + noise * torch.randn(K, D, generator=g, dtype=F64))
+    return torch.stack(C), R
+
+
+LABELS = [(11, h) for h in range(len(PLANTED))]
+
+
+@pytest.fixture(scope="module")
+def planted():
+    C, R = _planted_heads()
+    res = textspan(C, R, 4)
+    return C, R, res
+
+
+def test_textspan_recovers_planted_texts(planted):
+    _, _, res = planted
+    assert res.indices.tolist() == list(PLANTED.values())
+
+
+def test_roles_and_purity(planted):
+    _, _, res = planted
+    roles = head_roles(res, POOL, LABELS)
+    assert [r.property for r in roles] == ["colour", "shape", "colour", "colour", "other"]
+    assert [r.purity for r in roles] == [1.0, 1.0, 0.5, 0.75, 0.5]
+    assert roles[0].texts == [POOL.texts[i] for i in PLANTED["A"]]
+    assert roles[4].text_properties == ["other", "shape", "other", "colour"]
+    assert (roles[2].layer, roles[2].head, roles[2].label) == (11, 2, "L11.H2")
+    assert all(r.variance == pytest.approx(1.0, abs=1e-6) for r in roles)
+
+    # ignored tags cannot be the role, but still count in the purity's denominator
+    ign = head_roles(res, POOL, LABELS, ignore=("other", "unknown"))
+    assert [r.property for r in ign] == ["colour", "shape", "colour", "colour", "shape"]
+    assert [r.purity for r in ign] == [1.0, 1.0, 0.5, 0.75, 0.25]
+
+    # fewer texts: the first two of each head
+    two = head_roles(res, POOL, LABELS, n=2, ignore=("other",))
+    assert [r.property for r in two] == ["colour", "shape", "colour", "colour", "shape"]
+    assert [r.purity for r in two] == [1.0, 1.0, 0.5, 1.0, 0.5]
+    assert two[0].variance == pytest.approx((4 + 2.56) / (4 + 2.56 + 1.69 + 1), abs=1e-6)
+    assert heads_for_property(ign, "colour") == [0, 2, 3]
+    assert heads_for_property(ign, "colour", min_purity=0.75) == [0, 3]
+    assert heads_for_property(ign, "texture") == []
+
+
+def test_dominant_property_ties_and_ignore():
+    assert dominant_property(["a", "b", "b", "a"]) == ("a", 0.5)
+    assert dominant_property(["b", "a", "a", "b", "c"]) == ("b", 0.4)
+    assert dominant_property(["x", "x", "a"], ignore=["x"]) == ("a", 1 / 3)
+    assert dominant_property(["x", "x"], ignore=["x"]) == (None, 0.0)
+    with pytest.raises(ValueError):
+        dominant_property([])
+
+
+def test_interpretability_scores_by_hand(planted):
+    _, _, res = planted
+    roles = head_roles(res, POOL, LABELS)  # made without ignore: scores recompute the roles
+    s = interpretability_scores(roles)  # ignores "other" and "unknown" by default
+    assert isinstance(s, InterpretabilityScores)
+    assert s.properties == ["colour", "shape"]
+    # purities of the roles colour, shape, colour, colour, shape
+    assert s.association == pytest.approx((1 + 1 + 0.5 + 0.75 + 0.25) / 5)
+    assert s.association_per_property == pytest.approx({"colour": 0.75, "shape": 0.625})
+    assert s.heads_per_property == {"colour": 3, "shape": 2}
+    # properties with >= 2 texts: A 1, B 1, C 2, D 1, E 0 -> (0 + 0 + 1 + 0 + 0) / 5 / (2 - 1)
+    assert s.properties_per_head == [1, 1, 2, 1, 0]
+    assert s.entanglement == pytest.approx(0.2)
+    assert (s.n_heads, s.n_assigned, s.min_count) == (5, 5, 2)
+
+    # min_count=1: E covers colour and shape too
+    s1 = interpretability_scores(roles, min_count=1)
+    assert s1.properties_per_head == [1, 1, 2, 1, 2]
+    assert s1.entanglement == pytest.approx(0.4)
+
+    # the pool's property set: texture enlarges |P|, so entanglement halves
+    sp = interpretability_scores(roles, properties=POOL)
+    assert sp.properties == ["colour", "shape", "texture"]
+    assert sp.entanglement == pytest.approx(0.1)
+    assert sp.heads_per_property == {"colour": 3, "shape": 2, "texture": 0}
+    assert sp.association == pytest.approx(s.association)
+
+    # nothing ignored: E's role is "other" (purity 0.5), and "other" is a property
+    s0 = interpretability_scores(roles, ignore=())
+    assert s0.association == pytest.approx((1 + 1 + 0.5 + 0.75 + 0.5) / 5)
+    assert s0.heads_per_property == {"colour": 3, "shape": 1, "other": 1}
+    assert s0.properties_per_head == [1, 1, 2, 1, 1]
+    assert s0.entanglement == pytest.approx(1 / 5 / 2)
+
+
+def test_scores_extremes():
+    pure = [HeadRole(0, h, None, 0.0, text_properties=[p] * 4) for h, p in enumerate("abc")]
+    s = interpretability_scores(pure)
+    assert s.association == 1.0 and s.entanglement == 0.0
+    mixed = [HeadRole(0, h, None, 0.0, text_properties=list("aabbcc")) for h in range(3)]
+    s = interpretability_scores(mixed)
+    assert s.entanglement == 1.0 and s.association == pytest.approx(1 / 3)
+    none = [HeadRole(0, 0, None, 0.0, text_properties=["other"] * 3)]
+    s = interpretability_scores(none)
+    assert math.isnan(s.association) and s.entanglement == 0.0 and s.n_assigned == 0
+    with pytest.raises(ValueError):
+        interpretability_scores([])
+    with pytest.raises(ValueError):
+        interpretability_scores(pure, min_count=0)
+
+
+def test_variance_curve(planted):
+    C, R, res = planted
+    curve = variance_explained_curve(res)
+    assert curve.shape == (5, 4)
+    expect = torch.tensor([4, 2.56, 1.69, 1.0], dtype=F64).cumsum(0) / 9.25
+    assert torch.allclose(curve, expect.expand(5, 4), atol=1e-6)
+    assert variance_explained_curve(res.head(0)).shape == (1, 4)
+
+
+def test_role_errors(planted):
+    C, R, res = planted
+    with pytest.raises(ValueError, match="labels"):
+        head_roles(res, POOL, LABELS[:3])
+    with pytest.raises(ValueError, match="n must be"):
+        head_roles(res, POOL, LABELS, n=5)
+    with pytest.raises(ValueError, match="n must be"):
+        head_roles(res, POOL, LABELS, n=0)
+    with pytest.raises(ValueError, match="PCA"):
+        head_roles(pca_basis(C, 2), POOL, LABELS)
+    with pytest.raises(IndexError):
+        head_roles(res, POOL.subset(range(5)), LABELS)
+    with pytest.raises(ValueError):
+        heads_for_property([], "colour", min_purity=2)
+
+
+# ---------------------------------------------------------------------------------------------
+# Stacking heads and replacing them by reconstructions
+# ---------------------------------------------------------------------------------------------
+
+
+def _planted_terms(seed=1, N=400, L=3, H=2, d=32, M=16):
+    """Two classes = sign of a planted coordinate along pool text 0 in head (L-1, 0).
+
+    That head varies along texts 0..3 (text 0 the strongest); an earlier layer adds noise along
+    text 0 (removed by mean ablation); everything else is orthogonal to it, and the classifier
+    is ``[-u, u]``, so only the component along ``u`` = text 0 decides.
+    """
+    g = torch.Generator().manual_seed(seed)
+    R = _orthonormal(M, d, seed)
+    u = R[0]
+    heads = 0.3 * torch.randn(N, L, H, d, generator=g, dtype=F64)
+    heads -= (heads @ u)[..., None] * u
+    Z = torch.randn(N, 4, generator=g, dtype=F64)
+    Z = torch.linalg.qr(Z - Z.mean(0))[0] * math.sqrt(N)
+    heads[:, L - 1, 0] = (Z * torch.tensor([1.0, 0.8, 0.7, 0.6], dtype=F64)) @ R[:4] + 0.5 * R[5]
+    heads[:, 0, 1] += 0.8 * torch.randn(N, 1, generator=g, dtype=F64) * u
+    mlp = 0.3 * torch.randn(N, L, d, generator=g, dtype=F64)
+    mlp -= (mlp @ u)[..., None] * u
+    terms = DirectTerms(embed=0.2 * R[7].expand(N, d).clone(),
+                        attn=heads.sum(2), mlp=mlp, const=0.1 * R[8], heads=heads)
+    return terms, torch.stack([-u, u]), (Z[:, 0] > 0).long(), R
+
+
+@pytest.fixture(scope="module")
+def terms_case():
+    return _planted_terms()
+
+
+def test_stack_heads(terms_case):
+    terms = terms_case[0]
+    stack, labels = stack_heads(terms, [-1, 0])
+    assert labels == [(2, 0), (2, 1), (0, 0), (0, 1)]
+    assert stack.shape == (4, 400, 32)
+    for i, (li, h) in enumerate(labels):
+        assert torch.equal(stack[i], terms.heads[:, li, h])
+    s1, l1 = stack_heads(terms, 1)
+    assert l1 == [(1, 0), (1, 1)] and torch.equal(s1[1], terms.heads[:, 1, 1])
+    with pytest.raises(IndexError):
+        stack_heads(terms, [3])
+    with pytest.raises(IndexError):
+        stack_heads(terms, [-4])
+    with pytest.raises(ValueError):
+        stack_heads(terms, [])
+    with pytest.raises(ValueError):
+        stack_heads(terms, [2, -1])
+    with pytest.raises(ValueError):
+        stack_heads(DirectTerms(terms.embed, terms.attn, terms.mlp, terms.const), [0])
+
+
+def test_reconstructed_embeddings_match_loop(terms_case):
+    terms, clf, y, R = terms_case
+    stack, labels = stack_heads(terms, [-2, -1])
+    res = textspan(stack, R, 3)
+    emb = reconstructed_embeddings(terms, [-2, -1], res)
+    expect = terms.ablated(attn=[0]).clone()
+    for i, (li, h) in enumerate(labels):
+        rec = res.head(i).reconstruct(terms.heads[:, li, h])
+        expect += rec - terms.heads[:, li, h]
+    assert torch.allclose(emb, expect, atol=1e-10)
+    # truncation inside equals a result fitted with fewer directions
+    assert torch.allclose(reconstructed_embeddings(terms, [-2, -1], res, 2),
+                          reconstructed_embeddings(terms, [-2, -1], textspan(stack, R, 2)), atol=1e-10)
+    # full-rank PCA reconstructs exactly: only the mean ablation of earlier layers remains
+    full = pca_basis(stack, 32)
+    assert torch.allclose(reconstructed_embeddings(terms, [-2, -1], full), terms.ablated(attn=[0]),
+                          atol=1e-9)
+    assert torch.allclose(reconstructed_embeddings(terms, [-2, -1], full, ablate_earlier=False),
+                          terms.embeddings(), atol=1e-9)
+    with pytest.raises(ValueError):
+        reconstructed_embeddings(terms, [-1], res)  # 4 heads fitted, 2 given
+    with pytest.raises(ValueError):
+        reconstructed_embeddings(terms, [-2, -1], res, n=4)
+
+
+def test_reconstruction_accuracy_textspan_beats_random(terms_case):
+    terms, clf, y, R = terms_case
+    ns = [1, 2, 4]
+    ablated = accuracy(terms.ablated(attn=[0, 1]), clf, y)
+    assert accuracy(terms.embeddings(), clf, y) < ablated - 0.1  # the noise the ablation removes
+    ts = reconstruction_accuracy(terms, clf, y, [-1], "textspan", ns, R)
+    pca = reconstruction_accuracy(terms, clf, y, [-1], "pca", ns, R)
+    assert list(ts) == ns
+    # text 0 is the head's strongest direction and a pool text: one text is enough
+    assert ts == pytest.approx({n: ablated for n in ns})
+    assert all(pca[n] >= ts[n] - 1e-12 for n in ns)
+    rand = [reconstruction_accuracy(terms, clf, y, [-1], "random", ns, R, seed=s) for s in range(4)]
+    mean_rand = {n: sum(r[n] for r in rand) / len(rand) for n in ns}
+    assert ts[1] > mean_rand[1] + 0.1
+    assert ts[2] > mean_rand[2] + 0.05
+    assert all(r[n] <= ts[n] + 1e-12 for r in rand for n in ns)
+    # the random pool has the real pool's size unless told otherwise; seeds matter
+    assert rand[0] != rand[1]
+    r_small = reconstruction_accuracy(terms, clf, y, [-1], "random", [1], n_random_texts=3)
+    assert set(r_small) == {1}
+    # a prefitted basis gives the same numbers
+    stack, _ = stack_heads(terms, [-1])
+    assert reconstruction_accuracy(terms, clf, y, [-1], "textspan", ns,
+                                   result=textspan(stack, R, 4)) == ts
+
+
+def test_reconstruction_accuracy_errors(terms_case):
+    terms, clf, y, R = terms_case
+    call = lambda **kw: reconstruction_accuracy(**{**dict(  # noqa: E731
+        terms=terms, classifier=clf, labels=y, layers=[-1], method="textspan", n_values=[1],
+        pool_embeddings=R), **kw})
+    with pytest.raises(ValueError, match="empty"):
+        call(n_values=[])
+    with pytest.raises(ValueError):
+        call(n_values=[0, 1])
+    with pytest.raises(ValueError, match="larger"):
+        call(n_values=[33])
+    with pytest.raises(ValueError):
+        call(n_values=[17])  # more texts than the pool has
+    with pytest.raises(IndexError):
+        call(layers=[5])
+    with pytest.raises(ValueError):
+        call(method="ica")
+    with pytest.raises(ValueError):
+        call(pool_embeddings=None)
+    with pytest.raises(ValueError):
+        call(method="random", pool_embeddings=None)
+    with pytest.raises(ValueError):
+        call(pool_embeddings=R[:, :10])
+    with pytest.raises(ValueError):
+        call(classifier=clf[:, :10])
+    with pytest.raises(ValueError):
+        call(labels=y[:10])
+    stack, _ = stack_heads(terms, [-1])
+    with pytest.raises(ValueError):
+        call(n_values=[3], result=textspan(stack, R, 2))
+    with pytest.raises(ValueError):
+        fit_basis(stack, "textspan", 2)
+
+
+# ---------------------------------------------------------------------------------------------
+# Neighbours
+# ---------------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def neighbour_stack():
+    g = torch.Generator().manual_seed(5)
+    S = torch.randn(3, 40, 16, generator=g)
+    S[0, 7] = 2 * S[0, 3]  # same direction as image 3 in head 0 only
+    S[1, 11] = S[1, 3] + 0.01 * torch.randn(16, generator=g)  # image 3's twin in head 1 only
+    S[0, 12], S[1, 12] = S[0, 3], S[1, 3]  # image 3's twin in heads 0 and 1
+    t = torch.randn(16, generator=g)
+    S[2, 5] = 3 * t
+    S[2, 9] = t + 0.05 * torch.randn(16, generator=g)
+    return S, t
+
+
+def test_property_and_head_neighbours(neighbour_stack):
+    S, _ = neighbour_stack
+    idx, sc = property_neighbours(S, [0, 1], 3, k=3)
+    assert idx[0] == 12 and sc[0] == pytest.approx(1.0, abs=1e-5)
+    assert 3 not in idx.tolist() and bool((sc[:-1] >= sc[1:]).all())
+    # a boolean mask selects the same heads
+    idx_m, sc_m = property_neighbours(S, torch.tensor([True, True, False]), 3, k=3)
+    assert torch.equal(idx_m, idx) and torch.allclose(sc_m, sc)
+    idx0, sc0 = head_image_neighbours(S, 0, 3, k=2)
+    assert set(idx0.tolist()) == {7, 12} and torch.allclose(sc0, torch.ones(2), atol=1e-5)
+    idx1, _ = head_image_neighbours(S, 1, -37, k=2)  # -37 is image 3
+    assert set(idx1.tolist()) == {11, 12}
+    # one head through property_neighbours equals head_image_neighbours
+    assert torch.equal(property_neighbours(S, 1, 3, k=2)[0], idx1)
+    # the summed contributions decide: image 7 matches in head 0 only, so it ranks below 12
+    scores_all = property_neighbours(S, [0, 1], 3, k=39)
+    assert scores_all[0].tolist().index(7) > 0
+    assert len(set(scores_all[0].tolist())) == 39
+    # numpy input and centring
+    idx_np, _ = property_neighbours(S.numpy(), [0, 1], 3, k=1, centre=True)
+    assert idx_np.tolist() == [12]
+
+
+def test_head_text_neighbours(neighbour_stack):
+    S, t = neighbour_stack
+    idx, sc = head_text_neighbours(S, 2, t, k=2)
+    assert idx.tolist() == [5, 9] and sc[0] == pytest.approx(1.0, abs=1e-5) and sc[1] > 0.99
+    idx_all, _ = head_text_neighbours(S, -1, t[None], k=40)
+    assert sorted(idx_all.tolist()) == list(range(40))
+    assert head_text_neighbours(S, 0, t, k=2)[0].tolist() != [5, 9]
+
+
+def test_neighbour_errors(neighbour_stack):
+    S, t = neighbour_stack
+    with pytest.raises(ValueError):
+        property_neighbours(S, [0], 3, k=40)  # k >= N
+    with pytest.raises(ValueError):
+        property_neighbours(S, [0], 3, k=0)
+    with pytest.raises(IndexError):
+        property_neighbours(S, [0], 40, k=2)
+    with pytest.raises(IndexError):
+        property_neighbours(S, [3], 0, k=2)
+    with pytest.raises(ValueError):
+        property_neighbours(S, [], 0, k=2)
+    with pytest.raises(ValueError):
+        property_neighbours(S, torch.tensor([True, False]), 0, k=2)
+    with pytest.raises(ValueError):
+        property_neighbours(S, torch.zeros(3, dtype=torch.bool), 0, k=2)
+    with pytest.raises(ValueError):
+        property_neighbours(S[0], [0], 0, k=2)
+    with pytest.raises(IndexError):
+        head_image_neighbours(S, -4, 0, k=2)
+    with pytest.raises(ValueError):
+        head_text_neighbours(S, 0, t[:8], k=2)
+    with pytest.raises(ValueError):
+        head_text_neighbours(S, 0, t, k=41)
+    with pytest.raises(IndexError):
+        head_text_neighbours(S, 3, t, k=2)
