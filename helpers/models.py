@@ -88,7 +88,7 @@ def default_weights_path() -> Path:
 # Architecture of the offline default. The file in data/models/ wins when present, so the
 # trained weights and their config always travel together.
 _FALLBACK_CONFIG: dict[str, Any] = {
-    "embed_dim": 128,
+    "embed_dim": 96,
     "vision_cfg": {"image_size": 64, "layers": 8, "width": 128, "head_width": 32, "patch_size": 8},
     "text_cfg": {"context_length": 20, "vocab_size": 49408, "width": 128, "heads": 4, "layers": 4},
 }

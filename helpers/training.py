@@ -43,6 +43,8 @@ class TrainConfig:
     warmup_frac: float = 0.05
     seed: int = 0
     direct_penalty: float = 1.0
+    penalty_start: float = 0.4
+    penalty_full: float = 0.7
     free_attn_layers: int = 4
     shape_pairs: float = 0.25
     device: str = "auto"
@@ -89,6 +91,15 @@ def _batch(w: world.World, step: int, cfg: TrainConfig) -> tuple[np.ndarray, lis
         images.append(twin.image)
         captions.append(twin.caption)
     return np.stack(images), captions
+
+
+def _ramp(step: int, cfg: TrainConfig) -> float:
+    """Weight of the direct-path penalty: 0 until ``penalty_start`` of the run (features are
+    learned freely first), then linear up to 1 at ``penalty_full``."""
+    t = step / max(1, cfg.steps)
+    if t < cfg.penalty_start:
+        return 0.0
+    return min(1.0, (t - cfg.penalty_start) / max(1e-9, cfg.penalty_full - cfg.penalty_start))
 
 
 def _lr_at(step: int, cfg: TrainConfig) -> float:
@@ -156,14 +167,15 @@ def train(cfg: TrainConfig, *, progress: bool = True, checkpoint_dir: Path | Non
         loss = 0.5 * (torch.sum(-target * logits.log_softmax(1), 1).mean()
                       + torch.sum(-target * logits.T.log_softmax(1), 1).mean())
         pen = torch.zeros((), device=device)
-        if cfg.direct_penalty > 0:
+        weight = cfg.direct_penalty * _ramp(step, cfg)
+        if weight > 0:
             total = d.embedding.var(0).sum().detach().clamp_min(1e-6)
             direct = d.mlp.var(0).sum() + d.embed.var(0).sum()
             if penalised_attn:
                 direct = direct + d.attn[:, penalised_attn].var(0).sum()
             pen = direct / total
         opt.zero_grad(set_to_none=True)
-        (loss + cfg.direct_penalty * pen).backward()
+        (loss + weight * pen).backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         opt.step()
         with torch.no_grad():
@@ -219,6 +231,9 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--shape-pairs", type=float, default=d.shape_pairs)
     ap.add_argument("--layers", type=int, default=d.model_config["vision_cfg"]["layers"])
     ap.add_argument("--width", type=int, default=d.model_config["vision_cfg"]["width"])
+    ap.add_argument("--embed-dim", type=int, default=d.model_config["embed_dim"])
+    ap.add_argument("--penalty-start", type=float, default=d.penalty_start)
+    ap.add_argument("--penalty-full", type=float, default=d.penalty_full)
     ap.add_argument("--device", default=d.device)
     ap.add_argument("--threads", type=int, default=None)
     ap.add_argument("--out", type=Path, default=data_dir() / "models")
@@ -226,10 +241,12 @@ def main(argv: list[str] | None = None) -> None:
     args = ap.parse_args(argv)
     cfg = TrainConfig(steps=args.steps, batch_size=args.batch_size, lr=args.lr, seed=args.seed,
                       direct_penalty=args.direct_penalty, free_attn_layers=args.free_attn_layers,
-                      shape_pairs=args.shape_pairs,
+                      shape_pairs=args.shape_pairs, penalty_start=args.penalty_start,
+                      penalty_full=args.penalty_full,
                       device=args.device, threads=args.threads)
     cfg.model_config["vision_cfg"]["layers"] = args.layers
     cfg.model_config["vision_cfg"]["width"] = args.width
+    cfg.model_config["embed_dim"] = args.embed_dim
     model, history = train(cfg, checkpoint_dir=args.out, checkpoint_every=args.checkpoint_every)
     path = save_weights(model, cfg, history, args.out)
     print(f"saved {path} ({path.stat().st_size / 2**20:.1f} MiB)")

@@ -12,7 +12,6 @@ freshly generated scenes:
 
 from __future__ import annotations
 
-from collections import Counter
 from typing import Any, Sequence
 
 import numpy as np
@@ -116,26 +115,17 @@ def map_iou(maps: Tensor, masks: np.ndarray | Tensor) -> np.ndarray:
     return (inter / union).cpu().numpy()
 
 
-def head_purity(heads: Tensor, text_emb: Tensor, properties: Sequence[str], n: int = 10,
+def head_purity(terms: DirectTerms, text_emb: Tensor, pool, n: int = 10,
                 layers: Sequence[int] | None = None) -> list[dict[str, Any]]:
-    """TextSpan on each head of ``layers``; the dominant property of its ``n`` texts and its share.
-
-    ``heads`` is ``[N, L, H, d]``; ``properties[j]`` the tag of text ``j``.
-    """
+    """TextSpan on each head of ``layers``; its role (dominant tag of its ``n`` texts) and purity."""
+    from .heads import head_roles, stack_heads
     from .textspan import textspan
 
-    L, H = heads.shape[1], heads.shape[2]
-    layers = list(range(L)) if layers is None else [i % L for i in layers]
-    C = heads[:, layers].permute(1, 2, 0, 3).reshape(len(layers) * H, heads.shape[0], -1)
-    res = textspan(C, text_emb, n)
-    out = []
-    for idx, (li, h) in enumerate((li, h) for li in layers for h in range(H)):
-        picked = [int(j) for j in res.indices[idx].tolist()]
-        counts = Counter(properties[j] for j in picked)
-        prop, cnt = counts.most_common(1)[0]
-        out.append({"layer": li, "head": h, "property": prop, "purity": cnt / len(picked),
-                    "texts": picked, "variance": float(res.cumulative[idx, -1])})
-    return out
+    L = terms.n_layers
+    stack, labels = stack_heads(terms, list(range(L)) if layers is None else list(layers))
+    roles = head_roles(textspan(stack, text_emb, n), pool, labels, ignore=("other",))
+    return [{"layer": r.layer, "head": r.head, "property": r.property, "purity": r.purity,
+             "variance": r.variance} for r in roles]
 
 
 @torch.no_grad()
@@ -152,12 +142,12 @@ def evaluate(model: nn.Module, tokenizer, n: int = 600, seed: int = 1, n_per_gro
     sub = world.sample(n_maps, split="test", seed=seed + 100)
     maps = object_maps(model, tokenizer, sub, "shape")
     figs["shape_map_miou"] = float(map_iou(maps, sub.foreground).mean())
-    pool = world.text_pool()
-    texts = [t for t, _, _ in pool]
-    props = [p for _, p, _ in pool]
-    temb = encode_texts(model, tokenizer, texts)
+    from .pools import load_pool
+
+    pool = load_pool("world")
+    temb = encode_texts(model, tokenizer, pool.texts)
     L = terms.n_layers
-    rows = head_purity(terms.heads, temb, props, n=purity_texts, layers=range(max(0, L - 4), L))
+    rows = head_purity(terms, temb, pool, n=purity_texts, layers=range(max(0, L - 4), L))
     figs["head_roles"] = [{k: r[k] for k in ("layer", "head", "property", "purity")} for r in rows]
     figs["heads_purity_ge_0.6"] = sum(r["purity"] >= 0.6 for r in rows)
     return figs

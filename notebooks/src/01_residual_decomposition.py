@@ -24,14 +24,17 @@
 # does through later layers.
 #
 # The default model is the course's own small CLIP trained on a synthetic world of shapes whose
-# ground truth we know (see `data/models/MODEL_CARD.md`). Set `model_name = "ViT-B-16"` and
+# ground truth we know (see `data/models/MODEL_CARD.md`); the default task is naming the
+# objects' colour (`dataset = "world:colour"`; the other factors are `shape`, `background`,
+# `size`, `count`, `position`, `pattern`, `family`, and the model card says which of them the
+# shipped model has learned). Set `model_name = "ViT-B-16"` and
 # `pretrained = "laion2b_s34b_b88k"` (with network, e.g. in Colab) to run the same cells on a
 # real CLIP, and `dataset = "imagenette"` for real photos.
 
 # %% [parameters]
 model_name = "world-clip"   # offline default; or e.g. "ViT-B-16"
 pretrained = ""             # "" = the default's shipped weights (random for other models)
-dataset = "world"           # "world[:factor]", "imagenette", or "imagenet:/path/to/val"
+dataset = "world:colour"    # "world[:factor]", "imagenette", or "imagenet:/path/to/val"
 n_images = 300              # images to analyse
 batch_size = 100
 device = "cpu"
@@ -109,6 +112,8 @@ classifier = zero_shot_classifier(model, tokenizer, task.prompts)
 base_acc = accuracy(terms.embeddings(), classifier, task.labels)
 print(f"zero-shot accuracy on {task.name}: {base_acc:.3f}")
 figures["zero_shot_accuracy"] = base_acc
+figures["n_classes"] = len(task.classes)
+figures["task"] = task.name
 
 shares = variance_shares(terms)
 margins = margin_contributions(terms, classifier, task.labels)

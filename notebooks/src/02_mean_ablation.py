@@ -23,7 +23,7 @@
 # %% [parameters]
 model_name = "world-clip"   # offline default; or e.g. "ViT-B-16"
 pretrained = ""             # e.g. "laion2b_s34b_b88k" online
-dataset = "world"           # "world[:factor]", "imagenette", or "imagenet:/path/to/val"
+dataset = "world:colour"    # "world[:factor]", "imagenette", or "imagenet:/path/to/val"
 n_images = 600
 batch_size = 100
 device = "cpu"
@@ -61,6 +61,8 @@ baseline = acc(terms.embeddings())
 print(f"{task.name}: {len(task)} images, {len(task.classes)} classes; baseline zero-shot accuracy {baseline:.3f}")
 figures["baseline_accuracy"] = baseline
 figures["n_layers"] = L
+figures["n_classes"] = len(task.classes)
+figures["task"] = task.name
 
 # %% [markdown]
 # ## The paper's ablations

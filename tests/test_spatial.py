@@ -1,0 +1,354 @@
+"""Spatial maps: they add back up to the similarity, agree with the brute-force joint terms,
+are linear in the text, and reject bad inputs with clear errors."""
+
+import copy
+import warnings
+
+import numpy as np
+import open_clip
+import pytest
+import torch
+from PIL import Image
+
+import helpers.models  # noqa: F401  (registers world-clip with open_clip)
+from helpers.decompose import Decomposer
+from helpers.spatial import (
+    HeatmapResult,
+    average_precision,
+    colormap,
+    contrastive_map,
+    head_direction_map,
+    heatmap_figure,
+    heatmaps,
+    iou,
+    model_preprocess,
+    model_view,
+    overlay,
+    own_class_maps,
+    pixel_accuracy,
+    threshold_map,
+    topic_segmentation,
+    upsample,
+)
+
+F64 = torch.float64
+TOL = 1e-10
+SELECTIONS = [
+    dict(),
+    dict(layers=[1, -1]),
+    dict(heads=[0, 2]),
+    dict(layers=[3], heads=[1]),
+    dict(layers=[0, 5], heads=[3], strategy="lazy"),
+    dict(heads=[1, 2], strategy="lazy"),
+]
+
+
+@pytest.fixture(scope="module")
+def model():
+    torch.manual_seed(0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        m = open_clip.create_model("world-clip")
+    return m.eval().to(F64)
+
+
+@pytest.fixture(scope="module")
+def images(model):
+    g = torch.Generator().manual_seed(1)
+    return torch.randn(2, 3, *model.visual.image_size, generator=g, dtype=F64)
+
+
+@pytest.fixture(scope="module")
+def texts(model):
+    g = torch.Generator().manual_seed(2)
+    return torch.nn.functional.normalize(torch.randn(5, model.visual.output_dim, generator=g, dtype=F64), dim=-1)
+
+
+# ----------------------------------------------------------------------------------------------
+# Exactness
+# ----------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("normalize", [True, False])
+@pytest.mark.parametrize("sel", SELECTIONS, ids=lambda s: ",".join(f"{k}={v}" for k, v in s.items()) or "all")
+def test_maps_sum_back_to_similarity(model, images, texts, sel, normalize):
+    r = heatmaps(model, images, texts, normalize=normalize, **sel)
+    assert isinstance(r, HeatmapResult)
+    assert r.patch_maps.shape == (2, 5, 8, 8) and r.cls.shape == r.rest.shape == r.similarity.shape == (2, 5)
+    assert r.grid == (8, 8)
+    total = r.patch_maps.sum((-2, -1)) + r.cls + r.rest
+    assert (total - r.similarity).abs().max() < TOL
+    assert r.max_error() < TOL
+    # the similarity is the model's own, not an internal reconstruction
+    with torch.no_grad():
+        emb = model.encode_image(images, normalize=normalize)
+    assert (r.similarity - emb @ texts.T).abs().max() < TOL
+
+
+@pytest.mark.parametrize("sel", SELECTIONS[1:4], ids=["layers", "heads", "one-head"])
+def test_maps_match_brute_force_joint_terms(model, images, texts, sel):
+    """Against the full (layer, token, head, dim) tensor scored afterwards."""
+    r = heatmaps(model, images, texts, **sel)
+    d = Decomposer(model)(images, heads=True, tokens=True, normalize=True)
+    j = d.joint(sel.get("layers"), sel.get("heads")).data  # [B, l, T, h, d']
+    per_token = torch.einsum("bltHd,md->bmt", j, texts)
+    assert (r.cls - per_token[:, :, 0]).abs().max() < TOL
+    assert (r.patch_maps.flatten(2) - per_token[:, :, 1:]).abs().max() < TOL
+
+
+def test_strategies_agree(model, images, texts):
+    for sel in (dict(layers=[2, 4]), dict(heads=[3]), dict(layers=[7], heads=[0, 1])):
+        a = heatmaps(model, images, texts, strategy="forward", **sel)
+        b = heatmaps(model, images, texts, strategy="lazy", **sel)
+        for f in ("patch_maps", "cls", "rest", "similarity"):
+            assert (getattr(a, f) - getattr(b, f)).abs().max() < TOL
+
+
+def test_batches_in_chunks(model, images, texts):
+    a = heatmaps(model, images, texts, heads=[1])
+    b = heatmaps(model, images, texts, heads=[1], batch_size=1)
+    assert (a.patch_maps - b.patch_maps).abs().max() < TOL and (a.rest - b.rest).abs().max() < TOL
+
+
+def test_subtract_mean_is_difference_from_mean_map(model, images, texts):
+    plain = heatmaps(model, images, texts)
+    centred = heatmaps(model, images, texts, subtract_mean=True)
+    expect = plain.patch_maps - plain.patch_maps.mean(1, keepdim=True)
+    assert (centred.patch_maps - expect).abs().max() < TOL
+    assert centred.max_error() < TOL
+    # own-class maps: the paper's segmentation map of each image's label
+    labels = torch.tensor([3, 0])
+    own = own_class_maps(model, images, texts, labels)
+    assert (own - expect[torch.arange(2), labels]).abs().max() < TOL
+    assert own_class_maps(model, images, texts, labels, size=32).shape == (2, 32, 32)
+
+
+def test_contrastive_map_is_difference_of_maps(model, images, texts):
+    a, b = texts[0], texts[3]
+    for sel in (dict(), dict(layers=[-2, -1]), dict(layers=[6], heads=[2])):
+        c = contrastive_map(model, images, a, b, **sel)
+        ra = heatmaps(model, images, a, **sel).patch_maps[:, 0]
+        rb = heatmaps(model, images, b, **sel).patch_maps[:, 0]
+        assert c.shape == (2, 8, 8)
+        assert (c - (ra - rb)).abs().max() < TOL
+
+
+def test_topic_segmentation_is_one_head_heatmap(model, images, texts):
+    seg = topic_segmentation(model, images, 6, 2, texts)
+    assert seg.shape == (2, 5, 8, 8)
+    for m in range(texts.shape[0]):
+        ref = heatmaps(model, images, texts[m], layers=[6], heads=[2]).patch_maps[:, 0]
+        assert (seg[:, m] - ref).abs().max() < TOL
+        assert (head_direction_map(model, images, 6, 2, texts[m]) - ref).abs().max() < TOL
+
+
+@pytest.mark.parametrize("normalize", [True, False])
+def test_head_direction_map_plus_cls_is_head_term(model, images, normalize):
+    g = torch.Generator().manual_seed(5)
+    direction = torch.randn(model.visual.output_dim, generator=g, dtype=F64)
+    layer, head = 7, 3
+    hmap = head_direction_map(model, images, layer, head, direction, normalize=normalize)
+    cls = heatmaps(model, images, direction, layers=[layer], heads=[head], normalize=normalize).cls[:, 0]
+    d = Decomposer(model)(images, heads=True, normalize=normalize)
+    assert hmap.shape == (2, 8, 8)
+    assert (hmap.sum((-2, -1)) + cls - d.heads[:, layer, head] @ direction).abs().max() < TOL
+
+
+def test_cached_maps_follow_weight_changes(images, texts, model):
+    m = copy.deepcopy(model)
+    heatmaps(m, images, texts)
+    with torch.no_grad():
+        m.visual.proj.mul_(1.5)
+        m.visual.transformer.resblocks[-1].attn.out_proj.weight.add_(0.01)
+    r = heatmaps(m, images, texts, normalize=False)
+    with torch.no_grad():
+        emb = m.encode_image(images)
+    assert (r.similarity - emb @ texts.T).abs().max() < TOL and r.max_error() < TOL
+
+
+def test_string_texts_with_tokenizer(model, images):
+    from helpers.text import encode_texts
+
+    tok = open_clip.get_tokenizer("world-clip")
+    words = ["a red circle", "a blue square"]
+    a = heatmaps(model, images, words, tokenizer=tok)
+    b = heatmaps(model, images, encode_texts(model, tok, words))
+    assert (a.patch_maps - b.patch_maps).abs().max() < TOL
+
+
+# ----------------------------------------------------------------------------------------------
+# Images through the model's preprocess
+# ----------------------------------------------------------------------------------------------
+
+
+def _photo(w=90, h=50):
+    rng = np.random.default_rng(0)
+    return Image.fromarray(rng.integers(0, 256, (h, w, 3), dtype=np.uint8))
+
+
+def test_non_square_pil_image_via_preprocess(model, texts):
+    img = _photo()
+    r = heatmaps(model, img, texts)
+    assert r.patch_maps.shape == (1, 5, 8, 8) and r.max_error() < TOL
+    x = model_preprocess(model)(img)[None]
+    assert x.shape == (1, 3, 64, 64)
+    assert (heatmaps(model, x, texts).patch_maps - r.patch_maps).abs().max() < TOL
+    view = model_view(model, img)
+    assert view.size == (64, 64) and view.mode == "RGB"
+    out = overlay(view, r.patch_maps[0, 0])
+    assert out.size == (64, 64) and out.mode == "RGB"
+    # a list of images of different sizes, and a grayscale one
+    r2 = heatmaps(model, [img, _photo(40, 70).convert("L")], texts[:2])
+    assert r2.patch_maps.shape == (2, 2, 8, 8)
+
+
+# ----------------------------------------------------------------------------------------------
+# Bad inputs
+# ----------------------------------------------------------------------------------------------
+
+
+def test_bad_layer_and_head_indices(model, images, texts):
+    with pytest.raises(IndexError, match=r"8 layers.*0\.\.7"):
+        heatmaps(model, images, texts, layers=[8])
+    with pytest.raises(IndexError, match=r"4 heads.*0\.\.3"):
+        heatmaps(model, images, texts, heads=[0, 4])
+    with pytest.raises(IndexError, match=r"0\.\.7"):
+        topic_segmentation(model, images, -9, 0, texts)
+    with pytest.raises(IndexError, match=r"0\.\.3"):
+        head_direction_map(model, images, 0, 7, texts[0])
+    with pytest.raises(ValueError, match="duplicate"):
+        heatmaps(model, images, texts, layers=[1, -7])
+    with pytest.raises(ValueError, match="empty layer"):
+        heatmaps(model, images, texts, layers=[])
+    with pytest.raises(TypeError):
+        heatmaps(model, images, texts, heads=[1.5])
+
+
+def test_bad_texts(model, images, texts):
+    with pytest.raises(ValueError, match="empty"):
+        heatmaps(model, images, [])
+    with pytest.raises(ValueError, match="empty"):
+        heatmaps(model, images, torch.empty(0, 128, dtype=F64))
+    with pytest.raises(ValueError, match="empty text"):
+        heatmaps(model, images, ["a cat", "  "])
+    with pytest.raises(ValueError, match="empty text"):
+        heatmaps(model, images, "")
+    with pytest.raises(ValueError, match="tokenizer"):
+        heatmaps(model, images, ["a cat"])
+    with pytest.raises(ValueError, match=r"dimension 64.*dimension 128"):
+        heatmaps(model, images, torch.randn(3, 64, dtype=F64))
+    with pytest.raises(ValueError, match="at least two"):
+        heatmaps(model, images, texts[:1], subtract_mean=True)
+    with pytest.raises(ValueError, match="single text"):
+        contrastive_map(model, images, texts[:2], texts[2])
+    with pytest.raises(ValueError, match="one vector"):
+        head_direction_map(model, images, 0, 0, texts[:2])
+    with pytest.raises(ValueError, match="NaN"):
+        heatmaps(model, images, torch.full((1, 128), float("nan"), dtype=F64))
+
+
+def test_bad_images(model, texts):
+    with pytest.raises(ValueError, match="preprocess"):
+        heatmaps(model, torch.randn(1, 3, 50, 90, dtype=F64), texts)
+    with pytest.raises(ValueError, match=r"\[B, 3, H, W\]"):
+        heatmaps(model, torch.randn(1, 1, 64, 64, dtype=F64), texts)
+    with pytest.raises(ValueError, match="empty"):
+        heatmaps(model, [], texts)
+
+
+# ----------------------------------------------------------------------------------------------
+# Display helpers
+# ----------------------------------------------------------------------------------------------
+
+
+def test_upsample_shapes_and_values():
+    maps = torch.randn(2, 3, 8, 8)
+    assert upsample(maps, 32).shape == (2, 3, 32, 32)
+    assert upsample(maps, (20, 48)).shape == (2, 3, 20, 48)
+    assert upsample(np.ones((4, 4)), (9, 7)).shape == (9, 7)
+    assert torch.allclose(upsample(torch.full((2, 2), 3.0), 10), torch.full((10, 10), 3.0))
+    # bilinear with half-pixel centres: [0, 1] -> [0, .25, .75, 1]
+    row = upsample(torch.tensor([[0.0, 1.0]]), (1, 4))[0]
+    assert torch.allclose(row, torch.tensor([0.0, 0.25, 0.75, 1.0]))
+    with pytest.raises(ValueError):
+        upsample(torch.zeros(5), 4)
+
+
+def test_overlay_and_colormap():
+    img = _photo(90, 50)
+    m = torch.arange(12.0).reshape(3, 4)
+    out = overlay(img, m, 0.4)
+    assert isinstance(out, Image.Image) and out.mode == "RGB" and out.size == (90, 50)
+    assert np.array_equal(np.asarray(overlay(img, m, 0.0)), np.asarray(img))
+    full = np.asarray(overlay(img, m, 1.0))
+    assert tuple(full[0, 0]) == tuple(colormap(0.0)) and tuple(full[-1, -1]) == tuple(colormap(1.0))
+    assert colormap(np.array([0.0, 1.0]), "gray").tolist() == [[0, 0, 0], [255, 255, 255]]
+    assert colormap([[0.5]], "coolwarm").shape == (1, 1, 3)
+    with pytest.raises(ValueError):
+        colormap(0.5, "nope")
+    with pytest.raises(ValueError):
+        overlay(img, m, 1.5)
+
+
+def test_heatmap_figure():
+    import plotly.graph_objects as go
+
+    fig = heatmap_figure(_photo(90, 50), torch.randn(8, 8), "a map")
+    assert isinstance(fig, go.Figure)
+    assert [t.type for t in fig.data] == ["image", "heatmap"]
+    assert fig.data[1].dx == pytest.approx(90 / 8) and fig.data[1].dy == pytest.approx(50 / 8)
+
+
+# ----------------------------------------------------------------------------------------------
+# Metrics on hand-made masks
+# ----------------------------------------------------------------------------------------------
+
+
+def test_threshold_map_uses_clipped_mean():
+    m = torch.tensor([[-1.0, 0.5], [2.0, 1.5]])  # clipped: 0, .5, 2, 1.5 -> mean 1
+    assert threshold_map(m).tolist() == [[False, False], [True, True]]
+    assert threshold_map(m, 0.4).tolist() == [[False, True], [True, True]]
+    batch = torch.stack([m, -m])  # clipped: 1, 0, 0, 0 -> mean .25
+    assert threshold_map(batch)[1].tolist() == [[True, False], [False, False]]
+    with pytest.raises(ValueError):
+        threshold_map(m, "median")
+
+
+def test_iou_pixel_accuracy_average_precision():
+    pred = torch.tensor([[False, False], [True, True]])
+    true = torch.tensor([[False, True], [True, False]])
+    assert iou(pred, true).item() == pytest.approx(1 / 3)  # 1 shared of 3 covered
+    assert pixel_accuracy(pred, true).item() == pytest.approx(0.5)
+    empty = torch.zeros(2, 2, dtype=torch.bool)
+    both = iou(torch.stack([pred, empty]), torch.stack([true, empty]))
+    assert both.tolist() == pytest.approx([1 / 3, 1.0])
+    assert iou(empty, empty, empty=0.0).item() == 0.0
+    assert iou(pred, ~pred).item() == 0.0 and iou(pred, pred).item() == 1.0
+    s = torch.tensor([[0.9, 0.1], [0.5, 0.3]])  # ranking: F, T, F, T -> precisions 1/2 and 2/4
+    assert average_precision(s, true).item() == pytest.approx(0.5)
+    s2 = torch.tensor([[0.1, 0.4], [0.35, 0.8]])
+    assert average_precision(s2, torch.tensor([[0, 1], [0, 1]])).item() == pytest.approx(1.0)
+    assert np.isnan(average_precision(s, empty).item())
+    with pytest.raises(ValueError, match="sizes differ"):
+        iou(pred, torch.zeros(3, 3, dtype=torch.bool))
+
+
+def test_own_class_maps_match_world_object_maps():
+    """The world's object maps are the special case: own shape text minus the mean shape text."""
+    from helpers import world
+    from helpers.text import zero_shot_classifier
+    from helpers.training import images_to_tensor
+    from helpers.world_eval import object_maps
+
+    torch.manual_seed(3)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        m = open_clip.create_model("world-clip").eval()
+    tok = open_clip.get_tokenizer("world-clip")
+    scenes = world.sample(2, split="test", seed=5)
+    ref = object_maps(m, tok, scenes, "shape")
+    clf = zero_shot_classifier(m, tok, world.class_prompts("shape"))
+    mine = own_class_maps(m, images_to_tensor(scenes.images), clf, scenes.factors["shape"],
+                          size=tuple(scenes.images.shape[1:3]))
+    assert mine.shape == ref.shape
+    assert (mine - ref).abs().max() <= 1e-5 * ref.abs().max()
