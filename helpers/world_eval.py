@@ -25,7 +25,7 @@ from .decompose import Decomposer
 from .text import encode_texts, zero_shot_classifier
 from .training import images_to_tensor
 
-__all__ = ["factor_accuracies", "ablation_figures", "group_accuracies", "object_maps", "map_iou",
+__all__ = ["factor_accuracies", "probe_accuracies", "ablation_figures", "group_accuracies", "object_maps", "map_iou",
            "head_purity", "evaluate"]
 
 ZERO_SHOT_FACTORS = ("shape", "colour", "background", "position", "size", "count", "pattern", "family")
@@ -45,6 +45,22 @@ def factor_accuracies(model: nn.Module, tokenizer, scenes: world.Scenes, terms: 
     out = {}
     for f, clf in _classifiers(model, tokenizer, factors).items():
         out[f] = accuracy(emb, clf, torch.as_tensor(scenes.factors[f]))
+    return out
+
+
+def probe_accuracies(embeddings: Tensor, scenes: world.Scenes, factors: Sequence[str] = ZERO_SHOT_FACTORS,
+                     train_frac: float = 0.6) -> dict[str, float]:
+    """Held-out accuracy of a logistic-regression probe per factor on the normalised embeddings:
+    whether the information is in the embedding at all, whatever the text side does."""
+    from sklearn.linear_model import LogisticRegression
+
+    x = F.normalize(embeddings, dim=-1).detach().cpu().numpy()
+    cut = int(train_frac * len(x))
+    out = {}
+    for f in factors:
+        y = np.asarray(scenes.factors[f])
+        clf = LogisticRegression(max_iter=2000).fit(x[:cut], y[:cut])
+        out[f] = float(clf.score(x[cut:], y[cut:]))
     return out
 
 
@@ -136,12 +152,16 @@ def evaluate(model: nn.Module, tokenizer, n: int = 600, seed: int = 1, n_per_gro
     terms = collect_terms(model, images_to_tensor(scenes.images), heads=True)
     figs: dict[str, Any] = {"n_test_scenes": n}
     figs["zero_shot"] = factor_accuracies(model, tokenizer, scenes, terms)
-    shape_clf = zero_shot_classifier(model, tokenizer, world.class_prompts("shape"))
-    figs["shape_ablation"] = ablation_figures(terms, shape_clf, torch.as_tensor(scenes.factors["shape"]))
+    figs["linear_probe"] = probe_accuracies(terms.embeddings(), scenes)
+    figs["ablation"] = {}
+    for factor in ("colour", "shape"):
+        clf = zero_shot_classifier(model, tokenizer, world.class_prompts(factor))
+        figs["ablation"][factor] = ablation_figures(terms, clf, torch.as_tensor(scenes.factors[factor]))
     figs["waterbirds"] = group_accuracies(model, tokenizer, n_per_group, seed=seed)
     sub = world.sample(n_maps, split="test", seed=seed + 100)
-    maps = object_maps(model, tokenizer, sub, "shape")
-    figs["shape_map_miou"] = float(map_iou(maps, sub.foreground).mean())
+    figs["map_miou"] = {f: float(map_iou(object_maps(model, tokenizer, sub, f), sub.foreground).mean())
+                        for f in ("colour", "shape")}
+    figs["map_miou_trivial"] = float(sub.foreground.reshape(n_maps, -1).mean())
     from .pools import load_pool
 
     pool = load_pool("world")
@@ -159,7 +179,7 @@ def _pct(x: float) -> str:
 
 def model_card(figs: dict[str, Any], train_log: dict[str, Any], weights_bytes: int, eval_seconds: float) -> str:
     """The measured part of ``data/models/MODEL_CARD.md`` (a markdown section)."""
-    zs, ab, wb = figs["zero_shot"], figs["shape_ablation"], figs["waterbirds"]
+    zs, wb = figs["zero_shot"], figs["waterbirds"]
     cfg = train_log["config"]
     hist = train_log["history"]
     hw = train_log["hardware"]
@@ -169,22 +189,19 @@ def model_card(figs: dict[str, Any], train_log: dict[str, Any], weights_bytes: i
         f"Held-out `test` scenes (seed {figs.get('seed', 1)}, {figs['n_test_scenes']} scenes), "
         f"measured by `python -m helpers.world_eval --card` in {eval_seconds:.0f} s.",
         "",
-        "| factor | zero-shot accuracy | chance |",
-        "|---|---|---|",
+        "| factor | zero-shot accuracy | linear probe on the embedding | chance |",
+        "|---|---|---|---|",
     ]
     for f, acc in zs.items():
-        lines.append(f"| {f} | {_pct(acc)} | {_pct(1 / len(world.FACTORS[f]))} |")
+        lines.append(f"| {f} | {_pct(acc)} | {_pct(figs['linear_probe'][f])} | {_pct(1 / len(world.FACTORS[f]))} |")
+    lines += ["", "Mean ablation (zero-shot accuracy after replacing terms by their mean):", "",
+              "| ablated | " + " | ".join(figs["ablation"]) + " |", "|---|" + "---|" * len(figs["ablation"])]
+    for key, label in [("baseline", "nothing"), ("mlps", "all MLPs"),
+                       ("attn_except_last_k", "attention layers except the last 4"),
+                       ("everything_except_last_k_attn", "all MLPs, the embedding term and attention except the last 4"),
+                       ("last_k_attn", "the last 4 attention layers")]:
+        lines.append(f"| {label} | " + " | ".join(_pct(ab[key]) for ab in figs["ablation"].values()) + " |")
     lines += [
-        "",
-        "Mean ablation, shape classification:",
-        "",
-        "| ablated | accuracy |",
-        "|---|---|",
-        f"| nothing | {_pct(ab['baseline'])} |",
-        f"| all MLPs | {_pct(ab['mlps'])} |",
-        f"| attention layers except the last 4 | {_pct(ab['attn_except_last_k'])} |",
-        f"| all MLPs, the embedding term and attention except the last 4 | {_pct(ab['everything_except_last_k_attn'])} |",
-        f"| the last 4 attention layers | {_pct(ab['last_k_attn'])} |",
         "",
         "Waterbirds analogue (family zero-shot, balanced groups):",
         "",
@@ -194,8 +211,10 @@ def model_card(figs: dict[str, Any], train_log: dict[str, Any], weights_bytes: i
     lines += [f"| {g} | {_pct(a)} |" for g, a in wb["groups"].items()]
     lines += [f"| **average** | {_pct(wb['average'])} |", f"| **worst group** | {_pct(wb['worst_group'])} |", ""]
     lines += [
-        f"Spatial maps (shape text minus mean shape text, all layers and heads, thresholded at the map's "
-        f"mean) against the true object masks: mIoU {figs['shape_map_miou']:.3f}.",
+        "Spatial maps (the scene's own class text minus the mean class text, all layers and heads, "
+        "clipped at 0 and thresholded at the map's mean) against the true object masks: mIoU "
+        + ", ".join(f"{f} {v:.3f}" for f, v in figs["map_miou"].items())
+        + f" (a map covering the whole image would score {figs['map_miou_trivial']:.3f}).",
         "",
         f"Head roles (TextSpan, 10 texts per head, last 4 layers, tagged world pool): "
         f"{figs['heads_purity_ge_0.6']} heads with purity ≥ 0.6.",
@@ -210,8 +229,10 @@ def model_card(figs: dict[str, Any], train_log: dict[str, Any], weights_bytes: i
         "",
         f"{train_log['steps_done']} steps of batch {cfg['batch_size']} (fresh scenes every step), AdamW "
         f"lr {cfg['lr']} with {int(100 * cfg['warmup_frac'])}% warm-up and cosine decay, weight decay "
-        f"{cfg['weight_decay']}, seed {cfg['seed']}, direct-path penalty {cfg['direct_penalty']} "
-        f"(all MLPs, the embedding term and attention layers except the last {cfg['free_attn_layers']}).",
+        f"{cfg['weight_decay']}, seed {cfg['seed']}, shape twins {int(100 * cfg['shape_pairs'])}% of each batch, "
+        f"direct-path penalty {cfg['direct_penalty']} (all MLPs, the embedding term and attention layers "
+        f"except the last {cfg['free_attn_layers']}) ramped in from {int(100 * cfg['penalty_start'])}% to "
+        f"{int(100 * cfg['penalty_full'])}% of the run.",
         f"Final training loss {hist[-1]['loss']:.3f}; wall time {hist[-1]['elapsed_s'] / 60:.0f} min on "
         f"{hw['device']} ({hw['torch_threads']} threads, {hw['platform']}), torch {hw['torch']}, "
         f"open_clip {hw['open_clip']}. Weights: {weights_bytes / 2**20:.1f} MiB (float16 safetensors).",
