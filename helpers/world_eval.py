@@ -146,7 +146,7 @@ def head_purity(terms: DirectTerms, text_emb: Tensor, pool, n: int = 10,
 
 @torch.no_grad()
 def evaluate(model: nn.Module, tokenizer, n: int = 600, seed: int = 1, n_per_group: int = 150,
-             n_maps: int = 200, purity_texts: int = 10) -> dict[str, Any]:
+             n_maps: int = 200, purity_texts: int = 5) -> dict[str, Any]:
     """All model-card figures on fresh held-out scenes (``split='test'``, given seed)."""
     scenes = world.sample(n, split="test", seed=seed)
     terms = collect_terms(model, images_to_tensor(scenes.images), heads=True)
@@ -170,6 +170,7 @@ def evaluate(model: nn.Module, tokenizer, n: int = 600, seed: int = 1, n_per_gro
     rows = head_purity(terms, temb, pool, n=purity_texts, layers=range(max(0, L - 4), L))
     figs["head_roles"] = [{k: r[k] for k in ("layer", "head", "property", "purity")} for r in rows]
     figs["heads_purity_ge_0.6"] = sum(r["purity"] >= 0.6 for r in rows)
+    figs["purity_texts"] = purity_texts
     return figs
 
 
@@ -216,7 +217,7 @@ def model_card(figs: dict[str, Any], train_log: dict[str, Any], weights_bytes: i
         + ", ".join(f"{f} {v:.3f}" for f, v in figs["map_miou"].items())
         + f" (a map covering the whole image would score {figs['map_miou_trivial']:.3f}).",
         "",
-        f"Head roles (TextSpan, 10 texts per head, last 4 layers, tagged world pool): "
+        f"Head roles (TextSpan, {figs['purity_texts']} texts per head, last 4 layers, tagged world pool): "
         f"{figs['heads_purity_ge_0.6']} heads with purity ≥ 0.6.",
         "",
         "| layer | head | dominant property | purity |",

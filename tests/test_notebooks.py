@@ -29,8 +29,8 @@ def check_02(f):
     assert base - f["mlps_ablated"] <= 0.10
     assert base - f["all_but_last_k_attn_ablated"] <= 0.10
     assert base - f["all_but_last_k_everything_ablated"] <= 0.10
-    # ...while the last attention layers carry the prediction: at least 3/4 of what is above chance is lost
-    assert f["last_k_attn_ablated"] - chance <= 0.25 * (base - chance)
+    # ...while the last attention layers carry the prediction (the same 40-point bar as the model's tests)
+    assert base - f["last_k_attn_ablated"] >= 0.40
     from_first = f["cumulative_from_first"]
     assert len(from_first) == f["n_layers"] and math.isclose(from_first[-1], f["cumulative_from_last"][-1])
 

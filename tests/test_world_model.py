@@ -82,7 +82,7 @@ def test_heads_specialise_on_planted_factors(trained, scenes_and_terms):
     model, tokenizer = trained
     _, terms = scenes_and_terms
     pool = load_pool("world")
-    rows = head_purity(terms, encode_texts(model, tokenizer, pool.texts), pool, n=10, layers=range(-4, 0))
+    rows = head_purity(terms, encode_texts(model, tokenizer, pool.texts), pool, n=5, layers=range(-4, 0))
     pure = [r for r in rows if r["purity"] >= 0.6]
     assert len(pure) >= 2, rows
     assert all(r["property"] in world.FACTORS for r in pure), pure

@@ -31,7 +31,7 @@ batch_size = 100
 device = "cpu"
 seed = 0
 last_layers = 4             # heads of the last layers to explain
-n_texts = 10                # texts per head for the roles
+n_texts = 5                 # texts per head for the roles
 record_to = ""
 
 # %%
