@@ -15,7 +15,7 @@ from tqdm.auto import tqdm
 from .decompose import Decomposer
 
 __all__ = ["DirectTerms", "collect_terms", "cached_terms", "accuracy", "component_table", "variance_shares",
-           "margin_contributions"]
+           "margin_contributions", "group_variance_share"]
 
 
 @dataclass
@@ -229,3 +229,22 @@ def margin_contributions(terms: DirectTerms, classifier: Tensor, labels: Tensor)
     direction = classifier[labels] - classifier.mean(0)  # [N, d]
     contrib = torch.einsum("ncd,nd->nc", comps, direction) / emb.norm(dim=-1, keepdim=True)
     return dict(zip(names, contrib.mean(0).tolist()))
+
+
+def group_variance_share(terms: DirectTerms, *, attn: Iterable[int] = (), mlps: Iterable[int] = (),
+                         embed: bool = False) -> float:
+    """Variance over the images of the *sum* of the chosen terms, relative to the embedding's.
+
+    Equal to the mean squared change of the embedding when the whole group is mean-ablated
+    together (relative to its spread). Unlike a sum of single-term shares it counts the
+    covariance between the terms, which is large when layers write along shared directions.
+    """
+    L = terms.n_layers
+    total = terms.embed * 0
+    if embed:
+        total = total + terms.embed
+    for i in attn:
+        total = total + terms.attn[:, i % L]
+    for i in mlps:
+        total = total + terms.mlp[:, i % L]
+    return float(total.var(0).sum() / terms.embeddings().var(0).sum())

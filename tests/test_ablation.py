@@ -120,3 +120,16 @@ def test_cached_text_embeddings(tmp_path, default_bundle):
                                batch_size=3, progress=False)
     assert torch.equal(a, b)
     assert len(list(tmp_path.iterdir())) == 1
+
+
+def test_group_variance_share_by_hand():
+    from helpers.ablation import group_variance_share
+
+    t = _terms()
+    every = group_variance_share(t, attn=range(3), mlps=range(3), embed=True)
+    assert every == pytest.approx(1.0)
+    one = group_variance_share(t, mlps=[1])
+    assert one == pytest.approx(variance_shares(t)["mlp.1"])
+    both = group_variance_share(t, attn=[0, 2])
+    s = t.attn[:, 0] + t.attn[:, 2]
+    assert both == pytest.approx(float(s.var(0).sum() / t.embeddings().var(0).sum()))

@@ -36,9 +36,9 @@ TOL = 1e-10
 SELECTIONS = [
     dict(),
     dict(layers=[1, -1]),
-    dict(heads=[0, 2]),
-    dict(layers=[3], heads=[1]),
-    dict(layers=[0, 5], heads=[3], strategy="lazy"),
+    dict(heads=[0, -1]),
+    dict(layers=[2], heads=[1]),
+    dict(layers=[0, -3], heads=[-1], strategy="lazy"),
     dict(heads=[1, 2], strategy="lazy"),
 ]
 
@@ -50,6 +50,13 @@ def model():
         warnings.simplefilter("ignore")
         m = open_clip.create_model("world-clip")
     return m.eval().to(F64)
+
+
+def _dims(model):
+    """(layers, heads, grid, joint dimension, image size) of the model, read off its config."""
+    v = model.visual
+    return (len(v.transformer.resblocks), v.transformer.resblocks[0].attn.num_heads, tuple(v.grid_size),
+            v.output_dim, tuple(v.image_size))
 
 
 @pytest.fixture(scope="module")
@@ -74,8 +81,9 @@ def texts(model):
 def test_maps_sum_back_to_similarity(model, images, texts, sel, normalize):
     r = heatmaps(model, images, texts, normalize=normalize, **sel)
     assert isinstance(r, HeatmapResult)
-    assert r.patch_maps.shape == (2, 5, 8, 8) and r.cls.shape == r.rest.shape == r.similarity.shape == (2, 5)
-    assert r.grid == (8, 8)
+    grid = _dims(model)[2]
+    assert r.patch_maps.shape == (2, 5, *grid) and r.cls.shape == r.rest.shape == r.similarity.shape == (2, 5)
+    assert r.grid == grid
     total = r.patch_maps.sum((-2, -1)) + r.cls + r.rest
     assert (total - r.similarity).abs().max() < TOL
     assert r.max_error() < TOL
@@ -97,7 +105,7 @@ def test_maps_match_brute_force_joint_terms(model, images, texts, sel):
 
 
 def test_strategies_agree(model, images, texts):
-    for sel in (dict(layers=[2, 4]), dict(heads=[3]), dict(layers=[7], heads=[0, 1])):
+    for sel in (dict(layers=[1, 3]), dict(heads=[-1]), dict(layers=[-1], heads=[0, 1])):
         a = heatmaps(model, images, texts, strategy="forward", **sel)
         b = heatmaps(model, images, texts, strategy="lazy", **sel)
         for f in ("patch_maps", "cls", "rest", "similarity"):
@@ -125,32 +133,33 @@ def test_subtract_mean_is_difference_from_mean_map(model, images, texts):
 
 def test_contrastive_map_is_difference_of_maps(model, images, texts):
     a, b = texts[0], texts[3]
-    for sel in (dict(), dict(layers=[-2, -1]), dict(layers=[6], heads=[2])):
+    for sel in (dict(), dict(layers=[-2, -1]), dict(layers=[-2], heads=[1])):
         c = contrastive_map(model, images, a, b, **sel)
         ra = heatmaps(model, images, a, **sel).patch_maps[:, 0]
         rb = heatmaps(model, images, b, **sel).patch_maps[:, 0]
-        assert c.shape == (2, 8, 8)
+        assert c.shape == (2, *_dims(model)[2])
         assert (c - (ra - rb)).abs().max() < TOL
 
 
 def test_topic_segmentation_is_one_head_heatmap(model, images, texts):
-    seg = topic_segmentation(model, images, 6, 2, texts)
-    assert seg.shape == (2, 5, 8, 8)
+    seg = topic_segmentation(model, images, -2, 1, texts)
+    assert seg.shape == (2, 5, *_dims(model)[2])
     for m in range(texts.shape[0]):
-        ref = heatmaps(model, images, texts[m], layers=[6], heads=[2]).patch_maps[:, 0]
+        ref = heatmaps(model, images, texts[m], layers=[-2], heads=[1]).patch_maps[:, 0]
         assert (seg[:, m] - ref).abs().max() < TOL
-        assert (head_direction_map(model, images, 6, 2, texts[m]) - ref).abs().max() < TOL
+        assert (head_direction_map(model, images, -2, 1, texts[m]) - ref).abs().max() < TOL
 
 
 @pytest.mark.parametrize("normalize", [True, False])
 def test_head_direction_map_plus_cls_is_head_term(model, images, normalize):
     g = torch.Generator().manual_seed(5)
     direction = torch.randn(model.visual.output_dim, generator=g, dtype=F64)
-    layer, head = 7, 3
+    L, H = _dims(model)[:2]
+    layer, head = L - 1, H - 1
     hmap = head_direction_map(model, images, layer, head, direction, normalize=normalize)
     cls = heatmaps(model, images, direction, layers=[layer], heads=[head], normalize=normalize).cls[:, 0]
     d = Decomposer(model)(images, heads=True, normalize=normalize)
-    assert hmap.shape == (2, 8, 8)
+    assert hmap.shape == (2, *_dims(model)[2])
     assert (hmap.sum((-2, -1)) + cls - d.heads[:, layer, head] @ direction).abs().max() < TOL
 
 
@@ -188,18 +197,19 @@ def _photo(w=90, h=50):
 
 def test_non_square_pil_image_via_preprocess(model, texts):
     img = _photo()
+    _, _, grid, _, size = _dims(model)
     r = heatmaps(model, img, texts)
-    assert r.patch_maps.shape == (1, 5, 8, 8) and r.max_error() < TOL
+    assert r.patch_maps.shape == (1, 5, *grid) and r.max_error() < TOL
     x = model_preprocess(model)(img)[None]
-    assert x.shape == (1, 3, 64, 64)
+    assert x.shape == (1, 3, *size)
     assert (heatmaps(model, x, texts).patch_maps - r.patch_maps).abs().max() < TOL
     view = model_view(model, img)
-    assert view.size == (64, 64) and view.mode == "RGB"
+    assert view.size == size[::-1] and view.mode == "RGB"
     out = overlay(view, r.patch_maps[0, 0])
-    assert out.size == (64, 64) and out.mode == "RGB"
+    assert out.size == size[::-1] and out.mode == "RGB"
     # a list of images of different sizes, and a grayscale one
     r2 = heatmaps(model, [img, _photo(40, 70).convert("L")], texts[:2])
-    assert r2.patch_maps.shape == (2, 2, 8, 8)
+    assert r2.patch_maps.shape == (2, 2, *grid)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -208,16 +218,17 @@ def test_non_square_pil_image_via_preprocess(model, texts):
 
 
 def test_bad_layer_and_head_indices(model, images, texts):
-    with pytest.raises(IndexError, match=r"8 layers.*0\.\.7"):
-        heatmaps(model, images, texts, layers=[8])
-    with pytest.raises(IndexError, match=r"4 heads.*0\.\.3"):
-        heatmaps(model, images, texts, heads=[0, 4])
-    with pytest.raises(IndexError, match=r"0\.\.7"):
-        topic_segmentation(model, images, -9, 0, texts)
-    with pytest.raises(IndexError, match=r"0\.\.3"):
-        head_direction_map(model, images, 0, 7, texts[0])
+    L, H = _dims(model)[:2]
+    with pytest.raises(IndexError, match=rf"{L} layers.*0\.\.{L - 1}"):
+        heatmaps(model, images, texts, layers=[L])
+    with pytest.raises(IndexError, match=rf"{H} heads.*0\.\.{H - 1}"):
+        heatmaps(model, images, texts, heads=[0, H])
+    with pytest.raises(IndexError, match=rf"0\.\.{L - 1}"):
+        topic_segmentation(model, images, -L - 1, 0, texts)
+    with pytest.raises(IndexError, match=rf"0\.\.{H - 1}"):
+        head_direction_map(model, images, 0, H + 3, texts[0])
     with pytest.raises(ValueError, match="duplicate"):
-        heatmaps(model, images, texts, layers=[1, -7])
+        heatmaps(model, images, texts, layers=[1, 1 - L])
     with pytest.raises(ValueError, match="empty layer"):
         heatmaps(model, images, texts, layers=[])
     with pytest.raises(TypeError):
@@ -225,18 +236,19 @@ def test_bad_layer_and_head_indices(model, images, texts):
 
 
 def test_bad_texts(model, images, texts):
+    D = _dims(model)[3]
     with pytest.raises(ValueError, match="empty"):
         heatmaps(model, images, [])
     with pytest.raises(ValueError, match="empty"):
-        heatmaps(model, images, torch.empty(0, 128, dtype=F64))
+        heatmaps(model, images, torch.empty(0, D, dtype=F64))
     with pytest.raises(ValueError, match="empty text"):
         heatmaps(model, images, ["a cat", "  "])
     with pytest.raises(ValueError, match="empty text"):
         heatmaps(model, images, "")
     with pytest.raises(ValueError, match="tokenizer"):
         heatmaps(model, images, ["a cat"])
-    with pytest.raises(ValueError, match=r"dimension 64.*dimension 128"):
-        heatmaps(model, images, torch.randn(3, 64, dtype=F64))
+    with pytest.raises(ValueError, match=rf"dimension {D + 1}.*dimension {D}"):
+        heatmaps(model, images, torch.randn(3, D + 1, dtype=F64))
     with pytest.raises(ValueError, match="at least two"):
         heatmaps(model, images, texts[:1], subtract_mean=True)
     with pytest.raises(ValueError, match="single text"):
@@ -244,14 +256,15 @@ def test_bad_texts(model, images, texts):
     with pytest.raises(ValueError, match="one vector"):
         head_direction_map(model, images, 0, 0, texts[:2])
     with pytest.raises(ValueError, match="NaN"):
-        heatmaps(model, images, torch.full((1, 128), float("nan"), dtype=F64))
+        heatmaps(model, images, torch.full((1, D), float("nan"), dtype=F64))
 
 
 def test_bad_images(model, texts):
+    size = _dims(model)[4]
     with pytest.raises(ValueError, match="preprocess"):
-        heatmaps(model, torch.randn(1, 3, 50, 90, dtype=F64), texts)
+        heatmaps(model, torch.randn(1, 3, size[0] - 14, size[1] + 26, dtype=F64), texts)
     with pytest.raises(ValueError, match=r"\[B, 3, H, W\]"):
-        heatmaps(model, torch.randn(1, 1, 64, 64, dtype=F64), texts)
+        heatmaps(model, torch.randn(1, 1, *size, dtype=F64), texts)
     with pytest.raises(ValueError, match="empty"):
         heatmaps(model, [], texts)
 

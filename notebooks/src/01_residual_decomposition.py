@@ -53,7 +53,7 @@ import plotly.graph_objects as go
 import torch
 import ipywidgets as widgets
 
-from helpers.ablation import accuracy, collect_terms, margin_contributions, variance_shares
+from helpers.ablation import accuracy, collect_terms, group_variance_share, margin_contributions, variance_shares
 from helpers.datasets import load_task
 from helpers.decompose import Decomposer
 from helpers.models import load_model
@@ -127,9 +127,10 @@ fig = px.bar(rows, x="layer", y="margin", color="kind", barmode="group",
              title="Mean contribution to the correct-class margin (cosine logits)")
 fig.show()
 
-attn_share = sum(shares[f"attn.{i}"] for i in range(L))
-mlp_share = sum(shares[f"mlp.{i}"] for i in range(L))
-last4 = sum(shares[f"attn.{i}"] for i in range(max(0, L - 4), L))
+# shares of whole groups: the variance of the group's summed terms (covariances included)
+attn_share = group_variance_share(terms, attn=range(L))
+mlp_share = group_variance_share(terms, mlps=range(L))
+last4 = group_variance_share(terms, attn=range(max(0, L - 4), L))
 top = sorted(((v, k) for k, v in margins.items() if k != "const"), reverse=True)[:3]
 print(f"variance share: all attention {attn_share:.2f}, all MLPs {mlp_share:.2f}, last 4 attention layers {last4:.2f}")
 print("terms adding most to the correct-class margin:", ", ".join(f"{k} ({v:+.3f})" for v, k in top))
@@ -139,8 +140,9 @@ figures["variance_share_last4_attn"] = last4
 figures["top_margin_terms"] = [k for _, k in top]
 
 # %% [markdown]
-# Shares can exceed one in total (terms are correlated and can cancel); what matters is which
-# terms carry the spread. In large CLIPs the paper finds that the last few attention layers
+# Single-term shares do not add up to one: terms are correlated (several layers write along the
+# same directions) and can cancel. The group figures printed above are the variance of the
+# group's *sum*, which is what mean-ablating the whole group changes. In large CLIPs the paper finds that the last few attention layers
 # carry almost all of the direct effect; check whether the same holds here.
 #
 # ## Heads of the last layers
