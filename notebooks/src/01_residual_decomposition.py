@@ -33,7 +33,7 @@
 
 # %% [parameters]
 model_name = "world-clip"   # offline default; or e.g. "ViT-B-16"
-pretrained = ""             # "" = the default's shipped weights (random for other models)
+pretrained = ""             # empty: the default's shipped weights (random weights for other models)
 dataset = "world:colour"    # "world[:factor]", "imagenette", or "imagenet:/path/to/val"
 n_images = 300              # images to analyse
 batch_size = 100

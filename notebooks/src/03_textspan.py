@@ -24,7 +24,7 @@
 model_name = "world-clip"   # offline default; or e.g. "ViT-B-16"
 pretrained = ""             # e.g. "laion2b_s34b_b88k" online
 dataset = "world:colour"    # images: "world[:factor]", "imagenette", "imagenet:/path/to/val"
-pool = ""                   # "" = the world's tagged pool offline, the general pool otherwise; or a file path
+pool = ""                   # empty: the world's tagged pool offline, the general pool otherwise; or a file path
 baseline_pool = "common_words"
 n_images = 1000
 batch_size = 100
