@@ -8,9 +8,9 @@ import pytest
 import torch
 from PIL import Image
 
-from helpers.decompose import Components, Decomposer, check_model_supported
+from helpers.decompose import Decomposer
 from helpers.images import to_batch
-from helpers.models import DEFAULT_MODEL, UnsupportedModelError, load_model
+from helpers.models import DEFAULT_MODEL, UnsupportedModelError
 
 F32_REL_TOL = 1e-5   # float32: relative to the largest embedding entry
 F64_TOL = 1e-10      # float64: absolute

@@ -1,5 +1,4 @@
 import time
-import warnings
 
 import open_clip
 import pytest

@@ -1,7 +1,6 @@
 """Datasets, downloads offline, recorded figures, widgets headless, the runner, the environment."""
 
 import json
-import os
 import re
 import subprocess
 import sys
