@@ -31,6 +31,7 @@ removed when the call returns, so the model behaves exactly as before.
 
 from __future__ import annotations
 
+import weakref
 from dataclasses import dataclass, field, replace
 from typing import Any, Iterable, Sequence
 
@@ -438,6 +439,11 @@ def _as_text_matrix(texts: Tensor, like: Tensor) -> Tensor:
 # ----------------------------------------------------------------------------------------------
 
 
+# Joint-space maps per image tower, shared by every Decomposer of that tower (they cost several
+# matrix products per layer); entries die with the model and are rebuilt when weights change.
+_SHARED_MAPS: "weakref.WeakKeyDictionary[nn.Module, dict]" = weakref.WeakKeyDictionary()
+
+
 class Decomposer:
     """Decomposes image embeddings of an open_clip ViT CLIP with read-only forward hooks.
 
@@ -463,7 +469,7 @@ class Decomposer:
         self.width = t.width
         self.image_size = tuple(self.visual.image_size)
         self.grid_size = tuple(self.visual.grid_size)
-        self._maps_cache: dict[tuple[Any, ...], _LayerMaps] = {}
+        self._maps_cache: dict[tuple[Any, ...], _LayerMaps] = _SHARED_MAPS.setdefault(self.visual, {})
 
     def _weights_state(self) -> tuple[int, ...]:
         """Identity and in-place version of every parameter the joint-space maps depend on, so

@@ -28,7 +28,6 @@ segmentation metrics (:func:`threshold_map`, :func:`iou`, :func:`pixel_accuracy`
 
 from __future__ import annotations
 
-import weakref
 from collections.abc import Sequence as _Seq
 from dataclasses import dataclass, field
 from typing import Any, Callable, Literal, Sequence
@@ -271,16 +270,8 @@ def _image_batch(model: nn.Module, visual: nn.Module, images: ImagesLike,
     return to_batch(images, preprocess or model_preprocess(model), device)
 
 
-# Joint-space maps are cached per image tower (they cost several matrix products per layer);
-# the cache dies with the model, and the Decomposer rebuilds it when the weights change.
-_MAPS: "weakref.WeakKeyDictionary[nn.Module, dict]" = weakref.WeakKeyDictionary()
-
-
 def _decomposer(model: nn.Module) -> Decomposer:
-    dec = Decomposer(model)
-    if hasattr(dec, "_maps_cache"):
-        dec._maps_cache = _MAPS.setdefault(dec.visual, {})
-    return dec
+    return Decomposer(model)  # joint-space maps are shared per image tower by the Decomposer
 
 
 # ----------------------------------------------------------------------------------------------

@@ -21,7 +21,6 @@ from torch import Tensor, nn
 
 from . import world
 from .ablation import DirectTerms, accuracy, collect_terms
-from .decompose import Decomposer
 from .text import encode_texts, zero_shot_classifier
 from .training import images_to_tensor
 
@@ -103,32 +102,24 @@ def group_accuracies(model: nn.Module, tokenizer, n_per_group: int = 100, seed: 
 
 @torch.no_grad()
 def object_maps(model: nn.Module, tokenizer, scenes: world.Scenes, factor: str = "shape") -> Tensor:
-    """Patch maps of each scene's own ``factor`` text, minus the mean over the factor's classes.
+    """Maps of each scene's own ``factor`` text minus the mean over the factor's classes.
 
-    Sums the per-token attention contributions over all layers and heads (class token
-    excluded), scores them against the class embedding of the scene's value minus the average
-    class embedding, and upsamples the patch grid bilinearly to the image: ``[N, H, W]``.
+    All layers and heads, class token excluded, upsampled to the image: ``[N, H, W]``
+    (:func:`helpers.spatial.own_class_maps` on the world's zero-shot classifier).
     """
+    from .spatial import own_class_maps
+
     clf = zero_shot_classifier(model, tokenizer, world.class_prompts(factor))
-    dec = Decomposer(model)
     x = images_to_tensor(scenes.images).to(clf.device)
-    d = dec(x, heads=False, texts=clf, text_keep=()).normalized()
-    grid = d.spatial_map(d.text_scores)  # [N, gh, gw, C]
-    labels = torch.as_tensor(scenes.factors[factor], device=grid.device)
-    own = grid[torch.arange(len(labels)), :, :, labels]
-    maps = own - grid.mean(-1)
-    size = scenes.images.shape[1:3]
-    return F.interpolate(maps[:, None], size=tuple(size), mode="bilinear", align_corners=False)[:, 0]
+    return own_class_maps(model, x, clf, scenes.factors[factor], size=tuple(scenes.images.shape[1:3]))
 
 
 def map_iou(maps: Tensor, masks: np.ndarray | Tensor) -> np.ndarray:
     """IoU of each map thresholded at its own mean (after clipping at 0) with a boolean mask."""
-    m = maps.clamp_min(0)
-    pred = m > m.flatten(1).mean(1)[:, None, None]
-    truth = torch.as_tensor(np.asarray(masks), device=pred.device).bool()
-    inter = (pred & truth).flatten(1).sum(1).float()
-    union = (pred | truth).flatten(1).sum(1).float().clamp_min(1)
-    return (inter / union).cpu().numpy()
+    from .spatial import iou, threshold_map
+
+    truth = torch.as_tensor(np.asarray(masks), device=maps.device).bool()
+    return iou(threshold_map(maps), truth, empty=0.0).cpu().numpy()
 
 
 def head_purity(terms: DirectTerms, text_emb: Tensor, pool, n: int = 10,
