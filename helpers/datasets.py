@@ -85,6 +85,7 @@ class _Folder(Dataset):
         from .images import to_rgb
 
         with Image.open(self.items[i][0]) as im:
+            im.load()  # read the pixels before the file closes
             return to_rgb(im)
 
     def __getitem__(self, i: int) -> tuple[torch.Tensor, int]:

@@ -54,14 +54,27 @@ def fetch(url: str, sha256: str | None, *, what: str, fname: str | None = None, 
     files). A file already in the cache with the right hash is used without any network.
     pooch writes to a temporary file and moves it into place, so an interrupted download
     leaves nothing behind.
+
+    ``sha256=None`` is for files whose publishers give no checksum: the first download records
+    the file's SHA-256 next to it (``<fname>.sha256``, printed too) and every later use checks
+    the file against that record, so a corrupted or replaced file is caught. Pass the printed
+    value as ``sha256`` to pin it.
     """
     import pooch
 
     path = cache_root() / folder
     fname = fname or os.path.basename(urlparse(url).path)
     target = path / fname
+    record = path / (fname + ".sha256")
+    if sha256 is None and record.exists():
+        sha256 = record.read_text().split()[0]
     known = f"sha256:{sha256}" if sha256 else None
     if not (target.exists() and (sha256 is None or pooch.file_hash(str(target)) == sha256)):
-        require_host(url, what, hint)
-    return pooch.retrieve(url, known_hash=known, fname=fname, path=path, progressbar=True,
-                          processor=processor)
+        require_host(url, what, hint)  # missing or not matching its checksum: pooch downloads again
+    result = pooch.retrieve(url, known_hash=known, fname=fname, path=path, progressbar=True,
+                            processor=processor)
+    if sha256 is None and target.exists():
+        digest = pooch.file_hash(str(target))
+        record.write_text(f"{digest}  {fname}\n")
+        print(f"{what}: no published checksum; recorded sha256 {digest} in {record}")
+    return result

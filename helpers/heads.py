@@ -164,6 +164,7 @@ class HeadRole:
         texts: the first ``n`` texts, in order of choice.
         text_properties: their tags.
         variance: fraction of the head's variance the ``n`` texts explain (cumulative).
+        variances: the fraction each text adds, in order (they sum to ``variance``).
     """
 
     layer: int
@@ -173,6 +174,7 @@ class HeadRole:
     texts: list[str] = field(default_factory=list)
     text_properties: list[str] = field(default_factory=list)
     variance: float = float("nan")
+    variances: list[float] = field(default_factory=list)
 
     @property
     def n(self) -> int:
@@ -227,6 +229,7 @@ def head_roles(result: TextSpanResult, pool: Pool, labels: Sequence[tuple[int, i
         raise ValueError("the result has no text indices (a PCA basis has no texts)")
     idx = result.indices if result.batched else result.indices.unsqueeze(0)
     cum = result.cumulative if result.batched else result.cumulative.unsqueeze(0)
+    steps = result.variance if result.batched else result.variance.unsqueeze(0)
     Hs, n_fit = idx.shape
     labels = [tuple(int(x) for x in lab) for lab in labels]
     if len(labels) != Hs:
@@ -240,7 +243,7 @@ def head_roles(result: TextSpanResult, pool: Pool, labels: Sequence[tuple[int, i
     rows = idx[:, :n].tolist()
     M = len(pool)
     roles = []
-    for (layer, head), row, c in zip(labels, rows, cum[:, n - 1].tolist()):
+    for (layer, head), row, c, v in zip(labels, rows, cum[:, n - 1].tolist(), steps[:, :n].tolist()):
         for j in row:
             if not 0 <= j < M:
                 raise IndexError(f"text index {j} out of range for a pool of {M} texts")
@@ -248,7 +251,7 @@ def head_roles(result: TextSpanResult, pool: Pool, labels: Sequence[tuple[int, i
         prop, purity = dominant_property(tags, ignore)
         roles.append(HeadRole(layer=layer, head=head, property=prop, purity=purity,
                               texts=[pool.texts[j] for j in row], text_properties=tags,
-                              variance=float(c)))
+                              variance=float(c), variances=[float(x) for x in v]))
     return roles
 
 

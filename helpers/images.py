@@ -8,7 +8,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-__all__ = ["to_rgb", "to_batch"]
+__all__ = ["to_rgb", "to_batch", "SAMPLE_PHOTOS", "sample_photos"]
 
 
 def to_rgb(image: Any, background: tuple[int, int, int] = (255, 255, 255)) -> Image.Image:
@@ -60,3 +60,37 @@ def to_batch(images: Sequence[Any] | torch.Tensor, preprocess: Callable[[Image.I
     if not images:
         raise ValueError("empty list of images")
     return torch.stack([preprocess(to_rgb(im)) for im in images]).to(device)
+
+
+#: Natural photos bundled with scikit-image (no download), with texts worth mapping on each.
+#: Licences: see scikit-image's ``skimage/data/README.txt`` (public domain or CC0 / CC BY).
+SAMPLE_PHOTOS: dict[str, tuple[str, ...]] = {
+    "astronaut": ("a woman", "an astronaut suit", "an American flag", "a space shuttle"),
+    "chelsea": ("a cat", "a cat's ears", "whiskers", "a wooden floor"),
+    "coffee": ("a cup of coffee", "a saucer", "a spoon", "a wooden table"),
+    "rocket": ("a rocket", "a launch tower", "the sky", "trees"),
+    "motorcycle": ("a motorcycle", "a helmet", "a wheel", "a garage wall"),
+}
+
+
+def sample_photos(names: Sequence[str] | None = None) -> dict[str, Image.Image]:
+    """Natural photos shipped inside scikit-image's wheel, as RGB PIL images (non-square).
+
+    ``names`` selects from :data:`SAMPLE_PHOTOS` (default: all). Works offline.
+    """
+    try:
+        from skimage import data as skdata
+    except ImportError as exc:  # pragma: no cover - a dependency; message for partial installs
+        raise ImportError("sample photos need scikit-image: pip install scikit-image") from exc
+    loaders = {
+        "astronaut": skdata.astronaut,
+        "chelsea": skdata.chelsea,
+        "coffee": skdata.coffee,
+        "rocket": skdata.rocket,
+        "motorcycle": lambda: skdata.stereo_motorcycle()[0],
+    }
+    chosen = list(SAMPLE_PHOTOS) if names is None else list(names)
+    unknown = [n for n in chosen if n not in loaders]
+    if unknown:
+        raise ValueError(f"unknown sample photo(s) {unknown}; available: {', '.join(SAMPLE_PHOTOS)}")
+    return {n: to_rgb(np.asarray(loaders[n]())) for n in chosen}

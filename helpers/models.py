@@ -14,7 +14,9 @@ architecture is returned and a warning says so.
 
 from __future__ import annotations
 
+import contextlib
 import json
+import logging
 import os
 import warnings
 from pathlib import Path
@@ -178,6 +180,26 @@ def _resolve_pretrained(name: str, pretrained: str, cache_dir: str | None) -> tu
     return pretrained, overrides
 
 
+class _DropRandomInitNotice(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "No pretrained weights loaded" not in record.getMessage()
+
+
+@contextlib.contextmanager
+def _quiet_random_init(active: bool):
+    """Hide open_clip's "initialized randomly" notice when we load the weights right after."""
+    if not active:
+        yield
+        return
+    flt = _DropRandomInitNotice()
+    root = logging.getLogger()
+    root.addFilter(flt)
+    try:
+        yield
+    finally:
+        root.removeFilter(flt)
+
+
 def load_model(
     name: str = DEFAULT_MODEL,
     pretrained: str | None = None,
@@ -228,8 +250,9 @@ def load_model(
                                  f"{DEFAULT_PRETRAINED!r} or a checkpoint path.")
     elif pretrained:
         ckpt, kwargs = _resolve_pretrained(name, pretrained, cache_dir)
-    model, _, preprocess = open_clip.create_model_and_transforms(
-        name, pretrained=None, device=device, precision=precision, **kwargs)
+    with _quiet_random_init(ckpt is not None):
+        model, _, preprocess = open_clip.create_model_and_transforms(
+            name, pretrained=None, device=device, precision=precision, **kwargs)
     if ckpt is not None:
         if ckpt.endswith(".safetensors") and name == DEFAULT_MODEL:
             from safetensors.torch import load_file

@@ -54,6 +54,7 @@ __all__ = [
     "colormap",
     "overlay",
     "heatmap_figure",
+    "maps_figure",
     "threshold_map",
     "iou",
     "pixel_accuracy",
@@ -598,6 +599,56 @@ def heatmap_figure(image: Any, map: Any, title: str | None = None, *, opacity: f
     fig.update_layout(title=title, width=520, height=480, margin=dict(l=10, r=10, t=40 if title else 10, b=10))
     fig.update_xaxes(visible=False, range=[-0.5, W - 0.5])
     fig.update_yaxes(visible=False, range=[H - 0.5, -0.5], scaleanchor="x")
+    return fig
+
+
+def maps_figure(image: Any, maps: dict[str, Any], *, mask: Any = None, title: str | None = None,
+                opacity: float = 0.55, symmetric: bool = True, colorscale: str = "RdBu_r",
+                panel_size: int = 220) -> Any:
+    """A row of plotly panels: the image, optionally its true ``mask``, then each named map.
+
+    ``maps`` maps a panel title to a ``[gh, gw]`` map, drawn over the image with its own colour
+    range (centred on 0 when ``symmetric``: red adds to the similarity, blue takes away).
+    Hover shows each patch's value.
+    """
+    import plotly.graph_objects as go
+    from plotly.subplots import make_subplots
+
+    img = np.asarray(to_rgb(image))
+    H, W = img.shape[:2]
+    panels = [("image", None)]
+    if mask is not None:
+        m = _as_tensor(mask).bool().cpu().numpy()
+        if m.shape != (H, W):
+            raise ValueError(f"mask is {m.shape}, the image {(H, W)}")
+        panels.append(("true mask", m))
+    panels += [(name, _as_2d(a)) for name, a in maps.items()]
+    fig = make_subplots(rows=1, cols=len(panels), subplot_titles=[p[0] for p in panels],
+                        horizontal_spacing=0.02)
+    for col, (name, a) in enumerate(panels, start=1):
+        if name == "true mask" and a is not None:
+            shown = (img * 0.35 + np.where(a[..., None], 255.0, 0.0) * 0.65).astype(np.uint8)
+            fig.add_trace(go.Image(z=shown, hoverinfo="skip"), 1, col)
+            continue
+        fig.add_trace(go.Image(z=img, hoverinfo="skip"), 1, col)
+        if a is None:
+            continue
+        gh, gw = a.shape
+        dx, dy = W / gw, H / gh
+        heat = go.Heatmap(z=a, x0=dx / 2 - 0.5, dx=dx, y0=dy / 2 - 0.5, dy=dy, opacity=opacity,
+                          colorscale=colorscale, showscale=False, name=name,
+                          hovertemplate=f"{name}<br>row %{{y:.0f}} px, col %{{x:.0f}} px<br>"
+                                        "value %{z:.4g}<extra></extra>")
+        if symmetric:
+            lim = float(np.abs(a).max()) or 1.0
+            heat.update(zmin=-lim, zmax=lim, zmid=0.0)
+        fig.add_trace(heat, 1, col)
+    fig.update_xaxes(visible=False, range=[-0.5, W - 0.5])
+    fig.update_yaxes(visible=False, range=[H - 0.5, -0.5])
+    for col in range(1, len(panels) + 1):
+        fig.update_yaxes(scaleanchor=f"x{'' if col == 1 else col}", row=1, col=col)
+    fig.update_layout(title=title, width=panel_size * len(panels) + 40, height=panel_size + (70 if title else 40),
+                      margin=dict(l=10, r=10, t=60 if title else 30, b=10))
     return fig
 
 

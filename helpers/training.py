@@ -47,6 +47,10 @@ class TrainConfig:
     penalty_full: float = 0.7
     free_attn_layers: int = 4
     shape_pairs: float = 0.25
+    shape_group: int = 2
+    init: str | None = None
+    class_weight: float = 0.0
+    class_factors: tuple[str, ...] = ("shape",)
     device: str = "auto"
     threads: int | None = None
     log_every: int = 50
@@ -65,32 +69,52 @@ def images_to_tensor(images: np.ndarray, model: torch.nn.Module | None = None) -
     return (x - mean) / std
 
 
-def _batch(w: world.World, step: int, cfg: TrainConfig) -> tuple[np.ndarray, list[str]]:
-    """Fresh training scenes for ``step``; a fraction come as *shape pairs*.
+def _batch(w: world.World, step: int, cfg: TrainConfig) -> tuple[np.ndarray, list[str], dict[str, np.ndarray]]:
+    """Fresh training scenes for ``step``; a fraction ``shape_pairs`` come in *shape groups*.
 
-    A shape pair is a scene and its counterfactual twin that differs only in the shape (another
-    shape of the same family, so the family/background statistics are unchanged): a hard
-    negative that can only be told apart by the object's shape.
+    A shape group is a scene and ``shape_group - 1`` counterfactual twins that differ from it
+    only in the shape (other shapes of the same family, so the family/background statistics
+    are unchanged), all with captions that name the shape: hard negatives that can only be
+    told apart by the object's shape. Also returns the factor values of every scene.
     """
-    n_pairs = int(cfg.shape_pairs * cfg.batch_size) // 2
-    scenes = w.sample(cfg.batch_size - n_pairs, split="train", start=step * cfg.batch_size)
+    g = max(2, int(cfg.shape_group))
+    n_groups = int(cfg.shape_pairs * cfg.batch_size) // g
+    scenes = w.sample(cfg.batch_size - n_groups * (g - 1), split="train", start=step * cfg.batch_size)
     images, captions = list(scenes.images), list(scenes.captions)
+    factors = {k: list(v) for k, v in scenes.factors.items()}
     rng = np.random.default_rng([cfg.seed, step, 7])
-    for i in range(n_pairs):
+    for i in range(n_groups):
         index = int(scenes.indices[i])
         shape = int(scenes.factors["shape"][i])
         fam = world.SHAPE_FAMILY[shape]
         others = [s for s in range(len(world.SHAPES)) if s != shape and world.SHAPE_FAMILY[s] == fam]
-        new_shape = others[int(rng.integers(len(others)))]
+        picks = rng.permutation(others)[: g - 1].tolist()
+        while len(picks) < g - 1:  # groups larger than a family: repeat shapes of the family
+            picks.append(others[int(rng.integers(len(others)))])
         for variant in range(8):  # prefer a caption that names the shape, so the twins differ in text too
             if world.parse_caption(w.caption(index, "train", variant)).get("shape"):
                 break
         if variant:
             captions[i] = w.caption(index, "train", variant)
-        twin = w.scene(index, "train", caption_variant=variant, overrides={"shape": new_shape})
-        images.append(twin.image)
-        captions.append(twin.caption)
-    return np.stack(images), captions
+        for new_shape in picks:
+            twin = w.scene(index, "train", caption_variant=variant, overrides={"shape": int(new_shape)})
+            images.append(twin.image)
+            captions.append(twin.caption)
+            for k, v in twin.factors.items():
+                factors[k].append(v)
+    return np.stack(images), captions, {k: np.asarray(v) for k, v in factors.items()}
+
+
+def training_class_captions(factor: str) -> list[str]:
+    """One caption per value of ``factor`` for the class-caption term of the loss.
+
+    Worded unlike the zero-shot evaluation prompts of :func:`helpers.world.class_prompts`, so
+    the evaluation does not reuse training sentences.
+    """
+    values = world.FACTORS[world._check_factor(factor)]
+    if factor == "shape":
+        return [f"an image showing {world._PLURALS[v]}" for v in values]
+    return [f"an image showing something {v}" for v in values]
 
 
 def _ramp(step: int, cfg: TrainConfig) -> float:
@@ -120,7 +144,16 @@ def build_model(cfg: TrainConfig) -> torch.nn.Module:
     from open_clip.model import CLIP
 
     torch.manual_seed(cfg.seed)
-    return CLIP(**cfg.model_config)
+    model = CLIP(**cfg.model_config)
+    if cfg.init:
+        from safetensors.torch import load_file
+
+        state = load_file(str(cfg.init))
+        missing, unexpected = model.load_state_dict({k: v.float() for k, v in state.items()}, strict=False)
+        if missing or unexpected:
+            raise ValueError(f"--init {cfg.init} does not match the model: missing {missing[:5]}, "
+                             f"unexpected {unexpected[:5]}")
+    return model
 
 
 def train(cfg: TrainConfig, *, progress: bool = True, checkpoint_dir: Path | None = None,
@@ -147,13 +180,15 @@ def train(cfg: TrainConfig, *, progress: bool = True, checkpoint_dir: Path | Non
     opt = torch.optim.AdamW([{"params": decay, "weight_decay": cfg.weight_decay},
                              {"params": no_decay, "weight_decay": 0.0}], lr=cfg.lr, betas=(0.9, 0.98), eps=1e-6)
     w = world.World(seed=cfg.seed)
+    class_tokens = {f: tokenizer(training_class_captions(f), context_length=ctx).to(device)
+                    for f in (cfg.class_factors if cfg.class_weight > 0 else ())}
     history: list[dict[str, float]] = []
     t0 = time.perf_counter()
     run_loss = run_pen = run_acc = 0.0
     for step in range(cfg.steps):
         for g in opt.param_groups:
             g["lr"] = _lr_at(step, cfg)
-        arrays, captions = _batch(w, step, cfg)
+        arrays, captions, factors = _batch(w, step, cfg)
         images = images_to_tensor(arrays).to(device)
         text = tokenizer(captions, context_length=ctx).to(device)
         d = dec(images, heads=False, grad=True)
@@ -166,6 +201,11 @@ def train(cfg: TrainConfig, *, progress: bool = True, checkpoint_dir: Path | Non
         target = same.float() / same.float().sum(1, keepdim=True)
         loss = 0.5 * (torch.sum(-target * logits.log_softmax(1), 1).mean()
                       + torch.sum(-target * logits.T.log_softmax(1), 1).mean())
+        if cfg.class_weight > 0:
+            for factor in cfg.class_factors:
+                ctext = model.encode_text(class_tokens[factor], normalize=True)
+                target_c = torch.as_tensor(factors[factor], device=device).long()
+                loss = loss + cfg.class_weight * F.cross_entropy(scale * img @ ctext.T, target_c) / len(cfg.class_factors)
         pen = torch.zeros((), device=device)
         weight = cfg.direct_penalty * _ramp(step, cfg)
         if weight > 0:
@@ -228,7 +268,13 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--seed", type=int, default=d.seed)
     ap.add_argument("--direct-penalty", type=float, default=d.direct_penalty)
     ap.add_argument("--free-attn-layers", type=int, default=d.free_attn_layers)
-    ap.add_argument("--shape-pairs", type=float, default=d.shape_pairs)
+    ap.add_argument("--shape-pairs", type=float, default=d.shape_pairs,
+                    help="fraction of each batch made of shape groups")
+    ap.add_argument("--shape-group", type=int, default=d.shape_group,
+                    help="scenes per shape group (a scene and its shape twins)")
+    ap.add_argument("--class-weight", type=float, default=d.class_weight,
+                    help="weight of the class-caption term (each image against one caption per shape)")
+    ap.add_argument("--init", default=None, help="start from these weights (safetensors) instead of from scratch")
     ap.add_argument("--layers", type=int, default=d.model_config["vision_cfg"]["layers"])
     ap.add_argument("--width", type=int, default=d.model_config["vision_cfg"]["width"])
     ap.add_argument("--embed-dim", type=int, default=d.model_config["embed_dim"])
@@ -241,7 +287,9 @@ def main(argv: list[str] | None = None) -> None:
     args = ap.parse_args(argv)
     cfg = TrainConfig(steps=args.steps, batch_size=args.batch_size, lr=args.lr, seed=args.seed,
                       direct_penalty=args.direct_penalty, free_attn_layers=args.free_attn_layers,
-                      shape_pairs=args.shape_pairs, penalty_start=args.penalty_start,
+                      shape_pairs=args.shape_pairs, shape_group=args.shape_group, init=args.init,
+                      class_weight=args.class_weight,
+                      penalty_start=args.penalty_start,
                       penalty_full=args.penalty_full,
                       device=args.device, threads=args.threads)
     cfg.model_config["vision_cfg"]["layers"] = args.layers

@@ -75,3 +75,46 @@ def check_03(f):
 
 
 CHECKS["03_textspan"] = check_03
+
+
+def check_04(f):
+    assert f["identity_max_error"] <= 1e-4  # maps + CLS + rest == similarity (float32)
+    assert f["contrastive_linearity_error"] <= 1e-5  # map(a - b) == map(a) - map(b)
+    # object maps find the objects: the same floor as the model's own test, and far above a whole-image map
+    assert f["miou_colour"] >= 0.35 and f["miou_colour"] >= 3 * f["miou_colour_trivial"], f
+    assert f["miou_shape"] >= 2 * f["miou_shape_trivial"], f
+    assert f["map_colour"] >= f["map_colour_chance"] + 0.3, f  # soft maps rank object pixels first
+    assert len(f["miou_colour_by_layer"]) == f["n_layers"]
+    assert math.isclose(sum(f["map_mass_by_layer"]), 1.0, rel_tol=1e-6)
+
+
+CHECKS["04_spatial_maps"] = check_04
+
+
+def check_05(f):
+    before, after = f["before"], f["after"]
+    assert f["n_chosen"] >= 1
+    assert before["worst_group"] <= before["average"] - 0.10  # the planted correlation hurts
+    # the figures: worst group up >= 10 points, average down <= 3 points,
+    # and random heads (as many, same layers) do not give the same gain
+    assert after["worst_group"] - before["worst_group"] >= 0.10, (before, after)
+    assert after["average"] >= before["average"] - 0.03, (before, after)
+    assert f["random_worst_mean"] - before["worst_group"] <= 0.5 * (after["worst_group"] - before["worst_group"])
+
+
+CHECKS["05_waterbirds"] = check_05
+
+
+def check_06(f):
+    m = f["methods"]
+    assert set(m) == {"decomposition", "raw_attention", "rollout", "gradcam", "chefer"}
+    for method, scores in m.items():
+        assert all(0.0 <= scores[k] <= 1.0 for k in ("pixel accuracy", "mIoU", "mAP")), (method, scores)
+    # the figure: the decomposition beats raw attention and rollout on mIoU
+    assert m["decomposition"]["mIoU"] > m["raw_attention"]["mIoU"], m
+    assert m["decomposition"]["mIoU"] > m["rollout"]["mIoU"], m
+    assert m["decomposition"]["mIoU"] > f["all_foreground"]["mIoU"] + 0.2
+    assert f["zero_shot_accuracy"] >= 0.9  # targets are the predictions: they should mostly be right
+
+
+CHECKS["06_zero_shot_segmentation"] = check_06

@@ -6,6 +6,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
@@ -49,6 +50,8 @@ def test_imagenet_folder_task(tmp_path):
     assert task.labels.tolist() == [0, 999, 999]
     assert task.classes[0] == "tench" and len(task.prompts["tench"]) > 1
     assert task.dataset[2][1] == 999 and task.show(2).mode == "RGB"
+    # the pixels of an RGB file are read before the file closes (lazy PIL loading)
+    assert np.allclose(np.asarray(task.show(0)).reshape(-1, 3).mean(0), [1, 2, 3], atol=2)  # JPEG rounding
 
 
 def test_downloads_fail_fast_offline(tmp_path, monkeypatch):

@@ -1,0 +1,72 @@
+"""Throughput of the zero-shot segmenters: the decomposition (no backward pass) against GradCAM
+and the other baselines, on the same images, in one run.
+
+Random-init ViT-B-16 on CPU, a batch of random images and 1,000 random unit class texts (as
+for ImageNet). Every method produces its patch maps for the predicted class; the zero-shot
+prediction is included in the decomposition's time (it comes out of the same forward pass)
+and in the gradient methods' time (they need it for their target). Prints images per second
+of each method (medians of interleaved repeats) and the ratio decomposition / GradCAM
+(target >= 1: at least as fast).
+
+    python benchmarks/bench_segmentation.py [--model ViT-B-16] [--batch 4] [--classes 1000] [--repeats 5]
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+import torch  # noqa: E402
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--model", default="ViT-B-16")
+    ap.add_argument("--batch", type=int, default=4)
+    ap.add_argument("--classes", type=int, default=1000)
+    ap.add_argument("--repeats", type=int, default=5)
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--methods", default="decomposition,gradcam,chefer,rollout,raw_attention")
+    args = ap.parse_args()
+    torch.set_num_threads(args.threads)
+
+    import open_clip
+
+    import helpers.models  # noqa: F401  (registers the course's own model name)
+    from helpers.segmentation import METHODS, segmentation_maps
+
+    methods = [m.strip() for m in args.methods.split(",") if m.strip()]
+    unknown = sorted(set(methods) - set(METHODS))
+    if unknown:
+        raise SystemExit(f"unknown methods {unknown}; choose from {METHODS}")
+    torch.manual_seed(0)
+    model = open_clip.create_model(args.model).eval()
+    g = torch.Generator().manual_seed(1)
+    x = torch.randn(args.batch, 3, *model.visual.image_size, generator=g)
+    texts = torch.nn.functional.normalize(torch.randn(args.classes, model.visual.output_dim, generator=g), dim=-1)
+
+    for m in methods:  # warm-up (also builds the decomposition's cached joint-space maps)
+        segmentation_maps(model, x[:1], texts, m)
+    times: dict[str, list[float]] = {m: [] for m in methods}
+    for _ in range(args.repeats):
+        for m in methods:  # interleaved, so drifts of a shared machine hit every method alike
+            t0 = time.perf_counter()
+            maps = segmentation_maps(model, x, texts, m)
+            times[m].append(time.perf_counter() - t0)
+            assert maps.shape[0] == args.batch
+    print(f"{args.model}, CPU, {torch.get_num_threads()} threads, batch {args.batch}, {args.classes} classes, "
+          f"{args.repeats} interleaved repeats")
+    ips = {m: args.batch / statistics.median(t) for m, t in times.items()}
+    for m in methods:
+        print(f"  {m:14s} {ips[m]:7.2f} images/s   (median {statistics.median(times[m]) * 1000:8.1f} ms per batch)")
+    if "decomposition" in ips and "gradcam" in ips:
+        print(f"decomposition / GradCAM throughput ratio: {ips['decomposition'] / ips['gradcam']:.2f} (target >= 1)")
+
+
+if __name__ == "__main__":
+    main()

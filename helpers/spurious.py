@@ -1,0 +1,322 @@
+"""Spurious cues: group-wise accuracy, choosing the heads that carry a spurious attribute, and
+the Waterbirds data for the online path.
+
+The paper repairs a zero-shot landbird/waterbird classifier that leans on the background by
+mean-ablating the heads whose TextSpan texts are about places and settings. Here:
+
+* :func:`group_metrics` -- per-group accuracy, average, mean over groups and worst group, for
+  any (label, spurious attribute) grouping;
+* :class:`GroupEvaluator` -- the same through the decomposition: heads are mean-ablated on
+  stored direct terms, so trying a set of heads costs no forward pass;
+* :func:`rank_heads` -- heads ranked by how much of their TextSpan texts (weighted by the
+  variance each text explains) is about the spurious properties; :func:`choose_heads` takes
+  the top ones. An explicit list works too (:data:`PAPER_HEADS` has the paper's);
+* :func:`random_heads` -- the control: as many heads drawn at random from the same layers;
+* :func:`waterbirds_task` -- the Waterbirds test split (4 groups) for real models, downloaded
+  once; offline it fails fast and leaves nothing behind.
+"""
+
+from __future__ import annotations
+
+import csv
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Iterable, Sequence
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from PIL import Image
+from torch import Tensor
+from torch.utils.data import Dataset
+
+from .ablation import DirectTerms
+from .heads import HeadRole
+
+__all__ = [
+    "GroupMetrics",
+    "group_metrics",
+    "GroupEvaluator",
+    "HeadScore",
+    "rank_heads",
+    "choose_heads",
+    "random_heads",
+    "PAPER_HEADS",
+    "SPURIOUS_PROPERTIES",
+    "WATERBIRDS_URL",
+    "WATERBIRDS_GROUPS",
+    "WaterbirdsTask",
+    "waterbirds_task",
+]
+
+#: Group ``g = 2 * label + attribute`` names for Waterbirds (label 1 = waterbird, place 1 = water).
+WATERBIRDS_GROUPS: tuple[str, ...] = ("landbird on land", "landbird on water", "waterbird on land",
+                                      "waterbird on water")
+
+#: Properties of the tagged pools that describe where a picture is: the spurious attribute of
+#: Waterbirds (the paper's "geolocation" and "image setting" heads). The world pool's
+#: equivalent is ``("background",)``.
+SPURIOUS_PROPERTIES: dict[str, tuple[str, ...]] = {
+    "general": ("location", "landscape", "scene"),
+    "world": ("background",),
+}
+
+#: The heads the paper's reference code ablates on Waterbirds, ``(layer, head)``, 0-indexed
+#: (geolocation heads, then image-setting heads; (22, 12) is in both lists and kept once).
+PAPER_HEADS: dict[str, tuple[tuple[int, int], ...]] = {
+    "ViT-L-14": ((21, 1), (22, 12), (22, 13), (21, 11), (21, 14), (23, 6),
+                 (21, 3), (21, 6), (21, 8), (21, 13), (22, 2), (22, 15), (23, 1), (23, 3), (23, 5)),
+    "ViT-B-16": ((11, 6), (11, 0), (11, 3), (10, 11), (10, 10), (9, 8), (9, 6)),
+}
+
+
+# ----------------------------------------------------------------------------------------------
+# Group metrics
+# ----------------------------------------------------------------------------------------------
+
+
+@dataclass
+class GroupMetrics:
+    """Accuracy per group, over all images (``average``), the unweighted mean over groups,
+    and the worst group (its name in ``worst_name``); ``counts`` images per group."""
+
+    groups: dict[str, float]
+    counts: dict[str, int]
+    average: float
+    group_mean: float
+    worst_group: float
+    worst_name: str
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"groups": dict(self.groups), "counts": dict(self.counts), "average": self.average,
+                "group_mean": self.group_mean, "worst_group": self.worst_group, "worst_name": self.worst_name}
+
+
+def group_metrics(pred: Any, labels: Any, groups: Any, names: Sequence[str] | None = None) -> GroupMetrics:
+    """Group-wise accuracy of predictions ``pred`` against ``labels``.
+
+    ``groups`` gives each image's group index (``0..G-1``); groups with no image are left out
+    (and do not count for the worst group). ``names`` names the groups (default ``"group g"``).
+    """
+    p = np.asarray(pred.cpu() if isinstance(pred, Tensor) else pred).reshape(-1)
+    y = np.asarray(labels.cpu() if isinstance(labels, Tensor) else labels).reshape(-1)
+    g = np.asarray(groups.cpu() if isinstance(groups, Tensor) else groups).reshape(-1)
+    if not (len(p) == len(y) == len(g)):
+        raise ValueError(f"pred, labels and groups differ in length: {len(p)}, {len(y)}, {len(g)}")
+    if len(p) == 0:
+        raise ValueError("no images")
+    if not np.issubdtype(g.dtype, np.integer) or (g < 0).any():
+        raise ValueError("groups must be non-negative integer indices")
+    n_groups = int(g.max()) + 1 if names is None else len(names)
+    if g.max() >= n_groups:
+        raise ValueError(f"group index {int(g.max())} but only {n_groups} names")
+    names = list(names) if names is not None else [f"group {k}" for k in range(n_groups)]
+    per, counts = {}, {}
+    for k, name in enumerate(names):
+        sel = g == k
+        if sel.any():
+            per[name] = float((p[sel] == y[sel]).mean())
+            counts[name] = int(sel.sum())
+    worst = min(per, key=per.get)
+    return GroupMetrics(groups=per, counts=counts, average=float((p == y).mean()),
+                        group_mean=float(np.mean(list(per.values()))), worst_group=per[worst], worst_name=worst)
+
+
+class GroupEvaluator:
+    """Zero-shot group metrics from stored direct terms, with heads mean-ablated on demand.
+
+    Args:
+        terms: direct terms of the evaluation images, collected with ``heads=True``.
+        classifier: ``[C, d']`` class embeddings (unit rows).
+        labels, groups: per image; ``names`` the group names.
+        means: take the ablation means from another set of terms (e.g. a separate split);
+            default: the evaluation images themselves, as in the paper.
+    """
+
+    def __init__(self, terms: DirectTerms, classifier: Tensor, labels: Any, groups: Any,
+                 names: Sequence[str] | None = None, means: DirectTerms | None = None) -> None:
+        if terms.heads is None:
+            raise ValueError("GroupEvaluator needs terms collected with heads=True")
+        self.terms, self.means = terms, means
+        self.classifier = classifier.to(terms.embed.device, terms.embed.dtype)
+        self.labels, self.groups, self.names = labels, groups, names
+        self.n_layers, self.n_heads = terms.heads.shape[1], terms.heads.shape[2]
+
+    def predict(self, heads: Iterable[tuple[int, int]] = (), **ablate: Any) -> Tensor:
+        emb = self.terms.ablated(heads=list(heads), means=self.means, **ablate)
+        return (F.normalize(emb, dim=-1) @ self.classifier.T).argmax(-1)
+
+    def __call__(self, heads: Iterable[tuple[int, int]] = (), **ablate: Any) -> GroupMetrics:
+        """Metrics with ``heads`` (``(layer, head)`` pairs) and any other terms accepted by
+        :meth:`DirectTerms.ablated` (``mlps=``, ``attn=``, ``embed=``) mean-ablated."""
+        return group_metrics(self.predict(heads, **ablate), self.labels, self.groups, self.names)
+
+
+# ----------------------------------------------------------------------------------------------
+# Choosing heads
+# ----------------------------------------------------------------------------------------------
+
+
+@dataclass
+class HeadScore:
+    """How much of a head's TextSpan description is about the spurious properties.
+
+    ``score``: the share of the variance its texts explain that comes from texts tagged with
+    a spurious property; ``share``: the plain fraction of such texts; ``texts``: those texts.
+    """
+
+    layer: int
+    head: int
+    score: float
+    share: float
+    role: str | None
+    texts: list[str] = field(default_factory=list)
+
+    @property
+    def label(self) -> str:
+        return f"L{self.layer}.h{self.head}"
+
+
+def rank_heads(roles: Sequence[HeadRole], properties: Iterable[str]) -> list[HeadScore]:
+    """Heads ordered from most to least about ``properties`` (e.g. ``("background",)``).
+
+    Uses each head's texts from :func:`helpers.heads.head_roles`, their property tags and the
+    variance each text adds; ties are broken by the plain share of spurious texts.
+    """
+    props = set(properties)
+    if not props:
+        raise ValueError("name at least one spurious property")
+    out = []
+    for r in roles:
+        var = np.clip(np.asarray(r.variances, dtype=np.float64), 0, None)
+        hit = np.array([t in props for t in r.text_properties], dtype=bool)
+        total = var.sum()
+        score = float(var[hit].sum() / total) if total > 0 else float(hit.mean() if len(hit) else 0.0)
+        out.append(HeadScore(layer=r.layer, head=r.head, score=score, share=float(hit.mean()) if len(hit) else 0.0,
+                             role=r.property, texts=[t for t, h in zip(r.texts, hit) if h]))
+    return sorted(out, key=lambda s: (-s.score, -s.share, s.layer, s.head))
+
+
+def choose_heads(ranking: Sequence[HeadScore], *, min_score: float = 0.5, max_heads: int | None = None) -> list[tuple[int, int]]:
+    """The heads of ``ranking`` whose score is at least ``min_score`` (at most ``max_heads``)."""
+    if not 0.0 <= min_score <= 1.0:
+        raise ValueError(f"min_score must be in [0, 1], got {min_score}")
+    picked = [(s.layer, s.head) for s in ranking if s.score >= min_score]
+    return picked if max_heads is None else picked[:max_heads]
+
+
+def random_heads(n: int, layers: Iterable[int], n_heads: int, *, exclude: Iterable[tuple[int, int]] = (),
+                 seed: int = 0) -> list[tuple[int, int]]:
+    """``n`` distinct heads drawn uniformly from ``layers`` (skipping ``exclude``): the control."""
+    pool = [(l, h) for l in layers for h in range(n_heads) if (l, h) not in set(exclude)]
+    if n > len(pool):
+        raise ValueError(f"cannot draw {n} heads from {len(pool)}")
+    idx = np.random.default_rng(seed).choice(len(pool), size=n, replace=False)
+    return [pool[i] for i in sorted(idx.tolist())]
+
+
+# ----------------------------------------------------------------------------------------------
+# Waterbirds (online path)
+# ----------------------------------------------------------------------------------------------
+
+#: The Waterbirds archive of Sagawa et al. (2020): CUB birds on Places backgrounds, 95%
+#: correlated in training; test split 5,794 images in four groups. About 480 MB.
+WATERBIRDS_URL = "https://nlp.stanford.edu/data/dro/waterbird_complete95_forest2water2.tar.gz"
+WATERBIRDS_DIR = "waterbird_complete95_forest2water2"
+_SPLITS = {"train": 0, "val": 1, "test": 2}
+
+
+class _Images(Dataset):
+    def __init__(self, paths: Sequence[Path], preprocess: Callable[[Image.Image], Tensor]) -> None:
+        self.paths, self.preprocess = list(paths), preprocess
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    def load(self, i: int) -> Image.Image:
+        from .images import to_rgb
+
+        with Image.open(self.paths[i]) as im:
+            im.load()  # read the pixels before the file closes
+            return to_rgb(im)
+
+    def __getitem__(self, i: int) -> tuple[Tensor, int]:
+        return self.preprocess(self.load(i)), i
+
+
+@dataclass
+class WaterbirdsTask:
+    """One split of Waterbirds: ``dataset[i] = (image tensor, i)``, per-image ``labels``
+    (0 landbird, 1 waterbird), ``places`` (0 land, 1 water), ``groups`` (``2 * label + place``),
+    group ``names`` and the class ``prompts``."""
+
+    dataset: _Images
+    labels: Tensor
+    places: Tensor
+    groups: Tensor
+    names: tuple[str, ...]
+    prompts: dict[str, list[str]]
+    root: Path
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+
+def _waterbirds_prompts() -> dict[str, list[str]]:
+    templates = ("a photo of a {}.", "a bad photo of a {}.", "a close-up photo of a {}.", "a photo of the {}.",
+                 "a good photo of a {}.", "a photo of a small {}.", "a photo of a large {}.", "a cropped photo of a {}.")
+    return {c: [t.format(c) for t in templates] for c in ("landbird", "waterbird")}
+
+
+def read_waterbirds_metadata(root: str | Path) -> list[dict[str, str]]:
+    """Rows of Waterbirds' ``metadata.csv`` (``img_filename``, ``y``, ``split``, ``place``, ...)."""
+    path = Path(root) / "metadata.csv"
+    if not path.exists():
+        raise FileNotFoundError(f"{path} not found: is {root} the extracted Waterbirds folder?")
+    with path.open(newline="") as f:
+        rows = list(csv.DictReader(f))
+    need = {"img_filename", "y", "split", "place"}
+    if not rows or not need <= set(rows[0]):
+        raise ValueError(f"{path} lacks the columns {sorted(need)}")
+    return rows
+
+
+def waterbirds_task(preprocess: Callable[[Image.Image], Tensor], split: str = "test", *, n: int | None = None,
+                    root: str | Path | None = None, seed: int = 0) -> WaterbirdsTask:
+    """The Waterbirds ``split`` (``"test"`` by default: 5,794 images in four groups).
+
+    With ``root`` reads an extracted copy; otherwise downloads the archive once into the course
+    cache (pooch, progress bar; its publishers give no checksum, so the first download records
+    its SHA-256 and later uses are checked against it). Offline, fails within seconds with
+    :class:`helpers.download.OfflineError`. ``n`` draws a random subset, stratified by group.
+    """
+    if split not in _SPLITS:
+        raise ValueError(f"split must be one of {sorted(_SPLITS)}, got {split!r}")
+    if root is None:
+        import pooch
+
+        from .download import cache_root, fetch
+
+        fetch(WATERBIRDS_URL, None, what="Waterbirds (about 480 MB)", folder="waterbirds",
+              processor=pooch.Untar(extract_dir="."),
+              hint="Use the synthetic world's planted correlation offline (the notebook's default), or pass "
+                   "root= to an extracted copy.")
+        root = cache_root() / "waterbirds" / WATERBIRDS_DIR
+    root = Path(root)
+    rows = [r for r in read_waterbirds_metadata(root) if int(r["split"]) == _SPLITS[split]]
+    labels = np.array([int(r["y"]) for r in rows])
+    places = np.array([int(r["place"]) for r in rows])
+    groups = 2 * labels + places
+    keep = np.arange(len(rows))
+    if n is not None and n < len(rows):
+        rng = np.random.default_rng(seed)
+        per = [np.flatnonzero(groups == g) for g in range(4)]
+        quota = [int(round(n * len(p) / len(rows))) for p in per]
+        keep = np.sort(np.concatenate([rng.choice(p, size=min(q, len(p)), replace=False) for p, q in zip(per, quota)]))
+    paths = [root / rows[i]["img_filename"] for i in keep]
+    missing = [p for p in paths[:5] if not p.exists()]
+    if missing:
+        raise FileNotFoundError(f"images listed in metadata.csv are missing, e.g. {missing[0]}")
+    t = lambda a: torch.as_tensor(a[keep], dtype=torch.long)  # noqa: E731
+    return WaterbirdsTask(dataset=_Images(paths, preprocess), labels=t(labels), places=t(places), groups=t(groups),
+                          names=WATERBIRDS_GROUPS, prompts=_waterbirds_prompts(), root=root)

@@ -1,0 +1,303 @@
+"""Zero-shot segmentation: metrics against hand-computed values, image/mask alignment, every
+method's maps, the attention hooks, and the ImageNet-Segmentation reader and download."""
+
+import time
+import warnings
+
+import numpy as np
+import open_clip
+import pytest
+import torch
+
+import helpers.models  # noqa: F401  (registers world-clip with open_clip)
+from helpers import download, world
+from helpers.download import OfflineError
+from helpers.segmentation import (
+    METHODS,
+    ImageNetSeg,
+    SegmentationScores,
+    _capture_attention,
+    imagenet_seg,
+    postprocess,
+    predicted_classes,
+    segment,
+    segmentation_maps,
+    transform_pair,
+)
+from helpers.spatial import own_class_maps
+from helpers.text import zero_shot_classifier
+from helpers.training import images_to_tensor
+
+
+@pytest.fixture(scope="module")
+def random_model():
+    torch.manual_seed(0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return open_clip.create_model("world-clip").eval()
+
+
+@pytest.fixture(scope="module")
+def scenes():
+    return world.sample(6, split="test", seed=5)
+
+
+# ---------------------------------------------------------------------------------------------
+# Metrics
+
+
+def test_scores_match_hand_computed_values():
+    truth = torch.tensor([[[1, 1, 0], [0, 0, 0]], [[0, 0, 0], [0, 1, 1]]], dtype=torch.bool)
+    pred = torch.tensor([[[1, 0, 0], [0, 0, 1]], [[0, 0, 0], [0, 1, 1]]], dtype=torch.bool)
+    soft = torch.tensor([[[0.9, 0.2, 0.1], [0.0, 0.3, 0.8]], [[0.1, 0.2, 0.0], [0.3, 0.7, 0.6]]])
+    s = SegmentationScores().update(soft, pred, truth)
+    # image 1: 4 of 6 pixels right; image 2: all 6 right
+    assert s.pixel_accuracy == pytest.approx(10 / 12)
+    # foreground: inter 1 + 2, union 3 + 2; background: inter 3 + 4, union 5 + 4
+    assert s.iou_foreground == pytest.approx(3 / 5)
+    assert s.iou_background == pytest.approx(7 / 9)
+    assert s.miou == pytest.approx((3 / 5 + 7 / 9) / 2)
+    # AP image 1: ranking 0.9 (hit), 0.8, 0.3, 0.2 (hit) -> (1/1 + 2/4) / 2; image 2: both on top -> 1
+    assert s.map == pytest.approx(((1 + 0.5) / 2 + 1) / 2)
+    # accumulating in two batches gives the same as one
+    t = SegmentationScores().update(soft[:1], pred[:1], truth[:1]).update(soft[1:], pred[1:], truth[1:])
+    assert t.summary() == pytest.approx(s.summary())
+
+
+def test_scores_skip_empty_masks_for_map_and_reject_misaligned():
+    s = SegmentationScores().update(torch.rand(1, 4, 4), torch.zeros(1, 4, 4, dtype=torch.bool),
+                                    torch.zeros(1, 4, 4, dtype=torch.bool))
+    assert s.ap == [] and np.isnan(s.map) and s.pixel_accuracy == 1.0
+    with pytest.raises(ValueError, match="transform image and mask together"):
+        SegmentationScores().update(torch.rand(1, 4, 4), torch.zeros(1, 4, 4, dtype=torch.bool),
+                                    torch.zeros(1, 4, 5, dtype=torch.bool))
+
+
+def test_postprocess_and_threshold():
+    maps = torch.tensor([[[-1.0, 0.0], [1.0, 3.0]], [[2.0, 2.0], [2.0, 2.0]]])
+    soft = postprocess(maps, 2)
+    assert torch.allclose(soft[0], torch.tensor([[0.0, 0.0], [1 / 3, 1.0]]))
+    assert torch.equal(soft[1], torch.zeros(2, 2))  # a constant map carries no location
+    soft, hard = segment(maps, 2)
+    assert hard[0].tolist() == [[False, False], [False, True]]  # mean of [0, 0, 1/3, 1] is 1/3
+    _, hard = segment(maps, 2, threshold=0.2)
+    assert hard[0].tolist() == [[False, False], [True, True]]
+    assert segment(maps, (4, 6))[0].shape == (2, 4, 6)
+    with pytest.raises(ValueError, match="in \\[0, 1\\]"):
+        segment(maps, 2, threshold=2.0)
+    with pytest.raises(ValueError, match="'mean'"):
+        segment(maps, 2, threshold="median")
+
+
+# ---------------------------------------------------------------------------------------------
+# Alignment
+
+
+@pytest.mark.parametrize("mode", ["shortest", "longest", "squash"])
+def test_mask_stays_aligned_on_non_square_images(mode):
+    img = np.zeros((60, 100, 3), np.uint8)
+    img[10:30, 55:80] = 255  # a white box, and its mask
+    mask = np.zeros((60, 100), bool)
+    mask[10:30, 55:80] = True
+    pre = open_clip.image_transform(64, is_train=False, resize_mode=mode)
+    x, m = transform_pair(img, mask, pre)
+    assert x.shape == (3, 64, 64) and m.shape == (64, 64) and m.dtype == torch.bool
+    assert m.any()
+    white = x.mean(0) > 0.5
+    # the interpolated image edge may differ from the nearest-neighbour mask by one pixel row
+    assert (white == m).float().mean() >= 0.995
+
+
+def test_transform_pair_rejects_mismatched_mask():
+    pre = open_clip.image_transform(64, is_train=False)
+    with pytest.raises(ValueError, match="mask is"):
+        transform_pair(np.zeros((60, 100, 3), np.uint8), np.zeros((100, 60), bool), pre)
+    with pytest.raises(TypeError, match="Compose"):
+        transform_pair(np.zeros((8, 8, 3), np.uint8), np.zeros((8, 8), bool), lambda im: im)
+
+
+# ---------------------------------------------------------------------------------------------
+# Methods
+
+
+@pytest.mark.parametrize("method", METHODS)
+def test_every_method_gives_finite_maps_of_the_grid(random_model, scenes, method):
+    x = images_to_tensor(scenes.images)
+    emb = torch.nn.functional.normalize(torch.randn(4, random_model.visual.output_dim), dim=-1)
+    maps = segmentation_maps(random_model, x, emb, method)
+    assert maps.shape == (len(scenes), *random_model.visual.grid_size)
+    assert torch.isfinite(maps).all()
+    assert not any(p.grad is not None for p in random_model.parameters())  # no stray gradients
+
+
+def test_every_method_on_a_real_architecture():
+    torch.manual_seed(0)
+    model = open_clip.create_model("ViT-B-32").eval()
+    x = torch.randn(1, 3, 224, 224)
+    emb = torch.nn.functional.normalize(torch.randn(3, 512), dim=-1)
+    for method in METHODS:
+        maps = segmentation_maps(model, x, emb, method)
+        assert maps.shape == (1, 7, 7) and torch.isfinite(maps).all(), method
+
+
+def test_captured_attention_matches_torch(random_model, scenes):
+    x = images_to_tensor(scenes.images[:2])
+    blk = random_model.visual.transformer.resblocks[1]
+    seen = {}
+
+    def grab(_m, args, _out):
+        seen["x"] = args[0]
+
+    h = blk.attn.register_forward_hook(grab)
+    try:
+        with _capture_attention(random_model.visual, in_graph=False) as store, torch.no_grad():
+            random_model.visual(x)
+    finally:
+        h.remove()
+    with torch.no_grad():
+        _, ref = blk.attn(seen["x"], seen["x"], seen["x"], need_weights=True, average_attn_weights=False)
+    assert torch.allclose(store[1], ref, atol=1e-6)
+    assert torch.allclose(store[1].sum(-1), torch.ones(()), atol=1e-5)
+
+
+def test_in_graph_hooks_leave_the_embedding_unchanged(random_model, scenes):
+    x = images_to_tensor(scenes.images[:2])
+    with torch.no_grad():
+        ref = random_model.encode_image(x)
+        with _capture_attention(random_model.visual, in_graph=True):
+            out = random_model.encode_image(x)
+        after = random_model.encode_image(x)
+    assert torch.allclose(out, ref, atol=1e-5, rtol=1e-4)
+    assert torch.equal(after, ref)  # hooks removed
+
+
+def test_rollout_and_raw_attention_rows_are_distributions(random_model, scenes):
+    from helpers.segmentation import _raw_attention, _rollout
+
+    x = images_to_tensor(scenes.images[:2])
+    for fn in (_raw_attention, _rollout):
+        rows = fn(random_model.visual, x)
+        assert torch.allclose(rows.sum(-1), torch.ones(2), atol=1e-5)
+        assert (rows >= 0).all()
+
+
+def test_decomposition_method_is_the_own_class_map_of_the_prediction(default_bundle):
+    model, _, tok = default_bundle
+    sc = world.sample(8, split="test", seed=9)
+    x = images_to_tensor(sc.images)
+    clf = zero_shot_classifier(model, tok, world.class_prompts("colour"))
+    pred = predicted_classes(model, x, clf)
+    assert torch.allclose(segmentation_maps(model, x, clf, "decomposition"),
+                          own_class_maps(model, x, clf, pred), atol=1e-6)
+    truth = torch.as_tensor(sc.factors["colour"])
+    assert torch.allclose(segmentation_maps(model, x, clf, "decomposition", labels=truth),
+                          own_class_maps(model, x, clf, truth), atol=1e-6)
+
+
+def test_gradcam_uses_the_target_class(default_bundle):
+    model, _, tok = default_bundle
+    sc = world.sample(4, split="test", seed=11)
+    x = images_to_tensor(sc.images)
+    clf = zero_shot_classifier(model, tok, world.class_prompts("colour"))
+    a = segmentation_maps(model, x, clf, "gradcam", labels=[0] * 4)
+    b = segmentation_maps(model, x, clf, "gradcam", labels=[1] * 4)
+    assert not torch.allclose(a, b)
+
+
+def test_bad_inputs(random_model, scenes):
+    x = images_to_tensor(scenes.images[:2])
+    emb = torch.nn.functional.normalize(torch.randn(3, random_model.visual.output_dim), dim=-1)
+    with pytest.raises(ValueError, match="unknown method"):
+        segmentation_maps(random_model, x, emb, "lrp-magic")
+    with pytest.raises(ValueError, match="layers/heads apply"):
+        segmentation_maps(random_model, x, emb, "rollout", layers=[1])
+    with pytest.raises(ValueError, match="takes no layer"):
+        segmentation_maps(random_model, x, emb, "gradcam", heads=[0])
+    with pytest.raises(IndexError, match="class indices"):
+        segmentation_maps(random_model, x, emb, "chefer", labels=[0, 3])
+    with pytest.raises(ValueError, match="2 images"):
+        segmentation_maps(random_model, x, emb, "gradcam", labels=[0])
+    with pytest.raises(ValueError, match="at least two"):
+        segmentation_maps(random_model, x, emb[:1], "decomposition")
+    with pytest.raises(IndexError):
+        segmentation_maps(random_model, x, emb, "decomposition", layers=[99])
+
+
+# ---------------------------------------------------------------------------------------------
+# ImageNet-Segmentation reader and download
+
+
+def _fake_mat(path, images, masks):
+    """A file with gtsegs_ijcv.mat's layout: value/img and value/gt hold object references to
+    MATLAB-ordered (transposed) arrays."""
+    import h5py
+
+    with h5py.File(path, "w") as f:
+        refs = f.create_group("#refs#")
+        ref_dt = h5py.special_dtype(ref=h5py.Reference)
+        img = f.create_dataset("value/img", (len(images), 1), dtype=ref_dt)
+        gt = f.create_dataset("value/gt", (len(images), 1), dtype=ref_dt)
+        for i, (im, m) in enumerate(zip(images, masks)):
+            img[i, 0] = refs.create_dataset(f"i{i}", data=im.transpose(2, 1, 0)).ref
+            gt[i, 0] = refs.create_dataset(f"g{i}", data=m.astype(np.uint8).transpose(1, 0)).ref
+
+
+def test_imagenet_seg_reader(tmp_path):
+    rng = np.random.default_rng(0)
+    images = [rng.integers(0, 255, (30, 50, 3), dtype=np.uint8), rng.integers(0, 255, (40, 20, 3), dtype=np.uint8)]
+    masks = [rng.random((30, 50)) > 0.5, rng.random((40, 20)) > 0.5]
+    path = tmp_path / "gtsegs_ijcv.mat"
+    _fake_mat(path, images, masks)
+    ds = imagenet_seg(path=str(path))
+    assert len(ds) == 2
+    for i in range(2):
+        assert np.array_equal(np.asarray(ds.image(i)), images[i])
+        assert np.array_equal(ds.mask(i), masks[i])
+    x, m = ds.pair(1, open_clip.image_transform(64, is_train=False))
+    assert x.shape == (3, 64, 64) and m.shape == (64, 64)
+    assert len(ImageNetSeg(path, n=1)) == 1
+    with pytest.raises(IndexError):
+        ds.image(2)
+    ds.close()
+
+
+def test_imagenet_seg_rejects_other_files(tmp_path):
+    import h5py
+
+    with h5py.File(tmp_path / "other.mat", "w") as f:
+        f["x"] = np.zeros(3)
+    with pytest.raises(ValueError, match="not ImageNet-Segmentation"):
+        ImageNetSeg(tmp_path / "other.mat")
+
+
+def test_imagenet_seg_offline_fails_fast_and_leaves_nothing(tmp_path, monkeypatch):
+    monkeypatch.setenv("CLIP_COURSE_CACHE", str(tmp_path))
+    monkeypatch.setenv("CLIP_COURSE_OFFLINE", "1")
+    t0 = time.perf_counter()
+    with pytest.raises(OfflineError, match="ImageNet-Segmentation"):
+        imagenet_seg()
+    assert time.perf_counter() - t0 < 10
+    assert not any(p.is_file() for p in tmp_path.rglob("*"))
+
+
+def test_fetch_records_a_checksum_when_none_is_published(tmp_path, monkeypatch):
+    import pooch
+
+    monkeypatch.setenv("CLIP_COURSE_CACHE", str(tmp_path))
+    monkeypatch.setattr(download, "require_host", lambda *a, **k: None)
+    calls = []
+
+    def fake_retrieve(url, known_hash, fname, path, **kw):
+        calls.append(known_hash)
+        target = path / fname
+        if not target.exists():
+            target.parent.mkdir(parents=True, exist_ok=True)
+            target.write_bytes(b"payload")
+        return str(target)
+
+    monkeypatch.setattr(pooch, "retrieve", fake_retrieve)
+    download.fetch("https://example.org/data.bin", None, what="test data", folder="t")
+    digest = pooch.file_hash(str(tmp_path / "t" / "data.bin"))
+    assert (tmp_path / "t" / "data.bin.sha256").read_text().split()[0] == digest
+    download.fetch("https://example.org/data.bin", None, what="test data", folder="t")
+    assert calls == [None, f"sha256:{digest}"]  # the second use checks against the record

@@ -1,0 +1,162 @@
+"""Group metrics, head ranking with a planted background head, the ablation evaluator, and the
+Waterbirds loader (offline failure, a fake extracted copy)."""
+
+import time
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from helpers.ablation import DirectTerms
+from helpers.download import OfflineError
+from helpers.heads import head_roles
+from helpers.pools import Pool
+from helpers.spurious import (
+    PAPER_HEADS,
+    WATERBIRDS_GROUPS,
+    GroupEvaluator,
+    choose_heads,
+    group_metrics,
+    rank_heads,
+    random_heads,
+    waterbirds_task,
+)
+from helpers.textspan import textspan
+
+
+def test_group_metrics_by_hand():
+    labels = [0, 0, 0, 1, 1, 1, 0, 1]
+    pred = [0, 0, 1, 1, 0, 1, 0, 0]
+    groups = [0, 0, 0, 3, 3, 3, 1, 2]
+    m = group_metrics(pred, labels, groups, WATERBIRDS_GROUPS)
+    assert m.groups == {"landbird on land": pytest.approx(2 / 3), "landbird on water": 1.0,
+                        "waterbird on land": 0.0, "waterbird on water": pytest.approx(2 / 3)}
+    assert m.counts == {"landbird on land": 3, "landbird on water": 1, "waterbird on land": 1,
+                        "waterbird on water": 3}
+    assert m.average == pytest.approx(5 / 8)
+    assert m.group_mean == pytest.approx((2 / 3 + 1 + 0 + 2 / 3) / 4)
+    assert m.worst_group == 0.0 and m.worst_name == "waterbird on land"
+
+
+def test_group_metrics_skips_empty_groups_and_checks_input():
+    m = group_metrics(torch.tensor([1, 1]), torch.tensor([1, 0]), torch.tensor([2, 2]))
+    assert list(m.groups) == ["group 2"] and m.worst_group == 0.5
+    with pytest.raises(ValueError, match="length"):
+        group_metrics([0], [0, 1], [0, 0])
+    with pytest.raises(ValueError, match="only 2 names"):
+        group_metrics([0], [0], [3], ["a", "b"])
+    with pytest.raises(ValueError, match="non-negative"):
+        group_metrics([0], [0], [-1])
+
+
+def _planted(seed=0):
+    """A tagged pool of random text directions, and 4 heads: head 2 writes along background
+    texts only, the others along colour texts."""
+    g = torch.Generator().manual_seed(seed)
+    d, K = 32, 400
+    R = torch.nn.functional.normalize(torch.randn(24, d, generator=g, dtype=torch.float64), dim=-1)
+    tags = ["background"] * 8 + ["colour"] * 8 + ["shape"] * 8
+    pool = Pool(name="planted", texts=[f"{t} {i}" for i, t in enumerate(tags)], properties=tags,
+                values=[str(i) for i in range(24)])
+    stack = []
+    for h in range(4):
+        block = slice(0, 8) if h == 2 else slice(8, 16)
+        coef = torch.randn(K, 8, generator=g, dtype=torch.float64)
+        stack.append(coef @ R[block] + 0.01 * torch.randn(K, d, generator=g, dtype=torch.float64))
+    return torch.stack(stack), R, pool
+
+
+def test_rank_heads_finds_the_planted_background_head():
+    stack, R, pool = _planted()
+    res = textspan(stack, R, 5)
+    roles = head_roles(res, pool, [(3, h) for h in range(4)])
+    ranking = rank_heads(roles, ["background"])
+    assert (ranking[0].layer, ranking[0].head) == (3, 2)
+    assert ranking[0].score > 0.9 and all(s.score < 0.1 for s in ranking[1:])
+    assert choose_heads(ranking, min_score=0.5) == [(3, 2)]
+    assert choose_heads(ranking, min_score=0.0, max_heads=2) == [(ranking[0].layer, ranking[0].head),
+                                                                 (ranking[1].layer, ranking[1].head)]
+    assert len(ranking[0].texts) == 5 and all(t.startswith("background") for t in ranking[0].texts)
+    with pytest.raises(ValueError):
+        rank_heads(roles, [])
+    with pytest.raises(ValueError):
+        choose_heads(ranking, min_score=1.5)
+
+
+def test_random_heads_control():
+    a = random_heads(3, [2, 3], 4, exclude=[(3, 2)], seed=1)
+    assert len(set(a)) == 3 and (3, 2) not in a and all(l in (2, 3) for l, _ in a)
+    assert a == random_heads(3, [2, 3], 4, exclude=[(3, 2)], seed=1)
+    with pytest.raises(ValueError, match="cannot draw"):
+        random_heads(9, [0], 4)
+
+
+def test_group_evaluator_ablation_removes_a_planted_shortcut():
+    # two classes along e0/e1; head (1, 1) writes the background strongly, head (1, 0) the label weakly
+    rng = np.random.default_rng(0)
+    n = 400
+    labels = rng.integers(0, 2, n)
+    place = np.where(rng.random(n) < 0.5, labels, 1 - labels)  # balanced groups
+    d = 4
+    e = torch.eye(d, dtype=torch.float64)
+    heads = torch.zeros(n, 2, 2, d, dtype=torch.float64)
+    heads[:, 1, 0] = 0.5 * (e[torch.as_tensor(labels)] - 0.5 * (e[0] + e[1])) + 0.05 * e[2]
+    heads[:, 1, 1] = 2.0 * (e[torch.as_tensor(place)] - 0.5 * (e[0] + e[1]))
+    attn = heads.sum(2)
+    terms = DirectTerms(embed=torch.zeros(n, d, dtype=torch.float64) + 0.1 * e[3], attn=attn,
+                        mlp=torch.zeros(n, 2, d, dtype=torch.float64), const=torch.zeros(d, dtype=torch.float64),
+                        heads=heads)
+    ev = GroupEvaluator(terms, e[:2], labels, 2 * labels + place, WATERBIRDS_GROUPS)
+    before, after, wrong = ev(), ev([(1, 1)]), ev([(1, 0)])
+    assert before.worst_group == 0.0 and before.average == pytest.approx(0.5, abs=0.05)
+    assert after.worst_group == 1.0 and after.average == 1.0
+    assert wrong.worst_group == 0.0
+    with pytest.raises(ValueError, match="heads=True"):
+        GroupEvaluator(DirectTerms(terms.embed, terms.attn, terms.mlp, terms.const), e[:2], labels, labels)
+
+
+def test_paper_heads_are_in_range():
+    for name, (L, H) in {"ViT-L-14": (24, 16), "ViT-B-16": (12, 12)}.items():
+        pairs = PAPER_HEADS[name]
+        assert len(set(pairs)) == len(pairs)
+        assert all(0 <= l < L and 0 <= h < H for l, h in pairs)
+
+
+def test_waterbirds_offline_fails_fast_and_leaves_nothing(tmp_path, monkeypatch):
+    monkeypatch.setenv("CLIP_COURSE_CACHE", str(tmp_path))
+    monkeypatch.setenv("CLIP_COURSE_OFFLINE", "1")
+    t0 = time.perf_counter()
+    with pytest.raises(OfflineError, match="Waterbirds"):
+        waterbirds_task(lambda im: im)
+    assert time.perf_counter() - t0 < 10
+    assert not any(p.is_file() for p in tmp_path.rglob("*"))
+
+
+def test_waterbirds_from_an_extracted_copy(tmp_path):
+    rows = ["img_id,img_filename,y,split,place,place_filename"]
+    k = 0
+    for split in (0, 2):
+        for y in (0, 1):
+            for place in (0, 1):
+                for _ in range(3 if split == 2 else 1):
+                    name = f"{k:03d}.Bird/img_{k}.jpg"
+                    (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
+                    Image.new("RGB", (40, 30), (k, 0, 0)).save(tmp_path / name)
+                    rows.append(f"{k},{name},{y},{split},{place},/x/y.jpg")
+                    k += 1
+    (tmp_path / "metadata.csv").write_text("\n".join(rows) + "\n")
+    pre = lambda im: torch.as_tensor(np.asarray(im.resize((8, 8)))).permute(2, 0, 1).float()  # noqa: E731
+    task = waterbirds_task(pre, "test", root=tmp_path)
+    assert len(task) == 12
+    assert task.groups.tolist() == (2 * task.labels + task.places).tolist()
+    assert sorted(np.bincount(task.groups.numpy()).tolist()) == [3, 3, 3, 3]
+    x, i = task.dataset[0]
+    assert x.shape == (3, 8, 8) and i == 0
+    assert set(task.prompts) == {"landbird", "waterbird"}
+    sub = waterbirds_task(pre, "test", root=tmp_path, n=8, seed=0)
+    assert np.bincount(sub.groups.numpy(), minlength=4).tolist() == [2, 2, 2, 2]
+    with pytest.raises(ValueError, match="split"):
+        waterbirds_task(pre, "holdout", root=tmp_path)
+    with pytest.raises(FileNotFoundError, match="metadata.csv"):
+        waterbirds_task(pre, "test", root=tmp_path / "nowhere")
