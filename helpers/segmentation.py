@@ -207,6 +207,41 @@ def predicted_classes(model: nn.Module, images: Tensor, class_emb: Tensor) -> Te
     return (emb @ class_emb.to(emb.dtype).T).argmax(-1)
 
 
+_CHUNK = 16  # images per forward pass of the decomposition segmenter (bounds the kept activations)
+
+
+def _labels(labels: Any, n: int, E: Tensor) -> Tensor:
+    lab = torch.as_tensor(labels, device=E.device).reshape(-1).long()
+    if lab.numel() != n:
+        raise ValueError(f"got {lab.numel()} labels for {n} images")
+    if bool(((lab < 0) | (lab >= E.shape[0])).any()):
+        raise IndexError(f"labels must be class indices in 0..{E.shape[0] - 1}")
+    return lab
+
+
+def _decomposition_maps(model: nn.Module, x: Tensor, E: Tensor, lab: Tensor | None, layers: Selection,
+                        heads: Selection) -> Tensor:
+    """The paper's maps in one forward pass: keep each layer's attention and values, read the
+    prediction off the same pass, then contract with one direction per image (its class text
+    minus the mean class text) -- never with all classes."""
+    from .decompose import Decomposer
+
+    dec = Decomposer(model)
+    L, H = dec.n_layers, dec.n_heads
+    from .spatial import _resolve
+
+    lidx, hidx = _resolve(layers, L, "layer"), _resolve(heads, H, "head")
+    with torch.no_grad():
+        d = dec(x.to(E.dtype), heads=False, tokens=True).normalized()
+        if lab is None:
+            lab = (d.embedding @ E.T).argmax(-1)  # the zero-shot prediction, from the same pass
+        U = E[lab] - E.mean(0, keepdim=True)  # [B, d']
+        scores = d.token_scores(U, lidx, hidx)  # (image, token, direction)
+        maps = d.spatial_map(scores)  # [B, gh, gw, B]
+    idx = torch.arange(x.shape[0], device=maps.device)
+    return maps[idx, :, :, idx]
+
+
 def segmentation_maps(model: nn.Module, images: Any, class_emb: Any, method: str = "decomposition", *,
                       labels: Sequence[int] | Tensor | None = None, layers: Selection = None,
                       heads: Selection = None, preprocess: Callable[[Image.Image], Tensor] | None = None,
@@ -235,19 +270,16 @@ def segmentation_maps(model: nn.Module, images: Any, class_emb: Any, method: str
             raise ValueError(f"{method} uses every layer's attention; layers/heads apply to 'decomposition'")
         rows = (_raw_attention if method == "raw_attention" else _rollout)(visual, x.to(visual.proj.dtype))
         return _cls_to_patches(rows, grid)
-    if labels is None:
-        lab = predicted_classes(model, x, E)
-    else:
-        lab = torch.as_tensor(labels, device=x.device).reshape(-1).long()
-        if lab.numel() != x.shape[0]:
-            raise ValueError(f"got {lab.numel()} labels for {x.shape[0]} images")
-        if bool(((lab < 0) | (lab >= E.shape[0])).any()):
-            raise IndexError(f"labels must be class indices in 0..{E.shape[0] - 1}")
     if method == "decomposition":
         if E.shape[0] < 2:
             raise ValueError("the decomposition segmenter subtracts the mean over classes: give at least two")
-        res = heatmaps(model, x, E, layers=layers, heads=heads, subtract_mean=True)
-        return res.patch_maps[torch.arange(x.shape[0], device=x.device), lab]
+        return torch.cat([_decomposition_maps(model, x[i:i + _CHUNK], E,
+                                              None if labels is None else _labels(labels, x.shape[0], E)[i:i + _CHUNK],
+                                              layers, heads) for i in range(0, x.shape[0], _CHUNK)])
+    if labels is None:
+        lab = predicted_classes(model, x, E)
+    else:
+        lab = _labels(labels, x.shape[0], E)
     if layers is not None or heads is not None:
         raise ValueError(f"{method} takes no layer/head selection; it applies to 'decomposition'")
     targets = F.normalize(E[lab], dim=-1).detach()

@@ -60,13 +60,25 @@ class TrainConfig:
 def images_to_tensor(images: np.ndarray, model: torch.nn.Module | None = None) -> torch.Tensor:
     """uint8 ``[N, H, W, 3]`` world images -> normalised float ``[N, 3, H, W]``.
 
-    Equal to the model's ``preprocess`` on the same (already 64x64) PIL images, without the
-    PIL round trip.
+    Equal to the offline model's ``preprocess`` on the same (already 64x64) PIL images,
+    without the PIL round trip. With ``model``, the images are resized (bicubic) to its input
+    size when it differs (a real CLIP looking at the synthetic world), normalised with the
+    image tower's own mean and std, and moved to its device.
     """
-    mean = torch.tensor(open_clip.OPENAI_DATASET_MEAN).view(1, 3, 1, 1)
-    std = torch.tensor(open_clip.OPENAI_DATASET_STD).view(1, 3, 1, 1)
+    mean, std = open_clip.OPENAI_DATASET_MEAN, open_clip.OPENAI_DATASET_STD
     x = torch.from_numpy(np.ascontiguousarray(images)).permute(0, 3, 1, 2).float() / 255.0
-    return (x - mean) / std
+    if model is not None:
+        visual = getattr(model, "visual", model)
+        cfg = getattr(visual, "preprocess_cfg", None) or {}
+        mean, std = cfg.get("mean", mean), cfg.get("std", std)
+        size = visual.image_size
+        size = tuple(size) if isinstance(size, (tuple, list)) else (size, size)
+        if tuple(x.shape[-2:]) != size:
+            x = torch.nn.functional.interpolate(x, size=size, mode="bicubic", align_corners=False).clamp(0, 1)
+    x = (x - torch.tensor(mean).view(1, 3, 1, 1)) / torch.tensor(std).view(1, 3, 1, 1)
+    if model is not None:
+        x = x.to(next(model.parameters()).device)
+    return x
 
 
 def _batch(w: world.World, step: int, cfg: TrainConfig) -> tuple[np.ndarray, list[str], dict[str, np.ndarray]]:

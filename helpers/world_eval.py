@@ -221,8 +221,12 @@ def model_card(figs: dict[str, Any], train_log: dict[str, Any], weights_bytes: i
         "",
         f"{train_log['steps_done']} steps of batch {cfg['batch_size']} (fresh scenes every step), AdamW "
         f"lr {cfg['lr']} with {int(100 * cfg['warmup_frac'])}% warm-up and cosine decay, weight decay "
-        f"{cfg['weight_decay']}, seed {cfg['seed']}, shape twins {int(100 * cfg['shape_pairs'])}% of each batch, "
-        f"direct-path penalty {cfg['direct_penalty']} (all MLPs, the embedding term and attention layers "
+        f"{cfg['weight_decay']}, seed {cfg['seed']}, shape groups of {cfg.get('shape_group', 2)} scenes "
+        f"{int(100 * cfg['shape_pairs'])}% of each batch, "
+        + (f"class-caption term weight {cfg['class_weight']} ({', '.join(cfg.get('class_factors', ()))}), "
+           if cfg.get("class_weight") else "")
+        + (f"initialised from `{cfg['init']}`, " if cfg.get("init") else "from scratch, ")
+        + f"direct-path penalty {cfg['direct_penalty']} (all MLPs, the embedding term and attention layers "
         f"except the last {cfg['free_attn_layers']}) ramped in from {int(100 * cfg['penalty_start'])}% to "
         f"{int(100 * cfg['penalty_full'])}% of the run.",
         f"Final training loss {hist[-1]['loss']:.3f}; wall time {hist[-1]['elapsed_s'] / 60:.0f} min on "

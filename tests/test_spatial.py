@@ -312,6 +312,35 @@ def test_heatmap_figure():
     assert fig.data[1].dx == pytest.approx(90 / 8) and fig.data[1].dy == pytest.approx(50 / 8)
 
 
+def test_maps_figure_panels_and_mask():
+    from helpers.spatial import maps_figure
+
+    img = _photo(64, 48)
+    mask = np.zeros((48, 64), bool)
+    mask[10:20, 5:15] = True
+    a, b = torch.randn(8, 8), torch.randn(8, 8)
+    fig = maps_figure(img, {"a": a, "b": b}, mask=mask, title="t")
+    # image; mask; then image + heat map per map
+    assert [t.type for t in fig.data] == ["image", "image", "image", "heatmap", "image", "heatmap"]
+    assert fig.data[3].zmid == 0.0 and fig.data[3].zmax == pytest.approx(float(a.abs().max()))
+    assert fig.data[3].dx == pytest.approx(64 / 8) and fig.data[3].dy == pytest.approx(48 / 8)
+    assert [a.text for a in fig.layout.annotations] == ["image", "true mask", "a", "b"]
+    with pytest.raises(ValueError, match="mask is"):
+        maps_figure(img, {"a": a}, mask=np.zeros((10, 10), bool))
+
+
+def test_sample_photos_are_bundled_and_align_through_preprocess(model):
+    from helpers.images import SAMPLE_PHOTOS, sample_photos
+
+    photos = sample_photos()
+    assert set(photos) == set(SAMPLE_PHOTOS)
+    assert all(p.mode == "RGB" and p.width != p.height for n, p in photos.items() if n != "astronaut")
+    view = model_view(model, photos["rocket"])
+    assert view.size == tuple(model.visual.image_size)
+    with pytest.raises(ValueError, match="unknown sample photo"):
+        sample_photos(["nope"])
+
+
 # ----------------------------------------------------------------------------------------------
 # Metrics on hand-made masks
 # ----------------------------------------------------------------------------------------------

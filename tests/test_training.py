@@ -6,7 +6,7 @@ from helpers.training import TrainConfig, images_to_tensor, save_weights, train
 
 
 def _tiny(steps=30, batch_size=32, **kw):
-    cfg = TrainConfig(steps=steps, batch_size=batch_size, lr=2e-3, log_every=10, threads=2, **kw)
+    cfg = TrainConfig(steps=steps, batch_size=batch_size, **{"lr": 2e-3, "log_every": 10, "threads": 2, **kw})
     cfg.model_config = {
         "embed_dim": 32,
         "vision_cfg": {"image_size": 64, "layers": 2, "width": 32, "head_width": 16, "patch_size": 16},
@@ -28,7 +28,9 @@ def test_training_smoke_loss_decreases(tmp_path):
 
     again = CLIP(**json.loads((tmp_path / "world-clip.json").read_text()))
     again.load_state_dict({k: v.float() for k, v in load_file(str(path)).items()})
-    log = json.loads((tmp_path / "world-clip-world-v1.train.json").read_text())
+    from helpers.models import DEFAULT_PRETRAINED
+
+    log = json.loads((tmp_path / f"world-clip-{DEFAULT_PRETRAINED}.train.json").read_text())
     assert log["config"]["steps"] == 30 and log["history"][-1]["step"] == 30
 
 
@@ -43,3 +45,65 @@ def test_training_is_deterministic():
 def test_images_to_tensor_shape():
     x = images_to_tensor(torch.zeros(2, 64, 64, 3, dtype=torch.uint8).numpy())
     assert x.shape == (2, 3, 64, 64) and x.dtype == torch.float32
+
+
+def test_shape_groups_differ_only_in_shape():
+    from helpers import world
+    from helpers.training import _batch
+
+    cfg = _tiny(batch_size=32, shape_pairs=0.5, shape_group=4)
+    images, captions, factors = _batch(world.World(seed=0), 3, cfg)
+    n_groups = 4  # int(0.5 * 32) // 4
+    base = 32 - 3 * n_groups
+    assert images.shape[0] == len(captions) == len(factors["shape"]) == 32
+    for g in range(n_groups):
+        members = [g] + list(range(base + 3 * g, base + 3 * g + 3))
+        shapes = [int(factors["shape"][i]) for i in members]
+        assert len(set(shapes)) == 4  # a family's four shapes
+        assert len({world.SHAPE_FAMILY[s] for s in shapes}) == 1
+        for f in ("colour", "background", "size", "count", "position"):
+            assert len({int(factors[f][i]) for i in members}) == 1, f
+        named = [world.parse_caption(captions[i]).get("shape") for i in members]
+        assert [{world.SHAPES[s]} for s in shapes] == named
+        # the images differ (the shapes are drawn), the backgrounds do not
+        assert all((images[members[0]] != images[i]).any() for i in members[1:])
+
+
+def test_class_caption_term_and_init(tmp_path):
+    from helpers.training import training_class_captions
+    from helpers import world
+
+    caps = training_class_captions("shape")
+    assert len(caps) == len(world.SHAPES) and len(set(caps)) == len(caps)
+    evaluation = {p for ps in world.class_prompts("shape").values() for p in ps}
+    assert not evaluation & set(caps)  # the evaluation prompts are not training sentences
+    cfg = _tiny(steps=3, batch_size=8, class_weight=1.0)
+    model, history = train(cfg, progress=False)
+    path = save_weights(model, cfg, history, tmp_path)
+    again, _ = train(_tiny(steps=1, batch_size=8, init=str(path), lr=0.0), progress=False)
+    for (k, x), (_, y) in zip(model.state_dict().items(), again.state_dict().items()):
+        assert torch.allclose(x, y, atol=1e-3), k  # started from the saved (float16) weights; lr 0
+
+
+def test_images_to_tensor_for_a_model():
+    import warnings
+
+    import numpy as np
+    import open_clip
+
+    from helpers import world
+    from helpers.models import load_model
+
+    imgs = world.sample(2, split="test", seed=0).images
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        model, preprocess, _ = load_model()
+        big = open_clip.create_model("ViT-B-32").eval()
+    x = images_to_tensor(imgs, model)
+    assert torch.equal(x, images_to_tensor(imgs))
+    from PIL import Image
+
+    assert torch.allclose(x[0], preprocess(Image.fromarray(imgs[0])), atol=1e-5)  # the model's own preprocess
+    y = images_to_tensor(imgs, big)
+    assert y.shape == (2, 3, 224, 224) and torch.isfinite(y).all()
+    assert np.isclose(float(y.mean()), float(x.mean()), atol=0.1)  # same content, resized

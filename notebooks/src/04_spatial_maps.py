@@ -87,15 +87,10 @@ figures["n_layers"] = L
 FACTORS = ("colour", "shape", "background")
 test = world.sample(n_images, split="test", seed=seed + 1) if use_world or offline_model else None
 classifiers = {f: zero_shot_classifier(model, tokenizer, world.class_prompts(f)) for f in FACTORS}
-size = model.visual.image_size
-size = tuple(size) if isinstance(size, (tuple, list)) else (size, size)
 
 
 def world_batch(scenes):
-    x = images_to_tensor(scenes.images)
-    if tuple(x.shape[-2:]) != size:  # a real model: resize the 64 px scenes to its input size
-        x = torch.nn.functional.interpolate(x, size=size, mode="bicubic", align_corners=False)
-    return x.to(device)
+    return images_to_tensor(scenes.images, model)  # resized to a real model's input size if needed
 
 
 def factor_maps(idx):

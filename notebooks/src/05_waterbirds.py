@@ -48,7 +48,6 @@ from IPython.display import display
 
 from helpers import world
 from helpers.ablation import collect_terms
-from helpers.datasets import world_task
 from helpers.heads import head_roles, stack_heads
 from helpers.models import DEFAULT_MODEL, load_model
 from helpers.pools import load_pool
@@ -63,26 +62,14 @@ from helpers.ui import live
 torch.manual_seed(seed)
 figures = Figures(record_to)
 model, preprocess, tokenizer = load_model(model_name, pretrained or None, device=device)
-size = model.visual.image_size
-size = tuple(size) if isinstance(size, (tuple, list)) else (size, size)
-
-
-def world_images(scenes):
-    x = images_to_tensor(scenes.images)
-    if tuple(x.shape[-2:]) != size:  # a real model on the synthetic world
-        x = torch.nn.functional.interpolate(x, size=size, mode="bicubic", align_corners=False)
-    return x
-
-
 if dataset == "world":
     scenes = world.waterbirds_test_set(n_per_group, seed=seed + 1)
-    eval_images = world_images(scenes)
+    eval_images = images_to_tensor(scenes.images, model)  # resized for a real model
     labels, groups = torch.as_tensor(scenes.factors["family"]), torch.as_tensor(scenes.groups)
     names = world.WATERBIRDS_GROUP_NAMES
     prompts = world.class_prompts("family")
     # TextSpan runs on other scenes (independent factors), never on the evaluation groups
-    span_x = world_task("shape", span_images, seed=seed + 2).images()
-    span_x = torch.nn.functional.interpolate(span_x, size=size, mode="bicubic") if tuple(span_x.shape[-2:]) != size else span_x
+    span_x = images_to_tensor(world.sample(span_images, split="test", seed=seed + 2).images, model)
     pool = load_pool("world" if model_name == DEFAULT_MODEL else "general")
 elif dataset.startswith("waterbirds"):
     root = dataset.partition(":")[2] or None
