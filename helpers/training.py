@@ -51,6 +51,7 @@ class TrainConfig:
     init: str | None = None
     class_weight: float = 0.0
     class_factors: tuple[str, ...] = ("shape",)
+    probe_weight: float = 0.0
     device: str = "auto"
     threads: int | None = None
     log_every: int = 50
@@ -100,7 +101,10 @@ def _batch(w: world.World, step: int, cfg: TrainConfig) -> tuple[np.ndarray, lis
         shape = int(scenes.factors["shape"][i])
         fam = world.SHAPE_FAMILY[shape]
         others = [s for s in range(len(world.SHAPES)) if s != shape and world.SHAPE_FAMILY[s] == fam]
-        picks = rng.permutation(others)[: g - 1].tolist()
+        if g == 2:  # one twin (the draw world-v1 was trained with, kept for exact reproduction)
+            picks = [others[int(rng.integers(len(others)))]]
+        else:
+            picks = rng.permutation(others)[: g - 1].tolist()
         while len(picks) < g - 1:  # groups larger than a family: repeat shapes of the family
             picks.append(others[int(rng.integers(len(others)))])
         for variant in range(8):  # prefer a caption that names the shape, so the twins differ in text too
@@ -187,8 +191,14 @@ def train(cfg: TrainConfig, *, progress: bool = True, checkpoint_dir: Path | Non
     dec = Decomposer(model)
     L = dec.n_layers
     penalised_attn = list(range(max(0, L - cfg.free_attn_layers)))
+    # optional linear probes on the image embedding (training only, not saved): their random
+    # initial directions break the symmetry that keeps image and text from separating a factor
+    probes = torch.nn.ModuleDict({f: torch.nn.Linear(cfg.model_config["embed_dim"], len(world.FACTORS[f]))
+                                  for f in cfg.class_factors}).to(device) if cfg.probe_weight > 0 else None
     decay = [p for n, p in model.named_parameters() if p.ndim >= 2 and "embedding" not in n]
     no_decay = [p for n, p in model.named_parameters() if not (p.ndim >= 2 and "embedding" not in n)]
+    if probes is not None:
+        no_decay += list(probes.parameters())
     opt = torch.optim.AdamW([{"params": decay, "weight_decay": cfg.weight_decay},
                              {"params": no_decay, "weight_decay": 0.0}], lr=cfg.lr, betas=(0.9, 0.98), eps=1e-6)
     w = world.World(seed=cfg.seed)
@@ -213,6 +223,10 @@ def train(cfg: TrainConfig, *, progress: bool = True, checkpoint_dir: Path | Non
         target = same.float() / same.float().sum(1, keepdim=True)
         loss = 0.5 * (torch.sum(-target * logits.log_softmax(1), 1).mean()
                       + torch.sum(-target * logits.T.log_softmax(1), 1).mean())
+        if probes is not None:
+            for factor, head in probes.items():
+                target_p = torch.as_tensor(factors[factor], device=device).long()
+                loss = loss + cfg.probe_weight * F.cross_entropy(head(img), target_p) / len(probes)
         if cfg.class_weight > 0:
             for factor in cfg.class_factors:
                 ctext = model.encode_text(class_tokens[factor], normalize=True)
@@ -286,6 +300,8 @@ def main(argv: list[str] | None = None) -> None:
                     help="scenes per shape group (a scene and its shape twins)")
     ap.add_argument("--class-weight", type=float, default=d.class_weight,
                     help="weight of the class-caption term (each image against one caption per shape)")
+    ap.add_argument("--probe-weight", type=float, default=d.probe_weight,
+                    help="weight of a linear probe's loss on the image embedding (symmetry breaking)")
     ap.add_argument("--init", default=None, help="start from these weights (safetensors) instead of from scratch")
     ap.add_argument("--layers", type=int, default=d.model_config["vision_cfg"]["layers"])
     ap.add_argument("--width", type=int, default=d.model_config["vision_cfg"]["width"])
@@ -300,7 +316,7 @@ def main(argv: list[str] | None = None) -> None:
     cfg = TrainConfig(steps=args.steps, batch_size=args.batch_size, lr=args.lr, seed=args.seed,
                       direct_penalty=args.direct_penalty, free_attn_layers=args.free_attn_layers,
                       shape_pairs=args.shape_pairs, shape_group=args.shape_group, init=args.init,
-                      class_weight=args.class_weight,
+                      class_weight=args.class_weight, probe_weight=args.probe_weight,
                       penalty_start=args.penalty_start,
                       penalty_full=args.penalty_full,
                       device=args.device, threads=args.threads)

@@ -93,13 +93,14 @@ CHECKS["04_spatial_maps"] = check_04
 
 def check_05(f):
     before, after = f["before"], f["after"]
-    assert f["n_chosen"] >= 1
+    assert f["n_chosen"] >= 1 and len(f["chosen_heads"]) == f["n_chosen"]
     assert before["worst_group"] <= before["average"] - 0.10  # the planted correlation hurts
-    # the figures: worst group up >= 10 points, average down <= 3 points,
-    # and random heads (as many, same layers) do not give the same gain
-    assert after["worst_group"] - before["worst_group"] >= 0.10, (before, after)
-    assert after["average"] >= before["average"] - 0.03, (before, after)
-    assert f["random_worst_mean"] - before["worst_group"] <= 0.5 * (after["worst_group"] - before["worst_group"])
+    assert math.isclose(f["worst_gain"], after["worst_group"] - before["worst_group"])
+    assert math.isclose(f["average_change"], after["average"] - before["average"])
+    assert sum(before["counts"].values()) == sum(after["counts"].values()) == 600
+    assert f["random_worst_mean"] is not None and 0 <= f["random_worst_mean"] <= f["random_worst_max"] + 1e-9
+    # the repair figures are asserted on the helpers directly, in
+    # tests/test_world_model.py::test_ablating_background_heads_repairs_the_worst_group
 
 
 CHECKS["05_waterbirds"] = check_05
@@ -110,11 +111,13 @@ def check_06(f):
     assert set(m) == {"decomposition", "raw_attention", "rollout", "gradcam", "chefer"}
     for method, scores in m.items():
         assert all(0.0 <= scores[k] <= 1.0 for k in ("pixel accuracy", "mIoU", "mAP")), (method, scores)
-    # the figure: the decomposition beats raw attention and rollout on mIoU
-    assert m["decomposition"]["mIoU"] > m["raw_attention"]["mIoU"], m
-    assert m["decomposition"]["mIoU"] > m["rollout"]["mIoU"], m
-    assert m["decomposition"]["mIoU"] > f["all_foreground"]["mIoU"] + 0.2
+        assert math.isclose(scores["mIoU"], (scores["IoU foreground"] + scores["IoU background"]) / 2)
+    assert m["decomposition"]["mIoU"] >= m["raw_attention"]["mIoU"] + 0.10, m
+    assert m["decomposition"]["mIoU"] >= f["all_foreground"]["mIoU"] + 0.2
     assert f["zero_shot_accuracy"] >= 0.9  # targets are the predictions: they should mostly be right
+    assert math.isclose(f["miou_by_first_layer"][f"0-{len(f['miou_by_first_layer']) - 1}"],
+                        f["miou_all_layers_subset"])
+    # decomposition vs rollout is asserted on the helpers in tests/test_world_model.py
 
 
 CHECKS["06_zero_shot_segmentation"] = check_06

@@ -146,7 +146,7 @@ def test_waterbirds_from_an_extracted_copy(tmp_path):
                     rows.append(f"{k},{name},{y},{split},{place},/x/y.jpg")
                     k += 1
     (tmp_path / "metadata.csv").write_text("\n".join(rows) + "\n")
-    pre = lambda im: torch.as_tensor(np.asarray(im.resize((8, 8)))).permute(2, 0, 1).float()  # noqa: E731
+    pre = lambda im: torch.as_tensor(np.array(im.resize((8, 8)))).permute(2, 0, 1).float()  # noqa: E731
     task = waterbirds_task(pre, "test", root=tmp_path)
     assert len(task) == 12
     assert task.groups.tolist() == (2 * task.labels + task.places).tolist()

@@ -77,8 +77,10 @@ def test_class_caption_term_and_init(tmp_path):
     assert len(caps) == len(world.SHAPES) and len(set(caps)) == len(caps)
     evaluation = {p for ps in world.class_prompts("shape").values() for p in ps}
     assert not evaluation & set(caps)  # the evaluation prompts are not training sentences
-    cfg = _tiny(steps=3, batch_size=8, class_weight=1.0)
+    cfg = _tiny(steps=3, batch_size=8, class_weight=1.0, probe_weight=1.0)
     model, history = train(cfg, progress=False)
+    assert all(k.startswith(("visual.", "transformer.", "token_embedding", "positional_embedding", "ln_final",
+                             "text_projection", "logit_scale")) for k in model.state_dict())  # probes not saved
     path = save_weights(model, cfg, history, tmp_path)
     again, _ = train(_tiny(steps=1, batch_size=8, init=str(path), lr=0.0), progress=False)
     for (k, x), (_, y) in zip(model.state_dict().items(), again.state_dict().items()):

@@ -103,3 +103,76 @@ def test_spatial_maps_localise(trained, factor):
     # a map that ignores the image (every pixel above threshold) scores the foreground fraction
     trivial = sub.foreground.reshape(len(sub), -1).mean(1).mean()
     assert iou >= 0.35 and iou >= trivial + 0.15, (iou, trivial)
+
+
+# Notebook 5's and 6's targets, measured directly with the helpers on fresh scenes.
+FAMILY_GAP = pytest.mark.xfail(strict=True, reason="world-v1 tells the families apart only by their "
+                               "background (it has not learned shape): ablating background heads cannot "
+                               "repair the worst group; see MODEL_CARD.md")
+ROLLOUT_GAP = pytest.mark.xfail(strict=True, reason="on world-v1, attention rollout segments the single "
+                                "salient object slightly better than the decomposition (notebook 6's table)")
+
+
+@pytest.fixture(scope="module")
+def repair(trained):
+    """Group metrics before / after ablating the automatically chosen background heads, and
+    the mean over random-head controls (notebook 5's procedure)."""
+    from helpers.heads import head_roles, stack_heads
+    from helpers.pools import load_pool
+    from helpers.spurious import GroupEvaluator, choose_heads, rank_heads, random_heads
+    from helpers.text import encode_texts
+    from helpers.textspan import textspan
+
+    model, tokenizer = trained
+    groups = world.waterbirds_test_set(100, seed=SEED)
+    terms = collect_terms(model, images_to_tensor(groups.images), heads=True)
+    clf = zero_shot_classifier(model, tokenizer, world.class_prompts("family"))
+    ev = GroupEvaluator(terms, clf, groups.factors["family"], groups.groups, world.WATERBIRDS_GROUP_NAMES)
+    span = collect_terms(model, images_to_tensor(world.sample(600, split="test", seed=SEED + 3).images), heads=True)
+    L, H = terms.heads.shape[1], terms.heads.shape[2]
+    layers = list(range(L - 4, L))
+    stack, labels = stack_heads(span, layers)
+    pool = load_pool("world")
+    roles = head_roles(textspan(stack, encode_texts(model, tokenizer, pool.texts), 5), pool, labels,
+                       ignore=("other",))
+    chosen = choose_heads(rank_heads(roles, ["background"]), min_score=0.5)
+    randoms = [ev(random_heads(len(chosen), layers, H, exclude=chosen, seed=s)) for s in range(10)]
+    return ev(), ev(chosen), randoms, chosen
+
+
+def test_background_heads_are_found(repair):
+    before, _, _, chosen = repair
+    assert chosen, "no head's TextSpan texts are mostly about the background"
+    assert before.worst_group <= before.average - 0.10
+
+
+@FAMILY_GAP
+def test_ablating_background_heads_repairs_the_worst_group(repair):
+    before, after, randoms, _ = repair
+    assert after.worst_group - before.worst_group >= 0.10, (before, after)
+    assert after.average >= before.average - 0.03
+    gain_random = sum(r.worst_group for r in randoms) / len(randoms) - before.worst_group
+    assert gain_random <= 0.5 * (after.worst_group - before.worst_group)
+
+
+@pytest.fixture(scope="module")
+def segmentation_table(trained):
+    from helpers.segmentation import evaluate_methods, load_segmentation_task
+    from helpers.spatial import model_preprocess
+
+    model, tokenizer = trained
+    task = load_segmentation_task("world:colour", model_preprocess(model), 200, seed=SEED)
+    clf = zero_shot_classifier(model, tokenizer, task.prompts)
+    results, _ = evaluate_methods(model, task, clf, ("decomposition", "raw_attention", "rollout"))
+    return results
+
+
+def test_decomposition_segments_better_than_raw_attention(segmentation_table):
+    r = segmentation_table
+    assert r["decomposition"]["mIoU"] >= r["raw_attention"]["mIoU"] + 0.10, r
+
+
+@ROLLOUT_GAP
+def test_decomposition_segments_better_than_rollout(segmentation_table):
+    r = segmentation_table
+    assert r["decomposition"]["mIoU"] > r["rollout"]["mIoU"], r
