@@ -43,7 +43,7 @@ from PIL import Image
 from torch import Tensor, nn
 
 from .decompose import check_model_supported
-from .spatial import Selection, _image_batch, _text_matrix, average_precision, heatmaps, upsample
+from .spatial import Selection, _image_batch, _text_matrix, average_precision, upsample
 
 __all__ = [
     "METHODS",
@@ -59,6 +59,7 @@ __all__ = [
     "SegmentationTask",
     "load_segmentation_task",
     "evaluate_methods",
+    "layer_maps",
 ]
 
 METHODS: tuple[str, ...] = ("decomposition", "raw_attention", "rollout", "gradcam", "chefer")
@@ -220,26 +221,45 @@ def _labels(labels: Any, n: int, E: Tensor) -> Tensor:
 
 
 def _decomposition_maps(model: nn.Module, x: Tensor, E: Tensor, lab: Tensor | None, layers: Selection,
-                        heads: Selection) -> Tensor:
+                        heads: Selection, *, per_layer: bool = False) -> Tensor:
     """The paper's maps in one forward pass: keep each layer's attention and values, read the
     prediction off the same pass, then contract with one direction per image (its class text
-    minus the mean class text) -- never with all classes."""
+    minus the mean class text) -- never with all classes. ``[B, gh, gw]``, or ``[B, L', gh, gw]``
+    (one map per chosen layer) with ``per_layer``."""
     from .decompose import Decomposer
-
-    dec = Decomposer(model)
-    L, H = dec.n_layers, dec.n_heads
     from .spatial import _resolve
 
-    lidx, hidx = _resolve(layers, L, "layer"), _resolve(heads, H, "head")
+    dec = Decomposer(model)
+    lidx, hidx = _resolve(layers, dec.n_layers, "layer"), _resolve(heads, dec.n_heads, "head")
     with torch.no_grad():
         d = dec(x.to(E.dtype), heads=False, tokens=True).normalized()
         if lab is None:
             lab = (d.embedding @ E.T).argmax(-1)  # the zero-shot prediction, from the same pass
         U = E[lab] - E.mean(0, keepdim=True)  # [B, d']
-        scores = d.token_scores(U, lidx, hidx)  # (image, token, direction)
-        maps = d.spatial_map(scores)  # [B, gh, gw, B]
+        scores = d.token_scores(U, lidx, hidx, keep=("layer",) if per_layer else ())
+        maps = d.spatial_map(scores)  # [B, (L',) gh, gw, B]
     idx = torch.arange(x.shape[0], device=maps.device)
-    return maps[idx, :, :, idx]
+    return maps[idx, ..., idx]
+
+
+def layer_maps(model: nn.Module, images: Any, class_emb: Any, *, labels: Sequence[int] | Tensor | None = None,
+               preprocess: Callable[[Image.Image], Tensor] | None = None,
+               tokenizer: Callable[..., Tensor] | None = None) -> Tensor:
+    """The decomposition segmenter's map split by attention layer: ``[L, B, gh, gw]``.
+
+    Summing over any range of layers gives that range's map (the maps are a sum over layers),
+    so a layer-range slider needs no further forward pass. One forward pass per 16 images.
+    """
+    visual = _visual(model)
+    x = _image_batch(model, visual, images, preprocess)
+    E = _text_matrix(model, class_emb, visual.proj.shape[1], tokenizer, "class_emb").to(
+        device=x.device, dtype=visual.proj.dtype)
+    if E.shape[0] < 2:
+        raise ValueError("the decomposition segmenter subtracts the mean over classes: give at least two")
+    lab = None if labels is None else _labels(labels, x.shape[0], E)
+    parts = [_decomposition_maps(model, x[i:i + _CHUNK], E, None if lab is None else lab[i:i + _CHUNK], None, None,
+                                 per_layer=True) for i in range(0, x.shape[0], _CHUNK)]
+    return torch.cat(parts).transpose(0, 1)
 
 
 def segmentation_maps(model: nn.Module, images: Any, class_emb: Any, method: str = "decomposition", *,

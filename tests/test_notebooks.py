@@ -99,6 +99,7 @@ def check_05(f):
     assert math.isclose(f["average_change"], after["average"] - before["average"])
     assert sum(before["counts"].values()) == sum(after["counts"].values()) == 600
     assert f["random_worst_mean"] is not None and 0 <= f["random_worst_mean"] <= f["random_worst_max"] + 1e-9
+    assert 0 <= f["shape_accuracy_on_groups"] <= 1 and 0 <= f["family_probe_after_ablation"] <= 1
     # the repair figures are asserted on the helpers directly, in
     # tests/test_world_model.py::test_ablating_background_heads_repairs_the_worst_group
 
@@ -117,6 +118,7 @@ def check_06(f):
     assert f["zero_shot_accuracy"] >= 0.9  # targets are the predictions: they should mostly be right
     assert math.isclose(f["miou_by_first_layer"][f"0-{len(f['miou_by_first_layer']) - 1}"],
                         f["miou_all_layers_subset"])
+    assert f["miou_ranking"][0] in m and len(f["miou_ranking"]) == len(m)
     # decomposition vs rollout is asserted on the helpers in tests/test_world_model.py
 
 

@@ -301,3 +301,19 @@ def test_fetch_records_a_checksum_when_none_is_published(tmp_path, monkeypatch):
     assert (tmp_path / "t" / "data.bin.sha256").read_text().split()[0] == digest
     download.fetch("https://example.org/data.bin", None, what="test data", folder="t")
     assert calls == [None, f"sha256:{digest}"]  # the second use checks against the record
+
+
+def test_layer_maps_sum_to_the_segmenter_map(default_bundle):
+    from helpers.segmentation import layer_maps
+
+    model, _, tok = default_bundle
+    sc = world.sample(20, split="test", seed=13)  # more than one chunk of 16
+    x = images_to_tensor(sc.images)
+    clf = zero_shot_classifier(model, tok, world.class_prompts("colour"))
+    per = layer_maps(model, x, clf)
+    assert per.shape == (model.visual.transformer.layers, 20, *model.visual.grid_size)
+    assert torch.allclose(per.sum(0), segmentation_maps(model, x, clf), atol=1e-6)
+    assert torch.allclose(per[2:5].sum(0), segmentation_maps(model, x, clf, layers=[2, 3, 4]), atol=1e-6)
+    truth = torch.as_tensor(sc.factors["colour"])
+    assert torch.allclose(layer_maps(model, x, clf, labels=truth).sum(0),
+                          segmentation_maps(model, x, clf, labels=truth), atol=1e-6)

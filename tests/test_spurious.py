@@ -18,8 +18,8 @@ from helpers.spurious import (
     GroupEvaluator,
     choose_heads,
     group_metrics,
-    rank_heads,
     random_heads,
+    rank_heads,
     waterbirds_task,
 )
 from helpers.textspan import textspan
