@@ -8,7 +8,9 @@ Methods (:data:`METHODS`):
 
 * ``"decomposition"`` -- the paper's segmenter: patch tokens summed over the chosen
   attention layers and heads (class token excluded), scored against the predicted class's
-  text minus the mean over classes (:func:`helpers.spatial.heatmaps`). No backward pass.
+  text minus the mean over classes (equal to :func:`helpers.spatial.own_class_maps` of the
+  prediction, computed in one forward pass with one text direction per image). No backward
+  pass.
 * ``"raw_attention"`` -- the last layer's attention from the class token to each patch,
   averaged over heads (class-agnostic).
 * ``"rollout"`` -- attention rollout (Abnar & Zuidema, 2020): the product over layers of
