@@ -53,7 +53,7 @@ from IPython.display import display
 from helpers.models import load_model
 from helpers.record import Figures
 from helpers.segmentation import (METHODS, SegmentationScores, evaluate_methods, layer_maps,
-                                  load_segmentation_task, segment)
+                                  load_segmentation_task, predicted_classes, segment)
 from helpers.spatial import maps_figure
 from helpers.text import zero_shot_classifier
 from helpers.ui import live
@@ -80,10 +80,10 @@ figures["foreground_fraction"] = float(task.masks.float().mean())
 results, soft_maps = evaluate_methods(model, task, classifier, METHODS, batch_size=batch_size)
 table = pd.DataFrame(results).T[["pixel accuracy", "mIoU", "mAP", "IoU foreground", "IoU background", "images/s"]]
 display(table.round(3))
-with torch.no_grad():
-    pred = (torch.nn.functional.normalize(model.encode_image(task.images.to(device)), dim=-1) @ classifier.T).argmax(-1)
 if task.labels is not None:
-    figures["zero_shot_accuracy"] = float((pred.cpu() == task.labels).float().mean())
+    pred = torch.cat([predicted_classes(model, task.images[i:i + batch_size].to(device), classifier).cpu()
+                      for i in range(0, len(task), batch_size)])
+    figures["zero_shot_accuracy"] = float((pred == task.labels).float().mean())
     print(f"zero-shot accuracy of the predicted classes: {figures['zero_shot_accuracy']:.3f}")
 figures["methods"] = {m: {k: float(v) for k, v in r.items() if k != "images/s"} for m, r in results.items()}
 figures["images_per_second"] = {m: float(r["images/s"]) for m, r in results.items()}
