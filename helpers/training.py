@@ -52,6 +52,7 @@ class TrainConfig:
     class_weight: float = 0.0
     class_factors: tuple[str, ...] = ("shape",)
     probe_weight: float = 0.0
+    pretrain_steps: int = 0
     device: str = "auto"
     threads: int | None = None
     log_every: int = 50
@@ -194,7 +195,8 @@ def train(cfg: TrainConfig, *, progress: bool = True, checkpoint_dir: Path | Non
     # optional linear probes on the image embedding (training only, not saved): their random
     # initial directions break the symmetry that keeps image and text from separating a factor
     probes = torch.nn.ModuleDict({f: torch.nn.Linear(cfg.model_config["embed_dim"], len(world.FACTORS[f]))
-                                  for f in cfg.class_factors}).to(device) if cfg.probe_weight > 0 else None
+                                  for f in cfg.class_factors}).to(device) \
+        if cfg.probe_weight > 0 or cfg.pretrain_steps > 0 else None
     decay = [p for n, p in model.named_parameters() if p.ndim >= 2 and "embedding" not in n]
     no_decay = [p for n, p in model.named_parameters() if not (p.ndim >= 2 and "embedding" not in n)]
     if probes is not None:
@@ -215,25 +217,32 @@ def train(cfg: TrainConfig, *, progress: bool = True, checkpoint_dir: Path | Non
         text = tokenizer(captions, context_length=ctx).to(device)
         d = dec(images, heads=False, grad=True)
         img = F.normalize(d.embedding, dim=-1)
-        txt = model.encode_text(text, normalize=True)
-        scale = model.logit_scale.exp().clamp(max=100)
-        logits = scale * img @ txt.T
-        # identical captions in a batch are positives of each other
-        same = torch.tensor([[a == b for b in captions] for a in captions], device=device)
-        target = same.float() / same.float().sum(1, keepdim=True)
-        loss = 0.5 * (torch.sum(-target * logits.log_softmax(1), 1).mean()
-                      + torch.sum(-target * logits.T.log_softmax(1), 1).mean())
-        if probes is not None:
-            for factor, head in probes.items():
-                target_p = torch.as_tensor(factors[factor], device=device).long()
-                loss = loss + cfg.probe_weight * F.cross_entropy(head(img), target_p) / len(probes)
-        if cfg.class_weight > 0:
-            for factor in cfg.class_factors:
-                ctext = model.encode_text(class_tokens[factor], normalize=True)
-                target_c = torch.as_tensor(factors[factor], device=device).long()
-                loss = loss + cfg.class_weight * F.cross_entropy(scale * img @ ctext.T, target_c) / len(cfg.class_factors)
+        pretraining = step < cfg.pretrain_steps
+        if pretraining:  # the image tower alone, on the factor labels (linear probes); no text yet
+            assert probes is not None
+            loss = sum(F.cross_entropy(head(img), torch.as_tensor(factors[f], device=device).long())
+                       for f, head in probes.items()) / len(probes)
+            logits = None
+        else:
+            txt = model.encode_text(text, normalize=True)
+            scale = model.logit_scale.exp().clamp(max=100)
+            logits = scale * img @ txt.T
+            # identical captions in a batch are positives of each other
+            same = torch.tensor([[a == b for b in captions] for a in captions], device=device)
+            target = same.float() / same.float().sum(1, keepdim=True)
+            loss = 0.5 * (torch.sum(-target * logits.log_softmax(1), 1).mean()
+                          + torch.sum(-target * logits.T.log_softmax(1), 1).mean())
+            if probes is not None:
+                for factor, head in probes.items():
+                    target_p = torch.as_tensor(factors[factor], device=device).long()
+                    loss = loss + cfg.probe_weight * F.cross_entropy(head(img), target_p) / len(probes)
+            if cfg.class_weight > 0:
+                for factor in cfg.class_factors:
+                    ctext = model.encode_text(class_tokens[factor], normalize=True)
+                    target_c = torch.as_tensor(factors[factor], device=device).long()
+                    loss = loss + cfg.class_weight * F.cross_entropy(scale * img @ ctext.T, target_c) / len(cfg.class_factors)
         pen = torch.zeros((), device=device)
-        weight = cfg.direct_penalty * _ramp(step, cfg)
+        weight = 0.0 if pretraining else cfg.direct_penalty * _ramp(step, cfg)
         if weight > 0:
             total = d.embedding.var(0).sum().detach().clamp_min(1e-6)
             direct = d.mlp.var(0).sum() + d.embed.var(0).sum()
@@ -248,7 +257,8 @@ def train(cfg: TrainConfig, *, progress: bool = True, checkpoint_dir: Path | Non
             model.logit_scale.clamp_(0, math.log(100))
         run_loss += float(loss.detach())
         run_pen += float(pen.detach())
-        run_acc += float((logits.argmax(1) == torch.arange(len(img), device=device)).float().mean())
+        if logits is not None:
+            run_acc += float((logits.argmax(1) == torch.arange(len(img), device=device)).float().mean())
         if (step + 1) % cfg.log_every == 0 or step + 1 == cfg.steps:
             n = (step % cfg.log_every) + 1
             rec = {"step": step + 1, "loss": run_loss / n, "direct_penalty": run_pen / n,
@@ -302,6 +312,8 @@ def main(argv: list[str] | None = None) -> None:
                     help="weight of the class-caption term (each image against one caption per shape)")
     ap.add_argument("--probe-weight", type=float, default=d.probe_weight,
                     help="weight of a linear probe's loss on the image embedding (symmetry breaking)")
+    ap.add_argument("--pretrain-steps", type=int, default=d.pretrain_steps,
+                    help="first train the image tower alone on the factor labels for this many steps")
     ap.add_argument("--init", default=None, help="start from these weights (safetensors) instead of from scratch")
     ap.add_argument("--layers", type=int, default=d.model_config["vision_cfg"]["layers"])
     ap.add_argument("--width", type=int, default=d.model_config["vision_cfg"]["width"])
@@ -317,6 +329,7 @@ def main(argv: list[str] | None = None) -> None:
                       direct_penalty=args.direct_penalty, free_attn_layers=args.free_attn_layers,
                       shape_pairs=args.shape_pairs, shape_group=args.shape_group, init=args.init,
                       class_weight=args.class_weight, probe_weight=args.probe_weight,
+                      pretrain_steps=args.pretrain_steps,
                       penalty_start=args.penalty_start,
                       penalty_full=args.penalty_full,
                       device=args.device, threads=args.threads)

@@ -109,3 +109,19 @@ def test_images_to_tensor_for_a_model():
     y = images_to_tensor(imgs, big)
     assert y.shape == (2, 3, 224, 224) and torch.isfinite(y).all()
     assert np.isclose(float(y.mean()), float(x.mean()), atol=0.1)  # same content, resized
+
+
+def test_pretraining_phase_trains_the_image_tower_alone():
+    cfg = _tiny(steps=4, batch_size=8, pretrain_steps=2, log_every=1)
+    torch.manual_seed(0)
+    model, history = train(cfg, progress=False)
+    ref, _ = train(_tiny(steps=2, batch_size=8, pretrain_steps=2, log_every=1), progress=False)
+    from helpers.training import build_model
+
+    init = build_model(_tiny(steps=1))
+    # after two pretraining steps the text tower is untouched, the image tower has moved
+    for k, v in ref.state_dict().items():
+        same = torch.equal(v, init.state_dict()[k])
+        assert same if not k.startswith("visual.") and k != "logit_scale" else True, k
+    assert any(not torch.equal(v, init.state_dict()[k]) for k, v in ref.state_dict().items() if k.startswith("visual."))
+    assert len(history) == 4 and all(h["direct_penalty"] == 0 for h in history[:2])
