@@ -45,7 +45,7 @@ from PIL import Image
 from torch import Tensor, nn
 
 from .decompose import check_model_supported
-from .spatial import Selection, _image_batch, _text_matrix, average_precision, upsample
+from .spatial import Selection, _image_batch, _text_matrix, average_precision, model_view, upsample
 
 __all__ = [
     "METHODS",
@@ -577,7 +577,7 @@ def load_segmentation_task(name: str, preprocess: Callable[[Image.Image], Tensor
             x, m = transform_pair(scenes.images[i], scenes.foreground[i], preprocess)
             xs.append(x)
             ms.append(m)
-            views.append(_view(scenes.images[i], preprocess))
+            views.append(model_view(None, scenes.images[i], preprocess))
         return SegmentationTask(f"world:{factor}", torch.stack(xs), torch.stack(ms), views,
                                 world.class_prompts(factor), torch.as_tensor(scenes.factors[factor]))
     if name == "imagenet-seg" or name.startswith("imagenet-seg:"):
@@ -592,7 +592,7 @@ def load_segmentation_task(name: str, preprocess: Callable[[Image.Image], Tensor
                 x, m = transform_pair(img, ds.mask(i), preprocess)
                 xs.append(x)
                 ms.append(m)
-                views.append(_view(img, preprocess))
+                views.append(model_view(None, img, preprocess))
         finally:
             ds.close()
         names, tmpl = _imagenet_metadata(templates)
@@ -600,17 +600,6 @@ def load_segmentation_task(name: str, preprocess: Callable[[Image.Image], Tensor
                                 {c: [t(c) for t in tmpl] for c in names}, None)
     raise ValueError(f"unknown segmentation dataset {name!r}: use 'world', 'world:<factor>', 'imagenet-seg' "
                      "or 'imagenet-seg:/path/to/gtsegs_ijcv.mat'")
-
-
-def _view(image: Any, preprocess: Callable[[Image.Image], Tensor]) -> Image.Image:
-    from .images import to_rgb
-
-    img = to_rgb(image)
-    for step in getattr(preprocess, "transforms", []):
-        if "ToTensor" in type(step).__name__:
-            break
-        img = step(img)
-    return to_rgb(img)
 
 
 def evaluate_methods(model: nn.Module, task: SegmentationTask, class_emb: Tensor,

@@ -229,14 +229,19 @@ def model_preprocess(model: nn.Module) -> Callable[[Image.Image], Tensor]:
         fill_color=cfg.get("fill_color", 0))
 
 
-def model_view(model: nn.Module, image: Any, preprocess: Callable[[Image.Image], Tensor] | None = None) -> Image.Image:
+def model_view(model: nn.Module | None, image: Any,
+               preprocess: Callable[[Image.Image], Tensor] | None = None) -> Image.Image:
     """The part of ``image`` the model sees, as a PIL image (resized and centre-cropped).
 
     Use it as the background of :func:`overlay` / :func:`heatmap_figure` for non-square
     images, so the map lines up with the pixels it describes. Applies the geometric steps of
-    ``preprocess`` (default :func:`model_preprocess`) up to its tensor conversion.
+    ``preprocess`` (default :func:`model_preprocess`; ``model`` may be ``None`` when
+    ``preprocess`` is given) up to its tensor conversion.
     """
-    preprocess = preprocess or model_preprocess(model)
+    if preprocess is None:
+        if model is None:
+            raise ValueError("give a model or its preprocess")
+        preprocess = model_preprocess(model)
     img = to_rgb(image)
     steps = getattr(preprocess, "transforms", None)
     if steps is None:

@@ -134,6 +134,14 @@ def training_class_captions(factor: str) -> list[str]:
     return [f"an image showing something {v}" for v in values]
 
 
+def _probe_loss(probes: torch.nn.ModuleDict | None, img: torch.Tensor, factors: dict[str, np.ndarray]) -> torch.Tensor:
+    """Mean cross-entropy of the linear probes on the (unit) image embeddings."""
+    if probes is None:
+        raise ValueError("no probes: set probe_weight or pretrain_steps")
+    return sum(F.cross_entropy(head(img), torch.as_tensor(factors[f], device=img.device).long())
+               for f, head in probes.items()) / len(probes)
+
+
 def _ramp(step: int, cfg: TrainConfig) -> float:
     """Weight of the direct-path penalty: 0 until ``penalty_start`` of the run (features are
     learned freely first), then linear up to 1 at ``penalty_full``."""
@@ -219,9 +227,7 @@ def train(cfg: TrainConfig, *, progress: bool = True, checkpoint_dir: Path | Non
         img = F.normalize(d.embedding, dim=-1)
         pretraining = step < cfg.pretrain_steps
         if pretraining:  # the image tower alone, on the factor labels (linear probes); no text yet
-            assert probes is not None
-            loss = sum(F.cross_entropy(head(img), torch.as_tensor(factors[f], device=device).long())
-                       for f, head in probes.items()) / len(probes)
+            loss = _probe_loss(probes, img, factors)
             logits = None
         else:
             txt = model.encode_text(text, normalize=True)
@@ -232,10 +238,8 @@ def train(cfg: TrainConfig, *, progress: bool = True, checkpoint_dir: Path | Non
             target = same.float() / same.float().sum(1, keepdim=True)
             loss = 0.5 * (torch.sum(-target * logits.log_softmax(1), 1).mean()
                           + torch.sum(-target * logits.T.log_softmax(1), 1).mean())
-            if probes is not None:
-                for factor, head in probes.items():
-                    target_p = torch.as_tensor(factors[factor], device=device).long()
-                    loss = loss + cfg.probe_weight * F.cross_entropy(head(img), target_p) / len(probes)
+            if probes is not None and cfg.probe_weight > 0:
+                loss = loss + cfg.probe_weight * _probe_loss(probes, img, factors)
             if cfg.class_weight > 0:
                 for factor in cfg.class_factors:
                     ctext = model.encode_text(class_tokens[factor], normalize=True)
