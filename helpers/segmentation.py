@@ -543,7 +543,10 @@ class SegmentationTask:
 
     ``images`` ``[N, 3, H, W]``, ``masks`` ``[N, H, W]`` (bool), ``views`` the PIL images the
     model sees (for display), ``prompts`` class name -> prompts, ``labels`` the true class of
-    each image where known (the world), else ``None``.
+    each image where known (the world), else ``None``. ``target`` says which class a method
+    is asked to segment by default: the zero-shot ``"prediction"`` (the paper's protocol, one
+    object per image) or the ``"label"`` (scenes with several objects, where the mask is the
+    one object the label names).
     """
 
     name: str
@@ -552,6 +555,13 @@ class SegmentationTask:
     views: list[Image.Image]
     prompts: dict[str, list[str]]
     labels: Tensor | None = None
+    target: str = "prediction"
+
+    def __post_init__(self) -> None:
+        if self.target not in ("prediction", "label"):
+            raise ValueError(f"target must be 'prediction' or 'label', got {self.target!r}")
+        if self.target == "label" and self.labels is None:
+            raise ValueError("a task that segments the labelled object needs labels")
 
     def __len__(self) -> int:
         return self.images.shape[0]
@@ -560,7 +570,9 @@ class SegmentationTask:
 def load_segmentation_task(name: str, preprocess: Callable[[Image.Image], Tensor], n: int = 200, *,
                            seed: int = 0, templates: str = "openai") -> SegmentationTask:
     """``"world"`` / ``"world:<factor>"`` (held-out synthetic scenes and their true masks; the
-    classes are the factor's values, default ``shape``), or ``"imagenet-seg"`` /
+    classes are the factor's values, default ``shape``), ``"world-pairs:<factor>"`` (two
+    objects that differ in every object factor; the mask is the first object's, and methods
+    segment the class of its label: "find the red one"), or ``"imagenet-seg"`` /
     ``"imagenet-seg:/path/to/gtsegs_ijcv.mat"`` (downloaded once; classified 1000-way with
     ImageNet's class names). Images and masks go through the same geometry
     (:func:`transform_pair`)."""
@@ -580,6 +592,21 @@ def load_segmentation_task(name: str, preprocess: Callable[[Image.Image], Tensor
             views.append(model_view(None, scenes.images[i], preprocess))
         return SegmentationTask(f"world:{factor}", torch.stack(xs), torch.stack(ms), views,
                                 world.class_prompts(factor), torch.as_tensor(scenes.factors[factor]))
+    if name.startswith("world-pairs"):
+        from . import world
+
+        factor = world._check_factor(name.partition(":")[2] or "colour")
+        if factor not in ("shape", "colour", "position"):
+            raise ValueError(f"pairs differ in their objects, not in {factor!r}: use shape, colour or position")
+        pairs = world.sample_pairs(n, split="test", seed=seed + 1)
+        for i in range(len(pairs)):
+            x, m = transform_pair(pairs.images[i], pairs.masks[i, 0], preprocess)
+            xs.append(x)
+            ms.append(m)
+            views.append(model_view(None, pairs.images[i], preprocess))
+        return SegmentationTask(f"world-pairs:{factor}", torch.stack(xs), torch.stack(ms), views,
+                                world.class_prompts(factor), torch.as_tensor(pairs.factors[factor][:, 0]),
+                                target="label")
     if name == "imagenet-seg" or name.startswith("imagenet-seg:"):
         from .datasets import _imagenet_metadata
 
@@ -598,19 +625,23 @@ def load_segmentation_task(name: str, preprocess: Callable[[Image.Image], Tensor
         names, tmpl = _imagenet_metadata(templates)
         return SegmentationTask("imagenet-seg", torch.stack(xs), torch.stack(ms), views,
                                 {c: [t(c) for t in tmpl] for c in names}, None)
-    raise ValueError(f"unknown segmentation dataset {name!r}: use 'world', 'world:<factor>', 'imagenet-seg' "
+    raise ValueError(f"unknown segmentation dataset {name!r}: use 'world', 'world:<factor>', "
+                     "'world-pairs:<factor>', 'imagenet-seg' "
                      "or 'imagenet-seg:/path/to/gtsegs_ijcv.mat'")
 
 
 def evaluate_methods(model: nn.Module, task: SegmentationTask, class_emb: Tensor,
                      methods: Sequence[str] = METHODS, *, batch_size: int = 50,
-                     threshold: str | float = "mean", use_labels: bool = False,
+                     threshold: str | float = "mean", use_labels: bool | None = None,
                      progress: bool = False) -> tuple[dict[str, dict[str, float]], dict[str, Tensor]]:
     """Every method on every image of ``task``: metrics per method, and the soft maps at the
     patch grid ``[N, gh, gw]`` per method (for display). The target class is the zero-shot
-    prediction (the paper's protocol) unless ``use_labels``. Also reports images per second."""
+    prediction (the paper's protocol) or the label, as ``use_labels`` says (default: the task's
+    ``target``). Also reports images per second."""
     import time
 
+    if use_labels is None:
+        use_labels = task.target == "label"
     if use_labels and task.labels is None:
         raise ValueError(f"{task.name} has no class labels; use the predictions")
     results: dict[str, dict[str, float]] = {}

@@ -299,6 +299,16 @@ def save_weights(model: torch.nn.Module, cfg: TrainConfig, history: list[dict[st
     return weights
 
 
+def _factor_list(text: str) -> list[str]:
+    names = [f.strip() for f in text.split(",") if f.strip()]
+    if not names:
+        raise SystemExit("--class-factors needs at least one factor")
+    for name in names:
+        if name not in world.FACTORS:
+            raise SystemExit(f"unknown factor {name!r}; known: {', '.join(world.FACTORS)}")
+    return names
+
+
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     d = TrainConfig()
@@ -314,6 +324,8 @@ def main(argv: list[str] | None = None) -> None:
                     help="scenes per shape group (a scene and its shape twins)")
     ap.add_argument("--class-weight", type=float, default=d.class_weight,
                     help="weight of the class-caption term (each image against one caption per shape)")
+    ap.add_argument("--class-factors", default=",".join(d.class_factors),
+                    help="comma-separated factors for the class-caption term and the probes")
     ap.add_argument("--probe-weight", type=float, default=d.probe_weight,
                     help="weight of a linear probe's loss on the image embedding (symmetry breaking)")
     ap.add_argument("--pretrain-steps", type=int, default=d.pretrain_steps,
@@ -333,6 +345,7 @@ def main(argv: list[str] | None = None) -> None:
                       direct_penalty=args.direct_penalty, free_attn_layers=args.free_attn_layers,
                       shape_pairs=args.shape_pairs, shape_group=args.shape_group, init=args.init,
                       class_weight=args.class_weight, probe_weight=args.probe_weight,
+                      class_factors=tuple(_factor_list(args.class_factors)),
                       pretrain_steps=args.pretrain_steps,
                       penalty_start=args.penalty_start,
                       penalty_full=args.penalty_full,

@@ -86,6 +86,8 @@ __all__ = [
     "make_scene",
     "sample",
     "waterbirds_test_set",
+    "Pairs",
+    "sample_pairs",
     "group_of",
     "value_index",
     "OVERRIDABLE",
@@ -469,6 +471,35 @@ class Scenes:
             split=split,
             seed=seed,
         )
+
+
+@dataclass(eq=False)
+class Pairs:
+    """Scenes of two single objects that differ in shape, colour and cell, on one background
+    (for "segment the object named by the text" tasks; see :meth:`World.sample_pairs`).
+
+    Attributes:
+        images: ``uint8`` ``(N, H, W, 3)``.
+        masks: ``bool`` ``(N, 2, H, W)``, exactly the pixels painted by each object.
+        factors: factor name -> ``int64`` ``(N, 2)``, the value of each object (``count`` is
+            always index 0: each object is drawn once; ``background`` is shared).
+        indices: ``int64`` ``(N,)``; split, seed: where the pairs come from.
+    """
+
+    images: np.ndarray
+    masks: np.ndarray
+    factors: dict[str, np.ndarray]
+    indices: np.ndarray
+    split: str
+    seed: int
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+    def names(self, factor: str, obj: int = 0) -> list[str]:
+        """Value names of ``factor`` for object ``obj`` (0 or 1) of every pair."""
+        factor = _check_factor(factor)
+        return [FACTORS[factor][v] for v in self.factors[factor][:, obj]]
 
 
 # ---------------------------------------------------------------------------
@@ -1248,6 +1279,40 @@ class World:
         scenes = [self.scene(start + i, split, caption_variant) for i in range(n)]
         return Scenes.from_scenes(scenes, split, self.seed, self.config.image_size)
 
+    def pair(self, index: int, split: str = "test") -> tuple[np.ndarray, np.ndarray, list[dict[str, int]]]:
+        """Pair scene ``index``: the first object of scene ``index`` (drawn once) and a second
+        object with another shape, another colour and another cell, on the same background.
+        Returns ``(image, masks (2, H, W), [factors of object 0, factors of object 1])``."""
+        split_id = _check_split(split)
+        index = _check_nonneg_int(index, "index")
+        first, tex = self._layout_and_texture(index, split)
+        rng = self._rng(split_id, index, 7)  # a stream of its own: scene ``index`` is unchanged
+        other = _layout(rng, split_id, index, self.config)
+        u = rng.random(3).tolist()
+        free = [c for c in range(len(POSITIONS)) if c != first.cells[0]]
+        a = replace(first, count=1, cells=first.cells[:1], offsets_u=first.offsets_u[:1])
+        b = replace(other, count=1, cells=(free[_pick_index(u[0], len(free))],), offsets_u=other.offsets_u[:1],
+                    colour=(first.colour + 1 + _pick_index(u[1], len(COLOURS) - 1)) % len(COLOURS),
+                    shape=(first.shape + 1 + _pick_index(u[2], len(SHAPES) - 1)) % len(SHAPES),
+                    background=first.background)
+        image, mask_a = _render(a, tex, self.config)
+        image, mask_b = _render(b, image, self.config)  # distinct cells never overlap
+        return image, np.concatenate([mask_a, mask_b]), [a.factors(), b.factors()]
+
+    def sample_pairs(self, n: int, split: str = "test", start: int = 0) -> Pairs:
+        """Pair scenes ``start, ..., start + n - 1`` of ``split`` (see :meth:`pair`)."""
+        n = _check_nonneg_int(n, "n")
+        start = _check_nonneg_int(start, "start")
+        s = self.config.image_size
+        images = np.zeros((n, s, s, 3), dtype=np.uint8)
+        masks = np.zeros((n, 2, s, s), dtype=bool)
+        factors = {k: np.zeros((n, 2), dtype=np.int64) for k in FACTOR_NAMES}
+        for i in range(n):
+            images[i], masks[i], objs = self.pair(start + i, split)
+            for k in FACTOR_NAMES:
+                factors[k][i] = [objs[0][k], objs[1][k]]
+        return Pairs(images, masks, factors, np.arange(start, start + n, dtype=np.int64), split, self.seed)
+
     def waterbirds_test_set(self, n_per_group: int) -> Scenes:
         """Balanced groups family x {grass, water}: ``4 * n_per_group`` scenes.
 
@@ -1268,6 +1333,12 @@ def sample(
 ) -> Scenes:
     """A batch of ``n`` consecutive scenes (see :meth:`World.sample`)."""
     return World(seed, config).sample(n, split, start)
+
+
+def sample_pairs(n: int, split: str = "test", seed: int = 0, start: int = 0,
+                 config: WorldConfig | None = None) -> Pairs:
+    """``n`` two-object scenes (see :meth:`World.sample_pairs`)."""
+    return World(seed, config).sample_pairs(n, split, start)
 
 
 def waterbirds_test_set(n_per_group: int, seed: int = 0, config: WorldConfig | None = None) -> Scenes:

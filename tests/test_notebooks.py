@@ -119,6 +119,11 @@ def check_06(f):
     assert math.isclose(f["miou_by_first_layer"][f"0-{len(f['miou_by_first_layer']) - 1}"],
                         f["miou_all_layers_subset"])
     assert f["miou_ranking"][0] in m and len(f["miou_ranking"]) == len(m)
+    pairs = f["pairs"]
+    assert set(pairs) == set(m)
+    # two objects, one mask: a class-agnostic map cannot pick the named object
+    assert pairs["rollout"]["IoU foreground"] < m["rollout"]["IoU foreground"]
+    assert pairs["decomposition"]["mAP"] > pairs["rollout"]["mAP"], pairs
     # decomposition vs rollout is asserted on the helpers in tests/test_world_model.py
 
 

@@ -194,6 +194,26 @@ def test_decomposition_method_is_the_own_class_map_of_the_prediction(default_bun
                           own_class_maps(model, x, clf, truth), atol=1e-6)
 
 
+def test_pairs_task_segments_the_labelled_object(default_bundle):
+    from helpers.segmentation import SegmentationTask, evaluate_methods, load_segmentation_task
+
+    model, preprocess, tok = default_bundle
+    task = load_segmentation_task("world-pairs:colour", preprocess, 6, seed=2)
+    pairs = world.sample_pairs(6, "test", seed=3)
+    assert task.target == "label" and torch.equal(task.labels, torch.as_tensor(pairs.factors["colour"][:, 0]))
+    # the mask is the first object only, aligned with the image (64 px scenes: same geometry)
+    assert torch.equal(task.masks, torch.as_tensor(pairs.masks[:, 0]))
+    clf = zero_shot_classifier(model, tok, task.prompts)
+    _, maps = evaluate_methods(model, task, clf, ("decomposition",))
+    want = own_class_maps(model, task.images, clf, task.labels)  # the label's map, not the prediction's
+    assert torch.allclose(maps["decomposition"], want, atol=1e-5)
+    with pytest.raises(ValueError, match="not in 'size'"):
+        load_segmentation_task("world-pairs:size", preprocess, 2)
+    with pytest.raises(ValueError, match="needs labels"):
+        SegmentationTask("x", task.images, task.masks, task.views, task.prompts, None, target="label")
+    with pytest.raises(ValueError, match="'prediction' or 'label'"):
+        SegmentationTask("x", task.images, task.masks, task.views, task.prompts, task.labels, target="truth")
+
 def test_gradcam_uses_the_target_class(default_bundle):
     model, _, tok = default_bundle
     sc = world.sample(4, split="test", seed=11)

@@ -125,3 +125,20 @@ def test_pretraining_phase_trains_the_image_tower_alone():
         assert same if not k.startswith("visual.") and k != "logit_scale" else True, k
     assert any(not torch.equal(v, init.state_dict()[k]) for k, v in ref.state_dict().items() if k.startswith("visual."))
     assert len(history) == 4 and all(h["direct_penalty"] == 0 for h in history[:2])
+
+
+def test_class_factors_option(tmp_path, capsys):
+    import pytest
+
+    from helpers.training import _factor_list, main
+
+    assert _factor_list(" shape, colour ") == ["shape", "colour"]
+    with pytest.raises(SystemExit, match="unknown factor 'shapes'"):
+        main(["--class-factors", "shapes", "--steps", "1", "--out", str(tmp_path)])
+    with pytest.raises(SystemExit, match="at least one"):
+        main(["--class-factors", ",", "--steps", "1", "--out", str(tmp_path)])
+    assert not list(tmp_path.iterdir())  # refused before any training or writing
+    # two factors: one class-caption term and one probe per factor
+    cfg = _tiny(steps=2, batch_size=8, class_weight=1.0, probe_weight=1.0, class_factors=("shape", "colour"))
+    _, history = train(cfg, progress=False)
+    assert all(torch.isfinite(torch.tensor(h["loss"])) for h in history)

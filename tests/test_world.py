@@ -138,6 +138,39 @@ def test_masks_match_pixels():
             assert sc.masks.sum(axis=0).max() <= 1  # disjoint
 
 
+def test_pairs_two_distinct_objects_on_one_background():
+    world = W.World(3)
+    pairs = world.sample_pairs(80, "test", start=5)
+    again = W.sample_pairs(80, "test", seed=3, start=5)
+    np.testing.assert_array_equal(pairs.images, again.images)  # deterministic
+    np.testing.assert_array_equal(pairs.masks, again.masks)
+    f = pairs.factors
+    for k in ("shape", "colour", "position"):
+        assert (f[k][:, 0] != f[k][:, 1]).all(), k  # the objects differ in shape, colour and cell
+    assert (f["background"][:, 0] == f["background"][:, 1]).all() and (f["count"] == 0).all()
+    assert not (pairs.masks[:, 0] & pairs.masks[:, 1]).any()  # disjoint
+    for i in range(len(pairs)):
+        sc = world.scene(5 + i, "test")
+        assert f["shape"][i, 0] == sc.factors["shape"] and f["colour"][i, 0] == sc.factors["colour"]
+        # object 0 is the scene's first object, pixel for pixel; outside both objects, the background
+        np.testing.assert_array_equal(pairs.masks[i, 0], sc.masks[0])
+        np.testing.assert_array_equal(pairs.images[i][sc.masks[0]], sc.image[sc.masks[0]])
+        bg = world.background(5 + i, "test")
+        out = ~pairs.masks[i].any(0)
+        np.testing.assert_array_equal(pairs.images[i][out], bg[out])
+        # object 1 was painted in its colour (plus pattern and outline) in its cell
+        m1 = pairs.masks[i, 1]
+        assert m1.sum() > 40 and (pairs.images[i][m1] != bg[m1]).any(-1).mean() > 0.95
+        rgb = W.COLOUR_RGB[f["colour"][i, 1]]
+        assert (np.abs(pairs.images[i][m1].astype(int) - rgb).max(-1) <= 12).sum() >= 5  # and outline, pattern
+        ys, xs = np.nonzero(m1)
+        row, col = divmod(int(f["position"][i, 1]), 3)
+        assert int(col * 64 / 3) - 1 <= xs.mean() <= int((col + 1) * 64 / 3)
+        assert int(row * 64 / 3) - 1 <= ys.mean() <= int((row + 1) * 64 / 3)
+    assert pairs.names("colour", 1)[0] == W.COLOURS[f["colour"][0, 1]]
+    with pytest.raises(ValueError):
+        world.sample_pairs(-1)
+
 def test_objects_in_distinct_cells(train_batch):
     for sc in list(train_batch)[:300]:
         assert len(set(sc.positions)) == sc.count
