@@ -31,7 +31,7 @@ from . import world
 from .decompose import Decomposer
 from .models import DEFAULT_MODEL, DEFAULT_PRETRAINED, _FALLBACK_CONFIG, data_dir
 
-__all__ = ["TrainConfig", "images_to_tensor", "train", "save_weights"]
+__all__ = ["TrainConfig", "images_to_tensor", "train", "save_weights", "init_log"]
 
 
 @dataclass
@@ -279,6 +279,17 @@ def train(cfg: TrainConfig, *, progress: bool = True, checkpoint_dir: Path | Non
     return model, history
 
 
+def init_log(init: str | Path | None) -> dict[str, Any] | None:
+    """The training log saved next to the weights a run started from (``<weights>.train.json``,
+    itself possibly with its own ``init_log``), so that a model trained in stages records
+    every stage; ``None`` when training started from scratch or the log is missing."""
+    if not init:
+        return None
+    path = Path(init)
+    log_path = path.with_name(path.name.removesuffix(".safetensors") + ".train.json")
+    return json.loads(log_path.read_text()) if log_path.exists() else None
+
+
 def save_weights(model: torch.nn.Module, cfg: TrainConfig, history: list[dict[str, float]], out_dir: Path,
                  *, dtype: torch.dtype = torch.float16, steps_done: int | None = None) -> Path:
     """Write ``<DEFAULT_MODEL>-<tag>.safetensors`` (``dtype``), its config and training log."""
@@ -291,7 +302,7 @@ def save_weights(model: torch.nn.Module, cfg: TrainConfig, history: list[dict[st
     (out_dir / f"{DEFAULT_MODEL}.json").write_text(json.dumps(cfg.model_config, indent=2) + "\n")
     train_cfg = {k: v for k, v in asdict(cfg).items() if k != "model_config"}
     log = {"config": train_cfg, "steps_done": cfg.steps if steps_done is None else steps_done,
-           "history": history,
+           "history": history, "init_log": init_log(cfg.init),
            "hardware": {"device": str(_device(cfg.device)), "platform": platform.platform(),
                         "processor": platform.processor(), "torch_threads": torch.get_num_threads(),
                         "torch": torch.__version__, "open_clip": open_clip.__version__}}

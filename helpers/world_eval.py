@@ -169,10 +169,30 @@ def _pct(x: float) -> str:
     return f"{100 * x:.1f}%"
 
 
+def _stage_text(log: dict[str, Any]) -> str:
+    """One training run (stage) of the card, in words."""
+    cfg = log["config"]
+    minutes = log["history"][-1]["elapsed_s"] / 60 if log["history"] else 0.0
+    return (
+        f"{log['steps_done']} steps of batch {cfg['batch_size']} (fresh scenes every step; {minutes:.0f} min), "
+        + (f"the first {cfg['pretrain_steps']} of them training the image tower alone on linear probes of "
+           f"{', '.join(cfg.get('class_factors', ()))}, " if cfg.get("pretrain_steps") else "")
+        + f"AdamW lr {cfg['lr']} with {int(100 * cfg['warmup_frac'])}% warm-up and cosine decay, weight decay "
+        f"{cfg['weight_decay']}, seed {cfg['seed']}, shape groups of {cfg.get('shape_group', 2)} scenes "
+        f"{int(100 * cfg['shape_pairs'])}% of each batch, "
+        + (f"class-caption term weight {cfg['class_weight']} ({', '.join(cfg.get('class_factors', ()))}), "
+           if cfg.get("class_weight") else "")
+        + (f"probe term weight {cfg['probe_weight']}, " if cfg.get("probe_weight") else "")
+        + ("initialised from the previous stage, " if cfg.get("init") else "from scratch, ")
+        + f"direct-path penalty {cfg['direct_penalty']} (all MLPs, the embedding term and attention layers "
+        f"except the last {cfg['free_attn_layers']}) ramped in from {int(100 * cfg['penalty_start'])}% to "
+        f"{int(100 * cfg['penalty_full'])}% of the run."
+    )
+
+
 def model_card(figs: dict[str, Any], train_log: dict[str, Any], weights_bytes: int, eval_seconds: float) -> str:
     """The measured part of ``data/models/MODEL_CARD.md`` (a markdown section)."""
     zs, wb = figs["zero_shot"], figs["waterbirds"]
-    cfg = train_log["config"]
     hist = train_log["history"]
     hw = train_log["hardware"]
     lines = [
@@ -219,20 +239,17 @@ def model_card(figs: dict[str, Any], train_log: dict[str, Any], weights_bytes: i
         "",
         "## Training run",
         "",
-        f"{train_log['steps_done']} steps of batch {cfg['batch_size']} (fresh scenes every step), AdamW "
-        f"lr {cfg['lr']} with {int(100 * cfg['warmup_frac'])}% warm-up and cosine decay, weight decay "
-        f"{cfg['weight_decay']}, seed {cfg['seed']}, shape groups of {cfg.get('shape_group', 2)} scenes "
-        f"{int(100 * cfg['shape_pairs'])}% of each batch, "
-        + (f"class-caption term weight {cfg['class_weight']} ({', '.join(cfg.get('class_factors', ()))}), "
-           if cfg.get("class_weight") else "")
-        + (f"initialised from `{cfg['init']}`, " if cfg.get("init") else "from scratch, ")
-        + f"direct-path penalty {cfg['direct_penalty']} (all MLPs, the embedding term and attention layers "
-        f"except the last {cfg['free_attn_layers']}) ramped in from {int(100 * cfg['penalty_start'])}% to "
-        f"{int(100 * cfg['penalty_full'])}% of the run.",
-        f"Final training loss {hist[-1]['loss']:.3f}; wall time {hist[-1]['elapsed_s'] / 60:.0f} min on "
-        f"{hw['device']} ({hw['torch_threads']} threads, {hw['platform']}), torch {hw['torch']}, "
-        f"open_clip {hw['open_clip']}. Weights: {weights_bytes / 2**20:.1f} MiB (float16 safetensors).",
     ]
+    stages = [train_log]
+    while stages[0].get("init_log"):
+        stages.insert(0, stages[0]["init_log"])
+    for k, stage in enumerate(stages):
+        label = f"Stage {k + 1} of {len(stages)}: " if len(stages) > 1 else ""
+        lines += [label + _stage_text(stage), ""]
+    total = sum(st["history"][-1]["elapsed_s"] for st in stages if st["history"])
+    lines += [f"Final training loss {hist[-1]['loss']:.3f}; wall time {total / 60:.0f} min in all on "
+              f"{hw['device']} ({hw['torch_threads']} threads, {hw['platform']}), torch {hw['torch']}, "
+              f"open_clip {hw['open_clip']}. Weights: {weights_bytes / 2**20:.1f} MiB (float16 safetensors)."]
     return "\n".join(lines) + "\n"
 
 

@@ -142,3 +142,22 @@ def test_class_factors_option(tmp_path, capsys):
     cfg = _tiny(steps=2, batch_size=8, class_weight=1.0, probe_weight=1.0, class_factors=("shape", "colour"))
     _, history = train(cfg, progress=False)
     assert all(torch.isfinite(torch.tensor(h["loss"])) for h in history)
+
+
+def test_staged_training_records_every_stage(tmp_path):
+    from helpers.models import DEFAULT_MODEL, DEFAULT_PRETRAINED
+    from helpers.world_eval import _stage_text
+
+    name = f"{DEFAULT_MODEL}-{DEFAULT_PRETRAINED}"
+    cfg1 = _tiny(steps=2, batch_size=8, pretrain_steps=1, log_every=1)
+    m1, h1 = train(cfg1, progress=False)
+    first = save_weights(m1, cfg1, h1, tmp_path / "stage1")
+    cfg2 = _tiny(steps=2, batch_size=8, init=str(first), class_weight=1.0, log_every=1)
+    m2, h2 = train(cfg2, progress=False)
+    save_weights(m2, cfg2, h2, tmp_path / "stage2")
+    log1 = json.loads((tmp_path / "stage1" / f"{name}.train.json").read_text())
+    log2 = json.loads((tmp_path / "stage2" / f"{name}.train.json").read_text())
+    assert log1["init_log"] is None and log2["init_log"] == log1  # the first stage travels with the second
+    one, two = _stage_text(log1), _stage_text(log2)
+    assert "from scratch" in one and "the first 1 of them training the image tower alone" in one
+    assert "initialised from the previous stage" in two and "class-caption term weight 1.0" in two
