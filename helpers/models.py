@@ -45,7 +45,7 @@ __all__ = [
 DEFAULT_MODEL = "world-clip"
 """open_clip name of the course's offline model (registered on import of this module)."""
 
-DEFAULT_PRETRAINED = "world-v1"
+DEFAULT_PRETRAINED = "world-v2"
 """Tag of the shipped weights of :data:`DEFAULT_MODEL`."""
 
 SUPPORTED_DESCRIPTION = (

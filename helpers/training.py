@@ -53,6 +53,7 @@ class TrainConfig:
     class_factors: tuple[str, ...] = ("shape",)
     probe_weight: float = 0.0
     pretrain_steps: int = 0
+    logit_penalty: float = 0.0
     device: str = "auto"
     threads: int | None = None
     log_every: int = 50
@@ -142,6 +143,24 @@ def _probe_loss(probes: torch.nn.ModuleDict | None, img: torch.Tensor, factors: 
                for f, head in probes.items()) / len(probes)
 
 
+def _logit_penalty(d: Any, penalised_attn: list[int], class_texts: dict[str, torch.Tensor]) -> torch.Tensor:
+    """Share of the class logits' variance over the batch that the penalised direct terms carry
+    (what mean-ablating them would remove), averaged over the class-caption factors.
+
+    The embedding-variance penalty is dominated by the factors of large variance (colour,
+    background); a factor carried by small directions (shape) can keep its direct path through
+    the MLPs. Scoring the direct terms in each factor's class directions removes that escape.
+    """
+    direct = d.mlp.sum(1) + d.embed
+    if penalised_attn:
+        direct = direct + d.attn[:, penalised_attn].sum(1)
+    shares = []
+    for texts in class_texts.values():
+        t = texts.detach().T
+        shares.append((direct @ t).var(0).sum() / (d.embedding @ t).var(0).sum().detach().clamp_min(1e-6))
+    return torch.stack(shares).mean()
+
+
 def _ramp(step: int, cfg: TrainConfig) -> float:
     """Weight of the direct-path penalty: 0 until ``penalty_start`` of the run (features are
     learned freely first), then linear up to 1 at ``penalty_full``."""
@@ -224,6 +243,7 @@ def train(cfg: TrainConfig, *, progress: bool = True, checkpoint_dir: Path | Non
         images = images_to_tensor(arrays).to(device)
         text = tokenizer(captions, context_length=ctx).to(device)
         d = dec(images, heads=False, grad=True)
+        class_texts: dict[str, torch.Tensor] = {}
         img = F.normalize(d.embedding, dim=-1)
         pretraining = step < cfg.pretrain_steps
         if pretraining:  # the image tower alone, on the factor labels (linear probes); no text yet
@@ -242,7 +262,7 @@ def train(cfg: TrainConfig, *, progress: bool = True, checkpoint_dir: Path | Non
                 loss = loss + cfg.probe_weight * _probe_loss(probes, img, factors)
             if cfg.class_weight > 0:
                 for factor in cfg.class_factors:
-                    ctext = model.encode_text(class_tokens[factor], normalize=True)
+                    ctext = class_texts[factor] = model.encode_text(class_tokens[factor], normalize=True)
                     target_c = torch.as_tensor(factors[factor], device=device).long()
                     loss = loss + cfg.class_weight * F.cross_entropy(scale * img @ ctext.T, target_c) / len(cfg.class_factors)
         pen = torch.zeros((), device=device)
@@ -253,6 +273,8 @@ def train(cfg: TrainConfig, *, progress: bool = True, checkpoint_dir: Path | Non
             if penalised_attn:
                 direct = direct + d.attn[:, penalised_attn].var(0).sum()
             pen = direct / total
+            if cfg.logit_penalty > 0 and class_texts:
+                pen = pen + cfg.logit_penalty * _logit_penalty(d, penalised_attn, class_texts)
         opt.zero_grad(set_to_none=True)
         (loss + weight * pen).backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
@@ -320,7 +342,9 @@ def _factor_list(text: str) -> list[str]:
     return names
 
 
-def main(argv: list[str] | None = None) -> None:
+def parse_config(argv: list[str] | None = None) -> tuple[TrainConfig, argparse.Namespace]:
+    """The command line of ``python -m helpers.training`` as a :class:`TrainConfig` (and the
+    remaining options: ``out``, ``checkpoint_every``)."""
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     d = TrainConfig()
     ap.add_argument("--steps", type=int, default=d.steps)
@@ -341,6 +365,8 @@ def main(argv: list[str] | None = None) -> None:
                     help="weight of a linear probe's loss on the image embedding (symmetry breaking)")
     ap.add_argument("--pretrain-steps", type=int, default=d.pretrain_steps,
                     help="first train the image tower alone on the factor labels for this many steps")
+    ap.add_argument("--logit-penalty", type=float, default=d.logit_penalty,
+                    help="weight of the direct-path penalty measured in the class-caption directions")
     ap.add_argument("--init", default=None, help="start from these weights (safetensors) instead of from scratch")
     ap.add_argument("--layers", type=int, default=d.model_config["vision_cfg"]["layers"])
     ap.add_argument("--width", type=int, default=d.model_config["vision_cfg"]["width"])
@@ -357,13 +383,18 @@ def main(argv: list[str] | None = None) -> None:
                       shape_pairs=args.shape_pairs, shape_group=args.shape_group, init=args.init,
                       class_weight=args.class_weight, probe_weight=args.probe_weight,
                       class_factors=tuple(_factor_list(args.class_factors)),
-                      pretrain_steps=args.pretrain_steps,
+                      pretrain_steps=args.pretrain_steps, logit_penalty=args.logit_penalty,
                       penalty_start=args.penalty_start,
                       penalty_full=args.penalty_full,
                       device=args.device, threads=args.threads)
     cfg.model_config["vision_cfg"]["layers"] = args.layers
     cfg.model_config["vision_cfg"]["width"] = args.width
     cfg.model_config["embed_dim"] = args.embed_dim
+    return cfg, args
+
+
+def main(argv: list[str] | None = None) -> None:
+    cfg, args = parse_config(argv)
     model, history = train(cfg, checkpoint_dir=args.out, checkpoint_every=args.checkpoint_every)
     path = save_weights(model, cfg, history, args.out)
     print(f"saved {path} ({path.stat().st_size / 2**20:.1f} MiB)")

@@ -186,7 +186,10 @@ def _stage_text(log: dict[str, Any]) -> str:
         + ("initialised from the previous stage, " if cfg.get("init") else "from scratch, ")
         + f"direct-path penalty {cfg['direct_penalty']} (all MLPs, the embedding term and attention layers "
         f"except the last {cfg['free_attn_layers']}) ramped in from {int(100 * cfg['penalty_start'])}% to "
-        f"{int(100 * cfg['penalty_full'])}% of the run."
+        f"{int(100 * cfg['penalty_full'])}% of the run"
+        + (f", plus the same share measured in the class-caption directions (weight {cfg['logit_penalty']})"
+           if cfg.get("logit_penalty") else "")
+        + "."
     )
 
 

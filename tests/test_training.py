@@ -152,7 +152,7 @@ def test_staged_training_records_every_stage(tmp_path):
     cfg1 = _tiny(steps=2, batch_size=8, pretrain_steps=1, log_every=1)
     m1, h1 = train(cfg1, progress=False)
     first = save_weights(m1, cfg1, h1, tmp_path / "stage1")
-    cfg2 = _tiny(steps=2, batch_size=8, init=str(first), class_weight=1.0, log_every=1)
+    cfg2 = _tiny(steps=2, batch_size=8, init=str(first), class_weight=1.0, log_every=1, logit_penalty=0.5)
     m2, h2 = train(cfg2, progress=False)
     save_weights(m2, cfg2, h2, tmp_path / "stage2")
     log1 = json.loads((tmp_path / "stage1" / f"{name}.train.json").read_text())
@@ -161,3 +161,61 @@ def test_staged_training_records_every_stage(tmp_path):
     one, two = _stage_text(log1), _stage_text(log2)
     assert "from scratch" in one and "the first 1 of them training the image tower alone" in one
     assert "initialised from the previous stage" in two and "class-caption term weight 1.0" in two
+    assert "class-caption directions (weight 0.5)" in two and "class-caption directions" not in one
+
+
+def test_logit_penalty_is_the_direct_share_of_class_logit_variance():
+    from helpers.decompose import Decomposer
+    from helpers.training import _logit_penalty, build_model
+
+    cfg = _tiny(steps=1)
+    model = build_model(cfg).eval()
+    x = images_to_tensor(__import__("helpers.world", fromlist=["sample"]).sample(16, split="test", seed=4).images)
+    d = Decomposer(model)(x, heads=False)
+    texts = {"shape": torch.nn.functional.normalize(torch.randn(8, 32), dim=-1)}
+    share = _logit_penalty(d, [0], texts)
+    direct = d.mlp.sum(1) + d.embed + d.attn[:, [0]].sum(1)
+    want = (direct @ texts["shape"].T).var(0).sum() / (d.embedding @ texts["shape"].T).var(0).sum()
+    assert torch.allclose(share, want)
+    # with every attention layer free, only the MLPs and the embedding term count
+    free = ((d.mlp.sum(1) + d.embed) @ texts["shape"].T).var(0).sum() / (d.embedding @ texts["shape"].T).var(0).sum()
+    assert torch.allclose(_logit_penalty(d, [], texts), free) and not torch.allclose(free, share)
+    # in training: runs, and the logged penalty includes it once the ramp is on
+    _, h0 = train(_tiny(steps=4, batch_size=8, class_weight=1.0, penalty_start=0.0, penalty_full=0.01,
+                        log_every=4), progress=False)
+    _, h1 = train(_tiny(steps=4, batch_size=8, class_weight=1.0, penalty_start=0.0, penalty_full=0.01,
+                        log_every=4, logit_penalty=1.0), progress=False)
+    assert h1[-1]["direct_penalty"] > h0[-1]["direct_penalty"] > 0
+
+
+def test_retraining_script_matches_the_shipped_training_log():
+    """scripts/train_offline_model.sh must give, stage by stage, the configurations recorded in
+    the shipped weights' training log (which carries every earlier stage's log)."""
+    import re
+    import shlex
+    from pathlib import Path
+
+    from helpers.models import default_weights_path
+    from helpers.training import parse_config
+
+    root = Path(__file__).resolve().parents[1]
+    text = (root / "scripts" / "train_offline_model.sh").read_text().replace("\\\n", " ")
+    common = shlex.split(re.search(r"^common=\((.*)\)$", text, re.M).group(1))
+    stages = []
+    for line in text.splitlines():
+        if line.startswith("python -m helpers.training"):
+            argv = [a for a in shlex.split(line)[3:] if a != '"${common[@]}"' and a != "${common[@]}"]
+            stages.append(parse_config(common + argv)[0])
+    log = json.loads(default_weights_path().with_name(
+        default_weights_path().name.removesuffix(".safetensors") + ".train.json").read_text())
+    logs = [log]
+    while logs[0].get("init_log"):
+        logs.insert(0, logs[0]["init_log"])
+    assert len(stages) == len(logs) >= 1
+    skip = {"init", "device", "threads", "log_every"}
+    for k, (cfg, rec) in enumerate(zip(stages, logs)):
+        want = {key: v for key, v in rec["config"].items() if key not in skip}
+        got = {key: (list(v) if isinstance(v, tuple) else v) for key, v in cfg.__dict__.items()
+               if key in want}
+        assert got == want, f"stage {k + 1}"
+        assert (cfg.init is None) == (k == 0)

@@ -20,10 +20,11 @@ from helpers.world_eval import ablation_figures, factor_accuracies, group_accura
 
 SEED = 7  # not the model card's seed: fresh scenes
 
-# The shipped model has not learned shape (see data/models/MODEL_CARD.md): these targets stay
-# asserted, and strict, so the marker must go once a model reaches them.
-SHAPE_GAP = pytest.mark.xfail(strict=True, reason="world-v1 has barely learned shape (zero-shot 19%, "
-                              "linear probe 17%, chance 12.5%); see MODEL_CARD.md")
+# Shape maps: the shipped model names shapes (zero-shot >= 90%), but its maps of the shape
+# texts localise less well than its colour maps; the target stays asserted, strict, so the
+# marker must go once a model reaches it.
+SHAPE_MAP_GAP = pytest.mark.xfail(strict=True, reason="world-v2's shape maps reach mIoU 0.30 against the "
+                                  "masks (colour 0.39); see MODEL_CARD.md")
 
 
 @pytest.fixture(scope="module")
@@ -55,7 +56,7 @@ def test_weights_small_and_offline(trained, monkeypatch):
     assert not model.training
 
 
-@pytest.mark.parametrize("factor", ["colour", "background", pytest.param("shape", marks=SHAPE_GAP)])
+@pytest.mark.parametrize("factor", ["colour", "background", "shape"])
 def test_zero_shot_targets(trained, scenes_and_terms, factor):
     model, tokenizer = trained
     scenes, terms = scenes_and_terms
@@ -63,7 +64,7 @@ def test_zero_shot_targets(trained, scenes_and_terms, factor):
     assert acc[factor] >= 0.90, acc
 
 
-@pytest.mark.parametrize("factor", ["colour", pytest.param("shape", marks=SHAPE_GAP)])
+@pytest.mark.parametrize("factor", ["colour", "shape"])
 def test_direct_effects_concentrate_in_last_attention_layers(trained, scenes_and_terms, factor):
     model, tokenizer = trained
     scenes, terms = scenes_and_terms
@@ -94,7 +95,7 @@ def test_spurious_correlation_hurts_worst_group(trained):
     assert wb["worst_group"] <= wb["average"] - 0.10, wb
 
 
-@pytest.mark.parametrize("factor", ["colour", pytest.param("shape", marks=SHAPE_GAP)])
+@pytest.mark.parametrize("factor", ["colour", pytest.param("shape", marks=SHAPE_MAP_GAP)])
 def test_spatial_maps_localise(trained, factor):
     model, tokenizer = trained
     sub = world.sample(120, split="test", seed=SEED + 1)
@@ -106,11 +107,13 @@ def test_spatial_maps_localise(trained, factor):
 
 
 # Notebook 5's and 6's targets, measured directly with the helpers on fresh scenes.
-FAMILY_GAP = pytest.mark.xfail(strict=True, reason="world-v1 tells the families apart only by their "
-                               "background (it has not learned shape): ablating background heads cannot "
-                               "repair the worst group; see MODEL_CARD.md")
-ROLLOUT_GAP = pytest.mark.xfail(strict=True, reason="on world-v1, attention rollout segments the single "
-                                "salient object slightly better than the decomposition (notebook 6's table)")
+RAW_ATTENTION_GAP = pytest.mark.xfail(strict=True, reason="with one object per scene, world-v2's last-layer "
+                                      "class-token attention finds the object slightly better than the "
+                                      "decomposition (notebook 6: mIoU 0.669 vs 0.656); with two objects "
+                                      "it does not")
+REPAIR_GAP = pytest.mark.xfail(strict=True, reason="world-v2 leans on the background less than the paper's "
+                               "CLIPs (worst group 80% before): removing its background heads gains about "
+                               "7 points here and 3 in notebook 5, not 10")
 
 
 @pytest.fixture(scope="module")
@@ -124,7 +127,7 @@ def repair(trained):
     from helpers.textspan import textspan
 
     model, tokenizer = trained
-    groups = world.waterbirds_test_set(100, seed=SEED)
+    groups = world.waterbirds_test_set(250, seed=SEED)  # 1,000 scenes: a gain of 10 points is not noise
     terms = collect_terms(model, images_to_tensor(groups.images), heads=True)
     clf = zero_shot_classifier(model, tokenizer, world.class_prompts("family"))
     ev = GroupEvaluator(terms, clf, groups.factors["family"], groups.groups, world.WATERBIRDS_GROUP_NAMES)
@@ -146,33 +149,38 @@ def test_background_heads_are_found(repair):
     assert before.worst_group <= before.average - 0.10
 
 
-@FAMILY_GAP
-def test_ablating_background_heads_repairs_the_worst_group(repair):
+def test_ablating_background_heads_beats_random_heads(repair):
     before, after, randoms, _ = repair
-    assert after.worst_group - before.worst_group >= 0.10, (before, after)
+    gain = after.worst_group - before.worst_group
+    assert gain >= 0.03, (before, after)
     assert after.average >= before.average - 0.03
     gain_random = sum(r.worst_group for r in randoms) / len(randoms) - before.worst_group
-    assert gain_random <= 0.5 * (after.worst_group - before.worst_group)
+    assert gain_random <= 0.5 * gain, (gain_random, gain)
 
 
-@pytest.fixture(scope="module")
-def segmentation_table(trained):
+@REPAIR_GAP
+def test_ablating_background_heads_repairs_the_worst_group(repair):
+    before, after, _, _ = repair
+    assert after.worst_group - before.worst_group >= 0.10, (before, after)
+
+
+@pytest.fixture(scope="module", params=["world:colour", "world-pairs:colour"])
+def segmentation_table(trained, request):
+    """Notebook 6's table on fresh scenes: one object per scene (target: the prediction), and
+    two objects per scene (target: the labelled one)."""
     from helpers.segmentation import evaluate_methods, load_segmentation_task
     from helpers.spatial import model_preprocess
 
     model, tokenizer = trained
-    task = load_segmentation_task("world:colour", model_preprocess(model), 200, seed=SEED)
+    task = load_segmentation_task(request.param, model_preprocess(model), 200, seed=SEED)
     clf = zero_shot_classifier(model, tokenizer, task.prompts)
     results, _ = evaluate_methods(model, task, clf, ("decomposition", "raw_attention", "rollout"))
-    return results
+    return request.param, results
 
 
-def test_decomposition_segments_better_than_raw_attention(segmentation_table):
-    r = segmentation_table
-    assert r["decomposition"]["mIoU"] >= r["raw_attention"]["mIoU"] + 0.10, r
-
-
-@ROLLOUT_GAP
-def test_decomposition_segments_better_than_rollout(segmentation_table):
-    r = segmentation_table
-    assert r["decomposition"]["mIoU"] > r["rollout"]["mIoU"], r
+@pytest.mark.parametrize("baseline", ["rollout", "raw_attention"])
+def test_decomposition_segments_better_than_attention_baselines(segmentation_table, baseline, request):
+    task, r = segmentation_table
+    if task == "world:colour" and baseline == "raw_attention":
+        request.applymarker(RAW_ATTENTION_GAP)
+    assert r["decomposition"]["mIoU"] > r[baseline]["mIoU"], r

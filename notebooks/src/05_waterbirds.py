@@ -219,8 +219,9 @@ if dataset == "world":
 #   alone; the groups are used only to *measure* the repair.
 # * The repair works when the model also encodes the object (real CLIPs encode the bird); it
 #   then raises the worst group, while as many random heads from the same layers do not.
-#   When the model has no other cue, as the offline default for the family (previous cell),
-#   the measurement says so: that diagnosis is itself a use of the decomposition.
+#   When a model has no other cue (the previous cell checks: an earlier version of the offline
+#   default knew no shapes, and removing the background heads could not repair it), the
+#   measurement says so: that diagnosis is itself a use of the decomposition.
 # * Online, compare the automatic choice with the paper's hand-picked heads
 #   (`helpers.spurious.PAPER_HEADS`); the paper reports ViT-L-14's worst group rising from
 #   about 48% to about 73% (recalled figures, not reproduced on the machines this course is

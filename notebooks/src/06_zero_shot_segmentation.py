@@ -183,7 +183,8 @@ figures["miou_all_layers_subset"] = layer_range_scores(0, L - 1, 0).miou
 #   the gradient methods depend on how sharp the gradient of one logit is; the decomposition
 #   reads which patches *write* the class direction.
 # * On a world with a single kind of salient object per scene a class-agnostic map can do
-#   well: compare the decomposition with rollout in the printout below. With two objects
+#   well: compare the decomposition with the attention baselines in the printout below (on the
+#   offline default, the last layer's raw attention is slightly ahead). With two objects
 #   (the section above) the class-agnostic maps cannot choose, and the class-specific ones
 #   are tested on what they claim. On photos with clutter (online) the class-specific methods
 #   have more to gain.
