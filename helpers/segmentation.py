@@ -592,7 +592,7 @@ def load_segmentation_task(name: str, preprocess: Callable[[Image.Image], Tensor
             views.append(model_view(None, scenes.images[i], preprocess))
         return SegmentationTask(f"world:{factor}", torch.stack(xs), torch.stack(ms), views,
                                 world.class_prompts(factor), torch.as_tensor(scenes.factors[factor]))
-    if name.startswith("world-pairs"):
+    if name == "world-pairs" or name.startswith("world-pairs:"):
         from . import world
 
         factor = world._check_factor(name.partition(":")[2] or "colour")

@@ -1,14 +1,20 @@
 """Training the offline default (:data:`helpers.models.DEFAULT_MODEL`) on the synthetic world.
 
     python -m helpers.training --steps 3000 --out data/models     # CPU, or the GPU if present
+    bash scripts/train_offline_model.sh                           # the shipped model, in stages
 
 Contrastive CLIP training on freshly generated scenes (every step sees new scenes; no scene
-is seen twice). One optional extra term, the *direct-path penalty*, is described in
+is seen twice). Options add image-tower pretraining on factor labels (``--pretrain-steps``),
+shape groups, a class-caption term (``--class-weight``, ``--class-factors``) and a start from
+earlier weights (``--init``), whose training log is kept inside the new one. The *direct-path
+penalty* is described in
 ``data/models/MODEL_CARD.md``: it penalises the variance over the batch of the direct
 contributions (in the joint space, through the linearised ``ln_post``) of every MLP and of
 every attention layer except the last ``free_attn_layers``, relative to the variance of the
 embedding. It leaves the indirect paths free, so those layers still compute features that the
-last attention layers read. Setting ``--direct-penalty 0`` gives plain CLIP training.
+last attention layers read. ``--logit-penalty`` adds the same share measured in the
+class-caption directions, so factors of small variance cannot keep a direct path through the
+MLPs. Setting ``--direct-penalty 0`` gives plain CLIP training.
 """
 
 from __future__ import annotations
@@ -209,6 +215,8 @@ def train(cfg: TrainConfig, *, progress: bool = True, checkpoint_dir: Path | Non
     """
     if cfg.steps <= 0 or cfg.batch_size < 2:
         raise ValueError("steps must be positive and batch_size at least 2")
+    if cfg.logit_penalty > 0 and cfg.class_weight <= 0:
+        raise ValueError("logit_penalty is measured in the class-caption directions: set class_weight too")
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     device = _device(cfg.device)

@@ -186,6 +186,10 @@ def test_logit_penalty_is_the_direct_share_of_class_logit_variance():
     _, h1 = train(_tiny(steps=4, batch_size=8, class_weight=1.0, penalty_start=0.0, penalty_full=0.01,
                         log_every=4, logit_penalty=1.0), progress=False)
     assert h1[-1]["direct_penalty"] > h0[-1]["direct_penalty"] > 0
+    import pytest
+
+    with pytest.raises(ValueError, match="set class_weight"):
+        train(_tiny(steps=1, batch_size=8, logit_penalty=1.0), progress=False)
 
 
 def test_retraining_script_matches_the_shipped_training_log():
