@@ -567,30 +567,36 @@ class SegmentationTask:
         return self.images.shape[0]
 
 
+def _aligned(items: Any, preprocess: Callable[[Image.Image], Tensor]) -> tuple[Tensor, Tensor, list[Image.Image]]:
+    """``(image, mask)`` pairs through the same geometry: stacked images ``[N, 3, H, W]``,
+    masks ``[N, H, W]`` and the views the model sees."""
+    xs, ms, views = [], [], []
+    for image, mask in items:
+        x, m = transform_pair(image, mask, preprocess)
+        xs.append(x)
+        ms.append(m)
+        views.append(model_view(None, image, preprocess))
+    return torch.stack(xs), torch.stack(ms), views
+
+
 def load_segmentation_task(name: str, preprocess: Callable[[Image.Image], Tensor], n: int = 200, *,
                            seed: int = 0, templates: str = "openai") -> SegmentationTask:
     """``"world"`` / ``"world:<factor>"`` (held-out synthetic scenes and their true masks; the
     classes are the factor's values, default ``shape``), ``"world-pairs:<factor>"`` (two
-    objects that differ in every object factor; the mask is the first object's, and methods
+    objects that differ in shape, colour and cell; the mask is the first object's, and methods
     segment the class of its label: "find the red one"), or ``"imagenet-seg"`` /
     ``"imagenet-seg:/path/to/gtsegs_ijcv.mat"`` (downloaded once; classified 1000-way with
     ImageNet's class names). Images and masks go through the same geometry
     (:func:`transform_pair`)."""
     if n <= 0:
         raise ValueError(f"n must be positive, got {n}")
-    views: list[Image.Image] = []
-    xs, ms = [], []
     if name == "world" or name.startswith("world:"):
         from . import world
 
         factor = world._check_factor(name.partition(":")[2] or "shape")
         scenes = world.sample(n, split="test", seed=seed + 1)
-        for i in range(len(scenes)):
-            x, m = transform_pair(scenes.images[i], scenes.foreground[i], preprocess)
-            xs.append(x)
-            ms.append(m)
-            views.append(model_view(None, scenes.images[i], preprocess))
-        return SegmentationTask(f"world:{factor}", torch.stack(xs), torch.stack(ms), views,
+        xs, ms, views = _aligned(zip(scenes.images, scenes.foreground), preprocess)
+        return SegmentationTask(f"world:{factor}", xs, ms, views,
                                 world.class_prompts(factor), torch.as_tensor(scenes.factors[factor]))
     if name == "world-pairs" or name.startswith("world-pairs:"):
         from . import world
@@ -599,12 +605,8 @@ def load_segmentation_task(name: str, preprocess: Callable[[Image.Image], Tensor
         if factor not in ("shape", "colour", "position"):
             raise ValueError(f"pairs differ in their objects, not in {factor!r}: use shape, colour or position")
         pairs = world.sample_pairs(n, split="test", seed=seed + 1)
-        for i in range(len(pairs)):
-            x, m = transform_pair(pairs.images[i], pairs.masks[i, 0], preprocess)
-            xs.append(x)
-            ms.append(m)
-            views.append(model_view(None, pairs.images[i], preprocess))
-        return SegmentationTask(f"world-pairs:{factor}", torch.stack(xs), torch.stack(ms), views,
+        xs, ms, views = _aligned(zip(pairs.images, pairs.masks[:, 0]), preprocess)
+        return SegmentationTask(f"world-pairs:{factor}", xs, ms, views,
                                 world.class_prompts(factor), torch.as_tensor(pairs.factors[factor][:, 0]),
                                 target="label")
     if name == "imagenet-seg" or name.startswith("imagenet-seg:"):
@@ -614,16 +616,11 @@ def load_segmentation_task(name: str, preprocess: Callable[[Image.Image], Tensor
         ds = imagenet_seg(path=path)
         try:
             pick = np.sort(np.random.default_rng(seed).choice(len(ds), size=min(n, len(ds)), replace=False))
-            for i in pick.tolist():
-                img = ds.image(i)
-                x, m = transform_pair(img, ds.mask(i), preprocess)
-                xs.append(x)
-                ms.append(m)
-                views.append(model_view(None, img, preprocess))
+            xs, ms, views = _aligned(((ds.image(i), ds.mask(i)) for i in pick.tolist()), preprocess)
         finally:
             ds.close()
         names, tmpl = _imagenet_metadata(templates)
-        return SegmentationTask("imagenet-seg", torch.stack(xs), torch.stack(ms), views,
+        return SegmentationTask("imagenet-seg", xs, ms, views,
                                 {c: [t(c) for t in tmpl] for c in names}, None)
     raise ValueError(f"unknown segmentation dataset {name!r}: use 'world', 'world:<factor>', "
                      "'world-pairs:<factor>', 'imagenet-seg' "

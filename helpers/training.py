@@ -37,7 +37,7 @@ from . import world
 from .decompose import Decomposer
 from .models import DEFAULT_MODEL, DEFAULT_PRETRAINED, _FALLBACK_CONFIG, data_dir
 
-__all__ = ["TrainConfig", "images_to_tensor", "train", "save_weights", "init_log"]
+__all__ = ["TrainConfig", "images_to_tensor", "train", "save_weights", "init_log", "training_stages"]
 
 
 @dataclass
@@ -318,6 +318,14 @@ def init_log(init: str | Path | None) -> dict[str, Any] | None:
     path = Path(init)
     log_path = path.with_name(path.name.removesuffix(".safetensors") + ".train.json")
     return json.loads(log_path.read_text()) if log_path.exists() else None
+
+
+def training_stages(log: dict[str, Any]) -> list[dict[str, Any]]:
+    """The stages of a training log, first stage first (unrolls the nested ``init_log``)."""
+    stages = [log]
+    while stages[0].get("init_log"):
+        stages.insert(0, stages[0]["init_log"])
+    return stages
 
 
 def save_weights(model: torch.nn.Module, cfg: TrainConfig, history: list[dict[str, float]], out_dir: Path,

@@ -243,9 +243,9 @@ def model_card(figs: dict[str, Any], train_log: dict[str, Any], weights_bytes: i
         "## Training run",
         "",
     ]
-    stages = [train_log]
-    while stages[0].get("init_log"):
-        stages.insert(0, stages[0]["init_log"])
+    from .training import training_stages
+
+    stages = training_stages(train_log)
     for k, stage in enumerate(stages):
         label = f"Stage {k + 1} of {len(stages)}: " if len(stages) > 1 else ""
         lines += [label + _stage_text(stage), ""]

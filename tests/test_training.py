@@ -146,6 +146,7 @@ def test_class_factors_option(tmp_path, capsys):
 
 def test_staged_training_records_every_stage(tmp_path):
     from helpers.models import DEFAULT_MODEL, DEFAULT_PRETRAINED
+    from helpers.training import training_stages
     from helpers.world_eval import _stage_text
 
     name = f"{DEFAULT_MODEL}-{DEFAULT_PRETRAINED}"
@@ -158,6 +159,7 @@ def test_staged_training_records_every_stage(tmp_path):
     log1 = json.loads((tmp_path / "stage1" / f"{name}.train.json").read_text())
     log2 = json.loads((tmp_path / "stage2" / f"{name}.train.json").read_text())
     assert log1["init_log"] is None and log2["init_log"] == log1  # the first stage travels with the second
+    assert training_stages(log2) == [log1, log2] and training_stages(log1) == [log1]
     one, two = _stage_text(log1), _stage_text(log2)
     assert "from scratch" in one and "the first 1 of them training the image tower alone" in one
     assert "initialised from the previous stage" in two and "class-caption term weight 1.0" in two
@@ -200,7 +202,7 @@ def test_retraining_script_matches_the_shipped_training_log():
     from pathlib import Path
 
     from helpers.models import default_weights_path
-    from helpers.training import parse_config
+    from helpers.training import parse_config, training_stages
 
     root = Path(__file__).resolve().parents[1]
     text = (root / "scripts" / "train_offline_model.sh").read_text().replace("\\\n", " ")
@@ -208,13 +210,11 @@ def test_retraining_script_matches_the_shipped_training_log():
     stages = []
     for line in text.splitlines():
         if line.startswith("python -m helpers.training"):
-            argv = [a for a in shlex.split(line)[3:] if a != '"${common[@]}"' and a != "${common[@]}"]
+            argv = [a for a in shlex.split(line)[3:] if a != "${common[@]}"]  # shlex drops the quotes
             stages.append(parse_config(common + argv)[0])
     log = json.loads(default_weights_path().with_name(
         default_weights_path().name.removesuffix(".safetensors") + ".train.json").read_text())
-    logs = [log]
-    while logs[0].get("init_log"):
-        logs.insert(0, logs[0]["init_log"])
+    logs = training_stages(log)
     assert len(stages) == len(logs) >= 1
     skip = {"init", "device", "threads", "log_every"}
     for k, (cfg, rec) in enumerate(zip(stages, logs)):
