@@ -62,6 +62,7 @@ __all__ = [
     "load_segmentation_task",
     "evaluate_methods",
     "layer_maps",
+    "mass_by_region",
 ]
 
 METHODS: tuple[str, ...] = ("decomposition", "raw_attention", "rollout", "gradcam", "chefer")
@@ -393,6 +394,30 @@ class SegmentationScores:
     def summary(self) -> dict[str, float]:
         return {"pixel accuracy": self.pixel_accuracy, "mIoU": self.miou, "mAP": self.map,
                 "IoU foreground": self.iou_foreground, "IoU background": self.iou_background}
+
+
+def mass_by_region(maps: Tensor, masks: Any) -> dict[str, Tensor]:
+    """Where a patch-grid map puts its weight relative to a pixel mask.
+
+    ``maps`` ``[..., N, gh, gw]`` (e.g. one map per layer, :func:`layer_maps`), ``masks``
+    ``[N, H, W]`` aligned with the model's input. A patch is *on* the object when the mask
+    touches it. Returns three tensors of shape ``[..., N]``: ``"on"`` and ``"off"``, the
+    positive mass on and off the object's patches, and ``"against"``, the negative mass on
+    the object's patches (written *against* the class). ``on / (on + off)`` is the share of a
+    map's positive mass that falls on the object: what thresholding can hope to keep.
+    """
+    m = torch.as_tensor(np.asarray(masks) if not isinstance(masks, Tensor) else masks)
+    if m.ndim != 3:
+        raise ValueError(f"masks must be [N, H, W], got shape {tuple(m.shape)}")
+    if maps.ndim < 3 or maps.shape[-3] != m.shape[0]:
+        raise ValueError(f"maps {tuple(maps.shape)} must end in [N, gh, gw] with N = {m.shape[0]} masks")
+    grid = tuple(maps.shape[-2:])
+    if m.shape[-2] % grid[0] or m.shape[-1] % grid[1]:
+        raise ValueError(f"mask size {tuple(m.shape[-2:])} is not a whole number of {grid} patches")
+    cover = F.adaptive_max_pool2d(m.to(maps.device).float()[:, None], grid)[:, 0] > 0  # [N, gh, gw]
+    pos, neg = maps.clamp_min(0), (-maps).clamp_min(0)
+    return {"on": (pos * cover).sum((-2, -1)), "off": (pos * ~cover).sum((-2, -1)),
+            "against": (neg * cover).sum((-2, -1))}
 
 
 # ----------------------------------------------------------------------------------------------

@@ -128,6 +128,18 @@ def check_06(f):
     assert pairs["rollout"]["IoU foreground"] < m["rollout"]["IoU foreground"]
     assert pairs["decomposition"]["mAP"] > pairs["rollout"]["mAP"], pairs
     assert all(pairs["decomposition"]["mIoU"] > pairs[b]["mIoU"] for b in ("rollout", "raw_attention")), pairs
+    # where the maps put their weight: the figures behind the notebook's explanation
+    shares = f["mass_on_object"]
+    assert set(shares) == {"one object", "two objects: the named one"}
+    assert all(set(v) == set(m) and all(0.0 <= x <= 1.0 for x in v.values()) for v in shares.values()), shares
+    two = shares["two objects: the named one"]
+    assert two["decomposition"] > two["raw_attention"] + 0.05, two  # the class direction picks the named object
+    assert shares["one object"]["raw_attention"] > 0.8, shares  # "looks almost only at the object"
+    lm = f["layer_mass"]
+    assert len(lm["on"]) == len(lm["off"]) == len(lm["against"]) == len(f["miou_by_first_layer"])
+    assert all(x >= 0 for v in lm.values() for x in v)
+    assert f["off_mass_share_before_last_layer"] > 0.5  # earlier layers read the class off the object
+    assert f["against_over_on_last_layer"] > 0.05  # the last layer writes against the class on the object
     # decomposition vs rollout is asserted on the helpers in tests/test_world_model.py
 
 

@@ -18,6 +18,7 @@ from helpers.segmentation import (
     SegmentationScores,
     _capture_attention,
     imagenet_seg,
+    mass_by_region,
     postprocess,
     predicted_classes,
     segment,
@@ -87,6 +88,27 @@ def test_postprocess_and_threshold():
         segment(maps, 2, threshold=2.0)
     with pytest.raises(ValueError, match="'mean'"):
         segment(maps, 2, threshold="median")
+
+
+def test_mass_by_region_against_hand_computed_values():
+    # a 2 x 2 patch grid on a 4 x 4 mask; the object touches the top-left patch (one pixel)
+    # and the bottom-right patch (all four pixels)
+    mask = torch.zeros(1, 4, 4, dtype=torch.bool)
+    mask[0, 1, 1] = True
+    mask[0, 2:, 2:] = True
+    maps = torch.tensor([[[[2.0, 1.0], [-3.0, -0.5]]], [[[0.0, 0.0], [0.0, 0.0]]]])  # [2 layers, 1 image, 2, 2]
+    r = mass_by_region(maps, mask)
+    assert r["on"].shape == (2, 1)
+    assert r["on"].tolist() == [[2.0], [0.0]]  # positive mass on touched patches
+    assert r["off"].tolist() == [[1.0], [0.0]]  # positive mass elsewhere; the -3 is off and negative
+    assert r["against"].tolist() == [[0.5], [0.0]]  # negative mass on touched patches
+    assert mass_by_region(maps[0], mask.numpy())["on"].tolist() == [2.0]  # arrays are accepted
+    with pytest.raises(ValueError, match="\\[N, H, W\\]"):
+        mass_by_region(maps, mask[0])
+    with pytest.raises(ValueError, match="N = 2"):
+        mass_by_region(maps, torch.cat([mask, mask]))
+    with pytest.raises(ValueError, match="whole number"):
+        mass_by_region(maps, torch.zeros(1, 5, 4, dtype=torch.bool))
 
 
 # ---------------------------------------------------------------------------------------------
