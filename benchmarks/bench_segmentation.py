@@ -9,6 +9,7 @@ of each method (medians of interleaved repeats) and the ratio decomposition / Gr
 (target >= 1: at least as fast).
 
     python benchmarks/bench_segmentation.py [--model ViT-B-16] [--batch 4] [--classes 1000] [--repeats 5]
+                                            [--device cuda]
 """
 
 from __future__ import annotations
@@ -32,6 +33,7 @@ def main() -> None:
     ap.add_argument("--repeats", type=int, default=5)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--methods", default="decomposition,gradcam,chefer,rollout,raw_attention")
+    ap.add_argument("--device", default="cpu", help="e.g. cuda (timed with synchronisation)")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
 
@@ -45,21 +47,30 @@ def main() -> None:
     if unknown:
         raise SystemExit(f"unknown methods {unknown}; choose from {METHODS}")
     torch.manual_seed(0)
-    model = open_clip.create_model(args.model).eval()
+    dev = torch.device(args.device)
+    model = open_clip.create_model(args.model).eval().to(dev)
     g = torch.Generator().manual_seed(1)
-    x = torch.randn(args.batch, 3, *model.visual.image_size, generator=g)
-    texts = torch.nn.functional.normalize(torch.randn(args.classes, model.visual.output_dim, generator=g), dim=-1)
+    x = torch.randn(args.batch, 3, *model.visual.image_size, generator=g).to(dev)
+    texts = torch.nn.functional.normalize(torch.randn(args.classes, model.visual.output_dim, generator=g),
+                                          dim=-1).to(dev)
+
+    def sync() -> None:
+        if dev.type == "cuda":
+            torch.cuda.synchronize(dev)
 
     for m in methods:  # warm-up (also builds the decomposition's cached joint-space maps)
         segmentation_maps(model, x[:1], texts, m)
     times: dict[str, list[float]] = {m: [] for m in methods}
     for _ in range(args.repeats):
         for m in methods:  # interleaved, so drifts of a shared machine hit every method alike
+            sync()
             t0 = time.perf_counter()
             maps = segmentation_maps(model, x, texts, m)
+            sync()
             times[m].append(time.perf_counter() - t0)
             assert maps.shape[0] == args.batch
-    print(f"{args.model}, CPU, {torch.get_num_threads()} threads, batch {args.batch}, {args.classes} classes, "
+    where = torch.cuda.get_device_name(dev) if dev.type == "cuda" else f"CPU, {torch.get_num_threads()} threads"
+    print(f"{args.model}, {where}, batch {args.batch}, {args.classes} classes, "
           f"{args.repeats} interleaved repeats")
     ips = {m: args.batch / statistics.median(t) for m, t in times.items()}
     for m in methods:

@@ -69,7 +69,10 @@ def fetch(url: str, sha256: str | None, *, what: str, fname: str | None = None, 
     if sha256 is None and record.exists():
         sha256 = record.read_text().split()[0]
     known = f"sha256:{sha256}" if sha256 else None
-    if not (target.exists() and (sha256 is None or pooch.file_hash(str(target)) == sha256)):
+    if target.exists() and sha256 is not None and pooch.file_hash(str(target)) == sha256:
+        # cached and verified: hash it once, here, rather than again inside pooch
+        return processor(str(target), "fetch", None) if processor is not None else str(target)
+    if not (target.exists() and sha256 is None):
         require_host(url, what, hint)  # missing or not matching its checksum: pooch downloads again
     result = pooch.retrieve(url, known_hash=known, fname=fname, path=path, progressbar=True,
                             processor=processor)

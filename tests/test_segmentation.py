@@ -341,8 +341,19 @@ def test_fetch_records_a_checksum_when_none_is_published(tmp_path, monkeypatch):
     download.fetch("https://example.org/data.bin", None, what="test data", folder="t")
     digest = pooch.file_hash(str(tmp_path / "t" / "data.bin"))
     assert (tmp_path / "t" / "data.bin.sha256").read_text().split()[0] == digest
+    hashes = []
+    real_hash = pooch.file_hash
+    monkeypatch.setattr(pooch, "file_hash", lambda p, *a, **k: hashes.append(p) or real_hash(p, *a, **k))
+    out = download.fetch("https://example.org/data.bin", None, what="test data", folder="t")
+    assert out == str(tmp_path / "t" / "data.bin") and calls == [None]  # verified against the record, no download
+    assert len(hashes) == 1  # the cached file is hashed once, not again by pooch
+    seen = []
+    download.fetch("https://example.org/data.bin", None, what="test data", folder="t",
+                   processor=lambda fname, action, _p: seen.append((fname, action)) or "processed")
+    assert seen == [(str(tmp_path / "t" / "data.bin"), "fetch")]  # a processor still sees the cached file
+    (tmp_path / "t" / "data.bin").write_bytes(b"tampered")
     download.fetch("https://example.org/data.bin", None, what="test data", folder="t")
-    assert calls == [None, f"sha256:{digest}"]  # the second use checks against the record
+    assert calls == [None, f"sha256:{digest}"]  # a file that fails its record goes back to pooch, hash pinned
 
 
 def test_layer_maps_sum_to_the_segmenter_map(default_bundle):
