@@ -63,6 +63,7 @@ __all__ = [
     "evaluate_methods",
     "layer_maps",
     "mass_by_region",
+    "patch_norm_ratio",
 ]
 
 METHODS: tuple[str, ...] = ("decomposition", "raw_attention", "rollout", "gradcam", "chefer")
@@ -418,6 +419,35 @@ def mass_by_region(maps: Tensor, masks: Any) -> dict[str, Tensor]:
     pos, neg = maps.clamp_min(0), (-maps).clamp_min(0)
     return {"on": (pos * cover).sum((-2, -1)), "off": (pos * ~cover).sum((-2, -1)),
             "against": (neg * cover).sum((-2, -1))}
+
+
+def patch_norm_ratio(model: nn.Module, images: Any, *,
+                     preprocess: Callable[[Image.Image], Tensor] | None = None) -> Tensor:
+    """How far the largest patch token stands out after each block: the norm of the largest
+    patch token over the median patch token's norm, per image, ``[L, B]``.
+
+    Large ViTs trained on photos grow a few background tokens with outsized norms that hold
+    global information (Darcet et al., ICLR 2024); the class token's attention then points at
+    them, and raw-attention maps with it. Ratios near 1 mean no such tokens.
+    """
+    visual = _visual(model)
+    x = _image_batch(model, visual, images, preprocess).to(visual.proj.dtype)
+    batch_first = bool(getattr(visual.transformer, "batch_first", True))
+    ratios: list[Tensor] = []
+
+    def hook(_m: nn.Module, _i: Any, out: Tensor) -> None:
+        tokens = out if batch_first else out.transpose(0, 1)
+        n = tokens[:, 1:].norm(dim=-1)  # patch tokens only [B, P]
+        ratios.append(n.max(-1).values / n.median(-1).values)
+
+    handles = [blk.register_forward_hook(hook) for blk in visual.transformer.resblocks]
+    try:
+        with torch.no_grad():
+            _forward(visual, x)
+    finally:
+        for h in handles:
+            h.remove()
+    return torch.stack(ratios)
 
 
 # ----------------------------------------------------------------------------------------------

@@ -140,6 +140,10 @@ def check_06(f):
     assert all(x >= 0 for v in lm.values() for x in v)
     assert f["off_mass_share_before_last_layer"] > 0.5  # earlier layers read the class off the object
     assert f["against_over_on_last_layer"] > 0.05  # the last layer writes against the class on the object
+    ratio = f["patch_norm_ratio"]
+    assert len(ratio["mean"]) == len(ratio["max"]) == len(lm["on"])
+    assert all(1.0 <= a <= b for a, b in zip(ratio["mean"], ratio["max"]))
+    assert max(ratio["max"]) < 5  # the notebook's reading: no outsized background tokens offline
     # decomposition vs rollout is asserted on the helpers in tests/test_world_model.py
 
 

@@ -19,6 +19,7 @@ from helpers.segmentation import (
     _capture_attention,
     imagenet_seg,
     mass_by_region,
+    patch_norm_ratio,
     postprocess,
     predicted_classes,
     segment,
@@ -109,6 +110,28 @@ def test_mass_by_region_against_hand_computed_values():
         mass_by_region(maps, torch.cat([mask, mask]))
     with pytest.raises(ValueError, match="whole number"):
         mass_by_region(maps, torch.zeros(1, 5, 4, dtype=torch.bool))
+
+
+def test_patch_norm_ratio_finds_a_planted_outlier_token(random_model, scenes):
+    x = images_to_tensor(scenes.images)
+    base = patch_norm_ratio(random_model, x)
+    n_layers = len(random_model.visual.transformer.resblocks)
+    assert base.shape == (n_layers, len(x)) and bool((base >= 1).all())
+    last = random_model.visual.transformer.resblocks[-1]
+
+    def plant(_m, _i, out):  # one patch token of every image gets a norm far above the rest
+        out = out.clone()
+        out[:, 5] = out[:, 5] * 0 + 1e3
+        return out
+
+    handle = last.register_forward_hook(plant)
+    try:
+        planted = patch_norm_ratio(random_model, x)
+    finally:
+        handle.remove()
+    assert torch.equal(planted[:-1], base[:-1])  # earlier blocks unchanged
+    assert bool((planted[-1] > 10 * base[-1]).all())
+    assert torch.equal(patch_norm_ratio(random_model, x), base)  # the hooks are gone
 
 
 # ---------------------------------------------------------------------------------------------

@@ -54,7 +54,7 @@ from IPython.display import display
 from helpers.models import load_model
 from helpers.record import Figures
 from helpers.segmentation import (METHODS, SegmentationScores, evaluate_methods, layer_maps, mass_by_region,
-                                  load_segmentation_task, predicted_classes, segment)
+                                  load_segmentation_task, patch_norm_ratio, predicted_classes, segment)
 from helpers.spatial import maps_figure
 from helpers.text import zero_shot_classifier
 from helpers.ui import live
@@ -191,8 +191,16 @@ print(f"layers before the last hold {off_share_before_last:.0%} of the positive 
 #
 # Large ViTs trained on photos are reported to store global information in a few background
 # tokens with outsized norms, which the class token's attention then points at (Darcet et al.,
-# "Vision Transformers Need Registers", ICLR 2024). This small model shows no such tokens, so
-# its raw attention is a strong baseline here; run the online path to compare on real models.
+# "Vision Transformers Need Registers", ICLR 2024): raw attention then lights up background.
+# The cell below measures, after every block, how far the largest patch token's norm stands
+# above the median one. Ratios near 1 mean no such tokens, and a clean raw-attention map; run
+# it online to see a real model's.
+
+# %%
+ratio = patch_norm_ratio(model, task.images[:sub].to(device)).cpu()  # [L, N]
+figures["patch_norm_ratio"] = {"mean": ratio.mean(1).tolist(), "max": ratio.amax(1).tolist()}
+print("largest / median patch-token norm after each block (mean over images, worst image):")
+print("  " + "  ".join(f"L{i} {m:.2f} ({w:.2f})" for i, (m, w) in enumerate(zip(ratio.mean(1), ratio.amax(1)))))
 
 # %% [markdown]
 # ## Try it: threshold and layers
