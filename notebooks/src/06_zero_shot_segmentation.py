@@ -177,7 +177,7 @@ off_share_before_last = float(mass["off"][:-1].sum() / mass["off"].sum())
 against_share_last = float(mass["against"][-1] / mass["on"][-1])
 figures["off_mass_share_before_last_layer"] = off_share_before_last
 figures["against_over_on_last_layer"] = against_share_last
-print(f"layers before the last hold {off_share_before_last:.0%} of the positive mass off the object; "
+print(f"of the positive mass off the object, {off_share_before_last:.0%} comes from layers before the last; "
       f"in the last layer the mass written against the class on the object is {against_share_last:.0%} "
       f"of the mass for it")
 
