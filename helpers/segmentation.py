@@ -443,11 +443,13 @@ def patch_norm_ratio(model: nn.Module, images: Any, *,
     handles = [blk.register_forward_hook(hook) for blk in visual.transformer.resblocks]
     try:
         with torch.no_grad():
-            _forward(visual, x)
+            for i in range(0, x.shape[0], _CHUNK):  # bounded activations on large models
+                _forward(visual, x[i:i + _CHUNK])
     finally:
         for h in handles:
             h.remove()
-    return torch.stack(ratios)
+    n_layers = len(visual.transformer.resblocks)
+    return torch.cat([torch.stack(ratios[i:i + n_layers]) for i in range(0, len(ratios), n_layers)], 1)
 
 
 # ----------------------------------------------------------------------------------------------

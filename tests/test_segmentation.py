@@ -117,6 +117,8 @@ def test_patch_norm_ratio_finds_a_planted_outlier_token(random_model, scenes):
     base = patch_norm_ratio(random_model, x)
     n_layers = len(random_model.visual.transformer.resblocks)
     assert base.shape == (n_layers, len(x)) and bool((base >= 1).all())
+    many = patch_norm_ratio(random_model, torch.cat([x] * 4))  # more images than one forward pass takes
+    assert many.shape == (n_layers, 4 * len(x)) and torch.allclose(many[:, -len(x):], base, atol=1e-5)
     last = random_model.visual.transformer.resblocks[-1]
 
     def plant(_m, _i, out):  # one patch token of every image gets a norm far above the rest
