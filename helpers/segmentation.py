@@ -433,23 +433,25 @@ def patch_norm_ratio(model: nn.Module, images: Any, *,
     visual = _visual(model)
     x = _image_batch(model, visual, images, preprocess).to(visual.proj.dtype)
     batch_first = bool(getattr(visual.transformer, "batch_first", True))
-    ratios: list[Tensor] = []
+    per_block: list[Tensor] = []  # one [b] tensor per block of the current chunk
 
     def hook(_m: nn.Module, _i: Any, out: Tensor) -> None:
         tokens = out if batch_first else out.transpose(0, 1)
-        n = tokens[:, 1:].norm(dim=-1)  # patch tokens only [B, P]
-        ratios.append(n.max(-1).values / n.median(-1).values)
+        n = tokens[:, 1:].norm(dim=-1)  # patch tokens only [b, P]
+        per_block.append(n.max(-1).values / n.median(-1).values)
 
     handles = [blk.register_forward_hook(hook) for blk in visual.transformer.resblocks]
+    chunks = []
     try:
         with torch.no_grad():
             for i in range(0, x.shape[0], _CHUNK):  # bounded activations on large models
                 _forward(visual, x[i:i + _CHUNK])
+                chunks.append(torch.stack(per_block))
+                per_block.clear()
     finally:
         for h in handles:
             h.remove()
-    n_layers = len(visual.transformer.resblocks)
-    return torch.cat([torch.stack(ratios[i:i + n_layers]) for i in range(0, len(ratios), n_layers)], 1)
+    return torch.cat(chunks, 1)
 
 
 # ----------------------------------------------------------------------------------------------

@@ -144,7 +144,7 @@ def check_06(f):
     assert len(ratio["mean"]) == len(ratio["max"]) == len(lm["on"])
     assert all(1.0 <= a <= b for a, b in zip(ratio["mean"], ratio["max"]))
     assert max(ratio["max"]) < 5  # the notebook's reading: no outsized background tokens offline
-    # decomposition vs rollout is asserted on the helpers in tests/test_world_model.py
+    # the same comparisons on fresh scenes, with the helpers: tests/test_world_model.py
 
 
 CHECKS["06_zero_shot_segmentation"] = check_06
