@@ -4,7 +4,8 @@ and the other baselines, on the same images, in one run.
 Random-init ViT-B-16 on CPU, a batch of random images and 1,000 random unit class texts (as
 for ImageNet). Every method produces its patch maps for the predicted class; the zero-shot
 prediction is included in the decomposition's time (it comes out of the same forward pass)
-and in the gradient methods' time (they need it for their target). Prints images per second
+and in the gradient and relevance methods' time (they need it for their target). LRP and
+partial LRP (relevance propagation, :mod:`helpers.lrp`) are timed beside the others. Prints images per second
 of each method (medians of interleaved repeats) and the ratio decomposition / GradCAM
 (target >= 1: at least as fast).
 
@@ -32,7 +33,7 @@ def main() -> None:
     ap.add_argument("--classes", type=int, default=1000)
     ap.add_argument("--repeats", type=int, default=5)
     ap.add_argument("--threads", type=int, default=2)
-    ap.add_argument("--methods", default="decomposition,gradcam,chefer,rollout,raw_attention")
+    ap.add_argument("--methods", default="decomposition,gradcam,chefer,rollout,raw_attention,lrp,partial_lrp")
     ap.add_argument("--device", default="cpu", help="e.g. cuda (timed with synchronisation)")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterable, Sequence
+from typing import Any, Iterable, Mapping, Sequence
 
 import numpy as np
 
@@ -12,15 +12,26 @@ import torch
 from torch import Tensor, nn
 from tqdm.auto import tqdm
 
+from .components import Components, DirectEffects
 from .decompose import Decomposer
 
-__all__ = ["DirectTerms", "collect_terms", "cached_terms", "accuracy", "component_table", "variance_shares",
+__all__ = ["ABLATION_SCALES", "DirectTerms", "AblationSet", "MEAN_ABLATION_PROTOCOLS", "mean_ablation_rows", "collect_terms", "cached_terms", "accuracy", "component_table", "variance_shares",
            "margin_contributions", "group_variance_share"]
 
 
+ABLATION_SCALES: tuple[str, ...] = ("raw", "paper")
+"""Values of ``scale`` in :meth:`DirectTerms.ablated`: means of the raw terms (the course's)
+or of each image's terms divided by its embedding norm (the reference code's)."""
+
+
 @dataclass
-class DirectTerms:
+class DirectTerms(DirectEffects):
     """Direct contributions for ``N`` images (all on one device, joint space, unnormalised).
+
+    The tensors are also handed out with named axes, like a
+    :class:`~helpers.decompose.Decomposition`'s: :meth:`components` ``(image, component, dim)``,
+    :meth:`attention` / :meth:`mlps` ``(image, layer, dim)``, :meth:`head_terms`
+    ``(image, layer, head, dim)`` and :meth:`cls_self_terms`.
 
     ``cls_self`` is each layer's attention term flowing from the class token to itself (the
     ``i = CLS`` summand), kept when requested because the paper ablates it separately.
@@ -33,9 +44,20 @@ class DirectTerms:
     heads: Tensor | None = None  # [N, L, H, d]
     cls_self: Tensor | None = None  # [N, L, d]
 
+    _no_heads = "the terms have no per-head contributions: collect them with heads=True"
+
     @property
     def n_layers(self) -> int:
         return self.attn.shape[1]
+
+    def _const_rows(self) -> Tensor:
+        return self.const.expand(len(self), -1)
+
+    def cls_self_terms(self) -> Components:
+        """Each layer's class-token-to-itself attention term ``(image, layer, dim)``."""
+        if self.cls_self is None:
+            raise AttributeError("the terms have no class-token terms: collect them with cls_self=True")
+        return Components(self.cls_self, ("image", "layer", "dim"))
 
     def __len__(self) -> int:
         return self.embed.shape[0]
@@ -44,9 +66,33 @@ class DirectTerms:
         """The full embeddings (sum of every term)."""
         return self.embed + self.attn.sum(1) + self.mlp.sum(1) + self.const
 
+    def normalized(self) -> "DirectTerms":
+        """The terms on the reference code's cosine scale: each image's terms divided by the
+        norm of that image's embedding, so that they sum to the unit embedding.
+
+        As in the paper's reference code, the ``ln_post`` bias term (``const``) is first shared
+        evenly among the ``2L + 1`` summands of the residual stream (the embedding term, each
+        attention layer, each MLP; a layer's share split evenly over its heads), so the result
+        has ``const = 0`` and every term varies with the image's norm. ``cls_self`` is divided
+        by the norm without a share. (The reference also shares the residual stream's mean
+        evenly among the summands, where the decomposition removes each summand's own mean; that
+        convention of the decomposition is kept.)
+        """
+        L = self.n_layers
+        nrm = self.embeddings().norm(dim=-1, keepdim=True)  # [N, 1]
+        nrm = torch.where(nrm > 0, nrm, torch.ones_like(nrm))
+        share = self.const / (2 * L + 1)
+        heads = None
+        if self.heads is not None:
+            heads = (self.heads + share / self.heads.shape[2]) / nrm[:, None, None]
+        return DirectTerms(embed=(self.embed + share) / nrm, attn=(self.attn + share) / nrm[:, None],
+                           mlp=(self.mlp + share) / nrm[:, None], const=torch.zeros_like(self.const),
+                           heads=heads, cls_self=None if self.cls_self is None else self.cls_self / nrm[:, None])
+
     def ablated(self, *, mlps: Iterable[int] = (), attn: Iterable[int] = (),
                 heads: Iterable[tuple[int, int]] = (), embed: bool = False,
-                cls_self: Iterable[int] = (), means: "DirectTerms | None" = None) -> Tensor:
+                cls_self: Iterable[int] = (), means: "DirectTerms | None" = None,
+                scale: str = "raw") -> Tensor:
         """Embeddings with the named terms replaced by their mean over the dataset.
 
         Args:
@@ -56,7 +102,17 @@ class DirectTerms:
             embed: mean-ablate the class-token embedding term.
             cls_self: layers whose class-token-to-itself attention summand is mean-ablated.
             means: take the means from another set (e.g. a reference dataset); default: self.
+            scale: ``"raw"`` (default): means of the terms as they are. ``"paper"``: the
+                reference code's, means of each image's terms divided by its embedding norm
+                (:meth:`normalized`); the result is then on that scale (the unablated rows
+                are unit vectors). Zero-shot predictions are scale-free per image, so only the
+                means differ.
         """
+        if scale not in ABLATION_SCALES:
+            raise ValueError(f"scale must be one of {', '.join(map(repr, ABLATION_SCALES))}, got {scale!r}")
+        if scale == "paper":
+            return self.normalized().ablated(mlps=mlps, attn=attn, heads=heads, embed=embed, cls_self=cls_self,
+                                              means=None if means is None else means.normalized())
         ref = means if means is not None else self
         L = self.n_layers
         norm = lambda ix: sorted({i % L for i in ix})  # noqa: E731
@@ -193,15 +249,10 @@ def cached_terms(model: nn.Module, dataset: Any, *, dataset_id: str, cache_dir: 
 
 
 def component_table(terms: DirectTerms) -> tuple[list[str], Tensor]:
-    """All direct terms as ``(labels, [N, C, d])``: embed, attn.0, mlp.0, ..., (const last)."""
-    labels = ["embed"]
-    parts = [terms.embed[:, None]]
-    for i in range(terms.n_layers):
-        labels += [f"attn.{i}", f"mlp.{i}"]
-        parts += [terms.attn[:, i:i + 1], terms.mlp[:, i:i + 1]]
-    labels.append("const")
-    parts.append(terms.const.expand(len(terms), 1, -1))
-    return labels, torch.cat(parts, 1)
+    """All direct terms as ``(labels, [N, C, d])``: embed, attn.0, mlp.0, ..., (const last);
+    :meth:`DirectTerms.components` as a plain pair."""
+    comps = terms.components()
+    return comps.labels["component"], comps.data
 
 
 def variance_shares(terms: DirectTerms) -> dict[str, float]:
@@ -210,10 +261,10 @@ def variance_shares(terms: DirectTerms) -> dict[str, float]:
     This is the mean squared change of the embedding when that term alone is mean-ablated,
     relative to the embedding's spread: a direct-effect size that needs no labels.
     """
-    labels, comps = component_table(terms)
+    comps = terms.components()
     total = terms.embeddings().var(0).sum()
-    shares = comps.var(0).sum(-1) / total
-    return dict(zip(labels, shares.tolist()))
+    shares = comps.data.var(0).sum(-1) / total
+    return dict(zip(comps.labels["component"], shares.tolist()))
 
 
 def margin_contributions(terms: DirectTerms, classifier: Tensor, labels: Tensor) -> dict[str, float]:
@@ -222,13 +273,13 @@ def margin_contributions(terms: DirectTerms, classifier: Tensor, labels: Tensor)
     With ``e`` the embedding and ``t_k`` the class embeddings, the cosine logit margin
     ``(e / |e|) . (t_y - mean_k t_k)`` splits exactly over the terms of ``e``.
     """
-    names, comps = component_table(terms)
+    comps = terms.components()
     emb = terms.embeddings()
     classifier = classifier.to(emb)
     labels = torch.as_tensor(labels, device=emb.device)
     direction = classifier[labels] - classifier.mean(0)  # [N, d]
-    contrib = torch.einsum("ncd,nd->nc", comps, direction) / emb.norm(dim=-1, keepdim=True)
-    return dict(zip(names, contrib.mean(0).tolist()))
+    contrib = torch.einsum("ncd,nd->nc", comps.data, direction) / emb.norm(dim=-1, keepdim=True)
+    return dict(zip(comps.labels["component"], contrib.mean(0).tolist()))
 
 
 def group_variance_share(terms: DirectTerms, *, attn: Iterable[int] = (), mlps: Iterable[int] = (),
@@ -248,3 +299,103 @@ def group_variance_share(terms: DirectTerms, *, attn: Iterable[int] = (), mlps: 
     for i in mlps:
         total = total + terms.mlp[:, i % L]
     return float(total.var(0).sum() / terms.embeddings().var(0).sum())
+
+
+@dataclass(frozen=True)
+class AblationSet(Mapping):
+    """A set of terms to mean-ablate together, usable as keyword arguments.
+
+    ``terms.ablated(**s)`` and :class:`helpers.spurious.GroupEvaluator`'s ``evaluate(**s)``
+    take it as it is. :meth:`mask` says which components it removes.
+
+    Attributes:
+        heads: ``(layer, head)`` pairs.
+        attn, mlps: layers whose whole attention term / MLP term is removed.
+        embed: remove the class-token embedding term.
+        scale: ``"raw"`` or ``"paper"`` (see :meth:`DirectTerms.ablated`).
+    """
+
+    heads: tuple[tuple[int, int], ...] = ()
+    attn: tuple[int, ...] = ()
+    mlps: tuple[int, ...] = ()
+    embed: bool = False
+    scale: str = "raw"
+
+    def __post_init__(self) -> None:
+        if self.scale not in ABLATION_SCALES:
+            raise ValueError(f"scale must be one of {', '.join(map(repr, ABLATION_SCALES))}, got {self.scale!r}")
+        object.__setattr__(self, "heads", tuple((int(l), int(h)) for l, h in self.heads))
+        object.__setattr__(self, "attn", tuple(int(i) for i in self.attn))
+        object.__setattr__(self, "mlps", tuple(int(i) for i in self.mlps))
+
+    _KEYS = ("heads", "attn", "mlps", "embed", "scale")
+
+    def __getitem__(self, key: str) -> Any:
+        if key not in self._KEYS:
+            raise KeyError(key)
+        return getattr(self, key)
+
+    def __iter__(self):
+        return iter(self._KEYS)
+
+    def __len__(self) -> int:
+        return len(self._KEYS)
+
+    def mask(self, n_layers: int, n_heads: int) -> dict[str, Tensor]:
+        """The removed components: ``{"embed": [] bool, "heads": [L, H] bool, "mlps": [L] bool}``
+        (a whole attention layer marks all its heads)."""
+        L, H = int(n_layers), int(n_heads)
+        heads = torch.zeros(L, H, dtype=torch.bool)
+        mlps = torch.zeros(L, dtype=torch.bool)
+        for i in self.attn:
+            if not -L <= i < L:
+                raise IndexError(f"layer {i} out of range for a {L}-layer model")
+            heads[i % L] = True
+        for li, h in self.heads:
+            if not -L <= li < L or not -H <= h < H:
+                raise IndexError(f"head ({li}, {h}) out of range for {L} layers of {H} heads")
+            heads[li % L, h % H] = True
+        for i in self.mlps:
+            if not -L <= i < L:
+                raise IndexError(f"layer {i} out of range for a {L}-layer model")
+            mlps[i % L] = True
+        return {"embed": torch.tensor(bool(self.embed)), "heads": heads, "mlps": mlps}
+
+
+MEAN_ABLATION_PROTOCOLS: tuple[str, ...] = ("raw", "paper")
+"""Values of :func:`mean_ablation_rows`' ``protocol``."""
+
+
+def mean_ablation_rows(terms: DirectTerms, classifier: Tensor, labels: Tensor | Sequence[int], *, last: int = 4,
+                       protocol: str = "raw") -> dict[str, float]:
+    """Zero-shot accuracy after the paper's mean ablations, one row per ablation.
+
+    Rows: ``"baseline"``; ``"MLPs"``; ``"CLS-to-itself attention"`` and ``"MLPs + CLS-to-itself
+    attention"`` (when the terms carry ``cls_self``); ``"attention except last k"``; ``"MLPs +
+    embedding + attention except last k"``; ``"last k attention layers"`` (``k = min(last, L)``).
+
+    ``protocol="raw"`` (the course's): means of the raw terms; the ``"MLPs"`` row removes the
+    MLPs only. ``protocol="paper"`` (the reference code's): means of each image's terms divided
+    by its embedding norm (``scale="paper"``), and the ``"MLPs"`` row also removes the
+    class-token embedding term (the reference stores it as the first of its MLP terms).
+    """
+    if protocol not in MEAN_ABLATION_PROTOCOLS:
+        raise ValueError(f"protocol must be one of {', '.join(map(repr, MEAN_ABLATION_PROTOCOLS))}, "
+                         f"got {protocol!r}")
+    if isinstance(last, bool) or not isinstance(last, int) or last < 1:
+        raise ValueError(f"last must be a positive integer, got {last!r}")
+    paper = protocol == "paper"
+    scale = "paper" if paper else "raw"
+    L = terms.n_layers
+    k = min(last, L)
+    every, early = list(range(L)), list(range(L - k))
+    acc = lambda **kw: accuracy(terms.ablated(scale=scale, **kw), classifier, labels)  # noqa: E731
+    rows = {"baseline": accuracy(terms.embeddings(), classifier, labels),
+            "MLPs": acc(mlps=every, embed=paper)}
+    if terms.cls_self is not None:
+        rows["CLS-to-itself attention"] = acc(cls_self=every)
+        rows["MLPs + CLS-to-itself attention"] = acc(mlps=every, embed=paper, cls_self=every)
+    rows[f"attention except last {k}"] = acc(attn=early)
+    rows[f"MLPs + embedding + attention except last {k}"] = acc(mlps=every, attn=early, embed=True)
+    rows[f"last {k} attention layers"] = acc(attn=range(L - k, L))
+    return rows

@@ -3,7 +3,8 @@
 ``load_task(name, ...)`` is what the notebooks call with their ``dataset`` parameter:
 
 * ``"world"`` / ``"world:<factor>"`` — held-out synthetic scenes labelled by one factor
-  (default ``shape``); generated on the spot, no files.
+  (default ``shape``); generated on the spot, no files; through the model's ``preprocess``
+  when given (a real CLIP sees them resized to its input size).
 * ``"imagenette"`` — the 3,925 validation images of Imagenette (10 ImageNet classes, 320 px),
   downloaded once (about 330 MB, sha256-checked), classified 1000-way with ImageNet's class
   names and prompt templates from ``open_clip.zero_shot_metadata``.
@@ -26,7 +27,7 @@ from . import world
 from .download import fetch
 
 __all__ = ["ZeroShotTask", "load_task", "world_task", "imagenet_folder_task", "imagenette_task",
-           "IMAGENETTE_URL", "IMAGENETTE_SHA256"]
+           "imagenet_metadata", "IMAGENETTE_URL", "IMAGENETTE_SHA256"]
 
 IMAGENETTE_URL = "https://s3.amazonaws.com/fast-ai-imageclas/imagenette2-320.tgz"
 IMAGENETTE_SHA256 = "569b4497c98db6dd29f335d1f109cf315fe127053cedf69010d047f0188e158c"
@@ -59,19 +60,44 @@ class ZeroShotTask:
 
 
 def world_task(factor: str = "shape", n: int = 600, *, split: str = "test", seed: int = 1,
-               start: int = 0) -> ZeroShotTask:
-    """Held-out world scenes labelled by ``factor`` (prompts from :func:`world.class_prompts`)."""
-    from .training import images_to_tensor
+               start: int = 0, preprocess: Callable[[Image.Image], torch.Tensor] | None = None) -> ZeroShotTask:
+    """Held-out world scenes labelled by ``factor`` (prompts from :func:`world.class_prompts`).
+
+    With ``preprocess`` (a model's own, as :func:`load_task` passes it) every scene goes through
+    it when read, so a real CLIP sees the 64-px scenes resized to its input; without, the scenes
+    are normalised at their own size, as the offline model's preprocess does.
+    """
+    from .images import images_to_tensor
 
     if n <= 0:
         raise ValueError("n must be positive")
     scenes = world.sample(n, split=split, seed=seed, start=start)
     prompts = world.class_prompts(factor)
     labels = torch.as_tensor(scenes.factors[factor], dtype=torch.long)
-    x = images_to_tensor(scenes.images)
+    dataset: Dataset
+    if preprocess is None:
+        dataset = TensorDataset(images_to_tensor(scenes.images), labels)
+    else:
+        dataset = _Preprocessed(scenes.pil, preprocess, labels)
     return ZeroShotTask(name=f"world:{factor}", classes=list(prompts), prompts=prompts,
-                        dataset=TensorDataset(x, labels), labels=labels, show=scenes.pil,
+                        dataset=dataset, labels=labels, show=scenes.pil,
                         meta={"scenes": scenes, "factor": factor})
+
+
+class _Preprocessed(Dataset):
+    """``(preprocess(image(i)), labels[i])``, computed when read."""
+
+    def __init__(self, image: Callable[[int], Image.Image], preprocess: Callable[[Image.Image], torch.Tensor],
+                 labels: torch.Tensor):
+        self.image, self.preprocess, self.labels = image, preprocess, labels
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def __getitem__(self, i: int) -> tuple[torch.Tensor, torch.Tensor]:
+        if not -len(self) <= i < len(self):
+            raise IndexError(f"index {i} out of range for {len(self)} images")
+        return self.preprocess(self.image(i % len(self))), self.labels[i]
 
 
 class _Folder(Dataset):
@@ -92,7 +118,9 @@ class _Folder(Dataset):
         return self.preprocess(self.load(i)), self.items[i][1]
 
 
-def _imagenet_metadata(templates: str) -> tuple[list[str], list[Callable[[str], str]]]:
+def imagenet_metadata(templates: str) -> tuple[list[str], list[Callable[[str], str]]]:
+    """ImageNet's 1,000 class names and prompt templates (``"openai"``: the 80 of CLIP's paper,
+    ``"simple"``), as open_clip ships them."""
     from open_clip import zero_shot_metadata as z
 
     names = list(z.IMAGENET_CLASSNAMES)
@@ -104,7 +132,7 @@ def _imagenet_metadata(templates: str) -> tuple[list[str], list[Callable[[str], 
 
 def _folder_task(name: str, root: Path, wnid_to_index: dict[str, int], preprocess, n: int | None,
                  seed: int, templates: str) -> ZeroShotTask:
-    names, tmpl = _imagenet_metadata(templates)
+    names, tmpl = imagenet_metadata(templates)
     items = []
     for wnid, idx in sorted(wnid_to_index.items()):
         d = root / wnid
@@ -150,7 +178,8 @@ def imagenette_task(preprocess, n: int | None = None, *, seed: int = 0, template
 
     fetch(IMAGENETTE_URL, IMAGENETTE_SHA256, what="Imagenette (about 330 MB)", folder="imagenette",
           processor=pooch.Untar(extract_dir="."),
-          hint="Use dataset='world' offline, or point dataset='imagenet:/path/to/val' at a local copy.")
+          hint="Use dataset='world' offline (in the notebooks: preset='offline'), or point "
+               "dataset='imagenet:/path/to/val' at a local copy.")
     from .download import cache_root
 
     root = cache_root() / "imagenette" / "imagenette2-320" / "val"
@@ -165,7 +194,7 @@ def load_task(name: str, *, n_images: int | None = None, preprocess=None, seed: 
     """Dispatch on a notebook's ``dataset`` parameter (see the module docstring)."""
     if name == "world" or name.startswith("world:"):
         factor = name.partition(":")[2] or "shape"
-        return world_task(factor, n_images or 600, seed=seed + 1)
+        return world_task(factor, n_images or 600, seed=seed + 1, preprocess=preprocess)
     if preprocess is None:
         raise ValueError(f"dataset {name!r} needs the model's preprocess")
     if name == "imagenette":

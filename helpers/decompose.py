@@ -24,118 +24,34 @@ with ``v_i^h = W_V^h x_i + b_V^h``. The output-projection bias is shared among h
 and among tokens by attention weight, so per-head terms sum to the layer term and per-token
 terms sum to the per-head terms.
 
-Everything is captured with forward hooks on stock open_clip modules (``ln_pre``, each
-block's ``ln_1``, ``ls_1``, ``ls_2``, and ``ln_post``); the hooks only read, and they are
-removed when the call returns, so the model behaves exactly as before.
+Everything is captured through the named hook sites of :mod:`helpers.hooks` (``ln_pre``,
+each block's ``ln_1``, ``attn_out`` and ``mlp_out``, and ``ln_post.in``) on stock open_clip
+modules; the hooks only read, and they are removed when the call returns, so the model
+behaves exactly as before.
 """
 
 from __future__ import annotations
 
 import weakref
 from dataclasses import dataclass, field, replace
-from typing import Any, Iterable, Sequence
+from typing import Any, Callable, Iterable
 
 import torch
 import torch.nn.functional as F
-from open_clip.transformer import LayerScale, ResidualAttentionBlock, VisionTransformer
+from open_clip.transformer import LayerScale, VisionTransformer
 from torch import Tensor, nn
 
-from .models import SUPPORTED_DESCRIPTION, UnsupportedModelError
+from .components import Components, DirectEffects
+from .hooks import hooked
+from .images import check_batch
+from .labels import Selection, resolve_indices
+from .models import ModelInfo, model_info
+from .support import check_tower
+from .text import text_matrix
 
 __all__ = ["Components", "Decomposition", "Decomposer", "decompose", "check_model_supported"]
 
-Index = int | Sequence[int] | slice | Tensor | None
-
-
-# ----------------------------------------------------------------------------------------------
-# Named-axis tensors
-# ----------------------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class Components:
-    """A tensor whose axes have names, e.g. ``("image", "layer", "head", "dim")``.
-
-    ``dim`` is the joint embedding axis; scoring against text embeddings replaces it by
-    ``text``. ``labels`` optionally names the entries of one axis (e.g. component names).
-    """
-
-    data: Tensor
-    axes: tuple[str, ...]
-    labels: dict[str, list[str]] = field(default_factory=dict)
-
-    def __post_init__(self) -> None:
-        if self.data.ndim != len(self.axes):
-            raise ValueError(f"tensor has {self.data.ndim} axes but {len(self.axes)} names {self.axes}")
-        if len(set(self.axes)) != len(self.axes):
-            raise ValueError(f"duplicate axis names {self.axes}")
-
-    @property
-    def shape(self) -> dict[str, int]:
-        return dict(zip(self.axes, self.data.shape))
-
-    def axis(self, name: str) -> int:
-        try:
-            return self.axes.index(name)
-        except ValueError:
-            raise KeyError(f"no axis {name!r}; axes are {self.axes}") from None
-
-    def sum(self, *axes: str) -> "Components":
-        """Sum over the named axes (all but ``image``/``dim``/``text`` if none given)."""
-        if not axes:
-            axes = tuple(a for a in self.axes if a not in ("image", "dim", "text"))
-        idx = [self.axis(a) for a in axes]
-        keep = tuple(a for a in self.axes if a not in axes)
-        labels = {k: v for k, v in self.labels.items() if k in keep}
-        return Components(self.data.sum(dim=idx) if idx else self.data, keep, labels)
-
-    def select(self, **index: Index) -> "Components":
-        """Index axes by name: an int drops the axis, a list/slice keeps it.
-
-        ``c.select(layer=[-2, -1], head=0)``
-        """
-        data, axes, labels = self.data, list(self.axes), dict(self.labels)
-        for name, ix in index.items():
-            ax = axes.index(name) if name in axes else self.axis(name)
-            n = data.shape[ax]
-            if isinstance(ix, int):
-                if not -n <= ix < n:
-                    raise IndexError(f"{name} index {ix} out of range for size {n}")
-                data = data.select(ax, ix)
-                axes.pop(ax)
-                labels.pop(name, None)
-                continue
-            if isinstance(ix, slice):
-                pos = list(range(n))[ix]
-            else:
-                pos = [int(i) for i in (ix.tolist() if isinstance(ix, Tensor) else ix)]
-                bad = [i for i in pos if not -n <= i < n]
-                if bad:
-                    raise IndexError(f"{name} indices {bad} out of range for size {n}")
-                pos = [i % n for i in pos]
-            data = data.index_select(ax, torch.as_tensor(pos, dtype=torch.long, device=data.device))
-            if name in labels:
-                labels[name] = [labels[name][i] for i in pos]
-        return Components(data, tuple(axes), labels)
-
-    def score(self, texts: Tensor) -> "Components":
-        """Dot products with text embeddings ``[M, dim]`` (or ``[dim]``): ``dim`` -> ``text``."""
-        ax = self.axis("dim")
-        texts = texts.to(self.data)
-        if texts.ndim == 1:
-            texts = texts[None]
-        if texts.ndim != 2 or texts.shape[1] != self.data.shape[ax]:
-            raise ValueError(f"text embeddings must be [M, {self.data.shape[ax]}], got {tuple(texts.shape)}")
-        out = torch.tensordot(self.data.movedim(ax, -1), texts, dims=([-1], [1]))
-        axes = tuple(a for a in self.axes if a != "dim") + ("text",)
-        return Components(out, axes, dict(self.labels))
-
-    def numpy(self) -> Any:
-        return self.data.detach().cpu().numpy()
-
-    def __repr__(self) -> str:
-        dims = ", ".join(f"{a}={n}" for a, n in self.shape.items())
-        return f"Components({dims}, dtype={self.data.dtype})"
+Index = Selection
 
 
 # ----------------------------------------------------------------------------------------------
@@ -143,42 +59,10 @@ class Components:
 # ----------------------------------------------------------------------------------------------
 
 
-def _visual(model: nn.Module) -> nn.Module:
-    if isinstance(model, VisionTransformer):
-        return model
-    visual = getattr(model, "visual", None)
-    if visual is None:
-        raise UnsupportedModelError(f"{type(model).__name__} has no image tower. Supported: {SUPPORTED_DESCRIPTION}.")
-    return visual
-
-
 def check_model_supported(model: nn.Module) -> VisionTransformer:
-    """Return the model's ViT image tower, or raise :class:`UnsupportedModelError` saying why."""
-    visual = _visual(model)
-    name = type(visual).__name__
-    if not isinstance(visual, VisionTransformer):
-        raise UnsupportedModelError(f"image tower {name} is not an open_clip VisionTransformer. "
-                                    f"Supported: {SUPPORTED_DESCRIPTION}.")
-    why = None
-    if visual.attn_pool is not None:
-        why = "it uses an attentional pooler"
-    elif visual.pool_type != "tok":
-        why = f"it pools with pool_type={visual.pool_type!r} rather than the class token"
-    elif visual.proj is None:
-        why = "it has no output projection"
-    else:
-        for i, blk in enumerate(visual.transformer.resblocks):
-            attn = getattr(blk, "attn", None)
-            if not isinstance(blk, ResidualAttentionBlock) or not isinstance(attn, nn.MultiheadAttention):
-                why = f"block {i} is a {type(blk).__name__} (custom attention)"
-            elif not attn._qkv_same_embed_dim or attn.in_proj_weight is None or attn.bias_k is not None \
-                    or attn.add_zero_attn:
-                why = f"block {i} uses a non-standard MultiheadAttention"
-            if why:
-                break
-    if why:
-        raise UnsupportedModelError(f"image tower not supported: {why}. Supported: {SUPPORTED_DESCRIPTION}.")
-    return visual
+    """Return the model's ViT image tower, or raise :class:`~helpers.models.UnsupportedModelError`
+    saying why (the rules are :data:`helpers.support.RULES`)."""
+    return check_tower(model)
 
 
 class _LayerMaps:
@@ -216,7 +100,7 @@ class _LayerMaps:
 
 
 @dataclass
-class Decomposition:
+class Decomposition(DirectEffects):
     """Direct contributions to a batch of image embeddings, in the joint space.
 
     All terms are already divided by the per-image LN scale; ``scale`` (per image) is an extra
@@ -268,24 +152,14 @@ class Decomposition:
         return 1 + self.grid_size[0] * self.grid_size[1]
 
     # -- summaries --------------------------------------------------------------------------------
-    def _const(self) -> Tensor:
-        return self.const[None, :] * self.scale[:, None]
+    _no_heads = "heads were not decomposed: call the decomposer with heads=True"
 
-    def components(self) -> Components:
-        """All direct terms as ``(image, component, dim)``: embed, attn.0, mlp.0, ..., const."""
-        L = self.n_layers
-        parts = [self.embed[:, None]]
-        labels = ["embed"]
-        for layer in range(L):
-            parts += [self.attn[:, layer:layer + 1], self.mlp[:, layer:layer + 1]]
-            labels += [f"attn.{layer}", f"mlp.{layer}"]
-        parts.append(self._const()[:, None])
-        labels.append("const")
-        return Components(torch.cat(parts, 1), ("image", "component", "dim"), {"component": labels})
+    def _const_rows(self) -> Tensor:
+        return self.const[None, :] * self.scale[:, None]
 
     def reconstruct(self) -> Tensor:
         """Sum of every term: equals :attr:`embedding` up to floating-point error."""
-        return self.embed + self.attn.sum(1) + self.mlp.sum(1) + self._const()
+        return self.embed + self.attn.sum(1) + self.mlp.sum(1) + self._const_rows()
 
     def max_error(self, relative: bool = True) -> float:
         """Largest deviation of :meth:`reconstruct` from the model's embedding."""
@@ -293,17 +167,6 @@ class Decomposition:
         if relative:
             err = err / self.embedding.abs().max().clamp_min(torch.finfo(self.embedding.dtype).tiny)
         return float(err)
-
-    def attention(self) -> Components:
-        return Components(self.attn, ("image", "layer", "dim"))
-
-    def mlps(self) -> Components:
-        return Components(self.mlp, ("image", "layer", "dim"))
-
-    def head_terms(self) -> Components:
-        if self.heads is None:
-            raise AttributeError("heads were not decomposed: call the decomposer with heads=True")
-        return Components(self.heads, ("image", "layer", "head", "dim"))
 
     def normalized(self) -> "Decomposition":
         """The same decomposition of the unit-normalised embedding (cosine-similarity scale)."""
@@ -327,22 +190,6 @@ class Decomposition:
         if self._probs is None or self._values is None or self._maps is None:
             raise AttributeError("token terms were not kept: call the decomposer with tokens=True")
 
-    def _resolve(self, which: Index, n: int, what: str) -> list[int]:
-        if which is None:
-            return list(range(n))
-        if isinstance(which, int):
-            which = [which]
-        if isinstance(which, slice):
-            return list(range(n))[which]
-        out = []
-        for i in (which.tolist() if isinstance(which, Tensor) else which):
-            if not -n <= int(i) < n:
-                raise IndexError(f"{what} index {i} out of range (model has {n} {what}s)")
-            out.append(int(i) % n)
-        if not out:
-            raise ValueError(f"empty {what} selection")
-        return out
-
     def _token_factor(self) -> Tensor:
         return self.scale / self.sigma  # [B]
 
@@ -350,15 +197,28 @@ class Decomposition:
         """Per-layer token terms of the chosen heads: against ``texts`` [M, d'] when given
         (``[B, T, (h,) M]``), else in the joint space (``[B, T, (h,) d']``)."""
         self._check_tokens()
-        layers_ = self._resolve(layers, self.n_layers, "layer")
-        hs = torch.as_tensor(self._resolve(heads, self.n_heads, "head"), device=self.embedding.device)
+        layers_ = resolve_indices(layers, self.n_layers, "layer", sort=False)
+        hs = torch.as_tensor(resolve_indices(heads, self.n_heads, "head", sort=False), device=self.embedding.device)
         out = []
         for layer in layers_:
             Q, Bh = self._maps.Q[layer][hs], self._maps.B[layer][hs]  # [h, dh, d'], [h, d']
             if texts is not None:
                 Q, Bh = Q @ texts.T, Bh @ texts.T
-            out.append(_token_text_scores(self._probs[layer][:, hs], self._values[layer][:, :, hs], Q, Bh, keep_head))
+            out.append(token_text_scores(self._probs[layer][:, hs], self._values[layer][:, :, hs], Q, Bh, keep_head))
         return out
+
+    def head_inputs(self, layer: int, head: int) -> "HeadInputs":
+        """What head ``(layer, head)`` adds to the class token, in parts a learner can recombine:
+        its attention weights ``[B, T]``, its values ``[B, T, dh]`` and the linear map ``[dh, d']``
+        and bias ``[d']`` that carry a value (already weighted) into the joint space, at this
+        decomposition's scale (so ``sum_t a_t (v_t W + b)`` is the head's term for each image)."""
+        self._check_tokens()
+        layer = resolve_indices(layer, self.n_layers, "layer", sort=False)[0]
+        head = resolve_indices(head, self.n_heads, "head", sort=False)[0]
+        f = self._token_factor()
+        return HeadInputs(attn=self._probs[layer][:, head].clone(), values=self._values[layer][:, :, head].clone(),
+                          to_joint=self._maps.Q[layer, head][None] * f[:, None, None],
+                          bias=self._maps.B[layer, head][None] * f[:, None], grid=tuple(self.grid_size))
 
     def tokens(self, layers: Index = None, heads: Index = None) -> Components:
         """Per-token attention terms ``(image, token, dim)``, summed over the chosen layers/heads.
@@ -387,7 +247,7 @@ class Decomposition:
         keep = set(keep)
         if not keep <= {"layer", "head"}:
             raise ValueError(f"keep may name 'layer' and/or 'head', got {sorted(keep)}")
-        texts = _as_text_matrix(texts, self.embedding)
+        texts = text_matrix(texts, width=self.embedding.shape[-1]).to(self.embedding)
         return _score_components(self._per_layer(layers, heads, texts, "head" in keep), keep, self._token_factor())
 
     def spatial_map(self, scores: Components) -> Tensor:
@@ -403,7 +263,20 @@ class Decomposition:
         return patches.reshape(shape)
 
 
-def _token_text_scores(a: Tensor, v: Tensor, QE: Tensor, BE: Tensor, keep_head: bool) -> Tensor:
+@dataclass(frozen=True)
+class HeadInputs:
+    """One head's parts for a batch of images (see :meth:`Decomposition.head_inputs`):
+    ``attn`` [B, T], ``values`` [B, T, dh], ``to_joint`` [B, dh, d'], ``bias`` [B, d']; token 0 is
+    the class token, tokens ``1..`` the patches of a ``grid`` in row-major order."""
+
+    attn: Tensor
+    values: Tensor
+    to_joint: Tensor
+    bias: Tensor
+    grid: tuple[int, int]
+
+
+def token_text_scores(a: Tensor, v: Tensor, QE: Tensor, BE: Tensor, keep_head: bool) -> Tensor:
     """One layer's per-token scores against texts, contracted before any ``d'`` axis exists.
 
     ``a`` [B, h, T] attention of the class token, ``v`` [B, T, h, dh] values, ``QE`` [h, dh, M]
@@ -422,16 +295,6 @@ def _score_components(per_layer: list[Tensor], keep: set[str], factor: Tensor, l
     axes = ("image",) + (("layer",) if "layer" in keep else ()) + ("token",) + \
         (("head",) if "head" in keep else ()) + (last,)
     return Components(data, axes)
-
-
-def _as_text_matrix(texts: Tensor, like: Tensor) -> Tensor:
-    texts = torch.as_tensor(texts).to(like)
-    if texts.ndim == 1:
-        texts = texts[None]
-    if texts.ndim != 2 or texts.shape[0] == 0 or texts.shape[1] != like.shape[-1]:
-        raise ValueError(f"text embeddings must be a non-empty [M, {like.shape[-1]}] matrix, "
-                         f"got {tuple(texts.shape)}")
-    return texts
 
 
 # ----------------------------------------------------------------------------------------------
@@ -461,14 +324,10 @@ class Decomposer:
     def __init__(self, model: nn.Module) -> None:
         self.model = model
         self.visual = check_model_supported(model)
-        t = self.visual.transformer
-        self.blocks: list[ResidualAttentionBlock] = list(t.resblocks)
-        self.batch_first = bool(getattr(t, "batch_first", False))
-        self.n_layers = len(self.blocks)
-        self.n_heads = self.blocks[0].attn.num_heads
-        self.width = t.width
-        self.image_size = tuple(self.visual.image_size)
-        self.grid_size = tuple(self.visual.grid_size)
+        self.blocks: list[nn.Module] = list(self.visual.transformer.resblocks)
+        self.info: ModelInfo = model_info(self.visual)
+        self.n_layers, self.n_heads, self.width = self.info.n_layers, self.info.n_heads, self.info.width
+        self.image_size, self.grid_size = self.info.image_size, self.info.grid_size
         self._maps_cache: dict[tuple[Any, ...], _LayerMaps] = _SHARED_MAPS.setdefault(self.visual, {})
 
     def _weights_state(self) -> tuple[int, ...]:
@@ -486,24 +345,6 @@ class Decomposer:
             self._maps_cache.clear()
             self._maps_cache[key] = _LayerMaps(self.visual, dtype, device)
         return self._maps_cache[key]
-
-    def _check_images(self, images: Tensor) -> Tensor:
-        if not isinstance(images, Tensor):
-            raise TypeError(f"images must be a preprocessed tensor [B, 3, H, W]; got {type(images).__name__} "
-                            "(use helpers.images.to_batch for PIL images or arrays)")
-        if images.ndim == 3:
-            raise ValueError(f"images must be a batch [B, 3, H, W]; got one image {tuple(images.shape)} "
-                             "(add a batch axis with images[None])")
-        if images.ndim != 4 or images.shape[1] != 3:
-            raise ValueError(f"images must be [B, 3, H, W], got {tuple(images.shape)}")
-        if images.shape[0] == 0:
-            raise ValueError("empty batch: no images to decompose")
-        if tuple(images.shape[-2:]) != self.image_size:
-            raise ValueError(f"images are {tuple(images.shape[-2:])} but the model expects {self.image_size}; "
-                             "run them through the model's preprocess")
-        if not torch.is_floating_point(images):
-            raise TypeError(f"images must be floating point (preprocessed), got {images.dtype}")
-        return images
 
     def __call__(self, images: Tensor, *, heads: bool = True, tokens: bool = False,
                  texts: Tensor | None = None, text_keep: Iterable[str] = ("layer", "head"),
@@ -523,7 +364,7 @@ class Decomposer:
             normalize: divide every term by the embedding norm (cosine scale).
             grad: keep the autograd graph (e.g. for training objectives on components).
         """
-        images = self._check_images(images)
+        images = check_batch(images, self.image_size)
         keep = set(text_keep)
         if not keep <= {"layer", "head"}:
             raise ValueError(f"text_keep may name 'layer' and/or 'head', got {sorted(keep)}")
@@ -532,7 +373,7 @@ class Decomposer:
         maps = self.maps(dtype, visual.proj.device)
         tmat = None
         if texts is not None:
-            tmat = _as_text_matrix(texts, maps.const)
+            tmat = text_matrix(texts, width=maps.const.shape[-1]).to(maps.const)
             QE = torch.einsum("lhkd,md->lhkm", maps.Q, tmat)
             BE = maps.B @ tmat.T  # [L, H, M]
 
@@ -540,21 +381,16 @@ class Decomposer:
         store: dict[str, Any] = {"attn": [None] * L, "mlp": [None] * L, "heads": [None] * L,
                                  "probs": [None] * L, "values": [None] * L, "tscores": [None] * L}
 
-        def bf(x: Tensor) -> Tensor:  # to batch-first
-            return x if self.batch_first else x.transpose(0, 1)
+        def on_ln_pre(x: Tensor) -> None:
+            store["embed"] = x[:, 0].clone()  # a copy: a view would pin [B, T, D]
 
-        def on_ln_pre(_m: nn.Module, _i: Any, out: Tensor) -> None:
-            store["embed"] = bf(out)[:, 0].clone()  # a copy: a view would pin [B, T, D]
+        def on_ln_post(x: Tensor) -> None:
+            store["z"] = x.clone() if x.ndim == 2 else x[:, 0].clone()
 
-        def on_ln_post(_m: nn.Module, inputs: tuple[Any, ...]) -> None:
-            x = inputs[0]
-            store["z"] = x.clone() if x.ndim == 2 else bf(x)[:, 0].clone()
-
-        def make_ln1(layer: int):
+        def on_ln1(layer: int) -> Callable[[Tensor], None]:
             attn: nn.MultiheadAttention = self.blocks[layer].attn
 
-            def on_ln1(_m: nn.Module, _i: Any, out: Tensor) -> None:
-                x = bf(out)  # [B, T, D]
+            def read(x: Tensor) -> None:  # [B, T, D]
                 Bn, T, D = x.shape
                 dh = D // H
                 w, b = attn.in_proj_weight, attn.in_proj_bias
@@ -570,29 +406,26 @@ class Decomposer:
                     store["probs"][layer] = a
                     store["values"][layer] = v
                 if tmat is not None:
-                    store["tscores"][layer] = _token_text_scores(a, v, QE[layer], BE[layer], "head" in keep)
-            return on_ln1
+                    store["tscores"][layer] = token_text_scores(a, v, QE[layer], BE[layer], "head" in keep)
+            return read
 
-        def make_res(kind: str, layer: int):
-            def on_res(_m: nn.Module, _i: Any, out: Tensor) -> None:
-                store[kind][layer] = bf(out)[:, 0].clone()
-            return on_res
+        def on_branch(kind: str, layer: int) -> Callable[[Tensor], None]:
+            def read(x: Tensor) -> None:
+                store[kind][layer] = x[:, 0].clone()
+            return read
 
-        handles = [visual.ln_pre.register_forward_hook(on_ln_pre),
-                   visual.ln_post.register_forward_pre_hook(on_ln_post)]
-        for layer, blk in enumerate(self.blocks):
+        read: dict[str, Callable[[Tensor], None]] = {"ln_pre": on_ln_pre, "ln_post.in": on_ln_post}
+        for layer in range(L):
             if heads or tokens or tmat is not None:
-                handles.append(blk.ln_1.register_forward_hook(make_ln1(layer)))
-            handles.append(blk.ls_1.register_forward_hook(make_res("attn", layer)))
-            handles.append(blk.ls_2.register_forward_hook(make_res("mlp", layer)))
+                read[f"blocks.{layer}.ln_1"] = on_ln1(layer)
+            read[f"blocks.{layer}.attn_out"] = on_branch("attn", layer)
+            read[f"blocks.{layer}.mlp_out"] = on_branch("mlp", layer)
         was_training = visual.training
         try:
             visual.eval()
-            with torch.set_grad_enabled(grad and torch.is_grad_enabled()):
+            with torch.set_grad_enabled(grad and torch.is_grad_enabled()), hooked(visual, read):
                 out = visual(images.to(dtype))
         finally:
-            for h in handles:
-                h.remove()
             visual.train(was_training)
         embedding = out[0] if isinstance(out, tuple) else out
 

@@ -15,8 +15,9 @@ The pieces, in the order a study uses them:
   how pure that role is.
 * :func:`interpretability_scores` condenses the roles into the two numbers of the follow-up
   study (CLIP-InterpreT, Madasu et al. 2024): an *association* score (how consistently a
-  head's texts are about its property) and an *entanglement* score (how many properties a
-  head mixes). The study has an LLM label the texts; a tagged pool makes both exact.
+  head's texts are about its property) and an *entanglement* score -- the study's, how much a
+  property is shared across heads, or the course's within-head count of how many properties
+  a head mixes. The study has an LLM label the texts; a tagged pool makes them exact.
 * :func:`reconstruction_accuracy` replaces the heads of the last layers by their rank-``n``
   reconstruction on a text basis (TextSpan), on the principal axes (PCA, the upper bound) or
   on a basis of random texts (the baseline), and measures zero-shot accuracy (paper,
@@ -38,6 +39,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from .ablation import DirectTerms, accuracy
+from .labels import Head
 from .pools import Pool
 from .textspan import TextSpanResult, pca_basis, random_texts, textspan
 
@@ -48,11 +50,13 @@ __all__ = [
     "head_roles",
     "dominant_property",
     "InterpretabilityScores",
+    "ENTANGLEMENTS",
     "interpretability_scores",
     "fit_basis",
     "reconstructed_embeddings",
     "reconstruction_accuracy",
     "variance_explained_curve",
+    "NEIGHBOUR_SCORES",
     "property_neighbours",
     "head_image_neighbours",
     "head_text_neighbours",
@@ -153,11 +157,11 @@ def stack_heads(terms: DirectTerms, layers: int | Iterable[int]) -> tuple[Tensor
 
 
 @dataclass
-class HeadRole:
+class HeadRole(Head):
     """The property a head is about, read off its TextSpan texts.
 
     Attributes:
-        layer, head: the head (``layer`` non-negative).
+        layer, head: the head (``layer`` non-negative); :attr:`label` is ``"L{layer}.H{head}"``.
         property: the dominant property among the first ``n`` texts (``None`` when every text
             carries an ignored tag).
         purity: the share of the ``n`` texts tagged with ``property`` (0 when ``None``).
@@ -167,8 +171,6 @@ class HeadRole:
         variances: the fraction each text adds, in order (they sum to ``variance``).
     """
 
-    layer: int
-    head: int
     property: str | None
     purity: float
     texts: list[str] = field(default_factory=list)
@@ -179,10 +181,6 @@ class HeadRole:
     @property
     def n(self) -> int:
         return len(self.text_properties)
-
-    @property
-    def label(self) -> str:
-        return f"L{self.layer}.H{self.head}"
 
 
 def dominant_property(tags: Sequence[str], ignore: Iterable[str] = ()) -> tuple[str | None, float]:
@@ -275,7 +273,8 @@ class InterpretabilityScores:
     Attributes:
         association: mean purity over the heads with a (non-ignored) property (NaN if none).
         association_per_property: the same mean over the heads of each property.
-        entanglement: in ``[0, 1]``; 0 when every head's texts are about one property.
+        entanglement: the score chosen with ``entanglement=`` (``entanglement_kind``): the
+            within-head score (default) or CLIP-InterpreT's across-heads score.
         properties_per_head: per head, the number of properties occurring at least
             ``min_count`` times among its texts.
         heads_per_property: per property, how many heads have it as their role (every
@@ -283,6 +282,12 @@ class InterpretabilityScores:
         properties: the properties scored (non-ignored), in order of first appearance.
         n_heads: number of heads scored; ``n_assigned`` of them have a property.
         min_count: the threshold used for ``properties_per_head``.
+        within_head_entanglement: in ``[0, 1]``; how many properties each head mixes (0 when
+            every head's texts are about one property).
+        across_heads_entanglement: in ``[0, 1]``; CLIP-InterpreT's entanglement, how much a
+            property is shared across heads (0 when every head has a property of its own).
+        heads_sharing: per head, how many *other* heads have the same role (0 without a role).
+        entanglement_kind: ``"within_head"`` or ``"paper"`` (which one ``entanglement`` holds).
     """
 
     association: float
@@ -294,16 +299,28 @@ class InterpretabilityScores:
     n_heads: int
     n_assigned: int
     min_count: int
+    within_head_entanglement: float = float("nan")
+    across_heads_entanglement: float = float("nan")
+    heads_sharing: list[int] = field(default_factory=list)
+    entanglement_kind: str = "within_head"
 
     def as_dict(self) -> dict[str, Any]:
         return {"association": self.association, "entanglement": self.entanglement,
+                "within_head_entanglement": self.within_head_entanglement,
+                "across_heads_entanglement": self.across_heads_entanglement,
+                "entanglement_kind": self.entanglement_kind,
                 "n_heads": self.n_heads, "n_assigned": self.n_assigned,
                 "n_properties": len(self.properties), "min_count": self.min_count}
 
 
+ENTANGLEMENTS: tuple[str, ...] = ("within_head", "paper")
+"""Values of :func:`interpretability_scores`' ``entanglement``."""
+
+
 def interpretability_scores(roles: Sequence[HeadRole], *, ignore: Iterable[str] = DEFAULT_IGNORE,
                             min_count: int = 2,
-                            properties: Pool | Iterable[str] | None = None) -> InterpretabilityScores:
+                            properties: Pool | Iterable[str] | None = None,
+                            entanglement: str = "within_head") -> InterpretabilityScores:
     """Association and entanglement scores of heads described by tagged texts.
 
     Tag-based versions of the two scores of CLIP-InterpreT (Madasu et al. 2024), where a
@@ -317,10 +334,21 @@ def interpretability_scores(roles: Sequence[HeadRole], *, ignore: Iterable[str] 
     * association of a head: ``a(h) = c_h(p*(h)) / n`` (its purity, over *all* ``n`` texts).
       Association of the model: ``A = mean_{h : p*(h) exists} a(h)``; per property ``p``:
       ``A_p = mean_{h : p*(h) = p} a(h)``.
-    * entanglement: ``k(h) = #{p in P : c_h(p) >= min_count}`` properties a head really
-      covers, and ``E = mean_h max(k(h) - 1, 0) / (|P| - 1)`` over *all* heads, in
-      ``[0, 1]``: 0 when no head covers two properties, 1 when every head covers all of them
-      (``E = 0`` when ``|P| <= 1``).
+    * within-head entanglement (the course's, ``entanglement="within_head"``):
+      ``k(h) = #{p in P : c_h(p) >= min_count}`` properties a head really covers, and
+      ``E_within = mean_h max(k(h) - 1, 0) / (|P| - 1)`` over *all* heads, in ``[0, 1]``: 0
+      when no head covers two properties, 1 when every head covers all of them
+      (``E_within = 0`` when ``|P| <= 1``). It measures how much one head *mixes*.
+    * across-heads entanglement (CLIP-InterpreT's, ``entanglement="paper"``): how much a
+      property is *shared across heads*, i.e. how far the model is from one head per
+      property. With ``A`` the heads that have a role and ``n_p = #{h in A : p*(h) = p}``,
+      each head's score is the share of the *other* heads with its property,
+      ``e(h) = (n_{p*(h)} - 1) / (|A| - 1)``, and the model's is their mean over ``A``:
+      ``E_across = mean_{h in A} e(h) = sum_p n_p (n_p - 1) / (|A| (|A| - 1))``, in ``[0, 1]``:
+      0 when every head has a property of its own (fully disentangled), 1 when all heads share
+      one property (``E_across = 0`` when ``|A| <= 1``). It is the chance that two different
+      heads drawn at random share their property. Lower is more interpretable, as in the
+      follow-up study, where larger models score lower.
     * ``heads_per_property[p] = #{h : p*(h) = p}``: how many heads share each property.
 
     Roles are recomputed from ``text_properties`` with ``ignore``, so the scores do not depend
@@ -334,7 +362,13 @@ def interpretability_scores(roles: Sequence[HeadRole], *, ignore: Iterable[str] 
             names. Default: the tags occurring among the heads' texts. Pass the pool to make
             scores comparable between models (texts of a property no head picked still
             enlarge ``|P|``).
+        entanglement: which score the ``entanglement`` field holds: ``"within_head"``
+            (default) or ``"paper"`` (across heads). Both are always in the result, as
+            ``within_head_entanglement`` and ``across_heads_entanglement``.
     """
+    if entanglement not in ENTANGLEMENTS:
+        raise ValueError(f"entanglement must be one of {', '.join(map(repr, ENTANGLEMENTS))}, "
+                         f"got {entanglement!r}")
     roles = list(roles)
     if not roles:
         raise ValueError("no roles to score")
@@ -356,11 +390,13 @@ def interpretability_scores(roles: Sequence[HeadRole], *, ignore: Iterable[str] 
     purity: dict[str, list[float]] = {p: [] for p in P}
     assigned: list[float] = []
     per_head: list[int] = []
+    role_of: list[str | None] = []
     for r in roles:
         if not r.text_properties:
             raise ValueError(f"head {r.label} has no texts")
         tags = r.text_properties
         prop, share = dominant_property(tags, ignore=[t for t in set(tags) if t not in in_P])
+        role_of.append(prop)
         if prop is not None:
             assigned.append(share)
             purity[prop].append(share)
@@ -370,13 +406,20 @@ def interpretability_scores(roles: Sequence[HeadRole], *, ignore: Iterable[str] 
     association = float(np.mean(assigned)) if assigned else float("nan")
     per_prop = {p: float(np.mean(v)) for p, v in purity.items() if v}
     if len(P) > 1:
-        entanglement = float(np.mean([max(k - 1, 0) for k in per_head])) / (len(P) - 1)
+        within = float(np.mean([max(k - 1, 0) for k in per_head])) / (len(P) - 1)
     else:
-        entanglement = 0.0
+        within = 0.0
+    counts = {p: len(v) for p, v in purity.items()}
+    n_a = len(assigned)
+    across = sum(c * (c - 1) for c in counts.values()) / (n_a * (n_a - 1)) if n_a > 1 else 0.0
+    sharing = [counts[p] - 1 if p is not None else 0 for p in role_of]
     return InterpretabilityScores(
-        association=association, association_per_property=per_prop, entanglement=entanglement,
-        properties_per_head=per_head, heads_per_property={p: len(v) for p, v in purity.items()},
-        properties=P, n_heads=len(roles), n_assigned=len(assigned), min_count=min_count)
+        association=association, association_per_property=per_prop,
+        entanglement=across if entanglement == "paper" else within,
+        properties_per_head=per_head, heads_per_property=counts,
+        properties=P, n_heads=len(roles), n_assigned=n_a, min_count=min_count,
+        within_head_entanglement=within, across_heads_entanglement=float(across), heads_sharing=sharing,
+        entanglement_kind=entanglement)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -392,20 +435,22 @@ def variance_explained_curve(result: TextSpanResult) -> Tensor:
 
 
 def fit_basis(stack: Tensor, method: Method, n: int, *, pool_embeddings: Any = None,
-              n_random_texts: int | None = None, rank: int = 80, seed: int = 0) -> TextSpanResult:
+              n_random_texts: int | None = None, rank: int = 80, seed: int = 0,
+              span: str = "numerical") -> TextSpanResult:
     """A rank-``n`` basis per head of ``stack [Hs, N, d]``.
 
     ``method``: ``"textspan"`` (TextSpan on ``pool_embeddings [M, d]``), ``"pca"`` (principal
     axes) or ``"random"`` (TextSpan on ``n_random_texts`` random unit vectors drawn with
     ``seed``; default: as many as ``pool_embeddings`` has rows, so both choose among as many
-    candidates).
+    candidates). ``span`` is TextSpan's (:func:`~helpers.textspan.textspan`: ``"numerical"``
+    or the reference code's ``"paper"``).
     """
     if method == "textspan":
         if pool_embeddings is None:
             raise ValueError("method='textspan' needs pool_embeddings")
         R = _tensor(pool_embeddings, "pool_embeddings")
         _check_texts(R, stack.shape[-1])
-        return textspan(stack, R, n, rank)
+        return textspan(stack, R, n, rank, span=span)
     if method == "pca":
         return pca_basis(stack, n)
     if method == "random":
@@ -419,7 +464,7 @@ def fit_basis(stack: Tensor, method: Method, n: int, *, pool_embeddings: Any = N
         M = _int(n_random_texts, "n_random_texts")
         dtype = torch.float64 if stack.dtype == torch.float64 else torch.float32
         R = random_texts(M, stack.shape[-1], seed, device=stack.device, dtype=dtype)
-        return textspan(stack, R, n, rank)
+        return textspan(stack, R, n, rank, span=span)
     raise ValueError(f"method must be 'textspan', 'pca' or 'random', got {method!r}")
 
 
@@ -472,7 +517,7 @@ def reconstruction_accuracy(terms: DirectTerms, classifier: Tensor, labels: Tens
                             layers: int | Iterable[int], method: Method, n_values: Iterable[int],
                             pool_embeddings: Any = None, seed: int = 0, *, rank: int = 80,
                             n_random_texts: int | None = None,
-                            result: TextSpanResult | None = None) -> dict[int, float]:
+                            result: TextSpanResult | None = None, span: str = "numerical") -> dict[int, float]:
     """Zero-shot accuracy with the heads of ``layers`` replaced by rank-``n`` reconstructions.
 
     For each ``n`` in ``n_values``: every head of ``layers`` (e.g. ``range(-4, 0)``) is
@@ -492,6 +537,7 @@ def reconstruction_accuracy(terms: DirectTerms, classifier: Tensor, labels: Tens
             pool size).
         seed: seed of the random texts.
         rank: TextSpan's span rank (see :func:`~helpers.textspan.textspan`).
+        span: TextSpan's span, ``"numerical"`` or the reference code's ``"paper"``.
         n_random_texts: number of random texts (default: the pool size).
         result: a basis already fitted on :func:`stack_heads` of ``layers`` with at least
             ``max(n_values)`` directions (then ``method`` and the pool are not used).
@@ -518,7 +564,7 @@ def reconstruction_accuracy(terms: DirectTerms, classifier: Tensor, labels: Tens
         if n_max > limit:
             raise ValueError(f"n = {n_max} is larger than possible: at most min(N, d) = {limit}")
         result = fit_basis(stack, method, n_max, pool_embeddings=pool_embeddings,
-                           n_random_texts=n_random_texts, rank=rank, seed=seed)
+                           n_random_texts=n_random_texts, rank=rank, seed=seed, span=span)
     else:
         _check_result(result, stack)
     if result.n < n_max:
@@ -565,13 +611,27 @@ def _top_k(scores: Tensor, k: int, exclude: int | None = None) -> tuple[Tensor, 
     return idx, vals
 
 
+NEIGHBOUR_SCORES: tuple[str, ...] = ("cosine", "dot")
+"""Values of the neighbour functions' ``score``: cosine (the course's) or dot product (the
+reference code's)."""
+
+
+def _check_score(score: str) -> None:
+    if score not in NEIGHBOUR_SCORES:
+        raise ValueError(f"score must be one of {', '.join(map(repr, NEIGHBOUR_SCORES))}, got {score!r}")
+
+
 def property_neighbours(heads_stack: Any, heads: Any, query_index: int, k: int = 5, *,
-                        centre: bool = False) -> tuple[Tensor, Tensor]:
+                        centre: bool = False, score: str = "cosine") -> tuple[Tensor, Tensor]:
     """Nearest images of image ``query_index`` as seen by a group of heads.
 
     Each image is represented by ``s_i = sum_{h in heads} c_{h,i}``, the summed direct
     contributions of the chosen heads (e.g. all heads whose role is "colour"), and images are
-    ranked by the cosine ``cos(s_q, s_i)``, the query itself left out.
+    ranked by the cosine ``cos(s_q, s_i)`` (``score="cosine"``) or by the dot product
+    ``s_q . s_i`` (``score="dot"``, as the paper's reference code ranks per-head neighbours),
+    the query itself left out. The reference's terms are on its cosine scale (each image's
+    terms divided by its embedding norm): build the stack from
+    :meth:`~helpers.ablation.DirectTerms.normalized` terms to rank exactly as it does.
 
     Args:
         heads_stack: ``[Hs, N, d]`` per-head contributions (:func:`stack_heads`).
@@ -580,10 +640,12 @@ def property_neighbours(heads_stack: Any, heads: Any, query_index: int, k: int =
         k: number of neighbours, ``1 <= k < N``.
         centre: subtract the mean of ``s`` over the images first (removes the shared offset
             that otherwise makes every image similar; off by default, as in the tool).
+        score: ``"cosine"`` (default) or ``"dot"``.
 
     Returns:
         ``(indices [k], scores [k])``, most similar first.
     """
+    _check_score(score)
     S = _check_stack(heads_stack)
     Hs, N, _ = S.shape
     sel = _select_heads(heads, Hs)
@@ -594,28 +656,31 @@ def property_neighbours(heads_stack: Any, heads: Any, query_index: int, k: int =
     s = _float_work(S[sel].sum(0))
     if centre:
         s = s - s.mean(0, keepdim=True)
-    s = F.normalize(s, dim=-1)
+    if score == "cosine":
+        s = F.normalize(s, dim=-1)
     return _top_k(s @ s[q], k, exclude=q)
 
 
 def head_image_neighbours(heads_stack: Any, head_index: int, query_index: int, k: int = 5, *,
-                          centre: bool = False) -> tuple[Tensor, Tensor]:
-    """Nearest images of image ``query_index`` through one head's contributions (cosine);
-    :func:`property_neighbours` with a single head."""
+                          centre: bool = False, score: str = "cosine") -> tuple[Tensor, Tensor]:
+    """Nearest images of image ``query_index`` through one head's contributions (cosine, or
+    the dot product with ``score="dot"``); :func:`property_neighbours` with a single head."""
     S = _check_stack(heads_stack)
     h = _index(head_index, S.shape[0], "head index")
-    return property_neighbours(S, [h], query_index, k, centre=centre)
+    return property_neighbours(S, [h], query_index, k, centre=centre, score=score)
 
 
 def head_text_neighbours(heads_stack: Any, head_index: int, text_embedding: Any, k: int = 5, *,
-                         centre: bool = False) -> tuple[Tensor, Tensor]:
+                         centre: bool = False, score: str = "cosine") -> tuple[Tensor, Tensor]:
     """Images whose contribution from one head is most similar to a text embedding.
 
-    Ranks images ``i`` by ``cos(c_{h,i}, t)`` for the text embedding ``t [d]``.
+    Ranks images ``i`` by ``cos(c_{h,i}, t)`` for the text embedding ``t [d]``, or by the dot
+    product ``c_{h,i} . t`` with ``score="dot"`` (the text as given).
 
     Returns:
         ``(indices [k], scores [k])``, most similar first (``1 <= k <= N``).
     """
+    _check_score(score)
     S = _check_stack(heads_stack)
     Hs, N, d = S.shape
     h = _index(head_index, Hs, "head index")
@@ -630,5 +695,8 @@ def head_text_neighbours(heads_stack: Any, head_index: int, text_embedding: Any,
     c = _float_work(S[h])
     if centre:
         c = c - c.mean(0, keepdim=True)
-    t = F.normalize(t.to(device=c.device, dtype=c.dtype), dim=0)
+    t = t.to(device=c.device, dtype=c.dtype)
+    if score == "dot":
+        return _top_k(c @ t, k)
+    t = F.normalize(t, dim=0)
     return _top_k(F.normalize(c, dim=-1) @ t, k)

@@ -2,14 +2,18 @@
 
 ``load_model`` is the one entry point the notebooks use::
 
-    model, preprocess, tokenizer = load_model()                       # offline default
-    model, preprocess, tokenizer = load_model("ViT-B-16")              # random weights
+    model, preprocess, tokenizer = load_model()                       # offline default, shipped weights
     model, preprocess, tokenizer = load_model("ViT-B-16", "laion2b_s34b_b88k")  # needs network once
+    model, preprocess, tokenizer = load_model("ViT-B-16", "/path/to/open_clip_model.safetensors")
+    model, preprocess, tokenizer = load_model("ViT-B-16", "random")    # untrained, asked for by name
+
+Weights are always named: an open_clip model without a tag is an error that lists the model's
+tags, so changing only the model's name never gives random weights silently.
 
 The offline default (:data:`DEFAULT_MODEL`) is a small ViT CLIP whose architecture is
-registered with open_clip, so ``open_clip.create_model(DEFAULT_MODEL)`` works too. Its trained
-weights ship in ``data/models/``; when they are absent an untrained stand-in with the same
-architecture is returned and a warning says so.
+registered with open_clip, so ``open_clip.create_model(DEFAULT_MODEL)`` works too. Its weights
+ship in ``data/models/`` as ``world-clip-<tag>.safetensors`` (:func:`offline_tags`); with no tag
+it loads :data:`DEFAULT_PRETRAINED`.
 """
 
 from __future__ import annotations
@@ -18,7 +22,8 @@ import contextlib
 import json
 import logging
 import os
-import warnings
+import weakref
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, NamedTuple
 from urllib.parse import urlparse
@@ -35,18 +40,28 @@ __all__ = [
     "OfflineError",
     "UnsupportedModelError",
     "LoadedModel",
+    "ModelInfo",
+    "model_info",
+    "Provenance",
+    "provenance",
     "load_model",
     "check_config_supported",
     "data_dir",
     "default_weights_path",
+    "offline_tags",
+    "offline_weights_path",
     "register_default_model",
+    "RANDOM_WEIGHTS",
 ]
 
 DEFAULT_MODEL = "world-clip"
 """open_clip name of the course's offline model (registered on import of this module)."""
 
 DEFAULT_PRETRAINED = "world-v2"
-"""Tag of the shipped weights of :data:`DEFAULT_MODEL`."""
+"""Tag of the shipped weights of :data:`DEFAULT_MODEL` loaded when no tag is given."""
+
+RANDOM_WEIGHTS = "random"
+"""The ``pretrained`` value that asks :func:`load_model` for untrained (random) weights."""
 
 SUPPORTED_DESCRIPTION = (
     "open_clip CLIP models with a plain ViT image tower that reads the image embedding from "
@@ -62,12 +77,150 @@ class UnsupportedModelError(NotImplementedError, ValueError):
     ``NotImplementedError`` and ``ValueError`` so either ``except`` catches it)."""
 
 
+@dataclass(frozen=True)
+class ModelInfo:
+    """The sizes of a CLIP model's image tower, read once from the model itself.
+
+    Attributes:
+        name, pretrained: the model name and weights (tag or checkpoint path) :func:`load_model`
+            loaded (``None`` for a model built some other way; ``pretrained`` is ``None`` for
+            random weights).
+        n_layers, n_heads: residual blocks, and attention heads per block.
+        width: width of the residual stream; ``head_dim = width // n_heads``.
+        embed_dim: dimension of the joint image-text space.
+        image_size, patch_size, grid_size: input pixels, pixels per patch, patches ``(rows, cols)``.
+        n_tokens: tokens per image in the residual stream (patches, plus the class token).
+        class_token: whether the tower has a class token.
+        pooling: how the embedding is read off the tokens: ``"tok"`` (the class token),
+            ``"avg"``, ``"none"`` or ``"attn"`` (an attentional pooler).
+    """
+
+    name: str | None
+    pretrained: str | None
+    n_layers: int
+    n_heads: int
+    width: int
+    head_dim: int
+    embed_dim: int
+    image_size: tuple[int, int]
+    patch_size: tuple[int, int]
+    grid_size: tuple[int, int]
+    n_tokens: int
+    class_token: bool
+    pooling: str
+
+
+# what load_model was asked for, per model object (entries die with the model)
+_LOADED_AS: "weakref.WeakKeyDictionary[torch.nn.Module, tuple[str, str | None]]" = weakref.WeakKeyDictionary()
+
+
+def _pair(v: Any) -> tuple[int, int]:
+    return (int(v[0]), int(v[1])) if isinstance(v, (tuple, list)) else (int(v), int(v))
+
+
+def model_info(model: torch.nn.Module) -> ModelInfo:
+    """The :class:`ModelInfo` of an open_clip ViT CLIP (or of its image tower).
+
+    Raises:
+        UnsupportedModelError: the image tower is not a transformer with residual blocks.
+    """
+    from open_clip.transformer import VisionTransformer
+
+    tower = model if isinstance(model, VisionTransformer) else getattr(model, "visual", None)
+    blocks = getattr(getattr(tower, "transformer", None), "resblocks", None)
+    if tower is None or blocks is None or len(blocks) == 0:
+        raise UnsupportedModelError(f"cannot read the sizes of a {type(model).__name__}: no transformer image "
+                                    f"tower. Supported: {SUPPORTED_DESCRIPTION}.")
+    name, pretrained = _LOADED_AS.get(model, (None, None))
+    width = int(tower.transformer.width)
+    n_heads = int(getattr(blocks[0].attn, "num_heads"))
+    grid = _pair(tower.grid_size)
+    class_token = getattr(tower, "class_embedding", None) is not None
+    proj = getattr(tower, "proj", None)
+    return ModelInfo(
+        name=name, pretrained=pretrained, n_layers=len(blocks), n_heads=n_heads, width=width,
+        head_dim=width // n_heads, embed_dim=int(proj.shape[1]) if proj is not None else int(tower.output_dim),
+        image_size=_pair(tower.image_size), patch_size=_pair(tower.patch_size), grid_size=grid,
+        n_tokens=grid[0] * grid[1] + int(class_token), class_token=class_token,
+        pooling="attn" if getattr(tower, "attn_pool", None) is not None else str(getattr(tower, "pool_type", "tok")))
+
+
+@dataclass(frozen=True)
+class Provenance:
+    """How a model's weights were made, as far as it matters for reading a finding.
+
+    Attributes:
+        kind: ``"shaped"`` (the offline default, trained toward the paper's pattern),
+            ``"plain"`` (offline, trained without that push), ``"web"`` (a CLIP trained on web
+            image-text pairs, e.g. the papers' models), ``"random"`` (untrained), or
+            ``"unknown"`` (built some other way).
+        note: one sentence for a notebook to show where a finding depends on it.
+    """
+
+    kind: str
+    note: str
+
+    @property
+    def shaped(self) -> bool:
+        """Whether training pushed the direct effects into the last attention layers, so that
+        finding them there confirms the training rather than the paper's claim."""
+        return self.kind == "shaped"
+
+    @property
+    def tests_the_paper(self) -> bool:
+        """Whether the model's findings are a test of the paper's claims (a web-trained CLIP)."""
+        return self.kind == "web"
+
+
+_OFFLINE_PROVENANCE: dict[str, Provenance] = {
+    "world-v2": Provenance(
+        "shaped",
+        "`world-clip` / `world-v2` is the course's own small CLIP, trained on the synthetic world "
+        "**with a direct-path penalty** on the MLPs, the class-token embedding term and every "
+        "attention layer but the last four (a small model on a small world does not grow the "
+        "paper's pattern by itself; `data/models/MODEL_CARD.md`). So its direct effects sit in the "
+        "last attention layers *by construction*: a paper preset (a real CLIP) is the test of the "
+        "paper's claim."),
+    "world-v2-plain": Provenance(
+        "plain",
+        "`world-clip` / `world-v2-plain` is the default's twin: the same world and training stages "
+        "**without the direct-path penalty**, so where its direct effects sit is whatever "
+        "training found."),
+}
+
+
+def provenance(model: torch.nn.Module) -> Provenance:
+    """How ``model``'s weights were made (:class:`Provenance`), from what :func:`load_model`
+    loaded."""
+    name, pretrained = _LOADED_AS.get(model, (None, None))
+    if name is None:
+        return Provenance("unknown", "This model was not loaded with `load_model`: its training is not known here.")
+    if pretrained in (None, RANDOM_WEIGHTS):
+        return Provenance("random", f"`{name}` has **random weights**: the numbers below only show that the "
+                                    "code runs on this architecture; they say nothing about CLIP.")
+    if name == DEFAULT_MODEL:
+        known = _OFFLINE_PROVENANCE.get(str(pretrained))
+        if known is not None:
+            return known
+        return Provenance("unknown", f"`{name}` with weights `{pretrained}`: trained by the course's training "
+                                     "script; its training log says with which penalties.")
+    if os.path.isfile(str(pretrained)):
+        return Provenance("unknown", f"`{name}` with weights from `{pretrained}`: their training is not known here.")
+    return Provenance("web", f"`{name}` / `{pretrained}` is a CLIP trained on web image-text pairs with nothing "
+                             "that favours any layer: what it shows tests the paper's claims.")
+
+
 class LoadedModel(NamedTuple):
-    """What :func:`load_model` returns; unpacks as ``model, preprocess, tokenizer``."""
+    """What :func:`load_model` returns; unpacks as ``model, preprocess, tokenizer``, and
+    :attr:`info` gives the model's sizes (:class:`ModelInfo`)."""
 
     model: torch.nn.Module
     preprocess: Callable[[Any], torch.Tensor]
     tokenizer: Callable[..., torch.Tensor]
+
+    @property
+    def info(self) -> ModelInfo:
+        return model_info(self.model)
 
 
 def data_dir() -> Path:
@@ -84,7 +237,22 @@ def _default_config_path() -> Path:
 
 def default_weights_path() -> Path:
     """Where the trained weights of the offline default live."""
-    return data_dir() / "models" / f"{DEFAULT_MODEL}-{DEFAULT_PRETRAINED}.safetensors"
+    return offline_weights_path(DEFAULT_PRETRAINED)
+
+
+def offline_weights_path(tag: str) -> Path:
+    """Where the weights of :data:`DEFAULT_MODEL` with ``tag`` live:
+    ``data/models/world-clip-<tag>.safetensors`` (``data/`` is :func:`data_dir`)."""
+    return data_dir() / "models" / f"{DEFAULT_MODEL}-{tag}.safetensors"
+
+
+def offline_tags() -> list[str]:
+    """Tags of the :data:`DEFAULT_MODEL` weights present in ``data/models/``, sorted."""
+    prefix, suffix = f"{DEFAULT_MODEL}-", ".safetensors"
+    folder = data_dir() / "models"
+    if not folder.is_dir():
+        return []
+    return sorted(p.name[len(prefix):-len(suffix)] for p in folder.glob(f"{prefix}*{suffix}"))
 
 
 # Architecture of the offline default. The file in data/models/ wins when present, so the
@@ -114,50 +282,41 @@ def check_config_supported(name: str) -> dict[str, Any]:
         ValueError: unknown model name.
         UnsupportedModelError: a known model whose image tower the decomposition cannot handle.
     """
+    from .support import config_problem
+
     cfg = open_clip.get_model_config(name)
     if cfg is None:
         vit = [m for m in open_clip.list_models() if m.startswith("ViT-")][:12]
         raise ValueError(f"Unknown open_clip model {name!r}. Try {DEFAULT_MODEL!r} or one of {vit} ...")
-    vcfg = cfg.get("vision_cfg", {})
-    reason = None
-    if "timm_model_name" in vcfg:
-        reason = f"its image tower is a timm model ({vcfg['timm_model_name']})"
-    elif isinstance(vcfg.get("layers"), (list, tuple)):
-        reason = "its image tower is a ResNet"
-    elif vcfg.get("attentional_pool"):
-        reason = "it pools image tokens with an attentional pooler"
-    elif vcfg.get("pool_type", "tok") != "tok":
-        reason = f"it pools image tokens with pool_type={vcfg.get('pool_type')!r}"
-    elif any(vcfg.get(k) for k in ("qk_norm", "scaled_cosine_attn", "scale_heads", "scale_attn",
-                                     "scale_attn_inner", "scale_fc")) or vcfg.get("block_type") == "custom":
-        reason = "its blocks use a custom attention (qk-norm / scaled cosine / inner LN)"
-    elif "multimodal_cfg" in cfg:
-        reason = "it is a CoCa captioning model"
+    reason = config_problem(cfg)
     if reason:
         raise UnsupportedModelError(f"{name!r} is not supported: {reason}. Supported: {SUPPORTED_DESCRIPTION}.")
     return cfg
 
 
 def _resolve_pretrained(name: str, pretrained: str, cache_dir: str | None) -> tuple[str, dict[str, Any]]:
-    """Map a pretrained tag to a local checkpoint path, without touching the network if cached.
+    """Map an open_clip tag to a local checkpoint path, downloading it once when needed.
 
-    Returns the path and the preprocessing overrides of the tag. Raises :class:`OfflineError`
-    quickly when the weights are not cached and the hub cannot be reached.
+    Returns the path and the model options the tag implies (its preprocessing, and QuickGELU
+    for weights trained with it, such as OpenAI's). Raises :class:`OfflineError` within seconds
+    when the weights are not cached and the hub cannot be reached.
     """
-    if os.path.isfile(pretrained):
-        return pretrained, {}
     pcfg = open_clip.get_pretrained_cfg(name, pretrained)
     if not pcfg:
         tags = open_clip.list_pretrained_tags_by_model(name)
         raise ValueError(f"Unknown pretrained tag {pretrained!r} for {name!r}; known tags: {tags}, "
-                         "or pass the path of a checkpoint file.")
-    overrides = {
+                         f"or pretrained={RANDOM_WEIGHTS!r} for an untrained model, or the path of a "
+                         "checkpoint file.")
+    overrides: dict[str, Any] = {
         "image_mean": pcfg.get("mean"),
         "image_std": pcfg.get("std"),
         "image_interpolation": pcfg.get("interpolation"),
         "image_resize_mode": pcfg.get("resize_mode"),
     }
     overrides = {k: v for k, v in overrides.items() if v is not None}
+    if pcfg.get("quick_gelu") and not open_clip.get_model_config(name).get("quick_gelu"):
+        # e.g. ("ViT-B-16", "openai"): the weights were trained with QuickGELU
+        overrides["force_quick_gelu"] = True
     hub = pcfg.get("hf_hub", "")
     if hub:
         from huggingface_hub import try_to_load_from_cache
@@ -174,10 +333,34 @@ def _resolve_pretrained(name: str, pretrained: str, cache_dir: str | None) -> tu
         raise OfflineError(
             f"Pretrained weights {name}/{pretrained} are not cached and {host} cannot be reached "
             "(no network?). Options: (1) use the offline default: load_model() or "
-            f"load_model({DEFAULT_MODEL!r}); (2) download the checkpoint elsewhere and pass its "
-            f"path: load_model({name!r}, pretrained='/path/to/open_clip_model.safetensors'); "
+            f"load_model({DEFAULT_MODEL!r}), in the notebooks preset='offline'; (2) download the "
+            f"checkpoint elsewhere and pass its path: load_model({name!r}, "
+            "pretrained='/path/to/open_clip_model.safetensors'); "
             "(3) pre-fill the Hugging Face cache (HF_HOME) on a machine with network.")
-    return pretrained, overrides
+    path = open_clip.download_pretrained(pcfg, cache_dir=cache_dir)
+    if not path:
+        raise RuntimeError(f"open_clip gave no file for {name}/{pretrained}")
+    return path, overrides
+
+
+def _offline_checkpoint(pretrained: str | None) -> str:
+    """The shipped weights of :data:`DEFAULT_MODEL` for ``pretrained`` (a tag; ``None``: the
+    default tag), or a checkpoint path."""
+    tag = pretrained or DEFAULT_PRETRAINED
+    path = offline_weights_path(tag)
+    if path.is_file():
+        return str(path)
+    if pretrained and os.path.isfile(pretrained):
+        return pretrained
+    present = offline_tags()
+    options = (f"the tags present in {path.parent}: {present}" if present
+               else f"no weights are present in {path.parent}")
+    if pretrained is None:
+        raise FileNotFoundError(
+            f"The shipped weights of {DEFAULT_MODEL!r} ({path.name}) are missing; {options}. Pass one "
+            f"of them, pretrained={RANDOM_WEIGHTS!r} for an untrained model, or a checkpoint path.")
+    raise ValueError(f"Unknown pretrained {pretrained!r} for {DEFAULT_MODEL!r}: {options}; or "
+                     f"pretrained={RANDOM_WEIGHTS!r} for an untrained model, or a checkpoint path.")
 
 
 class _DropRandomInitNotice(logging.Filter):
@@ -186,11 +369,9 @@ class _DropRandomInitNotice(logging.Filter):
 
 
 @contextlib.contextmanager
-def _quiet_random_init(active: bool):
-    """Hide open_clip's "initialized randomly" notice when we load the weights right after."""
-    if not active:
-        yield
-        return
+def _quiet_random_init():
+    """Hide open_clip's "initialized randomly" notice: the weights are loaded right after, or
+    random weights were asked for by name."""
     flt = _DropRandomInitNotice()
     root = logging.getLogger()
     root.addFilter(flt)
@@ -214,8 +395,13 @@ def load_model(
     Args:
         name: open_clip model name (``"ViT-B-16"``, ``"ViT-L-14-quickgelu"``, ...) or
             :data:`DEFAULT_MODEL`.
-        pretrained: ``None`` for random weights (for the offline default: its shipped weights),
-            an open_clip tag such as ``"laion2b_s34b_b88k"`` / ``"openai"``, or a checkpoint path.
+        pretrained: which weights, always named: an open_clip tag such as
+            ``"laion2b_s34b_b88k"`` / ``"openai"`` (downloaded once), the path of a checkpoint
+            file (``.safetensors``, ``.bin``, ``.pt``: a state dict, or open_clip's training
+            checkpoint with a ``state_dict`` entry), or :data:`RANDOM_WEIGHTS` (``"random"``)
+            for untrained weights. For :data:`DEFAULT_MODEL`, a tag of :func:`offline_tags`;
+            ``None`` loads :data:`DEFAULT_PRETRAINED`. ``None`` for any other model is an error
+            that lists its tags.
         device: torch device.
         precision: open_clip precision string (``"fp32"``, ``"fp16"``, ``"bf16"``).
         cache_dir: download cache for hub weights.
@@ -223,7 +409,9 @@ def load_model(
             does not support (set False to load them anyway).
 
     Raises:
-        ValueError: unknown name or tag.
+        ValueError: unknown name or tag; no weights named for an open_clip model; a checkpoint
+            that does not fit the architecture.
+        FileNotFoundError: the offline default's shipped weights are missing.
         UnsupportedModelError: unsupported image tower (when ``check_supported``).
         OfflineError: weights need a download and the network is unreachable.
     """
@@ -231,38 +419,36 @@ def load_model(
         check_config_supported(name)
     elif open_clip.get_model_config(name) is None:
         check_config_supported(name)  # raises the unknown-name error
+    if pretrained == "":
+        pretrained = None
     kwargs: dict[str, Any] = {}
     ckpt: str | None = None
-    if name == DEFAULT_MODEL:
-        if pretrained in (None, DEFAULT_PRETRAINED):
-            path = default_weights_path()
-            if path.exists():
-                ckpt = str(path)
-            else:
-                warnings.warn(
-                    f"Trained weights for {DEFAULT_MODEL!r} not found at {path}; using an UNTRAINED "
-                    "stand-in with the same architecture (random weights: decompositions are exact, "
-                    "but nothing is interpretable).", stacklevel=2)
-        else:
-            ckpt = pretrained if os.path.isfile(pretrained) else None
-            if ckpt is None:
-                raise ValueError(f"Unknown pretrained {pretrained!r} for {DEFAULT_MODEL!r}; use "
-                                 f"{DEFAULT_PRETRAINED!r} or a checkpoint path.")
-    elif pretrained:
+    if pretrained == RANDOM_WEIGHTS:
+        pass
+    elif name == DEFAULT_MODEL:
+        ckpt = _offline_checkpoint(pretrained)
+    elif pretrained is None:
+        tags = open_clip.list_pretrained_tags_by_model(name)
+        known = (f"its open_clip tags are {tags}, e.g. pretrained={tags[0]!r}" if tags
+                 else "open_clip knows no pretrained tags for it")
+        raise ValueError(f"No weights named for {name!r}: {known}. Pass pretrained={RANDOM_WEIGHTS!r} "
+                         "for an untrained model, or the path of a checkpoint file.")
+    elif os.path.isfile(pretrained):
+        ckpt = pretrained
+    else:
         ckpt, kwargs = _resolve_pretrained(name, pretrained, cache_dir)
-    with _quiet_random_init(ckpt is not None):
+    with _quiet_random_init():
         model, _, preprocess = open_clip.create_model_and_transforms(
             name, pretrained=None, device=device, precision=precision, **kwargs)
     if ckpt is not None:
-        if ckpt.endswith(".safetensors") and name == DEFAULT_MODEL:
-            from safetensors.torch import load_file
-
-            state = {k: v.float() for k, v in load_file(ckpt).items()}
-            model.load_state_dict(state, strict=True)
-            model.to(device)
-        else:
+        try:
             open_clip.load_checkpoint(model, ckpt, strict=True)
-            model.to(device)
+        except (RuntimeError, AssertionError, KeyError) as exc:
+            raise ValueError(f"Could not load the checkpoint {ckpt} into {name!r}; is it a checkpoint of this "
+                             f"architecture? ({type(exc).__name__}: {str(exc)[:300]})") from exc
+        model.to(device)
     model.eval()
     tokenizer = open_clip.get_tokenizer(name)
+    _LOADED_AS[model] = (name, DEFAULT_PRETRAINED if name == DEFAULT_MODEL and ckpt is not None
+                         and pretrained in (None, DEFAULT_PRETRAINED) else (pretrained or None))
     return LoadedModel(model, preprocess, tokenizer)

@@ -1,4 +1,5 @@
-"""Text pools for TextSpan: loading, and the course's general pool of image descriptions.
+"""Text pools for TextSpan: loading, writing and regenerating every pool, and the course's
+general pool of image descriptions.
 
 TextSpan (paper, section 4.1) explains an attention head by choosing, from a *pool* of texts,
 a few whose embeddings span the head's output. This module gives every pool the same shape,
@@ -19,8 +20,7 @@ location, count, animal, person, activity, object, scene, landscape, weather, ti
 art_style, photo_style, emotion, food, vehicle, text, lighting, clothing) a list of values
 and a set of sentence templates. Values take turns over their templates, so every value of a
 property appears about equally often and in varied sentence forms, and every property gets
-:data:`PER_PROPERTY` descriptions. ``data/pools/general.tsv`` is exactly its output
-(``python -m helpers.pools --write`` regenerates it; ``--check`` compares).
+:data:`PER_PROPERTY` descriptions. ``data/pools/general.tsv`` is exactly its output.
 
 Each description is tagged with exactly one property and value, and the tag is exact at the
 word level: a description uses only words of its own property's vocabulary
@@ -28,6 +28,19 @@ word level: a description uses only words of its own property's vocabulary
 (:data:`NEUTRAL_WORDS`: articles, prepositions, "photo", "image", "background", ...), and the
 vocabularies of different properties share no word. So "A photo of a red car" is not in the
 pool (it mixes colour and vehicle), while "A photo of something red" and "A parked jeep" are.
+
+Regenerating the shipped files
+------------------------------
+Every file in ``data/pools/`` is the output of one generator (:data:`POOL_MAKERS`):
+:func:`general_pool`, :func:`common_words` (the paper's baseline of common English words,
+from the ``wordfreq`` package, needed for this step only) and the world's
+:func:`helpers.world.text_pool`. One command writes or checks them::
+
+    python -m helpers.pools --write                 # general.tsv and world_pool.tsv
+    python -m helpers.pools --write common_words    # needs: pip install wordfreq==3.1.1
+    python -m helpers.pools --check                 # exit 1 if a file differs from its generator
+
+(:func:`write_pool`, :func:`pool_file_text` and :func:`check_pool` from Python.)
 
 Duplicates
 ----------
@@ -64,6 +77,14 @@ __all__ = [
     "TSV_HEADER",
     "general_pool",
     "write_general_pool",
+    "world_pool",
+    "common_words",
+    "N_WORDS",
+    "WORDFREQ_VERSION",
+    "POOL_MAKERS",
+    "pool_file_text",
+    "write_pool",
+    "check_pool",
     "load_pool",
     "vocabularies",
     "words_of",
@@ -153,6 +174,31 @@ class Pool:
                 raise IndexError(f"index {i} out of range for a pool of {n} texts")
         return Pool([self.texts[i] for i in ix], [self.properties[i] for i in ix],
                     [self.values[i] for i in ix], self.name)
+
+    def rows(self) -> list[tuple[str, str, str]]:
+        """The pool as ``(text, property, value)`` rows."""
+        return list(zip(self.texts, self.properties, self.values))
+
+    def sample(self, n: int, *, seed: int = 0) -> "Pool":
+        """``n`` texts drawn at random, each property keeping its share of the pool (largest
+        remainders), in the pool's order; ``n = 0`` or ``n >= len(self)`` keeps every text.
+
+        For models whose text tower is slow on the machine at hand (a large CLIP on a CPU).
+        """
+        import numpy as np
+
+        if n < 0:
+            raise ValueError(f"n must be >= 0 (0 keeps every text), got {n}")
+        if n == 0 or n >= len(self):
+            return self.subset(range(len(self)))
+        groups = list(self.by_property().values())
+        exact = [n * len(g) / len(self) for g in groups]
+        quota = [int(q) for q in exact]
+        for k in sorted(range(len(groups)), key=lambda k: quota[k] - exact[k])[:n - sum(quota)]:
+            quota[k] += 1
+        rng = np.random.default_rng(seed)
+        keep = [int(i) for g, q in zip(groups, quota) for i in rng.permutation(g)[:q]]
+        return self.subset(sorted(keep))
 
     def tsv_text(self) -> str:
         """The pool as TSV text (header ``text, property, value``; ``\\n`` line ends)."""
@@ -838,7 +884,111 @@ def general_pool(per_property: int = PER_PROPERTY) -> Pool:
 
 def write_general_pool(path: str | os.PathLike[str] | None = None) -> Path:
     """Write :func:`general_pool` as TSV (default ``data/pools/general.tsv``)."""
-    return general_pool().to_tsv(path if path is not None else pool_path("general"))
+    return write_pool("general", path)
+
+
+# ---------------------------------------------------------------------------
+# The other shipped pools
+# ---------------------------------------------------------------------------
+
+
+def world_pool() -> Pool:
+    """The synthetic world's tagged pool (:func:`helpers.world.text_pool`): every factor value
+    described several ways, plus distractors tagged ``"other"``."""
+    from .world import text_pool
+
+    texts, props, values = (list(c) for c in zip(*text_pool()))
+    return Pool(texts, props, values, "world")
+
+
+N_WORDS = 3498
+"""Size of the common-words pool (the paper's baseline pool has 3,498 words)."""
+
+WORDFREQ_VERSION = "3.1.1"
+"""The ``wordfreq`` release ``common_words.txt`` was made with (other releases may differ)."""
+
+_DROPPED_WORDS = frozenset("""
+shit shitty fuck fucking fucked fucker bitch bitches dick bullshit porn crap ass asshole damn
+sexy rape pussy cock piss pissed bastard whore slut
+ll ve re im dont thats didnt doesnt isnt cant ive youre theyre wasnt
+http https www
+""".split())  # profanity, and contraction fragments and web address parts that are not words
+
+_COMMON_WORD = re.compile(r"[a-z]{2,}")
+
+
+def common_words(n: int = N_WORDS) -> list[str]:
+    """The ``n`` most frequent English words of ``wordfreq`` (its ``"best"`` list), in order.
+
+    Kept are lower-case alphabetic words of at least two letters, less profanity and
+    fragments that are not words; function words are kept (this is a baseline pool). Needs
+    the ``wordfreq`` package (``pip install wordfreq==3.1.1``), for this step only.
+    """
+    try:
+        import wordfreq
+    except ImportError:
+        raise ImportError(
+            "making the common-words pool needs wordfreq; install it for this run only, e.g.\n"
+            f"  pip install --target /tmp/wordfreq wordfreq=={WORDFREQ_VERSION}\n"
+            "  PYTHONPATH=/tmp/wordfreq python -m helpers.pools --write common_words") from None
+    from importlib.metadata import version as _version
+
+    found = getattr(wordfreq, "__version__", None) or _version("wordfreq")
+    if found != WORDFREQ_VERSION:
+        warnings.warn(f"wordfreq {found} is installed; data/pools/common_words.txt was made "
+                      f"with {WORDFREQ_VERSION} and may come out different", stacklevel=2)
+    out: list[str] = []
+    seen: set[str] = set()
+    for w in wordfreq.top_n_list("en", 4 * n, wordlist="best"):
+        if not _COMMON_WORD.fullmatch(w) or w in _DROPPED_WORDS or w in seen:
+            continue
+        seen.add(w)
+        out.append(w)
+        if len(out) == n:
+            break
+    if len(out) < n:
+        raise ValueError(f"only {len(out)} words passed the filters, fewer than {n}")
+    return out
+
+
+# ---------------------------------------------------------------------------
+# Writing and checking the shipped files
+# ---------------------------------------------------------------------------
+
+POOL_MAKERS: dict[str, str] = {
+    "general": "general_pool() (this module)",
+    "common_words": "common_words() (this module; needs wordfreq)",
+    "world": "helpers.world.text_pool()",
+}
+"""The generator of every named pool's file."""
+
+_NEEDS_NOTHING = ("general", "world")  # pools whose generators need no extra package
+
+
+def pool_file_text(name: str) -> str:
+    """The exact content of a named pool's file, freshly generated (``\n`` line ends)."""
+    if name == "general":
+        return general_pool().tsv_text()
+    if name == "world":
+        return world_pool().tsv_text()
+    if name == "common_words":
+        return "\n".join(common_words()) + "\n"
+    raise ValueError(f"unknown pool name {name!r}; known names: {', '.join(POOL_NAMES)}")
+
+
+def write_pool(name: str, path: str | os.PathLike[str] | None = None) -> Path:
+    """Regenerate a named pool's file (default: its place under ``data/pools/``); returns the path."""
+    text = pool_file_text(name)
+    out = Path(path) if path is not None else pool_path(name)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(text, encoding="utf-8", newline="\n")
+    return out
+
+
+def check_pool(name: str, path: str | os.PathLike[str] | None = None) -> bool:
+    """Whether a named pool's file (default: the shipped one) equals its generator's output."""
+    file = Path(path) if path is not None else pool_path(name)
+    return file.exists() and file.read_text(encoding="utf-8") == pool_file_text(name)
 
 
 # ---------------------------------------------------------------------------
@@ -971,7 +1121,7 @@ def load_pool(name_or_path: str | os.PathLike[str],
         elif key == "common_words":
             if not path.exists():
                 raise FileNotFoundError(f"pool file not found: {path} (regenerate it with "
-                                        "'python scripts/make_pools.py')")
+                                        "'python -m helpers.pools --write common_words', which needs wordfreq)")
             pool = _read_lines(path, key, prop="word", value_is_text=True)
         else:
             if not path.exists():
@@ -999,32 +1149,37 @@ def load_pool(name_or_path: str | os.PathLike[str],
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """``python -m helpers.pools [--write | --check] [--counts]``."""
+    """``python -m helpers.pools [--write [NAME ...]] [--check [NAME ...]] [--counts]``."""
     parser = argparse.ArgumentParser(prog="python -m helpers.pools", description=(
-        "Regenerate or check data/pools/general.tsv (common_words.txt is made by "
-        "scripts/make_pools.py)."))
-    parser.add_argument("--write", action="store_true", help="write data/pools/general.tsv")
-    parser.add_argument("--check", action="store_true",
-                        help="exit 1 if the shipped general.tsv differs from the generator")
-    parser.add_argument("--counts", action="store_true", help="print descriptions per property")
-    parser.add_argument("--path", default=None, help="file to write instead of the default")
+        "Regenerate or check the pools in data/pools/ from their generators. Without names: "
+        f"{' and '.join(_NEEDS_NOTHING)} (common_words needs wordfreq: name it)."))
+    parser.add_argument("--write", nargs="*", metavar="NAME", choices=POOL_NAMES,
+                        help="regenerate these pools' files")
+    parser.add_argument("--check", nargs="*", metavar="NAME", choices=POOL_NAMES,
+                        help="exit 1 if a shipped file differs from its generator")
+    parser.add_argument("--counts", action="store_true", help="print the general pool's descriptions per property")
+    parser.add_argument("--path", default=None, help="file to use instead of the default (one pool only)")
     args = parser.parse_args(argv)
-    if not (args.write or args.check or args.counts):
+    if args.write is None and args.check is None and not args.counts:
         parser.print_help()
         return 0
-    if args.write:
-        out = write_general_pool(args.path)
-        print(f"wrote {len(general_pool())} descriptions to {out}")
-    if args.check:
-        path = Path(args.path) if args.path else pool_path("general")
-        ok = path.exists() and path.read_text(encoding="utf-8") == general_pool().tsv_text()
-        print(f"{path}: {'up to date' if ok else 'differs from the generator'}")
-        if not ok:
-            return 1
+    written = list(args.write or _NEEDS_NOTHING) if args.write is not None else []
+    checked = list(args.check or _NEEDS_NOTHING) if args.check is not None else []
+    if args.path and len(written + checked) != 1:
+        parser.error("--path goes with exactly one pool name")
+    for name in written:
+        out = write_pool(name, args.path)
+        print(f"wrote {len(load_pool(out, on_duplicate='keep'))} {name} texts to {out}")
+    ok = True
+    for name in checked:
+        path = Path(args.path) if args.path else pool_path(name)
+        same = check_pool(name, path)
+        ok &= same
+        print(f"{path}: {'up to date' if same else 'differs from its generator (python -m helpers.pools --write ' + name + ')'}")
     if args.counts:
         for p, n in general_pool().counts().items():
             print(f"{p}\t{n}")
-    return 0
+    return 0 if ok else 1
 
 
 if __name__ == "__main__":

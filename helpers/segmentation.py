@@ -20,22 +20,31 @@ Methods (:data:`METHODS`):
   weights = gradient of the class score averaged over patches, map = ReLU of the weighted sum.
 * ``"chefer"`` -- Chefer et al. (2021, "Generic attention-model explainability"): relevance
   ``R = I``, then for every layer ``R += mean_heads((grad(A) * A)^+) @ R``; class-token row.
+* ``"lrp"`` -- layer-wise relevance propagation of the class score to the pixels, summed per
+  patch; ``"partial_lrp"`` -- the relevance of the last block's class-token attention row,
+  clipped at 0 and averaged over heads (both as Chefer et al., CVPR 2021, compare against
+  them; see :mod:`helpers.lrp`).
 
 The class score for the gradient methods is the cosine similarity of the image embedding with
 the target class's text embedding (the zero-shot logit). Attention matrices are recomputed
-from each block's own ``nn.MultiheadAttention`` weights inside forward hooks on stock
-open_clip modules; for the gradient methods the hook also returns the recomputed attention
-output so that the attention matrix is part of the autograd graph.
+from each block's own ``nn.MultiheadAttention`` weights, reading the named hook sites of
+:mod:`helpers.hooks` on stock open_clip modules; Chefer et al.'s method *patches* each
+attention output with the recomputed one (equal up to rounding) so that the attention matrix
+is part of the autograd graph, and GradCAM patches the input of the last attention the same way.
 
 Metrics follow Chefer et al.: pixel accuracy and IoU of foreground and background are
 accumulated over the whole dataset (``mIoU`` is their mean), ``mAP`` is the mean over images of
-the average precision of the soft map.
+the average precision of the soft map (their protocol scores the map and its complement
+against foreground and background together; the foreground-only variant is kept too); they
+live in :mod:`helpers.metrics`
+(:class:`~helpers.metrics.SegmentationScores`, re-exported here), and image-mask alignment in
+:mod:`helpers.images` (:func:`~helpers.images.transform_pair`, re-exported here).
 """
 
 from __future__ import annotations
 
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Callable, Iterator, Sequence
 
 import numpy as np
@@ -44,8 +53,13 @@ import torch.nn.functional as F
 from PIL import Image
 from torch import Tensor, nn
 
-from .decompose import check_model_supported
-from .spatial import Selection, _image_batch, _text_matrix, average_precision, model_view, upsample
+from .decompose import Decomposer, check_model_supported
+from .hooks import hooked
+from .images import model_batch, model_view, transform_pair
+from .labels import Selection, resolve_indices
+from .metrics import SegmentationScores, mass_by_region, threshold_map
+from .spatial import upsample
+from .text import text_matrix
 
 __all__ = [
     "METHODS",
@@ -66,11 +80,7 @@ __all__ = [
     "patch_norm_ratio",
 ]
 
-METHODS: tuple[str, ...] = ("decomposition", "raw_attention", "rollout", "gradcam", "chefer")
-
-
-def _visual(model: nn.Module) -> nn.Module:
-    return check_model_supported(model)
+METHODS: tuple[str, ...] = ("decomposition", "raw_attention", "rollout", "gradcam", "chefer", "lrp", "partial_lrp")
 
 
 # ----------------------------------------------------------------------------------------------
@@ -95,30 +105,31 @@ def _full_attention(attn: nn.MultiheadAttention, x: Tensor) -> tuple[Tensor, Ten
 def _capture_attention(visual: nn.Module, *, in_graph: bool) -> Iterator[list[Tensor | None]]:
     """Record every block's attention matrix ``[B, H, T, T]`` during a forward pass.
 
-    With ``in_graph`` the hook replaces the attention output by the recomputed one (equal up to
-    rounding) so gradients reach the recorded matrices.
+    Without ``in_graph`` the matrices are recomputed from each attention's input (the
+    ``blocks.{l}.ln_1`` site) and the forward pass is unchanged. With ``in_graph`` each
+    attention output (site ``blocks.{l}.attn``) is patched with the recomputed one (equal up to
+    rounding), so gradients reach the recorded matrices.
     """
     blocks = list(visual.transformer.resblocks)
-    batch_first = bool(getattr(visual.transformer, "batch_first", True))
     store: list[Tensor | None] = [None] * len(blocks)
 
-    def make(layer: int):
-        def hook(module: nn.MultiheadAttention, args: tuple[Any, ...], output: Any) -> Any:
-            x = args[0] if batch_first else args[0].transpose(0, 1)
-            a, out = _full_attention(module, x)
-            store[layer] = a
-            if in_graph:
-                out = out if batch_first else out.transpose(0, 1)
-                return (out, None)
-            return None
-        return hook
+    def reader(layer: int) -> Callable[[Tensor], None]:
+        def read(x: Tensor) -> None:
+            store[layer] = _full_attention(blocks[layer].attn, x)[0]
+        return read
 
-    handles = [blk.attn.register_forward_hook(make(i)) for i, blk in enumerate(blocks)]
-    try:
+    def patcher(layer: int) -> Callable[[Tensor, tuple[Any, ...]], Tensor]:
+        def patch(_out: Tensor, inputs: tuple[Any, ...]) -> Tensor:
+            store[layer], out = _full_attention(blocks[layer].attn, inputs[0])
+            return out
+        return patch
+
+    if in_graph:
+        hooks = hooked(visual, patch={f"blocks.{i}.attn": patcher(i) for i in range(len(blocks))})
+    else:
+        hooks = hooked(visual, {f"blocks.{i}.ln_1": reader(i) for i in range(len(blocks))})
+    with hooks:
         yield store
-    finally:
-        for h in handles:
-            h.remove()
 
 
 def _cls_to_patches(rows: Tensor, grid: tuple[int, int]) -> Tensor:
@@ -160,23 +171,17 @@ def _class_score(visual: nn.Module, x: Tensor, targets: Tensor) -> Tensor:
 
 
 def _gradcam(visual: nn.Module, x: Tensor, targets: Tensor) -> Tensor:
-    last = visual.transformer.resblocks[-1]
-    batch_first = bool(getattr(visual.transformer, "batch_first", True))
     kept: dict[str, Tensor] = {}
 
-    def hook(_m: nn.Module, _i: Any, out: Tensor) -> None:
-        kept["act"] = out
+    def keep(act: Tensor, _inputs: tuple[Any, ...]) -> Tensor:
+        kept["act"] = act  # batch first, and in the graph: the forward pass continues from it
+        return act
 
-    handle = last.ln_1.register_forward_hook(hook)
-    try:
-        with torch.enable_grad():
-            score = _class_score(visual, x, targets)
-            (grad,) = torch.autograd.grad(score, kept["act"])
-    finally:
-        handle.remove()
+    last = f"blocks.{len(visual.transformer.resblocks) - 1}.ln_1"
+    with torch.enable_grad(), hooked(visual, patch={last: keep}):
+        score = _class_score(visual, x, targets)
+        (grad,) = torch.autograd.grad(score, kept["act"])
     act = kept["act"].detach()
-    if not batch_first:
-        act, grad = act.transpose(0, 1), grad.transpose(0, 1)
     weights = grad[:, 1:].mean(1, keepdim=True)  # [B, 1, D]
     cam = (act[:, 1:] * weights).sum(-1).clamp_min(0)
     return torch.cat([cam.new_zeros(cam.shape[0], 1), cam], 1).detach()
@@ -206,7 +211,7 @@ def _chefer(visual: nn.Module, x: Tensor, targets: Tensor) -> Tensor:
 
 def predicted_classes(model: nn.Module, images: Tensor, class_emb: Tensor) -> Tensor:
     """Zero-shot predictions (cosine similarity with each class embedding): ``[B]``."""
-    visual = _visual(model)
+    visual = check_model_supported(model)
     with torch.no_grad():
         emb = F.normalize(_forward(visual, images), dim=-1)
     return (emb @ class_emb.to(emb.dtype).T).argmax(-1)
@@ -230,11 +235,8 @@ def _decomposition_maps(model: nn.Module, x: Tensor, E: Tensor, lab: Tensor | No
     prediction off the same pass, then contract with one direction per image (its class text
     minus the mean class text) -- never with all classes. ``[B, gh, gw]``, or ``[B, L', gh, gw]``
     (one map per chosen layer) with ``per_layer``."""
-    from .decompose import Decomposer
-    from .spatial import _resolve
-
     dec = Decomposer(model)
-    lidx, hidx = _resolve(layers, dec.n_layers, "layer"), _resolve(heads, dec.n_heads, "head")
+    lidx, hidx = resolve_indices(layers, dec.n_layers, "layer"), resolve_indices(heads, dec.n_heads, "head")
     with torch.no_grad():
         d = dec(x.to(E.dtype), heads=False, tokens=True).normalized()
         if lab is None:
@@ -254,9 +256,9 @@ def layer_maps(model: nn.Module, images: Any, class_emb: Any, *, labels: Sequenc
     Summing over any range of layers gives that range's map (the maps are a sum over layers),
     so a layer-range slider needs no further forward pass. One forward pass per 16 images.
     """
-    visual = _visual(model)
-    x = _image_batch(model, visual, images, preprocess)
-    E = _text_matrix(model, class_emb, visual.proj.shape[1], tokenizer, "class_emb").to(
+    visual = check_model_supported(model)
+    x = model_batch(model, images, preprocess)
+    E = text_matrix(class_emb, model=model, tokenizer=tokenizer, width=visual.proj.shape[1], what="class_emb").to(
         device=x.device, dtype=visual.proj.dtype)
     if E.shape[0] < 2:
         raise ValueError("the decomposition segmenter subtracts the mean over classes: give at least two")
@@ -284,10 +286,10 @@ def segmentation_maps(model: nn.Module, images: Any, class_emb: Any, method: str
     """
     if method not in METHODS:
         raise ValueError(f"unknown method {method!r}; choose from {', '.join(METHODS)}")
-    visual = _visual(model)
-    x = _image_batch(model, visual, images, preprocess)
+    visual = check_model_supported(model)
+    x = model_batch(model, images, preprocess)
     grid = tuple(visual.grid_size)
-    E = _text_matrix(model, class_emb, visual.proj.shape[1], tokenizer, "class_emb").to(
+    E = text_matrix(class_emb, model=model, tokenizer=tokenizer, width=visual.proj.shape[1], what="class_emb").to(
         device=x.device, dtype=visual.proj.dtype)
     if method in ("raw_attention", "rollout"):
         if layers is not None or heads is not None:
@@ -307,6 +309,10 @@ def segmentation_maps(model: nn.Module, images: Any, class_emb: Any, method: str
     if layers is not None or heads is not None:
         raise ValueError(f"{method} takes no layer/head selection; it applies to 'decomposition'")
     targets = F.normalize(E[lab], dim=-1).detach()
+    if method in ("lrp", "partial_lrp"):
+        from .lrp import lrp_maps
+
+        return lrp_maps(model, x.to(visual.proj.dtype), targets, partial=method == "partial_lrp")
     was_training = visual.training
     visual.eval()
     try:
@@ -333,92 +339,9 @@ def segment(maps: Tensor, size: int | tuple[int, int], threshold: str | float = 
     if isinstance(threshold, str):
         if threshold != "mean":
             raise ValueError(f"threshold must be 'mean' or a number in [0, 1], got {threshold!r}")
-        thr = soft.mean((-2, -1), keepdim=True)
-    else:
-        if not 0.0 <= float(threshold) <= 1.0:
-            raise ValueError(f"a fixed threshold must be in [0, 1], got {threshold}")
-        thr = torch.as_tensor(float(threshold), dtype=soft.dtype)
-    return soft, soft > thr
-
-
-@dataclass
-class SegmentationScores:
-    """Metrics accumulated over a dataset (Chefer et al. style).
-
-    ``update(soft, pred, truth)`` adds a batch: ``soft`` ``[B, H, W]`` scores, ``pred`` and
-    ``truth`` boolean masks. Then ``pixel_accuracy``, ``iou_foreground``, ``iou_background``,
-    ``miou`` (their mean) and ``map`` (mean per-image average precision; images whose mask is
-    empty are skipped) are available, also together via :meth:`summary`.
-    """
-
-    correct: int = 0
-    pixels: int = 0
-    inter: np.ndarray = field(default_factory=lambda: np.zeros(2, dtype=np.int64))  # [bg, fg]
-    union: np.ndarray = field(default_factory=lambda: np.zeros(2, dtype=np.int64))
-    ap: list[float] = field(default_factory=list)
-
-    def update(self, soft: Tensor, pred: Tensor, truth: Any) -> "SegmentationScores":
-        t = torch.as_tensor(np.asarray(truth) if not isinstance(truth, Tensor) else truth).bool().to(pred.device)
-        p = pred.bool()
-        if p.shape != t.shape or soft.shape != t.shape:
-            raise ValueError(f"shapes differ: soft {tuple(soft.shape)}, pred {tuple(p.shape)}, "
-                             f"truth {tuple(t.shape)} (transform image and mask together)")
-        self.correct += int((p == t).sum())
-        self.pixels += t.numel()
-        for c, (pc, tc) in enumerate(((~p, ~t), (p, t))):
-            self.inter[c] += int((pc & tc).sum())
-            self.union[c] += int((pc | tc).sum())
-        ap = average_precision(soft, t).reshape(-1).cpu().numpy()
-        self.ap.extend(float(a) for a in ap if np.isfinite(a))
-        return self
-
-    @property
-    def pixel_accuracy(self) -> float:
-        return self.correct / max(1, self.pixels)
-
-    @property
-    def iou_foreground(self) -> float:
-        return float(self.inter[1] / max(1, self.union[1]))
-
-    @property
-    def iou_background(self) -> float:
-        return float(self.inter[0] / max(1, self.union[0]))
-
-    @property
-    def miou(self) -> float:
-        return 0.5 * (self.iou_foreground + self.iou_background)
-
-    @property
-    def map(self) -> float:
-        return float(np.mean(self.ap)) if self.ap else float("nan")
-
-    def summary(self) -> dict[str, float]:
-        return {"pixel accuracy": self.pixel_accuracy, "mIoU": self.miou, "mAP": self.map,
-                "IoU foreground": self.iou_foreground, "IoU background": self.iou_background}
-
-
-def mass_by_region(maps: Tensor, masks: Any) -> dict[str, Tensor]:
-    """Where a patch-grid map puts its weight relative to a pixel mask.
-
-    ``maps`` ``[..., N, gh, gw]`` (e.g. one map per layer, :func:`layer_maps`), ``masks``
-    ``[N, H, W]`` aligned with the model's input. A patch is *on* the object when the mask
-    touches it. Returns three tensors of shape ``[..., N]``: ``"on"`` and ``"off"``, the
-    positive mass on and off the object's patches, and ``"against"``, the negative mass on
-    the object's patches (written *against* the class). ``on / (on + off)`` is the share of a
-    map's positive mass that falls on the object: what thresholding can hope to keep.
-    """
-    m = torch.as_tensor(np.asarray(masks) if not isinstance(masks, Tensor) else masks)
-    if m.ndim != 3:
-        raise ValueError(f"masks must be [N, H, W], got shape {tuple(m.shape)}")
-    if maps.ndim < 3 or maps.shape[-3] != m.shape[0]:
-        raise ValueError(f"maps {tuple(maps.shape)} must end in [N, gh, gw] with N = {m.shape[0]} masks")
-    grid = tuple(maps.shape[-2:])
-    if m.shape[-2] % grid[0] or m.shape[-1] % grid[1]:
-        raise ValueError(f"mask size {tuple(m.shape[-2:])} is not a whole number of {grid} patches")
-    cover = F.adaptive_max_pool2d(m.to(maps.device).float()[:, None], grid)[:, 0] > 0  # [N, gh, gw]
-    pos, neg = maps.clamp_min(0), (-maps).clamp_min(0)
-    return {"on": (pos * cover).sum((-2, -1)), "off": (pos * ~cover).sum((-2, -1)),
-            "against": (neg * cover).sum((-2, -1))}
+    elif not 0.0 <= float(threshold) <= 1.0:
+        raise ValueError(f"a fixed threshold must be in [0, 1], got {threshold}")
+    return soft, threshold_map(soft, threshold, dtype=None)
 
 
 def patch_norm_ratio(model: nn.Module, images: Any, *,
@@ -430,90 +353,21 @@ def patch_norm_ratio(model: nn.Module, images: Any, *,
     global information (Darcet et al., ICLR 2024); the class token's attention then points at
     them, and raw-attention maps with it. Ratios near 1 mean no such tokens.
     """
-    visual = _visual(model)
-    x = _image_batch(model, visual, images, preprocess).to(visual.proj.dtype)
-    batch_first = bool(getattr(visual.transformer, "batch_first", True))
-    per_block: list[Tensor] = []  # one [b] tensor per block of the current chunk
+    visual = check_model_supported(model)
+    x = model_batch(model, images, preprocess).to(visual.proj.dtype)
+    per_block: list[Tensor] = []  # one [b] tensor per block of the current chunk, in forward order
 
-    def hook(_m: nn.Module, _i: Any, out: Tensor) -> None:
-        tokens = out if batch_first else out.transpose(0, 1)
+    def read(tokens: Tensor) -> None:
         n = tokens[:, 1:].norm(dim=-1)  # patch tokens only [b, P]
         per_block.append(n.max(-1).values / n.median(-1).values)
 
-    handles = [blk.register_forward_hook(hook) for blk in visual.transformer.resblocks]
     chunks = []
-    try:
-        with torch.no_grad():
-            for i in range(0, x.shape[0], _CHUNK):  # bounded activations on large models
-                _forward(visual, x[i:i + _CHUNK])
-                chunks.append(torch.stack(per_block))
-                per_block.clear()
-    finally:
-        for h in handles:
-            h.remove()
+    with torch.no_grad(), hooked(visual, {"blocks.*.resid_post": read}):
+        for i in range(0, x.shape[0], _CHUNK):  # bounded activations on large models
+            _forward(visual, x[i:i + _CHUNK])
+            chunks.append(torch.stack(per_block))
+            per_block.clear()
     return torch.cat(chunks, 1)
-
-
-# ----------------------------------------------------------------------------------------------
-# Image and mask through the same geometry
-# ----------------------------------------------------------------------------------------------
-
-
-def _mask_step(step: Any) -> Callable[[Image.Image], Image.Image] | None:
-    """The geometric part of one preprocessing step, for a mask (nearest neighbour), or None for
-    a step that does not move pixels (colour conversion)."""
-    import torchvision.transforms as T
-    from torchvision.transforms import InterpolationMode
-
-    name = type(step).__name__
-    if isinstance(step, T.Resize):
-        return T.Resize(step.size, interpolation=InterpolationMode.NEAREST, max_size=step.max_size)
-    if isinstance(step, T.CenterCrop):
-        return step
-    if name == "ResizeKeepRatio":  # open_clip's resize for resize_mode="longest"
-        import copy
-
-        nearest = copy.copy(step)
-        nearest.interpolation = InterpolationMode.NEAREST
-        return nearest
-    if name == "CenterCropOrPad":
-        import copy
-
-        padded = copy.copy(step)
-        padded.fill = 0
-        return padded
-    if "convert" in name.lower() or "convert" in getattr(step, "__name__", "").lower():
-        return None  # colour-mode conversion: no geometry
-    raise TypeError(f"do not know how to apply {name} to a mask; crop and resize image and mask yourself")
-
-
-def transform_pair(image: Any, mask: Any, preprocess: Callable[[Image.Image], Tensor]) -> tuple[Tensor, Tensor]:
-    """Preprocess ``image`` and apply the *same* geometric steps to its ``mask``.
-
-    ``preprocess`` is the model's torchvision ``Compose`` (resize, centre crop, ...); the mask is
-    resized with nearest-neighbour interpolation and cropped identically, so it stays aligned
-    with the pixels the model sees, also for non-square images. Returns the image tensor
-    ``[3, H, W]`` and the boolean mask ``[H, W]``.
-    """
-    from .images import to_rgb
-
-    img = to_rgb(image)
-    m = mask if isinstance(mask, np.ndarray) else (mask.cpu().numpy() if isinstance(mask, Tensor) else np.asarray(mask))
-    if m.ndim != 2:
-        raise ValueError(f"mask must be [H, W], got shape {m.shape}")
-    if m.shape != (img.height, img.width):
-        raise ValueError(f"mask is {m.shape} but the image is {(img.height, img.width)}")
-    steps = getattr(preprocess, "transforms", None)
-    if steps is None:
-        raise TypeError("preprocess is not a torchvision Compose; cannot apply its geometry to the mask")
-    mask_img = Image.fromarray(m.astype(bool).astype(np.uint8) * 255, "L")
-    for step in steps:
-        if "ToTensor" in type(step).__name__ or "PILToTensor" in type(step).__name__:
-            break
-        geo = _mask_step(step)
-        if geo is not None:
-            mask_img = geo(mask_img)
-    return preprocess(img), torch.from_numpy(np.asarray(mask_img) > 127)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -585,8 +439,8 @@ def imagenet_seg(n: int | None = None, path: str | None = None) -> ImageNetSeg:
 
         path = fetch(IMAGENET_SEG_URL, None, what="ImageNet-Segmentation (gtsegs_ijcv.mat, about 1.4 GB)",
                      folder="imagenet-seg",
-                     hint="Use the offline world (notebook default), or pass path= to a local copy of "
-                          "gtsegs_ijcv.mat.")
+                     hint="Use the offline world (dataset='world'; in the notebooks: preset='offline'), or pass "
+                          "path= to a local copy of gtsegs_ijcv.mat.")
     return ImageNetSeg(path, n)
 
 
@@ -652,7 +506,7 @@ def load_segmentation_task(name: str, preprocess: Callable[[Image.Image], Tensor
     if name == "world" or name.startswith("world:"):
         from . import world
 
-        factor = world._check_factor(name.partition(":")[2] or "shape")
+        factor = world.check_factor(name.partition(":")[2] or "shape")
         scenes = world.sample(n, split="test", seed=seed + 1)
         xs, ms, views = _aligned(zip(scenes.images, scenes.foreground), preprocess)
         return SegmentationTask(f"world:{factor}", xs, ms, views,
@@ -660,7 +514,7 @@ def load_segmentation_task(name: str, preprocess: Callable[[Image.Image], Tensor
     if name == "world-pairs" or name.startswith("world-pairs:"):
         from . import world
 
-        factor = world._check_factor(name.partition(":")[2] or "colour")
+        factor = world.check_factor(name.partition(":")[2] or "colour")
         if factor not in ("shape", "colour", "position"):
             raise ValueError(f"pairs differ in their objects, not in {factor!r}: use shape, colour or position")
         pairs = world.sample_pairs(n, split="test", seed=seed + 1)
@@ -669,7 +523,7 @@ def load_segmentation_task(name: str, preprocess: Callable[[Image.Image], Tensor
                                 world.class_prompts(factor), torch.as_tensor(pairs.factors[factor][:, 0]),
                                 target="label")
     if name == "imagenet-seg" or name.startswith("imagenet-seg:"):
-        from .datasets import _imagenet_metadata
+        from .datasets import imagenet_metadata
 
         path = name.partition(":")[2] or None
         ds = imagenet_seg(path=path)
@@ -678,7 +532,7 @@ def load_segmentation_task(name: str, preprocess: Callable[[Image.Image], Tensor
             xs, ms, views = _aligned(((ds.image(i), ds.mask(i)) for i in pick.tolist()), preprocess)
         finally:
             ds.close()
-        names, tmpl = _imagenet_metadata(templates)
+        names, tmpl = imagenet_metadata(templates)
         return SegmentationTask("imagenet-seg", xs, ms, views,
                                 {c: [t(c) for t in tmpl] for c in names}, None)
     raise ValueError(f"unknown segmentation dataset {name!r}: use 'world', 'world:<factor>', "
@@ -689,11 +543,14 @@ def load_segmentation_task(name: str, preprocess: Callable[[Image.Image], Tensor
 def evaluate_methods(model: nn.Module, task: SegmentationTask, class_emb: Tensor,
                      methods: Sequence[str] = METHODS, *, batch_size: int = 50,
                      threshold: str | float = "mean", use_labels: bool | None = None,
-                     progress: bool = False) -> tuple[dict[str, dict[str, float]], dict[str, Tensor]]:
+                     progress: bool = False, map_protocol: str = "foreground",
+                     ) -> tuple[dict[str, dict[str, float]], dict[str, Tensor]]:
     """Every method on every image of ``task``: metrics per method, and the soft maps at the
     patch grid ``[N, gh, gw]`` per method (for display). The target class is the zero-shot
     prediction (the paper's protocol) or the label, as ``use_labels`` says (default: the task's
-    ``target``). Also reports images per second."""
+    ``target``). ``map_protocol`` says which average precision is reported as ``"mAP"`` (see
+    :class:`SegmentationScores`; the other is reported too, under its own name). Also reports
+    images per second."""
     import time
 
     if use_labels is None:
@@ -705,7 +562,7 @@ def evaluate_methods(model: nn.Module, task: SegmentationTask, class_emb: Tensor
     size = tuple(task.masks.shape[-2:])
     device = next(model.parameters()).device
     for method in methods:
-        scores = SegmentationScores()
+        scores = SegmentationScores(protocol=map_protocol)
         parts = []
         t0 = time.perf_counter()
         for i in range(0, len(task), batch_size):

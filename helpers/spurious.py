@@ -30,8 +30,9 @@ from PIL import Image
 from torch import Tensor
 from torch.utils.data import Dataset
 
-from .ablation import DirectTerms
+from .ablation import AblationSet, DirectTerms
 from .heads import HeadRole
+from .labels import Head
 
 __all__ = [
     "GroupMetrics",
@@ -42,6 +43,10 @@ __all__ = [
     "choose_heads",
     "random_heads",
     "PAPER_HEADS",
+    "REPAIR_PROTOCOLS",
+    "repair_ablation",
+    "WATERBIRDS_TEMPLATES",
+    "waterbirds_prompts",
     "SPURIOUS_PROPERTIES",
     "WATERBIRDS_URL",
     "WATERBIRDS_GROUPS",
@@ -67,7 +72,43 @@ PAPER_HEADS: dict[str, tuple[tuple[int, int], ...]] = {
     "ViT-L-14": ((21, 1), (22, 12), (22, 13), (21, 11), (21, 14), (23, 6),
                  (21, 3), (21, 6), (21, 8), (21, 13), (22, 2), (22, 15), (23, 1), (23, 3), (23, 5)),
     "ViT-B-16": ((11, 6), (11, 0), (11, 3), (10, 11), (10, 10), (9, 8), (9, 6)),
+    "ViT-H-14": ((31, 8), (30, 15), (30, 12), (30, 6), (29, 14), (29, 8),
+                 (31, 12), (30, 11), (29, 4)),
 }
+
+REPAIR_PROTOCOLS: tuple[str, ...] = ("heads", "paper")
+"""Values of :func:`repair_ablation`'s ``protocol``."""
+
+
+def repair_ablation(heads: Iterable[tuple[int, int]], n_layers: int, protocol: str = "heads", *,
+                    last: int = 4) -> AblationSet:
+    """What to mean-ablate to remove a spurious cue carried by ``heads``.
+
+    ``protocol="heads"`` (the course's): the chosen heads alone, raw terms.
+
+    ``protocol="paper"`` (the reference code's Waterbirds repair): the chosen heads, plus every
+    attention layer before the last ``last`` (4), every MLP and the class-token embedding
+    term, with the means taken on the reference's scale (each image's terms divided by its
+    embedding norm). Use it with the classifier of :func:`waterbirds_prompts` with
+    ``templates="paper"`` (the 80 OpenAI templates) to match the reference.
+
+    Returns an :class:`~helpers.ablation.AblationSet`: ``evaluator(**repair_ablation(...))``.
+    """
+    if protocol not in REPAIR_PROTOCOLS:
+        raise ValueError(f"protocol must be one of {', '.join(map(repr, REPAIR_PROTOCOLS))}, got {protocol!r}")
+    L = int(n_layers)
+    if L < 1:
+        raise ValueError(f"n_layers must be positive, got {n_layers}")
+    heads = tuple((int(l), int(h)) for l, h in heads)
+    bad = [p for p in heads if not -L <= p[0] < L]
+    if bad:
+        raise IndexError(f"heads {bad} lie outside a {L}-layer model")
+    if protocol == "heads":
+        return AblationSet(heads=heads)
+    if isinstance(last, bool) or not isinstance(last, int) or last < 1:
+        raise ValueError(f"last must be a positive integer, got {last!r}")
+    return AblationSet(heads=heads, attn=tuple(range(max(0, L - last))), mlps=tuple(range(L)), embed=True,
+                       scale="paper")
 
 
 # ----------------------------------------------------------------------------------------------
@@ -158,23 +199,19 @@ class GroupEvaluator:
 
 
 @dataclass
-class HeadScore:
+class HeadScore(Head):
     """How much of a head's TextSpan description is about the spurious properties.
 
+    ``layer``, ``head`` and :attr:`label` (``"L{layer}.H{head}"``) as every head record;
     ``score``: the share of the variance its texts explain that comes from texts tagged with
-    a spurious property; ``share``: the plain fraction of such texts; ``texts``: those texts.
+    a spurious property; ``share``: the plain fraction of such texts; ``role``: the head's
+    property (:attr:`helpers.heads.HeadRole.property`); ``texts``: its spurious texts.
     """
 
-    layer: int
-    head: int
     score: float
     share: float
     role: str | None
     texts: list[str] = field(default_factory=list)
-
-    @property
-    def label(self) -> str:
-        return f"L{self.layer}.h{self.head}"
 
 
 def rank_heads(roles: Sequence[HeadRole], properties: Iterable[str]) -> list[HeadScore]:
@@ -201,7 +238,7 @@ def choose_heads(ranking: Sequence[HeadScore], *, min_score: float = 0.5, max_he
     """The heads of ``ranking`` whose score is at least ``min_score`` (at most ``max_heads``)."""
     if not 0.0 <= min_score <= 1.0:
         raise ValueError(f"min_score must be in [0, 1], got {min_score}")
-    picked = [(s.layer, s.head) for s in ranking if s.score >= min_score]
+    picked = [s.pair for s in ranking if s.score >= min_score]
     return picked if max_heads is None else picked[:max_heads]
 
 
@@ -268,6 +305,27 @@ def _waterbirds_prompts() -> dict[str, list[str]]:
     return {c: [t.format(c) for t in templates] for c in ("landbird", "waterbird")}
 
 
+WATERBIRDS_TEMPLATES: tuple[str, ...] = ("eight", "paper")
+"""Values of :func:`waterbirds_prompts`' ``templates``."""
+
+
+def waterbirds_prompts(templates: str = "eight") -> dict[str, list[str]]:
+    """Prompts for the classes ``"landbird"`` and ``"waterbird"``.
+
+    ``templates="eight"`` (the course's): eight short photo templates. ``"paper"``: the 80
+    OpenAI ImageNet templates, as the reference code's classifier uses them (taken from
+    ``open_clip.zero_shot_metadata``).
+    """
+    if templates not in WATERBIRDS_TEMPLATES:
+        raise ValueError(f"templates must be one of {', '.join(map(repr, WATERBIRDS_TEMPLATES))}, "
+                         f"got {templates!r}")
+    if templates == "eight":
+        return _waterbirds_prompts()
+    from open_clip.zero_shot_metadata import OPENAI_IMAGENET_TEMPLATES
+
+    return {c: [t(c) for t in OPENAI_IMAGENET_TEMPLATES] for c in ("landbird", "waterbird")}
+
+
 def read_waterbirds_metadata(root: str | Path) -> list[dict[str, str]]:
     """Rows of Waterbirds' ``metadata.csv`` (``img_filename``, ``y``, ``split``, ``place``, ...)."""
     path = Path(root) / "metadata.csv"
@@ -282,14 +340,16 @@ def read_waterbirds_metadata(root: str | Path) -> list[dict[str, str]]:
 
 
 def waterbirds_task(preprocess: Callable[[Image.Image], Tensor], split: str = "test", *, n: int | None = None,
-                    root: str | Path | None = None, seed: int = 0) -> WaterbirdsTask:
+                    root: str | Path | None = None, seed: int = 0, templates: str = "eight") -> WaterbirdsTask:
     """The Waterbirds ``split`` (``"test"`` by default: 5,794 images in four groups).
 
     With ``root`` reads an extracted copy; otherwise downloads the archive once into the course
     cache (pooch, progress bar; its publishers give no checksum, so the first download records
     its SHA-256 and later uses are checked against it). Offline, fails within seconds with
     :class:`helpers.download.OfflineError`. ``n`` draws a random subset, stratified by group.
+    ``templates`` chooses the class prompts (:func:`waterbirds_prompts`).
     """
+    waterbirds_prompts(templates)  # checks the name before any download
     if split not in _SPLITS:
         raise ValueError(f"split must be one of {sorted(_SPLITS)}, got {split!r}")
     if root is None:
@@ -299,8 +359,8 @@ def waterbirds_task(preprocess: Callable[[Image.Image], Tensor], split: str = "t
 
         fetch(WATERBIRDS_URL, None, what="Waterbirds (about 480 MB)", folder="waterbirds",
               processor=pooch.Untar(extract_dir="."),
-              hint="Use the synthetic world's planted correlation offline (the notebook's default), or pass "
-                   "root= to an extracted copy.")
+              hint="Use the synthetic world's planted correlation offline (dataset='world'; in the notebooks: "
+                   "preset='offline'), or pass root= to an extracted copy.")
         root = cache_root() / "waterbirds" / WATERBIRDS_DIR
     root = Path(root)
     rows = [r for r in read_waterbirds_metadata(root) if int(r["split"]) == _SPLITS[split]]
@@ -319,4 +379,4 @@ def waterbirds_task(preprocess: Callable[[Image.Image], Tensor], split: str = "t
         raise FileNotFoundError(f"images listed in metadata.csv are missing, e.g. {missing[0]}")
     t = lambda a: torch.as_tensor(a[keep], dtype=torch.long)  # noqa: E731
     return WaterbirdsTask(dataset=_Images(paths, preprocess), labels=t(labels), places=t(places), groups=t(groups),
-                          names=WATERBIRDS_GROUPS, prompts=_waterbirds_prompts(), root=root)
+                          names=WATERBIRDS_GROUPS, prompts=waterbirds_prompts(templates), root=root)

@@ -1,13 +1,17 @@
-"""Text embeddings and zero-shot classifiers."""
+"""Text embeddings, text matrices and zero-shot classifiers."""
 
 from __future__ import annotations
 
-from typing import Callable, Mapping, Sequence
+from typing import Any, Callable, Mapping, Sequence
 
+import numpy as np
 import torch
 from torch import nn
 
-__all__ = ["encode_texts", "zero_shot_classifier", "cached_text_embeddings"]
+__all__ = ["encode_texts", "text_matrix", "zero_shot_classifier", "cached_text_embeddings"]
+
+TextsLike = Any
+"""Text embeddings ``[M, d']`` / ``[d']`` (tensor, array, list of vectors), or strings to embed."""
 
 
 @torch.no_grad()
@@ -33,6 +37,65 @@ def encode_texts(model: nn.Module, tokenizer: Callable[..., torch.Tensor], texts
     finally:
         model.train(was_training)
     return torch.cat(out)
+
+
+def text_matrix(texts: TextsLike, *, model: nn.Module | None = None,
+                tokenizer: Callable[..., torch.Tensor] | None = None, width: int | None = None,
+                what: str = "texts") -> torch.Tensor:
+    """Text embeddings as one checked ``[M, width]`` floating-point matrix.
+
+    ``texts`` are embeddings (a tensor or array ``[M, width]`` or one ``[width]`` vector, or a
+    list of vectors), or strings, embedded with ``model``'s text tower and ``tokenizer``.
+    ``width`` is the joint space's dimension (default: the model's, :func:`helpers.models.model_info`).
+    ``what`` names the argument in error messages.
+
+    Raises:
+        ValueError: empty, wrong shape or width, empty strings, NaN / infinite values, strings
+            without a tokenizer.
+        TypeError: mixed strings and vectors, integer embeddings, strings for a model without a
+            text tower.
+    """
+    if width is None:
+        if model is None:
+            raise ValueError("give the embedding width or the model")
+        from .models import model_info
+
+        width = model_info(model).embed_dim
+    if isinstance(texts, str):
+        texts = [texts]
+    if isinstance(texts, (list, tuple)):
+        if len(texts) == 0:
+            raise ValueError(f"{what} is empty: give at least one text (embedding)")
+        if all(isinstance(t, str) for t in texts):
+            bad = [t for t in texts if not t.strip()]
+            if bad:
+                raise ValueError(f"{what} contains empty text(s) {bad[:3]!r}: every text needs some words")
+            if tokenizer is None:
+                raise ValueError(f"{what} are strings: pass tokenizer=... to embed them, or embed them "
+                                 "first with helpers.text.encode_texts")
+            if model is None or not hasattr(model, "encode_text"):
+                raise TypeError(f"{what} are strings but the model has no text tower: pass embeddings")
+            return encode_texts(model, tokenizer, list(texts))
+        if any(isinstance(t, str) for t in texts):
+            raise TypeError(f"{what} mixes strings and embeddings")
+        if all(isinstance(t, torch.Tensor) for t in texts):
+            texts = torch.stack([t.reshape(-1) for t in texts])
+    if not isinstance(texts, torch.Tensor):
+        texts = torch.as_tensor(np.asarray(texts))
+    if texts.ndim == 1:
+        texts = texts[None]
+    if texts.ndim != 2:
+        raise ValueError(f"{what} must be [M, {width}] (or one [{width}] vector), got shape {tuple(texts.shape)}")
+    if texts.shape[0] == 0:
+        raise ValueError(f"{what} is empty: give at least one text embedding")
+    if texts.shape[1] != width:
+        raise ValueError(f"{what} have dimension {texts.shape[1]}, but the model's joint image-text space "
+                         f"has dimension {width} (embed the texts with the same model)")
+    if not torch.is_floating_point(texts):
+        raise TypeError(f"{what} must be floating point, got {texts.dtype}")
+    if not bool(torch.isfinite(texts).all()):
+        raise ValueError(f"{what} contains NaN or infinite values")
+    return texts
 
 
 def zero_shot_classifier(model: nn.Module, tokenizer: Callable[..., torch.Tensor],
@@ -89,6 +152,4 @@ def cached_text_embeddings(model: nn.Module, tokenizer: Callable[..., torch.Tens
     arrays = stream_to_cache(lambda batch: {"emb": encode_texts(model, tokenizer, batch, batch_size=batch_size)},
                              source, n_items=len(texts), key=key, cache_dir=cache_dir or cache_root() / "features",
                              progress=progress, desc="embedding texts")
-    import numpy as np
-
     return torch.from_numpy(np.array(arrays["emb"])).to(device)

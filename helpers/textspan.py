@@ -9,7 +9,8 @@ TextSpan greedily picks ``n`` texts whose directions explain the most variance o
    ``R' = R V_r V_r^T``. Singular directions whose singular value is below
    ``rtol * sigma_max`` are numerically null (a ViT-B-16 head has only 64 dimensions, fewer
    than 80) and are left out: otherwise arbitrary null-space directions would leak into the
-   chosen directions.
+   chosen directions. ``span="paper"`` keeps them, as the authors' reference code does, to
+   reproduce its picks (:func:`span_comparison` shows where the two lists part).
 2. ``C`` is centred over images; its mean ``mu`` starts the reconstruction.
 3. ``n`` times: choose the text ``j`` maximising the variance over images of ``C R'_j``
    where ``C`` is the current centred residual and ``R'_j`` the current, *unnormalised*
@@ -52,8 +53,11 @@ import torch
 from torch import Tensor
 
 __all__ = [
+    "SPANS",
     "TextSpanResult",
     "textspan",
+    "SpanComparison",
+    "span_comparison",
     "textspan_reference",
     "pca_basis",
     "random_texts",
@@ -61,6 +65,10 @@ __all__ = [
 ]
 
 _REFRESH_EVERY = 8  # greedy steps between exact recomputations of the text variances
+
+SPANS: tuple[str, ...] = ("numerical", "paper")
+"""Values of :func:`textspan`'s ``span``: the numerical-rank projection (the course's) and
+the reference code's top-``rank`` projection (``"paper"``)."""
 
 
 # ----------------------------------------------------------------------------------------------
@@ -264,6 +272,36 @@ def _gram64(C: Tensor, chunk_elems: int = 1 << 24) -> Tensor:
     return G
 
 
+def _right_singular(C: Tensor, r: int, chunk_elems: int = 1 << 24) -> tuple[Tensor, Tensor]:
+    """Singular values ``[Hs, r]`` and the top ``r`` right singular vectors ``[Hs, d, r]`` of
+    each head's uncentred ``C`` (float64 SVD, a few heads at a time to bound the copy)."""
+    Hs, K, d = C.shape
+    step = max(1, chunk_elems // max(1, K * d))
+    svals, vecs = [], []
+    for h in range(0, Hs, step):
+        _, sv, vh = torch.linalg.svd(C[h:h + step].to(torch.float64), full_matrices=False)
+        svals.append(sv[..., :r])
+        vecs.append(vh[..., :r, :].mT)
+    return torch.cat(svals), torch.cat(vecs)
+
+
+def _top_directions(C: Tensor, r: int) -> tuple[Tensor, Tensor]:
+    """The top ``r`` eigenpairs of ``C^T C`` per head, in float64: eigenvalues ``[Hs, r]``
+    (descending) and eigenvectors ``[Hs, d, r]``.
+
+    With at least as many images as dimensions (``K >= d``) they come from the ``d x d`` Gram
+    matrix; with fewer, from the SVD of ``C`` itself, whose cost grows with ``K^2 d`` rather
+    than ``d^3`` (a wide head seen on a handful of images: 48 heads of width 512 on 8 images
+    take milliseconds instead of a minute on two CPU cores). Both give the same span.
+    """
+    Hs, K, d = C.shape
+    if K >= d:
+        lam, vec = torch.linalg.eigh(_gram64(C))  # ascending
+        return lam[..., -r:].flip(-1), vec[..., -r:].flip(-1)
+    _, sv, vh = torch.linalg.svd(C.to(torch.float64), full_matrices=False)  # descending
+    return sv[..., :r].square(), vh[..., :r, :].mT
+
+
 def _fraction(part: Tensor, total: Tensor) -> Tensor:
     tot = total.unsqueeze(-1)
     return torch.where(tot > 0, part / tot.clamp_min(torch.finfo(part.dtype).tiny), torch.zeros_like(part))
@@ -288,7 +326,8 @@ def _default_tols(dtype: torch.dtype, rtol: float | None, text_tol: float | None
 
 
 def textspan(C: Any, R: Any, n: int, rank: int = 80, *, reconstruction: bool = False,
-             rtol: float | None = None, text_tol: float | None = None) -> TextSpanResult:
+             rtol: float | None = None, text_tol: float | None = None,
+             span: str = "numerical") -> TextSpanResult:
     """Greedy text basis of one head ``C [K, d]`` or of several heads ``C [Hs, K, d]``.
 
     Args:
@@ -297,13 +336,27 @@ def textspan(C: Any, R: Any, n: int, rank: int = 80, *, reconstruction: bool = F
         R: ``[M, d]`` text embeddings (L2-normalised in the paper), shared by all heads.
         n: number of texts to choose per head (``1 <= n <= min(M, rank, K, d)``).
         rank: number of singular directions of the uncentred ``C`` the texts are projected
-            on (capped at ``min(K, d)``; numerically null ones are dropped, see ``rtol``).
+            on (capped at ``min(K, d)``; with ``span="numerical"`` numerically null ones are
+            dropped, see ``rtol``).
         reconstruction: also store ``mean + projection`` of ``C`` (``[Hs, K, d]``).
         rtol: singular directions with ``sigma <= rtol * sigma_max`` are treated as null
             (default ``1e-6`` for float64 data, ``1e-5`` for float32; the Gram matrix and
             its eigendecomposition are always computed in float64).
         text_tol: a text whose residual norm is ``<= text_tol * |R_j|`` is never chosen
             (default ``sqrt(eps)`` of the working dtype).
+        span: which singular directions the texts are projected on.
+            ``"numerical"`` (default): the top ``rank`` directions whose singular value is
+            above ``rtol * sigma_max`` (the numerical rank of the head's outputs).
+            ``"paper"``: the top ``rank`` right singular vectors of the uncentred ``C`` as the
+            paper's reference code keeps them, numerically null ones included: a head of width
+            64 read in a joint space of 768 dimensions has about 65 real directions, so
+            ``rank = 80`` lets about 15 directions of its null space into the text
+            projection. They are taken from a float64 SVD of ``C`` as given: where the data
+            fix them (a noise floor well above rounding) the picks equal the reference's;
+            where only rounding does, no implementation (the reference included, in float32)
+            picks them reproducibly, and only the phenomenon carries over (the first pick is
+            unchanged, later ones differ). With ``rank`` equal to the numerical rank both
+            variants pick the same texts. See :func:`span_comparison`.
 
     Returns:
         :class:`TextSpanResult` (fields without the head axis when ``C`` is ``[K, d]``).
@@ -341,20 +394,25 @@ def textspan(C: Any, R: Any, n: int, rank: int = 80, *, reconstruction: bool = F
     _check_finite(C, "C", "head,image")
     _check_finite(R, "R", "text")
     rtol, text_tol = _default_tols(dtype, rtol, text_tol)
+    if span not in SPANS:
+        raise ValueError(f"span must be one of {', '.join(map(repr, SPANS))}, got {span!r}")
 
-    # 1. span of the head's (uncentred) outputs: top eigenvectors of the Gram matrix
-    lam, vec = torch.linalg.eigh(_gram64(C))  # float64, [Hs, d] and [Hs, d, d]
-    lam = lam[..., -r:].flip(-1)  # [Hs, r], descending
-    V = vec[..., -r:].flip(-1)  # [Hs, d, r]
-    lam_max = lam[..., :1]
-    keep = (lam > (rtol * rtol) * lam_max) & (lam_max > 0)
-    span_rank = keep.sum(-1)
-    if int(span_rank.min()) < n:
-        h = int(span_rank.argmin())
-        raise ValueError(f"n = {n} exceeds the numerical rank of head {h}'s outputs "
-                         f"({int(span_rank[h])} directions above rtol = {rtol:g})")
-    V = (V * keep.unsqueeze(-2)).to(dtype)
-    del vec
+    if span == "paper":
+        # 1. the top r right singular vectors of the uncentred outputs, null ones included
+        V = _right_singular(C, r)[1].to(dtype)  # [Hs, d, r]
+        span_rank = torch.full((Hs,), r, dtype=torch.long, device=dev)
+    else:
+        # 1. span of the head's (uncentred) outputs: top eigenvectors of the Gram matrix (or the
+        #    SVD of the data when there are fewer images than dimensions)
+        lam, V = _top_directions(C, r)  # float64, [Hs, r] descending and [Hs, d, r]
+        lam_max = lam[..., :1]
+        keep = (lam > (rtol * rtol) * lam_max) & (lam_max > 0)
+        span_rank = keep.sum(-1)
+        if int(span_rank.min()) < n:
+            h = int(span_rank.argmin())
+            raise ValueError(f"n = {n} exceeds the numerical rank of head {h}'s outputs "
+                             f"({int(span_rank[h])} directions above rtol = {rtol:g})")
+        V = (V * keep.unsqueeze(-2)).to(dtype)
 
     # 2. centred data in span coordinates, and its total variance
     mean = C.mean(-2)  # [Hs, d]
@@ -411,6 +469,81 @@ def textspan(C: Any, R: Any, n: int, rank: int = 80, *, reconstruction: bool = F
                          total_variance=total, criterion=crit, span_rank=span_rank,
                          reconstruction=rec)
     return res.head(0) if single else res
+
+
+# ----------------------------------------------------------------------------------------------
+# The two spans side by side, for one head
+# ----------------------------------------------------------------------------------------------
+
+
+@dataclass
+class SpanComparison:
+    """Where TextSpan's picks under ``span="paper"`` and ``span="numerical"`` part, and why.
+
+    Attributes:
+        paper, numerical: the ``n`` texts each variant picks (pool indices, in order).
+        parted_at: the first step (0-based) at which the lists differ; ``None`` if they agree.
+        overlap: the share of the ``n`` texts the two lists have in common (any order).
+        rank: directions the paper's span keeps (``min(rank, K, d)``).
+        numerical_rank: directions above ``rtol * sigma_max`` (the numerical span).
+        singular_values: ``[rank]`` singular values of the uncentred outputs, descending; the
+            ones from ``numerical_rank`` on are numerically null.
+        text_null_share: for each of the paper's picks, the share of the text's projection
+            ``|R_j V_r|^2`` that lies in the null directions ``|R_j V_null|^2``.
+        direction_null_share: for each step of the paper's variant, the squared norm of the
+            chosen (unit) direction's part in the null directions: what the step removes from
+            every other text beyond the head's real span.
+        numerical_text_null_share: the same share as ``text_null_share`` for the numerical
+            variant's picks (they are ranked without it).
+    """
+
+    paper: list[int]
+    numerical: list[int]
+    parted_at: int | None
+    overlap: float
+    rank: int
+    numerical_rank: int
+    singular_values: Tensor
+    text_null_share: list[float]
+    direction_null_share: list[float]
+    numerical_text_null_share: list[float]
+
+
+def span_comparison(C: Any, R: Any, n: int = 10, rank: int = 80, *, rtol: float | None = None,
+                    text_tol: float | None = None) -> SpanComparison:
+    """TextSpan of one head ``C [K, d]`` on texts ``R [M, d]`` with both spans, compared.
+
+    Runs :func:`textspan` with ``span="paper"`` and ``span="numerical"`` (same ``rtol`` and
+    ``text_tol``) and reports where the two pick lists part and how much of each text's
+    projection comes from numerically null directions. With a head narrower than ``rank``
+    (64 < 80 for ViT-B-16 and L-14, 32 < 80 for the offline model) those directions enter the
+    paper's projection; a text with a large part there has its variance unchanged (the data
+    has none along them) but, once chosen, its direction removes them from the other texts,
+    which changes later picks.
+    """
+    C = _as_tensor(C, "C")
+    if C.ndim != 2:
+        raise ValueError(f"span_comparison takes one head C [K, d], got shape {tuple(C.shape)}")
+    paper = textspan(C, R, n, rank, rtol=rtol, text_tol=text_tol, span="paper")
+    num = textspan(C, R, n, rank, rtol=rtol, text_tol=text_tol, span="numerical")
+    Rt = _as_tensor(R, "R").to(device=C.device, dtype=torch.float64)
+    r = int(paper.span_rank)
+    k = int(num.span_rank)
+    sv, V = _right_singular(C.unsqueeze(0), r)
+    sv, V = sv[0], V[0]  # [r], [d, r]
+    null = V[:, k:]
+    coords = Rt @ V  # [M, r]
+    total = coords.square().sum(-1)
+    in_null = coords[:, k:].square().sum(-1)
+    share = torch.where(total > 0, in_null / total.clamp_min(torch.finfo(total.dtype).tiny), torch.zeros_like(total))
+    a, b = paper.indices.tolist(), num.indices.tolist()
+    parted = next((i for i, (x, y) in enumerate(zip(a, b)) if x != y), None)
+    dirs = paper.directions.to(torch.float64)
+    return SpanComparison(
+        paper=a, numerical=b, parted_at=parted, overlap=len(set(a) & set(b)) / n, rank=r,
+        numerical_rank=k, singular_values=sv.cpu(), text_null_share=share[a].tolist(),
+        direction_null_share=(dirs @ null).square().sum(-1).tolist(),
+        numerical_text_null_share=share[b].tolist())
 
 
 # ----------------------------------------------------------------------------------------------
@@ -515,9 +648,13 @@ def pca_basis(C: Any, n: int, *, reconstruction: bool = False) -> TextSpanResult
     _check_finite(C, "C", "head,image")
     mean = C.mean(-2)
     X = C - mean.unsqueeze(-2)
-    lam, vec = torch.linalg.eigh(X.mT @ X / K)
-    lam = lam[..., -n:].flip(-1).clamp_min(0)
-    U = vec[..., -n:].flip(-1).mT  # [Hs, n, d]
+    if K >= d:
+        lam, vec = torch.linalg.eigh(X.mT @ X / K)
+        lam = lam[..., -n:].flip(-1).clamp_min(0)
+        U = vec[..., -n:].flip(-1).mT  # [Hs, n, d]
+    else:  # fewer images than dimensions: the same axes from the K x d data (see _top_directions)
+        _, sv, vh = torch.linalg.svd(X, full_matrices=False)
+        lam, U = sv[..., :n].square() / K, vh[..., :n, :]
     total = C.var(dim=-2, correction=0).sum(-1)
     frac = _fraction(lam, total)
     rec = mean.unsqueeze(-2) + (X @ U.mT) @ U if reconstruction else None

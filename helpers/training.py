@@ -35,9 +35,10 @@ import torch.nn.functional as F
 
 from . import world
 from .decompose import Decomposer
-from .models import DEFAULT_MODEL, DEFAULT_PRETRAINED, _FALLBACK_CONFIG, data_dir
+from .images import images_to_tensor  # noqa: F401  (its old home; training's scenes go through it)
+from .models import DEFAULT_MODEL, DEFAULT_PRETRAINED, data_dir
 
-__all__ = ["TrainConfig", "images_to_tensor", "train", "save_weights", "init_log", "training_stages"]
+__all__ = ["TrainConfig", "train", "save_weights", "init_log", "training_stages"]
 
 
 @dataclass
@@ -63,31 +64,7 @@ class TrainConfig:
     device: str = "auto"
     threads: int | None = None
     log_every: int = 50
-    model_config: dict[str, Any] = field(default_factory=lambda: json.loads(json.dumps(_FALLBACK_CONFIG)))
-
-
-def images_to_tensor(images: np.ndarray, model: torch.nn.Module | None = None) -> torch.Tensor:
-    """uint8 ``[N, H, W, 3]`` world images -> normalised float ``[N, 3, H, W]``.
-
-    Equal to the offline model's ``preprocess`` on the same (already 64x64) PIL images,
-    without the PIL round trip. With ``model``, the images are resized (bicubic) to its input
-    size when it differs (a real CLIP looking at the synthetic world), normalised with the
-    image tower's own mean and std, and moved to its device.
-    """
-    mean, std = open_clip.OPENAI_DATASET_MEAN, open_clip.OPENAI_DATASET_STD
-    x = torch.from_numpy(np.ascontiguousarray(images)).permute(0, 3, 1, 2).float() / 255.0
-    if model is not None:
-        visual = getattr(model, "visual", model)
-        cfg = getattr(visual, "preprocess_cfg", None) or {}
-        mean, std = cfg.get("mean", mean), cfg.get("std", std)
-        size = visual.image_size
-        size = tuple(size) if isinstance(size, (tuple, list)) else (size, size)
-        if tuple(x.shape[-2:]) != size:
-            x = torch.nn.functional.interpolate(x, size=size, mode="bicubic", align_corners=False).clamp(0, 1)
-    x = (x - torch.tensor(mean).view(1, 3, 1, 1)) / torch.tensor(std).view(1, 3, 1, 1)
-    if model is not None:
-        x = x.to(next(model.parameters()).device)
-    return x
+    model_config: dict[str, Any] = field(default_factory=lambda: open_clip.get_model_config(DEFAULT_MODEL))
 
 
 def _batch(w: world.World, step: int, cfg: TrainConfig) -> tuple[np.ndarray, list[str], dict[str, np.ndarray]]:
@@ -135,9 +112,9 @@ def training_class_captions(factor: str) -> list[str]:
     Worded unlike the zero-shot evaluation prompts of :func:`helpers.world.class_prompts`, so
     the evaluation does not reuse training sentences.
     """
-    values = world.FACTORS[world._check_factor(factor)]
+    values = world.FACTORS[world.check_factor(factor)]
     if factor == "shape":
-        return [f"an image showing {world._PLURALS[v]}" for v in values]
+        return [f"an image showing {world.PLURALS[v]}" for v in values]
     return [f"an image showing something {v}" for v in values]
 
 
@@ -329,14 +306,15 @@ def training_stages(log: dict[str, Any]) -> list[dict[str, Any]]:
 
 
 def save_weights(model: torch.nn.Module, cfg: TrainConfig, history: list[dict[str, float]], out_dir: Path,
-                 *, dtype: torch.dtype = torch.float16, steps_done: int | None = None) -> Path:
+                 *, dtype: torch.dtype = torch.float16, steps_done: int | None = None,
+                 tag: str = DEFAULT_PRETRAINED) -> Path:
     """Write ``<DEFAULT_MODEL>-<tag>.safetensors`` (``dtype``), its config and training log."""
     from safetensors.torch import save_file
 
     out_dir.mkdir(parents=True, exist_ok=True)
-    weights = out_dir / f"{DEFAULT_MODEL}-{DEFAULT_PRETRAINED}.safetensors"
+    weights = out_dir / f"{DEFAULT_MODEL}-{tag}.safetensors"
     state = {k: v.detach().to(dtype).contiguous() for k, v in model.state_dict().items()}
-    save_file(state, str(weights), metadata={"model": DEFAULT_MODEL, "tag": DEFAULT_PRETRAINED})
+    save_file(state, str(weights), metadata={"model": DEFAULT_MODEL, "tag": tag})
     (out_dir / f"{DEFAULT_MODEL}.json").write_text(json.dumps(cfg.model_config, indent=2) + "\n")
     train_cfg = {k: v for k, v in asdict(cfg).items() if k != "model_config"}
     log = {"config": train_cfg, "steps_done": cfg.steps if steps_done is None else steps_done,
@@ -344,7 +322,7 @@ def save_weights(model: torch.nn.Module, cfg: TrainConfig, history: list[dict[st
            "hardware": {"device": str(_device(cfg.device)), "platform": platform.platform(),
                         "processor": platform.processor(), "torch_threads": torch.get_num_threads(),
                         "torch": torch.__version__, "open_clip": open_clip.__version__}}
-    (out_dir / f"{DEFAULT_MODEL}-{DEFAULT_PRETRAINED}.train.json").write_text(json.dumps(log, indent=1) + "\n")
+    (out_dir / f"{DEFAULT_MODEL}-{tag}.train.json").write_text(json.dumps(log, indent=1) + "\n")
     return weights
 
 
@@ -393,6 +371,8 @@ def parse_config(argv: list[str] | None = None) -> tuple[TrainConfig, argparse.N
     ap.add_argument("--threads", type=int, default=None)
     ap.add_argument("--out", type=Path, default=data_dir() / "models")
     ap.add_argument("--checkpoint-every", type=int, default=0)
+    ap.add_argument("--tag", default=DEFAULT_PRETRAINED,
+                    help=f"name of the weights: <out>/{DEFAULT_MODEL}-<tag>.safetensors")
     args = ap.parse_args(argv)
     cfg = TrainConfig(steps=args.steps, batch_size=args.batch_size, lr=args.lr, seed=args.seed,
                       direct_penalty=args.direct_penalty, free_attn_layers=args.free_attn_layers,
@@ -412,7 +392,7 @@ def parse_config(argv: list[str] | None = None) -> tuple[TrainConfig, argparse.N
 def main(argv: list[str] | None = None) -> None:
     cfg, args = parse_config(argv)
     model, history = train(cfg, checkpoint_dir=args.out, checkpoint_every=args.checkpoint_every)
-    path = save_weights(model, cfg, history, args.out)
+    path = save_weights(model, cfg, history, args.out, tag=args.tag)
     print(f"saved {path} ({path.stat().st_size / 2**20:.1f} MiB)")
 
 

@@ -1,26 +1,69 @@
-"""Widgets and plots that work live (Jupyter, Colab, Binder) and headless (papermill, HTML).
+"""Widgets and plots that work live (JupyterLab, Notebook, Colab, Binder, VS Code) and in batch runs.
 
-With a front end, :func:`live` shows controls and redraws on change. Headless (the main job
-and the tests set ``COURSE_HEADLESS=1``), it still builds the controls, then calls the
-function once with their default values so the figure lands in the executed notebook and its
-HTML copy.
+:func:`live` shows controls once and redraws their output on every change when a front end is
+attached. In a batch run (papermill, ``nbconvert --execute``, the main job) nothing could ever
+move a control, so it calls the function once with the controls' defaults and its figures land
+in the executed notebook as ordinary outputs. :func:`headless` tells the two apart by itself:
+
+* ``COURSE_HEADLESS=1`` (or ``0``) in the environment decides outright;
+* otherwise a run is headless when there is no Jupyter kernel (a plain script) or when the cell
+  was sent by a client that takes no keyboard input. Front ends (JupyterLab, Notebook, VS Code)
+  execute cells with ``allow_stdin`` set; nbclient, which papermill and nbconvert use, never
+  does. Colab counts as a front end whatever it sends.
+
+The interactive path never uses an Output widget as a context manager: the function's outputs
+are captured in the kernel and handed to the Output widget in one assignment. A batch client
+that mimics Output widgets (nbclient) therefore never has to answer on the shell channel while
+it waits for a cell to finish, which is the race that could leave a plain ``papermill`` run
+waiting forever; it also spares the page the flicker of a clear-then-redraw.
 """
 
 from __future__ import annotations
 
+import base64
 import os
 import sys
 from typing import Any, Callable
 
-__all__ = ["headless", "in_colab", "setup_plotting", "live", "show"]
+__all__ = ["headless", "front_end", "in_colab", "setup_plotting", "live", "show", "RERUN_HINT"]
 
-
-def headless() -> bool:
-    return os.environ.get("COURSE_HEADLESS") == "1"
+RERUN_HINT = "Interactive widget: run this cell to bring it back."
 
 
 def in_colab() -> bool:
     return "google.colab" in sys.modules
+
+
+def _shell() -> Any:
+    try:
+        from IPython import get_ipython
+    except ImportError:  # pragma: no cover - IPython comes with ipywidgets
+        return None
+    return get_ipython()
+
+
+def front_end() -> bool:
+    """Whether a front end that shows widgets runs the current cell (see the module docstring)."""
+    if in_colab():
+        return True
+    kernel = getattr(_shell(), "kernel", None)
+    if kernel is None:  # plain Python, or a terminal IPython: nothing can show a widget
+        return False
+    try:
+        parent = kernel.get_parent("shell") or {}
+    except Exception:  # an unusual kernel: assume a person is watching
+        return True
+    if parent.get("header", {}).get("msg_type") != "execute_request":
+        return True  # called from a widget callback or similar: only a front end sends those
+    return bool(parent.get("content", {}).get("allow_stdin", False))
+
+
+def headless() -> bool:
+    """True when widgets cannot be shown: ``COURSE_HEADLESS=1``, or no front end detected."""
+    flag = os.environ.get("COURSE_HEADLESS", "").strip()
+    if flag in ("1", "0"):
+        return flag == "1"
+    return not front_end()
 
 
 def setup_plotting() -> None:
@@ -39,22 +82,126 @@ def show(fig: Any) -> None:
     fig.show()
 
 
-def live(fn: Callable[..., Any], **controls: Any) -> Any:
-    """Call ``fn(**values)`` now and again whenever a control changes.
+class _Recorder:
+    """Collects what a function prints and displays, in order, as notebook output dicts."""
 
-    ``controls`` maps ``fn``'s argument names to ipywidgets (their current values are the
-    defaults). Returns the container widget (``None`` headless).
+    def __init__(self) -> None:
+        self.outputs: list[dict[str, Any]] = []
+
+    def stream(self, name: str, text: str) -> None:
+        if not text:
+            return
+        last = self.outputs[-1] if self.outputs else None
+        if last is not None and last["output_type"] == "stream" and last["name"] == name:
+            last["text"] += text
+        else:
+            self.outputs.append({"output_type": "stream", "name": name, "text": text})
+
+    def display(self, data: dict[str, Any], metadata: dict[str, Any] | None) -> None:
+        # binary payloads (PNG, JPEG) travel base64-encoded in notebook outputs, as the kernel sends them
+        data = {k: base64.b64encode(v).decode("ascii") if isinstance(v, (bytes, bytearray)) else v
+                for k, v in data.items()}
+        self.outputs.append({"output_type": "display_data", "data": data, "metadata": dict(metadata or {})})
+
+    def clear(self) -> None:
+        self.outputs.clear()
+
+
+class _Stream:
+    def __init__(self, recorder: _Recorder, name: str) -> None:
+        self._recorder, self.name = recorder, name
+
+    def write(self, text: str) -> int:
+        self._recorder.stream(self.name, text)
+        return len(text)
+
+    encoding = "utf-8"
+
+    def writelines(self, lines: Any) -> None:
+        for line in lines:
+            self.write(line)
+
+    def flush(self) -> None:
+        pass
+
+    def isatty(self) -> bool:
+        return False
+
+
+def _captured(fn: Callable[..., Any], kwargs: dict[str, Any]) -> list[dict[str, Any]]:
+    """Call ``fn(**kwargs)``; return its printed text, displays and any error as output dicts."""
+    from IPython.core.displaypub import DisplayPublisher
+    from IPython.core.interactiveshell import InteractiveShell
+
+    shell = InteractiveShell.instance()
+    rec = _Recorder()
+
+    class Publisher(DisplayPublisher):
+        def publish(self, data, metadata=None, source=None, *, transient=None, update=False, **kw):
+            rec.display(data, metadata)
+
+        def clear_output(self, wait=False):
+            rec.clear()
+
+    saved = shell.display_pub, sys.stdout, sys.stderr
+    shell.display_pub = Publisher(shell=shell)
+    sys.stdout, sys.stderr = _Stream(rec, "stdout"), _Stream(rec, "stderr")
+    try:
+        fn(**kwargs)
+    except Exception as exc:
+        etype, value, tb = sys.exc_info()
+        try:
+            lines = shell.InteractiveTB.structured_traceback(etype, value, tb)
+        except Exception:  # pragma: no cover - the formatter itself failed
+            lines = [f"{etype.__name__}: {value}"]
+        rec.outputs.append({"output_type": "error", "ename": type(exc).__name__, "evalue": str(exc),
+                            "traceback": list(lines)})
+    finally:
+        shell.display_pub, sys.stdout, sys.stderr = saved
+    return rec.outputs
+
+
+def live(fn: Callable[..., Any], **controls: Any) -> None:
+    """Show ``fn(**values)`` under its controls, once, and redraw it whenever a control changes.
+
+    ``controls`` maps ``fn``'s argument names to ipywidgets value widgets (their current values
+    are the defaults). Text boxes are set to update on Enter or when they lose focus, never on
+    every key. Headless (see :func:`headless`) the function runs once with the defaults and its
+    output is ordinary cell output. Returns ``None`` in both cases, so a cell ending in
+    ``live(...)`` shows the widget exactly once; keep your own references to the controls to
+    read or set them from code (setting a value redraws, as moving the control does).
     """
     import ipywidgets as widgets
-    from IPython.display import display
 
     for name, w in controls.items():
         if not isinstance(w, widgets.ValueWidget):
             raise TypeError(f"control {name!r} must be an ipywidgets value widget, got {type(w).__name__}")
+    values = lambda: {k: w.value for k, w in controls.items()}  # noqa: E731
     if headless():
-        fn(**{k: w.value for k, w in controls.items()})
+        fn(**values())
         return None
-    out = widgets.interactive_output(fn, controls)
+    for w in controls.values():
+        if isinstance(w, (widgets.Text, widgets.Textarea)):
+            w.continuous_update = False  # a change may cost a forward pass: not one per key
+        if len(getattr(w, "description", "")) > 8 and hasattr(w.style, "description_width"):
+            w.style.description_width = "initial"  # long labels in full, not cut off
+    out = widgets.Output()
+
+    def redraw(_change: Any = None) -> None:
+        out.outputs = tuple(_captured(fn, values()))
+
+    redraw()
+    for w in controls.values():
+        w.observe(redraw, names="value")
     box = widgets.VBox([widgets.HBox(list(controls.values()), layout=widgets.Layout(flex_flow="row wrap")), out])
-    display(box)
-    return box
+    _display_widget(box)
+    return None
+
+
+def _display_widget(widget: Any) -> None:
+    """Display a widget whose plain-text form, shown where its state is gone, says how to get it back."""
+    from IPython.display import display
+
+    bundle = widget._repr_mimebundle_()
+    bundle["text/plain"] = RERUN_HINT
+    display(bundle, raw=True)

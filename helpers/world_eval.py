@@ -21,8 +21,9 @@ from torch import Tensor, nn
 
 from . import world
 from .ablation import DirectTerms, accuracy, collect_terms
+from .images import images_to_tensor
+from .metrics import map_iou
 from .text import encode_texts, zero_shot_classifier
-from .training import images_to_tensor
 
 __all__ = ["factor_accuracies", "probe_accuracies", "ablation_figures", "group_accuracies", "object_maps", "map_iou",
            "head_purity", "evaluate"]
@@ -105,21 +106,14 @@ def object_maps(model: nn.Module, tokenizer, scenes: world.Scenes, factor: str =
     """Maps of each scene's own ``factor`` text minus the mean over the factor's classes.
 
     All layers and heads, class token excluded, upsampled to the image: ``[N, H, W]``
-    (:func:`helpers.spatial.own_class_maps` on the world's zero-shot classifier).
+    (:func:`helpers.spatial.own_class_maps` on the world's zero-shot classifier); score them
+    with :func:`helpers.metrics.map_iou` (re-exported here as ``map_iou``).
     """
     from .spatial import own_class_maps
 
     clf = zero_shot_classifier(model, tokenizer, world.class_prompts(factor))
     x = images_to_tensor(scenes.images).to(clf.device)
     return own_class_maps(model, x, clf, scenes.factors[factor], size=tuple(scenes.images.shape[1:3]))
-
-
-def map_iou(maps: Tensor, masks: np.ndarray | Tensor) -> np.ndarray:
-    """IoU of each map thresholded at its own mean (after clipping at 0) with a boolean mask."""
-    from .spatial import iou, threshold_map
-
-    truth = torch.as_tensor(np.asarray(masks), device=maps.device).bool()
-    return iou(threshold_map(maps), truth, empty=0.0).cpu().numpy()
 
 
 def head_purity(terms: DirectTerms, text_emb: Tensor, pool, n: int = 10,

@@ -3,29 +3,47 @@
 # data/models/MODEL_CARD.md. Each stage starts from the weights of the one before; the last
 # stage's weights, config and training log (which carries every earlier stage's log) end up in
 # build/train/stage4/. Seeded; uses the GPU when one is present (about 3 hours on 2 CPU cores).
+#
+#   bash scripts/train_offline_model.sh            # world-v2 (the default, with the direct-path penalty)
+#   bash scripts/train_offline_model.sh --plain    # world-v2-plain: the same stages, no direct-path penalty
+#
 # Then: cp build/train/stage4/world-clip-world-v2.* data/models/ && python -m helpers.world_eval --card
+# (for --plain: build/train-plain/stage4/world-clip-world-v2-plain.*)
 set -euo pipefail
 cd "$(dirname "$0")/.."
+variant=${1:-}
+case "$variant" in
+  "") tag=world-v2; out=build/train; extra=() ;;
+  --plain) tag=world-v2-plain; out=build/train-plain; extra=(--direct-penalty 0 --logit-penalty 0) ;;
+  *) echo "usage: $0 [--plain]" >&2; exit 2 ;;
+esac
 bash scripts/setup.sh
 . .venv/bin/activate
-out=build/train
-common=(--batch-size 96 --shape-group 4 --probe-weight 0.5 --threads 2)
-weights=world-clip-world-v2.safetensors
+threads=${TRAIN_THREADS:-2}
+common=(--batch-size 96 --shape-group 4 --probe-weight 0.5 --threads "$threads" --tag "$tag")
+weights=world-clip-$tag.safetensors
+# a stage whose weights exist is not rerun (resume after an interruption, stage by stage)
+stage() {
+  local dir=$1; shift
+  if [ -f "$out/$dir/$weights" ]; then echo "$dir: done ($out/$dir/$weights)"; return; fi
+  python -m helpers.training "${common[@]}" --out "$out/$dir" "$@"
+}
 
 # 1. the image tower alone on the shape label, then contrastive training with shape groups,
 #    a class-caption term for the shapes, and the direct-path penalty late in the run
-python -m helpers.training "${common[@]}" --out "$out/stage1" --steps 1900 --pretrain-steps 700 --lr 1.5e-3 \
-  --shape-pairs 0.5 --class-weight 1.0 --penalty-start 0.65 --penalty-full 0.85
+stage stage1 --steps 1900 --pretrain-steps 700 --lr 1.5e-3 \
+  --shape-pairs 0.5 --class-weight 1.0 --penalty-start 0.65 --penalty-full 0.85 "${extra[@]}"
 # 2. longer, with class captions for shape and colour; the penalty ramped in early
-python -m helpers.training "${common[@]}" --out "$out/stage2" --init "$out/stage1/$weights" --steps 2400 \
-  --lr 1e-3 --shape-pairs 0.5 --class-weight 1.0 --class-factors shape,colour --penalty-start 0.1 --penalty-full 0.4
+stage stage2 --init "$out/stage1/$weights" --steps 2400 \
+  --lr 1e-3 --shape-pairs 0.5 --class-weight 1.0 --class-factors shape,colour --penalty-start 0.1 --penalty-full 0.4 \
+  "${extra[@]}"
 # 3. the penalty also measured in the class-caption directions (moves shape's direct path
 #    into the last attention layers)
-python -m helpers.training "${common[@]}" --out "$out/stage3" --init "$out/stage2/$weights" --steps 1200 \
+stage stage3 --init "$out/stage2/$weights" --steps 1200 \
   --lr 6e-4 --shape-pairs 0.6 --class-weight 1.5 --class-factors shape,colour --penalty-start 0.0 \
-  --penalty-full 0.3 --logit-penalty 1.0
+  --penalty-full 0.3 --logit-penalty 1.0 "${extra[@]}"
 # 4. the same, at a lower learning rate
-python -m helpers.training "${common[@]}" --out "$out/stage4" --init "$out/stage3/$weights" --steps 800 \
+stage stage4 --init "$out/stage3/$weights" --steps 800 \
   --lr 4e-4 --shape-pairs 0.6 --class-weight 1.5 --class-factors shape,colour --penalty-start 0.0 \
-  --penalty-full 0.01 --logit-penalty 1.0
+  --penalty-full 0.01 --logit-penalty 1.0 "${extra[@]}"
 echo "weights: $out/stage4/$weights"

@@ -1,9 +1,11 @@
+import numpy as np
 import pytest
 import torch
 
 from helpers.ablation import (DirectTerms, accuracy, cached_terms, collect_terms, component_table,
                               margin_contributions, variance_shares)
 from helpers.decompose import Decomposer
+from helpers.labels import component_labels
 
 
 def _terms(n=6, L=3, H=2, d=4, seed=0):
@@ -132,3 +134,134 @@ def test_group_variance_share_by_hand():
     both = group_variance_share(t, attn=[0, 2])
     s = t.attn[:, 0] + t.attn[:, 2]
     assert both == pytest.approx(float(s.var(0).sum() / t.embeddings().var(0).sum()))
+
+
+def test_direct_terms_speak_components():
+    t = _terms()
+    c = t.components()
+    assert c.axes == ("image", "component", "dim") and c.labels["component"] == component_labels(3)
+    # written out by hand: embed, then attention and MLP of each layer, then the bias term
+    manual = [t.embed]
+    for i in range(3):
+        manual += [t.attn[:, i], t.mlp[:, i]]
+    manual.append(t.const.expand(len(t), -1))
+    assert torch.equal(c.data, torch.stack(manual, 1))
+    assert torch.allclose(c.data.sum(1), t.embeddings(), atol=1e-12)
+    assert torch.equal(c.select(component="mlp.1").data, t.mlp[:, 1])
+    assert torch.equal(c.select(component=["attn.2", "embed"]).data, torch.stack([t.attn[:, 2], t.embed], 1))
+    assert c.select(component=["attn.2", "embed"]).labels["component"] == ["attn.2", "embed"]
+    with pytest.raises(KeyError, match="no component named"):
+        c.select(component="attn.3")
+    assert t.attention().axes == ("image", "layer", "dim") and torch.equal(t.attention().data, t.attn)
+    assert torch.equal(t.mlps().data, t.mlp)
+    heads = t.head_terms()
+    assert heads.axes == ("image", "layer", "head", "dim") and torch.equal(heads.data, t.heads)
+    assert torch.equal(heads.sum("head").data, t.attn)
+    assert torch.equal(t.cls_self_terms().data, t.cls_self)
+    labels, table = component_table(t)
+    assert labels == c.labels["component"] and torch.equal(table, c.data)
+    bare = DirectTerms(t.embed, t.attn, t.mlp, t.const)
+    with pytest.raises(AttributeError, match="heads=True"):
+        bare.head_terms()
+    with pytest.raises(AttributeError, match="cls_self=True"):
+        bare.cls_self_terms()
+
+
+# ---------------------------------------------------------------------------------------------
+# The reference code's scale and rows
+
+
+def _reference_arrays(t):
+    """The reference code's stored terms, rebuilt by hand: every term divided by its image's
+    embedding norm, the ln_post bias shared evenly among the 2L + 1 summands (a layer's share
+    split over its heads); the MLP array holds the embedding term first."""
+    e = (t.embed + t.attn.sum(1) + t.mlp.sum(1) + t.const).numpy()
+    nrm = np.linalg.norm(e, axis=-1)
+    N, L, H, d = t.heads.shape
+    share = t.const.numpy() / (2 * L + 1)
+    attns = (t.heads.numpy() + share / H) / nrm[:, None, None, None]
+    mlps = np.concatenate([(t.embed.numpy() + share)[:, None], t.mlp.numpy() + share], 1) / nrm[:, None, None]
+    return attns, mlps
+
+
+def test_normalized_terms_follow_the_reference_scale():
+    t = _terms(n=7, L=4, H=3, d=5, seed=2)
+    attns, mlps = _reference_arrays(t)
+    u = t.normalized()
+    np.testing.assert_allclose(u.heads.numpy(), attns, rtol=1e-12, atol=1e-14)
+    np.testing.assert_allclose(u.embed.numpy(), mlps[:, 0], rtol=1e-12, atol=1e-14)
+    np.testing.assert_allclose(u.mlp.numpy(), mlps[:, 1:], rtol=1e-12, atol=1e-14)
+    np.testing.assert_allclose(u.attn.numpy(), attns.sum(2), rtol=1e-12, atol=1e-14)
+    assert not u.const.any()
+    e = t.embeddings()
+    torch.testing.assert_close(u.embeddings(), e / e.norm(dim=-1, keepdim=True), rtol=0, atol=1e-12)
+    torch.testing.assert_close(u.cls_self, t.cls_self / e.norm(dim=-1, keepdim=True)[:, None])
+
+
+def test_paper_scale_ablation_against_a_plain_reimplementation():
+    t = _terms(n=9, L=5, H=3, d=6, seed=3)
+    attns, mlps = _reference_arrays(t)
+    # mean-ablate heads (4, 1) and (3, 0), attention layers 0-1, the MLPs of layers 2 and 4, the embedding
+    a, m = attns.copy(), mlps.copy()
+    for l, h in [(4, 1), (3, 0)]:
+        a[:, l, h] = a[:, l, h].mean(0)
+    a[:, :2] = a[:, :2].mean(0)
+    for j in (0, 3, 5):  # embedding, MLP 2, MLP 4 in the reference's layout
+        m[:, j] = m[:, j].mean(0)
+    want = a.sum((1, 2)) + m.sum(1)
+    got = t.ablated(heads=[(4, 1), (-2, 0)], attn=[0, 1], mlps=[2, -1], embed=True, scale="paper")
+    np.testing.assert_allclose(got.numpy(), want, rtol=1e-10, atol=1e-12)
+    # the raw scale is unchanged, and the two differ
+    assert torch.equal(t.ablated(mlps=[2], scale="raw"), t.ablated(mlps=[2]))
+    assert not np.allclose(t.ablated(mlps=[2]).numpy() / np.linalg.norm(t.embeddings().numpy(), axis=-1)[:, None],
+                           t.ablated(mlps=[2], scale="paper").numpy())
+    # means from another set are taken on that set's own scale
+    other = _terms(n=9, L=5, H=3, d=6, seed=4)
+    oa, om = _reference_arrays(other)
+    want = attns.sum((1, 2)) + mlps.sum(1) - mlps[:, 1] + om[:, 1].mean(0)
+    np.testing.assert_allclose(t.ablated(mlps=[0], means=other, scale="paper").numpy(), want, rtol=1e-10)
+    with pytest.raises(ValueError, match="scale must be"):
+        t.ablated(scale="cosine")
+
+
+def test_mean_ablation_rows_both_protocols():
+    from helpers.ablation import mean_ablation_rows
+
+    t = _terms(n=40, L=6, H=2, d=5, seed=5)
+    g = torch.Generator().manual_seed(6)
+    clf = torch.nn.functional.normalize(torch.randn(3, 5, generator=g, dtype=torch.float64), dim=-1)
+    y = torch.randint(0, 3, (40,), generator=g)
+    attns, mlps = _reference_arrays(t)
+    acc = lambda x: float((np.argmax(x @ clf.numpy().T, 1) == y.numpy()).mean())  # noqa: E731
+    paper = mean_ablation_rows(t, clf, y, protocol="paper")
+    # the reference's "MLPs" row: every entry of its MLP array (the embedding term included)
+    assert paper["MLPs"] == pytest.approx(acc(attns.sum((1, 2)) + mlps.mean(0).sum(0)))
+    early = attns.copy()
+    early[:, :2] = early[:, :2].mean(0)
+    assert paper["attention except last 4"] == pytest.approx(acc(early.sum((1, 2)) + mlps.sum(1)))
+    raw = mean_ablation_rows(t, clf, y)
+    e = t.embeddings().numpy()
+    mlp_raw = e - t.mlp.numpy().sum(1) + t.mlp.numpy().mean(0).sum(0)
+    assert raw["MLPs"] == pytest.approx(acc(mlp_raw)) and raw["baseline"] == paper["baseline"] == pytest.approx(acc(e))
+    assert list(raw) == list(paper) == ["baseline", "MLPs", "CLS-to-itself attention",
+                                        "MLPs + CLS-to-itself attention", "attention except last 4",
+                                        "MLPs + embedding + attention except last 4", "last 4 attention layers"]
+    with pytest.raises(ValueError, match="protocol"):
+        mean_ablation_rows(t, clf, y, protocol="cosine")
+    with pytest.raises(ValueError, match="last"):
+        mean_ablation_rows(t, clf, y, last=0)
+
+
+def test_ablation_set_is_keyword_arguments_and_a_mask():
+    from helpers.ablation import AblationSet
+
+    t = _terms(n=6, L=3, H=2, d=4)
+    s = AblationSet(heads=[(2, 1)], attn=[0], mlps=[-1], embed=True, scale="paper")
+    assert torch.equal(t.ablated(**s), t.ablated(heads=[(2, 1)], attn=[0], mlps=[2], embed=True, scale="paper"))
+    m = s.mask(3, 2)
+    assert m["heads"].tolist() == [[True, True], [False, False], [False, True]]
+    assert m["mlps"].tolist() == [False, False, True] and bool(m["embed"])
+    with pytest.raises(IndexError):
+        AblationSet(heads=[(3, 0)]).mask(3, 2)
+    with pytest.raises(ValueError, match="scale"):
+        AblationSet(scale="cosine")

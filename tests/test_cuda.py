@@ -18,7 +18,7 @@ from helpers.models import load_model
 from helpers.segmentation import METHODS, evaluate_methods, layer_maps, load_segmentation_task, segmentation_maps
 from helpers.spatial import heatmaps
 from helpers.text import zero_shot_classifier
-from helpers.training import images_to_tensor
+from helpers.images import images_to_tensor
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 

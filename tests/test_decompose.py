@@ -56,6 +56,11 @@ def test_float64_exact(visual64):
     assert (j.data.sum(2) - d.heads[:, -2:]).abs().max() < F64_TOL
     # the components table adds up too
     assert (d.components().data.sum(1) - ref).abs().max() < F64_TOL
+    # one head's public parts recombine into its term, at the normalised scale too
+    for dd in (d, dn):
+        p = dd.head_inputs(-1, 1)
+        term = torch.einsum("bt,btk,bkd->bd", p.attn, p.values, p.to_joint) + p.attn.sum(1, keepdim=True) * p.bias
+        assert (term - dd.heads[:, -1, 1]).abs().max() < F64_TOL
 
 
 @pytest.mark.parametrize("name", [DEFAULT_MODEL, "ViT-B-16"])
@@ -169,6 +174,8 @@ def test_lazy_token_terms_need_tokens_flag():
     d = Decomposer(visual)(_images(visual, 1), heads=True)
     with pytest.raises(AttributeError, match="tokens=True"):
         d.tokens()
+    with pytest.raises(AttributeError, match="tokens=True"):
+        d.head_inputs(0, 0)
     d = Decomposer(visual)(_images(visual, 1), heads=False)
     with pytest.raises(AttributeError, match="heads=True"):
         d.head_terms()

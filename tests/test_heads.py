@@ -409,3 +409,82 @@ def test_neighbour_errors(neighbour_stack):
         head_text_neighbours(S, 0, t, k=41)
     with pytest.raises(IndexError):
         head_text_neighbours(S, 3, t, k=2)
+
+
+# ---------------------------------------------------------------------------------------------
+# The reference code's and the follow-up study's variants
+# ---------------------------------------------------------------------------------------------
+
+
+def test_neighbours_by_dot_product():
+    g = torch.Generator().manual_seed(8)
+    S = torch.randn(2, 30, 8, generator=g, dtype=F64)
+    S[0, 4] = 0.1 * S[0, 2]  # same direction as image 2, small: first by cosine, far down by dot
+    S[0, 9] = 5 * S[0, 2] + 0.5 * torch.randn(8, generator=g, dtype=F64)  # long, nearly aligned
+    s = S[0]
+    dots = s @ s[2]
+    dots[2] = -math.inf
+    want = torch.argsort(dots, descending=True)[:4]
+    idx, sc = head_image_neighbours(S, 0, 2, k=4, score="dot")
+    assert idx.tolist() == want.tolist() and idx[0] == 9
+    torch.testing.assert_close(sc, (s @ s[2])[want])
+    assert head_image_neighbours(S, 0, 2, k=1)[0].tolist() == [4]  # cosine: the short twin
+    # several heads: the dot product of the summed contributions, centred if asked
+    summed = S.sum(0) - S.sum(0).mean(0)
+    d = summed @ summed[5]
+    d[5] = -math.inf
+    idx, _ = property_neighbours(S, [0, 1], 5, k=3, score="dot", centre=True)
+    assert idx.tolist() == torch.argsort(d, descending=True)[:3].tolist()
+    # texts: the text as given, not normalised (the ranking is the same either way)
+    t = torch.randn(8, generator=g, dtype=F64)
+    idx, sc = head_text_neighbours(S, 1, 3 * t, k=5, score="dot")
+    assert idx.tolist() == torch.argsort(S[1] @ t, descending=True)[:5].tolist()
+    torch.testing.assert_close(sc, (S[1] @ (3 * t))[idx])
+    with pytest.raises(ValueError, match="score must be"):
+        property_neighbours(S, [0], 2, k=2, score="euclid")
+    with pytest.raises(ValueError, match="score must be"):
+        head_text_neighbours(S, 0, t, k=2, score="euclid")
+
+
+def _roles(table):
+    """Head roles from a hand-made table: one row of text tags per head."""
+    return [HeadRole(11, h, None, 0.0, text_properties=list(tags)) for h, tags in enumerate(table)]
+
+
+def test_entanglement_across_heads_by_hand():
+    # roles: colour, colour, shape, colour, texture, and one head with no property
+    table = [["colour"] * 3 + ["shape"], ["colour", "colour", "shape", "shape"], ["shape"] * 4,
+             ["colour", "texture", "colour", "other"], ["texture", "texture", "shape", "shape"], ["other"] * 4]
+    s = interpretability_scores(_roles(table), entanglement="paper")
+    # three colour heads share their property with two others; of the 5 heads with a role,
+    # sum_p n_p (n_p - 1) = 3 * 2 = 6 ordered pairs of the 5 * 4 share a property
+    assert s.heads_per_property == {"colour": 3, "shape": 1, "texture": 1}
+    assert s.heads_sharing == [2, 2, 0, 2, 0, 0]
+    assert s.across_heads_entanglement == pytest.approx(6 / 20)
+    assert s.entanglement == s.across_heads_entanglement and s.entanglement_kind == "paper"
+    # the within-head count is kept under its own name and stays the default
+    within = interpretability_scores(_roles(table))
+    assert within.entanglement == within.within_head_entanglement == s.within_head_entanglement
+    # properties covered twice or more: 1, 2, 1, 1, 2, 0 -> (0 + 1 + 0 + 0 + 1 + 0) / 6 / (3 - 1)
+    assert within.within_head_entanglement == pytest.approx(2 / 6 / 2)
+    assert within.across_heads_entanglement == pytest.approx(0.3)
+    # one head per property: disentangled across heads, however mixed each head is
+    own = interpretability_scores(_roles([["colour", "shape"] * 2, ["shape", "colour", "shape", "colour"],
+                                          ["texture"] * 4]), entanglement="paper")
+    assert own.entanglement == 0.0 and own.within_head_entanglement > 0
+    # every head on one property: fully entangled across heads, each head pure
+    same = interpretability_scores(_roles([["colour"] * 4] * 4), entanglement="paper")
+    assert same.entanglement == 1.0 and same.within_head_entanglement == 0.0 and same.association == 1.0
+    assert interpretability_scores(_roles([["colour"] * 2]), entanglement="paper").entanglement == 0.0
+    with pytest.raises(ValueError, match="entanglement must be"):
+        interpretability_scores(_roles(table), entanglement="both")
+
+
+def test_fit_basis_passes_the_span_through(terms_case):
+    terms, clf, y, R = terms_case
+    stack, _ = stack_heads(terms, [-1])
+    a = fit_basis(stack, "textspan", 3, pool_embeddings=R, rank=20, span="paper")
+    b = textspan(stack, R, 3, 20, span="paper")
+    assert torch.equal(a.indices, b.indices) and int(a.span_rank[0]) == 20
+    got = reconstruction_accuracy(terms, clf, y, [-1], "textspan", [1, 3], R, rank=20, span="paper")
+    assert got == reconstruction_accuracy(terms, clf, y, [-1], "textspan", [1, 3], result=b)

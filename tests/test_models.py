@@ -27,7 +27,7 @@ def test_default_model_loads_offline(default_bundle):
 
 @pytest.mark.parametrize("name", ["ViT-B-32", "ViT-B-16-quickgelu"])
 def test_random_vit_loads(name):
-    model, preprocess, tokenizer = load_model(name)
+    model, preprocess, tokenizer = load_model(name, "random")
     assert model.visual.transformer.layers == 12
     assert tokenizer(["x"]).shape[-1] == 77
 
@@ -73,7 +73,7 @@ def test_real_probe_is_bounded_in_time():
 
 
 def test_checkpoint_path_round_trip(tmp_path):
-    model, _, _ = load_model("ViT-B-32")
+    model, _, _ = load_model("ViT-B-32", "random")
     path = tmp_path / "ckpt.pt"
     torch.save(model.state_dict(), path)
     again, _, _ = load_model("ViT-B-32", pretrained=str(path))
@@ -84,3 +84,113 @@ def test_checkpoint_path_round_trip(tmp_path):
 def test_check_config_returns_config_for_supported():
     cfg = check_config_supported("ViT-L-14")
     assert cfg["vision_cfg"]["layers"] == 24
+
+
+# ----------------------------------------------------------------------------------------------
+# Model sizes
+# ----------------------------------------------------------------------------------------------
+
+
+def test_loaded_model_unpacks_and_carries_its_info(default_bundle):
+    import dataclasses
+
+    from helpers.models import DEFAULT_PRETRAINED, LoadedModel, ModelInfo, model_info
+
+    assert isinstance(default_bundle, LoadedModel)
+    model, preprocess, tokenizer = default_bundle
+    assert default_bundle.model is model and default_bundle.preprocess is preprocess
+    assert default_bundle.tokenizer is tokenizer
+    info = default_bundle.info
+    assert isinstance(info, ModelInfo) and info == model_info(model)
+    # the offline default's architecture (data/models/world-clip.json): 8 layers of width 128,
+    # heads of width 32, 64 px images in 8 px patches, a 96-dimensional joint space
+    assert (info.name, info.pretrained) == (DEFAULT_MODEL, DEFAULT_PRETRAINED)
+    assert (info.n_layers, info.n_heads, info.width, info.head_dim, info.embed_dim) == (8, 4, 128, 32, 96)
+    assert (info.image_size, info.patch_size, info.grid_size) == ((64, 64), (8, 8), (8, 8))
+    assert (info.n_tokens, info.class_token, info.pooling) == (65, True, "tok")
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        info.n_layers = 3
+    assert model_info(model.visual) == dataclasses.replace(info, name=None, pretrained=None)
+
+
+def test_model_info_of_a_built_model():
+    import warnings
+
+    from helpers.models import model_info
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        info = model_info(open_clip.create_model("ViT-B-16"))
+    assert (info.name, info.pretrained) == (None, None)
+    assert (info.n_layers, info.n_heads, info.width, info.head_dim, info.embed_dim) == (12, 12, 768, 64, 512)
+    assert (info.image_size, info.patch_size, info.grid_size, info.n_tokens) == ((224, 224), (16, 16), (14, 14), 197)
+    with pytest.raises(UnsupportedModelError, match="Supported"):
+        model_info(torch.nn.Linear(2, 2))
+
+
+def test_random_weights_are_named_random():
+    from helpers.models import model_info
+
+    bundle = load_model("ViT-B-32", "random")
+    assert (bundle.info.name, bundle.info.pretrained) == ("ViT-B-32", "random")
+    assert model_info(bundle.model).grid_size == (7, 7)
+
+
+# ----------------------------------------------------------------------------------------------
+# One rule set for configs and built towers
+# ----------------------------------------------------------------------------------------------
+
+
+def _tiny_vit(**kw):
+    from open_clip.transformer import VisionTransformer
+
+    return VisionTransformer(image_size=32, patch_size=8, width=32, layers=2, heads=2, mlp_ratio=2.0,
+                             output_dim=16, **kw)
+
+
+@pytest.mark.parametrize("vision_cfg,tower_kw", [
+    ({"pool_type": "avg"}, {"pool_type": "avg"}),
+    ({"attentional_pool": True}, {"attentional_pool": True}),
+    ({"qk_norm": True}, {"qk_norm": True}),
+    ({}, {}),
+], ids=["avg-pool", "attentional-pool", "qk-norm", "supported"])
+def test_config_and_tower_checks_give_the_same_reason(vision_cfg, tower_kw):
+    from helpers.decompose import check_model_supported
+    from helpers.support import config_problem, tower_problem
+
+    cfg = {"embed_dim": 16, "vision_cfg": {"image_size": 32, "layers": 2, "width": 32, "patch_size": 8,
+                                           **vision_cfg}}
+    tower = _tiny_vit(**tower_kw)
+    from_config, from_tower = config_problem(cfg), tower_problem(tower)
+    if not vision_cfg:
+        assert from_config is None and from_tower is None
+        assert check_model_supported(tower) is tower
+        return
+    assert from_config and from_tower and from_tower.startswith(from_config)
+    with pytest.raises(UnsupportedModelError, match="Supported") as info:
+        check_model_supported(tower)
+    assert from_config in str(info.value)
+
+
+def test_resnet_reason_is_shared():
+    from open_clip.modified_resnet import ModifiedResNet
+
+    from helpers.support import config_problem, tower_problem
+
+    resnet = ModifiedResNet(layers=(1, 1, 1, 1), output_dim=16, heads=2, image_size=64, width=8)
+    reason = config_problem({"vision_cfg": {"layers": [1, 1, 1, 1], "width": 8}})
+    assert reason == tower_problem(resnet) == "its image tower is a ResNet"
+
+
+def test_provenance_says_how_the_weights_were_made(tmp_path, monkeypatch):
+    from helpers.models import provenance
+
+    default = load_model().model
+    p = provenance(default)
+    assert p.kind == "shaped" and p.shaped and not p.tests_the_paper
+    assert "direct-path penalty" in p.note and "by construction" in p.note
+    rnd = provenance(load_model("ViT-B-32", "random").model)
+    assert rnd.kind == "random" and "random weights" in rnd.note
+    import open_clip
+
+    assert provenance(open_clip.create_model("ViT-B-32")).kind == "unknown"  # not loaded by load_model

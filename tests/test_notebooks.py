@@ -1,4 +1,5 @@
-"""Every notebook, executed headless with papermill on the offline default, and its figures.
+"""Every notebook, executed headless with papermill on the offline default, and its figures
+(and no stderr output: warnings or stray log lines).
 
 Each notebook must have an entry in CHECKS: a new notebook without one makes
 ``test_every_notebook_is_checked`` fail.
@@ -8,7 +9,7 @@ import math
 
 import pytest
 
-from helpers.main_job import execute_notebook, notebook_paths
+from helpers.main_job import execute_notebook, notebook_paths, stderr_outputs
 
 
 def check_01(f):
@@ -48,8 +49,11 @@ def test_every_notebook_is_checked():
 @pytest.mark.slow
 @pytest.mark.parametrize("path", notebook_paths(), ids=lambda p: p.stem)
 def test_notebook_runs_and_records(path, tmp_path, monkeypatch):
-    monkeypatch.setenv("COURSE_HEADLESS", "1")
+    monkeypatch.delenv("COURSE_HEADLESS", raising=False)  # a plain papermill run finds it has no front end
     figures = execute_notebook(path, tmp_path, html=True)
+    # no warnings or stray log lines in the executed notebook
+    noisy = stderr_outputs(tmp_path / "notebooks" / path.name)
+    assert not noisy, f"stderr output in cells {[i for i, _ in noisy]}: {noisy[0][1][:300]}"
     html = (tmp_path / "html" / f"{path.stem}.html").read_text()
     assert "Plotly.newPlot" in html, "plotly figures must survive the export to static HTML"
     assert figures, "the notebook recorded no figures"
@@ -112,7 +116,7 @@ CHECKS["05_waterbirds"] = check_05
 
 def check_06(f):
     m = f["methods"]
-    assert set(m) == {"decomposition", "raw_attention", "rollout", "gradcam", "chefer"}
+    assert set(m) == {"decomposition", "raw_attention", "rollout", "gradcam", "chefer", "lrp", "partial_lrp"}
     for method, scores in m.items():
         assert all(0.0 <= scores[k] <= 1.0 for k in ("pixel accuracy", "mIoU", "mAP")), (method, scores)
         assert math.isclose(scores["mIoU"], (scores["IoU foreground"] + scores["IoU background"]) / 2)

@@ -230,7 +230,7 @@ def test_missing_named_file(tmp_path, monkeypatch):
     with pytest.raises(FileNotFoundError):
         P.load_pool("world")
     monkeypatch.setitem(P._FILES, "common_words", "absent.txt")
-    with pytest.raises(FileNotFoundError, match="make_pools"):
+    with pytest.raises(FileNotFoundError, match="helpers.pools --write common_words"):
         P.load_pool("common_words")
     monkeypatch.setitem(P._FILES, "general", "absent.tsv")
     assert P.load_pool("general").texts == P.general_pool().texts
@@ -289,3 +289,66 @@ def test_data_dir_matches_models():
 
     assert P._data_dir() == models.data_dir()
     assert P.pool_path("world") == models.data_dir() / "pools" / "world_pool.tsv"
+
+
+# --- one way to regenerate every pool ----------------------------------------------------------
+
+
+def test_cli_writes_every_generated_pool_byte_for_byte(tmp_path, capsys):
+    for name, file in (("general", "general.tsv"), ("world", "world_pool.tsv")):
+        out = tmp_path / file
+        assert P.main(["--write", name, "--path", str(out)]) == 0
+        assert out.read_bytes() == (POOLS_DIR / file).read_bytes(), name
+        assert P.main(["--check", name, "--path", str(out)]) == 0
+        out.write_text(out.read_text(encoding="utf-8") + "one more\tother\tx\n", encoding="utf-8")
+        assert P.main(["--check", name, "--path", str(out)]) == 1
+        assert "differs" in capsys.readouterr().out
+    with pytest.raises(SystemExit):  # --path names one file: one pool
+        P.main(["--write", "general", "world", "--path", str(tmp_path / "x.tsv")])
+    with pytest.raises(SystemExit):
+        P.main(["--write", "nope"])
+
+
+def test_cli_without_names_writes_the_pools_that_need_nothing(tmp_path, monkeypatch, capsys):
+    (tmp_path / "pools").mkdir()
+    monkeypatch.setenv("CLIP_COURSE_DATA", str(tmp_path))
+    assert P.main(["--write"]) == 0
+    assert sorted(p.name for p in (tmp_path / "pools").iterdir()) == ["general.tsv", "world_pool.tsv"]
+    assert P.main(["--check"]) == 0
+    out = capsys.readouterr().out
+    assert "wrote 3520 general texts" in out and "wrote 448 world texts" in out
+
+
+def test_world_pool_files_follow_the_data_folder(tmp_path, monkeypatch):
+    from helpers import world
+
+    monkeypatch.setenv("CLIP_COURSE_DATA", str(tmp_path))
+    assert world.default_pool_path() == tmp_path / "pools" / "world_pool.tsv" == P.pool_path("world")
+    written = world.write_pool()
+    assert written == tmp_path / "pools" / "world_pool.tsv"
+    assert written.read_bytes() == (POOLS_DIR / "world_pool.tsv").read_bytes()
+    assert world.read_pool() == world.text_pool() == P.load_pool("world").rows()
+    assert P.world_pool().rows() == world.text_pool()
+
+
+def test_common_words_need_wordfreq_only_to_be_made(monkeypatch):
+    import sys
+
+    monkeypatch.setitem(sys.modules, "wordfreq", None)  # as if it were not installed
+    with pytest.raises(ImportError, match="pip install .*wordfreq==3.1.1"):
+        P.pool_file_text("common_words")
+    assert len(P.load_pool("common_words")) == P.N_WORDS  # reading needs nothing
+
+
+def test_module_entry_point():
+    import os
+    import subprocess
+    import sys
+
+    root = Path(__file__).resolve().parent.parent
+    env = {**os.environ, "PYTHONPATH": str(root) + os.pathsep + os.environ.get("PYTHONPATH", "")}
+    env.pop("CLIP_COURSE_DATA", None)
+    done = subprocess.run([sys.executable, "-m", "helpers.pools", "--check", "world"], capture_output=True,
+                          text=True, env=env, cwd=root, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert "world_pool.tsv: up to date" in done.stdout

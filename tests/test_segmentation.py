@@ -12,23 +12,21 @@ import torch
 import helpers.models  # noqa: F401  (registers world-clip with open_clip)
 from helpers import download, world
 from helpers.download import OfflineError
+from helpers.images import images_to_tensor, transform_pair
+from helpers.metrics import SegmentationScores, mass_by_region
 from helpers.segmentation import (
     METHODS,
     ImageNetSeg,
-    SegmentationScores,
     _capture_attention,
     imagenet_seg,
-    mass_by_region,
     patch_norm_ratio,
     postprocess,
     predicted_classes,
     segment,
     segmentation_maps,
-    transform_pair,
 )
 from helpers.spatial import own_class_maps
 from helpers.text import zero_shot_classifier
-from helpers.training import images_to_tensor
 
 
 @pytest.fixture(scope="module")
@@ -395,3 +393,61 @@ def test_layer_maps_sum_to_the_segmenter_map(default_bundle):
     truth = torch.as_tensor(sc.factors["colour"])
     assert torch.allclose(layer_maps(model, x, clf, labels=truth).sum(0),
                           segmentation_maps(model, x, clf, labels=truth), atol=1e-6)
+
+
+# ---------------------------------------------------------------------------------------------
+# Average precision, the paper's (Chefer et al.'s) protocol
+
+
+def test_paper_average_precision_by_hand():
+    from helpers.spatial import average_precision
+
+    soft = torch.tensor([[0.8, 0.4], [0.4, 0.0]])
+    mask = torch.tensor([[True, False], [False, True]])
+    # scores of both channels with their targets: map vs foreground, 1 - map vs background
+    #   1.0 (bg, miss) | 0.8 (fg, hit) | 0.6, 0.6 (bg, hits) | 0.4, 0.4 (fg, misses) | 0.2 (bg, miss) | 0.0 (fg, hit)
+    # precision at the end of each tied group holding hits: 1/2, 3/4, 4/8; recall steps 1/4, 2/4, 1/4
+    want = 0.25 * 0.5 + 0.5 * 0.75 + 0.25 * 0.5
+    assert float(average_precision(soft, mask, protocol="paper")) == pytest.approx(want)
+    # the foreground-only AP of the same map: hits at ranks 1 and 4
+    assert float(average_precision(soft, mask)) == pytest.approx((1 + 2 / 4) / 2)
+    # an empty mask still has positives (the background channel)
+    empty = torch.zeros(2, 2, dtype=torch.bool)
+    assert float(average_precision(soft, empty, protocol="paper")) == pytest.approx(0.25 + 0.5 * 0.75 + 0.25 * 4 / 7)
+    assert np.isnan(float(average_precision(soft, empty)))
+    # a blank map (constant before normalisation) scores every pixel of both channels alike
+    assert float(average_precision(torch.zeros(2, 2), mask, protocol="paper")) == pytest.approx(0.5)
+    with pytest.raises(ValueError, match="'foreground' or 'paper'"):
+        average_precision(soft, mask, protocol="both")
+
+
+def test_paper_average_precision_matches_sklearn():
+    from sklearn.metrics import average_precision_score
+
+    from helpers.spatial import average_precision
+
+    g = torch.Generator().manual_seed(3)
+    soft = (torch.rand(5, 6, 7, generator=g) * 4).round() / 4  # quantised: many ties
+    truth = torch.rand(5, 6, 7, generator=g) > 0.6
+    got = average_precision(soft, truth, protocol="paper")
+    for i in range(5):
+        s, t = soft[i].numpy().ravel(), truth[i].numpy().ravel()
+        want = average_precision_score(np.concatenate([~t, t]), np.concatenate([1 - s, s]))
+        assert float(got[i]) == pytest.approx(want, abs=1e-12)
+
+
+def test_scores_report_both_average_precisions():
+    truth = torch.tensor([[[1, 0], [0, 1]], [[0, 0], [0, 0]]], dtype=torch.bool)
+    soft = torch.tensor([[[0.8, 0.4], [0.4, 0.0]], [[0.8, 0.4], [0.4, 0.0]]])
+    pred = soft > 0.5
+    fg = SegmentationScores().update(soft, pred, truth)
+    paper = SegmentationScores(protocol="paper").update(soft, pred, truth)
+    ap1 = 0.25 * 0.5 + 0.5 * 0.75 + 0.25 * 0.5
+    ap2 = 0.25 + 0.5 * 0.75 + 0.25 * 4 / 7
+    assert fg.map == fg.map_foreground == pytest.approx(0.75)  # the empty mask is skipped
+    assert paper.map == paper.map_paper == pytest.approx((ap1 + ap2) / 2)  # every image counts
+    assert fg.summary()["mAP (paper)"] == pytest.approx(paper.summary()["mAP"])
+    assert paper.summary()["mAP (foreground)"] == pytest.approx(fg.summary()["mAP"])
+    assert paper.miou == fg.miou and paper.pixel_accuracy == fg.pixel_accuracy
+    with pytest.raises(ValueError, match="protocol"):
+        SegmentationScores(protocol="both")

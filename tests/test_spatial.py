@@ -12,21 +12,15 @@ from PIL import Image
 
 import helpers.models  # noqa: F401  (registers world-clip with open_clip)
 from helpers.decompose import Decomposer
+from helpers.images import model_preprocess, model_view
+from helpers.metrics import average_precision, iou, pixel_accuracy, threshold_map
+from helpers.plots import colormap, heatmap_figure, overlay
 from helpers.spatial import (
     HeatmapResult,
-    average_precision,
-    colormap,
     contrastive_map,
     head_direction_map,
-    heatmap_figure,
     heatmaps,
-    iou,
-    model_preprocess,
-    model_view,
-    overlay,
     own_class_maps,
-    pixel_accuracy,
-    threshold_map,
     topic_segmentation,
     upsample,
 )
@@ -313,7 +307,7 @@ def test_heatmap_figure():
 
 
 def test_maps_figure_panels_and_mask():
-    from helpers.spatial import maps_figure
+    from helpers.plots import maps_figure
 
     img = _photo(64, 48)
     mask = np.zeros((48, 64), bool)
@@ -379,7 +373,7 @@ def test_own_class_maps_match_world_object_maps():
     """The world's object maps are the special case: own shape text minus the mean shape text."""
     from helpers import world
     from helpers.text import zero_shot_classifier
-    from helpers.training import images_to_tensor
+    from helpers.images import images_to_tensor
     from helpers.world_eval import object_maps
 
     torch.manual_seed(3)

@@ -160,3 +160,80 @@ def test_waterbirds_from_an_extracted_copy(tmp_path):
         waterbirds_task(pre, "holdout", root=tmp_path)
     with pytest.raises(FileNotFoundError, match="metadata.csv"):
         waterbirds_task(pre, "test", root=tmp_path / "nowhere")
+
+
+# ---------------------------------------------------------------------------------------------
+# The reference code's repair protocol
+
+
+def test_repair_ablation_sets_equal_hand_built_masks():
+    from helpers.spurious import repair_ablation
+
+    heads = PAPER_HEADS["ViT-B-16"]
+    # by hand: ViT-B-16 has 12 layers of 12 heads; the paper's repair removes the 7 heads,
+    # every head of layers 0-7 (all but the last four), every MLP and the embedding term
+    want = torch.zeros(12, 12, dtype=torch.bool)
+    want[:8] = True
+    for l, h in [(11, 6), (11, 0), (11, 3), (10, 11), (10, 10), (9, 8), (9, 6)]:
+        want[l, h] = True
+    m = repair_ablation(heads, 12, "paper").mask(12, 12)
+    assert torch.equal(m["heads"], want)
+    assert m["mlps"].all() and m["mlps"].shape == (12,) and bool(m["embed"])
+    only = repair_ablation(heads, 12).mask(12, 12)  # the course's: the heads alone
+    assert int(only["heads"].sum()) == 7 and not only["mlps"].any() and not bool(only["embed"])
+    assert repair_ablation(heads, 12, "paper").scale == "paper" and repair_ablation(heads, 12).scale == "raw"
+    with pytest.raises(ValueError, match="protocol"):
+        repair_ablation(heads, 12, "all")
+    with pytest.raises(IndexError):
+        repair_ablation([(12, 0)], 12, "paper")
+
+
+def test_paper_repair_through_the_evaluator_equals_the_reference_arithmetic():
+    from helpers.spurious import repair_ablation
+
+    rng = np.random.default_rng(1)
+    n, L, H, d = 60, 6, 3, 5
+    g = torch.Generator().manual_seed(2)
+    heads = torch.randn(n, L, H, d, generator=g, dtype=torch.float64)
+    terms = DirectTerms(embed=torch.randn(n, d, generator=g, dtype=torch.float64), attn=heads.sum(2),
+                        mlp=torch.randn(n, L, d, generator=g, dtype=torch.float64),
+                        const=torch.randn(d, generator=g, dtype=torch.float64), heads=heads)
+    clf = torch.nn.functional.normalize(torch.randn(2, d, generator=g, dtype=torch.float64), dim=-1)
+    labels = rng.integers(0, 2, n)
+    groups = 2 * labels + rng.integers(0, 2, n)
+    chosen = [(5, 1), (4, 2)]
+    # the reference's arithmetic: terms over the embedding norm, ln_post bias shared over 2L + 1
+    # summands; mean-ablate the heads, every head of layers 0-1, every MLP and the embedding
+    e = terms.embeddings().numpy()
+    nrm = np.linalg.norm(e, axis=1)[:, None]
+    share = terms.const.numpy() / (2 * L + 1)
+    a = (heads.numpy() + share / H) / nrm[:, :, None, None]
+    mlps = np.concatenate([(terms.embed.numpy() + share)[:, None], terms.mlp.numpy() + share], 1) / nrm[:, :, None]
+    for l, h in chosen:
+        a[:, l, h] = a[:, l, h].mean(0)
+    a[:, :L - 4] = a[:, :L - 4].mean(0)
+    ablated = a.sum((1, 2)) + mlps.mean(0).sum(0)
+    pred = np.argmax(ablated @ clf.numpy().T, 1)
+    want = group_metrics(pred, labels, groups, WATERBIRDS_GROUPS)
+    ev = GroupEvaluator(terms, clf, labels, groups, WATERBIRDS_GROUPS)
+    got = ev(**repair_ablation(chosen, L, "paper"))
+    assert got.as_dict() == want.as_dict()
+    np.testing.assert_allclose(terms.ablated(**repair_ablation(chosen, L, "paper")).numpy(), ablated, rtol=1e-10)
+    assert ev(**repair_ablation(chosen, L)).as_dict() == ev(chosen).as_dict()
+
+
+def test_vit_h14_heads_and_paper_templates():
+    import open_clip
+
+    from helpers.spurious import waterbirds_prompts
+
+    h14 = PAPER_HEADS["ViT-H-14"]
+    assert set(h14) == {(31, 12), (30, 11), (29, 4), (31, 8), (30, 15), (30, 12), (30, 6), (29, 14), (29, 8)}
+    assert len(h14) == 9 and all(0 <= l < 32 and 0 <= h < 16 for l, h in h14)
+    paper = waterbirds_prompts("paper")
+    templates = open_clip.zero_shot_metadata.OPENAI_IMAGENET_TEMPLATES
+    assert len(templates) == 80 and set(paper) == {"landbird", "waterbird"}
+    assert paper["waterbird"] == [t("waterbird") for t in templates]
+    assert len(waterbirds_prompts()["landbird"]) == 8
+    with pytest.raises(ValueError, match="templates"):
+        waterbirds_prompts("all")

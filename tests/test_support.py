@@ -153,3 +153,19 @@ def test_notebooks_committed_clean_and_in_sync():
     out = subprocess.run([sys.executable, str(ROOT / "scripts" / "build_notebooks.py"), "--check"],
                          capture_output=True, text=True)
     assert out.returncode == 0, out.stdout + out.stderr
+
+
+def test_stderr_outputs_of_an_executed_notebook(tmp_path):
+    from helpers.main_job import stderr_outputs
+
+    nb = {"cells": [{"cell_type": "markdown", "source": "x"},
+                    {"cell_type": "code", "outputs": [{"output_type": "stream", "name": "stdout", "text": "ok\n"}]},
+                    {"cell_type": "code", "outputs": [{"output_type": "stream", "name": "stderr",
+                                                       "text": ["UserWarning: ", "careful\n"]},
+                                                      {"output_type": "display_data", "data": {}}]}]}
+    path = tmp_path / "nb.ipynb"
+    path.write_text(json.dumps(nb))
+    assert stderr_outputs(path) == [(2, "UserWarning: careful\n")]
+    nb["cells"].pop()
+    path.write_text(json.dumps(nb))
+    assert stderr_outputs(path) == []

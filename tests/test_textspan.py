@@ -1,5 +1,6 @@
 """TextSpan: recovery of planted texts, agreement with the plain reference, and its invariants."""
 
+import numpy as np
 import pytest
 import torch
 
@@ -226,3 +227,87 @@ def test_cuda_matches_cpu():
     torch.testing.assert_close(gpu.reconstruction.cpu(), cpu.reconstruction)
     g32 = textspan(C.float().cuda(), R.float().cuda(), 10)
     assert torch.equal(g32.indices.cpu(), cpu.indices)
+
+
+# ---------------------------------------------------------------------------------------------
+# The reference code's span (span="paper")
+# ---------------------------------------------------------------------------------------------
+
+
+def _narrow_head(seed, K=300, d=128, width=64, floor=1e-9):
+    """A head of width 64 read in a 128-dimensional joint space: rank-64 outputs with a
+    decaying spectrum, a mean offset (65 real directions) and a tiny isotropic noise floor
+    that fixes the numerically null directions (far below rtol, far above rounding)."""
+    g = torch.Generator().manual_seed(seed)
+    Q = torch.linalg.qr(torch.randn(d, width, generator=g, dtype=F64))[0]
+    Z = torch.randn(K, width, generator=g, dtype=F64) * torch.logspace(0, -1.5, width, dtype=F64)
+    C = Z @ Q.T + 0.3 * torch.randn(1, d, generator=g, dtype=F64)
+    return C + floor * torch.randn(K, d, generator=g, dtype=F64)
+
+
+def _reference_picks(C, R, n, rank):
+    """The reference's TextSpan, written from its description: project the texts on the top
+    ``rank`` right singular vectors of the uncentred data, centre the data, then ``n`` times
+    pick the text whose projection varies most over images and remove its direction from the
+    data and from every text (no renormalisation)."""
+    C, R = np.asarray(C, dtype=np.float64), np.asarray(R, dtype=np.float64)
+    vh = np.linalg.svd(C, full_matrices=False)[2][:rank]
+    texts = (vh.T @ np.linalg.inv(vh @ vh.T) @ vh @ R.T).T
+    data = C - C.mean(0, keepdims=True)
+    picks = []
+    for _ in range(n):
+        j = int(np.argmax((data @ texts.T).std(axis=0)))
+        picks.append(j)
+        t = texts[j]
+        tt = t @ t
+        data = data - np.outer(data @ t / tt, t)
+        texts = texts - np.outer(texts @ t / tt, t)
+    return picks
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_paper_span_reproduces_the_reference_picks(seed):
+    C = _narrow_head(seed)
+    R = random_texts(400, 128, seed=seed + 10, dtype=F64)
+    want = _reference_picks(C.numpy(), R.numpy(), 10, 80)
+    paper = textspan(C, R, 10, 80, span="paper")
+    assert paper.indices.tolist() == want
+    assert int(paper.span_rank) == 80
+    # the numerical span keeps the 65 real directions only: same first pick, a different list
+    num = textspan(C, R, 10, 80)
+    assert int(num.span_rank) == 65
+    assert num.indices[0] == paper.indices[0]
+    assert num.indices.tolist() != want
+    # given the numerical rank, the reference's picks are the numerical variant's
+    assert _reference_picks(C.numpy(), R.numpy(), 10, 65) == num.indices.tolist()
+    assert textspan(C, R, 10, 65, span="paper").indices.tolist() == num.indices.tolist()
+    # batched over heads and float32 input give the same picks
+    both = textspan(torch.stack([C, _narrow_head(seed + 5)]), R, 10, 80, span="paper")
+    assert both.indices[0].tolist() == want
+    assert both.indices[1].tolist() == _reference_picks(_narrow_head(seed + 5).numpy(), R.numpy(), 10, 80)
+
+
+def test_span_comparison_reports_where_the_lists_part():
+    from helpers.textspan import span_comparison
+
+    C = _narrow_head(0)
+    R = random_texts(400, 128, seed=10, dtype=F64)
+    cmp = span_comparison(C, R, 10, 80)
+    paper, num = _reference_picks(C.numpy(), R.numpy(), 10, 80), _reference_picks(C.numpy(), R.numpy(), 10, 65)
+    assert cmp.paper == paper and cmp.numerical == num
+    assert cmp.parted_at == next(i for i in range(10) if paper[i] != num[i])
+    assert cmp.overlap == len(set(paper) & set(num)) / 10
+    assert (cmp.rank, cmp.numerical_rank) == (80, 65)
+    # the null share of each text's projection, from an independent SVD
+    vh = np.linalg.svd(C.numpy(), full_matrices=False)[2]
+    coords = R.numpy() @ vh[:80].T
+    share = (coords[:, 65:] ** 2).sum(1) / (coords ** 2).sum(1)
+    np.testing.assert_allclose(cmp.text_null_share, share[paper], rtol=1e-5)
+    np.testing.assert_allclose(cmp.numerical_text_null_share, share[num], rtol=1e-5)
+    assert 0.05 < float(np.mean(share)) < 0.3  # 15 of 80 random directions: about 0.19
+    assert all(0 <= x <= 1 for x in cmp.direction_null_share)
+    assert cmp.singular_values.shape == (80,) and float(cmp.singular_values[65] / cmp.singular_values[0]) < 1e-8
+    with pytest.raises(ValueError, match="one head"):
+        span_comparison(C[None], R, 10)
+    with pytest.raises(ValueError, match="span must be"):
+        textspan(C, R, 3, span="full")

@@ -2,7 +2,8 @@ import json
 
 import torch
 
-from helpers.training import TrainConfig, images_to_tensor, save_weights, train
+from helpers.images import images_to_tensor
+from helpers.training import TrainConfig, save_weights, train
 
 
 def _tiny(steps=30, batch_size=32, **kw):
@@ -206,11 +207,11 @@ def test_retraining_script_matches_the_shipped_training_log():
 
     root = Path(__file__).resolve().parents[1]
     text = (root / "scripts" / "train_offline_model.sh").read_text().replace("\\\n", " ")
-    common = shlex.split(re.search(r"^common=\((.*)\)$", text, re.M).group(1))
+    common = shlex.split(re.search(r"^common=\((.*)\)$", text, re.M).group(1).replace("$threads", "2"))
     stages = []
     for line in text.splitlines():
-        if line.startswith("python -m helpers.training"):
-            argv = [a for a in shlex.split(line)[3:] if a != "${common[@]}"]  # shlex drops the quotes
+        if line.startswith("stage stage"):  # stage <dir> <options>: python -m helpers.training "${common[@]}" ...
+            argv = [a for a in shlex.split(line)[2:] if a != "${extra[@]}"]  # shlex drops the quotes
             stages.append(parse_config(common + argv)[0])
     log = json.loads(default_weights_path().with_name(
         default_weights_path().name.removesuffix(".safetensors") + ".train.json").read_text())

@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 from helpers import world as W
+from helpers.world.render import erode
 
 N_BIG = 2000
 
@@ -192,7 +193,7 @@ def test_object_colours(train_batch):
         rgb = np.array(sc.rgb)
         assert np.abs(rgb - W.COLOUR_RGB[sc.factors["colour"]]).max() <= 12
         for m in sc.masks:
-            interior = W._erode(m)
+            interior = erode(m)
             pix = sc.image[interior]
             exact = (pix == rgb).all(axis=1)
             if sc.names["pattern"] == "solid":
@@ -367,7 +368,7 @@ def test_text_pool(tokenizer):
 
 def test_shipped_pool_file_matches_generator(tmp_path):
     path = W.default_pool_path()
-    assert path.exists(), "run: python -m helpers.world --write-pool"
+    assert path.exists(), "run: python -m helpers.pools --write world"
     assert W.read_pool(path) == W.text_pool()
     fresh = W.write_pool(tmp_path / "pool.tsv")
     assert fresh.read_bytes() == path.read_bytes()

@@ -15,8 +15,9 @@ from helpers import world
 from helpers.ablation import collect_terms
 from helpers.models import DEFAULT_MODEL, default_weights_path, load_model
 from helpers.text import zero_shot_classifier
-from helpers.training import images_to_tensor
-from helpers.world_eval import ablation_figures, factor_accuracies, group_accuracies, map_iou, object_maps
+from helpers.images import images_to_tensor
+from helpers.metrics import map_iou
+from helpers.world_eval import ablation_figures, factor_accuracies, group_accuracies, object_maps
 
 SEED = 7  # not the model card's seed: fresh scenes
 
@@ -170,7 +171,7 @@ def segmentation_table(trained, request):
     """Notebook 6's table on fresh scenes: one object per scene (target: the prediction), and
     two objects per scene (target: the labelled one)."""
     from helpers.segmentation import evaluate_methods, load_segmentation_task
-    from helpers.spatial import model_preprocess
+    from helpers.images import model_preprocess
 
     model, tokenizer = trained
     task = load_segmentation_task(request.param, model_preprocess(model), 200, seed=SEED)

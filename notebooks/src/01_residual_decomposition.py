@@ -31,13 +31,28 @@
 # `pretrained = "laion2b_s34b_b88k"` (with network, e.g. in Colab) to run the same cells on a
 # real CLIP, and `dataset = "imagenette"` for real photos.
 
+# %% [markdown]
+# ### Before you start
+#
+# | | |
+# |---|---|
+# | **You will be able to** | write CLIP's image embedding as an exact sum of per-layer and per-head terms by linearising the final layer norm; check the sum against `encode_image`; measure which terms write into the embedding directly |
+# | **Time** | about 15 min reading, 1–2 min running, 25 min of exercises (1.1–1.3) |
+# | **Assumes** | PyTorch tensors (broadcasting, `@`, axes); what a transformer block and layer norm compute; CLIP compares image and text embeddings by cosine similarity |
+#
+# {{EXERCISE_NOTE}}
+
 # %% [parameters]
-model_name = "world-clip"   # offline default; or e.g. "ViT-B-16"
-pretrained = ""             # empty: the default's shipped weights (random weights for other models)
-dataset = "world:colour"    # "world[:factor]", "imagenette", or "imagenet:/path/to/val"
-n_images = 300              # images to analyse
-batch_size = 100
-device = "cpu"
+preset = "offline"          # one switch (helpers.presets): "offline", "ViT-B-16 LAION", "ViT-L-14 LAION",
+                            # "ViT-H-14 LAION", "ViT-B-16 OpenAI", "ViT-B-32 OpenAI", "ViT-L-14 OpenAI", "random ViT-B-32";
+                            # the parameters below override it where set (None / "": the preset's value)
+model_name = ""             # e.g. "ViT-B-16" (then name its weights in `pretrained`)
+pretrained = ""             # an open_clip tag (e.g. "laion2b_s34b_b88k"), a checkpoint path, or "random"
+dataset = ""                # "world[:factor]", "imagenette", or "imagenet:/path/to/val"
+n_images = None             # images to analyse
+batch_size = None
+device = ""                 # "cuda" / "cpu" (the papers' presets: cuda when there is a GPU)
+protocol = ""               # "paper" for the papers' models (their presets set it)
 seed = 0
 record_to = ""              # JSON file for the key figures (set by the test harness)
 
@@ -56,16 +71,28 @@ import ipywidgets as widgets
 from helpers.ablation import accuracy, collect_terms, group_variance_share, margin_contributions, variance_shares
 from helpers.datasets import load_task
 from helpers.decompose import Decomposer
-from helpers.models import load_model
+from helpers.labels import component_label, head_labels, layer_label
+from helpers.models import load_model, model_info
+from helpers.presets import resolve
 from helpers.record import Figures
 from helpers.text import encode_texts, zero_shot_classifier
 from helpers.ui import live
 
 torch.manual_seed(seed)
 figures = Figures(record_to)
+settings = resolve(preset, "01", model_name=model_name, pretrained=pretrained, dataset=dataset,
+                   n_images=n_images, batch_size=batch_size, device=device, protocol=protocol)
+model_name, pretrained, dataset = settings.model_name, settings.pretrained, settings.dataset
+n_images, batch_size, device = settings.n_images, settings.batch_size, settings.device
+protocol = settings.protocol
+print(settings)
+figures["preset"] = preset
+figures["trained_weights"] = settings.trained_weights
 model, preprocess, tokenizer = load_model(model_name, pretrained or None, device=device)
 task = load_task(dataset, n_images=n_images, preprocess=preprocess, seed=seed)
-print(f"{model_name}: {model.visual.transformer.layers} layers x {model.visual.transformer.resblocks[0].attn.num_heads} heads;",
+info = model_info(model)
+L = info.n_layers
+print(f"{model_name}: {info.n_layers} layers x {info.n_heads} heads;",
       f"task {task.name}: {len(task)} images, {len(task.classes)} classes")
 
 # %% [markdown]
@@ -88,13 +115,79 @@ print(f"float32: max |sum of pieces - encode_image| / max |encode_image| = {rel_
 figures["decomposition_max_rel_error_f32"] = rel_err
 
 # the same in float64, on a copy of the image tower (a few images suffice)
-visual64 = copy.deepcopy(model.visual).double()
+visual64 = copy.deepcopy(model.visual).double().requires_grad_(False)
 d64 = Decomposer(visual64)(images[:4].double(), heads=True)
 err64 = float((d64.reconstruct() - visual64(images[:4].double())).abs().max())
 heads_vs_layers = float((d64.heads.sum(2) - d64.attn).abs().max())
 print(f"float64: max abs error {err64:.1e}; per-head sums vs layer terms {heads_vs_layers:.1e}")
 figures["decomposition_max_abs_error_f64"] = err64
 del visual64, d64
+
+# %% [markdown]
+# ## Exercise 1.1: linearise `ln_post` yourself
+#
+# The `Decomposer` did the linearisation for you. Now write it. `residual_pieces` reads the raw
+# pieces of the residual stream at the class token with hooks: the embedding term, then what
+# every attention and MLP branch adds (`K = 1 + 2L` pieces of width `D`), together with the
+# image's $\sigma$ and `ln_post`'s $\gamma$, $\beta$ and the projection $P$. Map every piece
+# $c$ to $P^\top\big(\gamma \odot (c - \bar c)/\sigma\big)$, where $\bar c$ is the mean of
+# $c$'s own `D` features. Mind the shapes: $\sigma$ has one value per image.
+
+# %%
+from helpers.exercises import check_linearise, check_reassemble, check_variance_share, residual_pieces
+
+parts = residual_pieces(model, images)
+print(f"pieces {tuple(parts.pieces.shape)} ({parts.names[0]}, {parts.names[1]}, {parts.names[2]}, ...), "
+      f"sigma {tuple(parts.sigma.shape)}, gamma {tuple(parts.gamma.shape)}, proj {tuple(parts.proj.shape)}")
+
+
+# %% [exercise]
+def linearise(pieces, sigma, gamma, proj):
+    """The direct contribution of every residual piece, through ln_post (sigma held fixed) and proj.
+
+    pieces: [B, K, D]  what each of the K pieces adds to the residual stream at the class token
+    sigma:  [B]        ln_post's standard deviation of each image, held fixed
+    gamma:  [D]        ln_post's scale
+    proj:   [D, E]     the projection into the joint space
+    returns [B, K, E]: proj^T (gamma * (c - mean(c)) / sigma) for every piece c
+    """
+    # --- solution ---
+    centred = pieces - pieces.mean(-1, keepdim=True)  # ln_post's mean subtraction, piece by piece
+    return (centred * gamma / sigma[:, None, None]) @ proj
+    # --- end ---
+
+
+# %%
+linearise = check_linearise(linearise)
+mine = linearise(parts.pieces, parts.sigma, parts.gamma, parts.proj)
+theirs = d.components().data[:, :-1]  # embed, attn.0, mlp.0, ... (the last component is const)
+print(f"your terms vs the Decomposer's: largest difference {float((mine - theirs).abs().max()):.1e}")
+
+# %% [markdown]
+# ## Exercise 1.2: put the embedding back together
+#
+# The pieces are centred and scaled; what is left of `ln_post` is its bias $\beta$, which does not
+# depend on the image: through the projection it is one constant vector $P^\top\beta$ (the
+# `const` component). Add everything up.
+
+# %% [exercise]
+def reassemble(contributions, beta, proj):
+    """The image embedding from its direct contributions.
+
+    contributions: [B, K, E]  the direct contribution of every piece (exercise 1.1)
+    beta: [D]  ln_post's bias;  proj: [D, E]
+    returns [B, E]
+    """
+    # --- solution ---
+    return contributions.sum(1) + beta @ proj
+    # --- end ---
+
+
+# %%
+reassemble = check_reassemble(reassemble)
+rebuilt = reassemble(mine, parts.beta, parts.proj)
+print(f"your embedding vs encode_image: largest difference {float((rebuilt - reference).abs().max()):.1e}, "
+      f"relative to the largest entry {float((rebuilt - reference).abs().max() / reference.abs().max()):.1e}")
 
 # %% [markdown]
 # ## Which layers write into the embedding directly?
@@ -105,6 +198,17 @@ del visual64, d64
 #   mean over the dataset, relative to the embedding's total variance);
 # * its mean contribution to the **zero-shot margin**: the cosine logit of the correct class
 #   minus the average class's logit splits exactly over the terms.
+
+# %% [predict]
+# Before the bars appear: which layers will write most into the embedding directly, early or late
+# ones, attention or MLP? And will the variance shares of the single layers add up to 1?
+# Answer:
+# Late attention layers. The offline model was trained with a penalty that pushes its direct
+# effects into its last four attention layers (`data/models/MODEL_CARD.md`), and the paper finds
+# the same pattern in large CLIPs trained without any such penalty. MLPs and early layers still
+# compute a lot, but mostly *indirectly*, through later layers. The single shares need not add
+# up to 1: the terms are correlated (several layers write along the same directions), and a
+# group's share counts those covariances, which exercise 1.3 makes you compute.
 
 # %%
 terms = collect_terms(model, loader, heads=True, progress=True, total=len(task))
@@ -117,8 +221,8 @@ figures["task"] = task.name
 
 shares = variance_shares(terms)
 margins = margin_contributions(terms, classifier, task.labels)
-L = terms.n_layers
-rows = [{"layer": i, "kind": kind, "variance share": shares[f"{kind}.{i}"], "margin": margins[f"{kind}.{i}"]}
+rows = [{"layer": i, "kind": kind, "variance share": shares[component_label(kind, i)],
+         "margin": margins[component_label(kind, i)]}
         for i in range(L) for kind in ("attn", "mlp")]
 fig = px.bar(rows, x="layer", y="variance share", color="kind", barmode="group",
              title="Direct effect of each layer: share of the embedding's variance")
@@ -140,6 +244,34 @@ figures["variance_share_last4_attn"] = last4
 figures["top_margin_terms"] = [k for _, k in top]
 
 # %% [markdown]
+# ## Exercise 1.3: the variance share of a group of terms
+#
+# The share of a group (all attention layers, say) is the variance over images of the group's
+# *summed* terms, added up over the embedding dimensions, divided by the same for the
+# embeddings. It is not the sum of the single terms' shares: correlated terms add their
+# covariances, terms that cancel take them away. It can even exceed 1 when the rest of the
+# embedding partly cancels the group, so that the group alone varies more than the whole.
+
+# %% [exercise]
+def variance_share(group, embeddings):
+    """The share of the embeddings' variance that comes from a group of terms.
+
+    group: [N, K, E]  the direct terms of the group's K components for N images
+    embeddings: [N, E]
+    returns a float: var over images of the group's sum (summed over E) / the same for the embeddings
+    """
+    # --- solution ---
+    return float(group.sum(1).var(0).sum() / embeddings.var(0).sum())
+    # --- end ---
+
+
+# %%
+variance_share = check_variance_share(variance_share)
+single = sum(shares[f"attn.{i}"] for i in range(L))
+print(f"all attention layers: your share {variance_share(terms.attn, terms.embeddings()):.2f}, "
+      f"helpers {attn_share:.2f}; the single layers' shares add up to {single:.2f}")
+
+# %% [markdown]
 # Single-term shares do not add up to one: terms are correlated (several layers write along the
 # same directions) and can cancel. The group figures printed above are the variance of the
 # group's *sum*, which is what mean-ablating the whole group changes. In large CLIPs the paper finds that the last few attention layers
@@ -153,8 +285,8 @@ figures["top_margin_terms"] = [k for _, k in top]
 # %%
 last = list(range(max(0, L - 4), L))
 total_var = terms.embeddings().var(0).sum()
-head_share = (terms.heads[:, last].var(0).sum(-1) / total_var).cpu().numpy()
-fig = px.imshow(head_share, x=[f"head {h}" for h in range(head_share.shape[1])], y=[f"layer {i}" for i in last],
+head_share = (terms.head_terms().select(layer=last).data.var(0).sum(-1) / total_var).cpu().numpy()
+fig = px.imshow(head_share, x=[f"head {h}" for h in range(info.n_heads)], y=[layer_label(i) for i in last],
                 color_continuous_scale="Blues", title="Variance share of each head (last layers)", text_auto=".2f")
 fig.show()
 best = np.unravel_index(head_share.argmax(), head_share.shape)
@@ -176,15 +308,15 @@ def explain(index: int, text: str, layer: int, by_head: bool):
     sim = float(dn.reconstruct() @ t[0])
     display(task.show(index).resize((160, 160)))
     if by_head:
-        vals = (dn.heads[0, layer] @ t[0]).tolist()
-        names = [f"head {h}" for h in range(len(vals))]
+        vals = dn.head_terms().select(image=0, layer=layer).score(t).data[:, 0].tolist()
+        names = head_labels((layer, h) for h in range(info.n_heads))
         title = f"layer {layer}, per head: similarity to '{text}' = {sim:.3f}"
     else:
         comps = dn.components()
         vals = comps.score(t).data[0, :, 0].tolist()
         names = comps.labels["component"]
         title = f"per layer: similarity to '{text}' = {sim:.3f}"
-    fig = go.Figure(go.Bar(x=names, y=vals, marker_color=["#1f77b4" if "attn" in n or "head" in n else "#ff7f0e" for n in names]))
+    fig = go.Figure(go.Bar(x=names, y=vals, marker_color=["#1f77b4" if n.startswith(("attn", "L")) else "#ff7f0e" for n in names]))
     fig.update_layout(title=title, yaxis_title="contribution to cosine similarity", height=350)
     fig.show()
 

@@ -20,13 +20,28 @@
 # ImageNet folder) the numbers come from a few thousand images of 10 classes classified
 # 1000-way, so they differ from the paper's table; the *pattern* is what to compare.
 
+# %% [markdown]
+# ### Before you start
+#
+# | | |
+# |---|---|
+# | **You will be able to** | mean-ablate any set of direct terms with one line of arithmetic on stored terms; measure zero-shot accuracy through the decomposition; tell which terms the prediction reads directly |
+# | **Time** | about 10 min reading, 1 min running, 15 min of exercises (2.1–2.2) |
+# | **Assumes** | notebook 1 (the embedding as a sum of direct terms); zero-shot classification with prompt templates |
+#
+# {{EXERCISE_NOTE}}
+
 # %% [parameters]
-model_name = "world-clip"   # offline default; or e.g. "ViT-B-16"
-pretrained = ""             # e.g. "laion2b_s34b_b88k" online
-dataset = "world:colour"    # "world[:factor]", "imagenette", or "imagenet:/path/to/val"
-n_images = 600
-batch_size = 100
-device = "cpu"
+preset = "offline"          # one switch (helpers.presets): "offline", "ViT-B-16 LAION", "ViT-L-14 LAION",
+                            # "ViT-H-14 LAION", "ViT-B-16 OpenAI", "ViT-B-32 OpenAI", "ViT-L-14 OpenAI", "random ViT-B-32";
+                            # the parameters below override it where set (None / "": the preset's value)
+model_name = ""             # e.g. "ViT-B-16" (then name its weights in `pretrained`)
+pretrained = ""             # an open_clip tag (e.g. "laion2b_s34b_b88k"), a checkpoint path, or "random"
+dataset = ""                # "world[:factor]", "imagenette", or "imagenet:/path/to/val"
+n_images = None
+batch_size = None
+device = ""                 # "cuda" / "cpu" (the papers' presets: cuda when there is a GPU)
+protocol = ""               # "paper" for the papers' models (their presets set it)
 seed = 0
 last_k = 4                  # "the last k attention layers"
 record_to = ""
@@ -42,19 +57,28 @@ import ipywidgets as widgets
 
 from helpers.ablation import accuracy, collect_terms
 from helpers.datasets import load_task
-from helpers.models import load_model
+from helpers.models import load_model, model_info
+from helpers.presets import resolve
 from helpers.record import Figures
 from helpers.text import zero_shot_classifier
 from helpers.ui import live
 
 torch.manual_seed(seed)
 figures = Figures(record_to)
+settings = resolve(preset, "02", model_name=model_name, pretrained=pretrained, dataset=dataset,
+                   n_images=n_images, batch_size=batch_size, device=device, protocol=protocol)
+model_name, pretrained, dataset = settings.model_name, settings.pretrained, settings.dataset
+n_images, batch_size, device = settings.n_images, settings.batch_size, settings.device
+protocol = settings.protocol
+print(settings)
+figures["preset"] = preset
+figures["trained_weights"] = settings.trained_weights
 model, preprocess, tokenizer = load_model(model_name, pretrained or None, device=device)
 task = load_task(dataset, n_images=n_images, preprocess=preprocess, seed=seed)
 classifier = zero_shot_classifier(model, tokenizer, task.prompts)
 loader = torch.utils.data.DataLoader(task.dataset, batch_size=batch_size)
 terms = collect_terms(model, loader, cls_self=True, progress=True, total=len(task))
-L = terms.n_layers
+L = model_info(model).n_layers
 k = min(last_k, L)
 acc = lambda emb: accuracy(emb, classifier, task.labels)  # noqa: E731
 baseline = acc(terms.embeddings())
@@ -65,6 +89,70 @@ figures["n_classes"] = len(task.classes)
 figures["task"] = task.name
 
 # %% [markdown]
+# ## Exercise 2.1: mean ablation is one line of arithmetic
+#
+# `component_table` lays the stored terms out as one tensor `[N, C, d]`: `N` images, the `C`
+# components (`embed`, `attn.0`, `mlp.0`, …, `const`) and the joint-space dimension. The
+# embedding of an image is the sum of its components. Mean-ablating a set of components
+# replaces each of them, for every image, by its mean over the `N` images; the others stay.
+
+# %%
+from helpers.ablation import component_table
+from helpers.exercises import check_mean_ablate, check_zero_shot_accuracy
+
+names, comps = component_table(terms)
+print(f"components {tuple(comps.shape)}: {', '.join(names[:4])}, ..., {names[-1]}")
+
+
+# %% [exercise]
+def mean_ablate(components, ablate):
+    """Embeddings with the chosen components replaced by their mean over the images.
+
+    components: [N, C, d]  the direct terms of N images (C components)
+    ablate: a list of component indices (distinct)
+    returns [N, d]
+    """
+    # --- solution ---
+    out = components.sum(1)
+    for i in ablate:
+        out = out - components[:, i] + components[:, i].mean(0)
+    return out
+    # --- end ---
+
+
+# %%
+mean_ablate = check_mean_ablate(mean_ablate)
+mlp_ids = [names.index(f"mlp.{i}") for i in range(L)]
+mine = mean_ablate(comps, mlp_ids)
+print(f"all MLPs mean-ablated: largest difference from DirectTerms.ablated "
+      f"{float((mine - terms.ablated(mlps=range(L))).abs().max()):.1e}")
+
+# %% [markdown]
+# ## Exercise 2.2: zero-shot accuracy
+#
+# The classifier has one unit-length row per class. An image goes to the class of highest
+# cosine similarity with its embedding; the accuracy is the share of images whose class is
+# right.
+
+# %% [exercise]
+def zero_shot_accuracy(embeddings, classifier, labels):
+    """Top-1 zero-shot accuracy.
+
+    embeddings: [N, d] (not normalised);  classifier: [C, d] unit rows;  labels: [N] class indices
+    returns a float in [0, 1]
+    """
+    # --- solution ---
+    logits = torch.nn.functional.normalize(embeddings, dim=-1) @ classifier.T
+    return float((logits.argmax(1) == labels).float().mean())
+    # --- end ---
+
+
+# %%
+zero_shot_accuracy = check_zero_shot_accuracy(zero_shot_accuracy)
+print(f"baseline: yours {zero_shot_accuracy(terms.embeddings(), classifier, task.labels):.3f}, "
+      f"helpers {baseline:.3f}; all MLPs mean-ablated: yours {zero_shot_accuracy(mine, classifier, task.labels):.3f}")
+
+# %% [markdown]
 # ## The paper's ablations
 #
 # * **all MLPs** mean-ablated;
@@ -73,6 +161,15 @@ figures["task"] = task.name
 # * **everything but the last k attention layers**: attention layers `0..L-k-1`, alone and
 #   together with all MLPs and the embedding term;
 # * the **last k attention layers** themselves, for contrast.
+
+# %% [predict]
+# Which of these ablations will cost the most accuracy, and which almost nothing? Commit to an
+# order before you run the cell.
+# Answer:
+# If the direct story is told by the last attention layers (notebook 1), removing *them* is what
+# hurts; the MLPs, the class token's attention to itself and the early attention layers can be
+# replaced by their means at little cost, even all together. A mean-ablated term still feeds
+# every later layer: what these ablations remove is only its direct path to the embedding.
 
 # %%
 early = list(range(L - k))
@@ -103,6 +200,14 @@ figures["last_k"] = k
 #
 # From the first layer up (blue), and from the last layer down (orange). The paper's figure
 # shows a flat curve until only the last few layers remain.
+
+# %% [predict]
+# Sketch the two curves before you run the cell: accuracy as attention layers are ablated from
+# the first layer up, and from the last layer down.
+# Answer:
+# From the first layer up, the curve should stay near the baseline until the ablation reaches
+# the last few layers, then fall to chance. From the last layer down it should fall at once:
+# the first layers removed are the ones that carry the prediction.
 
 # %%
 from_first = [acc(terms.ablated(attn=range(j + 1))) for j in range(L)]

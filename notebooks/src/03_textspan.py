@@ -20,15 +20,31 @@
 # common tag among its texts, with its share as *purity*. On the offline world we know which
 # factors exist, so we can check that the roles found are real ones.
 
+# %% [markdown]
+# ### Before you start
+#
+# | | |
+# |---|---|
+# | **You will be able to** | explain an attention head by a few texts with TextSpan (project the pool on the head's span, then pick and deflate greedily); read head roles and purities off tagged texts; judge a text basis against random directions and PCA |
+# | **Time** | about 15 min reading, 1–2 min running, 30 min of exercises (3.1–3.3) |
+# | **Assumes** | notebooks 1–2 (direct terms of heads; the last attention layers matter); SVD and orthogonal projection; Gram–Schmidt |
+#
+# {{EXERCISE_NOTE}}
+
 # %% [parameters]
-model_name = "world-clip"   # offline default; or e.g. "ViT-B-16"
-pretrained = ""             # e.g. "laion2b_s34b_b88k" online
-dataset = "world:colour"    # images: "world[:factor]", "imagenette", "imagenet:/path/to/val"
-pool = ""                   # empty: the world's tagged pool offline, the general pool otherwise; or a file path
+preset = "offline"          # one switch (helpers.presets): "offline", "ViT-B-16 LAION", "ViT-L-14 LAION",
+                            # "ViT-H-14 LAION", "ViT-B-16 OpenAI", "ViT-B-32 OpenAI", "ViT-L-14 OpenAI", "random ViT-B-32";
+                            # the parameters below override it where set (None / "": the preset's value)
+model_name = ""             # e.g. "ViT-B-16" (then name its weights in `pretrained`)
+pretrained = ""             # an open_clip tag (e.g. "laion2b_s34b_b88k"), a checkpoint path, or "random"
+dataset = ""                # images: "world[:factor]", "imagenette", "imagenet:/path/to/val"
+pool = ""                   # empty: the world's tagged pool for world scenes, the general pool otherwise; or a file path
 baseline_pool = "common_words"
-n_images = 1000
-batch_size = 100
-device = "cpu"
+pool_size = None            # texts drawn from each pool, each property keeping its share (0: every text)
+n_images = None
+batch_size = None
+device = ""                 # "cuda" / "cpu" (the papers' presets: cuda when there is a GPU)
+protocol = ""               # "paper" for the papers' models (their presets set it)
 seed = 0
 last_layers = 4             # heads of the last layers to explain
 n_texts = 5                 # texts per head for the roles
@@ -50,8 +66,9 @@ from helpers.ablation import accuracy, collect_terms
 from helpers.datasets import load_task
 from helpers.heads import (head_image_neighbours, head_roles, head_text_neighbours, heads_for_property,
                            interpretability_scores, property_neighbours, reconstruction_accuracy, stack_heads)
-from helpers.models import DEFAULT_MODEL, load_model
+from helpers.models import DEFAULT_MODEL, load_model, model_info
 from helpers.pools import load_pool
+from helpers.presets import resolve
 from helpers.record import Figures
 from helpers.text import cached_text_embeddings, encode_texts, zero_shot_classifier
 from helpers.textspan import textspan
@@ -59,14 +76,24 @@ from helpers.ui import live
 
 torch.manual_seed(seed)
 figures = Figures(record_to)
+settings = resolve(preset, "03", model_name=model_name, pretrained=pretrained, dataset=dataset,
+                   n_images=n_images, batch_size=batch_size, device=device, protocol=protocol,
+                   pool_size=pool_size)
+model_name, pretrained, dataset = settings.model_name, settings.pretrained, settings.dataset
+n_images, batch_size, device = settings.n_images, settings.batch_size, settings.device
+protocol, pool_size = settings.protocol, settings.pool_size
+print(settings)
+figures["preset"] = preset
+figures["trained_weights"] = settings.trained_weights
 model, preprocess, tokenizer = load_model(model_name, pretrained or None, device=device)
 task = load_task(dataset, n_images=n_images, preprocess=preprocess, seed=seed)
 loader = torch.utils.data.DataLoader(task.dataset, batch_size=batch_size)
 terms = collect_terms(model, loader, heads=True, progress=True, total=len(task))
-text_pool = load_pool(pool or ("world" if model_name == DEFAULT_MODEL else "general"))
+text_pool = load_pool(pool or ("world" if dataset.startswith("world") else "general")).sample(pool_size, seed=seed)
 model_id = f"{model_name}/{pretrained or 'default'}"
 pool_emb = cached_text_embeddings(model, tokenizer, text_pool.texts, model_id=model_id)
-L, H = terms.heads.shape[1], terms.heads.shape[2]
+info = model_info(model)
+L, H = info.n_layers, info.n_heads
 layers = list(range(max(0, L - last_layers), L))
 stack, labels = stack_heads(terms, layers)
 print(f"{len(task)} images; pool '{text_pool.name}' of {len(text_pool)} texts; "
@@ -94,6 +121,103 @@ planted = {"shape", "colour", "background", "position", "size", "count", "patter
 figures["pure_roles_all_planted"] = all(r.property in planted for r in pure) if model_name == DEFAULT_MODEL else None
 
 # %% [markdown]
+# ## Exercises 3.1 and 3.2: TextSpan for one head, by hand
+#
+# Take the head with the purest role in the table and redo its TextSpan yourself, in float64.
+#
+# **3.1.** Project the texts onto the span of the head's outputs: with $C = U S V^\top$ the
+# SVD of the *uncentred* outputs $C$ (`K × d`) and $V_r$ its top-$r$ right singular vectors,
+# the projected texts are $R\,V_r V_r^\top$. The head's outputs here span fewer directions than
+# `d` (its value space is small), so we use the numerical rank the batched TextSpan found: a
+# larger `r` would let numerically null directions into the texts.
+#
+# **3.2.** One greedy step on the *centred* data: pick the text $j$ whose scores $C r_j$ vary
+# most over the images (the texts are *not* renormalised), then remove $u = r_j/\lVert r_j\rVert$
+# from the data and from every text.
+
+# %%
+from helpers.exercises import check_project_texts, check_role_and_purity, check_textspan_step
+
+h = max(range(len(roles)), key=lambda i: (roles[i].purity, roles[i].variance))
+C_head = stack[h].double()
+rank = int(result.span_rank[h])
+print(f"head {roles[h].label} ({roles[h].property}): outputs {tuple(C_head.shape)}, numerical rank {rank}; "
+      f"pool {tuple(pool_emb.shape)}")
+
+
+# %% [exercise]
+def project_texts(C, R, rank):
+    """Texts projected onto the span of a head's outputs.
+
+    C: [K, d] the head's outputs for K images (not centred);  R: [M, d] texts;  rank: r
+    returns [M, d]: R V_r V_r^T with V_r the top-r right singular vectors of C
+    """
+    # --- solution ---
+    _, _, vh = torch.linalg.svd(C, full_matrices=False)  # the rows of vh are the right singular vectors
+    V = vh[:rank]
+    return R @ V.T @ V
+    # --- end ---
+
+
+# %%
+project_texts = check_project_texts(project_texts)
+
+
+# %% [exercise]
+def textspan_step(C, R):
+    """One greedy TextSpan step.
+
+    C: [K, d] the centred residual data;  R: [M, d] the residual texts (projected, not normalised)
+    returns (j, C_new, R_new): the chosen text's index, and the data and texts with the
+    direction u = R[j] / |R[j]| removed
+    """
+    # --- solution ---
+    j = int((C @ R.T).var(0).argmax())
+    u = R[j] / R[j].norm()
+    return j, C - torch.outer(C @ u, u), R - torch.outer(R @ u, u)
+    # --- end ---
+
+
+# %%
+textspan_step = check_textspan_step(textspan_step)
+R_left = project_texts(C_head, pool_emb.double(), rank)
+C_left = C_head - C_head.mean(0)
+picked = []
+for _ in range(n_texts):
+    j, C_left, R_left = textspan_step(C_left, R_left)
+    picked.append(j)
+print(f"your {n_texts} steps picked {picked}; helpers.textspan picked {result.indices[h].tolist()}")
+print("first texts:", " | ".join(text_pool.texts[j] for j in picked))
+
+# %% [markdown]
+# ## Exercise 3.3: a head's role and purity
+#
+# The role of a head is the most common property tag among its texts, leaving out tags that
+# are no property (`other`, `unknown`); ties go to the property of the text chosen first. The
+# purity is that property's share of *all* the head's texts.
+
+# %% [exercise]
+def role_and_purity(tags, ignore):
+    """A head's role and purity from its texts' tags (in the order the texts were chosen).
+
+    tags: a list of property tags;  ignore: tags that cannot be a role
+    returns (role or None, purity)
+    """
+    # --- solution ---
+    kept = [t for t in tags if t not in ignore]
+    if not kept:
+        return None, 0.0
+    role = max(kept, key=lambda t: (kept.count(t), -tags.index(t)))
+    return role, kept.count(role) / len(tags)
+    # --- end ---
+
+
+# %%
+role_and_purity = check_role_and_purity(role_and_purity)
+n_agree = sum(role_and_purity(r.text_properties, ("other", "unknown")) == (r.property, r.purity) for r in roles)
+print(f"your roles and purities agree with helpers.heads.head_roles for {n_agree} of {len(roles)} heads")
+
+# %% [markdown]
 # ## How much do a few texts per head keep?
 #
 # Replace every head of the last layers by its reconstruction from its first $n$ texts
@@ -102,12 +226,23 @@ figures["pure_roles_all_planted"] = all(r.property in planted for r in pure) if 
 # TextSpan on a pool of common words, and the head's principal axes ("PCA", the best any
 # rank-$n$ basis can do for variance).
 
+# %% [predict]
+# Every head of the last layers is replaced by its projection on its first $n$ directions. How
+# will accuracy grow with $n$, and how will TextSpan's texts compare with random directions and
+# with PCA?
+# Answer:
+# Accuracy climbs towards the "no replacement" line as $n$ grows: more directions keep more of
+# each head. PCA keeps the most variance any $n$ directions can, so it is the reference to beat;
+# random directions keep little at small $n$; if TextSpan finds what the heads really write,
+# its texts sit close to PCA and well above random directions for the first few texts. At large
+# $n$ every basis spans most of what a head writes, and the curves meet.
+
 # %%
 classifier = zero_shot_classifier(model, tokenizer, task.prompts)
-head_dim = model.visual.transformer.width // H  # a head's outputs span at most this many directions
+head_dim = info.head_dim  # a head's outputs span at most this many directions
 n_values = [n for n in (1, 2, 3, 5, 10, 20, 40, 60) if n <= min(head_dim, len(task))]
 baseline_acc = accuracy(terms.embeddings(), classifier, task.labels)
-words = load_pool(baseline_pool)
+words = load_pool(baseline_pool).sample(pool_size, seed=seed)
 words_emb = cached_text_embeddings(model, tokenizer, words.texts, model_id=model_id)
 curves = {
     f"TextSpan ({text_pool.name})": reconstruction_accuracy(terms, classifier, task.labels, layers, "textspan",
@@ -220,5 +355,6 @@ if model_name == DEFAULT_MODEL and "scenes" in task.meta:
     scenes = task.meta["scenes"]
     agree = {p: float(np.mean([scenes.factors[p][i] == scenes.factors[p][query] for i in idx]))
              for p, idx in found.items() if p in scenes.factors}
-    print("share of neighbours with the query's own value of that factor:", agree)
+    print("share of neighbours with the query's own value of that factor:",
+          ", ".join(f"{p} {v:.2f}" for p, v in agree.items()))
     figures["property_search_agreement"] = agree

@@ -23,12 +23,28 @@
 # `pretrained="laion2b_s34b_b88k"`) the notebook maps natural photos bundled with
 # scikit-image.
 
+# %% [markdown]
+# ### Before you start
+#
+# | | |
+# |---|---|
+# | **You will be able to** | split an image–text similarity exactly over image patches; compute one head's patch map from its attention weights and values; build contrastive maps; score maps against true masks |
+# | **Time** | about 15 min reading, 2–3 min running, 20 min of exercises (4.1–4.2) |
+# | **Assumes** | notebooks 1–3 (direct terms, heads, TextSpan directions); how attention weights mix value vectors; IoU of two masks |
+#
+# {{EXERCISE_NOTE}}
+
 # %% [parameters]
-model_name = "world-clip"   # offline default; or e.g. "ViT-B-16"
-pretrained = ""             # e.g. "laion2b_s34b_b88k" online
-images = "auto"             # "world" (scenes with true masks), "photos" (scikit-image samples), "auto"
-n_images = 200              # held-out scenes for the mask IoU
-device = "cpu"
+preset = "offline"          # one switch (helpers.presets): "offline", "ViT-B-16 LAION", "ViT-L-14 LAION",
+                            # "ViT-H-14 LAION", "ViT-B-16 OpenAI", "ViT-B-32 OpenAI", "ViT-L-14 OpenAI", "random ViT-B-32";
+                            # the parameters below override it where set (None / "": the preset's value)
+model_name = ""             # e.g. "ViT-B-16" (then name its weights in `pretrained`)
+pretrained = ""             # an open_clip tag (e.g. "laion2b_s34b_b88k"), a checkpoint path, or "random"
+images = ""                 # "world" (scenes with true masks), "photos" (scikit-image samples), "auto"
+n_images = None             # held-out scenes for the mask IoU
+pool_size = None            # texts drawn from the pool for TextSpan (0: every text)
+device = ""                 # "cuda" / "cpu" (the papers' presets: cuda when there is a GPU)
+protocol = ""               # "paper" for the papers' models (their presets set it)
 seed = 0
 scene = 3                   # the scene shown first
 head_layer = -1             # layer whose heads get the joint and topic maps (-1: the last)
@@ -38,7 +54,6 @@ record_to = ""
 # {{SETUP}}
 
 # %%
-import numpy as np
 import pandas as pd
 import plotly.graph_objects as go
 import torch
@@ -48,29 +63,38 @@ from IPython.display import display
 from helpers import world
 from helpers.ablation import collect_terms
 from helpers.heads import head_roles, stack_heads
-from helpers.images import SAMPLE_PHOTOS, sample_photos
-from helpers.models import DEFAULT_MODEL, load_model
+from helpers.images import SAMPLE_PHOTOS, images_to_tensor, model_view, sample_photos
+from helpers.labels import head_label, layer_label
+from helpers.metrics import iou, map_scores, threshold_map
+from helpers.models import DEFAULT_MODEL, load_model, model_info
+from helpers.plots import maps_figure
 from helpers.pools import load_pool
+from helpers.presets import resolve
 from helpers.record import Figures
-from helpers.spatial import (average_precision, contrastive_map, head_direction_map, heatmaps, iou, maps_figure,
-                             model_view, own_class_maps, pixel_accuracy, threshold_map, topic_segmentation,
-                             upsample)
+from helpers.spatial import contrastive_map, head_direction_map, heatmaps, own_class_maps, topic_segmentation, upsample
 from helpers.text import encode_texts, zero_shot_classifier
 from helpers.textspan import textspan
-from helpers.training import images_to_tensor
 from helpers.ui import live
 
 torch.manual_seed(seed)
 figures = Figures(record_to)
+settings = resolve(preset, "04", model_name=model_name, pretrained=pretrained, images=images,
+                   n_images=n_images, device=device, protocol=protocol, pool_size=pool_size)
+model_name, pretrained, images = settings.model_name, settings.pretrained, settings.images
+n_images, device, protocol = settings.n_images, settings.device, settings.protocol
+pool_size = settings.pool_size
+print(settings)
+figures["preset"] = preset
+figures["trained_weights"] = settings.trained_weights
 model, preprocess, tokenizer = load_model(model_name, pretrained or None, device=device)
 offline_model = model_name == DEFAULT_MODEL
 use_world = images == "world" or (images == "auto" and offline_model)
 if images not in ("world", "photos", "auto"):
     raise ValueError(f"images must be 'world', 'photos' or 'auto', got {images!r}")
-L = model.visual.transformer.layers
-H = model.visual.transformer.resblocks[0].attn.num_heads
+info = model_info(model)
+L, H = info.n_layers, info.n_heads
 head_layer = head_layer % L
-print(f"{model_name}: {L} layers x {H} heads, patch grid {model.visual.grid_size}; images: "
+print(f"{model_name}: {L} layers x {H} heads, patch grid {info.grid_size}; images: "
       f"{'synthetic world' if use_world else 'sample photos'}")
 figures["n_layers"] = L
 
@@ -82,6 +106,15 @@ figures["n_layers"] = L
 # minus the mean over the classes**, as the paper does for segmentation: subtracting the mean
 # removes what all colour (or shape, or background) texts share, e.g. "there is an object".
 # Red patches add to the similarity, blue ones take away.
+
+# %% [predict]
+# For the scene below, where do you expect each of the three maps (colour, shape, background) to
+# be red, and where blue?
+# Answer:
+# The colour and shape maps should be red on the object, the background map red on the
+# background around it. Blue patches argue *against* the text: for an object text, background
+# patches look less like that colour (or shape) than like the average class. Shape is the
+# harder case: a shape is read from an outline, not from any single patch.
 
 # %%
 FACTORS = ("colour", "shape", "background")
@@ -156,14 +189,16 @@ if test is not None:
 # should light up the background). Baselines: the IoU of a map covering the whole image, and
 # the average precision of a random map (the share of positive pixels).
 
+# %% [predict]
+# Which of the three texts will find its region best, and how will each compare with a map that
+# marks the whole image?
+# Answer:
+# Colour is visible in every patch of the object, so colour maps have the easiest job; shape
+# maps should still beat the whole-image map clearly. Look at the background row twice: the
+# background covers most of every scene, so marking the whole image is already a strong answer
+# there, and a map has to be very good to beat it.
+
 # %%
-def mask_scores(maps, truth):
-    up = upsample(maps, truth.shape[-2:])
-    pred = threshold_map(up)
-    return (iou(pred, truth, empty=0.0).mean().item(), pixel_accuracy(pred, truth).mean().item(),
-            float(np.nanmean(average_precision(up, truth).numpy())))
-
-
 if test is not None:
     x = world_batch(test)
     truth_fg = torch.as_tensor(test.foreground)
@@ -171,7 +206,7 @@ if test is not None:
     for f in FACTORS:
         maps = own_class_maps(model, x, classifiers[f], test.factors[f])
         truth = ~truth_fg if f == "background" else truth_fg
-        table[f] = dict(zip(("mIoU", "pixel accuracy", "mAP"), mask_scores(maps, truth)))
+        table[f] = map_scores(maps, truth)
     for f in FACTORS:  # baselines: a map covering the whole image; a map that ranks pixels randomly
         truth = ~truth_fg if f == "background" else truth_fg
         table[f]["mIoU, whole image"] = iou(torch.ones_like(truth), truth).mean().item()
@@ -206,10 +241,10 @@ if test is not None:
     per_layer, mass = [], []
     for layer in range(L):
         maps = own_class_maps(model, x, classifiers["colour"], test.factors["colour"], layers=[layer])
-        per_layer.append(mask_scores(maps, truth_fg)[0])
+        per_layer.append(map_scores(maps, truth_fg)["mIoU"])
         mass.append(float(maps.abs().sum()))
     mass = [m / sum(mass) for m in mass]
-    names = [f"layer {i}" for i in range(L)]
+    names = [layer_label(i) for i in range(L)]
     fig = go.Figure([go.Bar(x=names, y=per_layer, name="mIoU of the layer's map"),
                      go.Bar(x=names, y=mass, name="share of the map's mass")])
     fig.add_hline(y=figures["miou_colour"], line_dash="dot", annotation_text="mIoU, all layers")
@@ -220,10 +255,10 @@ if test is not None:
     figures["map_mass_by_layer"] = mass
     half = L // 2
     figures["miou_colour_by_layer"] = per_layer
-    figures["miou_colour_first_half"] = mask_scores(
-        own_class_maps(model, x, classifiers["colour"], test.factors["colour"], layers=range(half)), truth_fg)[0]
-    figures["miou_colour_second_half"] = mask_scores(
-        own_class_maps(model, x, classifiers["colour"], test.factors["colour"], layers=range(half, L)), truth_fg)[0]
+    figures["miou_colour_first_half"] = map_scores(
+        own_class_maps(model, x, classifiers["colour"], test.factors["colour"], layers=range(half)), truth_fg)["mIoU"]
+    figures["miou_colour_second_half"] = map_scores(
+        own_class_maps(model, x, classifiers["colour"], test.factors["colour"], layers=range(half, L)), truth_fg)["mIoU"]
     print(f"first {half} layers: {figures['miou_colour_first_half']:.3f}, "
           f"last {L - half}: {figures['miou_colour_second_half']:.3f}")
 
@@ -236,7 +271,7 @@ if test is not None:
 # purest colour head and the purest background head, and map their first direction.
 
 # %%
-pool = load_pool("world" if offline_model else "general")
+pool = load_pool("world" if test is not None else "general").sample(pool_size, seed=seed)
 pool_emb = encode_texts(model, tokenizer, pool.texts)
 span_images = world_batch(test) if test is not None else None
 if span_images is None:  # photos only: span the heads over the photos themselves
@@ -262,9 +297,49 @@ if test is not None:
             continue
         u = spans.directions[h, 0]
         m = head_direction_map(model, world_batch(test)[s:s + 1], head_layer, h, u)[0]
-        panels[f"L{head_layer}.h{h} along '{roles[h].texts[0]}'"] = m
+        panels[f"{head_label(head_layer, h)} along '{roles[h].texts[0]}'"] = m
     maps_figure(test.images[s], panels, mask=test.foreground[s],
                 title="Which patches drive a head along its first TextSpan direction").show()
+
+# %% [markdown]
+# ## Exercise 4.1: one head's patch map from its attention weights and values
+#
+# The class token's output of head $h$ is a weighted sum over the tokens: token $i$ (token 0 is
+# the class token itself) contributes $a_i\,(v_i W + b)$, where $a_i$ is its attention weight,
+# $v_i$ its value vector, $W$ the head's map into the joint space (its slice of the output
+# projection, `ln_post` and `proj`) and $b$ its share of the output bias. Score every patch
+# token's term against a text and lay the patches out on the grid (row by row).
+# `head_parts` reads $a$, $v$, $W$ and $b$ of one head for one image; the map you compute should
+# equal `head_direction_map` of the section above.
+
+# %% [exercise]
+def head_patch_map(attn, values, to_joint, bias, text, grid):
+    """One head's map of one text over the image patches.
+
+    attn: [T] the class token's attention weights (token 0 is the class token)
+    values: [T, dh] the head's value vectors;  to_joint: [dh, E];  bias: [E];  text: [E]
+    grid: (rows, columns) of the patch grid, rows * columns = T - 1
+    returns [rows, columns]: patch i's term a_i (v_i W + b), scored against the text
+    """
+    # --- solution ---
+    per_token = attn * ((values @ to_joint + bias) @ text)  # [T]
+    return per_token[1:].reshape(grid)  # drop the class token; patches are row-major
+    # --- end ---
+
+
+# %%
+from helpers.exercises import check_contrastive_head_map, check_head_patch_map, head_parts
+
+head_patch_map = check_head_patch_map(head_patch_map)
+hc = best_head("colour")
+hc = 0 if hc is None else hc
+x0 = world_batch(test)[s] if test is not None else span_images[0]
+parts = head_parts(model, x0, head_layer, hc)
+u = spans.directions[hc, 0]
+mine = head_patch_map(parts.attn, parts.values, parts.to_joint, parts.bias, u, parts.grid)
+theirs = head_direction_map(model, x0[None], head_layer, hc, u)[0]
+print(f"L{head_layer}.H{hc} along its first TextSpan direction: largest difference from head_direction_map "
+      f"{float((mine - theirs).abs().max()):.1e}")
 
 # %% [markdown]
 # ## Topic segmentation and contrastive maps (CLIP-InterpreT)
@@ -284,7 +359,7 @@ if test is not None:
     topic = topic_segmentation(model, world_batch(test)[s:s + 1], head_layer, h, colour_texts,
                                tokenizer=tokenizer, subtract_mean=True)[0]
     maps_figure(test.images[s], {t: topic[k] for k, t in enumerate(colour_texts)},
-                title=f"Topic segmentation by head L{head_layer}.h{h} (each text minus their mean)").show()
+                title=f"Topic segmentation by head {head_label(head_layer, h)} (each text minus their mean)").show()
 
     obj = f"a {world.COLOURS[test.factors['colour'][s]]} {world.SHAPES[test.factors['shape'][s]]}"
     ground = f"a photo of {world.BACKGROUNDS[test.factors['background'][s]]}"
@@ -299,6 +374,30 @@ if test is not None:
     print(f"contrastive map = difference of the two maps up to {gap:.1e}; "
           f"a fixed pair, IoU with the masks over {len(test)} scenes: {contrast_iou:.3f}")
     figures["contrastive_linearity_error"] = gap
+
+# %% [markdown]
+# ## Exercise 4.2: a contrastive map is a difference
+#
+# The map is linear in the text, so "where does this head make the image look more like A than
+# B?" is the map of A minus the map of B. Write it with your `head_patch_map`.
+
+# %% [exercise]
+def contrastive_head_map(attn, values, to_joint, bias, text_a, text_b, grid):
+    """Where one head makes the image look more like text_a than text_b: [rows, columns]."""
+    # --- solution ---
+    return (head_patch_map(attn, values, to_joint, bias, text_a, grid)
+            - head_patch_map(attn, values, to_joint, bias, text_b, grid))
+    # --- end ---
+
+
+# %%
+contrastive_head_map = check_contrastive_head_map(contrastive_head_map)
+text_a, text_b = (obj, ground) if test is not None else ("an object", "the background")
+ta, tb = encode_texts(model, tokenizer, [text_a, text_b])
+mine = contrastive_head_map(parts.attn, parts.values, parts.to_joint, parts.bias, ta, tb, parts.grid)
+theirs = contrastive_map(model, x0[None], text_a, text_b, [head_layer], [hc], tokenizer=tokenizer)[0]
+print(f"'{text_a}' - '{text_b}' through L{head_layer}.H{hc}: largest difference from contrastive_map "
+      f"{float((mine - theirs).abs().max()):.1e}")
 
 # %% [markdown]
 # ## Try it

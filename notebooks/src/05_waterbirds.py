@@ -20,18 +20,34 @@
 # Offline, the synthetic world has the same structure: *walker* shapes live on grass and
 # *swimmer* shapes on water in 95% of the training scenes, and the test groups are balanced.
 
+# %% [markdown]
+# ### Before you start
+#
+# | | |
+# |---|---|
+# | **You will be able to** | measure worst-group accuracy; pick the heads that carry a spurious cue from their TextSpan texts; mean-ablate them on stored terms and compare with random heads; tell whether a model has another cue to fall back on |
+# | **Time** | about 10 min reading, 2 min running, 15 min of exercises (5.1–5.2) |
+# | **Assumes** | notebooks 2–3 (mean ablation; TextSpan texts and head roles) |
+#
+# {{EXERCISE_NOTE}}
+
 # %% [parameters]
-model_name = "world-clip"   # offline default; or "ViT-L-14", "ViT-B-16"
-pretrained = ""             # e.g. "laion2b_s32b_b82k" (ViT-L-14) online
-dataset = "world"           # "world", "waterbirds", or "waterbirds:/path/to/waterbird_complete95_forest2water2"
-n_per_group = 150           # world: scenes per group; waterbirds: images per group at most (0: the whole split)
-span_images = 1000          # images for TextSpan (not the evaluation images)
+preset = "offline"          # one switch (helpers.presets): "offline", "ViT-B-16 LAION", "ViT-L-14 LAION",
+                            # "ViT-H-14 LAION", "ViT-B-16 OpenAI", "ViT-B-32 OpenAI", "ViT-L-14 OpenAI", "random ViT-B-32";
+                            # the parameters below override it where set (None / "": the preset's value)
+model_name = ""             # e.g. "ViT-B-16" (then name its weights in `pretrained`)
+pretrained = ""             # an open_clip tag (e.g. "laion2b_s34b_b88k"), a checkpoint path, or "random"
+dataset = ""                # "world", "waterbirds", or "waterbirds:/path/to/waterbird_complete95_forest2water2"
+n_per_group = None          # world: scenes per group; waterbirds: images per group at most (0: the whole split)
+span_images = None          # images for TextSpan (not the evaluation images)
+pool_size = None            # texts drawn from the pool for TextSpan (0: every text)
 last_layers = 4             # heads of the last layers are candidates
 n_texts = 5                 # TextSpan texts per head
 min_score = 0.5             # ablate heads whose texts are at least this much about the spurious property
 random_trials = 20          # random-head controls
-batch_size = 100
-device = "cpu"
+batch_size = None
+device = ""                 # "cuda" / "cpu" (the papers' presets: cuda when there is a GPU)
+protocol = ""               # "paper" for the papers' models (their presets set it)
 seed = 0
 record_to = ""
 
@@ -49,18 +65,29 @@ from IPython.display import display
 from helpers import world
 from helpers.ablation import collect_terms
 from helpers.heads import head_roles, stack_heads
-from helpers.models import DEFAULT_MODEL, load_model
+from helpers.images import images_to_tensor
+from helpers.labels import head_labels, parse_head
+from helpers.models import DEFAULT_MODEL, load_model, model_info
 from helpers.pools import load_pool
+from helpers.presets import resolve
 from helpers.record import Figures
 from helpers.spurious import (PAPER_HEADS, SPURIOUS_PROPERTIES, GroupEvaluator, choose_heads, rank_heads,
                               random_heads, waterbirds_task)
 from helpers.text import encode_texts, zero_shot_classifier
 from helpers.textspan import textspan
-from helpers.training import images_to_tensor
 from helpers.ui import live
 
 torch.manual_seed(seed)
 figures = Figures(record_to)
+settings = resolve(preset, "05", model_name=model_name, pretrained=pretrained, dataset=dataset,
+                   n_per_group=n_per_group, span_images=span_images, batch_size=batch_size, device=device,
+                   protocol=protocol, pool_size=pool_size)
+model_name, pretrained, dataset = settings.model_name, settings.pretrained, settings.dataset
+n_per_group, span_images, batch_size = settings.n_per_group, settings.span_images, settings.batch_size
+device, protocol, pool_size = settings.device, settings.protocol, settings.pool_size
+print(settings)
+figures["preset"] = preset
+figures["trained_weights"] = settings.trained_weights
 model, preprocess, tokenizer = load_model(model_name, pretrained or None, device=device)
 if dataset == "world":
     scenes = world.waterbirds_test_set(n_per_group, seed=seed + 1)
@@ -70,7 +97,7 @@ if dataset == "world":
     prompts = world.class_prompts("family")
     # TextSpan runs on other scenes (independent factors), never on the evaluation groups
     span_x = images_to_tensor(world.sample(span_images, split="test", seed=seed + 2).images, model)
-    pool = load_pool("world" if model_name == DEFAULT_MODEL else "general")
+    pool = load_pool("world").sample(pool_size, seed=seed)  # the world's own descriptions
 elif dataset.startswith("waterbirds"):
     root = dataset.partition(":")[2] or None
     wb = waterbirds_task(preprocess, "test", root=root, n=4 * n_per_group if n_per_group else None, seed=seed)
@@ -78,14 +105,15 @@ elif dataset.startswith("waterbirds"):
     labels, groups, names, prompts = wb.labels, wb.groups, wb.names, wb.prompts
     val = waterbirds_task(preprocess, "val", root=wb.root, n=span_images, seed=seed)
     span_x = torch.utils.data.DataLoader(val.dataset, batch_size=batch_size)
-    pool = load_pool("general")
+    pool = load_pool("general").sample(pool_size, seed=seed)
 else:
     raise ValueError(f"dataset must be 'world' or 'waterbirds[:/path]', got {dataset!r}")
 spurious = SPURIOUS_PROPERTIES["world" if pool.name == "world" else "general"]
 classifier = zero_shot_classifier(model, tokenizer, prompts)
 terms = collect_terms(model, eval_images, heads=True, progress=True, total=len(labels))
 evaluate = GroupEvaluator(terms, classifier, labels, groups, names)
-L, H = terms.heads.shape[1], terms.heads.shape[2]
+info = model_info(model)
+L, H = info.n_layers, info.n_heads
 before = evaluate()
 print(f"{len(labels)} images; spurious properties {spurious}; pool '{pool.name}' ({len(pool)} texts)")
 display(pd.DataFrame({"accuracy": before.groups, "images": before.counts}).round(3))
@@ -102,18 +130,61 @@ figures["before"] = before.as_dict()
 # %%
 span_terms = collect_terms(model, span_x, heads=True)
 layers = list(range(max(0, L - last_layers), L))
-stack, head_labels = stack_heads(span_terms, layers)
+stack, stacked_heads = stack_heads(span_terms, layers)
 pool_emb = encode_texts(model, tokenizer, pool.texts)
 spans = textspan(stack, pool_emb, n_texts)
-roles = head_roles(spans, pool, head_labels, ignore=("other", "unknown"))
+roles = head_roles(spans, pool, stacked_heads, ignore=("other", "unknown"))
+display(pd.DataFrame([{"head": r.label, "role": r.property,
+                       "texts [tag, share of the variance they explain]": " | ".join(
+                           f"{t} [{tag}, {v / max(sum(r.variances), 1e-12):.2f}]"
+                           for t, tag, v in zip(r.texts, r.text_properties, r.variances))} for r in roles]))
+
+# %% [markdown]
+# ## Exercise 5.1: choose the heads yourself
+#
+# Read the table: which heads are about the background? Then turn your reading into a rule. A
+# head's **score** is the share of the variance its texts explain that comes from texts tagged
+# with a spurious property (clip negative variances at 0); choose the heads whose score is at
+# least `min_score`. The cell after the check shows the automatic choice.
+
+# %% [exercise]
+def choose_spurious_heads(roles, properties, min_score):
+    """The heads whose TextSpan texts are about the spurious properties.
+
+    roles: a list of HeadRole (.layer, .head, .text_properties: one tag per text,
+           .variances: the variance each text explains)
+    properties: the spurious tags;  min_score: the smallest score chosen
+    returns a list of (layer, head) pairs
+    """
+    # --- solution ---
+    out = []
+    for r in roles:
+        var = [max(v, 0.0) for v in r.variances]
+        hit = sum(v for v, tag in zip(var, r.text_properties) if tag in properties)
+        if sum(var) > 0 and hit / sum(var) >= min_score:
+            out.append((r.layer, r.head))
+    return out
+    # --- end ---
+
+
+# %%
+from helpers.exercises import check_choose_spurious_heads, check_worst_group_accuracy
+
+choose_spurious_heads = check_choose_spurious_heads(choose_spurious_heads)
+my_heads = choose_spurious_heads(roles, spurious, min_score)
+print("your choice:", ", ".join(head_labels(my_heads)) or "no head")
+
+# %%
 ranking = rank_heads(roles, spurious)
 chosen = choose_heads(ranking, min_score=min_score)
 display(pd.DataFrame([{"head": s.label, "score": round(s.score, 2), "share of texts": s.share, "role": s.role,
                        "spurious texts": " | ".join(s.texts)} for s in ranking]))
-print(f"chosen automatically (score >= {min_score}): {[f'L{l}.h{h}' for l, h in chosen]}")
+print(f"chosen automatically (score >= {min_score}): {head_labels(chosen)}")
 figures["chosen_heads"] = [list(p) for p in chosen]
 figures["n_chosen"] = len(chosen)
 figures["head_scores"] = {s.label: s.score for s in ranking}
+print("the automatic choice and yours agree" if set(chosen) == set(my_heads) else
+      "the automatic choice differs from yours: compare the scores in the table with your rule")
 
 # %% [markdown]
 # ## Ablate them, and compare with random heads
@@ -121,6 +192,16 @@ figures["head_scores"] = {s.label: s.score for s in ranking}
 # The chosen heads are replaced by their mean over the evaluation images. The control draws
 # the same number of heads at random from the same layers (excluding the chosen ones),
 # `random_trials` times.
+
+# %% [predict]
+# Ablating the chosen heads: will the worst group go up, and what will it cost the average? And
+# what will ablating as many *random* heads from the same layers do?
+# Answer:
+# If the chosen heads carry the background and the model also reads the object, removing them
+# should raise the worst group (the scenes where background and object disagree) at little or
+# no cost to the average. Random heads are as likely to remove object information as background
+# information, so they should not raise the worst group reliably. How large each change is
+# depends on how much the model leans on the background, which the table measures.
 
 # %%
 after = evaluate(chosen)
@@ -156,7 +237,34 @@ figures["random_worst_max"] = max(c.worst_group for c in controls) if controls e
 figures["worst_gain"] = after.worst_group - before.worst_group
 figures["average_change"] = after.average - before.average
 print(f"worst group {before.worst_group:.3f} -> {after.worst_group:.3f}; average {before.average:.3f} -> "
-      f"{after.average:.3f}; random heads: worst {figures['random_worst_mean']}")
+      f"{after.average:.3f}; random heads: worst "
+      + (f"{figures['random_worst_mean']:.3f}" if controls else "(no control: no head chosen)"))
+
+# %% [markdown]
+# ## Exercise 5.2: worst-group accuracy
+#
+# Each image has a group (bird × background). A group's accuracy is the share of *its* images
+# classified right; the worst-group accuracy is the lowest of them, over the groups that have
+# images.
+
+# %% [exercise]
+def worst_group_accuracy(pred, labels, groups):
+    """The lowest per-group accuracy.
+
+    pred, labels, groups: [N] integer tensors (prediction, true class, group of each image)
+    returns a float
+    """
+    # --- solution ---
+    accs = [float((pred[groups == g] == labels[groups == g]).float().mean()) for g in torch.unique(groups)]
+    return min(accs)
+    # --- end ---
+
+
+# %%
+worst_group_accuracy = check_worst_group_accuracy(worst_group_accuracy)
+print(f"worst group before: yours {worst_group_accuracy(evaluate.predict(), labels, groups):.3f}, "
+      f"helpers {before.worst_group:.3f}; after ablating the chosen heads: yours "
+      f"{worst_group_accuracy(evaluate.predict(chosen), labels, groups):.3f}, helpers {after.worst_group:.3f}")
 
 # %% [markdown]
 # ## Try it: toggle heads
@@ -164,11 +272,11 @@ print(f"worst group {before.worst_group:.3f} -> {after.worst_group:.3f}; average
 # Tick heads to mean-ablate (start: the chosen ones) and watch the group accuracies move.
 
 # %%
-all_labels = [f"L{l}.h{h}" for l in layers for h in range(H)]
+all_labels = head_labels((l, h) for l in layers for h in range(H))
 
 
 def toggle(heads):
-    pairs = [(int(s[1:].split(".h")[0]), int(s.split(".h")[1])) for s in heads]
+    pairs = [parse_head(s) for s in heads]
     m = evaluate(pairs)
     fig = go.Figure(go.Bar(x=list(m.groups), y=list(m.groups.values()),
                            text=[f"{v:.2f}" for v in m.groups.values()], textposition="auto"))
@@ -177,7 +285,7 @@ def toggle(heads):
     fig.show()
 
 
-live(toggle, heads=widgets.SelectMultiple(options=all_labels, value=tuple(f"L{l}.h{h}" for l, h in chosen),
+live(toggle, heads=widgets.SelectMultiple(options=all_labels, value=tuple(head_labels(chosen)),
                                           description="ablate", rows=min(12, len(all_labels))))
 
 # %% [markdown]

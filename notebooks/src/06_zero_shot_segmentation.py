@@ -29,14 +29,29 @@
 # downloads ImageNet-Segmentation (4,276 images, about 1.4 GB) and reproduces the paper's table
 # layout with a real model.
 
+# %% [markdown]
+# ### Before you start
+#
+# | | |
+# |---|---|
+# | **You will be able to** | turn the decomposition's patch maps into a zero-shot segmenter with the paper's post-processing; score it with pixel accuracy, mIoU and mAP against attention, rollout, GradCAM and Chefer et al.; explain where each map puts its weight |
+# | **Time** | about 15 min reading, 2 min running, 25 min of exercises (6.1–6.3) |
+# | **Assumes** | notebook 4 (patch maps, class text minus the mean class text); IoU; what a gradient-based saliency map is |
+#
+# {{EXERCISE_NOTE}}
+
 # %% [parameters]
-model_name = "world-clip"   # offline default; or "ViT-B-16", "ViT-L-14", "ViT-H-14"
-pretrained = ""             # e.g. "laion2b_s34b_b88k" online
-dataset = "world:colour"    # "world[:factor]", "imagenet-seg", or "imagenet-seg:/path/to/gtsegs_ijcv.mat"
+preset = "offline"          # one switch (helpers.presets): "offline", "ViT-B-16 LAION", "ViT-L-14 LAION",
+                            # "ViT-H-14 LAION", "ViT-B-16 OpenAI", "ViT-B-32 OpenAI", "ViT-L-14 OpenAI", "random ViT-B-32";
+                            # the parameters below override it where set (None / "": the preset's value)
+model_name = ""             # e.g. "ViT-B-16" (then name its weights in `pretrained`)
+pretrained = ""             # an open_clip tag (e.g. "laion2b_s34b_b88k"), a checkpoint path, or "random"
+dataset = ""                # "world[:factor]", "imagenet-seg", or "imagenet-seg:/path/to/gtsegs_ijcv.mat"
 pairs_factor = "colour"     # two-object scenes, segment the one the text names: "colour", "shape", "position" or ""
-n_images = 200
-batch_size = 50
-device = "cpu"
+n_images = None
+batch_size = None
+device = ""                 # "cuda" / "cpu" (the papers' presets: cuda when there is a GPU)
+protocol = ""               # "paper" for the papers' models (their presets set it)
 seed = 0
 record_to = ""
 
@@ -51,16 +66,27 @@ import torch
 import ipywidgets as widgets
 from IPython.display import display
 
-from helpers.models import load_model
+from helpers.labels import layer_label
+from helpers.metrics import SegmentationScores, mass_by_region
+from helpers.models import load_model, model_info
+from helpers.plots import maps_figure
+from helpers.presets import resolve
 from helpers.record import Figures
-from helpers.segmentation import (METHODS, SegmentationScores, evaluate_methods, layer_maps, mass_by_region,
-                                  load_segmentation_task, patch_norm_ratio, predicted_classes, segment)
-from helpers.spatial import maps_figure
+from helpers.segmentation import (METHODS, evaluate_methods, layer_maps, load_segmentation_task, patch_norm_ratio,
+                                  predicted_classes, segment)
 from helpers.text import zero_shot_classifier
 from helpers.ui import live
 
 torch.manual_seed(seed)
 figures = Figures(record_to)
+settings = resolve(preset, "06", model_name=model_name, pretrained=pretrained, dataset=dataset,
+                   n_images=n_images, batch_size=batch_size, device=device, protocol=protocol)
+model_name, pretrained, dataset = settings.model_name, settings.pretrained, settings.dataset
+n_images, batch_size, device = settings.n_images, settings.batch_size, settings.device
+protocol = settings.protocol
+print(settings)
+figures["preset"] = preset
+figures["trained_weights"] = settings.trained_weights
 model, preprocess, tokenizer = load_model(model_name, pretrained or None, device=device)
 task = load_segmentation_task(dataset, preprocess, n_images, seed=seed)
 classifier = zero_shot_classifier(model, tokenizer, task.prompts)
@@ -76,6 +102,16 @@ figures["foreground_fraction"] = float(task.masks.float().mean())
 # Every method on every image, target class = the zero-shot prediction (the paper's protocol).
 # The last column is each method's throughput on this machine (the decomposition and the
 # attention baselines need only a forward pass; GradCAM and Chefer et al. also a backward one).
+
+# %% [predict]
+# With one object per scene, which kind of map do you expect to segment best: the
+# class-agnostic ones (raw attention, rollout) or the class-specific ones (GradCAM, Chefer et
+# al., the decomposition)?
+# Answer:
+# There is no built-in winner. With a single salient object, "where is the object?" and "where
+# is the object of this class?" have the same answer, so a class-agnostic map loses nothing; what
+# decides is how cleanly each map concentrates on the object. The two-object scenes further down
+# are where class-specific maps must earn their keep.
 
 # %%
 results, soft_maps = evaluate_methods(model, task, classifier, METHODS, batch_size=batch_size)
@@ -100,6 +136,64 @@ fig.update_layout(title=f"Zero-shot segmentation on {task.name}", barmode="group
 fig.show()
 
 # %% [markdown]
+# ## Exercises 6.1–6.3: the post-processing and the metric, by hand
+#
+# Every method's soft map went through the same steps. **6.1**: upsample the patch maps
+# bilinearly to the mask size (`align_corners=False`), clip at 0, and min-max normalise each
+# map to [0, 1] (a constant map becomes 0). **6.2**: keep the pixels strictly above their
+# map's mean. **6.3**: the dataset-level scores: the foreground IoU adds up intersections and
+# unions over *all* images before dividing, the background IoU does the same for the
+# complements, and this table's mIoU is their mean.
+
+# %% [exercise]
+def postprocess(maps, size):
+    """maps: [B, gh, gw] patch maps; size: (H, W). Returns [B, H, W] soft maps in [0, 1]."""
+    # --- solution ---
+    up = torch.nn.functional.interpolate(maps[:, None], size=size, mode="bilinear", align_corners=False)[:, 0]
+    up = up.clamp_min(0)
+    lo = up.amin((-2, -1), keepdim=True)
+    hi = up.amax((-2, -1), keepdim=True)
+    return torch.where(hi > lo, (up - lo) / (hi - lo).clamp_min(1e-12), torch.zeros_like(up))
+    # --- end ---
+
+
+# %%
+from helpers.exercises import check_dataset_miou, check_postprocess, check_threshold_at_mean
+
+postprocess = check_postprocess(postprocess)
+
+
+# %% [exercise]
+def threshold_at_mean(soft):
+    """soft: [B, H, W]. Returns boolean masks [B, H, W]: the pixels above their own map's mean."""
+    # --- solution ---
+    return soft > soft.mean((-2, -1), keepdim=True)
+    # --- end ---
+
+
+# %%
+threshold_at_mean = check_threshold_at_mean(threshold_at_mean)
+
+
+# %% [exercise]
+def dataset_miou(pred, truth):
+    """pred, truth: boolean [N, H, W]. Returns (foreground IoU, background IoU, their mean),
+    each accumulated over the whole dataset."""
+    # --- solution ---
+    iou_fg = float((pred & truth).sum() / (pred | truth).sum())
+    iou_bg = float((~pred & ~truth).sum() / (~pred | ~truth).sum())
+    return iou_fg, iou_bg, (iou_fg + iou_bg) / 2
+    # --- end ---
+
+
+# %%
+dataset_miou = check_dataset_miou(dataset_miou)
+soft = postprocess(soft_maps["decomposition"].double(), size=tuple(task.masks.shape[-2:]))
+fg, bg, miou = dataset_miou(threshold_at_mean(soft), task.masks.bool())
+print(f"decomposition, by your hand: IoU foreground {fg:.3f}, background {bg:.3f}, mIoU {miou:.3f}; "
+      f"the table's mIoU {results['decomposition']['mIoU']:.3f}")
+
+# %% [markdown]
 # ## What the maps look like
 #
 # The same images through every method (soft maps after the shared post-processing, before the
@@ -121,6 +215,14 @@ for i in range(3):
 # shape, colour and place tell the methods apart: the mask is one object, the target class is
 # its label ("segment the red one"), and a map that lights up both objects scores at most
 # about half the foreground IoU. Same methods, same post-processing, same metric code.
+
+# %% [predict]
+# Two objects, and the text names one of them. How will the class-agnostic maps (raw attention,
+# rollout) do now, compared with one object per scene?
+# Answer:
+# Worse: they show where the class token looks, whatever the question, so they spread over both
+# objects and keep at most about half of the named object's foreground IoU. The class-specific
+# maps can pick the named object; whether they do is what the table measures.
 
 # %%
 if pairs_factor:
@@ -148,7 +250,7 @@ if pairs_factor:
 # object's own patches, which dents the map where the object is.
 
 # %%
-L = model.visual.transformer.layers
+L = model_info(model).n_layers
 sub = min(len(task), 200)
 per_layer = layer_maps(model, task.images[:sub].to(device), classifier).cpu()  # [L, N, gh, gw], one pass
 
@@ -200,7 +302,7 @@ print(f"of the positive mass off the object, {off_share_before_last:.0%} comes f
 ratio = patch_norm_ratio(model, task.images[:sub].to(device)).cpu()  # [L, N]
 figures["patch_norm_ratio"] = {"mean": ratio.mean(1).tolist(), "max": ratio.amax(1).tolist()}
 print("largest / median patch-token norm after each block (mean over images, worst image):")
-print("  " + "  ".join(f"L{i} {m:.2f} ({w:.2f})" for i, (m, w) in enumerate(zip(ratio.mean(1), ratio.amax(1)))))
+print("  " + "  ".join(f"{layer_label(i)} {m:.2f} ({w:.2f})" for i, (m, w) in enumerate(zip(ratio.mean(1), ratio.amax(1)))))
 
 # %% [markdown]
 # ## Try it: threshold and layers

@@ -1,0 +1,303 @@
+"""Measuring maps against masks: thresholds, IoU, pixel accuracy, average precision, and the
+dataset-level scores of zero-shot segmentation.
+
+Every mask metric of the course lives here, in four parts:
+
+* **Thresholds** -- :func:`threshold_map`: a soft map -> a boolean mask (clip at 0, keep what
+  lies above the map's own mean, the paper's rule, or above a fixed value).
+* **Per-mask metrics** -- :func:`iou`, :func:`pixel_accuracy` on boolean masks, batched over
+  leading axes; :func:`map_iou` and :func:`map_scores` apply them to soft maps.
+* **Average precision** -- :func:`average_precision`: pixels ranked by a soft map against a
+  mask, one number per map.
+* **Dataset-level scores** -- :class:`SegmentationScores` accumulates pixel accuracy, IoU of
+  foreground and background over a whole dataset (Chefer et al.'s protocol) and the mean of the
+  per-image average precisions; :func:`mass_by_region` says where a map's weight falls.
+"""
+
+from __future__ import annotations
+
+from dataclasses import KW_ONLY, dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+__all__ = [
+    "threshold_map",
+    "iou",
+    "pixel_accuracy",
+    "average_precision",
+    "AP_PROTOCOLS",
+    "map_iou",
+    "map_scores",
+    "mass_by_region",
+    "SegmentationScores",
+]
+
+
+def _as_tensor(x: Any) -> Tensor:
+    return x if isinstance(x, Tensor) else torch.as_tensor(np.asarray(x))
+
+
+def _masks(pred: Any, true: Any) -> tuple[Tensor, Tensor]:
+    p, t = _as_tensor(pred).bool(), _as_tensor(true).bool()
+    t = t.to(p.device)
+    if p.ndim < 2 or t.ndim < 2:
+        raise ValueError("masks must be [..., H, W]")
+    if p.shape[-2:] != t.shape[-2:]:
+        raise ValueError(f"mask sizes differ: {tuple(p.shape[-2:])} vs {tuple(t.shape[-2:])} "
+                         "(upsample the maps to the mask size first)")
+    return p, t
+
+
+# ----------------------------------------------------------------------------------------------
+# Thresholds
+# ----------------------------------------------------------------------------------------------
+
+
+def threshold_map(map: Any, how: str | float = "mean", *, dtype: torch.dtype | None = torch.float64) -> Tensor:
+    """Binary foreground masks from maps ``[..., H, W]`` (batched over leading axes).
+
+    The map is clipped at 0, then ``how="mean"`` keeps pixels above the clipped map's own mean
+    (the paper's rule); a number keeps pixels above that value. The comparison is made in
+    ``dtype`` (``None``: the map's own floating dtype).
+    """
+    m = _as_tensor(map)
+    if m.ndim < 2:
+        raise ValueError(f"maps must be [..., H, W], got shape {tuple(m.shape)}")
+    if dtype is not None:
+        m = m.to(dtype)
+    elif not torch.is_floating_point(m):
+        m = m.double()
+    m = m.clamp_min(0)
+    if isinstance(how, str):
+        if how != "mean":
+            raise ValueError(f"how must be 'mean' or a number, got {how!r}")
+        thr = m.mean((-2, -1), keepdim=True)
+    else:
+        thr = torch.as_tensor(float(how), dtype=m.dtype)
+    return m > thr
+
+
+# ----------------------------------------------------------------------------------------------
+# Per-mask metrics
+# ----------------------------------------------------------------------------------------------
+
+
+def iou(pred_mask: Any, true_mask: Any, *, empty: float = 1.0) -> Tensor:
+    """Intersection over union of boolean masks ``[..., H, W]`` (broadcast), per mask: ``[...]``.
+
+    Where both masks are empty the IoU is ``empty`` (they agree perfectly: 1 by default).
+    """
+    p, t = _masks(pred_mask, true_mask)
+    inter = (p & t).flatten(-2).sum(-1).double()
+    union = (p | t).flatten(-2).sum(-1).double()
+    return torch.where(union > 0, inter / union.clamp_min(1), torch.full_like(union, float(empty)))
+
+
+def pixel_accuracy(pred_mask: Any, true_mask: Any) -> Tensor:
+    """Fraction of pixels where the masks agree, per mask: ``[...]``."""
+    p, t = _masks(pred_mask, true_mask)
+    return (p == t).flatten(-2).double().mean(-1)
+
+
+def map_iou(maps: Tensor, masks: Any) -> np.ndarray:
+    """IoU of each map thresholded at its own mean (after clipping at 0) with a boolean mask
+    (0 where both are empty): ``[N]`` for maps ``[N, H, W]`` at the masks' size."""
+    truth = torch.as_tensor(np.asarray(masks), device=maps.device).bool()
+    return iou(threshold_map(maps), truth, empty=0.0).cpu().numpy()
+
+
+def map_scores(maps: Tensor, masks: Any) -> dict[str, float]:
+    """Soft patch maps ``[N, gh, gw]`` against masks ``[N, H, W]``: the maps are upsampled to
+    the masks' size; ``"mIoU"`` and ``"pixel accuracy"`` of the maps thresholded at their mean
+    (:func:`threshold_map`), ``"mAP"`` of the soft maps (images with empty masks skipped),
+    each averaged over the images."""
+    from .spatial import upsample
+
+    truth = _as_tensor(masks)
+    up = upsample(maps, truth.shape[-2:])
+    pred = threshold_map(up)
+    return {"mIoU": iou(pred, truth, empty=0.0).mean().item(),
+            "pixel accuracy": pixel_accuracy(pred, truth).mean().item(),
+            "mAP": float(np.nanmean(average_precision(up, truth).numpy()))}
+
+
+# ----------------------------------------------------------------------------------------------
+# Average precision
+# ----------------------------------------------------------------------------------------------
+
+
+AP_PROTOCOLS: tuple[str, ...] = ("paper", "foreground")
+"""The two average precisions: Chefer et al.'s (the paper's) and the foreground-only one."""
+
+
+def average_precision(map: Any, true_mask: Any, *, protocol: str = "foreground") -> Tensor:
+    """Average precision of ranking pixels by ``map`` against a boolean mask, per map: ``[...]``.
+
+    ``protocol="foreground"`` (the course's): mean over the mask's pixels of the precision
+    among pixels scored at least as high (ties broken by position); ``nan`` for an empty mask.
+
+    ``protocol="paper"`` (Chefer et al.'s, used by the paper's reference code): the map is
+    scored as two channels at once -- the map against the foreground and its complement
+    ``1 - map`` against the background -- and one average precision is taken over all
+    ``2 H W`` scores. Tied scores form one threshold (the step-wise definition of
+    scikit-learn's ``average_precision_score``): ``AP = sum_t (R_t - R_{t-1}) P_t`` over the
+    distinct scores ``t`` in decreasing order. A map that is identically 0 (a constant map
+    after :func:`helpers.segmentation.postprocess`) has a complement of 0 as well, as in the
+    reference, where its min-max normalisation gives NaN that is then set to 0. Maps are
+    expected in ``[0, 1]`` for this protocol. Every map gets a finite value (half the scores
+    are positives), also for an empty mask.
+    """
+    if protocol not in AP_PROTOCOLS:
+        raise ValueError(f"protocol must be 'foreground' or 'paper', got {protocol!r}")
+    s = _as_tensor(map).double()
+    _, t = _masks(s, true_mask)
+    s, t = torch.broadcast_tensors(s, t.to(s.device))
+    s, t = s.flatten(-2), t.flatten(-2)
+    if protocol == "paper":
+        blank = (s == 0).all(-1, keepdim=True)
+        s = torch.cat([torch.where(blank, torch.zeros_like(s), 1 - s), s], -1)
+        t = torch.cat([~t, t], -1)
+        return _tied_average_precision(s, t)
+    order = torch.sort(s, dim=-1, descending=True, stable=True).indices
+    hits = t.gather(-1, order).double()
+    precision = hits.cumsum(-1) / torch.arange(1, hits.shape[-1] + 1, dtype=hits.dtype, device=hits.device)
+    n_pos = hits.sum(-1)
+    ap = (precision * hits).sum(-1) / n_pos.clamp_min(1)
+    return torch.where(n_pos > 0, ap, torch.full_like(ap, float("nan")))
+
+
+def _tied_average_precision(scores: Tensor, truth: Tensor) -> Tensor:
+    """Step-wise average precision over the last axis, tied scores taken as one threshold:
+    each positive counts the precision at the end of its group of equal scores. ``nan`` where
+    there is no positive."""
+    order = torch.sort(scores, dim=-1, descending=True, stable=True).indices
+    ss = scores.gather(-1, order)
+    hits = truth.gather(-1, order).double()
+    n = ss.shape[-1]
+    pos = torch.arange(n, device=ss.device)
+    end = torch.ones_like(ss, dtype=torch.bool)
+    end[..., :-1] = ss[..., :-1] != ss[..., 1:]
+    # index of the last element of each element's group: a reversed running minimum
+    marks = torch.where(end, pos.expand_as(ss), torch.full_like(pos, n).expand_as(ss))
+    last = marks.flip(-1).cummin(-1).values.flip(-1)
+    cum = hits.cumsum(-1)
+    precision_at_end = cum.gather(-1, last) / (last + 1).to(cum.dtype)
+    n_pos = hits.sum(-1)
+    ap = (hits * precision_at_end).sum(-1) / n_pos.clamp_min(1)
+    return torch.where(n_pos > 0, ap, torch.full_like(ap, float("nan")))
+
+
+# ----------------------------------------------------------------------------------------------
+# Dataset-level scores
+# ----------------------------------------------------------------------------------------------
+
+
+@dataclass
+class SegmentationScores:
+    """Metrics accumulated over a dataset (Chefer et al. style).
+
+    ``update(soft, pred, truth)`` adds a batch: ``soft`` ``[B, H, W]`` scores, ``pred`` and
+    ``truth`` boolean masks. Then ``pixel_accuracy``, ``iou_foreground``, ``iou_background``,
+    ``miou`` (their mean) and ``map`` (mean per-image :func:`average_precision`) are
+    available, also together via :meth:`summary`.
+
+    Both average precisions are accumulated: ``map_paper`` (Chefer et al.'s protocol, the
+    paper's: map and complement scored against foreground and background together, every
+    image counted) and ``map_foreground`` (the soft map against the foreground only; images
+    whose mask is empty are skipped). ``protocol`` (keyword only: ``"foreground"``, the
+    default, or ``"paper"``) says which one ``map`` and the summary's ``"mAP"`` report; the
+    summary lists the other one under its own name (``"mAP (paper)"`` or
+    ``"mAP (foreground)"``).
+    """
+
+    correct: int = 0
+    pixels: int = 0
+    inter: np.ndarray = field(default_factory=lambda: np.zeros(2, dtype=np.int64))  # [bg, fg]
+    union: np.ndarray = field(default_factory=lambda: np.zeros(2, dtype=np.int64))
+    ap: list[float] = field(default_factory=list)
+    _: KW_ONLY
+    protocol: str = "foreground"
+    ap_paper: list[float] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        if self.protocol not in AP_PROTOCOLS:
+            raise ValueError(f"protocol must be 'foreground' or 'paper', got {self.protocol!r}")
+
+    def update(self, soft: Tensor, pred: Tensor, truth: Any) -> "SegmentationScores":
+        t = torch.as_tensor(np.asarray(truth) if not isinstance(truth, Tensor) else truth).bool().to(pred.device)
+        p = pred.bool()
+        if p.shape != t.shape or soft.shape != t.shape:
+            raise ValueError(f"shapes differ: soft {tuple(soft.shape)}, pred {tuple(p.shape)}, "
+                             f"truth {tuple(t.shape)} (transform image and mask together)")
+        self.correct += int((p == t).sum())
+        self.pixels += t.numel()
+        for c, (pc, tc) in enumerate(((~p, ~t), (p, t))):
+            self.inter[c] += int((pc & tc).sum())
+            self.union[c] += int((pc | tc).sum())
+        ap = average_precision(soft, t).reshape(-1).cpu().numpy()
+        self.ap.extend(float(a) for a in ap if np.isfinite(a))
+        ap2 = average_precision(soft, t, protocol="paper").reshape(-1).cpu().numpy()
+        self.ap_paper.extend(float(a) for a in ap2)
+        return self
+
+    @property
+    def pixel_accuracy(self) -> float:
+        return self.correct / max(1, self.pixels)
+
+    @property
+    def iou_foreground(self) -> float:
+        return float(self.inter[1] / max(1, self.union[1]))
+
+    @property
+    def iou_background(self) -> float:
+        return float(self.inter[0] / max(1, self.union[0]))
+
+    @property
+    def miou(self) -> float:
+        return 0.5 * (self.iou_foreground + self.iou_background)
+
+    @property
+    def map_foreground(self) -> float:
+        return float(np.mean(self.ap)) if self.ap else float("nan")
+
+    @property
+    def map_paper(self) -> float:
+        return float(np.mean(self.ap_paper)) if self.ap_paper else float("nan")
+
+    @property
+    def map(self) -> float:
+        return self.map_paper if self.protocol == "paper" else self.map_foreground
+
+    def summary(self) -> dict[str, float]:
+        other = {"mAP (foreground)": self.map_foreground} if self.protocol == "paper" else \
+            {"mAP (paper)": self.map_paper}
+        return {"pixel accuracy": self.pixel_accuracy, "mIoU": self.miou, "mAP": self.map,
+                "IoU foreground": self.iou_foreground, "IoU background": self.iou_background, **other}
+
+
+def mass_by_region(maps: Tensor, masks: Any) -> dict[str, Tensor]:
+    """Where a patch-grid map puts its weight relative to a pixel mask.
+
+    ``maps`` ``[..., N, gh, gw]`` (e.g. one map per layer, :func:`helpers.segmentation.layer_maps`),
+    ``masks`` ``[N, H, W]`` aligned with the model's input. A patch is *on* the object when the
+    mask touches it. Returns three tensors of shape ``[..., N]``: ``"on"`` and ``"off"``, the
+    positive mass on and off the object's patches, and ``"against"``, the negative mass on
+    the object's patches (written *against* the class). ``on / (on + off)`` is the share of a
+    map's positive mass that falls on the object: what thresholding can hope to keep.
+    """
+    m = _as_tensor(masks)
+    if m.ndim != 3:
+        raise ValueError(f"masks must be [N, H, W], got shape {tuple(m.shape)}")
+    if maps.ndim < 3 or maps.shape[-3] != m.shape[0]:
+        raise ValueError(f"maps {tuple(maps.shape)} must end in [N, gh, gw] with N = {m.shape[0]} masks")
+    grid = tuple(maps.shape[-2:])
+    if m.shape[-2] % grid[0] or m.shape[-1] % grid[1]:
+        raise ValueError(f"mask size {tuple(m.shape[-2:])} is not a whole number of {grid} patches")
+    cover = F.adaptive_max_pool2d(m.to(maps.device).float()[:, None], grid)[:, 0] > 0  # [N, gh, gw]
+    pos, neg = maps.clamp_min(0), (-maps).clamp_min(0)
+    return {"on": (pos * cover).sum((-2, -1)), "off": (pos * ~cover).sum((-2, -1)),
+            "against": (neg * cover).sum((-2, -1))}

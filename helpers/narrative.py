@@ -1,0 +1,146 @@
+"""Sentences written from computed values, so a notebook's text cannot drift from its numbers.
+
+A notebook never types a figure it measures into its markdown. After a key result it shows a
+short *What we see* block built here from the values it just computed::
+
+    from helpers.narrative import what_we_see, pct, pts, compare
+
+    what_we_see(
+        f"Zero-shot accuracy is {pct(base)}.",
+        f"Mean-ablating every MLP moves it by {pts(mlp - base)}.",
+        compare(miou["decomposition"], miou["rollout"], "the decomposition", "rollout", what="mIoU"),
+    )
+
+Formatting is fixed in one place (percentages with one decimal, signed percentage points,
+ratios with a multiplication sign), and comparisons say in words which side is ahead, so the
+same sentence reads right whichever way the numbers fall.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any, Iterable, Mapping
+
+__all__ = ["num", "pct", "pts", "ratio", "compare", "ranking", "verdict", "bullets", "what_we_see", "say"]
+
+_MINUS = "\u2212"
+
+
+def _finite(x: Any, what: str) -> float:
+    try:
+        v = float(x)
+    except (TypeError, ValueError):
+        raise TypeError(f"{what} must be a number, got {type(x).__name__}") from None
+    return v
+
+
+def num(x: Any, digits: int = 3) -> str:
+    """A plain number with ``digits`` significant decimals (``0.838``, ``1.2e-07``); ``n/a`` for NaN."""
+    v = _finite(x, "value")
+    if math.isnan(v):
+        return "n/a"
+    if v != 0 and (abs(v) < 10 ** -(digits) or abs(v) >= 1e6):
+        return f"{v:.{max(1, digits - 1)}e}".replace("-", _MINUS)
+    return f"{v:.{digits}f}".replace("-", _MINUS)
+
+
+def pct(x: Any, digits: int = 1) -> str:
+    """A fraction as a percentage: ``0.9301 -> '93.0%'``."""
+    v = _finite(x, "fraction")
+    if math.isnan(v):
+        return "n/a"
+    return f"{100 * v:.{digits}f}%".replace("-", _MINUS)
+
+
+def pts(delta: Any, digits: int = 1) -> str:
+    """A difference of two fractions in signed percentage points: ``-0.031 -> '−3.1 points'``."""
+    v = _finite(delta, "difference")
+    if math.isnan(v):
+        return "n/a"
+    p = 100 * v
+    if round(p, digits) == 0:
+        return f"{0:.{digits}f} points"
+    return f"{'+' if p > 0 else _MINUS}{abs(p):.{digits}f} points"
+
+
+def ratio(x: Any, digits: int = 2) -> str:
+    """A ratio with a multiplication sign: ``1.934 -> '1.93×'``."""
+    v = _finite(x, "ratio")
+    return "n/a" if math.isnan(v) else f"{v:.{digits}f}\u00d7"
+
+
+def _fmt(v: float, as_pct: bool, digits: int) -> str:
+    return pct(v, digits) if as_pct else num(v, digits)
+
+
+def compare(a: Any, b: Any, name_a: str, name_b: str, *, what: str = "", higher_is_better: bool = True,
+            as_pct: bool = False, digits: int = 3, tie: float = 0.0) -> str:
+    """One sentence saying which of two values is ahead, with both values.
+
+    ``compare(0.62, 0.64, "the decomposition", "rollout", what="mIoU")`` ->
+    ``"the decomposition does **not** beat rollout on mIoU (0.620 vs 0.640)."``. Differences
+    of at most ``tie`` count as a tie.
+    """
+    va, vb = _finite(a, "a"), _finite(b, "b")
+    on = f" on {what}" if what else ""
+    vals = f"({_fmt(va, as_pct, digits)} vs {_fmt(vb, as_pct, digits)})"
+    if math.isnan(va) or math.isnan(vb):
+        return f"{name_a} and {name_b} cannot be compared{on} {vals}."
+    d = va - vb if higher_is_better else vb - va
+    if abs(va - vb) <= tie:
+        return f"{name_a} and {name_b} are level{on} {vals}."
+    if d > 0:
+        return f"{name_a} beats {name_b}{on} {vals}."
+    return f"{name_a} does **not** beat {name_b}{on} {vals}."
+
+
+def ranking(scores: Mapping[str, Any], *, higher_is_better: bool = True, as_pct: bool = False,
+            digits: int = 3) -> str:
+    """Names ordered best first with their values: ``"rollout (0.64) > decomposition (0.62)"``.
+
+    Equal values are joined with ``=``."""
+    if not scores:
+        raise ValueError("nothing to rank")
+    items = sorted(((float(v), k) for k, v in scores.items()), key=lambda t: t[0], reverse=higher_is_better)
+    out = f"{items[0][1]} ({_fmt(items[0][0], as_pct, digits)})"
+    for (prev, _), (v, k) in zip(items, items[1:]):
+        out += f" {'=' if v == prev else '>' if higher_is_better else '<'} {k} ({_fmt(v, as_pct, digits)})"
+    return out
+
+
+def verdict(condition: Any, yes: str, no: str) -> str:
+    """``yes`` when ``condition`` holds, else ``no`` (for sentences whose claim depends on a
+    measured comparison)."""
+    return yes if bool(condition) else no
+
+
+def bullets(lines: Iterable[str]) -> str:
+    """Markdown bullet list of the non-empty lines."""
+    items = [str(line).strip() for line in lines if line and str(line).strip()]
+    if not items:
+        raise ValueError("no sentences to show")
+    return "\n".join(f"* {line}" for line in items)
+
+
+def what_we_see(*lines: str, title: str = "What we see") -> str:
+    """Show a *What we see* block (markdown) built from the given sentences; returns its text.
+
+    In a notebook it is displayed as rendered markdown, so it is part of the executed notebook
+    and its HTML copy like any output."""
+    text = f"**{title}**\n\n{bullets(lines)}"
+    say(text)
+    return text
+
+
+def say(text: str) -> None:
+    """Display ``text`` as markdown (plain text outside IPython)."""
+    try:
+        from IPython import get_ipython
+        from IPython.display import Markdown, display
+    except ImportError:  # pragma: no cover - IPython ships with the course environment
+        print(text)
+        return
+    if get_ipython() is None:
+        print(text)
+    else:
+        display(Markdown(text))

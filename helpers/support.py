@@ -1,0 +1,173 @@
+"""Which image towers the helpers support: one rule set, checked on configs and on built models.
+
+Each :class:`Rule` is one architectural feature the decomposition cannot handle, with two
+ways to spot it: in an open_clip model *config* (before anything is built or downloaded,
+:func:`helpers.models.check_config_supported`) and in a *built* image tower
+(:func:`helpers.decompose.check_model_supported`). Both checks walk the same :data:`RULES`
+in order and report the first that applies, in the same words::
+
+    config_problem(open_clip.get_model_config("RN50"))   # 'its image tower is a ResNet'
+    tower_problem(open_clip.create_model("RN50"))         # 'its image tower is a ResNet'
+
+A rule whose feature cannot be seen on one side (a missing output projection is only visible
+on the built tower) leaves that side ``None``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Callable, Mapping
+
+from torch import nn
+
+from .models import SUPPORTED_DESCRIPTION, UnsupportedModelError
+
+__all__ = ["Rule", "RULES", "config_problem", "tower_problem", "image_tower", "check_tower"]
+
+_CUSTOM_ATTENTION_KEYS = ("qk_norm", "scaled_cosine_attn", "scale_heads", "scale_attn", "scale_attn_inner",
+                          "scale_fc")
+_CUSTOM_ATTENTION = "a custom attention (qk-norm / scaled cosine / inner layer norms)"
+
+
+@dataclass(frozen=True)
+class Rule:
+    """One unsupported feature.
+
+    Attributes:
+        name: a short name.
+        in_config: ``(config) -> reason or None`` on an open_clip model config (the whole
+            config; ``config["vision_cfg"]`` is the image tower's part).
+        in_tower: ``(model, tower) -> reason or None`` on a built model and its image tower.
+    """
+
+    name: str
+    in_config: Callable[[Mapping[str, Any]], str | None] | None
+    in_tower: Callable[[nn.Module, nn.Module], str | None] | None
+
+
+def _vision(cfg: Mapping[str, Any]) -> Mapping[str, Any]:
+    return cfg.get("vision_cfg", {}) or {}
+
+
+def _is_vit(tower: nn.Module) -> bool:
+    from open_clip.transformer import VisionTransformer
+
+    return isinstance(tower, VisionTransformer)
+
+
+def _timm_tower(_model: nn.Module, tower: nn.Module) -> str | None:
+    if type(tower).__name__ != "TimmModel":
+        return None
+    trunk = getattr(tower, "trunk", None)
+    cfg = getattr(trunk, "default_cfg", None)
+    name = cfg.get("architecture") if isinstance(cfg, dict) else None
+    return f"its image tower is a timm model ({name or type(trunk).__name__})"
+
+
+def _resnet_tower(_model: nn.Module, tower: nn.Module) -> str | None:
+    from open_clip.modified_resnet import ModifiedResNet
+
+    return "its image tower is a ResNet" if isinstance(tower, ModifiedResNet) else None
+
+
+def _other_tower(_model: nn.Module, tower: nn.Module) -> str | None:
+    if _is_vit(tower):
+        return None
+    return f"its image tower {type(tower).__name__} is not an open_clip VisionTransformer"
+
+
+def _attn_pool_config(cfg: Mapping[str, Any]) -> str | None:
+    return "it pools image tokens with an attentional pooler" if _vision(cfg).get("attentional_pool") else None
+
+
+def _attn_pool_tower(_model: nn.Module, tower: nn.Module) -> str | None:
+    return "it pools image tokens with an attentional pooler" if tower.attn_pool is not None else None
+
+
+def _pool_reason(pool_type: Any) -> str | None:
+    if pool_type == "tok":
+        return None
+    return f"it pools image tokens with pool_type={pool_type!r} rather than reading the class token"
+
+
+def _custom_blocks_config(cfg: Mapping[str, Any]) -> str | None:
+    v = _vision(cfg)
+    if any(v.get(k) for k in _CUSTOM_ATTENTION_KEYS) or v.get("block_type") == "custom":
+        return f"its blocks use {_CUSTOM_ATTENTION}"
+    return None
+
+
+def _custom_blocks_tower(_model: nn.Module, tower: nn.Module) -> str | None:
+    from open_clip.transformer import ResidualAttentionBlock
+
+    for i, blk in enumerate(tower.transformer.resblocks):
+        if not isinstance(blk, ResidualAttentionBlock) or not isinstance(getattr(blk, "attn", None),
+                                                                          nn.MultiheadAttention):
+            return f"its blocks use {_CUSTOM_ATTENTION}: block {i} is a {type(blk).__name__}"
+    return None
+
+
+def _odd_attention_tower(_model: nn.Module, tower: nn.Module) -> str | None:
+    for i, blk in enumerate(tower.transformer.resblocks):
+        attn = blk.attn
+        if not attn._qkv_same_embed_dim or attn.in_proj_weight is None or attn.bias_k is not None \
+                or attn.add_zero_attn:
+            return f"block {i} uses a non-standard MultiheadAttention (separate q/k/v weights or extra keys)"
+    return None
+
+
+RULES: tuple[Rule, ...] = (
+    Rule("timm tower",
+         lambda cfg: (f"its image tower is a timm model ({_vision(cfg)['timm_model_name']})"
+                      if "timm_model_name" in _vision(cfg) else None),
+         _timm_tower),
+    Rule("ResNet tower",
+         lambda cfg: "its image tower is a ResNet" if isinstance(_vision(cfg).get("layers"), (list, tuple)) else None,
+         _resnet_tower),
+    Rule("other tower", None, _other_tower),
+    Rule("attentional pooler", _attn_pool_config, _attn_pool_tower),
+    Rule("pooling", lambda cfg: _pool_reason(_vision(cfg).get("pool_type", "tok")),
+         lambda _m, tower: _pool_reason(tower.pool_type)),
+    Rule("custom attention", _custom_blocks_config, _custom_blocks_tower),
+    Rule("non-standard MultiheadAttention", None, _odd_attention_tower),
+    Rule("no projection", None,
+         lambda _m, tower: "it has no output projection" if tower.proj is None else None),
+    Rule("captioning model",
+         lambda cfg: "it is a CoCa captioning model" if "multimodal_cfg" in cfg else None,
+         lambda model, _t: "it is a CoCa captioning model" if type(model).__name__ == "CoCa" else None),
+)
+"""The unsupported features, checked in this order (the first that applies is reported)."""
+
+
+def config_problem(cfg: Mapping[str, Any]) -> str | None:
+    """Why a model with open_clip config ``cfg`` is not supported, or ``None``."""
+    for rule in RULES:
+        reason = rule.in_config(cfg) if rule.in_config is not None else None
+        if reason:
+            return reason
+    return None
+
+
+def image_tower(model: nn.Module) -> nn.Module:
+    """The image tower of an open_clip model (``model.visual``); a module without one is taken
+    to be a tower itself."""
+    tower = getattr(model, "visual", None)
+    return model if _is_vit(model) or not isinstance(tower, nn.Module) else tower
+
+
+def tower_problem(model: nn.Module) -> str | None:
+    """Why the built ``model`` (or image tower) is not supported, or ``None``."""
+    tower = image_tower(model)
+    for rule in RULES:
+        reason = rule.in_tower(model, tower) if rule.in_tower is not None else None
+        if reason:
+            return reason
+    return None
+
+
+def check_tower(model: nn.Module) -> nn.Module:
+    """The model's ViT image tower, or :class:`~helpers.models.UnsupportedModelError` saying why."""
+    reason = tower_problem(model)
+    if reason:
+        raise UnsupportedModelError(f"image tower not supported: {reason}. Supported: {SUPPORTED_DESCRIPTION}.")
+    return image_tower(model)

@@ -1,0 +1,512 @@
+"""The course as a learner meets it: JupyterLab from this environment, driven by a real Chromium.
+
+For every notebook (a throw-away copy, so autosave never touches the repository's files) the
+test opens it in JupyterLab, runs all cells from the Run menu, waits until the kernel is idle
+and no prompt shows ``[*]``, then checks what the page shows:
+
+* no error output and no stderr box;
+* every plotly figure rendered as a chart (``.jp-RenderedPlotly`` with an SVG inside), no
+  wider than the output column;
+* every ``helpers.ui.live`` widget rendered once (no ``Out[n]`` copy), and changing one of its
+  controls (slider, dropdown, text box, ...) changes what it shows;
+* no JavaScript error on the page;
+* saved and reopened on a fresh kernel, the notebook shows its widgets again from the widget
+  state saved with it (binder/lab-settings.json), never "Error displaying widget".
+
+A screenshot per notebook lands in ``build/browser/`` (the path is printed). Chromium is
+Debian's (``apt-get install -y chromium fonts-liberation``; ``.ci/run`` installs it when
+missing): Playwright drives it through ``executable_path``, no browser download. Without
+Chromium and without a way to install it, the test is skipped with the reason.
+
+The copies run with smaller parameters than the notebooks' defaults (``BROWSER_PARAMS``, e.g.
+50 images instead of 200 to 1,000); ``COURSE_BROWSER_PARAMS`` (JSON) replaces them, ``{}``
+runs the notebooks as they are. ``COURSE_BROWSER_OUT`` moves the screenshots.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+import secrets
+import shutil
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+from helpers.main_job import notebook_paths
+
+pytestmark = [pytest.mark.browser, pytest.mark.slow]
+
+ROOT = Path(__file__).resolve().parent.parent
+NOTEBOOKS = notebook_paths()
+CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                  "--disable-background-networking", "--disable-component-update", "--disable-sync"]
+VIEWPORT = {"width": 1400, "height": 3000}  # tall, for the screenshots
+RUN_LIMIT_S = 420  # one notebook's Run All
+UPDATE_LIMIT_S = 120  # one widget's redraw
+OUT_DIR = Path(os.environ.get("COURSE_BROWSER_OUT", ROOT / "build" / "browser"))
+# Smaller runs than the notebooks' defaults keep the whole test within minutes on two cores (the
+# full-size runs are tests/test_notebooks.py's); each applies where a parameters cell defines it.
+BROWSER_PARAMS = {"n_images": 50, "n_per_group": 30, "span_images": 200, "random_trials": 3}
+LAB_SETTINGS = ROOT / "binder" / "lab-settings.json"  # the course's own JupyterLab settings
+TEST_SETTINGS = {
+    # every cell stays in the page, so each output can be inspected without scrolling to it
+    "@jupyterlab/notebook-extension:tracker": {"windowingMode": "none"},
+    # offline: no news or update checks
+    "@jupyterlab/apputils-extension:notification": {"fetchNews": "false", "checkForUpdates": False},
+}
+PLOTLY = "application/vnd.plotly.v1+json"
+LIVE = ".jp-OutputArea-output:has(> .widget-vbox > .widget-output)"  # a helpers.ui.live() widget
+
+
+# ---------------------------------------------------------------------------------------------
+# Chromium, Playwright, JupyterLab
+# ---------------------------------------------------------------------------------------------
+
+
+def _find_chromium() -> str | None:
+    for name in (os.environ.get("COURSE_CHROMIUM", ""), "chromium", "chromium-browser"):
+        found = name and shutil.which(name)
+        if found:
+            return found
+    return None
+
+
+def _chromium() -> str:
+    """Debian's Chromium; installed with apt-get when missing and possible, else a skip."""
+    found = _find_chromium()
+    if found:
+        return found
+    apt = shutil.which("apt-get")
+    if not apt or os.geteuid() != 0:
+        pytest.skip("Chromium is not installed and cannot be installed here (needs root and apt-get): "
+                    "run `apt-get install -y chromium fonts-liberation`, or set COURSE_CHROMIUM")
+    env = dict(os.environ, DEBIAN_FRONTEND="noninteractive")
+    cmd = [apt, "install", "-y", "-qq", "chromium", "fonts-liberation"]
+    done = subprocess.run(cmd, env=env, capture_output=True, text=True)
+    if done.returncode != 0:  # fresh machines have no package lists yet
+        subprocess.run([apt, "update", "-qq"], env=env, capture_output=True, text=True)
+        done = subprocess.run(cmd, env=env, capture_output=True, text=True)
+    found = _find_chromium()
+    assert found, f"apt-get could not install Chromium:\n{done.stdout[-2000:]}\n{done.stderr[-2000:]}"
+    return found
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class Lab:
+    """A JupyterLab server on 127.0.0.1 and its REST API."""
+
+    def __init__(self, base: str, token: str, work: Path, proc: subprocess.Popen, log: Path):
+        self.base, self.token, self.work, self.proc, self.log = base, token, work, proc, log
+
+    def api(self, method: str, path: str, body: dict | None = None):
+        req = urllib.request.Request(self.base + path, method=method,
+                                     data=None if body is None else json.dumps(body).encode(),
+                                     headers={"Authorization": f"token {self.token}",
+                                              "Content-Type": "application/json"})
+        with urllib.request.urlopen(req, timeout=30) as r:
+            text = r.read().decode()
+        return json.loads(text) if text else None
+
+    def close_sessions(self) -> None:
+        """Delete every session (and so shut its kernel down): none survives one notebook."""
+        for s in self.api("GET", "/api/sessions"):
+            try:
+                self.api("DELETE", f"/api/sessions/{s['id']}")
+            except urllib.error.HTTPError:
+                pass
+
+    def kernels_idle(self) -> bool:
+        kernels = self.api("GET", "/api/kernels")
+        return bool(kernels) and all(k["execution_state"] == "idle" for k in kernels)
+
+    def url(self, notebook: str) -> str:
+        # reset: a fresh workspace, so no earlier notebook reopens in a background tab
+        return f"{self.base}/lab/tree/notebooks/{notebook}?reset&token={self.token}"
+
+
+def _browser_params() -> dict:
+    text = os.environ.get("COURSE_BROWSER_PARAMS", "").strip()
+    return json.loads(text) if text else BROWSER_PARAMS
+
+
+def _copy_notebook(src: Path, dst: Path, params: dict) -> None:
+    """Copy a notebook; the parameters its parameters cell defines are set after it, as papermill does."""
+    nb = json.loads(src.read_text())
+    cell = next(c for c in nb["cells"] if "parameters" in c.get("metadata", {}).get("tags", []))
+    source = "".join(cell["source"]) if isinstance(cell["source"], list) else cell["source"]
+    mine = {k: v for k, v in params.items() if re.search(rf"^{re.escape(k)}\s*=", source, re.M)}
+    if mine:
+        cell["source"] = source.rstrip("\n") + "\n# smaller runs for the browser test\n" + "".join(
+            f"{k} = {v!r}\n" for k, v in mine.items())
+    dst.write_text(json.dumps(nb, indent=1) + "\n")
+
+
+@pytest.fixture(scope="module")
+def lab(tmp_path_factory):
+    pytest.importorskip("jupyterlab", reason="JupyterLab is not installed (it is in requirements-pinned.txt)")
+    tmp = tmp_path_factory.mktemp("lab")
+    work = tmp / "work"
+    (work / "notebooks").mkdir(parents=True)
+    params = _browser_params()
+    for path in NOTEBOOKS:
+        _copy_notebook(path, work / "notebooks" / path.name, params)
+    # the kernel the notebooks name, "python3", is this environment's python by absolute path
+    # (not resolved: a venv's python is a link whose target is outside the venv)
+    data = tmp / "data"
+    spec = data / "kernels" / "python3"
+    spec.mkdir(parents=True)
+    python = os.path.abspath(sys.executable)
+    (spec / "kernel.json").write_text(json.dumps({
+        "argv": [python, "-m", "ipykernel_launcher", "-f", "{connection_file}"],
+        "display_name": "Python 3 (course)", "language": "python"}))
+    config = tmp / "config"
+    (config / "labconfig").mkdir(parents=True)
+    settings = json.loads(LAB_SETTINGS.read_text())
+    settings.update(TEST_SETTINGS)
+    (config / "labconfig" / "default_setting_overrides.json").write_text(json.dumps(settings))
+    env = {k: v for k, v in os.environ.items() if k != "COURSE_HEADLESS" and not k.startswith("JUPYTER")}
+    env.update(JUPYTER_CONFIG_DIR=str(config), JUPYTER_DATA_DIR=str(data), JUPYTER_PATH=str(data),
+               JUPYTER_RUNTIME_DIR=str(tmp / "runtime"), JUPYTERLAB_SETTINGS_DIR=str(tmp / "settings"),
+               JUPYTERLAB_WORKSPACES_DIR=str(tmp / "workspaces"), JUPYTER_PLATFORM_DIRS="1",
+               PYTHONPATH=os.pathsep.join([str(ROOT)] + [p for p in [os.environ.get("PYTHONPATH")] if p]))
+    port, token = _free_port(), secrets.token_hex(16)
+    log = tmp / "server.log"
+    with open(log, "w") as fh:
+        proc = subprocess.Popen(
+            [python, "-m", "jupyterlab", "--no-browser", "--allow-root", "--ip=127.0.0.1", f"--port={port}",
+             f"--IdentityProvider.token={token}", f"--ServerApp.root_dir={work}",
+             "--ServerApp.terminals_enabled=False"],
+            env=env, stdout=fh, stderr=subprocess.STDOUT, cwd=work)
+    server = Lab(f"http://127.0.0.1:{port}", token, work, proc, log)
+    try:
+        deadline = time.monotonic() + 120
+        while True:
+            try:
+                server.api("GET", "/api/status")
+                break
+            except (urllib.error.URLError, ConnectionError):
+                assert proc.poll() is None, f"JupyterLab exited:\n{log.read_text()[-3000:]}"
+                assert time.monotonic() < deadline, f"JupyterLab did not start:\n{log.read_text()[-3000:]}"
+                time.sleep(0.5)
+        argv = server.api("GET", "/api/kernelspecs")["kernelspecs"]["python3"]["spec"]["argv"]
+        assert argv[0] == python, f"the notebooks' kernel is {argv[0]}, not this environment's {python}"
+        server.close_sessions()
+        yield server
+    finally:
+        try:
+            server.close_sessions()
+        except Exception:
+            pass
+        proc.terminate()
+        try:
+            proc.wait(30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+
+
+@pytest.fixture(scope="module")
+def browser(lab, tmp_path_factory):
+    executable = _chromium()
+    sync_api = pytest.importorskip("playwright.sync_api",
+                                   reason="the playwright package is not installed (requirements-pinned.txt)")
+    profile = tmp_path_factory.mktemp("chromium-profile")
+    with sync_api.sync_playwright() as p:
+        ctx = p.chromium.launch_persistent_context(
+            str(profile), executable_path=executable, headless=True, args=CHROMIUM_FLAGS, viewport=VIEWPORT,
+            chromium_sandbox=False)
+        try:
+            yield ctx
+        finally:
+            ctx.close()
+
+
+@pytest.fixture(scope="module", autouse=True)
+def repository_notebooks_untouched():
+    before = {p: hashlib.sha256(p.read_bytes()).hexdigest() for p in NOTEBOOKS}
+    yield
+    after = {p: hashlib.sha256(p.read_bytes()).hexdigest() for p in NOTEBOOKS}
+    assert before == after, "the repository's notebooks changed while JupyterLab ran the copies"
+
+
+# ---------------------------------------------------------------------------------------------
+# the page
+# ---------------------------------------------------------------------------------------------
+
+
+class PageErrors:
+    """JavaScript errors on a page: uncaught exceptions and console errors.
+
+    The one thing let through: a resource the offline machine cannot fetch from another host
+    (the notebooks' "Open in Colab" badge image); anything from the server itself counts.
+    """
+
+    def __init__(self, page, base: str):
+        self.base, self.errors = base, []
+        page.on("pageerror", lambda e: self.errors.append(f"uncaught: {e}"))
+        page.on("console", self._console)
+
+    def _console(self, msg) -> None:
+        if msg.type != "error":
+            return
+        url = (msg.location or {}).get("url", "")
+        if msg.text.startswith("Failed to load resource") and url and not url.startswith(self.base):
+            return
+        self.errors.append(f"console: {msg.text} ({url})")
+
+
+def _open(ctx, lab: Lab, name: str):
+    page = ctx.new_page()
+    errors = PageErrors(page, lab.base)
+    page.goto(lab.url(name))
+    page.wait_for_selector(".jp-NotebookPanel .jp-Notebook .jp-Cell", timeout=120_000)
+    # the kernel is up when the session's kernel reports idle
+    deadline = time.monotonic() + 120
+    while not (lab.api("GET", "/api/sessions") and lab.kernels_idle()):
+        assert time.monotonic() < deadline, "the notebook's kernel did not start"
+        time.sleep(0.5)
+    return page, errors
+
+
+def _menu(page, menu: str, item: str) -> None:
+    page.locator(".lm-MenuBar-item", has_text=re.compile(rf"^{re.escape(menu)}$")).click()
+    page.locator(".lm-Menu-item:visible", has_text=re.compile(rf"^{re.escape(item)}")).first.click()
+
+
+def _nb(page):
+    """The notebook on show (other tabs' outputs are not this notebook's)."""
+    return page.locator(".jp-NotebookPanel:not(.lm-mod-hidden) .jp-Notebook").first
+
+
+def _prompts(page) -> list[str]:
+    return _nb(page).locator(".jp-CodeCell .jp-InputArea-prompt").all_inner_texts()
+
+
+def _failures(page) -> list[str]:
+    """Texts of error outputs, stderr boxes and widgets that could not be displayed."""
+    boxes = _nb(page).locator('.jp-OutputArea-output[data-mime-type="application/vnd.jupyter.stderr"], '
+                         '.jp-OutputArea-output[data-mime-type="application/vnd.jupyter.error"]')
+    found = [t[:1500] for t in boxes.all_inner_texts()]
+    found += [f"widget: {t}" for t in _nb(page).get_by_text("Error displaying widget").all_inner_texts()]
+    return found
+
+
+def _wait_idle(page, lab: Lab, limit: float, settle: int = 3) -> list[str]:
+    """Until the kernel is idle and no prompt shows [*], `settle` polls in a row.
+
+    Returns the failures (see :func:`_failures`) seen on the way, even those gone since.
+    """
+    deadline, calm, seen = time.monotonic() + limit, 0, []
+    while calm < settle:
+        busy = any("*" in p for p in _prompts(page)) or not lab.kernels_idle()
+        calm = 0 if busy else calm + 1
+        seen += [f for f in _failures(page) if f not in seen]
+        assert time.monotonic() < deadline, f"still running after {limit} s; prompts {_prompts(page)}; {seen}"
+        time.sleep(1)
+    return seen
+
+
+def _save(page, path: Path) -> dict:
+    """Save from the File menu and return the notebook once the file is written and settled.
+
+    (The menu, not Ctrl+S: with the focus in a widget's text box the shortcut never reaches
+    JupyterLab.)
+    """
+    before = path.stat().st_mtime_ns
+    _menu(page, "File", "Save Notebook")
+    deadline, last = time.monotonic() + 60, None
+    while True:
+        page.wait_for_timeout(500)
+        try:
+            text = path.read_text()
+            if path.stat().st_mtime_ns != before and text == last:
+                return json.loads(text)
+            last = text
+        except (OSError, json.JSONDecodeError):
+            last = None
+        assert time.monotonic() < deadline, "the notebook was not saved"
+
+
+FINGERPRINT_JS = """el => {
+  const parts = [el.innerText];
+  el.querySelectorAll('img').forEach(i => parts.push('img ' + i.src.length + ' ' + i.src.slice(-80)));
+  el.querySelectorAll('svg.main-svg').forEach(s => parts.push(s.textContent));
+  el.querySelectorAll('svg image').forEach(i => { const h = i.getAttribute('href') || '';
+                                                   parts.push('svgimg ' + h.length + ' ' + h.slice(-80)); });
+  return parts.join('\\n');
+}"""
+
+CONTROL_KINDS = (  # (kind, the control's own class)
+    ("text", "widget-text"),
+    ("dropdown", "widget-dropdown"),
+    ("select-multiple", "widget-select-multiple"),
+    ("range slider", "widget-slider"),
+    ("slider", "widget-slider"),
+    ("checkbox", "widget-checkbox"),
+)
+
+
+def _controls(widget) -> list[tuple[str, object]]:
+    """The controls of a live() widget, each with its kind."""
+    found = []
+    for el in widget.locator(".widget-hbox").first.locator(":scope > .jupyter-widgets").all():
+        classes = el.get_attribute("class") or ""
+        if "widget-slider" in classes:
+            kind = "range slider" if el.locator(".noUi-handle").count() == 2 else "slider"
+        else:
+            kind = next((k for k, c in CONTROL_KINDS if c in classes.split()), None)
+        if kind:
+            found.append((kind, el))
+    return found
+
+
+def _change(page, kind: str, el) -> str:
+    """Change one control as a person would; returns what was done."""
+    if kind == "text":
+        box = el.locator("input")
+        new = "a green object" if box.input_value() != "a green object" else "a blue object"
+        box.fill(new)
+        box.press("Enter")  # text boxes update on Enter, not on every key
+        return f"typed {new!r}"
+    if kind in ("dropdown", "select-multiple"):
+        select = el.locator("select")
+        options = select.locator("option").all_inner_texts()
+        chosen = select.evaluate("s => [...s.selectedOptions].map(o => o.textContent)")
+        if kind == "dropdown":
+            other = next(o for o in options if o not in chosen)
+            select.select_option(label=other)
+            return f"chose {other!r}"
+        pick = [o for o in options if o not in chosen][:1] or options[:1]
+        select.select_option(label=pick)
+        return f"selected {pick}"
+    if kind in ("slider", "range slider"):
+        handle = el.locator(".noUi-handle").first
+        before = el.locator(".widget-readout").inner_text()
+        handle.focus()
+        handle.press("ArrowRight")
+        if el.locator(".widget-readout").inner_text() == before:  # already at the top
+            handle.press("ArrowLeft")
+        return f"moved {before!r} to {el.locator('.widget-readout').inner_text()!r}"
+    if kind == "checkbox":
+        el.locator("input").click()
+        return "toggled"
+    raise AssertionError(kind)
+
+
+# ---------------------------------------------------------------------------------------------
+# the test
+# ---------------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
+def test_notebook_in_jupyterlab(path, lab, browser, capsys):
+    lab.close_sessions()
+    copy = lab.work / "notebooks" / path.name
+    cells = json.loads(copy.read_text())["cells"]
+    n_live = sum(1 for c in cells if c["cell_type"] == "code" and re.search(r"^live\(", "".join(c["source"]), re.M))
+    t0 = time.monotonic()
+    page, errors = _open(browser, lab, path.name)
+    _menu(page, "Run", "Run All Cells")
+    page.wait_for_timeout(2000)
+    seen = _wait_idle(page, lab, RUN_LIMIT_S)
+    ran_s = time.monotonic() - t0
+
+    failures = _failures(page)
+    assert not failures, "error outputs or stderr:\n" + "\n---\n".join(failures)
+    assert not seen, "error outputs or stderr while the notebook ran:\n" + "\n---\n".join(seen)
+    prompts = _prompts(page)
+    assert all(re.fullmatch(r"\[\d+\]:", p.strip()) for p in prompts), f"cells not run: {prompts}"
+
+    # plotly: every figure a chart, inside the column
+    nb = _nb(page)
+    plots = nb.locator(".jp-RenderedPlotly")
+    assert plots.count() >= 1, "no plotly figure rendered"
+    deadline = time.monotonic() + 30  # plotly draws asynchronously
+    while plots.evaluate_all("els => els.filter(e => !e.querySelector('svg.main-svg')).length"):
+        if time.monotonic() > deadline:
+            bad = plots.evaluate_all("els => els.filter(e => !e.querySelector('svg.main-svg'))"
+                                     ".map(e => e.outerHTML.slice(0, 400))")
+            raise AssertionError(f"{len(bad)} of {plots.count()} figures are no chart: {bad}; "
+                                 f"page errors {errors.errors}")
+        page.wait_for_timeout(500)
+    for i in range(plots.count()):
+        plot = plots.nth(i)
+        title = plot.locator("svg.main-svg .gtitle").all_text_contents()
+        widths = plot.evaluate("el => [el.parentElement.clientWidth, Math.max(...[...el.querySelectorAll("
+                               "'svg.main-svg')].map(s => s.getBoundingClientRect().width))]")
+        assert widths[1] <= widths[0] + 1, f"figure {i} {title} is {widths[1]:.0f} px in a {widths[0]} px column"
+    # ... and every figure the notebook holds is one of them (none fell back to HTML or JSON)
+    held = sum(1 for c in _save(page, copy)["cells"] for o in c.get("outputs", []) if PLOTLY in o.get("data", {}))
+    top_level = plots.evaluate_all("els => els.filter(e => !e.closest('.widget-output')).length")
+    assert top_level == held, f"{top_level} charts on the page, {held} plotly figures in the saved notebook"
+
+    # widgets: each live() widget once, no Out[n] copy
+    live_widgets = nb.locator(LIVE).all()
+    assert len(live_widgets) == n_live, f"{len(live_widgets)} interactive widgets shown, {n_live} live() cells"
+    assert nb.locator(".jp-OutputArea-executeResult .jupyter-widgets").count() == 0, "a widget shown twice"
+    assert not nb.get_by_text(re.compile(r"^(VBox|HBox)\(")).count(), "a widget's text form is shown"
+    changed = []
+    for w in live_widgets:
+        controls = _controls(w)
+        assert controls, "a live() widget without controls"
+        # its first control, and its first text box too
+        picked = controls[:1] + [c for c in controls[1:] if c[0] == "text"][:1]
+        output = w.locator(".widget-output").first
+        for kind, el in picked:
+            before = output.evaluate(FINGERPRINT_JS)
+            assert before.strip(), "a live() widget shows nothing"
+            el.scroll_into_view_if_needed()
+            what = _change(page, kind, el)
+            deadline = time.monotonic() + UPDATE_LIMIT_S
+            while output.evaluate(FINGERPRINT_JS) == before:
+                assert not _failures(page), "\n".join(_failures(page))
+                assert time.monotonic() < deadline, f"{kind}: {what}, but the output did not change"
+                page.wait_for_timeout(500)
+            seen = _wait_idle(page, lab, UPDATE_LIMIT_S, settle=2)
+            assert not seen, f"{kind}: {what}:\n" + "\n---\n".join(seen)
+            changed.append(f"{kind} ({what})")
+    assert not _failures(page), "\n".join(_failures(page))
+
+    OUT_DIR.mkdir(parents=True, exist_ok=True)
+    shot = OUT_DIR / f"{path.stem}.png"
+    if live_widgets:
+        live_widgets[-1].evaluate("el => el.scrollIntoView({block: 'center'})")
+        page.wait_for_timeout(500)
+    page.screenshot(path=str(shot))
+    assert not errors.errors, "JavaScript errors:\n" + "\n".join(errors.errors)
+
+    # saved and reopened on a fresh kernel: the widgets come back from their saved state
+    saved = _save(page, copy)
+    assert not n_live or saved.get("metadata", {}).get("widgets"), "widget state was not saved with the notebook"
+    page.close()
+    lab.close_sessions()
+    page, errors = _open(browser, lab, path.name)
+    # the widget manager loads the saved state after the kernel connects: until then a view may
+    # briefly read "model not found"; what counts is the page once it has settled
+    deadline = time.monotonic() + 60
+    while True:
+        broken = _nb(page).get_by_text("Error displaying widget").count()
+        restored = _nb(page).locator(LIVE).count()
+        if not broken and restored == n_live or time.monotonic() > deadline:
+            break
+        page.wait_for_timeout(500)
+    assert not broken, f"a reopened notebook shows {broken} widget errors"
+    assert restored == n_live, f"{restored} of {n_live} widgets came back after reopening"
+    assert not errors.errors, "JavaScript errors after reopening:\n" + "\n".join(errors.errors)
+    page.close()
+    lab.close_sessions()
+    with capsys.disabled():
+        print(f"\n{path.stem}: ran in {ran_s:.0f} s in JupyterLab; changed {', '.join(changed) or 'no widget'}; "
+              f"screenshot {shot}")

@@ -1,0 +1,50 @@
+"""The metrics module is the one home of mask metrics: its measures on hand-made maps, and the
+old import paths pointing at the same functions."""
+
+import numpy as np
+import pytest
+import torch
+
+from helpers import metrics
+
+
+def test_one_home_for_every_metric():
+    from helpers import segmentation, spatial, world_eval
+
+    for name in ("threshold_map", "iou", "pixel_accuracy", "average_precision"):
+        assert getattr(spatial, name) is getattr(metrics, name)
+    assert segmentation.SegmentationScores is metrics.SegmentationScores
+    assert segmentation.mass_by_region is metrics.mass_by_region
+    assert world_eval.map_iou is metrics.map_iou
+
+
+def test_map_iou_by_hand():
+    maps = torch.tensor([[[-1.0, 3.0], [1.0, 0.0]],    # clipped mean 1: keeps the 3 only
+                         [[0.0, 0.0], [0.0, 0.0]],     # keeps nothing
+                         [[2.0, 2.0], [0.0, 0.0]]])    # clipped mean 1: keeps the top row
+    masks = np.array([[[1, 1], [0, 0]], [[0, 0], [0, 0]], [[0, 1], [1, 0]]], dtype=bool)
+    # 1 shared of 2 covered; both empty counts 0 here; 1 shared of 3 covered
+    assert metrics.map_iou(maps, masks).tolist() == pytest.approx([1 / 2, 0.0, 1 / 3])
+
+
+def test_map_scores_by_hand():
+    maps = torch.tensor([[[0.9, 0.1], [0.5, 0.3]]])     # clipped mean 0.45: keeps 0.9 and 0.5
+    truth = torch.tensor([[[False, True], [True, False]]])
+    s = metrics.map_scores(maps, truth)
+    assert s["mIoU"] == pytest.approx(1 / 3)             # {0.9, 0.5} vs {0.1, 0.5}
+    assert s["pixel accuracy"] == pytest.approx(0.5)
+    assert s["mAP"] == pytest.approx(0.5)                 # ranking F, T, F, T: precisions 1/2, 2/4
+    # at a coarser grid the maps are upsampled to the masks first: a constant map stays constant
+    coarse = metrics.map_scores(torch.ones(1, 1, 1), truth)
+    assert coarse["pixel accuracy"] == pytest.approx(0.5) and coarse["mIoU"] == 0.0
+
+
+def test_threshold_in_the_maps_own_precision():
+    soft = torch.rand(3, 5, 5, generator=torch.Generator().manual_seed(0))
+    own = metrics.threshold_map(soft, dtype=None)
+    assert torch.equal(own, soft > soft.mean((-2, -1), keepdim=True))
+    assert torch.equal(metrics.threshold_map(soft, 0.4, dtype=None), soft > 0.4)
+    from helpers.segmentation import segment
+
+    s, hard = segment(soft, (5, 5))
+    assert torch.equal(hard, metrics.threshold_map(s, dtype=None))

@@ -1,0 +1,51 @@
+"""Sentences generated from values: formats and comparisons that read right either way."""
+
+import math
+
+import pytest
+
+from helpers.narrative import bullets, compare, num, pct, pts, ranking, ratio, verdict, what_we_see
+
+
+def test_formats():
+    assert pct(0.9301) == "93.0%"
+    assert pct(0.5, digits=0) == "50%"
+    assert pts(-0.031) == "\u22123.1 points"
+    assert pts(0.1) == "+10.0 points"
+    assert pts(0.0001) == "0.0 points"  # rounds to zero: no sign
+    assert ratio(1.934) == "1.93\u00d7"
+    assert num(0.8383333333333333) == "0.838"
+    assert num(-0.25) == "\u22120.250"
+    assert num(5.8e-16) == "5.80e\u221216"
+    assert pct(float("nan")) == "n/a" and num(math.nan) == "n/a"
+    with pytest.raises(TypeError, match="must be a number"):
+        pct("high")
+
+
+def test_compare_says_which_side_is_ahead():
+    s = compare(0.62, 0.64, "the decomposition", "rollout", what="mIoU")
+    assert s == "the decomposition does **not** beat rollout on mIoU (0.620 vs 0.640)."
+    assert compare(0.64, 0.62, "A", "B").startswith("A beats B")
+    # lower is better (e.g. an error or a cost)
+    assert compare(0.1, 0.2, "A", "B", higher_is_better=False).startswith("A beats B")
+    assert compare(0.5, 0.5004, "A", "B", tie=0.001).startswith("A and B are level")
+    assert compare(0.93, 0.5, "A", "B", as_pct=True, digits=1).endswith("(93.0% vs 50.0%).")
+
+
+def test_ranking_and_verdict():
+    r = ranking({"decomposition": 0.62, "rollout": 0.64, "raw attention": 0.62})
+    assert r.startswith("rollout (0.640) > ")
+    assert "decomposition (0.620) = raw attention (0.620)" in r or "raw attention (0.620) = decomposition (0.620)" in r
+    assert ranking({"a": 1.0, "b": 2.0}, higher_is_better=False) == "a (1.000) < b (2.000)"
+    with pytest.raises(ValueError):
+        ranking({})
+    assert verdict(3 > 2, "held", "did not hold") == "held"
+    assert verdict(False, "held", "did not hold") == "did not hold"
+
+
+def test_what_we_see_builds_markdown(capsys):
+    text = what_we_see("One.", "", "Two.")
+    assert text == "**What we see**\n\n* One.\n* Two."
+    assert "* Two." in capsys.readouterr().out  # outside IPython it prints
+    with pytest.raises(ValueError):
+        bullets(["", " "])

@@ -1,0 +1,141 @@
+"""Every notebook on a real architecture: preset "random ViT-B-32" (224 px, world scenes resized
+to it, a handful of images, random weights, CPU), executed headless with papermill.
+
+Random weights find nothing, so the checks are those that hold for any weights: exactness of
+the decompositions, shapes, sums, ranges. The notebooks record ``trained_weights = False``;
+the checks of what a trained model finds are in ``tests/test_notebooks.py`` (offline preset).
+"""
+
+import math
+
+import pytest
+
+from helpers.main_job import execute_notebook, notebook_paths
+from helpers.presets import get_preset
+from helpers.segmentation import METHODS
+
+PRESET = "random ViT-B-32"
+LAYERS, HEADS = 12, 12  # ViT-B-32 and ViT-B-16
+N = {nb: v.get("n_images") for nb, v in get_preset(PRESET).notebooks.items()}
+N["05"] = 4 * get_preset(PRESET).notebooks["05"]["n_per_group"]
+
+
+def _fraction_of(n, value):
+    """``value`` is a share of ``n`` items (an accuracy over n images)."""
+    return 0.0 <= value <= 1.0 and math.isclose(value * n, round(value * n), abs_tol=1e-6)
+
+
+def check_01(f, n):
+    assert f["decomposition_max_rel_error_f32"] <= 1e-4
+    assert f["decomposition_max_abs_error_f64"] <= 1e-10
+    assert _fraction_of(n, f["zero_shot_accuracy"]) and f["n_classes"] == 8
+    assert all(f[k] >= 0 and math.isfinite(f[k]) for k in ("variance_share_attn", "variance_share_mlp",
+                                                             "variance_share_last4_attn"))
+    terms = {f"{kind}.{i}" for kind in ("attn", "mlp") for i in range(LAYERS)} | {"embed"}
+    assert len(f["top_margin_terms"]) == 3 and set(f["top_margin_terms"]) <= terms
+    layer, head = f["largest_head"]
+    assert LAYERS - 4 <= layer < LAYERS and 0 <= head < HEADS and 0 <= f["largest_head_share"] <= 1
+
+
+def check_02(f, n):
+    assert f["n_layers"] == LAYERS and f["n_classes"] == 8 and f["last_k"] == 4
+    accs = [f[k] for k in ("baseline_accuracy", "mlps_ablated", "cls_self_ablated", "all_but_last_k_attn_ablated",
+                           "all_but_last_k_everything_ablated", "last_k_attn_ablated")]
+    accs += f["cumulative_from_first"] + f["cumulative_from_last"]
+    assert all(_fraction_of(n, a) for a in accs)
+    assert len(f["cumulative_from_first"]) == len(f["cumulative_from_last"]) == LAYERS
+    # both curves end with every attention layer ablated: the same embedding
+    assert f["cumulative_from_first"][-1] == f["cumulative_from_last"][-1]
+
+
+def check_03(f, n):
+    assert f["n_heads"] == 4 * HEADS and len(f["role_purities"]) == 4 * HEADS
+    assert all(0 <= p <= 1 for p in f["role_purities"].values())
+    assert f["pure_roles_all_planted"] is None  # only asked of the offline model
+    curves = f["accuracy_curves"]
+    assert set(curves) == {"TextSpan (world)", "TextSpan (common_words)", "random texts", "PCA"}
+    sizes = [str(k) for k in (1, 2, 3, 5, 10, 20, 40, 60) if k <= n]  # at most one direction per image
+    for name, curve in curves.items():
+        assert sorted(curve, key=int) == sizes and all(_fraction_of(n, a) for a in curve.values()), name
+    var = f["variance_explained_mean"]
+    assert len(var) == 5 and all(0 <= a <= b + 1e-9 <= 1 + 1e-6 for a, b in zip(var, var[1:]))
+    assert 0 <= f["association"] <= 1 and 0 <= f["entanglement"] <= 1
+
+
+def check_04(f, n):
+    assert f["n_layers"] == LAYERS and f["n_scenes"] == n
+    assert f["identity_max_error"] <= 1e-4  # maps + CLS + rest == similarity (float32)
+    assert f["contrastive_linearity_error"] <= 1e-5  # map(a - b) == map(a) - map(b)
+    for factor in ("colour", "shape", "background"):
+        assert 0 <= f[f"miou_{factor}"] <= 1 and 0 <= f[f"map_{factor}"] <= 1
+    assert len(f["miou_colour_by_layer"]) == LAYERS and all(0 <= x <= 1 for x in f["miou_colour_by_layer"])
+    assert len(f["map_mass_by_layer"]) == LAYERS and math.isclose(sum(f["map_mass_by_layer"]), 1.0, rel_tol=1e-6)
+    assert 0 <= f["negative_share_colour"] <= 1
+
+
+def check_05(f, n):
+    before, after = f["before"], f["after"]
+    assert sum(before["counts"].values()) == sum(after["counts"].values()) == n
+    assert f["n_chosen"] == len(f["chosen_heads"])
+    assert all(LAYERS - 4 <= layer < LAYERS and 0 <= head < HEADS for layer, head in f["chosen_heads"])
+    assert len(f["head_scores"]) == 4 * HEADS and all(0 <= s <= 1 for s in f["head_scores"].values())
+    assert math.isclose(f["worst_gain"], after["worst_group"] - before["worst_group"])
+    assert math.isclose(f["average_change"], after["average"] - before["average"])
+    assert _fraction_of(n, before["average"]) and _fraction_of(n, after["average"])
+    assert (f["random_worst_mean"] is None) == (f["n_chosen"] == 0)
+    assert 0 <= f["shape_accuracy_on_groups"] <= 1 and 0 <= f["family_probe_after_ablation"] <= 1
+
+
+def check_06(f, n):
+    assert f["n_images"] == n and 0 < f["foreground_fraction"] < 1
+    m = f["methods"]
+    assert set(m) == set(METHODS)
+    for source in (m, f["pairs"]):
+        assert set(source) == set(m)
+        for method, scores in source.items():
+            assert all(0.0 <= scores[k] <= 1.0 for k in ("pixel accuracy", "mIoU", "mAP")), (method, scores)
+            assert math.isclose(scores["mIoU"], (scores["IoU foreground"] + scores["IoU background"]) / 2)
+    assert _fraction_of(n, f["zero_shot_accuracy"])
+    curve = f["miou_by_first_layer"]
+    assert set(curve) == {f"{a}-{LAYERS - 1}" for a in range(LAYERS)}  # the figures file sorts keys
+    assert math.isclose(curve[f"0-{LAYERS - 1}"], f["miou_all_layers_subset"])
+    assert sorted(f["miou_ranking"]) == sorted(m)
+    shares = f["mass_on_object"]
+    assert set(shares) == {"one object", "two objects: the named one"}
+    assert all(set(v) == set(m) and all(x != x or 0.0 <= x <= 1.0 for x in v.values()) for v in shares.values())
+    lm = f["layer_mass"]
+    assert len(lm["on"]) == len(lm["off"]) == len(lm["against"]) == LAYERS and all(x >= 0 for v in lm.values() for x in v)
+    ratio = f["patch_norm_ratio"]
+    assert len(ratio["mean"]) == len(ratio["max"]) == LAYERS
+    assert all(1.0 <= a <= b for a, b in zip(ratio["mean"], ratio["max"]))
+
+
+CHECKS = {"01_residual_decomposition": check_01, "02_mean_ablation": check_02, "03_textspan": check_03,
+          "04_spatial_maps": check_04, "05_waterbirds": check_05, "06_zero_shot_segmentation": check_06}
+
+
+def test_every_notebook_is_checked_on_a_real_architecture():
+    assert {p.stem for p in notebook_paths()} == set(CHECKS)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("path", notebook_paths(), ids=lambda p: p.stem)
+def test_notebook_on_random_vit_b32(path, tmp_path, monkeypatch):
+    monkeypatch.setenv("COURSE_HEADLESS", "1")
+    figures = execute_notebook(path, tmp_path, {"preset": PRESET}, html=False)
+    assert figures["preset"] == PRESET and figures["trained_weights"] is False
+    CHECKS[path.stem](figures, N[path.stem[:2]])
+
+
+@pytest.mark.slow
+def test_segmentation_notebook_on_random_vit_b16(tmp_path, monkeypatch):
+    """ViT-B-16: a 14 x 14 patch grid (B-32's is 7 x 7), through the segmenters' maps, their
+    upsampling to the masks and the backward passes of GradCAM and Chefer et al.; the
+    preset's other values stay, the parameters set here win."""
+    monkeypatch.setenv("COURSE_HEADLESS", "1")
+    path = next(p for p in notebook_paths() if p.stem.startswith("06_"))
+    # three images (the notebook shows three overlays), in batches of two and one
+    params = {"preset": PRESET, "model_name": "ViT-B-16", "pretrained": "random", "n_images": 3, "batch_size": 2}
+    figures = execute_notebook(path, tmp_path, params, html=False)
+    assert figures["trained_weights"] is False
+    check_06(figures, 3)
