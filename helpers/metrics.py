@@ -111,18 +111,28 @@ def map_iou(maps: Tensor, masks: Any) -> np.ndarray:
 
 
 def map_scores(maps: Tensor, masks: Any) -> dict[str, float]:
-    """Soft patch maps ``[N, gh, gw]`` against masks ``[N, H, W]``: the maps are upsampled to
-    the masks' size; ``"mIoU"`` and ``"pixel accuracy"`` of the maps thresholded at their mean
-    (:func:`threshold_map`), ``"mAP"`` of the soft maps (images with empty masks skipped),
-    each averaged over the images."""
+    """Soft patch maps ``[N, gh, gw]`` against masks ``[N, H, W]``, each score averaged over the
+    images. The maps are upsampled to the masks' size, then:
+
+    - ``"object IoU"``: IoU of the map thresholded at its mean (:func:`threshold_map`) with the
+      object's mask (0 for an image whose mask and map are both empty);
+    - ``"pixel accuracy"`` of the same thresholded map;
+    - ``"mAP"``: the paper's average precision (Chefer et al.: map and complement against
+      foreground and background together, :func:`average_precision` with ``protocol="paper"``);
+    - ``"object AP"``: the average precision of the map against the object's pixels alone
+      (images with empty masks skipped).
+
+    Not to be confused with :class:`SegmentationScores`' ``"mIoU"``, which averages the
+    foreground and background IoU of a whole dataset's pixels."""
     from .spatial import upsample
 
     truth = _as_tensor(masks)
     up = upsample(maps, truth.shape[-2:])
     pred = threshold_map(up)
-    return {"mIoU": iou(pred, truth, empty=0.0).mean().item(),
+    return {"object IoU": iou(pred, truth, empty=0.0).mean().item(),
             "pixel accuracy": pixel_accuracy(pred, truth).mean().item(),
-            "mAP": float(np.nanmean(average_precision(up, truth).numpy()))}
+            "mAP": float(average_precision(up, truth, protocol="paper").mean()),
+            "object AP": float(np.nanmean(average_precision(up, truth).numpy()))}
 
 
 # ----------------------------------------------------------------------------------------------
@@ -205,13 +215,12 @@ class SegmentationScores:
     ``miou`` (their mean) and ``map`` (mean per-image :func:`average_precision`) are
     available, also together via :meth:`summary`.
 
-    Both average precisions are accumulated: ``map_paper`` (Chefer et al.'s protocol, the
-    paper's: map and complement scored against foreground and background together, every
-    image counted) and ``map_foreground`` (the soft map against the foreground only; images
-    whose mask is empty are skipped). ``protocol`` (keyword only: ``"foreground"``, the
-    default, or ``"paper"``) says which one ``map`` and the summary's ``"mAP"`` report; the
-    summary lists the other one under its own name (``"mAP (paper)"`` or
-    ``"mAP (foreground)"``).
+    Both average precisions are accumulated, each with one name: ``map_paper``, the summary's
+    ``"mAP"`` (Chefer et al.'s protocol, the paper's: map and complement scored against
+    foreground and background together, every image counted) and ``map_foreground``, the
+    summary's ``"object AP"`` (the soft map against the object's pixels only; images whose mask
+    is empty are skipped). ``protocol`` (keyword only: ``"paper"``, the default, or
+    ``"foreground"``) says which one :attr:`map` returns.
     """
 
     correct: int = 0
@@ -220,7 +229,7 @@ class SegmentationScores:
     union: np.ndarray = field(default_factory=lambda: np.zeros(2, dtype=np.int64))
     ap: list[float] = field(default_factory=list)
     _: KW_ONLY
-    protocol: str = "foreground"
+    protocol: str = "paper"
     ap_paper: list[float] = field(default_factory=list)
 
     def __post_init__(self) -> None:
@@ -273,10 +282,12 @@ class SegmentationScores:
         return self.map_paper if self.protocol == "paper" else self.map_foreground
 
     def summary(self) -> dict[str, float]:
-        other = {"mAP (foreground)": self.map_foreground} if self.protocol == "paper" else \
-            {"mAP (paper)": self.map_paper}
-        return {"pixel accuracy": self.pixel_accuracy, "mIoU": self.miou, "mAP": self.map,
-                "IoU foreground": self.iou_foreground, "IoU background": self.iou_background, **other}
+        """Every score under its one name: ``"pixel accuracy"``, ``"mIoU"`` (mean of the
+        foreground and background IoU over the dataset's pixels), ``"mAP"`` (the paper's),
+        ``"object AP"`` (foreground only), ``"IoU foreground"``, ``"IoU background"``."""
+        return {"pixel accuracy": self.pixel_accuracy, "mIoU": self.miou, "mAP": self.map_paper,
+                "object AP": self.map_foreground, "IoU foreground": self.iou_foreground,
+                "IoU background": self.iou_background}
 
 
 def mass_by_region(maps: Tensor, masks: Any) -> dict[str, Tensor]:

@@ -543,14 +543,13 @@ def load_segmentation_task(name: str, preprocess: Callable[[Image.Image], Tensor
 def evaluate_methods(model: nn.Module, task: SegmentationTask, class_emb: Tensor,
                      methods: Sequence[str] = METHODS, *, batch_size: int = 50,
                      threshold: str | float = "mean", use_labels: bool | None = None,
-                     progress: bool = False, map_protocol: str = "foreground",
+                     progress: bool = False,
                      ) -> tuple[dict[str, dict[str, float]], dict[str, Tensor]]:
     """Every method on every image of ``task``: metrics per method, and the soft maps at the
     patch grid ``[N, gh, gw]`` per method (for display). The target class is the zero-shot
     prediction (the paper's protocol) or the label, as ``use_labels`` says (default: the task's
-    ``target``). ``map_protocol`` says which average precision is reported as ``"mAP"`` (see
-    :class:`SegmentationScores`; the other is reported too, under its own name). Also reports
-    images per second."""
+    ``target``). Each method's scores are :meth:`SegmentationScores.summary` (the paper's
+    ``"mAP"`` and the foreground-only ``"object AP"`` both), plus images per second."""
     import time
 
     if use_labels is None:
@@ -562,7 +561,7 @@ def evaluate_methods(model: nn.Module, task: SegmentationTask, class_emb: Tensor
     size = tuple(task.masks.shape[-2:])
     device = next(model.parameters()).device
     for method in methods:
-        scores = SegmentationScores(protocol=map_protocol)
+        scores = SegmentationScores()
         parts = []
         t0 = time.perf_counter()
         for i in range(0, len(task), batch_size):

@@ -28,15 +28,19 @@ def test_map_iou_by_hand():
 
 
 def test_map_scores_by_hand():
-    maps = torch.tensor([[[0.9, 0.1], [0.5, 0.3]]])     # clipped mean 0.45: keeps 0.9 and 0.5
+    maps = torch.tensor([[[0.875, 0.125], [0.5, 0.25]]])  # clipped mean 0.4375: keeps 0.875 and 0.5
     truth = torch.tensor([[[False, True], [True, False]]])
     s = metrics.map_scores(maps, truth)
-    assert s["mIoU"] == pytest.approx(1 / 3)             # {0.9, 0.5} vs {0.1, 0.5}
+    assert s["object IoU"] == pytest.approx(1 / 3)       # {0.875, 0.5} vs {0.125, 0.5}
     assert s["pixel accuracy"] == pytest.approx(0.5)
-    assert s["mAP"] == pytest.approx(0.5)                 # ranking F, T, F, T: precisions 1/2, 2/4
+    assert s["object AP"] == pytest.approx(0.5)           # ranking F, T, F, T: precisions 1/2, 2/4
+    # the paper's AP ranks the map (object) and 1 - map (background) together, ties as one step:
+    # (values exact in binary, so 1 - map ties where it should)
+    # 0.875 F F | 0.75 T | 0.5 F T | 0.25 F | 0.125 T T -> precisions 1/3, 2/5, 4/8, 4/8
+    assert s["mAP"] == pytest.approx((1 / 3 + 2 / 5 + 1 / 2 + 1 / 2) / 4)
     # at a coarser grid the maps are upsampled to the masks first: a constant map stays constant
     coarse = metrics.map_scores(torch.ones(1, 1, 1), truth)
-    assert coarse["pixel accuracy"] == pytest.approx(0.5) and coarse["mIoU"] == 0.0
+    assert coarse["pixel accuracy"] == pytest.approx(0.5) and coarse["object IoU"] == 0.0
 
 
 def test_threshold_in_the_maps_own_precision():

@@ -130,7 +130,7 @@ def check_06(f):
     assert set(pairs) == set(m)
     # two objects, one mask: a class-agnostic map cannot pick the named object
     assert pairs["rollout"]["IoU foreground"] < m["rollout"]["IoU foreground"]
-    assert pairs["decomposition"]["mAP"] > pairs["rollout"]["mAP"], pairs
+    assert pairs["decomposition"]["object AP"] > pairs["rollout"]["object AP"], pairs
     assert all(pairs["decomposition"]["mIoU"] > pairs[b]["mIoU"] for b in ("rollout", "raw_attention")), pairs
     # where the maps put their weight: the figures behind the notebook's explanation
     shares = f["mass_on_object"]

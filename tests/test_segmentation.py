@@ -50,7 +50,7 @@ def test_scores_match_hand_computed_values():
     truth = torch.tensor([[[1, 1, 0], [0, 0, 0]], [[0, 0, 0], [0, 1, 1]]], dtype=torch.bool)
     pred = torch.tensor([[[1, 0, 0], [0, 0, 1]], [[0, 0, 0], [0, 1, 1]]], dtype=torch.bool)
     soft = torch.tensor([[[0.9, 0.2, 0.1], [0.0, 0.3, 0.8]], [[0.1, 0.2, 0.0], [0.3, 0.7, 0.6]]])
-    s = SegmentationScores().update(soft, pred, truth)
+    s = SegmentationScores(protocol="foreground").update(soft, pred, truth)
     # image 1: 4 of 6 pixels right; image 2: all 6 right
     assert s.pixel_accuracy == pytest.approx(10 / 12)
     # foreground: inter 1 + 2, union 3 + 2; background: inter 3 + 4, union 5 + 4
@@ -60,12 +60,12 @@ def test_scores_match_hand_computed_values():
     # AP image 1: ranking 0.9 (hit), 0.8, 0.3, 0.2 (hit) -> (1/1 + 2/4) / 2; image 2: both on top -> 1
     assert s.map == pytest.approx(((1 + 0.5) / 2 + 1) / 2)
     # accumulating in two batches gives the same as one
-    t = SegmentationScores().update(soft[:1], pred[:1], truth[:1]).update(soft[1:], pred[1:], truth[1:])
+    t = SegmentationScores(protocol="foreground").update(soft[:1], pred[:1], truth[:1]).update(soft[1:], pred[1:], truth[1:])
     assert t.summary() == pytest.approx(s.summary())
 
 
 def test_scores_skip_empty_masks_for_map_and_reject_misaligned():
-    s = SegmentationScores().update(torch.rand(1, 4, 4), torch.zeros(1, 4, 4, dtype=torch.bool),
+    s = SegmentationScores(protocol="foreground").update(torch.rand(1, 4, 4), torch.zeros(1, 4, 4, dtype=torch.bool),
                                     torch.zeros(1, 4, 4, dtype=torch.bool))
     assert s.ap == [] and np.isnan(s.map) and s.pixel_accuracy == 1.0
     with pytest.raises(ValueError, match="transform image and mask together"):
@@ -440,14 +440,16 @@ def test_scores_report_both_average_precisions():
     truth = torch.tensor([[[1, 0], [0, 1]], [[0, 0], [0, 0]]], dtype=torch.bool)
     soft = torch.tensor([[[0.8, 0.4], [0.4, 0.0]], [[0.8, 0.4], [0.4, 0.0]]])
     pred = soft > 0.5
-    fg = SegmentationScores().update(soft, pred, truth)
-    paper = SegmentationScores(protocol="paper").update(soft, pred, truth)
+    fg = SegmentationScores(protocol="foreground").update(soft, pred, truth)
+    paper = SegmentationScores().update(soft, pred, truth)
     ap1 = 0.25 * 0.5 + 0.5 * 0.75 + 0.25 * 0.5
     ap2 = 0.25 + 0.5 * 0.75 + 0.25 * 4 / 7
     assert fg.map == fg.map_foreground == pytest.approx(0.75)  # the empty mask is skipped
     assert paper.map == paper.map_paper == pytest.approx((ap1 + ap2) / 2)  # every image counts
-    assert fg.summary()["mAP (paper)"] == pytest.approx(paper.summary()["mAP"])
-    assert paper.summary()["mAP (foreground)"] == pytest.approx(fg.summary()["mAP"])
+    # one name per score, whichever protocol .map follows
+    assert fg.summary() == paper.summary()
+    assert paper.summary()["mAP"] == pytest.approx(paper.map_paper)
+    assert paper.summary()["object AP"] == pytest.approx(fg.map)
     assert paper.miou == fg.miou and paper.pixel_accuracy == fg.pixel_accuracy
     with pytest.raises(ValueError, match="protocol"):
         SegmentationScores(protocol="both")

@@ -213,7 +213,7 @@ if test is not None:
         table[f]["mAP, random map"] = truth.float().mean().item()
     display(pd.DataFrame(table).T.round(3))
     for f in FACTORS:
-        figures[f"miou_{f}"] = table[f]["mIoU"]
+        figures[f"miou_{f}"] = table[f]["object IoU"]
         figures[f"map_{f}"] = table[f]["mAP"]
         figures[f"miou_{f}_trivial"] = table[f]["mIoU, whole image"]
         figures[f"map_{f}_chance"] = table[f]["mAP, random map"]
@@ -241,7 +241,7 @@ if test is not None:
     per_layer, mass = [], []
     for layer in range(L):
         maps = own_class_maps(model, x, classifiers["colour"], test.factors["colour"], layers=[layer])
-        per_layer.append(map_scores(maps, truth_fg)["mIoU"])
+        per_layer.append(map_scores(maps, truth_fg)["object IoU"])
         mass.append(float(maps.abs().sum()))
     mass = [m / sum(mass) for m in mass]
     names = [layer_label(i) for i in range(L)]
@@ -256,9 +256,9 @@ if test is not None:
     half = L // 2
     figures["miou_colour_by_layer"] = per_layer
     figures["miou_colour_first_half"] = map_scores(
-        own_class_maps(model, x, classifiers["colour"], test.factors["colour"], layers=range(half)), truth_fg)["mIoU"]
+        own_class_maps(model, x, classifiers["colour"], test.factors["colour"], layers=range(half)), truth_fg)["object IoU"]
     figures["miou_colour_second_half"] = map_scores(
-        own_class_maps(model, x, classifiers["colour"], test.factors["colour"], layers=range(half, L)), truth_fg)["mIoU"]
+        own_class_maps(model, x, classifiers["colour"], test.factors["colour"], layers=range(half, L)), truth_fg)["object IoU"]
     print(f"first {half} layers: {figures['miou_colour_first_half']:.3f}, "
           f"last {L - half}: {figures['miou_colour_second_half']:.3f}")
 
