@@ -208,8 +208,9 @@ def _select(table: Mapping[str, Site], pattern: str) -> list[Site]:
     hits = [s for n, s in table.items() if fnmatch.fnmatchcase(n, pattern)]
     if not hits:
         n_blocks = sum(1 for n in table if n.endswith(".resid_post"))
+        docs = list(SITE_DOCS) + [n for n in POOL_SITE_DOCS if n.replace("{l}", "0") in table]
         raise UnknownSiteError(
-            f"no hook site matches {pattern!r}. Sites are {', '.join(SITE_DOCS)} with l in 0..{n_blocks - 1} "
+            f"no hook site matches {pattern!r}. Sites are {', '.join(docs)} with l in 0..{n_blocks - 1} "
             "(glob patterns such as 'blocks.*.attn_out' allowed; see helpers.hooks.SITE_DOCS)")
     return hits
 

@@ -172,3 +172,34 @@ def test_unsupported_built_timm_towers_named():
     with pytest.raises(UnsupportedModelError, match="global_pool='avg'.*SigLIP"):
         Decomposer(tower)
     assert timm.__version__
+
+
+def test_scoring_uses_the_models_own_scale_and_bias(siglip):
+    from helpers.text import Scoring, probabilities, scoring
+
+    s = scoring(siglip)
+    assert s.kind == "sigmoid" and s.bias == pytest.approx(float(siglip.logit_bias.detach()))
+    assert s.scale == pytest.approx(float(siglip.logit_scale.detach().exp()))
+    img, txt = torch.randn(4, 8, dtype=torch.float64), torch.randn(3, 8, dtype=torch.float64)
+    p = probabilities(s, img, txt)
+    cos = torch.nn.functional.normalize(img, dim=-1) @ torch.nn.functional.normalize(txt, dim=-1).T
+    assert torch.allclose(p, torch.sigmoid(s.scale * cos + s.bias))
+    soft = probabilities(Scoring("softmax", 100.0, 0.0), img, txt)
+    assert torch.allclose(soft.sum(-1), torch.ones(4, dtype=torch.float64))
+
+
+def test_timm_hook_sites(siglip2_tower):
+    from helpers.hooks import POOL_SITE_DOCS, UnknownSiteError, capture, site_names
+
+    names = site_names(siglip2_tower)
+    assert names[0] == "ln_pre" and names[-1] == "pool.mlp_out" and "blocks.11.attn_heads" in names
+    x = _images(siglip2_tower.trunk.patch_embed.img_size, 1)
+    with capture(siglip2_tower, ["pool.attn_out", "pool.mlp_out", "ln_post"]) as cache, torch.no_grad():
+        out = siglip2_tower(x)
+    assert torch.allclose(cache["pool.attn_out"][:, 0] + cache["pool.mlp_out"][:, 0], out)
+    assert cache["ln_post"].shape == (1, 64, 768)
+    assert set(POOL_SITE_DOCS) <= {n if not n.startswith("blocks.") else "blocks.{l}." + n.split(".", 2)[2]
+                                   for n in names}
+    with pytest.raises(UnknownSiteError, match="pool.mlp_out"):
+        with capture(siglip2_tower, ["pool.nothing"]):
+            pass
