@@ -435,3 +435,12 @@ class MapDecomposer:
                 grid_size=self.grid_size, _maps=m, _probs=a if tokens else None, _values=v if tokens else None,
                 _streams=torch.stack(streams, 2) if tokens else None, text_scores=tscores)
         return result.normalized() if normalize else result
+
+
+def pooled_note(model_name: str, skipped: str) -> str:
+    """One line for a notebook run on an attention-pooled tower (SigLIP): how its embedding is
+    decomposed, and what the notebook ``skipped`` for it."""
+    return (f"`{model_name}` reads its embedding off all tokens with an attention-pooling head, not "
+            f"off a class token: its terms are the same layers and heads seen through the pooling's "
+            f"value path, plus the pooling MLP's own term (inside `const` of the stored terms); "
+            f"{skipped}.")

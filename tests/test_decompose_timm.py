@@ -203,3 +203,20 @@ def test_timm_hook_sites(siglip2_tower):
     with pytest.raises(UnknownSiteError, match="pool.mlp_out"):
         with capture(siglip2_tower, ["pool.nothing"]):
             pass
+
+
+def test_heatmaps_of_an_attention_pooled_tower(siglip2_tower):
+    from helpers.spatial import contrastive_map, heatmaps, topic_segmentation
+
+    x = _images(siglip2_tower.trunk.patch_embed.img_size)
+    texts = torch.randn(3, 768, dtype=torch.float64)
+    for kw in ({}, {"layers": [-2, -1]}, {"heads": [0, 5]}, {"layers": [3], "heads": [1]}):
+        res = heatmaps(siglip2_tower, x, texts, **kw)
+        assert res.patch_maps.shape == (2, 3, 8, 8) and res.max_error() < F64_TOL, kw
+        assert torch.equal(res.cls, torch.zeros_like(res.cls))
+    a, b = texts[:1], texts[1:2]
+    gap = contrastive_map(siglip2_tower, x, a, b) - (heatmaps(siglip2_tower, x, a).patch_maps[:, 0]
+                                                    - heatmaps(siglip2_tower, x, b).patch_maps[:, 0])
+    assert gap.abs().max() < F64_TOL
+    with pytest.raises(UnsupportedModelError, match="class token"):
+        topic_segmentation(siglip2_tower, x, 11, 0, texts)
