@@ -40,7 +40,7 @@ class DirectTerms(DirectEffects):
     embed: Tensor  # [N, d]
     attn: Tensor  # [N, L, d]
     mlp: Tensor  # [N, L, d]
-    const: Tensor  # [d]
+    const: Tensor  # [d], or [N, d] for attention-pooled towers (SigLIP): plus the pooling MLP's term
     heads: Tensor | None = None  # [N, L, H, d]
     cls_self: Tensor | None = None  # [N, L, d]
 
@@ -153,13 +153,14 @@ def collect_terms(model: nn.Module, batches: Iterable[Tensor] | Tensor, *, heads
     batches, or of ``(images, ...)`` tuples) and stack the direct terms."""
     dec = Decomposer(model)
     if device is None:
-        device = dec.visual.proj.device
+        device = _tower_param(dec).device
     if isinstance(batches, Tensor):
         if batches.ndim != 4 or batches.shape[0] == 0:
             raise ValueError(f"expected a non-empty [N, 3, H, W] tensor, got {tuple(batches.shape)}")
         total = batches.shape[0]
         batches = batches.split(batch_size)
-    parts: dict[str, list[Tensor]] = {"embed": [], "attn": [], "mlp": [], "heads": [], "cls_self": []}
+    parts: dict[str, list[Tensor]] = {"embed": [], "attn": [], "mlp": [], "heads": [], "cls_self": [],
+                                      "pool_mlp": []}
     const = None
     bar = tqdm(total=total, desc="decomposing", unit="img", disable=not progress)
     for batch in batches:
@@ -174,10 +175,14 @@ def collect_terms(model: nn.Module, batches: Iterable[Tensor] | Tensor, *, heads
             parts["cls_self"].append(torch.stack(
                 [d.tokens(layers=[i]).data[:, 0] for i in range(d.n_layers)], 1))
         const = d.const
+        if getattr(d, "pool_mlp", None) is not None:  # attention pooling: its MLP's term, per image
+            parts["pool_mlp"].append(d.pool_mlp)
         bar.update(x.shape[0])
     bar.close()
     if const is None:
         raise ValueError("no images")
+    if parts["pool_mlp"]:
+        const = const + torch.cat(parts["pool_mlp"])
     return DirectTerms(
         embed=torch.cat(parts["embed"]), attn=torch.cat(parts["attn"]), mlp=torch.cat(parts["mlp"]),
         const=const, heads=torch.cat(parts["heads"]) if heads else None,
@@ -217,10 +222,10 @@ def cached_terms(model: nn.Module, dataset: Any, *, dataset_id: str, cache_dir: 
         raise ValueError("empty dataset")
     dec = Decomposer(model)
     if device is None:
-        device = dec.visual.proj.device
+        device = _tower_param(dec).device
     key = dict(what="direct-terms", version=TERMS_VERSION, model=model_name or type(model).__name__,
                weights=weights_fingerprint(model), dataset=dataset_id, preprocess=preprocess_id,
-               heads=heads, cls_self=cls_self, dtype=str(dec.visual.proj.dtype))
+               heads=heads, cls_self=cls_self, dtype=str(_tower_param(dec).dtype))
 
     def source(start: int):
         return DataLoader(Subset(dataset, range(start, n)), batch_size=batch_size, shuffle=False)
@@ -230,6 +235,8 @@ def cached_terms(model: nn.Module, dataset: Any, *, dataset_id: str, cache_dir: 
         with torch.no_grad():
             d = dec(x.to(device), heads=heads, tokens=cls_self)
         out = {"embed": d.embed, "attn": d.attn, "mlp": d.mlp}
+        if getattr(d, "pool_mlp", None) is not None:
+            out["pool_mlp"] = d.pool_mlp
         if heads:
             out["heads"] = d.heads
         if cls_self:
@@ -238,14 +245,21 @@ def cached_terms(model: nn.Module, dataset: Any, *, dataset_id: str, cache_dir: 
 
     arrays = stream_to_cache(compute, source, n_items=n, key=key, cache_dir=cache_dir, progress=progress,
                              desc=f"decomposing {dataset_id}")
-    dtype = dec.visual.proj.dtype
+    dtype = _tower_param(dec).dtype
 
     def get(name: str) -> Tensor | None:
         return torch.from_numpy(np.array(arrays[name])).to(device, dtype) if name in arrays else None
 
-    const = dec.maps(dtype, dec.visual.proj.device).const.to(device)
+    const = dec.maps(dtype, _tower_param(dec).device).const.to(device)
+    if "pool_mlp" in arrays:
+        const = const + get("pool_mlp")
     return DirectTerms(embed=get("embed"), attn=get("attn"), mlp=get("mlp"), const=const,
                        heads=get("heads"), cls_self=get("cls_self"))
+
+
+def _tower_param(dec: Any) -> Tensor:
+    """A parameter of the decomposer's image tower (its device and dtype)."""
+    return next(dec.visual.parameters())
 
 
 def component_table(terms: DirectTerms) -> tuple[list[str], Tensor]:

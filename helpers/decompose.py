@@ -318,8 +318,22 @@ class Decomposer:
         d.head_terms().score(text_emb)       # (image, layer, head, text)
 
     Args:
-        model: an open_clip ``CLIP``/``CustomTextCLIP`` (or its ``VisionTransformer``).
+        model: an open_clip ``CLIP``/``CustomTextCLIP`` (or its ``VisionTransformer``). A model
+            whose image tower is a timm ViT with attention pooling (SigLIP / SigLIP 2) gets a
+            :class:`helpers.decompose_map.MapDecomposer` (the same calls; the result is a
+            :class:`helpers.decompose_map.MapDecomposition`).
     """
+
+    def __new__(cls, model: nn.Module, *args: Any, **kwargs: Any) -> Any:
+        # timm towers with attention pooling (SigLIP) have their own decomposer, same interface
+        from .support import is_timm_tower
+
+        if cls is Decomposer and is_timm_tower(model):
+            from .decompose_map import MapDecomposer
+
+            check_model_supported(model)  # the clear error for unsupported timm towers
+            return MapDecomposer(model)
+        return super().__new__(cls)
 
     def __init__(self, model: nn.Module) -> None:
         self.model = model

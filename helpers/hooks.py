@@ -47,7 +47,7 @@ from typing import Any, Callable, Iterable, Iterator, Mapping
 
 from torch import Tensor, nn
 
-__all__ = ["Site", "SITE_DOCS", "UnknownSiteError", "sites", "site_names", "hooked", "capture", "ActivationCache",
+__all__ = ["Site", "SITE_DOCS", "POOL_SITE_DOCS", "UnknownSiteError", "sites", "site_names", "hooked", "capture", "ActivationCache",
            "register_builder"]
 
 SITE_DOCS: dict[str, str] = {
@@ -63,6 +63,18 @@ SITE_DOCS: dict[str, str] = {
     "ln_post": "the output of the final layer norm",
 }
 """One line per site name pattern (``{l}`` is the block index)."""
+
+POOL_SITE_DOCS: dict[str, str] = {
+    "blocks.{l}.attn_heads": "the attention's per-head outputs before its output projection, heads "
+                             "concatenated [B, T, H * dh]",
+    "pool.attn_out": "the attention pooling's output after its projection [B, 1, D]",
+    "pool.ln": "the pooling's layer norm output, the input of its MLP [B, 1, D]",
+    "pool.mlp_out": "what the pooling's MLP adds to the pooled vector [B, 1, D]",
+}
+"""The extra sites of timm ViT towers with attention pooling (open_clip's SigLIP / SigLIP 2
+image towers), on top of :data:`SITE_DOCS`. There ``ln_pre`` is the stream after the patch and
+position embeddings (timm's ``norm_pre``), ``ln_post`` the trunk's final norm over every token
+``[B, T, D]``, and ``attn_out`` / ``mlp_out`` the outputs of ``ls1`` / ``ls2``."""
 
 
 @dataclass(frozen=True)
@@ -113,6 +125,32 @@ def _open_clip_sites(visual: nn.Module) -> dict[str, Site]:
     return out
 
 
+def _is_timm_map_tower(visual: nn.Module) -> bool:
+    trunk = getattr(visual, "trunk", None)
+    return type(visual).__name__ == "TimmModel" and hasattr(trunk, "blocks") and \
+        getattr(trunk, "attn_pool", None) is not None and hasattr(trunk, "norm_pre")
+
+
+def _timm_map_sites(visual: nn.Module) -> dict[str, Site]:
+    trunk = visual.trunk
+    out: dict[str, Site] = {"ln_pre": Site("ln_pre", trunk.norm_pre, "output")}
+    for l, blk in enumerate(trunk.blocks):
+        p = f"blocks.{l}."
+        for name, module, when in (("resid_pre", blk, "input"), ("ln_1", blk.norm1, "output"),
+                                   ("attn_heads", blk.attn.proj, "input"), ("attn", blk.attn, "output"),
+                                   ("attn_out", blk.ls1, "output"), ("ln_2", blk.norm2, "output"),
+                                   ("mlp_out", blk.ls2, "output"), ("resid_post", blk, "output")):
+            out[p + name] = Site(p + name, module, when)
+    out["ln_post.in"] = Site("ln_post.in", trunk.norm, "input")
+    out["ln_post"] = Site("ln_post", trunk.norm, "output")
+    pool = trunk.attn_pool
+    out["pool.attn_out"] = Site("pool.attn_out", pool.proj_drop, "output")
+    if getattr(pool, "mlp", None) is not None:
+        out["pool.ln"] = Site("pool.ln", pool.norm, "output")
+        out["pool.mlp_out"] = Site("pool.mlp_out", pool.mlp, "output")
+    return out
+
+
 _BUILDERS: list[tuple[Callable[[nn.Module], bool], Callable[[nn.Module], dict[str, Site]]]] = []
 
 
@@ -126,6 +164,7 @@ def register_builder(applies: Callable[[nn.Module], bool], build: Callable[[nn.M
 
 
 _register_builder = register_builder
+_BUILDERS.append((_is_timm_map_tower, _timm_map_sites))
 
 
 def sites(model: nn.Module) -> dict[str, Site]:
@@ -169,8 +208,9 @@ def _select(table: Mapping[str, Site], pattern: str) -> list[Site]:
     hits = [s for n, s in table.items() if fnmatch.fnmatchcase(n, pattern)]
     if not hits:
         n_blocks = sum(1 for n in table if n.endswith(".resid_post"))
+        docs = list(SITE_DOCS) + [n for n in POOL_SITE_DOCS if n.replace("{l}", "0") in table]
         raise UnknownSiteError(
-            f"no hook site matches {pattern!r}. Sites are {', '.join(SITE_DOCS)} with l in 0..{n_blocks - 1} "
+            f"no hook site matches {pattern!r}. Sites are {', '.join(docs)} with l in 0..{n_blocks - 1} "
             "(glob patterns such as 'blocks.*.attn_out' allowed; see helpers.hooks.SITE_DOCS)")
     return hits
 

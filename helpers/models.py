@@ -68,7 +68,8 @@ SUPPORTED_DESCRIPTION = (
     "the class token (VisionTransformer, pool_type='tok', no attentional pool, default "
     "ResidualAttentionBlock with nn.MultiheadAttention), e.g. ViT-B-32, ViT-B-16, ViT-L-14, "
     "ViT-H-14, their -quickgelu variants, and the offline default "
-    f"'{DEFAULT_MODEL}'"
+    f"'{DEFAULT_MODEL}'; and timm ViT towers with attention pooling (timm_pool='map'): the SigLIP / "
+    "SigLIP 2 models, e.g. ViT-B-16-SigLIP, ViT-B-16-SigLIP2, ViT-SO400M-14-SigLIP"
 )
 
 
@@ -92,7 +93,8 @@ class ModelInfo:
         n_tokens: tokens per image in the residual stream (patches, plus the class token).
         class_token: whether the tower has a class token.
         pooling: how the embedding is read off the tokens: ``"tok"`` (the class token),
-            ``"avg"``, ``"none"`` or ``"attn"`` (an attentional pooler).
+            ``"avg"``, ``"none"``, ``"attn"`` (open_clip's attentional pooler) or ``"map"``
+            (a timm tower's attention pooling with one learned query: SigLIP / SigLIP 2).
     """
 
     name: str | None
@@ -127,6 +129,10 @@ def model_info(model: torch.nn.Module) -> ModelInfo:
     from open_clip.transformer import VisionTransformer
 
     tower = model if isinstance(model, VisionTransformer) else getattr(model, "visual", None)
+    if type(model).__name__ == "TimmModel":
+        tower = model
+    if type(tower).__name__ == "TimmModel":
+        return _timm_info(model, tower)
     blocks = getattr(getattr(tower, "transformer", None), "resblocks", None)
     if tower is None or blocks is None or len(blocks) == 0:
         raise UnsupportedModelError(f"cannot read the sizes of a {type(model).__name__}: no transformer image "
@@ -143,6 +149,31 @@ def model_info(model: torch.nn.Module) -> ModelInfo:
         image_size=_pair(tower.image_size), patch_size=_pair(tower.patch_size), grid_size=grid,
         n_tokens=grid[0] * grid[1] + int(class_token), class_token=class_token,
         pooling="attn" if getattr(tower, "attn_pool", None) is not None else str(getattr(tower, "pool_type", "tok")))
+
+
+def _timm_info(model: torch.nn.Module, tower: torch.nn.Module) -> ModelInfo:
+    """:class:`ModelInfo` of an open_clip ``TimmModel`` image tower (a timm VisionTransformer)."""
+    trunk = getattr(tower, "trunk", None)
+    blocks = getattr(trunk, "blocks", None)
+    pe = getattr(trunk, "patch_embed", None)
+    if blocks is None or len(blocks) == 0 or pe is None:
+        raise UnsupportedModelError(f"cannot read the sizes of a timm {type(trunk).__name__} image tower: no ViT "
+                                    f"blocks. Supported: {SUPPORTED_DESCRIPTION}.")
+    name, pretrained = _LOADED_AS.get(model, (None, None))
+    width = int(trunk.embed_dim)
+    n_heads = int(blocks[0].attn.num_heads)
+    grid = _pair(pe.grid_size)
+    n_prefix = int(getattr(trunk, "num_prefix_tokens", 0))
+    embed_dim = width
+    for m in [getattr(trunk, "head", None)] + list(getattr(tower, "head", None) or []):
+        if isinstance(m, torch.nn.Linear):
+            embed_dim = int(m.out_features)
+    pool = getattr(trunk, "global_pool", "")
+    return ModelInfo(
+        name=name, pretrained=pretrained, n_layers=len(blocks), n_heads=n_heads, width=width,
+        head_dim=width // n_heads, embed_dim=embed_dim, image_size=_pair(pe.img_size),
+        patch_size=_pair(pe.patch_size), grid_size=grid, n_tokens=grid[0] * grid[1] + n_prefix,
+        class_token=getattr(trunk, "cls_token", None) is not None, pooling=str(pool) if pool else "none")
 
 
 @dataclass(frozen=True)
@@ -363,6 +394,37 @@ def _offline_checkpoint(pretrained: str | None) -> str:
                      f"pretrained={RANDOM_WEIGHTS!r} for an untrained model, or a checkpoint path.")
 
 
+class FoldedTokenizer:
+    """open_clip's byte-pair tokenizer with token ids folded into a smaller vocabulary.
+
+    The stand-in tokenizer of an untrained model whose own tokenizer lives on the Hugging Face
+    hub (SigLIP's) and cannot be loaded here: the text tower is untrained, so any fixed map from
+    text to ids in range serves to run the code."""
+
+    def __init__(self, vocab_size: int, context_length: int) -> None:
+        from open_clip.tokenizer import SimpleTokenizer
+
+        self.vocab_size = int(vocab_size)
+        self.context_length = int(context_length)
+        self._inner = SimpleTokenizer(context_length=self.context_length)
+
+    def __call__(self, texts: Any, context_length: int | None = None) -> torch.Tensor:
+        return self._inner(texts, context_length or self.context_length) % self.vocab_size
+
+
+def _tokenizer(name: str, *, random_weights: bool) -> Callable[..., torch.Tensor]:
+    """open_clip's tokenizer of ``name``; for random weights, :class:`FoldedTokenizer` when the
+    model's own tokenizer (a Hugging Face one) cannot be loaded here."""
+    try:
+        return open_clip.get_tokenizer(name)
+    except (ImportError, OSError, ValueError) as exc:
+        text_cfg = (open_clip.get_model_config(name) or {}).get("text_cfg", {})
+        if not random_weights or "hf_tokenizer_name" not in text_cfg:
+            raise
+        logging.getLogger(__name__).debug("stand-in tokenizer for %s: %s", name, exc)
+        return FoldedTokenizer(text_cfg.get("vocab_size", 49408), text_cfg.get("context_length", 77))
+
+
 class _DropRandomInitNotice(logging.Filter):
     def filter(self, record: logging.LogRecord) -> bool:
         return "No pretrained weights loaded" not in record.getMessage()
@@ -448,7 +510,7 @@ def load_model(
                              f"architecture? ({type(exc).__name__}: {str(exc)[:300]})") from exc
         model.to(device)
     model.eval()
-    tokenizer = open_clip.get_tokenizer(name)
+    tokenizer = _tokenizer(name, random_weights=pretrained == RANDOM_WEIGHTS)
     _LOADED_AS[model] = (name, DEFAULT_PRETRAINED if name == DEFAULT_MODEL and ckpt is not None
                          and pretrained in (None, DEFAULT_PRETRAINED) else (pretrained or None))
     return LoadedModel(model, preprocess, tokenizer)

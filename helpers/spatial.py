@@ -138,7 +138,10 @@ def heatmaps(model: nn.Module, images: ImagesLike, texts_emb: TextsLike, *, laye
     """Per-patch contributions of attention layers/heads to each image-text similarity.
 
     Args:
-        model: an open_clip ViT CLIP (or its image tower).
+        model: an open_clip ViT CLIP (or its image tower). For an attention-pooled tower (SigLIP)
+            the maps are the tokens' terms through the pooling attention: ``heads`` picks pooling
+            heads, ``layers`` the backbone layers whose outputs at each token are mapped, and
+            ``cls`` is 0 (no class token).
         images: a preprocessed batch ``[B, 3, H, W]``, or PIL images / arrays (one or a list),
             which go through ``preprocess`` (default: the model's own, :func:`model_preprocess`).
         texts_emb: text embeddings ``[M, d']`` (or one ``[d']``); strings are accepted together
@@ -161,9 +164,11 @@ def heatmaps(model: nn.Module, images: ImagesLike, texts_emb: TextsLike, *, laye
         a :class:`HeatmapResult` whose maps, ``cls`` and ``rest`` add up to ``similarity``.
     """
     dec = Decomposer(model)  # joint-space maps are shared per image tower by the Decomposer
+    pooled = _attention_pooled(dec)
     lidx = resolve_indices(layers, dec.n_layers, "layer")
-    hidx = resolve_indices(heads, dec.n_heads, "head")
-    dtype, device = dec.visual.proj.dtype, dec.visual.proj.device
+    hidx = resolve_indices(heads, dec.maps().q.shape[0] if pooled else dec.n_heads, "head")
+    param = next(dec.visual.parameters())
+    dtype, device = param.dtype, param.device
     E = text_matrix(texts_emb, model=model, tokenizer=tokenizer, width=dec.info.embed_dim,
                     what="texts_emb").to(device=device, dtype=dtype)
     if subtract_mean:
@@ -176,7 +181,8 @@ def heatmaps(model: nn.Module, images: ImagesLike, texts_emb: TextsLike, *, laye
     if batch_size is not None and batch_size < 1:
         raise ValueError(f"batch_size must be positive, got {batch_size}")
     step = x.shape[0] if batch_size is None else batch_size
-    parts = [_heatmaps_batch(dec, x[i:i + step], E, lidx, hidx, normalize, strategy)
+    batch = _pooled_heatmaps_batch if pooled else _heatmaps_batch
+    parts = [batch(dec, x[i:i + step], E, lidx, hidx, normalize, strategy)
              for i in range(0, x.shape[0], step)]
     maps, cls, rest, sim = (torch.cat(p, 0) for p in zip(*parts))
     return HeatmapResult(patch_maps=maps, cls=cls, rest=rest, similarity=sim, grid=tuple(dec.grid_size),
@@ -231,6 +237,44 @@ def _heatmaps_batch(dec: Decomposer, x: Tensor, E: Tensor, lidx: list[int], hidx
     return maps.contiguous(), cls, rest, similarity
 
 
+def _attention_pooled(dec: Any) -> bool:
+    from .decompose_map import MapDecomposer
+
+    return isinstance(dec, MapDecomposer)
+
+
+def _pooled_heatmaps_batch(dec: Any, x: Tensor, E: Tensor, lidx: list[int], hidx: list[int],
+                           normalize: bool, _strategy: Strategy) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    """:func:`_heatmaps_batch` for an attention-pooled tower (SigLIP): the maps are the tokens'
+    terms through the pooling attention (``heads``: pooling heads; ``layers``: each token's
+    stream restricted to those backbone layers' attention and MLP outputs; all layers: the whole
+    stream, embedding and value biases included). There is no class token (``cls`` is 0);
+    ``rest`` is the embedding minus the chosen part, that part summed over the tokens first."""
+    L, Hp = dec.n_layers, dec.maps().q.shape[0]
+    all_layers = len(lidx) == L
+    d = dec(x, heads=False, tokens=True)
+    if normalize:
+        d = d.normalized()
+    layers = None if all_layers else lidx
+    scores = d.token_scores(E, layers, hidx)  # (image, token, text)
+    maps = d.spatial_map(scores).permute(0, 3, 1, 2)  # [B, M, gh, gw]
+    m = d._maps
+    hs = torch.as_tensor(hidx, device=x.device)
+    if all_layers:
+        chosen = d.pool_heads[:, hs].sum(1)
+    else:
+        idx = d._stream_index(lidx)
+        c = d._streams[:, :, idx].sum(2)  # [B, T, D]: the chosen layers' outputs, summed first
+        w = d._probs[:, hs] / d.sigma[:, None, :]
+        chosen = torch.einsum("bhd,hdk,hke->be", torch.einsum("bht,btd->bhd", w, c), m.Gv[hs], m.VP[hs])
+        chosen = chosen * d.scale[:, None]
+    Et = E.T
+    similarity = d.embedding @ Et
+    rest = (d.embedding - chosen) @ Et
+    cls = torch.zeros_like(similarity)
+    return maps.contiguous(), cls, rest, similarity
+
+
 def own_class_maps(model: nn.Module, images: ImagesLike, class_emb: TextsLike, labels: Sequence[int] | Tensor,
                    *, size: int | tuple[int, int] | None = None, layers: Selection = None,
                    heads: Selection = None, normalize: bool = True, **kwargs: Any) -> Tensor:
@@ -267,6 +311,7 @@ def head_direction_map(model: nn.Module, images: ImagesLike, layer: int, head: i
     ``direction`` (joint decomposition over heads and tokens).
     """
     layer, head = single_index(layer, "layer"), single_index(head, "head")
+    _no_head_maps(model, "head_direction_map")
     width = Decomposer(model).info.embed_dim
     if isinstance(direction, str) or (isinstance(direction, (list, tuple)) and direction
                                       and isinstance(direction[0], str)):
@@ -293,9 +338,20 @@ def topic_segmentation(model: nn.Module, images: ImagesLike, layer: int, head: i
     which removes what they have in common.
     """
     layer, head = single_index(layer, "layer"), single_index(head, "head")
+    _no_head_maps(model, "topic_segmentation")
     res = heatmaps(model, images, texts_emb, layers=[layer], heads=[head], normalize=normalize,
                    subtract_mean=subtract_mean, **kwargs)
     return res.patch_maps
+
+
+def _no_head_maps(model: nn.Module, what: str) -> None:
+    from .models import UnsupportedModelError
+
+    if _attention_pooled(Decomposer(model)):
+        raise UnsupportedModelError(
+            f"{what} maps one backbone head over the tokens it reads from the class token; an "
+            "attention-pooled tower (SigLIP) has no class token: use heatmaps(..., heads=...) for "
+            "the pooling heads' maps")
 
 
 def contrastive_map(model: nn.Module, images: ImagesLike, text_a: TextsLike, text_b: TextsLike,

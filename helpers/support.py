@@ -15,6 +15,7 @@ on the built tower) leaves that side ``None``.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from typing import Any, Callable, Mapping
 
@@ -22,7 +23,8 @@ from torch import nn
 
 from .models import SUPPORTED_DESCRIPTION, UnsupportedModelError
 
-__all__ = ["Rule", "RULES", "config_problem", "tower_problem", "image_tower", "check_tower"]
+__all__ = ["Rule", "RULES", "config_problem", "tower_problem", "image_tower", "check_tower", "timm_map_problem",
+           "is_timm_tower"]
 
 _CUSTOM_ATTENTION_KEYS = ("qk_norm", "scaled_cosine_attn", "scale_heads", "scale_attn", "scale_attn_inner",
                           "scale_fc")
@@ -55,13 +57,96 @@ def _is_vit(tower: nn.Module) -> bool:
     return isinstance(tower, VisionTransformer)
 
 
+_TIMM_SUPPORTED = ("timm ViT towers with attention pooling (timm_pool='map', as in open_clip's SigLIP / "
+                   "SigLIP 2 models)")
+
+
+def _is_timm(tower: nn.Module) -> bool:
+    return type(tower).__name__ == "TimmModel"
+
+
+def is_timm_tower(model: nn.Module) -> bool:
+    """Whether ``model``'s image tower (or ``model`` itself) is an open_clip ``TimmModel``."""
+    return _is_timm(image_tower(model))
+
+
+def _timm_config(cfg: Mapping[str, Any]) -> str | None:
+    v = _vision(cfg)
+    name = v.get("timm_model_name")
+    if name is None:
+        return None
+    name = str(name)
+    what = f"its image tower is a timm model ({name})"
+    if name.startswith("eva") or name.startswith("vit_pe_"):
+        return f"{what} with rotary position embeddings (an EVA-style tower); of timm towers only {_TIMM_SUPPORTED}"
+    if not re.match(r"^vit_.*siglip", name):
+        return f"{what}; of timm towers only {_TIMM_SUPPORTED}"
+    if v.get("timm_pool") != "map":
+        return f"{what} with pooling {v.get('timm_pool')!r}; of timm towers only {_TIMM_SUPPORTED}"
+    if v.get("timm_proj") not in (None, "", "none", "linear"):
+        return f"{what} with a {v.get('timm_proj')!r} projection head (nonlinear); of timm towers only {_TIMM_SUPPORTED}"
+    return None
+
+
 def _timm_tower(_model: nn.Module, tower: nn.Module) -> str | None:
-    if type(tower).__name__ != "TimmModel":
+    if not _is_timm(tower):
         return None
     trunk = getattr(tower, "trunk", None)
-    cfg = getattr(trunk, "default_cfg", None)
+    cfg = getattr(trunk, "default_cfg", None) or getattr(trunk, "pretrained_cfg", None)
     name = cfg.get("architecture") if isinstance(cfg, dict) else None
-    return f"its image tower is a timm model ({name or type(trunk).__name__})"
+    what = f"its image tower is a timm model ({name or type(trunk).__name__})"
+    problem = timm_map_problem(tower)
+    return f"{what}: {problem}; of timm towers only {_TIMM_SUPPORTED}" if problem else None
+
+
+def timm_map_problem(tower: nn.Module) -> str | None:
+    """What in a timm image tower (open_clip ``TimmModel``) the attention-pooling decomposition
+    cannot handle, or ``None`` when it is a plain timm ViT with a MAP head."""
+    from torch.nn import Dropout, Identity, LayerNorm, Linear, Sequential
+
+    trunk = getattr(tower, "trunk", None)
+    if type(trunk).__name__ != "VisionTransformer" or not hasattr(trunk, "blocks"):
+        kind = "an EVA-style tower" if type(trunk).__name__ == "Eva" else f"a {type(trunk).__name__}"
+        return f"it is {kind}, not a timm VisionTransformer"
+    if getattr(trunk, "global_pool", None) != "map" or getattr(trunk, "attn_pool", None) is None:
+        return f"it pools with global_pool={getattr(trunk, 'global_pool', None)!r}, not attention pooling ('map')"
+    if getattr(trunk, "num_prefix_tokens", 0) or getattr(trunk, "cls_token", None) is not None:
+        return "it has class or register tokens"
+    if getattr(trunk, "dynamic_img_size", False):
+        return "it resizes position embeddings on the fly (dynamic_img_size)"
+    pool = trunk.attn_pool
+    if type(pool).__name__ != "AttentionPoolLatent":
+        return f"its pooling is a {type(pool).__name__}, not timm's AttentionPoolLatent"
+    if pool.latent_len != 1 or getattr(pool, "pos_embed", None) is not None:
+        return "its attention pooling has several latent queries or its own position embedding"
+    if not isinstance(pool.q_norm, Identity) or not isinstance(pool.k_norm, Identity):
+        return "its attention pooling normalises queries / keys"
+    if getattr(pool, "mlp", None) is not None and not isinstance(pool.norm, LayerNorm):
+        return "its attention pooling's MLP is not preceded by a LayerNorm"
+    if not isinstance(trunk.norm, LayerNorm) or not isinstance(trunk.fc_norm, Identity):
+        return "its final norm is not one LayerNorm over the tokens (or it has an fc_norm)"
+    if not isinstance(trunk.norm_pre, (Identity, LayerNorm)) or not isinstance(trunk.patch_drop, Identity):
+        return "it has an unusual norm_pre / patch_drop"
+    if not isinstance(trunk.head, (Identity, Linear)):
+        return f"its classifier head is a {type(trunk.head).__name__}"
+    head = getattr(tower, "head", None)
+    if head is not None and not (isinstance(head, Sequential) and all(isinstance(m, (Linear, Dropout)) for m in head)):
+        return "its projection head is nonlinear (an MLP)"
+    for i, blk in enumerate(trunk.blocks):
+        if type(blk).__name__ != "Block":
+            return f"block {i} is a {type(blk).__name__}, not timm's plain pre-norm Block"
+        attn = getattr(blk, "attn", None)
+        if type(attn).__name__ != "Attention" or not hasattr(attn, "qkv"):
+            return f"block {i} uses a {type(attn).__name__} attention"
+        if not isinstance(attn.q_norm, Identity) or not isinstance(attn.k_norm, Identity) \
+                or not isinstance(getattr(attn, "norm", Identity()), Identity) or getattr(attn, "gate", None) is not None:
+            return f"block {i} uses {_CUSTOM_ATTENTION}"
+        for ls in (blk.ls1, blk.ls2):
+            if not isinstance(ls, Identity) and not (type(ls).__name__ == "LayerScale" and hasattr(ls, "gamma")):
+                return f"block {i} scales its branches with a {type(ls).__name__}"
+        if not isinstance(blk.norm1, LayerNorm) or not isinstance(blk.norm2, LayerNorm):
+            return f"block {i} does not use LayerNorms"
+    return None
 
 
 def _resnet_tower(_model: nn.Module, tower: nn.Module) -> str | None:
@@ -71,7 +156,7 @@ def _resnet_tower(_model: nn.Module, tower: nn.Module) -> str | None:
 
 
 def _other_tower(_model: nn.Module, tower: nn.Module) -> str | None:
-    if _is_vit(tower):
+    if _is_vit(tower) or _is_timm(tower):
         return None
     return f"its image tower {type(tower).__name__} is not an open_clip VisionTransformer"
 
@@ -81,6 +166,8 @@ def _attn_pool_config(cfg: Mapping[str, Any]) -> str | None:
 
 
 def _attn_pool_tower(_model: nn.Module, tower: nn.Module) -> str | None:
+    if _is_timm(tower):
+        return None
     return "it pools image tokens with an attentional pooler" if tower.attn_pool is not None else None
 
 
@@ -100,6 +187,8 @@ def _custom_blocks_config(cfg: Mapping[str, Any]) -> str | None:
 def _custom_blocks_tower(_model: nn.Module, tower: nn.Module) -> str | None:
     from open_clip.transformer import ResidualAttentionBlock
 
+    if _is_timm(tower):
+        return None
     for i, blk in enumerate(tower.transformer.resblocks):
         if not isinstance(blk, ResidualAttentionBlock) or not isinstance(getattr(blk, "attn", None),
                                                                           nn.MultiheadAttention):
@@ -108,6 +197,8 @@ def _custom_blocks_tower(_model: nn.Module, tower: nn.Module) -> str | None:
 
 
 def _odd_attention_tower(_model: nn.Module, tower: nn.Module) -> str | None:
+    if _is_timm(tower):
+        return None
     for i, blk in enumerate(tower.transformer.resblocks):
         attn = blk.attn
         if not attn._qkv_same_embed_dim or attn.in_proj_weight is None or attn.bias_k is not None \
@@ -117,21 +208,18 @@ def _odd_attention_tower(_model: nn.Module, tower: nn.Module) -> str | None:
 
 
 RULES: tuple[Rule, ...] = (
-    Rule("timm tower",
-         lambda cfg: (f"its image tower is a timm model ({_vision(cfg)['timm_model_name']})"
-                      if "timm_model_name" in _vision(cfg) else None),
-         _timm_tower),
+    Rule("timm tower", _timm_config, _timm_tower),
     Rule("ResNet tower",
          lambda cfg: "its image tower is a ResNet" if isinstance(_vision(cfg).get("layers"), (list, tuple)) else None,
          _resnet_tower),
     Rule("other tower", None, _other_tower),
     Rule("attentional pooler", _attn_pool_config, _attn_pool_tower),
     Rule("pooling", lambda cfg: _pool_reason(_vision(cfg).get("pool_type", "tok")),
-         lambda _m, tower: _pool_reason(tower.pool_type)),
+         lambda _m, tower: None if _is_timm(tower) else _pool_reason(tower.pool_type)),
     Rule("custom attention", _custom_blocks_config, _custom_blocks_tower),
     Rule("non-standard MultiheadAttention", None, _odd_attention_tower),
     Rule("no projection", None,
-         lambda _m, tower: "it has no output projection" if tower.proj is None else None),
+         lambda _m, tower: "it has no output projection" if not _is_timm(tower) and tower.proj is None else None),
     Rule("captioning model",
          lambda cfg: "it is a CoCa captioning model" if "multimodal_cfg" in cfg else None,
          lambda model, _t: "it is a CoCa captioning model" if type(model).__name__ == "CoCa" else None),

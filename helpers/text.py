@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
-from typing import Any, Callable, Mapping, Sequence
+from typing import Any, Callable, Mapping, NamedTuple, Sequence
 
 import numpy as np
 import torch
 from torch import nn
 
-__all__ = ["encode_texts", "text_matrix", "zero_shot_classifier", "cached_text_embeddings"]
+__all__ = ["encode_texts", "text_matrix", "zero_shot_classifier", "cached_text_embeddings", "Scoring", "scoring",
+           "probabilities"]
 
 TextsLike = Any
 """Text embeddings ``[M, d']`` / ``[d']`` (tensor, array, list of vectors), or strings to embed."""
@@ -153,3 +154,40 @@ def cached_text_embeddings(model: nn.Module, tokenizer: Callable[..., torch.Tens
                              source, n_items=len(texts), key=key, cache_dir=cache_dir or cache_root() / "features",
                              progress=progress, desc="embedding texts")
     return torch.from_numpy(np.array(arrays["emb"])).to(device)
+
+
+class Scoring(NamedTuple):
+    """How a model turns cosine similarities into probabilities.
+
+    ``kind`` is ``"softmax"`` (CLIP: a softmax over the texts of ``scale * cos``) or
+    ``"sigmoid"`` (SigLIP: each image-text pair on its own, ``sigmoid(scale * cos + bias)``).
+    """
+
+    kind: str
+    scale: float
+    bias: float
+
+
+def scoring(model: nn.Module) -> Scoring:
+    """The model's own :class:`Scoring`: its ``logit_scale`` (stored as a log) and, for
+    sigmoid-loss models, its ``logit_bias``; ``Scoring("softmax", 100, 0)`` for a model with
+    neither (a bare image tower)."""
+    ls = getattr(model, "logit_scale", None)
+    scale = float(ls.detach().exp()) if isinstance(ls, torch.Tensor) else 100.0
+    lb = getattr(model, "logit_bias", None)
+    if isinstance(lb, torch.Tensor):
+        return Scoring("sigmoid", scale, float(lb.detach()))
+    return Scoring("softmax", scale, 0.0)
+
+
+def probabilities(model: nn.Module | Scoring, images: torch.Tensor, texts: torch.Tensor) -> torch.Tensor:
+    """Probabilities ``[N, M]`` of texts for images (embeddings, normalised here), with the
+    model's own scale and bias: a softmax over the texts for CLIP, a sigmoid per pair for
+    sigmoid-loss models (SigLIP), whose rows need not sum to 1."""
+    s = model if isinstance(model, Scoring) else scoring(model)
+    images = torch.nn.functional.normalize(images, dim=-1)
+    texts = torch.nn.functional.normalize(texts.to(images), dim=-1)
+    logits = s.scale * images @ texts.T
+    if s.kind == "sigmoid":
+        return torch.sigmoid(logits + s.bias)
+    return logits.softmax(-1)

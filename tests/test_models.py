@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from helpers.models import (DEFAULT_MODEL, OfflineError, UnsupportedModelError, check_config_supported,
-                            load_model)
+                            load_model, model_info)
 
 
 def test_default_model_is_registered_with_open_clip():
@@ -33,13 +33,22 @@ def test_random_vit_loads(name):
 
 
 @pytest.mark.parametrize("name,why", [
-    ("RN50", "ResNet"), ("convnext_base", "timm"), ("ViT-B-16-SigLIP", "timm"),
+    ("RN50", "ResNet"), ("convnext_base", "timm"), ("EVA02-B-16", "EVA"),
     ("coca_ViT-B-32", "attentional"), ("ViT-L-14-CLIPA", "pool_type")])
 def test_unsupported_architectures_named(name, why):
     with pytest.raises(UnsupportedModelError, match=why) as info:
         load_model(name)
     assert "ViT-B-16" in str(info.value)  # says what is supported
     assert isinstance(info.value, NotImplementedError) and isinstance(info.value, ValueError)
+
+
+def test_random_siglip_loads():
+    model, _, tokenizer = load_model("ViT-B-16-SigLIP", "random")
+    info = model_info(model)
+    assert info.class_token is False and info.pooling == "map" and info.n_tokens == 196
+    tokens = tokenizer(["a photo of a dog"])
+    assert tokens.shape == (1, 64) and int(tokens.max()) < 32000
+    assert model.encode_text(tokens).shape == (1, 768)
 
 
 def test_unknown_names_and_tags():

@@ -139,3 +139,19 @@ def test_segmentation_notebook_on_random_vit_b16(tmp_path, monkeypatch):
     figures = execute_notebook(path, tmp_path, params, html=False)
     assert figures["trained_weights"] is False
     check_06(figures, 3)
+
+
+SIGLIP = "ViT-B-16-SigLIP"  # a timm tower with attention pooling (no class token)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("nb", ["01", "04"])
+def test_notebook_on_random_siglip(nb, tmp_path, monkeypatch):
+    """SigLIP's image tower: the decomposition through the attention-pooling head; the cells
+    that follow one head through the class token are skipped with a one-line note."""
+    monkeypatch.setenv("COURSE_HEADLESS", "1")
+    path = next(p for p in notebook_paths() if p.stem.startswith(nb))
+    figures = execute_notebook(path, tmp_path, {"preset": PRESET, "model_name": SIGLIP, "pretrained": "random"},
+                               html=False)
+    assert figures["trained_weights"] is False
+    CHECKS[path.stem](figures, N[nb])

@@ -71,10 +71,12 @@ import ipywidgets as widgets
 from helpers.ablation import accuracy, collect_terms, group_variance_share, margin_contributions, variance_shares
 from helpers.datasets import load_task
 from helpers.decompose import Decomposer
+from helpers.decompose_map import pooled_note
 from helpers.labels import component_label, head_labels, layer_label
 from helpers.models import load_model, model_info
 from helpers.presets import resolve
 from helpers.record import Figures
+from helpers.narrative import say
 from helpers.text import encode_texts, zero_shot_classifier
 from helpers.ui import live
 
@@ -92,8 +94,11 @@ model, preprocess, tokenizer = load_model(model_name, pretrained or None, device
 task = load_task(dataset, n_images=n_images, preprocess=preprocess, seed=seed)
 info = model_info(model)
 L = info.n_layers
+pooled = info.pooling == "map"  # SigLIP: attention pooling instead of a class token
 print(f"{model_name}: {info.n_layers} layers x {info.n_heads} heads;",
       f"task {task.name}: {len(task)} images, {len(task.classes)} classes")
+if pooled:
+    say(pooled_note(model_name, "exercises 1.1 and 1.2 (the class token through `ln_post`) are skipped"))
 
 # %% [markdown]
 # ## Taking one batch apart
@@ -136,9 +141,10 @@ del visual64, d64
 # %%
 from helpers.exercises import check_linearise, check_reassemble, check_variance_share, residual_pieces
 
-parts = residual_pieces(model, images)
-print(f"pieces {tuple(parts.pieces.shape)} ({parts.names[0]}, {parts.names[1]}, {parts.names[2]}, ...), "
-      f"sigma {tuple(parts.sigma.shape)}, gamma {tuple(parts.gamma.shape)}, proj {tuple(parts.proj.shape)}")
+if not pooled:
+    parts = residual_pieces(model, images)
+    print(f"pieces {tuple(parts.pieces.shape)} ({parts.names[0]}, {parts.names[1]}, {parts.names[2]}, ...), "
+          f"sigma {tuple(parts.sigma.shape)}, gamma {tuple(parts.gamma.shape)}, proj {tuple(parts.proj.shape)}")
 
 
 # %% [exercise]
@@ -159,9 +165,10 @@ def linearise(pieces, sigma, gamma, proj):
 
 # %%
 linearise = check_linearise(linearise)
-mine = linearise(parts.pieces, parts.sigma, parts.gamma, parts.proj)
-theirs = d.components().data[:, :-1]  # embed, attn.0, mlp.0, ... (the last component is const)
-print(f"your terms vs the Decomposer's: largest difference {float((mine - theirs).abs().max()):.1e}")
+if not pooled:
+    mine = linearise(parts.pieces, parts.sigma, parts.gamma, parts.proj)
+    theirs = d.components().data[:, :-1]  # embed, attn.0, mlp.0, ... (the last component is const)
+    print(f"your terms vs the Decomposer's: largest difference {float((mine - theirs).abs().max()):.1e}")
 
 # %% [markdown]
 # ## Exercise 1.2: put the embedding back together
@@ -185,9 +192,10 @@ def reassemble(contributions, beta, proj):
 
 # %%
 reassemble = check_reassemble(reassemble)
-rebuilt = reassemble(mine, parts.beta, parts.proj)
-print(f"your embedding vs encode_image: largest difference {float((rebuilt - reference).abs().max()):.1e}, "
-      f"relative to the largest entry {float((rebuilt - reference).abs().max() / reference.abs().max()):.1e}")
+if not pooled:
+    rebuilt = reassemble(mine, parts.beta, parts.proj)
+    print(f"your embedding vs encode_image: largest difference {float((rebuilt - reference).abs().max()):.1e}, "
+          f"relative to the largest entry {float((rebuilt - reference).abs().max() / reference.abs().max()):.1e}")
 
 # %% [markdown]
 # ## Which layers write into the embedding directly?

@@ -66,7 +66,9 @@ from helpers.heads import head_roles, stack_heads
 from helpers.images import SAMPLE_PHOTOS, images_to_tensor, model_view, sample_photos
 from helpers.labels import head_label, layer_label
 from helpers.metrics import iou, map_scores, threshold_map
+from helpers.decompose_map import pooled_note
 from helpers.models import DEFAULT_MODEL, load_model, model_info
+from helpers.narrative import say
 from helpers.plots import maps_figure
 from helpers.pools import load_pool
 from helpers.presets import resolve
@@ -94,9 +96,14 @@ if images not in ("world", "photos", "auto"):
 info = model_info(model)
 L, H = info.n_layers, info.n_heads
 head_layer = head_layer % L
+pooled = info.pooling == "map"  # SigLIP: attention pooling instead of a class token
 print(f"{model_name}: {L} layers x {H} heads, patch grid {info.grid_size}; images: "
       f"{'synthetic world' if use_world else 'sample photos'}")
 figures["n_layers"] = L
+if pooled:
+    say(pooled_note(model_name, "its maps are the tokens' terms through the pooling, and the maps of one "
+                                "backbone head (direction maps, topic segmentation, exercises 4.1 and 4.2) "
+                                "are skipped"))
 
 # %% [markdown]
 # ## One scene, three questions
@@ -289,7 +296,7 @@ def best_head(prop):
     return max(cands)[1] if cands else None
 
 
-if test is not None:
+if test is not None and not pooled:
     panels = {}
     for prop in ("colour", "background"):
         h = best_head(prop)
@@ -334,12 +341,13 @@ head_patch_map = check_head_patch_map(head_patch_map)
 hc = best_head("colour")
 hc = 0 if hc is None else hc
 x0 = world_batch(test)[s] if test is not None else span_images[0]
-parts = head_parts(model, x0, head_layer, hc)
-u = spans.directions[hc, 0]
-mine = head_patch_map(parts.attn, parts.values, parts.to_joint, parts.bias, u, parts.grid)
-theirs = head_direction_map(model, x0[None], head_layer, hc, u)[0]
-print(f"L{head_layer}.H{hc} along its first TextSpan direction: largest difference from head_direction_map "
-      f"{float((mine - theirs).abs().max()):.1e}")
+if not pooled:
+    parts = head_parts(model, x0, head_layer, hc)
+    u = spans.directions[hc, 0]
+    mine = head_patch_map(parts.attn, parts.values, parts.to_joint, parts.bias, u, parts.grid)
+    theirs = head_direction_map(model, x0[None], head_layer, hc, u)[0]
+    print(f"L{head_layer}.H{hc} along its first TextSpan direction: largest difference from head_direction_map "
+          f"{float((mine - theirs).abs().max()):.1e}")
 
 # %% [markdown]
 # ## Topic segmentation and contrastive maps (CLIP-InterpreT)
@@ -352,7 +360,7 @@ print(f"L{head_layer}.H{hc} along its first TextSpan direction: largest differen
 # the difference of the two maps up to rounding).
 
 # %%
-if test is not None:
+if test is not None and not pooled:
     h = best_head("colour")
     h = 0 if h is None else h
     colour_texts = [f"a {c} object" for c in world.COLOURS[:4]]
@@ -361,6 +369,7 @@ if test is not None:
     maps_figure(test.images[s], {t: topic[k] for k, t in enumerate(colour_texts)},
                 title=f"Topic segmentation by head {head_label(head_layer, h)} (each text minus their mean)").show()
 
+if test is not None:
     obj = f"a {world.COLOURS[test.factors['colour'][s]]} {world.SHAPES[test.factors['shape'][s]]}"
     ground = f"a photo of {world.BACKGROUNDS[test.factors['background'][s]]}"
     cmap = contrastive_map(model, world_batch(test), obj, ground, tokenizer=tokenizer)
@@ -393,11 +402,12 @@ def contrastive_head_map(attn, values, to_joint, bias, text_a, text_b, grid):
 # %%
 contrastive_head_map = check_contrastive_head_map(contrastive_head_map)
 text_a, text_b = (obj, ground) if test is not None else ("an object", "the background")
-ta, tb = encode_texts(model, tokenizer, [text_a, text_b])
-mine = contrastive_head_map(parts.attn, parts.values, parts.to_joint, parts.bias, ta, tb, parts.grid)
-theirs = contrastive_map(model, x0[None], text_a, text_b, [head_layer], [hc], tokenizer=tokenizer)[0]
-print(f"'{text_a}' - '{text_b}' through L{head_layer}.H{hc}: largest difference from contrastive_map "
-      f"{float((mine - theirs).abs().max()):.1e}")
+if not pooled:
+    ta, tb = encode_texts(model, tokenizer, [text_a, text_b])
+    mine = contrastive_head_map(parts.attn, parts.values, parts.to_joint, parts.bias, ta, tb, parts.grid)
+    theirs = contrastive_map(model, x0[None], text_a, text_b, [head_layer], [hc], tokenizer=tokenizer)[0]
+    print(f"'{text_a}' - '{text_b}' through L{head_layer}.H{hc}: largest difference from contrastive_map "
+          f"{float((mine - theirs).abs().max()):.1e}")
 
 # %% [markdown]
 # ## Try it
