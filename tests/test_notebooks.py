@@ -20,6 +20,14 @@ def check_01(f):
     assert f["variance_share_last4_attn"] > 0.5
     assert f["variance_share_last4_attn"] > 5 * f["variance_share_mlp"]
     assert all(t.startswith("attn.") for t in f["top_margin_terms"][:2])
+    # the notebook says the pattern shows, and that the model was trained toward it
+    assert f["variance_pattern_held"] is True and f["provenance"] == "shaped"
+    # a group's share counts covariances: the attention layers write along shared directions (their
+    # single shares add up to less than the share of their sum), and the rest partly cancels them
+    assert f["variance_share_attn_single_sum"] < f["variance_share_attn"]
+    assert 0 <= f["variance_share_rest"] < 0.2
+    if f["variance_share_attn"] > 1:
+        assert 1 - f["variance_share_attn"] - f["variance_share_rest"] < 0
 
 
 def check_02(f):

@@ -30,7 +30,9 @@ def check_01(f, n):
     assert f["decomposition_max_abs_error_f64"] <= 1e-10
     assert _fraction_of(n, f["zero_shot_accuracy"]) and f["n_classes"] == 8
     assert all(f[k] >= 0 and math.isfinite(f[k]) for k in ("variance_share_attn", "variance_share_mlp",
-                                                             "variance_share_last4_attn"))
+                                                             "variance_share_last4_attn", "variance_share_rest",
+                                                             "variance_share_attn_single_sum"))
+    assert f["provenance"] == "random" and isinstance(f["variance_pattern_held"], bool)
     terms = {f"{kind}.{i}" for kind in ("attn", "mlp") for i in range(LAYERS)} | {"embed"}
     assert len(f["top_margin_terms"]) == 3 and set(f["top_margin_terms"]) <= terms
     layer, head = f["largest_head"]
