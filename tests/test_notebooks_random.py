@@ -48,6 +48,11 @@ def check_02(f, n):
     assert len(f["cumulative_from_first"]) == len(f["cumulative_from_last"]) == LAYERS
     # both curves end with every attention layer ablated: the same embedding
     assert f["cumulative_from_first"][-1] == f["cumulative_from_last"][-1]
+    assert f["protocol"] == "raw" and f["provenance"] == "random"
+    assert list(f["rows_course"]) == list(f["rows_paper"])
+    assert all(_fraction_of(n, a) for a in list(f["rows_course"].values()) + list(f["rows_paper"].values()))
+    assert f["pattern_held_course"] in (True, False) and f["pattern_held_paper"] in (True, False)
+    assert 0 <= f["cumulative_flat_layers"] <= LAYERS
 
 
 def check_03(f, n):
