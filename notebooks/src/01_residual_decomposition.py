@@ -45,7 +45,7 @@
 # | | |
 # |---|---|
 # | **You will be able to** | write CLIP's image embedding as an exact sum of per-layer and per-head terms by linearising the final layer norm; check the sum against `encode_image`; measure which terms write into the embedding directly |
-# | **Time** | about 15 min reading, 1–2 min running, 25 min of exercises (1.1–1.3) |
+# | **Time** | about 20 min reading, under a minute running (offline, on a laptop CPU), 25 min of exercises (1.1–1.3) |
 # | **Assumes** | PyTorch tensors (broadcasting, `@`, axes); what a transformer block and layer norm compute; CLIP compares image and text embeddings by cosine similarity |
 #
 # {{EXERCISE_NOTE}}
@@ -417,3 +417,54 @@ what_we_see(
     "Notebook 2 tests the same claim causally, by replacing terms with their dataset mean.",
     title="What to take away",
 );
+
+# %% [markdown]
+# ## Running on real models (Colab)
+#
+# Everything above ran on the offline model, where the paper's pattern was trained in. The
+# actual test of the claim is a CLIP trained on web data, and every notebook runs one with a
+# single switch, `preset`, in its parameters cell.
+#
+# 1. Open the notebook in Colab with the badge at the top; its set-up cell installs the course.
+# 2. Pick a GPU runtime: *Runtime → Change runtime type → T4 GPU → Save* (the free tier's GPU).
+#    Without one the papers' presets still run, on the CPU, many times slower.
+# 3. In the parameters cell set, e.g., `preset = "ViT-B-16 LAION"` (the smallest of the paper's
+#    models) and run all cells. The preset sets the model, its weights, the data, the device,
+#    the image counts and batch sizes, and the paper's protocol (`protocol = "paper"`); any
+#    parameter you set below it wins.
+#
+# The first run of a preset downloads its weights and data (into the Hugging Face cache and
+# `~/.cache/clip-course`); a Colab runtime keeps them until it is recycled, so the other
+# notebooks of the same session reuse them. The table below is computed from `helpers.presets`:
+# the downloads, and the **estimated** minutes of each notebook on a T4 (from the floating-point
+# work of its images and texts at a T4's sustained float32 speed, plus reading the images and
+# loading the model; downloads not included). They are estimates, not measurements: expect the
+# real times to differ.
+
+# %%
+from helpers.presets import T4_MEMORY_GIB, colab_table, presets_table
+from helpers.narrative import say
+
+say(colab_table())
+gpu = {r["preset"]: r["gpu_memory_gib"] for r in presets_table() if r["device"] == "auto"}
+say(f"Estimated peak GPU memory: from {num(min(gpu.values()), 1)} GiB (`{min(gpu, key=gpu.get)}`) to "
+    f"{num(max(gpu.values()), 1)} GiB (`{max(gpu, key=gpu.get)}`), against the T4's {num(T4_MEMORY_GIB, 1)} GiB: "
+    + verdict(max(gpu.values()) < T4_MEMORY_GIB, "every preset fits a free Colab GPU.",
+              "**not** every preset fits a free Colab GPU; lower `n_images` or `batch_size`."))
+
+# %% [markdown]
+# What to lay each notebook's results beside (the paper is Gandelsman et al., ICLR 2024;
+# CLIP-InterpreT is Madasu et al., 2024, whose models are the OpenAI presets):
+#
+# | notebook | compare with |
+# |---|---|
+# | 1 · the embedding as a sum | the paper's direct-effect analysis of layers (Section 3): which layers write into the embedding directly |
+# | 2 · mean ablation | the paper's mean-ablation results on ImageNet (Section 3): its table of the MLPs ablated and its figure of attention layers ablated cumulatively |
+# | 3 · TextSpan | the paper's accuracy as a function of the number of TextSpan texts per head, its pools and baselines, and its heads' text lists (e.g. ViT-L-14's (23, 8) colour and (20, 4) counting heads); CLIP-InterpreT's property labels and scores |
+# | 4 · spatial maps | the paper's per-image and per-head heat maps (Section 5); CLIP-InterpreT's topic and contrastive segmentation |
+# | 5 · Waterbirds | the paper's worst-group accuracy before and after removing the location and setting heads |
+# | 6 · zero-shot segmentation | the paper's ImageNet-Segmentation table: pixel accuracy, mIoU and mAP against LRP, partial LRP, rollout, raw attention, GradCAM and Chefer et al. |
+#
+# Image counts are smaller than the paper's (a few thousand Imagenette photos of 10 classes,
+# classified 1000-way, instead of ImageNet's 50,000), so compare the patterns, not the third
+# digit.

@@ -30,8 +30,8 @@
 #
 # | | |
 # |---|---|
-# | **You will be able to** | mean-ablate any set of direct terms with one line of arithmetic on stored terms; measure zero-shot accuracy through the decomposition; tell which terms the prediction reads directly |
-# | **Time** | about 10 min reading, 1 min running, 15 min of exercises (2.1–2.2) |
+# | **You will be able to** | mean-ablate any set of direct terms with one line of arithmetic on stored terms; measure zero-shot accuracy through the decomposition; tell which terms the prediction reads directly; tell the course's mean-ablation protocol from the paper's |
+# | **Time** | about 10 min reading, under a minute running (offline, on a laptop CPU), 15 min of exercises (2.1–2.2) |
 # | **Assumes** | notebook 1 (the embedding as a sum of direct terms); zero-shot classification with prompt templates |
 #
 # {{EXERCISE_NOTE}}
