@@ -367,9 +367,10 @@ what_we_see(
 # %% [markdown]
 # ## Try it: one image, one text
 #
-# Pick an image and type any text. The bars show how much each layer (or, with *by head*, each
-# head of the chosen layer) adds to the cosine similarity between the image and the text; they
-# add up to the similarity printed above the plot.
+# Pick an image and type any text. The bars show how much each term (the embedding term, every
+# attention layer and MLP, and the constant) adds to the cosine similarity between the image and
+# the text; they add up to the similarity printed above the plot. With *by head*, the bars are
+# the heads of the chosen layer instead, and they add up to that layer's attention bar.
 
 # %%
 def explain(index: int, text: str, layer: int, by_head: bool):
@@ -458,10 +459,10 @@ say(f"Estimated peak GPU memory: from {num(min(gpu.values()), 1)} GiB (`{min(gpu
 #
 # | notebook | compare with |
 # |---|---|
-# | 1 · the embedding as a sum | the paper's direct-effect analysis of layers (Section 3): which layers write into the embedding directly |
-# | 2 · mean ablation | the paper's mean-ablation results on ImageNet (Section 3): its table of the MLPs ablated and its figure of attention layers ablated cumulatively |
+# | 1 · the embedding as a sum | the paper's direct-effect analysis of layers: which layers write into the embedding directly |
+# | 2 · mean ablation | the paper's mean-ablation results on ImageNet: its table of the MLPs ablated and its figure of attention layers ablated cumulatively |
 # | 3 · TextSpan | the paper's accuracy as a function of the number of TextSpan texts per head, its pools and baselines, and its heads' text lists (e.g. ViT-L-14's (23, 8) colour and (20, 4) counting heads); CLIP-InterpreT's property labels and scores |
-# | 4 · spatial maps | the paper's per-image and per-head heat maps (Section 5); CLIP-InterpreT's topic and contrastive segmentation |
+# | 4 · spatial maps | the paper's per-image and per-head heat maps; CLIP-InterpreT's topic and contrastive segmentation |
 # | 5 · Waterbirds | the paper's worst-group accuracy before and after removing the location and setting heads |
 # | 6 · zero-shot segmentation | the paper's ImageNet-Segmentation table: pixel accuracy, mIoU and mAP against LRP, partial LRP, rollout, raw attention, GradCAM and Chefer et al. |
 #

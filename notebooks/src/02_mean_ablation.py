@@ -254,8 +254,8 @@ what_we_see(
 # the first layer up, and from the last layer down.
 # Answer:
 # From the first layer up, the curve should stay near the baseline until the ablation reaches
-# the last few layers, then fall to chance. From the last layer down it should fall at once:
-# the first layers removed are the ones that carry the prediction.
+# the last few layers, then fall to chance. From the last layer down it should fall within the
+# first few layers removed: they are the ones that carry the prediction.
 
 # %%
 scale = "paper" if main == "paper" else "raw"
