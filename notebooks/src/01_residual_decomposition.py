@@ -357,7 +357,7 @@ order = np.argsort(head_share, axis=None)[::-1][:3]
 top_heads = {head_labels([(last[i // info.n_heads], i % info.n_heads)])[0]: float(head_share.flat[i]) for i in order}
 what_we_see(
     "The heads with the largest shares: " + ranking(top_heads)
-    + f"; the median head of these layers has {num(float(np.median(head_share)), 2)}.",
+    + f"; the median head of these layers has {num(float(np.median(head_share)))}.",
     f"The single heads' shares add up to {num(float(head_share.sum()), 2)}, against {num(last4, 2)} for the sum "
     "of these layers: "
     + verdict(last4 > head_share.sum(), "the heads of the last layers write partly along shared directions.",

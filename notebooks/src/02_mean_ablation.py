@@ -278,8 +278,9 @@ figures["cumulative_flat_layers"] = flat
 what_we_see(
     f"From the first layer up, the accuracy stays within {size(PATTERN_SMALL_DROP)} of the "
     f"baseline while the first {flat} of the {L} attention layers are ablated; "
-    + verdict(flat >= L - k, "as in the paper's figure, the curve is flat until only the last few layers remain.",
-              f"unlike the paper's figure, it drops before the ablation reaches the last {k} layers."),
+    + ("it never drops by more than that, unlike the paper's curve, which falls once the last layers go." if flat == L else
+       verdict(flat >= L - k, "as in the paper's figure, the curve is flat until only the last few layers remain.",
+               f"unlike the paper's figure, it drops before the ablation reaches the last {k} layers.")),
     f"From the last layer down, removing the last layer alone moves the accuracy by {pts(from_last[0] - baseline)}, "
     f"the last {k} by {pts(from_last[k - 1] - baseline)}.",
 );
@@ -316,8 +317,12 @@ what_we_see(
             f"(removing them costs {size(drop[f'last {k} attention layers'])}; removing everything else that writes "
             f"directly moves the accuracy by {pts(drop[f'MLPs + embedding + attention except last {k}'])}), which is "
             "why the next notebooks look at their heads.",
-            f"Here the pattern did **not** hold: the last {k} attention layers do not carry the embedding's direct "
-            "story alone, so their heads (the next notebooks) tell only part of it."),
+            verdict(baseline >= 2 / len(task.classes),
+                    f"Here the pattern did **not** hold: the last {k} attention layers do not carry the embedding's "
+                    "direct story alone, so their heads (the next notebooks) tell only part of it.",
+                    f"Here the model classifies at chance level or below ({pct(baseline)}; chance "
+                    f"{pct(1 / len(task.classes))}): with no accuracy to lose, the ablations cannot show which terms "
+                    "the prediction reads.")),
     provenance_reading(provenance(model), held[main], pattern=f"the paper's pattern ({pattern})"),
     title="What to take away",
 );
