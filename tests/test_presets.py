@@ -334,3 +334,8 @@ def test_colab_time_estimates():
     table = colab_table()
     rows = [line for line in table.splitlines()[2:]]
     assert len(rows) == sum(p.device == "auto" for p in PRESETS.values()) and all(r.count("~") == 6 for r in rows)
+
+
+def test_readme_lists_the_colab_estimates():
+    readme = (ROOT / "README.md").read_text()
+    assert presets.colab_table() in readme, "regenerate the Colab table: helpers.presets.colab_table()"
