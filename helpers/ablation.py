@@ -16,7 +16,8 @@ from .components import Components, DirectEffects
 from .decompose import Decomposer
 
 __all__ = ["ABLATION_SCALES", "DirectTerms", "AblationSet", "MEAN_ABLATION_PROTOCOLS", "mean_ablation_rows", "collect_terms", "cached_terms", "accuracy", "component_table", "variance_shares",
-           "margin_contributions", "group_variance_share"]
+           "margin_contributions", "group_variance_share", "pattern_held", "variance_pattern_held",
+           "PATTERN_SMALL_DROP", "PATTERN_LARGE_DROP"]
 
 
 ABLATION_SCALES: tuple[str, ...] = ("raw", "paper")
@@ -413,3 +414,37 @@ def mean_ablation_rows(terms: DirectTerms, classifier: Tensor, labels: Tensor | 
     rows[f"MLPs + embedding + attention except last {k}"] = acc(mlps=every, attn=early, embed=True)
     rows[f"last {k} attention layers"] = acc(attn=range(L - k, L))
     return rows
+
+
+PATTERN_SMALL_DROP = 0.10
+"""Largest accuracy drop (a fraction) that still counts as "costs little" in :func:`pattern_held`."""
+
+PATTERN_LARGE_DROP = 0.40
+"""Smallest accuracy drop that counts as "destroys the accuracy" in :func:`pattern_held`."""
+
+
+def pattern_held(rows: Mapping[str, float], *, small: float = PATTERN_SMALL_DROP,
+                 large: float = PATTERN_LARGE_DROP) -> bool:
+    """Whether mean-ablation rows (:func:`mean_ablation_rows`) show the paper's pattern.
+
+    The pattern: removing all MLPs, the attention layers before the last ``k``, and all of
+    those together with the embedding term each costs at most ``small`` of accuracy, while
+    removing the last ``k`` attention layers costs at least ``large``.
+    """
+    base = rows["baseline"]
+    last = [key for key in rows if key.startswith("last ") and key.endswith(" attention layers")]
+    early = [key for key in rows if key.startswith("attention except last ")]
+    both = [key for key in rows if key.startswith("MLPs + embedding + attention except last ")]
+    if len(last) != 1 or len(early) != 1 or len(both) != 1 or "MLPs" not in rows:
+        raise KeyError("rows must come from mean_ablation_rows (baseline, MLPs, attention except last k, "
+                       "MLPs + embedding + attention except last k, last k attention layers)")
+    cheap = all(base - rows[key] <= small for key in ("MLPs", early[0], both[0]))
+    return bool(cheap and base - rows[last[0]] >= large)
+
+
+def variance_pattern_held(last_share: float, mlp_share: float, *, majority: float = 0.5,
+                          factor: float = 5.0) -> bool:
+    """Whether variance shares (:func:`group_variance_share`) show the paper's pattern: the last
+    attention layers carry at least ``majority`` of the embedding's variance, and more than
+    ``factor`` times the share of all MLPs together."""
+    return bool(last_share >= majority and last_share > factor * mlp_share)

@@ -21,7 +21,8 @@ from __future__ import annotations
 import math
 from typing import Any, Iterable, Mapping
 
-__all__ = ["num", "pct", "pts", "ratio", "compare", "ranking", "verdict", "bullets", "what_we_see", "say"]
+__all__ = ["num", "pct", "pts", "ratio", "compare", "ranking", "verdict", "bullets", "what_we_see", "say",
+           "provenance_reading"]
 
 _MINUS = "\u2212"
 
@@ -144,3 +145,31 @@ def say(text: str) -> None:
         print(text)
     else:
         display(Markdown(text))
+
+
+def provenance_reading(prov: Any, found: bool, *, pattern: str = "the paper's pattern") -> str:
+    """What finding ``pattern`` (or not finding it) means, given how the model was made.
+
+    ``prov`` is a :class:`helpers.models.Provenance` (anything with ``kind`` and ``note``; a bare
+    kind string works too). Returns the provenance note followed by one sentence that reads
+    right for that kind of model: for the offline default, trained toward the paper's pattern,
+    finding it confirms the training and a real CLIP is the test; for a CLIP trained on web
+    data, the pattern, if found, was learned; for random weights nothing can be concluded.
+    """
+    kind = str(getattr(prov, "kind", prov))
+    note = str(getattr(prov, "note", "")).strip()
+    readings = {
+        "shaped": (f"Finding {pattern} here therefore confirms how the model was trained, not the paper's claim.",
+                   f"Even so, {pattern} does **not** show here: the training push did not produce it."),
+        "web": (f"This model shows {pattern}, and nothing in its training put it there: it was learned.",
+                f"This model does **not** show {pattern}: on this model and these images the paper's "
+                "claim does not hold."),
+        "plain": (f"This model shows {pattern} without being pushed toward it: training found it.",
+                  f"This model, trained without a push toward it, does **not** show {pattern}."),
+        "random": (f"With random weights nothing can be concluded about {pattern}, either way.",) * 2,
+    }
+    default = (f"It shows {pattern}; how the weights were trained is not known here, so whether it was "
+               "learned or built in is open.",
+               f"It does **not** show {pattern}.")
+    sentence = readings.get(kind, default)[0 if found else 1]
+    return f"{note} {sentence}".strip()

@@ -51,6 +51,10 @@ __all__ = [
     "estimate_gpu_memory",
     "presets_table",
     "markdown_table",
+    "T4_FP32_TFLOPS",
+    "COLAB_IMAGES_PER_SECOND",
+    "estimate_minutes",
+    "colab_table",
 ]
 
 NOTEBOOKS = ("01", "02", "03", "04", "05", "06")
@@ -402,3 +406,81 @@ def markdown_table() -> str:
 
 if __name__ == "__main__":  # pragma: no cover
     print(markdown_table())
+
+
+# ----------------------------------------------------------------------------------------------
+# What a preset costs: time on a free Colab GPU (a rough estimate)
+# ----------------------------------------------------------------------------------------------
+
+T4_FP32_TFLOPS = 4.0
+"""Float32 throughput assumed for a free Colab GPU (NVIDIA T4) in :func:`estimate_minutes`, in
+TFLOP/s: about half its 8.1 TFLOP/s peak, what large float32 matrix products sustain on it."""
+
+COLAB_IMAGES_PER_SECOND = 50
+"""Images a Colab runtime's two CPU cores read and preprocess per second (JPEG decode, resize)."""
+
+# Per notebook: image-tower passes per image (notebook 6: the decomposition, raw attention and
+# rollout once each; GradCAM, Chefer et al., LRP and partial LRP a forward and a backward pass,
+# about three passes each, on its own images and on the two-object pairs) and the texts it
+# encodes besides the classifier (text pools, in texts).
+_NOTEBOOK_WORK = {"01": (1, 0), "02": (1, 0), "03": (1, 3521 + 3498), "04": (2, 3521), "05": (1, 3521),
+                  "06": (30, 0)}
+
+
+def _tower_flops(width: int, layers: int, tokens: int) -> float:
+    """Multiply-adds x 2 of one transformer tower on one input: per layer, 24 T w^2 for the
+    projections and the MLP (ratio 4) and 4 T^2 w for the attention."""
+    return 2.0 * layers * (12 * tokens * width**2 + 2 * tokens**2 * width)
+
+
+def estimate_minutes(preset: str, notebook: str, *, tflops: float = T4_FP32_TFLOPS) -> float:
+    """Rough minutes one notebook takes with a paper preset on a free Colab GPU, downloads
+    excluded (they happen once; :func:`downloads`).
+
+    The estimate adds: the floating-point work of the image tower on the notebook's images
+    (several passes for notebook 6's methods with a backward pass), of the text tower on the
+    zero-shot classifier's prompts (1,000 ImageNet classes x 80 templates for Imagenette and
+    ImageNet-Segmentation, 2 x 80 for Waterbirds) and on the text pools, at ``tflops``; reading
+    the images at :data:`COLAB_IMAGES_PER_SECOND`; and one minute for loading the model. It
+    ignores everything else (plots, TextSpan's own arithmetic), so take it as an order of
+    magnitude, not a measurement.
+
+    Raises:
+        ValueError: for a preset that does not run on a GPU (``"offline"``, ``"random ViT-B-32"``).
+    """
+    import open_clip
+
+    from . import models  # noqa: F401
+
+    p = get_preset(preset)
+    nb = _notebook_key(notebook)
+    if p.device != "auto":
+        raise ValueError(f"preset {preset!r} runs on the CPU; the estimate is for a GPU preset")
+    values = p.notebooks[nb]
+    cfg = open_clip.get_model_config(p.model_name)
+    v, t = cfg["vision_cfg"], cfg["text_cfg"]
+    tokens = (v["image_size"] // v["patch_size"]) ** 2 + 1
+    image = _tower_flops(v["width"], v["layers"], tokens)
+    text = _tower_flops(t["width"], t["layers"], t.get("context_length", 77))
+    passes, pool_texts = _NOTEBOOK_WORK[nb]
+    images = _stored_images(values, nb) if nb == "05" else int(values.get("n_images") or 0)
+    data = str(values.get("dataset", values.get("images", "")))
+    prompts = {"imagenette": 1000 * 80, "imagenet-seg": 1000 * 80, "waterbirds": 2 * 80}.get(data, 0)
+    flops = passes * images * image + (prompts + pool_texts) * text
+    seconds = flops / (tflops * 1e12) + images / COLAB_IMAGES_PER_SECOND + 60
+    return seconds / 60
+
+
+def colab_table(notebooks: tuple[str, ...] = NOTEBOOKS) -> str:
+    """The papers' presets as a Markdown table for Colab: model and weights, what they download
+    and the estimated minutes of each notebook on a free GPU (:func:`estimate_minutes`)."""
+    head = "| preset | model / weights | downloads (once) | " + " | ".join(f"notebook {int(nb)}" for nb in notebooks) + " |"
+    lines = [head, "|" + "---|" * (3 + len(notebooks))]
+    for p in PRESETS.values():
+        if p.device != "auto":
+            continue
+        dl = downloads(p.name)
+        dl_text = f"{sum(dl.values()) / 1000:.1f} GB (" + ", ".join(f"{k} {v / 1000:.2f}" for k, v in dl.items()) + ")"
+        mins = " | ".join(f"~{max(1, round(estimate_minutes(p.name, nb)))} min" for nb in notebooks)
+        lines.append(f"| `{p.name}` | `{p.model_name}` / `{p.pretrained}` | {dl_text} | {mins} |")
+    return "\n".join(lines)

@@ -265,3 +265,20 @@ def test_ablation_set_is_keyword_arguments_and_a_mask():
         AblationSet(heads=[(3, 0)]).mask(3, 2)
     with pytest.raises(ValueError, match="scale"):
         AblationSet(scale="cosine")
+
+
+def test_pattern_held_reads_the_rows():
+    from helpers.ablation import pattern_held, variance_pattern_held
+
+    rows = {"baseline": 0.9, "MLPs": 0.88, "CLS-to-itself attention": 0.9, "attention except last 4": 0.85,
+            "MLPs + embedding + attention except last 4": 0.81, "last 4 attention layers": 0.2}
+    assert pattern_held(rows)
+    assert not pattern_held({**rows, "MLPs": 0.7})  # the MLPs matter directly
+    assert not pattern_held({**rows, "MLPs + embedding + attention except last 4": 0.79})
+    assert not pattern_held({**rows, "last 4 attention layers": 0.6})  # the last layers are not needed
+    assert pattern_held({**rows, "last 4 attention layers": 0.6}, large=0.3)
+    with pytest.raises(KeyError, match="mean_ablation_rows"):
+        pattern_held({"baseline": 0.9, "MLPs": 0.9})
+    assert variance_pattern_held(0.86, 0.04)
+    assert not variance_pattern_held(0.4, 0.01)  # not the majority
+    assert not variance_pattern_held(0.6, 0.2)  # the MLPs carry a third as much

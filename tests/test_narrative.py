@@ -49,3 +49,20 @@ def test_what_we_see_builds_markdown(capsys):
     assert "* Two." in capsys.readouterr().out  # outside IPython it prints
     with pytest.raises(ValueError):
         bullets(["", " "])
+
+
+def test_provenance_reading_reads_right_for_every_kind():
+    from types import SimpleNamespace
+
+    from helpers.narrative import provenance_reading
+
+    shaped = SimpleNamespace(kind="shaped", note="Trained with a penalty.")
+    s = provenance_reading(shaped, True, pattern="the pattern")
+    assert s.startswith("Trained with a penalty. ") and "confirms how the model was trained" in s
+    assert "the pattern does **not** show here" in provenance_reading(shaped, False, pattern="the pattern")
+    assert "it was learned" in provenance_reading("web", True)
+    assert "does **not** show" in provenance_reading("web", False)
+    for found in (True, False):
+        assert "nothing can be concluded" in provenance_reading("random", found)
+    assert "not known here" in provenance_reading("unknown", True)
+    assert "without being pushed" in provenance_reading("plain", True)

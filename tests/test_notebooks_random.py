@@ -30,7 +30,9 @@ def check_01(f, n):
     assert f["decomposition_max_abs_error_f64"] <= 1e-10
     assert _fraction_of(n, f["zero_shot_accuracy"]) and f["n_classes"] == 8
     assert all(f[k] >= 0 and math.isfinite(f[k]) for k in ("variance_share_attn", "variance_share_mlp",
-                                                             "variance_share_last4_attn"))
+                                                             "variance_share_last4_attn", "variance_share_rest",
+                                                             "variance_share_attn_single_sum"))
+    assert f["provenance"] == "random" and isinstance(f["variance_pattern_held"], bool)
     terms = {f"{kind}.{i}" for kind in ("attn", "mlp") for i in range(LAYERS)} | {"embed"}
     assert len(f["top_margin_terms"]) == 3 and set(f["top_margin_terms"]) <= terms
     layer, head = f["largest_head"]
@@ -46,6 +48,11 @@ def check_02(f, n):
     assert len(f["cumulative_from_first"]) == len(f["cumulative_from_last"]) == LAYERS
     # both curves end with every attention layer ablated: the same embedding
     assert f["cumulative_from_first"][-1] == f["cumulative_from_last"][-1]
+    assert f["protocol"] == "raw" and f["provenance"] == "random"
+    assert list(f["rows_course"]) == list(f["rows_paper"])
+    assert all(_fraction_of(n, a) for a in list(f["rows_course"].values()) + list(f["rows_paper"].values()))
+    assert f["pattern_held_course"] in (True, False) and f["pattern_held_paper"] in (True, False)
+    assert 0 <= f["cumulative_flat_layers"] <= LAYERS
 
 
 def check_03(f, n):

@@ -317,3 +317,25 @@ def test_pca_on_fewer_images_than_dimensions():
         assert np.allclose(res.criterion[h].numpy(), lam[::-1][:5], atol=1e-10)
         dots = np.abs((res.directions[h].numpy() * vec[:, ::-1][:, :5].T).sum(-1))
         assert np.allclose(dots, 1, atol=1e-8)
+
+
+def test_colab_time_estimates():
+    from helpers.presets import _tower_flops, colab_table, estimate_minutes
+
+    # one layer of width 2 on 3 tokens: 2 x (12 * 3 * 4 + 2 * 9 * 2) multiply-adds x 2
+    assert _tower_flops(2, 1, 3) == 2 * (12 * 3 * 4 + 2 * 9 * 2)
+    for nb in ("01", "02", "06"):
+        b, l, h = (estimate_minutes(p, nb) for p in ("ViT-B-16 LAION", "ViT-L-14 LAION", "ViT-H-14 LAION"))
+        assert 1 <= b < l and 1 <= h
+    # a GPU twice as fast takes less time (the fixed minute for loading stays)
+    assert estimate_minutes("ViT-L-14 LAION", "01", tflops=8.0) < estimate_minutes("ViT-L-14 LAION", "01")
+    with pytest.raises(ValueError, match="CPU"):
+        estimate_minutes("offline", "01")
+    table = colab_table()
+    rows = [line for line in table.splitlines()[2:]]
+    assert len(rows) == sum(p.device == "auto" for p in PRESETS.values()) and all(r.count("~") == 6 for r in rows)
+
+
+def test_readme_lists_the_colab_estimates():
+    readme = (ROOT / "README.md").read_text()
+    assert presets.colab_table() in readme, "regenerate the Colab table: helpers.presets.colab_table()"
