@@ -54,6 +54,8 @@ record_to = ""
 # {{SETUP}}
 
 # %%
+from collections import Counter
+
 import numpy as np
 import pandas as pd
 import plotly.express as px
@@ -65,13 +67,15 @@ from IPython.display import display
 from helpers.ablation import accuracy, collect_terms
 from helpers.datasets import load_task
 from helpers.heads import (head_image_neighbours, head_roles, head_text_neighbours, heads_for_property,
-                           interpretability_scores, property_neighbours, reconstruction_accuracy, stack_heads)
-from helpers.models import DEFAULT_MODEL, load_model, model_info
+                           interpretability_scores, property_neighbours, reconstruction_accuracy, search_agreement,
+                           stack_heads)
+from helpers.models import DEFAULT_MODEL, load_model, model_info, provenance
+from helpers.narrative import compare, num, pct, pts, ranking, ratio, verdict, what_we_see
 from helpers.pools import load_pool
 from helpers.presets import resolve
 from helpers.record import Figures
 from helpers.text import cached_text_embeddings, encode_texts, zero_shot_classifier
-from helpers.textspan import textspan
+from helpers.textspan import pca_basis, textspan
 from helpers.ui import live
 
 torch.manual_seed(seed)
@@ -119,6 +123,29 @@ figures["pure_head_roles"] = {r.label: r.property for r in pure}
 figures["role_purities"] = {r.label: r.purity for r in roles}
 planted = {"shape", "colour", "background", "position", "size", "count", "pattern", "family"}
 figures["pure_roles_all_planted"] = all(r.property in planted for r in pure) if model_name == DEFAULT_MODEL else None
+
+# %%
+prov = provenance(model)
+role_counts = Counter(r.property for r in pure)
+task_factor = task.meta.get("factor")  # the factor the images are labelled by (world data)
+other_roles = sorted(set(role_counts) - {task_factor})
+on_world = "scenes" in task.meta
+what_we_see(
+    f"{len(pure)} of {len(roles)} heads have a role that at least 60% of their {n_texts} texts share"
+    + (": " + ", ".join(f"{p} ({k} head{'s' if k > 1 else ''})" for p, k in role_counts.most_common()) + "."
+       if pure else "."),
+    verdict(not on_world, "",
+            verdict(pure and all(r.property in planted for r in pure),
+                    "Every one of these roles is a factor the world really has (the pool also holds texts "
+                    "about no factor, tagged `other`).",
+                    "**Not** every role is one of the world's factors.")),
+    verdict(task_factor and other_roles,
+            f"The images are labelled by {task_factor}, yet heads about {', '.join(other_roles)} show up: TextSpan "
+            "explains what a head *writes* (its variance), whatever the task asks.", ""),
+    {"shaped": f"{prov.note} The penalty names no property, so *which* property each head took up was left "
+               "to training.",
+     "random": prov.note}.get(prov.kind, prov.note),
+);
 
 # %% [markdown]
 # ## Exercises 3.1 and 3.2: TextSpan for one head, by hand
@@ -264,11 +291,38 @@ figures["baseline_accuracy"] = baseline_acc
 figures["accuracy_curves"] = {name: {str(k): v for k, v in c.items()} for name, c in curves.items()}
 
 var_curve = result.cumulative.mean(0).cpu().numpy()
-fig = px.line(x=np.arange(1, len(var_curve) + 1), y=var_curve, markers=True,
-              labels={"x": "texts per head", "y": "variance explained"},
-              title="Mean fraction of a head's variance explained by its first n texts")
+pca_var = pca_basis(stack, n_texts).cumulative.mean(0).cpu().numpy()  # no n directions explain more
+steps = np.arange(1, len(var_curve) + 1)
+fig = go.Figure()
+fig.add_scatter(x=steps, y=var_curve, mode="lines+markers", name="TextSpan texts")
+fig.add_scatter(x=steps, y=pca_var, mode="lines+markers", name="PCA axes (upper bound)", line_dash="dash")
+fig.update_layout(title="Mean fraction of a head's variance explained by its first n directions",
+                  xaxis_title="texts (directions) per head", yaxis_title="variance explained")
 fig.show()
 figures["variance_explained_mean"] = var_curve.tolist()
+figures["variance_explained_pca_mean"] = pca_var.tolist()
+
+# %%
+ts_name = f"TextSpan ({text_pool.name})"
+n1 = n_values[0]
+n2 = n_values[min(1, len(n_values) - 1)]
+reach = {name: next((n for n, a in c.items() if a >= baseline_acc - 0.01), None) for name, c in curves.items()}
+figures["n_within_1pt"] = reach
+what_we_see(
+    f"Left whole, the model classifies {pct(baseline_acc)} of the images ({task.name}) correctly. With "
+    f"{n1} direction{'s' if n1 > 1 else ''} per head: {ranking({k: c[n1] for k, c in curves.items()}, as_pct=True, digits=1)}.",
+    compare(curves[ts_name][n1], curves["random texts"][n1], ts_name, "random directions",
+            what=f"accuracy with {n1} per head", as_pct=True, digits=1)
+    + " " + compare(curves[ts_name][n2], curves[f"TextSpan ({words.name})"][n2], f"The {text_pool.name} pool",
+                    f"the {words.name} pool", what=f"accuracy with {n2} per head", as_pct=True, digits=1),
+    "Within 1 point of the whole model: " + "; ".join(
+        f"{name} from {n} per head" if n is not None else f"{name} at none of the sizes tried"
+        for name, n in sorted(reach.items(), key=lambda t: (t[1] is None, t[1] or 0))) + ".",
+    f"A head's first text explains {pct(var_curve[0])} of its variance on average, its {len(var_curve)} texts "
+    f"{pct(var_curve[-1])}; the first {len(var_curve)} principal axes explain {pct(pca_var[-1])}, so the texts "
+    f"keep {pct(var_curve[-1] / pca_var[-1] if pca_var[-1] > 0 else float('nan'))} of what the best "
+    f"{len(var_curve)} directions could.",
+);
 
 # %% [markdown]
 # ## Interpretability scores
@@ -292,6 +346,14 @@ print(f"association {scores.association:.3f}, entanglement {scores.entanglement:
 print("heads per property:", {k: v for k, v in scores.heads_per_property.items() if v})
 figures["association"] = scores.association
 figures["entanglement"] = scores.entanglement
+
+# %%
+what_we_see(
+    f"Association {num(scores.association, 2)}: on average a head's role is shared by "
+    f"{pct(scores.association, 0)} of its {n_texts} texts, over the {scores.n_assigned} heads that have a role.",
+    f"Entanglement {num(scores.entanglement, 2)} on a scale from 0 to 1, over {len(scores.properties)} "
+    f"properties ({', '.join(scores.properties)}).",
+);
 
 # %% [markdown]
 # ## Browse the heads
@@ -351,10 +413,67 @@ for prop in [p for p, k in scores.heads_per_property.items() if k][:3]:
     idx, _ = property_neighbours(stack, group, query, k=6, centre=True)
     strip([query] + idx.tolist(), f"neighbours of image {query} through the {prop} heads")
     found[prop] = idx.tolist()
-if model_name == DEFAULT_MODEL and "scenes" in task.meta:
+if on_world:
     scenes = task.meta["scenes"]
-    agree = {p: float(np.mean([scenes.factors[p][i] == scenes.factors[p][query] for i in idx]))
-             for p, idx in found.items() if p in scenes.factors}
-    print("share of neighbours with the query's own value of that factor:",
-          ", ".join(f"{p} {v:.2f}" for p, v in agree.items()))
-    figures["property_search_agreement"] = agree
+    groups = {p: heads_for_property(roles, p, min_purity=0.5) for p in found if p in scenes.factors}
+    one = search_agreement(stack, groups, scenes.factors, queries=[query], k=6) if groups else None
+    every = search_agreement(stack, groups, scenes.factors, k=6) if groups else None
+    if groups:
+        display(pd.DataFrame({**{f"{g} heads": every.agreement[g] for g in groups}, "random images": every.chance})
+                .T.style.format("{:.0%}").set_caption(f"Share of the 6 neighbours with the query's value, "
+                                                      f"over all {len(task)} queries"))
+    if model_name == DEFAULT_MODEL:
+        figures["property_search_agreement"] = {g: one.agreement[g][g] for g in groups} if groups else {}
+        figures["property_search_agreement_all"] = {g: every.agreement[g][g] for g in groups} if groups else {}
+        figures["property_search_chance"] = {g: every.chance[g] for g in groups} if groups else {}
+        figures["property_search_best_factor"] = {g: every.best_factor(g) for g in groups} if groups else {}
+
+# %%
+if on_world and groups:
+    what_we_see(
+        f"For image {query} alone: " + "; ".join(
+            f"{one.agreement[g][g] * 6:.0f} of the 6 neighbours found through the {g} heads share its {g}"
+            for g in groups) + ".",
+        "One query is a small sample. Over all the images as queries: " + "; ".join(
+            f"through the {g} heads, {pct(every.agreement[g][g], 0)} of the neighbours share the query's {g}, "
+            f"against {pct(every.chance[g], 0)} for random images" for g in groups) + ".",
+        verdict(all(every.best_factor(g) == g for g in groups),
+                "Relative to chance, each group's neighbours agree most on the property the group is named "
+                "after: the search finds what it is asked for.",
+                "**Not** every group's neighbours agree most on their own property (relative to chance): "
+                + "; ".join(f"the {g} heads' on {every.best_factor(g)}" for g in groups
+                            if every.best_factor(g) != g) + "."),
+        verdict(any(abs(one.agreement[g][g] - every.agreement[g][g]) >= 0.25 for g in groups),
+                "The single query is not typical for "
+                + ", ".join(g for g in groups if abs(one.agreement[g][g] - every.agreement[g][g]) >= 0.25)
+                + ": judge a search by many queries, not by one strip of pictures.",
+                "The single query is typical of the average."),
+    );
+elif on_world:
+    what_we_see("No property has heads with a role purity of at least 0.5, so there is no property search to score.");
+
+# %% [markdown]
+# ## Takeaway
+
+# %%
+held = lambda ok: "**held**" if ok else "did **not** hold"
+what_we_see(
+    f"*A few texts per head keep what the heads do* {held(reach[ts_name] is not None and reach[ts_name] <= n_texts)}: "
+    + verdict(reach[ts_name] is not None, f"the {text_pool.name} pool's texts come within 1 point of the whole "
+              f"model's accuracy from {reach[ts_name]} per head", "no size tried comes within 1 point")
+    + f" (the roles above read {n_texts}).",
+    f"*The texts beat random directions* {held(curves[ts_name][n1] > curves['random texts'][n1])} with {n1} per head "
+    f"({pct(curves[ts_name][n1])} vs {pct(curves['random texts'][n1])}), and they keep "
+    f"{pct(var_curve[-1] / pca_var[-1] if pca_var[-1] > 0 else float('nan'))} of the variance the best "
+    f"{len(var_curve)} directions (PCA) keep.",
+    f"*Heads specialise* {held(2 * len(pure) >= len(roles))}: {len(pure)} of {len(roles)} heads have a role shared "
+    f"by at least 60% of their texts.",
+    verdict(on_world and groups, f"*A search through a property's heads finds that property* "
+            f"{held(on_world and groups and all(every.best_factor(g) == g for g in groups))} over all queries, "
+            "though one query can be far from the average.", ""),
+    {"shaped": "The offline model was trained to put its direct effects in these layers: that they can be "
+               "named by text is what this notebook shows; a paper preset (a real CLIP) tests it on the "
+               "paper's models.",
+     "random": prov.note}.get(prov.kind, prov.note),
+    title="Takeaway",
+);
