@@ -89,6 +89,11 @@ def check_03(f):
     assert all(allq[g] >= 3 * chance[g] for g in allq), (allq, chance)
     assert all(b == g for g, b in f["property_search_best_factor"].items()), f["property_search_best_factor"]
     assert all(0 <= v <= 1 for v in f["property_search_agreement"].values())
+    # the paper's span (top 80 singular directions) on 32-wide heads: null directions enter, the first
+    # pick stays (a null part adds no variance), later picks part; the roles barely move
+    assert f["span_rank"] == 80 and f["span_numerical_rank"] < f["span_rank"], f
+    assert f["span_parted_at"] is not None and f["span_parted_at"] >= 1 and f["span_overlap"] < 1, f
+    assert 0 < f["span_overlap_all_heads"] < 1 and f["span_same_role"] >= f["n_heads"] // 2, f
 
 
 CHECKS["03_textspan"] = check_03

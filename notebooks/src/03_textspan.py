@@ -75,7 +75,8 @@ from helpers.pools import load_pool
 from helpers.presets import resolve
 from helpers.record import Figures
 from helpers.text import cached_text_embeddings, encode_texts, zero_shot_classifier
-from helpers.textspan import pca_basis, textspan
+from helpers.heads import dominant_property
+from helpers.textspan import pca_basis, span_comparison, textspan
 from helpers.ui import live
 
 torch.manual_seed(seed)
@@ -215,6 +216,78 @@ for _ in range(n_texts):
     picked.append(j)
 print(f"your {n_texts} steps picked {picked}; helpers.textspan picked {result.indices[h].tolist()}")
 print("first texts:", " | ".join(text_pool.texts[j] for j in picked))
+
+# %% [markdown]
+# ## The paper's rank: where null directions enter
+#
+# The authors' code projects the texts onto the top **80** right singular vectors of $C$, however
+# wide the head is. A head writes through its value space, so its outputs span few directions
+# (here about the head's width); when that is fewer than 80, the other singular vectors have
+# singular values at rounding level: arbitrary directions of the null space, and the texts
+# pick up components along them. Such a component changes no text's *variance* (the data has
+# none there), so the first pick is the same either way. But the chosen direction
+# $u = r_j/\lVert r_j\rVert$ now carries a null part: removing $u$ takes only part of the text's
+# real direction out of the data, and shifts every other text by how much its own null part
+# lines up with $u$'s. From there on the picks can part.
+#
+# `textspan(..., span="paper")` keeps the top `rank` directions as the reference does, to
+# reproduce its picks; `span="numerical"` (the course's) keeps only those above a tolerance.
+# `span_comparison` runs both on one head, the head of the exercises:
+
+# %%
+n_cmp = min(10, int(result.span_rank[h]), len(text_pool))
+cmp = span_comparison(C_head, pool_emb, n_cmp)
+sv = cmp.singular_values.numpy()
+fig = go.Figure(go.Scatter(x=np.arange(1, len(sv) + 1), y=np.maximum(sv / sv[0], 1e-17), mode="markers"))
+fig.add_vline(x=cmp.numerical_rank + 0.5, line_dash="dot", annotation_text="numerical rank")
+fig.update_layout(title=f"{roles[h].label}: singular values of its outputs (the paper's span keeps all {cmp.rank})",
+                  xaxis_title="singular direction", yaxis_title="σ / σ_max", yaxis_type="log", height=320)
+fig.show()
+tag = lambda j: f"{text_pool.texts[j]} ({text_pool.properties[j]})"
+display(pd.DataFrame({"paper (top-rank span)": [tag(j) for j in cmp.paper],
+                      "null share of its projection": [f"{x:.0%}" for x in cmp.text_null_share],
+                      "numerical span": [tag(j) for j in cmp.numerical],
+                      "same pick": ["yes" if a == b else "" for a, b in zip(cmp.paper, cmp.numerical)]},
+                     index=pd.RangeIndex(1, n_cmp + 1, name="pick")))
+
+# the same for every head of the last layers (one batched call each)
+result_paper = textspan(stack, pool_emb, n_texts, span="paper")
+roles_paper = head_roles(result_paper, text_pool, labels, ignore=("other", "unknown"))
+shared = [len(set(a) & set(b)) / n_texts for a, b in zip(result.indices.tolist(), result_paper.indices.tolist())]
+same_role = sum(a.property == b.property for a, b in zip(roles, roles_paper))
+figures["span_head"] = roles[h].label
+figures["span_numerical_rank"] = cmp.numerical_rank
+figures["span_rank"] = cmp.rank
+figures["span_parted_at"] = cmp.parted_at
+figures["span_overlap"] = cmp.overlap
+figures["span_overlap_all_heads"] = float(np.mean(shared))
+figures["span_same_role"] = same_role
+
+# %%
+n_null = cmp.rank - cmp.numerical_rank
+role_p = dominant_property([text_pool.properties[j] for j in cmp.paper[:n_texts]], ("other", "unknown"))[0]
+role_n = dominant_property([text_pool.properties[j] for j in cmp.numerical[:n_texts]], ("other", "unknown"))[0]
+what_we_see(
+    f"{roles[h].label}'s outputs span {cmp.numerical_rank} directions (a head of this model is {info.head_dim} "
+    "wide); "
+    + verdict(n_null > 0, f"the paper's span keeps {cmp.rank}, so {n_null} null directions enter the projection, "
+              f"and they hold {pct(np.mean(cmp.text_null_share), 0)} of a picked text's projected length "
+              "(squared) on average.",
+              f"the paper's span keeps {cmp.rank}, no more than that: no null direction enters."),
+    verdict(cmp.parted_at is None, f"The two lists agree on all {n_cmp} picks.",
+            f"The lists agree on the first {cmp.parted_at} pick{'s' if cmp.parted_at != 1 else ''} and part at "
+            f"pick {(cmp.parted_at or 0) + 1}; they share {pct(cmp.overlap, 0)} of their {n_cmp} texts."
+            + verdict(cmp.parted_at and n_null > 0,
+                      f" The first pick's direction has {pct(cmp.direction_null_share[0], 0)} of its length "
+                      "(squared) in the null directions: removing it is what moves the later picks.", "")),
+    f"Read from the first {n_texts} picks, the head's role is "
+    + verdict(role_p == role_n, f"{role_p} under both.", f"{role_p} under the paper's span, {role_n} under the "
+              "numerical one."),
+    f"Over all {len(roles)} heads, the two spans share {pct(np.mean(shared), 0)} of their first {n_texts} texts, "
+    f"and {same_role} of {len(roles)} heads keep the same role: the roles are "
+    + verdict(same_role == len(roles), "robust to the choice.", "mostly robust to it, the text lists less so."
+              if 2 * same_role >= len(roles) else "**not** robust to it."),
+);
 
 # %% [markdown]
 # ## Exercise 3.3: a head's role and purity
