@@ -400,32 +400,65 @@ what_we_see(
 # %% [markdown]
 # ## Interpretability scores
 #
-# Following the follow-up paper (CLIP-InterpreT), two numbers summarise how interpretable the
-# heads are. With $T_h$ the first $n$ texts of head $h$, $p(h)$ its role and
-# $P$ the set of properties:
+# The follow-up study (CLIP-InterpreT) summarises how interpretable the heads are with two
+# kinds of score. With $T_h$ the first $n$ texts of head $h$, $p(h)$ its role and $P$ the set
+# of properties:
 #
 # * **association** of a head: $\frac{1}{n}\,\big|\{t \in T_h : \mathrm{tag}(t) = p(h)\}\big|$
 #   (its purity); of the model: the mean over heads that have a role. Higher means a head's
 #   texts consistently share one property.
-# * **entanglement** of the model: $\frac{1}{|H|}\sum_h \frac{\max(k(h)-1,\,0)}{|P|-1}$ where
-#   $k(h)$ counts the properties occurring at least twice in $T_h$. 0 means every head is
-#   about a single property; 1 means every head mixes all of them.
+# * **entanglement**, two scores under their own names, because they ask different questions:
+#   * **across-heads entanglement** (CLIP-InterpreT's): is a property *shared across heads*?
+#     With $A$ the heads that have a role and $n_p$ those whose role is $p$,
+#     $\sum_p n_p(n_p-1)\,/\,\big(|A|(|A|-1)\big)$: the chance that two different heads drawn at
+#     random have the same property. 0 when every head has a property of its own (fully
+#     disentangled), 1 when all share one. The study finds it lower for larger models.
+#   * **within-head entanglement** (the course's): does one head *mix* properties?
+#     $\frac{1}{|H|}\sum_h \frac{\max(k(h)-1,\,0)}{|P|-1}$ where $k(h)$ counts the properties
+#     occurring at least twice in $T_h$. 0 when every head is about a single property, 1 when
+#     every head mixes all of them. (How consistently a head keeps to one property is also
+#     what association measures, from the other side.)
 #
-# The paper has a language model tag the texts; our pools carry tags, so both scores are exact.
+# The study has a language model tag the texts; our pools carry tags, so the scores are exact.
 
 # %%
 scores = interpretability_scores(roles, ignore=("other", "unknown"))
-print(f"association {scores.association:.3f}, entanglement {scores.entanglement:.3f}")
+n_a, n_p = scores.n_assigned, len(scores.properties)
+q, extra = divmod(n_a, max(n_p, 1))  # the lowest across-heads score: roles spread as evenly as possible
+across_floor = (extra * (q + 1) * q + (n_p - extra) * q * (q - 1)) / (n_a * (n_a - 1)) if n_a > 1 else 0.0
+display(pd.DataFrame([
+    ("association", scores.association, "share of a head's texts about its role (higher: purer heads)"),
+    ("across-heads entanglement (CLIP-InterpreT)", scores.across_heads_entanglement,
+     "chance two heads share their role (lower: each property has its own heads)"),
+    ("within-head entanglement (course)", scores.within_head_entanglement,
+     "how many properties one head mixes (lower: single-property heads)"),
+], columns=["score", "value", "what it measures"]).style.format({"value": "{:.2f}"}).hide(axis="index"))
 print("heads per property:", {k: v for k, v in scores.heads_per_property.items() if v})
 figures["association"] = scores.association
 figures["entanglement"] = scores.entanglement
+figures["entanglement_within_head"] = scores.within_head_entanglement
+figures["entanglement_across_heads"] = scores.across_heads_entanglement
+figures["entanglement_across_heads_floor"] = across_floor
 
 # %%
+top_prop, top_n = max(scores.heads_per_property.items(), key=lambda t: t[1])
+mixing = sum(k >= 2 for k in scores.properties_per_head)
 what_we_see(
     f"Association {num(scores.association, 2)}: on average a head's role is shared by "
-    f"{pct(scores.association, 0)} of its {n_texts} texts, over the {scores.n_assigned} heads that have a role.",
-    f"Entanglement {num(scores.entanglement, 2)} on a scale from 0 to 1, over {len(scores.properties)} "
-    f"properties ({', '.join(scores.properties)}).",
+    f"{pct(scores.association, 0)} of its {n_texts} texts, over the {n_a} heads that have a role.",
+    f"Across-heads entanglement (CLIP-InterpreT) {num(scores.across_heads_entanglement, 2)}: two heads drawn at "
+    f"random share their property {pct(scores.across_heads_entanglement, 0)} of the time; {top_prop} alone has "
+    f"{top_n} of the {n_a} heads. With only {n_p} properties to go round, no assignment of {n_a} heads goes below "
+    f"{num(across_floor, 2)}, "
+    + verdict(scores.across_heads_entanglement <= across_floor + 0.05,
+              "and the roles come close to that floor: the properties are spread about as evenly as they can be.",
+              "and the roles stay above it: some properties are taken up by more heads than an even spread gives."),
+    f"Within-head entanglement (course) {num(scores.within_head_entanglement, 2)}: {mixing} of {len(roles)} heads "
+    f"have two or more properties that each occur at least twice among their texts. "
+    + verdict(2 * mixing > len(roles), "Most heads mix properties, even where one of them wins the role.",
+              "Most heads keep to one property."),
+    "The two entanglements answer different questions (is a property shared by many heads? does a head "
+    "mix properties?), so a model can score low on one and high on the other.",
 );
 
 # %% [markdown]
