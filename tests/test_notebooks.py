@@ -98,6 +98,11 @@ def check_03(f):
     assert f["entanglement"] == f["entanglement_within_head"]
     assert f["entanglement_across_heads_floor"] - 1e-9 <= f["entanglement_across_heads"] <= 1, f
     assert 0 < f["entanglement_across_heads_floor"] < 1
+    # one head's neighbours by the reference's dot product and by cosine: on this model they barely agree,
+    # and the cosine's neighbours share the head's role more often
+    assert 0 <= f["neighbours_overlap_query"] <= 1 and 0 <= f["neighbours_overlap_all"] < 0.5, f
+    agree = f["neighbours_role_agreement"]
+    assert set(agree) == {"dot", "cosine"} and agree["cosine"] > agree["dot"], agree
 
 
 CHECKS["03_textspan"] = check_03

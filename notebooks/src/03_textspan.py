@@ -67,8 +67,8 @@ from IPython.display import display
 from helpers.ablation import accuracy, collect_terms
 from helpers.datasets import load_task
 from helpers.heads import (head_image_neighbours, head_roles, head_text_neighbours, heads_for_property,
-                           interpretability_scores, property_neighbours, reconstruction_accuracy, search_agreement,
-                           stack_heads)
+                           interpretability_scores, neighbour_overlap, property_neighbours, reconstruction_accuracy,
+                           search_agreement, stack_heads)
 from helpers.models import DEFAULT_MODEL, load_model, model_info, provenance
 from helpers.narrative import compare, num, pct, pts, ranking, ratio, verdict, what_we_see
 from helpers.pools import load_pool
@@ -503,6 +503,54 @@ live(browse,
      query=widgets.IntSlider(value=0, min=0, max=len(task) - 1, description="query image"))
 
 # %% [markdown]
+# ## One head's neighbours: dot product or cosine?
+#
+# The authors' code ranks a head's nearest neighbours by the **dot product** of its
+# contributions, $c_{h,q}\cdot c_{h,i}$; the browser above uses the **cosine**. The dot product
+# also rewards images for which the head writes a *long* vector, whatever its direction; the
+# cosine looks at the direction only. (The reference's terms are on the cosine scale, each
+# image's terms divided by its embedding norm, `DirectTerms.normalized`; here both scores rank
+# the same terms, so only the score differs.) The browser's head, with the same query:
+
+# %%
+hb = [r.label for r in roles].index(best.label)
+by_score = {}
+for sc in ("dot", "cosine"):
+    idx, _ = head_image_neighbours(stack, hb, 0, k=6, score=sc)
+    strip([0] + idx.tolist(), f"{best.label} by {'dot product (the reference)' if sc == 'dot' else 'cosine'}: "
+                              "image 0, then its nearest neighbours")
+    by_score[sc] = idx.tolist()
+overlap_query = len(set(by_score["dot"]) & set(by_score["cosine"])) / 6
+overlap_all = neighbour_overlap(stack, hb, k=6)
+norms = stack[hb].float().norm(dim=-1)
+norm_spread = float(norms.std() / norms.mean())
+role_agree = {}
+if "scenes" in task.meta and best.property in task.meta["scenes"].factors:
+    fac = {best.property: task.meta["scenes"].factors[best.property]}
+    role_agree = {sc: search_agreement(stack, {"head": [hb]}, fac, k=6, centre=False, score=sc) for sc in by_score}
+figures["neighbours_head"] = best.label
+figures["neighbours_overlap_query"] = overlap_query
+figures["neighbours_overlap_all"] = overlap_all
+figures["neighbours_role_agreement"] = {sc: a.agreement["head"][best.property] for sc, a in role_agree.items()}
+
+# %%
+what_we_see(
+    f"For image 0 the two scores share {round(overlap_query * 6)} of their 6 neighbours; over all "
+    f"{len(task)} images as queries they share {pct(overlap_all, 0)}. "
+    + verdict(overlap_all >= 0.8, "They mostly agree.", "They mostly **disagree**."),
+    f"The length of {best.label}'s contribution varies by {pct(norm_spread, 0)} (standard deviation over mean) "
+    "from image to image: "
+    + verdict(norm_spread >= 0.2, "enough for the dot product to rank by how much the head writes as well as "
+                                  "by what.", "little, so the dot product mostly ranks by direction too."),
+    verdict(role_agree, (compare(role_agree["cosine"].agreement["head"][best.property],
+                                 role_agree["dot"].agreement["head"][best.property], "The cosine", "the dot product",
+                                 what=f"neighbours that share the query's {best.property} (the head's role), over "
+                                      "all queries", as_pct=True, digits=0)
+                         + f" Random images would share it {pct(role_agree['dot'].chance[best.property], 0)} of "
+                         "the time.") if role_agree else "", ""),
+);
+
+# %% [markdown]
 # ## Property-based image search
 #
 # Represent each image only by the summed contributions of the heads of one property and
@@ -574,6 +622,11 @@ what_we_see(
     f"{len(var_curve)} directions (PCA) keep.",
     f"*Heads specialise* {held(2 * len(pure) >= len(roles))}: {len(pure)} of {len(roles)} heads have a role shared "
     f"by at least 60% of their texts.",
+    f"*The paper's span and the numerical span name the same roles* {held(same_role == len(roles))} "
+    f"({same_role} of {len(roles)} heads), though the text lists share only {pct(np.mean(shared), 0)} of their "
+    f"{n_texts} texts.",
+    f"*Dot product and cosine find the same neighbours of a head* {held(overlap_all >= 0.8)} "
+    f"({pct(overlap_all, 0)} shared for {best.label}).",
     verdict(on_world and groups, f"*A search through a property's heads finds that property* "
             f"{held(on_world and groups and all(every.best_factor(g) == g for g in groups))} over all queries, "
             "though one query can be far from the average.", ""),
