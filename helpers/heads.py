@@ -765,7 +765,7 @@ def search_agreement(heads_stack: Any, groups: dict[str, Any], factors: dict[str
         if t.shape[0] != N:
             raise ValueError(f"factor {name!r} has {t.shape[0]} values for {N} images")
         vals[name] = t
-    qs = list(range(N)) if queries is None else [_index(q, N, "query") for q in _tensor(queries, "queries").flatten().tolist()]
+    qs = _queries(queries, N)
     if not qs:
         raise ValueError("no queries given")
     k = _int(k, "k")
@@ -792,7 +792,7 @@ def neighbour_overlap(heads_stack: Any, heads: Any, *, queries: Any = None, k: i
     S = _check_stack(heads_stack)
     _, N, _ = S.shape
     a, b = scores
-    qs = list(range(N)) if queries is None else [_index(q, N, "query") for q in _tensor(queries, "queries").flatten().tolist()]
+    qs = _queries(queries, N)
     if not qs:
         raise ValueError("no queries given")
     k = _int(k, "k")
@@ -818,3 +818,10 @@ def _all_neighbours(S: Tensor, heads: Any, queries: list[int], k: int, centre: b
     sims = s[q] @ s.T  # [Q, N]
     sims[torch.arange(len(queries), device=s.device), q] = float("-inf")
     return sims.topk(k, dim=-1).indices.cpu()
+
+
+def _queries(queries: Any, N: int) -> list[int]:
+    """Query indices (default: every image), checked against ``N`` images."""
+    if queries is None:
+        return list(range(N))
+    return [_index(q, N, "query") for q in _tensor(queries, "queries").flatten().tolist()]

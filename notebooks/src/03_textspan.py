@@ -70,7 +70,7 @@ from helpers.heads import (head_image_neighbours, head_roles, head_text_neighbou
                            interpretability_scores, neighbour_overlap, property_neighbours, reconstruction_accuracy,
                            search_agreement, stack_heads)
 from helpers.models import DEFAULT_MODEL, load_model, model_info, provenance
-from helpers.narrative import compare, num, pct, pts, ranking, ratio, verdict, what_we_see
+from helpers.narrative import compare, num, pct, pts, ranking, ratio, say, verdict, what_we_see
 from helpers.pools import load_pool
 from helpers.presets import resolve
 from helpers.record import Figures
@@ -104,14 +104,33 @@ stack, labels = stack_heads(terms, layers)
 print(f"{len(task)} images; pool '{text_pool.name}' of {len(text_pool)} texts; "
       f"{len(labels)} heads (layers {layers[0]}-{layers[-1]}, {H} heads each), output dim {stack.shape[-1]}")
 
+# the paper's protocol (the papers' presets) or the course's variants, where the two differ
+paper = protocol == "paper"
+span = "paper" if paper else "numerical"  # TextSpan's text projection: top-80 directions, or the numerical span
+entanglement = "paper" if paper else "within_head"  # CLIP-InterpreT's across-heads score, or within-head
+neighbour_score = "dot" if paper else "cosine"  # per-head nearest neighbours
+figures["protocol_options"] = {"span": span, "entanglement": entanglement, "neighbours": neighbour_score}
+say(f"**Protocol: {'the paper' if paper else 'the course'}'s.** TextSpan projects the texts on "
+    + verdict(paper, "the top 80 singular directions of each head (`span=\"paper\"`, as the authors' code)",
+              "each head's numerical span (`span=\"numerical\"`)")
+    + "; the `entanglement` score is "
+    + verdict(paper, "CLIP-InterpreT's across heads (`entanglement=\"paper\"`)",
+              "the within-head count (`entanglement=\"within_head\"`)")
+    + "; nearest neighbours are ranked by "
+    + verdict(paper, "dot product (`score=\"dot\"`, as the authors' code)", "cosine (`score=\"cosine\"`)")
+    + ". The other option of each is shown beside it where it changes a result"
+    + verdict(paper, ".", "; `protocol = \"paper\"` (or a paper preset) makes the paper's the default."))
+
 # %% [markdown]
 # ## A text basis for every head of the last layers
 #
 # All heads are processed together (one batched computation, no loop over heads).
 
 # %%
-result = textspan(stack, pool_emb, n_texts)
-roles = head_roles(result, text_pool, labels, ignore=("other", "unknown"))
+results = {sp: textspan(stack, pool_emb, n_texts, span=sp) for sp in ("numerical", "paper")}  # both are cheap
+roles_by_span = {sp: head_roles(r, text_pool, labels, ignore=("other", "unknown")) for sp, r in results.items()}
+result, roles = results[span], roles_by_span[span]
+say(f"*TextSpan with `span=\"{span}\"`:*")
 table = pd.DataFrame([{"head": r.label, "role": r.property, "purity": round(r.purity, 2),
                        "variance explained": round(r.variance, 2), "first texts": " | ".join(r.texts[:4])}
                       for r in roles])
@@ -168,7 +187,8 @@ from helpers.exercises import check_project_texts, check_role_and_purity, check_
 
 h = max(range(len(roles)), key=lambda i: (roles[i].purity, roles[i].variance))
 C_head = stack[h].double()
-rank = int(result.span_rank[h])
+result_num = results["numerical"]  # the exercises use the numerical span (see 3.1)
+rank = int(result_num.span_rank[h])
 print(f"head {roles[h].label} ({roles[h].property}): outputs {tuple(C_head.shape)}, numerical rank {rank}; "
       f"pool {tuple(pool_emb.shape)}")
 
@@ -214,7 +234,7 @@ picked = []
 for _ in range(n_texts):
     j, C_left, R_left = textspan_step(C_left, R_left)
     picked.append(j)
-print(f"your {n_texts} steps picked {picked}; helpers.textspan picked {result.indices[h].tolist()}")
+print(f"your {n_texts} steps picked {picked}; helpers.textspan picked {result_num.indices[h].tolist()}")
 print("first texts:", " | ".join(text_pool.texts[j] for j in picked))
 
 # %% [markdown]
@@ -235,7 +255,7 @@ print("first texts:", " | ".join(text_pool.texts[j] for j in picked))
 # `span_comparison` runs both on one head, the head of the exercises:
 
 # %%
-n_cmp = min(10, int(result.span_rank[h]), len(text_pool))
+n_cmp = min(10, int(result_num.span_rank[h]), len(text_pool))
 cmp = span_comparison(C_head, pool_emb, n_cmp)
 sv = cmp.singular_values.numpy()
 fig = go.Figure(go.Scatter(x=np.arange(1, len(sv) + 1), y=np.maximum(sv / sv[0], 1e-17), mode="markers"))
@@ -250,11 +270,10 @@ display(pd.DataFrame({"paper (top-rank span)": [tag(j) for j in cmp.paper],
                       "same pick": ["yes" if a == b else "" for a, b in zip(cmp.paper, cmp.numerical)]},
                      index=pd.RangeIndex(1, n_cmp + 1, name="pick")))
 
-# the same for every head of the last layers (one batched call each)
-result_paper = textspan(stack, pool_emb, n_texts, span="paper")
-roles_paper = head_roles(result_paper, text_pool, labels, ignore=("other", "unknown"))
-shared = [len(set(a) & set(b)) / n_texts for a, b in zip(result.indices.tolist(), result_paper.indices.tolist())]
-same_role = sum(a.property == b.property for a, b in zip(roles, roles_paper))
+# the same for every head of the last layers (both spans were fitted above)
+shared = [len(set(a) & set(b)) / n_texts
+          for a, b in zip(results["numerical"].indices.tolist(), results["paper"].indices.tolist())]
+same_role = sum(a.property == b.property for a, b in zip(roles_by_span["numerical"], roles_by_span["paper"]))
 figures["span_head"] = roles[h].label
 figures["span_numerical_rank"] = cmp.numerical_rank
 figures["span_rank"] = cmp.rank
@@ -275,7 +294,8 @@ what_we_see(
               "(squared) on average.",
               f"the paper's span keeps {cmp.rank}, no more than that: no null direction enters."),
     verdict(cmp.parted_at is None, f"The two lists agree on all {n_cmp} picks.",
-            f"The lists agree on the first {cmp.parted_at} pick{'s' if cmp.parted_at != 1 else ''} and part at "
+            "The lists agree on the first " + verdict(cmp.parted_at == 1, "pick", f"{cmp.parted_at} picks")
+            + " and part at "
             f"pick {(cmp.parted_at or 0) + 1}; they share {pct(cmp.overlap, 0)} of their {n_cmp} texts."
             + verdict(cmp.parted_at and n_null > 0,
                       f" The first pick's direction has {pct(cmp.direction_null_share[0], 0)} of its length "
@@ -346,18 +366,19 @@ words = load_pool(baseline_pool).sample(pool_size, seed=seed)
 words_emb = cached_text_embeddings(model, tokenizer, words.texts, model_id=model_id)
 curves = {
     f"TextSpan ({text_pool.name})": reconstruction_accuracy(terms, classifier, task.labels, layers, "textspan",
-                                                            n_values, pool_embeddings=pool_emb),
+                                                            n_values, pool_embeddings=pool_emb, span=span),
     f"TextSpan ({words.name})": reconstruction_accuracy(terms, classifier, task.labels, layers, "textspan",
-                                                        n_values, pool_embeddings=words_emb),
+                                                        n_values, pool_embeddings=words_emb, span=span),
     "random texts": reconstruction_accuracy(terms, classifier, task.labels, layers, "random", n_values,
-                                            n_random_texts=len(text_pool), seed=seed),
+                                            n_random_texts=len(text_pool), seed=seed, span=span),
     "PCA": reconstruction_accuracy(terms, classifier, task.labels, layers, "pca", n_values),
 }
 fig = go.Figure()
 for name, curve in curves.items():
     fig.add_scatter(x=list(curve), y=list(curve.values()), mode="lines+markers", name=name)
 fig.add_hline(y=baseline_acc, line_dash="dot", annotation_text="no replacement")
-fig.update_layout(title=f"Accuracy with the last {len(layers)} layers' heads replaced ({task.name})",
+fig.update_layout(title=f"Accuracy with the last {len(layers)} layers' heads replaced ({task.name}; "
+                        f"TextSpan span={span!r})",
                   xaxis_title="texts (directions) per head", yaxis_title="accuracy", xaxis_type="log")
 fig.show()
 figures["baseline_accuracy"] = baseline_acc
@@ -383,7 +404,8 @@ reach = {name: next((n for n, a in c.items() if a >= baseline_acc - 0.01), None)
 figures["n_within_1pt"] = reach
 what_we_see(
     f"Left whole, the model classifies {pct(baseline_acc)} of the images ({task.name}) correctly. With "
-    f"{n1} direction{'s' if n1 > 1 else ''} per head: {ranking({k: c[n1] for k, c in curves.items()}, as_pct=True, digits=1)}.",
+    f"{n1} direction{'s' if n1 > 1 else ''} per head: "
+    f"{ranking({k: c[n1] for k, c in curves.items()}, as_pct=True, digits=1)}.",
     compare(curves[ts_name][n1], curves["random texts"][n1], ts_name, "random directions",
             what=f"accuracy with {n1} per head", as_pct=True, digits=1)
     + " " + compare(curves[ts_name][n2], curves[f"TextSpan ({words.name})"][n2], f"The {text_pool.name} pool",
@@ -422,16 +444,18 @@ what_we_see(
 # The study has a language model tag the texts; our pools carry tags, so the scores are exact.
 
 # %%
-scores = interpretability_scores(roles, ignore=("other", "unknown"))
+scores = interpretability_scores(roles, ignore=("other", "unknown"), entanglement=entanglement)
 n_a, n_p = scores.n_assigned, len(scores.properties)
 q, extra = divmod(n_a, max(n_p, 1))  # the lowest across-heads score: roles spread as evenly as possible
 across_floor = (extra * (q + 1) * q + (n_p - extra) * q * (q - 1)) / (n_a * (n_a - 1)) if n_a > 1 else 0.0
 display(pd.DataFrame([
     ("association", scores.association, "share of a head's texts about its role (higher: purer heads)"),
     ("across-heads entanglement (CLIP-InterpreT)", scores.across_heads_entanglement,
-     "chance two heads share their role (lower: each property has its own heads)"),
+     "chance two heads share their role (lower: each property has its own heads)"
+     + verdict(entanglement == "paper", "; this protocol's `entanglement`", "")),
     ("within-head entanglement (course)", scores.within_head_entanglement,
-     "how many properties one head mixes (lower: single-property heads)"),
+     "how many properties one head mixes (lower: single-property heads)"
+     + verdict(entanglement == "within_head", "; this protocol's `entanglement`", "")),
 ], columns=["score", "value", "what it measures"]).style.format({"value": "{:.2f}"}).hide(axis="index"))
 print("heads per property:", {k: v for k, v in scores.heads_per_property.items() if v})
 figures["association"] = scores.association
@@ -448,8 +472,8 @@ what_we_see(
     f"{pct(scores.association, 0)} of its {n_texts} texts, over the {n_a} heads that have a role.",
     f"Across-heads entanglement (CLIP-InterpreT) {num(scores.across_heads_entanglement, 2)}: two heads drawn at "
     f"random share their property {pct(scores.across_heads_entanglement, 0)} of the time; {top_prop} alone has "
-    f"{top_n} of the {n_a} heads. With only {n_p} properties to go round, no assignment of {n_a} heads goes below "
-    f"{num(across_floor, 2)}, "
+    f"{top_n} of the {n_a} heads. With the {n_p} properties found among the texts, no assignment of {n_a} heads "
+    f"goes below {num(across_floor, 2)}, "
     + verdict(scores.across_heads_entanglement <= across_floor + 0.05,
               "and the roles come close to that floor: the properties are spread about as evenly as they can be.",
               "and the roles stay above it: some properties are taken up by more heads than an even spread gives."),
@@ -466,7 +490,8 @@ what_we_see(
 #
 # Pick a head: its texts with the variance each adds, and the images that head alone finds
 # most similar to a query image (per-head nearest neighbours), and those it scores highest for
-# its first text (per-head nearest neighbours of a text).
+# its first text (per-head nearest neighbours of a text), ranked by this protocol's score
+# (cosine; the dot product under the paper's protocol).
 
 # %%
 thumb = 72
@@ -490,11 +515,12 @@ def browse(head_label: str, query: int):
     fig.update_layout(title=f"{r.label}: role {r.property} (purity {r.purity:.1f})", xaxis_title="variance added",
                       yaxis_autorange="reversed", height=330, margin=dict(l=320))
     fig.show()
-    idx, _ = head_image_neighbours(stack, h, query, k=6)
-    strip([query] + idx.tolist(), f"query image {query}, then its nearest neighbours for {r.label}")
+    idx, _ = head_image_neighbours(stack, h, query, k=6, score=neighbour_score)
+    strip([query] + idx.tolist(), f"query image {query}, then its nearest neighbours for {r.label} "
+                                  f"({neighbour_score})")
     t = encode_texts(model, tokenizer, [r.texts[0]])[0]
-    idx, _ = head_text_neighbours(stack, h, t, k=7)
-    strip(idx.tolist(), f"images {r.label} writes most like '{r.texts[0]}'")
+    idx, _ = head_text_neighbours(stack, h, t, k=7, score=neighbour_score)
+    strip(idx.tolist(), f"images {r.label} writes most like '{r.texts[0]}' ({neighbour_score})")
 
 
 best = max(roles, key=lambda r: (r.purity, r.variance))
@@ -506,11 +532,11 @@ live(browse,
 # ## One head's neighbours: dot product or cosine?
 #
 # The authors' code ranks a head's nearest neighbours by the **dot product** of its
-# contributions, $c_{h,q}\cdot c_{h,i}$; the browser above uses the **cosine**. The dot product
+# contributions, $c_{h,q}\cdot c_{h,i}$; the course's variant uses the **cosine**. The dot product
 # also rewards images for which the head writes a *long* vector, whatever its direction; the
 # cosine looks at the direction only. (The reference's terms are on the cosine scale, each
 # image's terms divided by its embedding norm, `DirectTerms.normalized`; here both scores rank
-# the same terms, so only the score differs.) The browser's head, with the same query:
+# the same terms, so only the score differs.) The browser's head, image 0 as the query:
 
 # %%
 hb = [r.label for r in roles].index(best.label)
@@ -564,18 +590,20 @@ for prop in [p for p, k in scores.heads_per_property.items() if k][:3]:
     group = heads_for_property(roles, prop, min_purity=0.5)
     if not group:
         continue
-    idx, _ = property_neighbours(stack, group, query, k=6, centre=True)
+    idx, _ = property_neighbours(stack, group, query, k=6, centre=True, score=neighbour_score)
     strip([query] + idx.tolist(), f"neighbours of image {query} through the {prop} heads")
     found[prop] = idx.tolist()
 if on_world:
     scenes = task.meta["scenes"]
     groups = {p: heads_for_property(roles, p, min_purity=0.5) for p in found if p in scenes.factors}
-    one = search_agreement(stack, groups, scenes.factors, queries=[query], k=6) if groups else None
-    every = search_agreement(stack, groups, scenes.factors, k=6) if groups else None
+    one = every = None
+    if groups:
+        one = search_agreement(stack, groups, scenes.factors, queries=[query], k=6, score=neighbour_score)
+        every = search_agreement(stack, groups, scenes.factors, k=6, score=neighbour_score)
     if groups:
         display(pd.DataFrame({**{f"{g} heads": every.agreement[g] for g in groups}, "random images": every.chance})
                 .T.style.format("{:.0%}").set_caption(f"Share of the 6 neighbours with the query's value, "
-                                                      f"over all {len(task)} queries"))
+                                                      f"over all {len(task)} queries ({neighbour_score})"))
     if model_name == DEFAULT_MODEL:
         figures["property_search_agreement"] = {g: one.agreement[g][g] for g in groups} if groups else {}
         figures["property_search_agreement_all"] = {g: every.agreement[g][g] for g in groups} if groups else {}
