@@ -94,6 +94,8 @@ def check_03(f):
     assert f["span_rank"] == 80 and f["span_numerical_rank"] < f["span_rank"], f
     assert f["span_parted_at"] is not None and f["span_parted_at"] >= 1 and f["span_overlap"] < 1, f
     assert 0 < f["span_overlap_all_heads"] < 1 and f["span_same_role"] >= f["n_heads"] // 2, f
+    # a picked direction with a null part is credited only with its real part
+    assert 0 < f["span_variance"]["paper"] < f["span_variance"]["numerical"] <= 1 + 1e-6, f["span_variance"]
     # the offline preset runs the course's options (a paper preset switches all three)
     assert f["protocol_options"] == {"span": "numerical", "entanglement": "within_head", "neighbours": "cosine"}
     # both entanglements, each under its own name; the offline preset reports the course's within-head one

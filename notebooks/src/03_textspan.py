@@ -25,8 +25,8 @@
 #
 # | | |
 # |---|---|
-# | **You will be able to** | explain an attention head by a few texts with TextSpan (project the pool on the head's span, then pick and deflate greedily); read head roles and purities off tagged texts; judge a text basis against random directions and PCA |
-# | **Time** | about 15 min reading, 1–2 min running, 30 min of exercises (3.1–3.3) |
+# | **You will be able to** | explain an attention head by a few texts with TextSpan (project the pool on the head's span, then pick and deflate greedily); read head roles and purities off tagged texts; judge a text basis against random directions and PCA; score heads by association and by two kinds of entanglement; judge a property search by many queries against chance; say where the paper's protocol (top-80 span, dot-product neighbours) and the course's variants part |
+# | **Time** | about 20 min reading, 1–2 min running, 30 min of exercises (3.1–3.3) |
 # | **Assumes** | notebooks 1–2 (direct terms of heads; the last attention layers matter); SVD and orthogonal projection; Gram–Schmidt |
 #
 # {{EXERCISE_NOTE}}
@@ -176,7 +176,8 @@ what_we_see(
 # SVD of the *uncentred* outputs $C$ (`K × d`) and $V_r$ its top-$r$ right singular vectors,
 # the projected texts are $R\,V_r V_r^\top$. The head's outputs here span fewer directions than
 # `d` (its value space is small), so we use the numerical rank the batched TextSpan found: a
-# larger `r` would let numerically null directions into the texts.
+# larger `r` would let numerically null directions into the texts (the authors' code does use a
+# larger one: the section after the exercises shows what changes).
 #
 # **3.2.** One greedy step on the *centred* data: pick the text $j$ whose scores $C r_j$ vary
 # most over the images (the texts are *not* renormalised), then remove $u = r_j/\lVert r_j\rVert$
@@ -246,9 +247,10 @@ print("first texts:", " | ".join(text_pool.texts[j] for j in picked))
 # singular values at rounding level: arbitrary directions of the null space, and the texts
 # pick up components along them. Such a component changes no text's *variance* (the data has
 # none there), so the first pick is the same either way. But the chosen direction
-# $u = r_j/\lVert r_j\rVert$ now carries a null part: removing $u$ takes only part of the text's
-# real direction out of the data, and shifts every other text by how much its own null part
-# lines up with $u$'s. From there on the picks can part.
+# $u = r_j/\lVert r_j\rVert$ now carries a null part. Removing $u$ from every other text takes
+# out only part of their component along the direction the data really varies in, and moves
+# them by however much their own null parts line up with $u$'s; and the step is credited only
+# with the variance along $u$, which the null part dilutes. From there on the picks can part.
 #
 # `textspan(..., span="paper")` keeps the top `rank` directions as the reference does, to
 # reproduce its picks; `span="numerical"` (the course's) keeps only those above a tolerance.
@@ -281,6 +283,8 @@ figures["span_parted_at"] = cmp.parted_at
 figures["span_overlap"] = cmp.overlap
 figures["span_overlap_all_heads"] = float(np.mean(shared))
 figures["span_same_role"] = same_role
+span_var = {sp: float(r.cumulative[:, -1].mean()) for sp, r in results.items()}
+figures["span_variance"] = span_var
 
 # %%
 n_null = cmp.rank - cmp.numerical_rank
@@ -303,6 +307,10 @@ what_we_see(
     f"Read from the first {n_texts} picks, the head's role is "
     + verdict(role_p == role_n, f"{role_p} under both.", f"{role_p} under the paper's span, {role_n} under the "
               "numerical one."),
+    f"With {n_texts} texts a head's variance is explained {pct(span_var['paper'])} under the paper's span and "
+    f"{pct(span_var['numerical'])} under the numerical one (mean over heads)"
+    + verdict(span_var["paper"] < span_var["numerical"] - 0.005,
+              ": a direction with a null part is credited only with what it keeps of the real one.", "."),
     f"Over all {len(roles)} heads, the two spans share {pct(np.mean(shared), 0)} of their first {n_texts} texts, "
     f"and {same_role} of {len(roles)} heads keep the same role: the roles are "
     + verdict(same_role == len(roles), "robust to the choice.", "mostly robust to it, the text lists less so."
@@ -434,7 +442,8 @@ what_we_see(
 #     With $A$ the heads that have a role and $n_p$ those whose role is $p$,
 #     $\sum_p n_p(n_p-1)\,/\,\big(|A|(|A|-1)\big)$: the chance that two different heads drawn at
 #     random have the same property. 0 when every head has a property of its own (fully
-#     disentangled), 1 when all share one. The study finds it lower for larger models.
+#     disentangled), 1 when all share one. By its scores, the study finds larger models more
+#     interpretable.
 #   * **within-head entanglement** (the course's): does one head *mix* properties?
 #     $\frac{1}{|H|}\sum_h \frac{\max(k(h)-1,\,0)}{|P|-1}$ where $k(h)$ counts the properties
 #     occurring at least twice in $T_h$. 0 when every head is about a single property, 1 when
@@ -581,7 +590,9 @@ what_we_see(
 #
 # Represent each image only by the summed contributions of the heads of one property and
 # search nearest neighbours: the same query retrieves different neighbours depending on the
-# property asked for (CLIP-InterpreT's first analysis).
+# property asked for (CLIP-InterpreT's first analysis). On world scenes every factor of every
+# image is known, so the search can be scored: how often do the neighbours share the query's
+# value, for one query and over every image as a query, against random images?
 
 # %%
 query = 0
