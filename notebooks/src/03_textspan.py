@@ -151,7 +151,8 @@ task_factor = task.meta.get("factor")  # the factor the images are labelled by (
 other_roles = sorted(set(role_counts) - {task_factor})
 on_world = "scenes" in task.meta
 what_we_see(
-    f"{len(pure)} of {len(roles)} heads have a role that at least 60% of their {n_texts} texts share"
+    f"{len(pure)} of {len(roles)} heads {verdict(len(pure) == 1, 'has a role that at least 60% of its', "
+    f"'have a role that at least 60% of their')} {n_texts} texts share"
     + (": " + ", ".join(f"{p} ({k} head{'s' if k > 1 else ''})" for p, k in role_counts.most_common()) + "."
        if pure else "."),
     verdict(not on_world, "",
@@ -410,7 +411,10 @@ n1 = n_values[0]
 n2 = n_values[min(1, len(n_values) - 1)]
 reach = {name: next((n for n, a in c.items() if a >= baseline_acc - 0.01), None) for name, c in curves.items()}
 figures["n_within_1pt"] = reach
+informative = baseline_acc >= 2 / len(task.classes)  # the whole model must be well above chance to lose anything
 what_we_see(
+    verdict(informative, "", f"The whole model is not well above chance here ({pct(baseline_acc)}, chance "
+                             f"{pct(1 / len(task.classes))}), so these curves cannot show what the texts keep."),
     f"Left whole, the model classifies {pct(baseline_acc)} of the images ({task.name}) correctly. With "
     f"{n1} direction{'s' if n1 > 1 else ''} per head: "
     f"{ranking({k: c[n1] for k, c in curves.items()}, as_pct=True, digits=1)}.",
@@ -651,27 +655,36 @@ elif on_world:
 # %%
 held = lambda ok: "**held**" if ok else "did **not** hold"
 what_we_see(
-    f"*A few texts per head keep what the heads do* {held(reach[ts_name] is not None and reach[ts_name] <= n_texts)}: "
-    + verdict(reach[ts_name] is not None, f"the {text_pool.name} pool's texts come within 1 point of the whole "
-              f"model's accuracy from {reach[ts_name]} per head", "no size tried comes within 1 point")
-    + f" (the roles above read {n_texts}).",
-    f"*The texts beat random directions* {held(curves[ts_name][n1] > curves['random texts'][n1])} with {n1} per head "
-    f"({pct(curves[ts_name][n1])} vs {pct(curves['random texts'][n1])}), and they keep "
-    f"{pct(var_curve[-1] / pca_var[-1] if pca_var[-1] > 0 else float('nan'))} of the variance the best "
-    f"{len(var_curve)} directions (PCA) keep.",
-    f"*Heads specialise* {held(2 * len(pure) >= len(roles))}: {len(pure)} of {len(roles)} heads have a role shared "
-    f"by at least 60% of their texts.",
+    verdict(informative,
+            f"*A few texts per head keep what the heads do* "
+            f"{held(reach[ts_name] is not None and reach[ts_name] <= n_texts)}: "
+            + verdict(reach[ts_name] is not None, f"the {text_pool.name} pool's texts come within 1 point of the "
+                      f"whole model's accuracy from {reach[ts_name]} per head", "no size tried comes within 1 point")
+            + f" (the roles above read {n_texts}).",
+            "*A few texts per head keep what the heads do* cannot be judged: the whole model is not well above "
+            "chance."),
+    verdict(informative, f"*The texts beat random directions* {held(curves[ts_name][n1] > curves['random texts'][n1])} "
+            f"with {n1} per head ({pct(curves[ts_name][n1])} vs {pct(curves['random texts'][n1])}).", "")
+    + f" The texts keep {pct(var_curve[-1] / pca_var[-1] if pca_var[-1] > 0 else float('nan'))} of the variance "
+    f"the best {len(var_curve)} directions (PCA) keep.",
+    f"*Heads specialise* {held(2 * len(pure) >= len(roles))}: {len(pure)} of {len(roles)} heads "
+    + verdict(len(pure) == 1, "has a role shared by at least 60% of its texts.",
+              "have a role shared by at least 60% of their texts."),
     f"*The paper's span and the numerical span name the same roles* {held(same_role == len(roles))} "
-    f"({same_role} of {len(roles)} heads), though the text lists share only {pct(np.mean(shared), 0)} of their "
-    f"{n_texts} texts.",
+    f"({same_role} of {len(roles)} heads)"
+    + verdict(np.mean(shared) < 1, f", though the text lists share only {pct(np.mean(shared), 0)} of their "
+              f"{n_texts} texts.", ", and the text lists are the same."),
     f"*Dot product and cosine find the same neighbours of a head* {held(overlap_all >= 0.8)} "
     f"({pct(overlap_all, 0)} shared for {best.label}).",
     verdict(on_world and groups, f"*A search through a property's heads finds that property* "
-            f"{held(on_world and groups and all(every.best_factor(g) == g for g in groups))} over all queries, "
-            "though one query can be far from the average.", ""),
+            f"{held(on_world and groups and all(every.best_factor(g) == g for g in groups))} over all queries"
+            + verdict(on_world and groups and any(abs(one.agreement[g][g] - every.agreement[g][g]) >= 0.25
+                                                   for g in groups),
+                      ", though one query can be far from the average.", "."), ""),
     {"shaped": "The offline model was trained to put its direct effects in these layers: that they can be "
                "named by text is what this notebook shows; a paper preset (a real CLIP) tests it on the "
                "paper's models.",
-     "random": prov.note}.get(prov.kind, prov.note),
+     "random": "With random weights none of this says anything about CLIP: it shows that the code runs on this "
+               "architecture."}.get(prov.kind, prov.note),
     title="Takeaway",
 );
