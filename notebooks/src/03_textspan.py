@@ -151,8 +151,9 @@ task_factor = task.meta.get("factor")  # the factor the images are labelled by (
 other_roles = sorted(set(role_counts) - {task_factor})
 on_world = "scenes" in task.meta
 what_we_see(
-    f"{len(pure)} of {len(roles)} heads {verdict(len(pure) == 1, 'has a role that at least 60% of its', "
-    f"'have a role that at least 60% of their')} {n_texts} texts share"
+    f"{len(pure)} of {len(roles)} heads "
+    + verdict(len(pure) == 1, "has a role that at least 60% of its", "have a role that at least 60% of their")
+    + f" {n_texts} texts share"
     + (": " + ", ".join(f"{p} ({k} head{'s' if k > 1 else ''})" for p, k in role_counts.most_common()) + "."
        if pure else "."),
     verdict(not on_world, "",
