@@ -352,7 +352,7 @@ print(f"your roles and purities agree with helpers.heads.head_roles for {n_agree
 #
 # Replace every head of the last layers by its reconstruction from its first $n$ texts
 # (earlier attention layers mean-ablated, as in the paper's table) and measure zero-shot
-# accuracy. Baselines: the same number of directions from random unit vectors ("random"),
+# accuracy. Baselines: the same number of directions from random unit vectors ("random texts"),
 # TextSpan on a pool of common words, and the head's principal axes ("PCA", the best any
 # rank-$n$ basis can do for variance).
 
