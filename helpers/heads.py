@@ -61,6 +61,9 @@ __all__ = [
     "head_image_neighbours",
     "head_text_neighbours",
     "heads_for_property",
+    "SearchAgreement",
+    "search_agreement",
+    "neighbour_overlap",
 ]
 
 DEFAULT_IGNORE: tuple[str, ...] = ("other", "unknown")
@@ -700,3 +703,125 @@ def head_text_neighbours(heads_stack: Any, head_index: int, text_embedding: Any,
         return _top_k(c @ t, k)
     t = F.normalize(t, dim=0)
     return _top_k(F.normalize(c, dim=-1) @ t, k)
+
+
+# ----------------------------------------------------------------------------------------------
+# How well a neighbour search agrees with the query (ground-truth factors)
+# ----------------------------------------------------------------------------------------------
+
+
+@dataclass
+class SearchAgreement:
+    """How often neighbours found through groups of heads share the query's factor values.
+
+    Attributes:
+        agreement: ``{group: {factor: share}}``: over the queries, the share of each query's
+            ``k`` neighbours (found through the group's heads) whose value of ``factor``
+            equals the query's.
+        chance: ``{factor: share}``: the same share for neighbours drawn at random (for each
+            query, the share of the *other* images with its value), averaged over the queries.
+        queries: the query images used; ``k``: neighbours per query.
+    """
+
+    agreement: dict[str, dict[str, float]]
+    chance: dict[str, float]
+    queries: list[int]
+    k: int
+
+    def lift(self, group: str, factor: str) -> float:
+        """``agreement / chance`` for one group and factor (``inf`` when chance is 0)."""
+        c = self.chance[factor]
+        return self.agreement[group][factor] / c if c > 0 else float("inf")
+
+    def best_factor(self, group: str) -> str:
+        """The factor the group's neighbours agree on most, relative to chance (ties: the first)."""
+        return max(self.agreement[group], key=lambda f: self.lift(group, f))
+
+
+def search_agreement(heads_stack: Any, groups: dict[str, Any], factors: dict[str, Any], *,
+                     queries: Any = None, k: int = 5, centre: bool = True,
+                     score: str = "cosine") -> SearchAgreement:
+    """Property-based image search (:func:`property_neighbours`) scored on known factors.
+
+    For every group of heads (``{name: heads}``, as :func:`property_neighbours` takes them)
+    and every query image, the ``k`` nearest images through the group are found; for each
+    factor (``{name: [N] values}``, e.g. a world's scene factors) the share of neighbours with
+    the query's value is averaged over the queries. ``chance`` is what random neighbours would
+    give: the share of the other images that share the query's value.
+
+    Args:
+        queries: image indices (default: every image).
+        k, centre, score: as in :func:`property_neighbours`.
+    """
+    S = _check_stack(heads_stack)
+    _, N, _ = S.shape
+    if not groups:
+        raise ValueError("no groups of heads given")
+    if not factors:
+        raise ValueError("no factors given")
+    vals = {}
+    for name, v in factors.items():
+        t = torch.as_tensor(np.asarray(v)).flatten()
+        if t.shape[0] != N:
+            raise ValueError(f"factor {name!r} has {t.shape[0]} values for {N} images")
+        vals[name] = t
+    qs = _queries(queries, N)
+    if not qs:
+        raise ValueError("no queries given")
+    k = _int(k, "k")
+    agreement: dict[str, dict[str, float]] = {}
+    for g, heads in groups.items():
+        idx = _all_neighbours(S, heads, qs, k, centre, score)  # [Q, k]
+        agreement[g] = {f: float((v[idx] == v[qs].unsqueeze(1)).double().mean()) for f, v in vals.items()}
+    chance = {}
+    for f, v in vals.items():
+        same = (v[qs].unsqueeze(1) == v.unsqueeze(0)).sum(1).double() - 1  # the query itself left out
+        chance[f] = float((same / (N - 1)).mean())
+    return SearchAgreement(agreement=agreement, chance=chance, queries=qs, k=k)
+
+
+def neighbour_overlap(heads_stack: Any, heads: Any, *, queries: Any = None, k: int = 5,
+                      centre: bool = False, scores: tuple[str, str] = ("dot", "cosine")) -> float:
+    """Mean share of the ``k`` nearest images two scores have in common (any order).
+
+    For each query, :func:`property_neighbours` through ``heads`` is run with each of the two
+    ``scores`` (default: the reference's dot product and the cosine), and the share of
+    neighbours both find is averaged over the queries (default: every image). 1 means the two
+    rankings pick the same neighbours.
+    """
+    S = _check_stack(heads_stack)
+    _, N, _ = S.shape
+    a, b = scores
+    qs = _queries(queries, N)
+    if not qs:
+        raise ValueError("no queries given")
+    k = _int(k, "k")
+    ia = _all_neighbours(S, heads, qs, k, centre, a)
+    ib = _all_neighbours(S, heads, qs, k, centre, b)
+    common = (ia.unsqueeze(2) == ib.unsqueeze(1)).any(2).double().sum(1)  # [Q]
+    return float((common / k).mean())
+
+
+def _all_neighbours(S: Tensor, heads: Any, queries: list[int], k: int, centre: bool, score: str) -> Tensor:
+    """``[Q, k]``: :func:`property_neighbours`' indices for many queries at once."""
+    _check_score(score)
+    Hs, N, _ = S.shape
+    if not 1 <= k < N:
+        raise ValueError(f"k must be in [1, N - 1] = [1, {N - 1}] (the query is left out), got {k}")
+    sel = _select_heads(heads, Hs)
+    s = _float_work(S[sel].sum(0))
+    if centre:
+        s = s - s.mean(0, keepdim=True)
+    if score == "cosine":
+        s = F.normalize(s, dim=-1)
+    q = torch.as_tensor(queries, dtype=torch.long, device=s.device)
+    sims = s[q] @ s.T  # [Q, N]
+    sims[torch.arange(len(queries), device=s.device), q] = float("-inf")
+    return sims.topk(k, dim=-1).indices.cpu()
+
+
+def _queries(queries: Any, N: int) -> list[int]:
+    """Query indices (default: every image), checked against ``N`` images."""
+    if queries is None:
+        return list(range(N))
+    return [_index(q, N, "query") for q in _tensor(queries, "queries").flatten().tolist()]

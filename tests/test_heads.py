@@ -17,7 +17,9 @@ from helpers.heads import (
     head_text_neighbours,
     heads_for_property,
     interpretability_scores,
+    neighbour_overlap,
     property_neighbours,
+    search_agreement,
     reconstructed_embeddings,
     reconstruction_accuracy,
     stack_heads,
@@ -488,3 +490,52 @@ def test_fit_basis_passes_the_span_through(terms_case):
     assert torch.equal(a.indices, b.indices) and int(a.span_rank[0]) == 20
     got = reconstruction_accuracy(terms, clf, y, [-1], "textspan", [1, 3], R, rank=20, span="paper")
     assert got == reconstruction_accuracy(terms, clf, y, [-1], "textspan", [1, 3], result=b)
+
+
+# ---------------------------------------------------------------------------------------------
+# Search scored on known factors; agreement of two neighbour scores
+# ---------------------------------------------------------------------------------------------
+
+
+def test_search_agreement_by_hand():
+    g = torch.Generator().manual_seed(3)
+    N, d = 40, 6
+    colour = torch.arange(N) % 4  # four colours, ten images each
+    shape = torch.arange(N) // 20  # two shapes
+    centres = 10 * torch.randn(4, d, generator=g, dtype=F64)
+    S = torch.stack([centres[colour] + 0.01 * torch.randn(N, d, generator=g, dtype=F64),  # a colour head
+                     torch.randn(N, d, generator=g, dtype=F64)])  # a noise head
+    res = search_agreement(S, {"colour": [0], "noise": [1]}, {"colour": colour, "shape": shape.numpy()}, k=5)
+    # the colour head's neighbours all share the query's colour
+    assert res.agreement["colour"]["colour"] == 1.0
+    assert res.best_factor("colour") == "colour"
+    # chance: 9 of the 39 other images share a colour, 19 of 39 a shape
+    assert math.isclose(res.chance["colour"], 9 / 39) and math.isclose(res.chance["shape"], 19 / 39)
+    assert math.isclose(res.lift("colour", "colour"), 39 / 9)
+    # equal, query by query, to property_neighbours
+    for q in (0, 7, 33):
+        one = search_agreement(S, {"noise": [1]}, {"shape": shape}, k=5, queries=[q])
+        idx, _ = property_neighbours(S, [1], q, k=5, centre=True)
+        assert math.isclose(one.agreement["noise"]["shape"], float((shape[idx] == shape[q]).double().mean()))
+    with pytest.raises(ValueError, match="values for"):
+        search_agreement(S, {"c": [0]}, {"colour": colour[:-1]})
+    with pytest.raises(ValueError):
+        search_agreement(S, {}, {"colour": colour})
+    with pytest.raises(ValueError):
+        search_agreement(S, {"c": [0]}, {"colour": colour}, k=N)
+
+
+def test_neighbour_overlap():
+    g = torch.Generator().manual_seed(4)
+    S = torch.randn(2, 30, 8, generator=g, dtype=F64)
+    # unit-norm contributions: dot product and cosine rank alike
+    U = torch.nn.functional.normalize(S, dim=-1)
+    assert neighbour_overlap(U, 0, k=4) == 1.0
+    # a score with itself agrees fully; by hand against property_neighbours for a few queries
+    assert neighbour_overlap(S, [0, 1], k=3, scores=("dot", "dot")) == 1.0
+    qs = [1, 5, 9]
+    want = sum(len(set(property_neighbours(S, 0, q, 4, score="dot")[0].tolist())
+                   & set(property_neighbours(S, 0, q, 4)[0].tolist())) / 4 for q in qs) / 3
+    assert math.isclose(neighbour_overlap(S, 0, k=4, queries=qs), want)
+    with pytest.raises(ValueError, match="score must be"):
+        neighbour_overlap(S, 0, scores=("dot", "euclid"))

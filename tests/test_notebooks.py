@@ -93,6 +93,37 @@ def check_03(f):
     var = f["variance_explained_mean"]
     assert all(b >= a - 1e-9 for a, b in zip(var, var[1:]))
     assert 0 <= f["association"] <= 1 and 0 <= f["entanglement"] <= 1
+    # PCA's axes bound the texts' variance at every size; a few texts keep the accuracy, before random ones do
+    pca_var = f["variance_explained_pca_mean"]
+    assert len(pca_var) == len(var) and all(p >= t - 1e-6 for p, t in zip(pca_var, var)), (pca_var, var)
+    reach = f["n_within_1pt"]
+    assert reach["TextSpan (world)"] is not None and reach["TextSpan (world)"] <= 5, reach
+    assert reach["random texts"] is None or reach["random texts"] > reach["TextSpan (world)"], reach
+    # property search: over all queries each group of heads finds its own property, far above chance
+    # (one query, image 0, can be far off: its shape neighbours agree 2 times in 6)
+    allq, chance = f["property_search_agreement_all"], f["property_search_chance"]
+    assert set(allq) >= {"shape", "colour"}, allq
+    assert all(allq[g] >= 3 * chance[g] for g in allq), (allq, chance)
+    assert all(b == g for g, b in f["property_search_best_factor"].items()), f["property_search_best_factor"]
+    assert all(0 <= v <= 1 for v in f["property_search_agreement"].values())
+    # the paper's span (top 80 singular directions) on 32-wide heads: null directions enter, the first
+    # pick stays (a null part adds no variance), later picks part; the roles barely move
+    assert f["span_rank"] == 80 and f["span_numerical_rank"] < f["span_rank"], f
+    assert f["span_parted_at"] is not None and f["span_parted_at"] >= 1 and f["span_overlap"] < 1, f
+    assert 0 < f["span_overlap_all_heads"] < 1 and f["span_same_role"] >= f["n_heads"] // 2, f
+    # a picked direction with a null part is credited only with its real part
+    assert 0 < f["span_variance"]["paper"] < f["span_variance"]["numerical"] <= 1 + 1e-6, f["span_variance"]
+    # the offline preset runs the course's options (a paper preset switches all three)
+    assert f["protocol_options"] == {"span": "numerical", "entanglement": "within_head", "neighbours": "cosine"}
+    # both entanglements, each under its own name; the offline preset reports the course's within-head one
+    assert f["entanglement"] == f["entanglement_within_head"]
+    assert f["entanglement_across_heads_floor"] - 1e-9 <= f["entanglement_across_heads"] <= 1, f
+    assert 0 < f["entanglement_across_heads_floor"] < 1
+    # one head's neighbours by the reference's dot product and by cosine: on this model they barely agree,
+    # and the cosine's neighbours share the head's role more often
+    assert 0 <= f["neighbours_overlap_query"] <= 1 and 0 <= f["neighbours_overlap_all"] < 0.5, f
+    agree = f["neighbours_role_agreement"]
+    assert set(agree) == {"dot", "cosine"} and agree["cosine"] > agree["dot"], agree
 
 
 CHECKS["03_textspan"] = check_03

@@ -25,8 +25,8 @@
 #
 # | | |
 # |---|---|
-# | **You will be able to** | explain an attention head by a few texts with TextSpan (project the pool on the head's span, then pick and deflate greedily); read head roles and purities off tagged texts; judge a text basis against random directions and PCA |
-# | **Time** | about 15 min reading, 1–2 min running, 30 min of exercises (3.1–3.3) |
+# | **You will be able to** | explain an attention head by a few texts with TextSpan (project the pool on the head's span, then pick and deflate greedily); read head roles and purities off tagged texts; judge a text basis against random directions and PCA; score heads by association and by two kinds of entanglement; judge a property search by many queries against chance; say where the paper's protocol (top-80 span, dot-product neighbours) and the course's variants part |
+# | **Time** | about 20 min reading, 1–2 min running, 30 min of exercises (3.1–3.3) |
 # | **Assumes** | notebooks 1–2 (direct terms of heads; the last attention layers matter); SVD and orthogonal projection; Gram–Schmidt |
 #
 # {{EXERCISE_NOTE}}
@@ -54,6 +54,8 @@ record_to = ""
 # {{SETUP}}
 
 # %%
+from collections import Counter
+
 import numpy as np
 import pandas as pd
 import plotly.express as px
@@ -65,13 +67,16 @@ from IPython.display import display
 from helpers.ablation import accuracy, collect_terms
 from helpers.datasets import load_task
 from helpers.heads import (head_image_neighbours, head_roles, head_text_neighbours, heads_for_property,
-                           interpretability_scores, property_neighbours, reconstruction_accuracy, stack_heads)
-from helpers.models import DEFAULT_MODEL, load_model, model_info
+                           interpretability_scores, neighbour_overlap, property_neighbours, reconstruction_accuracy,
+                           search_agreement, stack_heads)
+from helpers.models import DEFAULT_MODEL, load_model, model_info, provenance
+from helpers.narrative import compare, num, pct, pts, ranking, ratio, say, verdict, what_we_see
 from helpers.pools import load_pool
 from helpers.presets import resolve
 from helpers.record import Figures
 from helpers.text import cached_text_embeddings, encode_texts, zero_shot_classifier
-from helpers.textspan import textspan
+from helpers.heads import dominant_property
+from helpers.textspan import pca_basis, span_comparison, textspan
 from helpers.ui import live
 
 torch.manual_seed(seed)
@@ -99,14 +104,33 @@ stack, labels = stack_heads(terms, layers)
 print(f"{len(task)} images; pool '{text_pool.name}' of {len(text_pool)} texts; "
       f"{len(labels)} heads (layers {layers[0]}-{layers[-1]}, {H} heads each), output dim {stack.shape[-1]}")
 
+# the paper's protocol (the papers' presets) or the course's variants, where the two differ
+paper = protocol == "paper"
+span = "paper" if paper else "numerical"  # TextSpan's text projection: top-80 directions, or the numerical span
+entanglement = "paper" if paper else "within_head"  # CLIP-InterpreT's across-heads score, or within-head
+neighbour_score = "dot" if paper else "cosine"  # per-head nearest neighbours
+figures["protocol_options"] = {"span": span, "entanglement": entanglement, "neighbours": neighbour_score}
+say(f"**Protocol: {'the paper' if paper else 'the course'}'s.** TextSpan projects the texts on "
+    + verdict(paper, "the top 80 singular directions of each head (`span=\"paper\"`, as the authors' code)",
+              "each head's numerical span (`span=\"numerical\"`)")
+    + "; the `entanglement` score is "
+    + verdict(paper, "CLIP-InterpreT's across heads (`entanglement=\"paper\"`)",
+              "the within-head count (`entanglement=\"within_head\"`)")
+    + "; nearest neighbours are ranked by "
+    + verdict(paper, "dot product (`score=\"dot\"`, as the authors' code)", "cosine (`score=\"cosine\"`)")
+    + ". The other option of each is shown beside it where it changes a result"
+    + verdict(paper, ".", "; `protocol = \"paper\"` (or a paper preset) makes the paper's the default."))
+
 # %% [markdown]
 # ## A text basis for every head of the last layers
 #
 # All heads are processed together (one batched computation, no loop over heads).
 
 # %%
-result = textspan(stack, pool_emb, n_texts)
-roles = head_roles(result, text_pool, labels, ignore=("other", "unknown"))
+results = {sp: textspan(stack, pool_emb, n_texts, span=sp) for sp in ("numerical", "paper")}  # both are cheap
+roles_by_span = {sp: head_roles(r, text_pool, labels, ignore=("other", "unknown")) for sp, r in results.items()}
+result, roles = results[span], roles_by_span[span]
+say(f"*TextSpan with `span=\"{span}\"`:*")
 table = pd.DataFrame([{"head": r.label, "role": r.property, "purity": round(r.purity, 2),
                        "variance explained": round(r.variance, 2), "first texts": " | ".join(r.texts[:4])}
                       for r in roles])
@@ -120,6 +144,31 @@ figures["role_purities"] = {r.label: r.purity for r in roles}
 planted = {"shape", "colour", "background", "position", "size", "count", "pattern", "family"}
 figures["pure_roles_all_planted"] = all(r.property in planted for r in pure) if model_name == DEFAULT_MODEL else None
 
+# %%
+prov = provenance(model)
+role_counts = Counter(r.property for r in pure)
+task_factor = task.meta.get("factor")  # the factor the images are labelled by (world data)
+other_roles = sorted(set(role_counts) - {task_factor})
+on_world = "scenes" in task.meta
+what_we_see(
+    f"{len(pure)} of {len(roles)} heads "
+    + verdict(len(pure) == 1, "has a role that at least 60% of its", "have a role that at least 60% of their")
+    + f" {n_texts} texts share"
+    + (": " + ", ".join(f"{p} ({k} head{'s' if k > 1 else ''})" for p, k in role_counts.most_common()) + "."
+       if pure else "."),
+    verdict(not on_world, "",
+            verdict(pure and all(r.property in planted for r in pure),
+                    "Every one of these roles is a factor the world really has (the pool also holds texts "
+                    "about no factor, tagged `other`).",
+                    "**Not** every role is one of the world's factors.")),
+    verdict(task_factor and other_roles,
+            f"The images are labelled by {task_factor}, yet heads about {', '.join(other_roles)} show up: TextSpan "
+            "explains what a head *writes* (its variance), whatever the task asks.", ""),
+    {"shaped": f"{prov.note} The penalty names no property, so *which* property each head took up was left "
+               "to training.",
+     "random": prov.note}.get(prov.kind, prov.note),
+);
+
 # %% [markdown]
 # ## Exercises 3.1 and 3.2: TextSpan for one head, by hand
 #
@@ -129,7 +178,8 @@ figures["pure_roles_all_planted"] = all(r.property in planted for r in pure) if 
 # SVD of the *uncentred* outputs $C$ (`K × d`) and $V_r$ its top-$r$ right singular vectors,
 # the projected texts are $R\,V_r V_r^\top$. The head's outputs here span fewer directions than
 # `d` (its value space is small), so we use the numerical rank the batched TextSpan found: a
-# larger `r` would let numerically null directions into the texts.
+# larger `r` would let numerically null directions into the texts (the authors' code does use a
+# larger one: the section after the exercises shows what changes).
 #
 # **3.2.** One greedy step on the *centred* data: pick the text $j$ whose scores $C r_j$ vary
 # most over the images (the texts are *not* renormalised), then remove $u = r_j/\lVert r_j\rVert$
@@ -140,7 +190,8 @@ from helpers.exercises import check_project_texts, check_role_and_purity, check_
 
 h = max(range(len(roles)), key=lambda i: (roles[i].purity, roles[i].variance))
 C_head = stack[h].double()
-rank = int(result.span_rank[h])
+result_num = results["numerical"]  # the exercises use the numerical span (see 3.1)
+rank = int(result_num.span_rank[h])
 print(f"head {roles[h].label} ({roles[h].property}): outputs {tuple(C_head.shape)}, numerical rank {rank}; "
       f"pool {tuple(pool_emb.shape)}")
 
@@ -186,8 +237,87 @@ picked = []
 for _ in range(n_texts):
     j, C_left, R_left = textspan_step(C_left, R_left)
     picked.append(j)
-print(f"your {n_texts} steps picked {picked}; helpers.textspan picked {result.indices[h].tolist()}")
+print(f"your {n_texts} steps picked {picked}; helpers.textspan picked {result_num.indices[h].tolist()}")
 print("first texts:", " | ".join(text_pool.texts[j] for j in picked))
+
+# %% [markdown]
+# ## The paper's rank: where null directions enter
+#
+# The authors' code projects the texts onto the top **80** right singular vectors of $C$, however
+# wide the head is. A head writes through its value space, so its outputs span few directions
+# (here about the head's width); when that is fewer than 80, the other singular vectors have
+# singular values at rounding level: arbitrary directions of the null space, and the texts
+# pick up components along them. Such a component changes no text's *variance* (the data has
+# none there), so the first pick is the same either way. But the chosen direction
+# $u = r_j/\lVert r_j\rVert$ now carries a null part. Removing $u$ from every other text takes
+# out only part of their component along the direction the data really varies in, and moves
+# them by however much their own null parts line up with $u$'s; and the step is credited only
+# with the variance along $u$, which the null part dilutes. From there on the picks can part.
+#
+# `textspan(..., span="paper")` keeps the top `rank` directions as the reference does, to
+# reproduce its picks; `span="numerical"` (the course's) keeps only those above a tolerance.
+# `span_comparison` runs both on one head, the head of the exercises:
+
+# %%
+n_cmp = min(10, int(result_num.span_rank[h]), len(text_pool))
+cmp = span_comparison(C_head, pool_emb, n_cmp)
+sv = cmp.singular_values.numpy()
+fig = go.Figure(go.Scatter(x=np.arange(1, len(sv) + 1), y=np.maximum(sv / sv[0], 1e-17), mode="markers"))
+fig.add_vline(x=cmp.numerical_rank + 0.5, line_dash="dot", annotation_text="numerical rank")
+fig.update_layout(title=f"{roles[h].label}: singular values of its outputs (the paper's span keeps all {cmp.rank})",
+                  xaxis_title="singular direction", yaxis_title="σ / σ_max", yaxis_type="log", height=320)
+fig.show()
+tag = lambda j: f"{text_pool.texts[j]} ({text_pool.properties[j]})"
+display(pd.DataFrame({"paper (top-rank span)": [tag(j) for j in cmp.paper],
+                      "null share of its projection": [f"{x:.0%}" for x in cmp.text_null_share],
+                      "numerical span": [tag(j) for j in cmp.numerical],
+                      "same pick": ["yes" if a == b else "" for a, b in zip(cmp.paper, cmp.numerical)]},
+                     index=pd.RangeIndex(1, n_cmp + 1, name="pick")))
+
+# the same for every head of the last layers (both spans were fitted above)
+shared = [len(set(a) & set(b)) / n_texts
+          for a, b in zip(results["numerical"].indices.tolist(), results["paper"].indices.tolist())]
+same_role = sum(a.property == b.property for a, b in zip(roles_by_span["numerical"], roles_by_span["paper"]))
+figures["span_head"] = roles[h].label
+figures["span_numerical_rank"] = cmp.numerical_rank
+figures["span_rank"] = cmp.rank
+figures["span_parted_at"] = cmp.parted_at
+figures["span_overlap"] = cmp.overlap
+figures["span_overlap_all_heads"] = float(np.mean(shared))
+figures["span_same_role"] = same_role
+span_var = {sp: float(r.cumulative[:, -1].mean()) for sp, r in results.items()}
+figures["span_variance"] = span_var
+
+# %%
+n_null = cmp.rank - cmp.numerical_rank
+role_p = dominant_property([text_pool.properties[j] for j in cmp.paper[:n_texts]], ("other", "unknown"))[0]
+role_n = dominant_property([text_pool.properties[j] for j in cmp.numerical[:n_texts]], ("other", "unknown"))[0]
+what_we_see(
+    f"{roles[h].label}'s outputs span {cmp.numerical_rank} directions (a head of this model is {info.head_dim} "
+    "wide); "
+    + verdict(n_null > 0, f"the paper's span keeps {cmp.rank}, so {n_null} null directions enter the projection, "
+              f"and they hold {pct(np.mean(cmp.text_null_share), 0)} of a picked text's projected length "
+              "(squared) on average.",
+              f"the paper's span keeps {cmp.rank}, no more than that: no null direction enters."),
+    verdict(cmp.parted_at is None, f"The two lists agree on all {n_cmp} picks.",
+            "The lists agree on the first " + verdict(cmp.parted_at == 1, "pick", f"{cmp.parted_at} picks")
+            + " and part at "
+            f"pick {(cmp.parted_at or 0) + 1}; they share {pct(cmp.overlap, 0)} of their {n_cmp} texts."
+            + verdict(cmp.parted_at and n_null > 0,
+                      f" The first pick's direction has {pct(cmp.direction_null_share[0], 0)} of its length "
+                      "(squared) in the null directions: removing it is what moves the later picks.", "")),
+    f"Read from the first {n_texts} picks, the head's role is "
+    + verdict(role_p == role_n, f"{role_p} under both.", f"{role_p} under the paper's span, {role_n} under the "
+              "numerical one."),
+    f"With {n_texts} texts a head's variance is explained {pct(span_var['paper'])} under the paper's span and "
+    f"{pct(span_var['numerical'])} under the numerical one (mean over heads)"
+    + verdict(span_var["paper"] < span_var["numerical"] - 0.005,
+              ": a direction with a null part is credited only with what it keeps of the real one.", "."),
+    f"Over all {len(roles)} heads, the two spans share {pct(np.mean(shared), 0)} of their first {n_texts} texts, "
+    f"and {same_role} of {len(roles)} heads keep the same role: the roles are "
+    + verdict(same_role == len(roles), "robust to the choice.", "mostly robust to it, the text lists less so."
+              if 2 * same_role >= len(roles) else "**not** robust to it."),
+);
 
 # %% [markdown]
 # ## Exercise 3.3: a head's role and purity
@@ -222,7 +352,7 @@ print(f"your roles and purities agree with helpers.heads.head_roles for {n_agree
 #
 # Replace every head of the last layers by its reconstruction from its first $n$ texts
 # (earlier attention layers mean-ablated, as in the paper's table) and measure zero-shot
-# accuracy. Baselines: the same number of directions from random unit vectors ("random"),
+# accuracy. Baselines: the same number of directions from random unit vectors ("random texts"),
 # TextSpan on a pool of common words, and the head's principal axes ("PCA", the best any
 # rank-$n$ basis can do for variance).
 
@@ -246,59 +376,136 @@ words = load_pool(baseline_pool).sample(pool_size, seed=seed)
 words_emb = cached_text_embeddings(model, tokenizer, words.texts, model_id=model_id)
 curves = {
     f"TextSpan ({text_pool.name})": reconstruction_accuracy(terms, classifier, task.labels, layers, "textspan",
-                                                            n_values, pool_embeddings=pool_emb),
+                                                            n_values, pool_embeddings=pool_emb, span=span),
     f"TextSpan ({words.name})": reconstruction_accuracy(terms, classifier, task.labels, layers, "textspan",
-                                                        n_values, pool_embeddings=words_emb),
+                                                        n_values, pool_embeddings=words_emb, span=span),
     "random texts": reconstruction_accuracy(terms, classifier, task.labels, layers, "random", n_values,
-                                            n_random_texts=len(text_pool), seed=seed),
+                                            n_random_texts=len(text_pool), seed=seed, span=span),
     "PCA": reconstruction_accuracy(terms, classifier, task.labels, layers, "pca", n_values),
 }
 fig = go.Figure()
 for name, curve in curves.items():
     fig.add_scatter(x=list(curve), y=list(curve.values()), mode="lines+markers", name=name)
 fig.add_hline(y=baseline_acc, line_dash="dot", annotation_text="no replacement")
-fig.update_layout(title=f"Accuracy with the last {len(layers)} layers' heads replaced ({task.name})",
+fig.update_layout(title=f"Accuracy with the last {len(layers)} layers' heads replaced ({task.name}; "
+                        f"TextSpan span={span!r})",
                   xaxis_title="texts (directions) per head", yaxis_title="accuracy", xaxis_type="log")
 fig.show()
 figures["baseline_accuracy"] = baseline_acc
 figures["accuracy_curves"] = {name: {str(k): v for k, v in c.items()} for name, c in curves.items()}
 
 var_curve = result.cumulative.mean(0).cpu().numpy()
-fig = px.line(x=np.arange(1, len(var_curve) + 1), y=var_curve, markers=True,
-              labels={"x": "texts per head", "y": "variance explained"},
-              title="Mean fraction of a head's variance explained by its first n texts")
+pca_var = pca_basis(stack, n_texts).cumulative.mean(0).cpu().numpy()  # no n directions explain more
+steps = np.arange(1, len(var_curve) + 1)
+fig = go.Figure()
+fig.add_scatter(x=steps, y=var_curve, mode="lines+markers", name="TextSpan texts")
+fig.add_scatter(x=steps, y=pca_var, mode="lines+markers", name="PCA axes (upper bound)", line_dash="dash")
+fig.update_layout(title="Mean fraction of a head's variance explained by its first n directions",
+                  xaxis_title="texts (directions) per head", yaxis_title="variance explained")
 fig.show()
 figures["variance_explained_mean"] = var_curve.tolist()
+figures["variance_explained_pca_mean"] = pca_var.tolist()
+
+# %%
+ts_name = f"TextSpan ({text_pool.name})"
+n1 = n_values[0]
+n2 = n_values[min(1, len(n_values) - 1)]
+reach = {name: next((n for n, a in c.items() if a >= baseline_acc - 0.01), None) for name, c in curves.items()}
+figures["n_within_1pt"] = reach
+informative = baseline_acc >= 2 / len(task.classes)  # the whole model must be well above chance to lose anything
+what_we_see(
+    verdict(informative, "", f"The whole model is not well above chance here ({pct(baseline_acc)}, chance "
+                             f"{pct(1 / len(task.classes))}), so these curves cannot show what the texts keep."),
+    f"Left whole, the model classifies {pct(baseline_acc)} of the images ({task.name}) correctly. With "
+    f"{n1} direction{'s' if n1 > 1 else ''} per head: "
+    f"{ranking({k: c[n1] for k, c in curves.items()}, as_pct=True, digits=1)}.",
+    compare(curves[ts_name][n1], curves["random texts"][n1], ts_name, "random directions",
+            what=f"accuracy with {n1} per head", as_pct=True, digits=1)
+    + " " + compare(curves[ts_name][n2], curves[f"TextSpan ({words.name})"][n2], f"The {text_pool.name} pool",
+                    f"the {words.name} pool", what=f"accuracy with {n2} per head", as_pct=True, digits=1),
+    "Within 1 point of the whole model: " + "; ".join(
+        f"{name} from {n} per head" if n is not None else f"{name} at none of the sizes tried"
+        for name, n in sorted(reach.items(), key=lambda t: (t[1] is None, t[1] or 0))) + ".",
+    f"A head's first text explains {pct(var_curve[0])} of its variance on average, its {len(var_curve)} texts "
+    f"{pct(var_curve[-1])}; the first {len(var_curve)} principal axes explain {pct(pca_var[-1])}, so the texts "
+    f"keep {pct(var_curve[-1] / pca_var[-1] if pca_var[-1] > 0 else float('nan'))} of what the best "
+    f"{len(var_curve)} directions could.",
+);
 
 # %% [markdown]
 # ## Interpretability scores
 #
-# Following the follow-up paper (CLIP-InterpreT), two numbers summarise how interpretable the
-# heads are. With $T_h$ the first $n$ texts of head $h$, $p(h)$ its role and
-# $P$ the set of properties:
+# The follow-up study (CLIP-InterpreT) summarises how interpretable the heads are with two
+# kinds of score. With $T_h$ the first $n$ texts of head $h$, $p(h)$ its role and $P$ the set
+# of properties:
 #
 # * **association** of a head: $\frac{1}{n}\,\big|\{t \in T_h : \mathrm{tag}(t) = p(h)\}\big|$
 #   (its purity); of the model: the mean over heads that have a role. Higher means a head's
 #   texts consistently share one property.
-# * **entanglement** of the model: $\frac{1}{|H|}\sum_h \frac{\max(k(h)-1,\,0)}{|P|-1}$ where
-#   $k(h)$ counts the properties occurring at least twice in $T_h$. 0 means every head is
-#   about a single property; 1 means every head mixes all of them.
+# * **entanglement**, two scores under their own names, because they ask different questions:
+#   * **across-heads entanglement** (CLIP-InterpreT's): is a property *shared across heads*?
+#     With $A$ the heads that have a role and $n_p$ those whose role is $p$,
+#     $\sum_p n_p(n_p-1)\,/\,\big(|A|(|A|-1)\big)$: the chance that two different heads drawn at
+#     random have the same property. 0 when every head has a property of its own (fully
+#     disentangled), 1 when all share one. By its scores, the study finds larger models more
+#     interpretable.
+#   * **within-head entanglement** (the course's): does one head *mix* properties?
+#     $\frac{1}{|H|}\sum_h \frac{\max(k(h)-1,\,0)}{|P|-1}$ where $k(h)$ counts the properties
+#     occurring at least twice in $T_h$. 0 when every head is about a single property, 1 when
+#     every head mixes all of them. (How consistently a head keeps to one property is also
+#     what association measures, from the other side.)
 #
-# The paper has a language model tag the texts; our pools carry tags, so both scores are exact.
+# The study has a language model tag the texts; our pools carry tags, so the scores are exact.
 
 # %%
-scores = interpretability_scores(roles, ignore=("other", "unknown"))
-print(f"association {scores.association:.3f}, entanglement {scores.entanglement:.3f}")
+scores = interpretability_scores(roles, ignore=("other", "unknown"), entanglement=entanglement)
+n_a, n_p = scores.n_assigned, len(scores.properties)
+q, extra = divmod(n_a, max(n_p, 1))  # the lowest across-heads score: roles spread as evenly as possible
+across_floor = (extra * (q + 1) * q + (n_p - extra) * q * (q - 1)) / (n_a * (n_a - 1)) if n_a > 1 else 0.0
+display(pd.DataFrame([
+    ("association", scores.association, "share of a head's texts about its role (higher: purer heads)"),
+    ("across-heads entanglement (CLIP-InterpreT)", scores.across_heads_entanglement,
+     "chance two heads share their role (lower: each property has its own heads)"
+     + verdict(entanglement == "paper", "; this protocol's `entanglement`", "")),
+    ("within-head entanglement (course)", scores.within_head_entanglement,
+     "how many properties one head mixes (lower: single-property heads)"
+     + verdict(entanglement == "within_head", "; this protocol's `entanglement`", "")),
+], columns=["score", "value", "what it measures"]).style.format({"value": "{:.2f}"}).hide(axis="index"))
 print("heads per property:", {k: v for k, v in scores.heads_per_property.items() if v})
 figures["association"] = scores.association
 figures["entanglement"] = scores.entanglement
+figures["entanglement_within_head"] = scores.within_head_entanglement
+figures["entanglement_across_heads"] = scores.across_heads_entanglement
+figures["entanglement_across_heads_floor"] = across_floor
+
+# %%
+top_prop, top_n = max(scores.heads_per_property.items(), key=lambda t: t[1])
+mixing = sum(k >= 2 for k in scores.properties_per_head)
+what_we_see(
+    f"Association {num(scores.association, 2)}: on average a head's role is shared by "
+    f"{pct(scores.association, 0)} of its {n_texts} texts, over the {n_a} heads that have a role.",
+    f"Across-heads entanglement (CLIP-InterpreT) {num(scores.across_heads_entanglement, 2)}: two heads drawn at "
+    f"random share their property {pct(scores.across_heads_entanglement, 0)} of the time; {top_prop} alone has "
+    f"{top_n} of the {n_a} heads. With the {n_p} properties found among the texts, no assignment of {n_a} heads "
+    f"goes below {num(across_floor, 2)}, "
+    + verdict(scores.across_heads_entanglement <= across_floor + 0.05,
+              "and the roles come close to that floor: the properties are spread about as evenly as they can be.",
+              "and the roles stay above it: some properties are taken up by more heads than an even spread gives."),
+    f"Within-head entanglement (course) {num(scores.within_head_entanglement, 2)}: {mixing} of {len(roles)} heads "
+    f"have two or more properties that each occur at least twice among their texts. "
+    + verdict(2 * mixing > len(roles), "Most heads mix properties, even where one of them wins the role.",
+              "Most heads keep to one property."),
+    "The two entanglements answer different questions (is a property shared by many heads? does a head "
+    "mix properties?), so a model can score low on one and high on the other.",
+);
 
 # %% [markdown]
 # ## Browse the heads
 #
 # Pick a head: its texts with the variance each adds, and the images that head alone finds
 # most similar to a query image (per-head nearest neighbours), and those it scores highest for
-# its first text (per-head nearest neighbours of a text).
+# its first text (per-head nearest neighbours of a text), ranked by this protocol's score
+# (cosine; the dot product under the paper's protocol).
 
 # %%
 thumb = 72
@@ -322,11 +529,12 @@ def browse(head_label: str, query: int):
     fig.update_layout(title=f"{r.label}: role {r.property} (purity {r.purity:.1f})", xaxis_title="variance added",
                       yaxis_autorange="reversed", height=330, margin=dict(l=320))
     fig.show()
-    idx, _ = head_image_neighbours(stack, h, query, k=6)
-    strip([query] + idx.tolist(), f"query image {query}, then its nearest neighbours for {r.label}")
+    idx, _ = head_image_neighbours(stack, h, query, k=6, score=neighbour_score)
+    strip([query] + idx.tolist(), f"query image {query}, then its nearest neighbours for {r.label} "
+                                  f"({neighbour_score})")
     t = encode_texts(model, tokenizer, [r.texts[0]])[0]
-    idx, _ = head_text_neighbours(stack, h, t, k=7)
-    strip(idx.tolist(), f"images {r.label} writes most like '{r.texts[0]}'")
+    idx, _ = head_text_neighbours(stack, h, t, k=7, score=neighbour_score)
+    strip(idx.tolist(), f"images {r.label} writes most like '{r.texts[0]}' ({neighbour_score})")
 
 
 best = max(roles, key=lambda r: (r.purity, r.variance))
@@ -335,11 +543,61 @@ live(browse,
      query=widgets.IntSlider(value=0, min=0, max=len(task) - 1, description="query image"))
 
 # %% [markdown]
+# ## One head's neighbours: dot product or cosine?
+#
+# The authors' code ranks a head's nearest neighbours by the **dot product** of its
+# contributions, $c_{h,q}\cdot c_{h,i}$; the course's variant uses the **cosine**. The dot product
+# also rewards images for which the head writes a *long* vector, whatever its direction; the
+# cosine looks at the direction only. (The reference's terms are on the cosine scale, each
+# image's terms divided by its embedding norm, `DirectTerms.normalized`; here both scores rank
+# the same terms, so only the score differs.) The browser's head, image 0 as the query:
+
+# %%
+hb = [r.label for r in roles].index(best.label)
+by_score = {}
+for sc in ("dot", "cosine"):
+    idx, _ = head_image_neighbours(stack, hb, 0, k=6, score=sc)
+    strip([0] + idx.tolist(), f"{best.label} by {'dot product (the reference)' if sc == 'dot' else 'cosine'}: "
+                              "image 0, then its nearest neighbours")
+    by_score[sc] = idx.tolist()
+overlap_query = len(set(by_score["dot"]) & set(by_score["cosine"])) / 6
+overlap_all = neighbour_overlap(stack, hb, k=6)
+norms = stack[hb].float().norm(dim=-1)
+norm_spread = float(norms.std() / norms.mean())
+role_agree = {}
+if "scenes" in task.meta and best.property in task.meta["scenes"].factors:
+    fac = {best.property: task.meta["scenes"].factors[best.property]}
+    role_agree = {sc: search_agreement(stack, {"head": [hb]}, fac, k=6, centre=False, score=sc) for sc in by_score}
+figures["neighbours_head"] = best.label
+figures["neighbours_overlap_query"] = overlap_query
+figures["neighbours_overlap_all"] = overlap_all
+figures["neighbours_role_agreement"] = {sc: a.agreement["head"][best.property] for sc, a in role_agree.items()}
+
+# %%
+what_we_see(
+    f"For image 0 the two scores share {round(overlap_query * 6)} of their 6 neighbours; over all "
+    f"{len(task)} images as queries they share {pct(overlap_all, 0)}. "
+    + verdict(overlap_all >= 0.8, "They mostly agree.", "They mostly **disagree**."),
+    f"The length of {best.label}'s contribution varies by {pct(norm_spread, 0)} (standard deviation over mean) "
+    "from image to image: "
+    + verdict(norm_spread >= 0.2, "enough for the dot product to rank by how much the head writes as well as "
+                                  "by what.", "little, so the dot product mostly ranks by direction too."),
+    verdict(role_agree, (compare(role_agree["cosine"].agreement["head"][best.property],
+                                 role_agree["dot"].agreement["head"][best.property], "The cosine", "the dot product",
+                                 what=f"neighbours that share the query's {best.property} (the head's role), over "
+                                      "all queries", as_pct=True, digits=0)
+                         + f" Random images would share it {pct(role_agree['dot'].chance[best.property], 0)} of "
+                         "the time.") if role_agree else "", ""),
+);
+
+# %% [markdown]
 # ## Property-based image search
 #
 # Represent each image only by the summed contributions of the heads of one property and
 # search nearest neighbours: the same query retrieves different neighbours depending on the
-# property asked for (CLIP-InterpreT's first analysis).
+# property asked for (CLIP-InterpreT's first analysis). On world scenes every factor of every
+# image is known, so the search can be scored: how often do the neighbours share the query's
+# value, for one query and over every image as a query, against random images?
 
 # %%
 query = 0
@@ -348,13 +606,86 @@ for prop in [p for p, k in scores.heads_per_property.items() if k][:3]:
     group = heads_for_property(roles, prop, min_purity=0.5)
     if not group:
         continue
-    idx, _ = property_neighbours(stack, group, query, k=6, centre=True)
+    idx, _ = property_neighbours(stack, group, query, k=6, centre=True, score=neighbour_score)
     strip([query] + idx.tolist(), f"neighbours of image {query} through the {prop} heads")
     found[prop] = idx.tolist()
-if model_name == DEFAULT_MODEL and "scenes" in task.meta:
+if on_world:
     scenes = task.meta["scenes"]
-    agree = {p: float(np.mean([scenes.factors[p][i] == scenes.factors[p][query] for i in idx]))
-             for p, idx in found.items() if p in scenes.factors}
-    print("share of neighbours with the query's own value of that factor:",
-          ", ".join(f"{p} {v:.2f}" for p, v in agree.items()))
-    figures["property_search_agreement"] = agree
+    groups = {p: heads_for_property(roles, p, min_purity=0.5) for p in found if p in scenes.factors}
+    one = every = None
+    if groups:
+        one = search_agreement(stack, groups, scenes.factors, queries=[query], k=6, score=neighbour_score)
+        every = search_agreement(stack, groups, scenes.factors, k=6, score=neighbour_score)
+    if groups:
+        display(pd.DataFrame({**{f"{g} heads": every.agreement[g] for g in groups}, "random images": every.chance})
+                .T.style.format("{:.0%}").set_caption(f"Share of the 6 neighbours with the query's value, "
+                                                      f"over all {len(task)} queries ({neighbour_score})"))
+    if model_name == DEFAULT_MODEL:
+        figures["property_search_agreement"] = {g: one.agreement[g][g] for g in groups} if groups else {}
+        figures["property_search_agreement_all"] = {g: every.agreement[g][g] for g in groups} if groups else {}
+        figures["property_search_chance"] = {g: every.chance[g] for g in groups} if groups else {}
+        figures["property_search_best_factor"] = {g: every.best_factor(g) for g in groups} if groups else {}
+
+# %%
+if on_world and groups:
+    what_we_see(
+        f"For image {query} alone: " + "; ".join(
+            f"{one.agreement[g][g] * 6:.0f} of the 6 neighbours found through the {g} heads share its {g}"
+            for g in groups) + ".",
+        "One query is a small sample. Over all the images as queries: " + "; ".join(
+            f"through the {g} heads, {pct(every.agreement[g][g], 0)} of the neighbours share the query's {g}, "
+            f"against {pct(every.chance[g], 0)} for random images" for g in groups) + ".",
+        verdict(all(every.best_factor(g) == g for g in groups),
+                "Relative to chance, each group's neighbours agree most on the property the group is named "
+                "after: the search finds what it is asked for.",
+                "**Not** every group's neighbours agree most on their own property (relative to chance): "
+                + "; ".join(f"the {g} heads' on {every.best_factor(g)}" for g in groups
+                            if every.best_factor(g) != g) + "."),
+        verdict(any(abs(one.agreement[g][g] - every.agreement[g][g]) >= 0.25 for g in groups),
+                "The single query is not typical for "
+                + ", ".join(g for g in groups if abs(one.agreement[g][g] - every.agreement[g][g]) >= 0.25)
+                + ": judge a search by many queries, not by one strip of pictures.",
+                "The single query is typical of the average."),
+    );
+elif on_world:
+    what_we_see("No property has heads with a role purity of at least 0.5, so there is no property search to score.");
+
+# %% [markdown]
+# ## Takeaway
+
+# %%
+held = lambda ok: "**held**" if ok else "did **not** hold"
+what_we_see(
+    verdict(informative,
+            f"*A few texts per head keep what the heads do* "
+            f"{held(reach[ts_name] is not None and reach[ts_name] <= n_texts)}: "
+            + verdict(reach[ts_name] is not None, f"the {text_pool.name} pool's texts come within 1 point of the "
+                      f"whole model's accuracy from {reach[ts_name]} per head", "no size tried comes within 1 point")
+            + f" (the roles above read {n_texts}).",
+            "*A few texts per head keep what the heads do* cannot be judged: the whole model is not well above "
+            "chance."),
+    verdict(informative, f"*The texts beat random directions* {held(curves[ts_name][n1] > curves['random texts'][n1])} "
+            f"with {n1} per head ({pct(curves[ts_name][n1])} vs {pct(curves['random texts'][n1])}).", "")
+    + f" The texts keep {pct(var_curve[-1] / pca_var[-1] if pca_var[-1] > 0 else float('nan'))} of the variance "
+    f"the best {len(var_curve)} directions (PCA) keep.",
+    f"*Heads specialise* {held(2 * len(pure) >= len(roles))}: {len(pure)} of {len(roles)} heads "
+    + verdict(len(pure) == 1, "has a role shared by at least 60% of its texts.",
+              "have a role shared by at least 60% of their texts."),
+    f"*The paper's span and the numerical span name the same roles* {held(same_role == len(roles))} "
+    f"({same_role} of {len(roles)} heads)"
+    + verdict(np.mean(shared) < 1, f", though the text lists share only {pct(np.mean(shared), 0)} of their "
+              f"{n_texts} texts.", ", and the text lists are the same."),
+    f"*Dot product and cosine find the same neighbours of a head* {held(overlap_all >= 0.8)} "
+    f"({pct(overlap_all, 0)} shared for {best.label}).",
+    verdict(on_world and groups, f"*A search through a property's heads finds that property* "
+            f"{held(on_world and groups and all(every.best_factor(g) == g for g in groups))} over all queries"
+            + verdict(on_world and groups and any(abs(one.agreement[g][g] - every.agreement[g][g]) >= 0.25
+                                                   for g in groups),
+                      ", though one query can be far from the average.", "."), ""),
+    {"shaped": "The offline model was trained to put its direct effects in these layers: that they can be "
+               "named by text is what this notebook shows; a paper preset (a real CLIP) tests it on the "
+               "paper's models.",
+     "random": "With random weights none of this says anything about CLIP: it shows that the code runs on this "
+               "architecture."}.get(prov.kind, prov.note),
+    title="Takeaway",
+);
