@@ -358,20 +358,24 @@ def map_coverage(maps: Tensor, masks: Any) -> dict[str, float]:
     - ``"IoU bound"``: the best IoU a mask of that size can reach, ``min(kept, region) /
       max(kept, region)`` per image (a mask keeping fewer pixels than the region cannot
       cover it);
-    - ``"mass on region"``: the share of the maps' positive mass on the patches the mask
-      touches (:func:`mass_by_region`), and ``"region patches"``: the share of those patches,
-      the value of a map spread evenly.
+    - ``"mean inside"`` and ``"mean outside"``: the (signed, upsampled) map's mean value on
+      the mask's pixels and on the others (images with an empty or full mask skipped): a map
+      that finds the region is higher inside.
     """
     from .spatial import upsample
 
     truth = _as_tensor(masks).bool()
-    kept = threshold_map(upsample(maps, truth.shape[-2:])).flatten(-2).double().mean(-1)
-    region = truth.flatten(-2).double().mean(-1).to(kept.device)
+    up = upsample(maps, truth.shape[-2:]).double()
+    truth = truth.to(up.device)
+    kept = threshold_map(up).flatten(-2).double().mean(-1)
+    region = truth.flatten(-2).double().mean(-1)
     bound = torch.where(torch.maximum(kept, region) > 0,
                         torch.minimum(kept, region) / torch.maximum(kept, region).clamp_min(1e-12),
                         torch.zeros_like(kept))
-    mass = mass_by_region(maps.double(), truth)
-    on_share = mass["on"] / (mass["on"] + mass["off"]).clamp_min(1e-300)
-    cover = mass_by_region(torch.ones_like(maps, dtype=torch.float64), truth)["on"] / maps[0].numel()
+    n_in = truth.flatten(-2).sum(-1)
+    n_out = truth[0].numel() - n_in
+    both = (n_in > 0) & (n_out > 0)
+    inside = (up * truth).flatten(-2).sum(-1) / n_in.clamp_min(1)
+    outside = (up * ~truth).flatten(-2).sum(-1) / n_out.clamp_min(1)
     return {"kept": kept.mean().item(), "region": region.mean().item(), "IoU bound": bound.mean().item(),
-            "mass on region": on_share.mean().item(), "region patches": cover.mean().item()}
+            "mean inside": inside[both].mean().item(), "mean outside": outside[both].mean().item()}

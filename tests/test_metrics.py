@@ -88,5 +88,5 @@ def test_map_coverage_by_hand():
     assert c["kept"] == pytest.approx((0.25 + 0.75) / 2)
     assert c["region"] == pytest.approx(0.5)
     assert c["IoU bound"] == pytest.approx((0.25 / 0.5 + 0.5 / 0.75) / 2)
-    assert c["mass on region"] == pytest.approx((1.0 + 2 / 3) / 2)
-    assert c["region patches"] == pytest.approx(0.5)
+    assert c["mean inside"] == pytest.approx((2.0 + 1.0) / 2)
+    assert c["mean outside"] == pytest.approx((0.0 + 0.0) / 2)
