@@ -29,7 +29,7 @@
 # | | |
 # |---|---|
 # | **You will be able to** | split an image–text similarity exactly over image patches; compute one head's patch map from its attention weights and values; build contrastive maps; score maps against true masks (object IoU, pixel accuracy, mAP, object AP) and against trivial maps |
-# | **Time** | about 15 min reading, 2–3 min running, 20 min of exercises (4.1–4.2) |
+# | **Time** | about 20 min reading, 2–3 min running, 20 min of exercises (4.1–4.2) |
 # | **Assumes** | notebooks 1–3 (direct terms, heads, TextSpan directions); how attention weights mix value vectors; IoU of two masks |
 #
 # {{EXERCISE_NOTE}}
@@ -386,7 +386,8 @@ picked_heads = {prop: best_head(prop) for prop in ("colour", "background")}
 counts = {p: sum(r.property == p for r in roles) for p in sorted({r.property for r in roles if r.property})}
 roles_text = what_we_see(
     f"Of the {len(roles)} heads of the last {min(span_layers, L)} layers, TextSpan's first texts make "
-    + ", ".join(f"{n} {p}" for p, n in sorted(counts.items(), key=lambda t: -t[1])) + " head(s).",
+    + verdict(counts, ", ".join(f"{n} {p}" for p, n in sorted(counts.items(), key=lambda t: -t[1])) + " head(s).",
+              "no head about a property of the world: their texts carry no tag."),
     *[verdict(i is not None,
               f"The purest {prop} head is {roles[i].label} (purity {num(roles[i].purity, 1)}); its first direction "
               f"is '{roles[i].texts[0]}'." if i is not None else "",
