@@ -34,6 +34,9 @@ __all__ = [
     "map_scores",
     "mass_by_region",
     "SegmentationScores",
+    "BASELINES",
+    "baseline_scores",
+    "map_coverage",
 ]
 
 
@@ -117,21 +120,26 @@ def map_scores(maps: Tensor, masks: Any) -> dict[str, float]:
     - ``"object IoU"``: IoU of the map thresholded at its mean (:func:`threshold_map`) with the
       object's mask (0 for an image whose mask and map are both empty);
     - ``"pixel accuracy"`` of the same thresholded map;
-    - ``"mAP"``: the paper's average precision (Chefer et al.: map and complement against
-      foreground and background together, :func:`average_precision` with ``protocol="paper"``);
+    - ``"mAP"``: the paper's average precision (Chefer et al.: the map after the paper's
+      post-processing -- clipped at 0 and min-max normalised to ``[0, 1]``,
+      :func:`helpers.segmentation.postprocess` -- and its complement, scored against foreground
+      and background together, :func:`average_precision` with ``protocol="paper"``; the
+      normalisation makes it independent of the map's scale);
     - ``"object AP"``: the average precision of the map against the object's pixels alone
       (images with empty masks skipped).
 
     Not to be confused with :class:`SegmentationScores`' ``"mIoU"``, which averages the
     foreground and background IoU of a whole dataset's pixels."""
+    from .segmentation import postprocess
     from .spatial import upsample
 
     truth = _as_tensor(masks)
     up = upsample(maps, truth.shape[-2:])
     pred = threshold_map(up)
+    soft = postprocess(maps, tuple(truth.shape[-2:]))
     return {"object IoU": iou(pred, truth, empty=0.0).mean().item(),
             "pixel accuracy": pixel_accuracy(pred, truth).mean().item(),
-            "mAP": float(average_precision(up, truth, protocol="paper").mean()),
+            "mAP": float(average_precision(soft, truth, protocol="paper").mean()),
             "object AP": float(np.nanmean(average_precision(up, truth).numpy()))}
 
 
@@ -312,3 +320,62 @@ def mass_by_region(maps: Tensor, masks: Any) -> dict[str, Tensor]:
     pos, neg = maps.clamp_min(0), (-maps).clamp_min(0)
     return {"on": (pos * cover).sum((-2, -1)), "off": (pos * ~cover).sum((-2, -1)),
             "against": (neg * cover).sum((-2, -1))}
+
+
+# ----------------------------------------------------------------------------------------------
+# Trivial baselines and what a thresholded map covers
+# ----------------------------------------------------------------------------------------------
+
+
+BASELINES: dict[str, str] = {"object IoU": "whole image", "pixel accuracy": "all or nothing",
+                             "mAP": "random map", "object AP": "random map"}
+"""The trivial map each score of :func:`map_scores` is compared with (:func:`baseline_scores`):
+a mask covering the whole image (IoU), the better of an empty and a full mask per image (pixel
+accuracy), a map of random numbers per patch (both average precisions)."""
+
+
+def baseline_scores(masks: Any, grid: tuple[int, int], *, seed: int = 0) -> dict[str, float]:
+    """The scores of :func:`map_scores` reached by the trivial maps of :data:`BASELINES`, for
+    masks ``[N, H, W]`` and maps on a ``grid`` of patches: what a map must beat to show it has
+    found anything. The random map is drawn with ``seed`` (uniform numbers per patch)."""
+    truth = _as_tensor(masks).bool()
+    if truth.ndim != 3:
+        raise ValueError(f"masks must be [N, H, W], got shape {tuple(truth.shape)}")
+    share = truth.flatten(-2).double().mean(-1)
+    rnd = torch.rand((truth.shape[0], *grid), generator=torch.Generator().manual_seed(seed), dtype=torch.float64)
+    scored = map_scores(rnd, truth)
+    return {"object IoU": iou(torch.ones_like(truth), truth, empty=0.0).mean().item(),
+            "pixel accuracy": torch.maximum(share, 1 - share).mean().item(),
+            "mAP": scored["mAP"], "object AP": scored["object AP"]}
+
+
+def map_coverage(maps: Tensor, masks: Any) -> dict[str, float]:
+    """What the thresholded maps cover, averaged over the images (maps ``[N, gh, gw]``, masks
+    ``[N, H, W]``):
+
+    - ``"kept"``: the share of pixels the mean threshold keeps (:func:`threshold_map`);
+    - ``"region"``: the share of pixels in the mask;
+    - ``"IoU bound"``: the best IoU a mask of that size can reach, ``min(kept, region) /
+      max(kept, region)`` per image (a mask keeping fewer pixels than the region cannot
+      cover it);
+    - ``"mean inside"`` and ``"mean outside"``: the (signed, upsampled) map's mean value on
+      the mask's pixels and on the others (images with an empty or full mask skipped): a map
+      that finds the region is higher inside.
+    """
+    from .spatial import upsample
+
+    truth = _as_tensor(masks).bool()
+    up = upsample(maps, truth.shape[-2:]).double()
+    truth = truth.to(up.device)
+    kept = threshold_map(up).flatten(-2).double().mean(-1)
+    region = truth.flatten(-2).double().mean(-1)
+    bound = torch.where(torch.maximum(kept, region) > 0,
+                        torch.minimum(kept, region) / torch.maximum(kept, region).clamp_min(1e-12),
+                        torch.zeros_like(kept))
+    n_in = truth.flatten(-2).sum(-1)
+    n_out = truth[0].numel() - n_in
+    both = (n_in > 0) & (n_out > 0)
+    inside = (up * truth).flatten(-2).sum(-1) / n_in.clamp_min(1)
+    outside = (up * ~truth).flatten(-2).sum(-1) / n_out.clamp_min(1)
+    return {"kept": kept.mean().item(), "region": region.mean().item(), "IoU bound": bound.mean().item(),
+            "mean inside": inside[both].mean().item(), "mean outside": outside[both].mean().item()}

@@ -53,6 +53,7 @@ __all__ = [
     "topic_segmentation",
     "contrastive_map",
     "upsample",
+    "baseline_comparison",
 ]
 
 # ----------------------------------------------------------------------------------------------
@@ -399,3 +400,45 @@ def upsample(maps: Tensor | np.ndarray, size: int | tuple[int, int]) -> Tensor:
         return t.new_zeros(*lead, *size)
     out = F.interpolate(flat, size=size, mode="bilinear", align_corners=False)
     return out.reshape(*lead, *size)
+
+
+def baseline_comparison(name: str, scores: dict[str, float], baselines: dict[str, float],
+                        coverage: dict[str, float]) -> str:
+    """One sentence on how a row of :func:`helpers.metrics.map_scores` compares with the trivial
+    maps of :func:`helpers.metrics.baseline_scores`, with a plain reason, taken from
+    :func:`helpers.metrics.map_coverage`, for every score that does not beat its baseline."""
+    from .metrics import BASELINES
+    from .narrative import num, pct
+
+    def vs(k):
+        return f"{k} {num(scores[k])} vs {num(baselines[k])}"
+
+    wins = [k for k in BASELINES if scores[k] > baselines[k]]
+    losses = [k for k in BASELINES if k not in wins]
+    if not losses:
+        return f"**{name}** beats every trivial map ({'; '.join(vs(k) for k in wins)})."
+    out = f"**{name}** "
+    out += f"beats its trivial map on {', '.join(vs(k) for k in wins)}, but " if wins else ""
+    out += f"does **not** beat it on {'; '.join(f'{vs(k)} ({BASELINES[k]})' for k in losses)}."
+    c = coverage
+    reasons = []
+    if "object IoU" in losses:
+        if c["kept"] < c["region"]:
+            reasons.append(f"the region covers {pct(c['region'])} of the pixels but the mean threshold keeps "
+                           f"{pct(c['kept'])}, so the IoU can reach at most {num(c['IoU bound'])} on average, "
+                           f"while a mask of the whole image scores the region's share")
+        else:
+            reasons.append(f"the threshold keeps {pct(c['kept'])} of the pixels, as many as the region's "
+                           f"{pct(c['region'])}, but mostly elsewhere")
+    if "pixel accuracy" in losses:
+        side = "everything" if c["region"] > 0.5 else "nothing"
+        reasons.append(f"pixel accuracy rewards the larger side: the region covers {pct(c['region'])} of the "
+                       f"pixels, so marking {side} is already right on {pct(baselines['pixel accuracy'])} of them")
+    if "mAP" in losses or "object AP" in losses:
+        if c["mean inside"] <= c["mean outside"]:
+            reasons.append(f"the map is higher *outside* the region than inside (mean {num(c['mean outside'])} "
+                           f"vs {num(c['mean inside'])}), so ranking pixels by it puts the region last")
+        else:
+            reasons.append(f"the map is only slightly higher inside the region than outside (mean "
+                           f"{num(c['mean inside'])} vs {num(c['mean outside'])}), too little to rank its pixels first")
+    return out + " Why: " + "; ".join(reasons) + "."

@@ -52,3 +52,41 @@ def test_threshold_in_the_maps_own_precision():
 
     s, hard = segment(soft, (5, 5))
     assert torch.equal(hard, metrics.threshold_map(s, dtype=None))
+
+
+def test_map_scores_map_is_scale_free():
+    # the paper's AP is taken after the paper's post-processing: scaling a map changes nothing
+    g = torch.Generator().manual_seed(1)
+    maps = torch.randn(4, 4, 4, generator=g)
+    truth = torch.rand(4, 8, 8, generator=g) > 0.7
+    a, b = metrics.map_scores(maps, truth), metrics.map_scores(1e-3 * maps, truth)
+    assert a == pytest.approx(b)
+    from helpers.segmentation import postprocess
+
+    soft = postprocess(maps, (8, 8))
+    assert a["mAP"] == pytest.approx(float(metrics.average_precision(soft, truth, protocol="paper").mean()))
+
+
+def test_baseline_scores_by_hand():
+    truth = torch.zeros(2, 4, 4, dtype=torch.bool)
+    truth[0, :1] = True            # a quarter of the image
+    truth[1, :3] = True            # three quarters
+    b = metrics.baseline_scores(truth, (2, 2))
+    assert set(b) == set(metrics.BASELINES)
+    assert b["object IoU"] == pytest.approx((0.25 + 0.75) / 2)   # a full mask: IoU = the region's share
+    assert b["pixel accuracy"] == pytest.approx(0.75)            # empty for the first, full for the second
+    assert 0 <= b["mAP"] <= 1 and 0 <= b["object AP"] <= 1
+    assert b == metrics.baseline_scores(truth, (2, 2))           # seeded
+
+
+def test_map_coverage_by_hand():
+    maps = torch.tensor([[[4.0, 0.0], [0.0, 0.0]],    # keeps the top-left patch: a quarter
+                         [[1.0, 1.0], [1.0, -1.0]]])  # clipped mean 0.75: keeps three patches
+    truth = torch.zeros(2, 2, 2, dtype=torch.bool)   # at the grid's size: no upsampling
+    truth[:, :1] = True                               # the top half
+    c = metrics.map_coverage(maps, truth)
+    assert c["kept"] == pytest.approx((0.25 + 0.75) / 2)
+    assert c["region"] == pytest.approx(0.5)
+    assert c["IoU bound"] == pytest.approx((0.25 / 0.5 + 0.5 / 0.75) / 2)
+    assert c["mean inside"] == pytest.approx((2.0 + 1.0) / 2)
+    assert c["mean outside"] == pytest.approx((0.0 + 0.0) / 2)

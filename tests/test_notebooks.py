@@ -133,11 +133,35 @@ def check_04(f):
     assert f["identity_max_error"] <= 1e-4  # maps + CLS + rest == similarity (float32)
     assert f["contrastive_linearity_error"] <= 1e-5  # map(a - b) == map(a) - map(b)
     # object maps find the objects: the same floor as the model's own test, and far above a whole-image map
-    assert f["miou_colour"] >= 0.35 and f["miou_colour"] >= 3 * f["miou_colour_trivial"], f
-    assert f["miou_shape"] >= 2 * f["miou_shape_trivial"], f
-    assert f["map_colour"] >= f["map_colour_chance"] + 0.3, f  # soft maps rank object pixels first
-    assert len(f["miou_colour_by_layer"]) == f["n_layers"]
+    assert f["object_iou_colour"] >= 0.35 and f["object_iou_colour"] >= 3 * f["object_iou_colour_trivial"], f
+    assert f["object_iou_shape"] >= 2 * f["object_iou_shape_trivial"], f
+    # soft maps rank object pixels first: both APs well above a random map's
+    assert f["object_ap_colour"] >= f["object_ap_colour_trivial"] + 0.3, f
+    assert f["map_colour"] >= f["map_colour_trivial"] + 0.3, f
+    assert 0.4 <= f["map_colour_trivial"] <= 0.6  # the paper's AP of a random map: about one half
+    assert f["object_iou_trivial"] == f["object_iou_colour_trivial"]
+    # the generated comparison with the trivial maps: the flags are the table's comparisons
+    beats = f["beats_trivial"]
+    for factor in ("colour", "shape", "background"):
+        for score, key in (("object IoU", "object_iou"), ("pixel accuracy", "pixel_accuracy"), ("mAP", "map"),
+                           ("object AP", "object_ap")):
+            assert beats[factor][score] == (f[f"{key}_{factor}"] > f[f"{key}_{factor}_trivial"]), (factor, score)
+    assert all(beats[factor][s] for factor in ("colour", "shape") for s in ("object IoU", "mAP", "object AP")), beats
+    # the background region covers most of the scene: the mean threshold keeps less than it
+    cov = f["coverage_background"]
+    assert cov["kept"] < cov["region"]
+    assert f["object_iou_background"] <= cov["IoU bound"] + 1e-9
+    assert len(f["object_iou_colour_by_layer"]) == f["n_layers"]
     assert math.isclose(sum(f["map_mass_by_layer"]), 1.0, rel_tol=1e-6)
+    assert 0 <= f["object_iou_colour_first_half"] <= 1 and 0 <= f["object_iou_colour_second_half"] <= 1
+    # the shape-sum explanation: the own class's map beats the mean class's on most scenes
+    assert all(0.8 <= v <= 1 for v in f["own_map_above_mean_share"].values()), f["own_map_above_mean_share"]
+    # both head panels appear: the last four layers have a colour head and a background head
+    roles = set(f["head_roles"].values())
+    assert {"colour", "background"} <= roles and set(f["head_map_inside_vs_outside"]) == {"colour", "background"}
+    # a fixed contrastive pair fits its own scene better than the other scenes
+    assert f["contrastive_iou"] < f["object_iou_colour"] and f["contrastive_iou_scene"] > f["contrastive_iou"]
+    assert isinstance(f["topic_top_text_is_own_colour"], bool)
 
 
 CHECKS["04_spatial_maps"] = check_04

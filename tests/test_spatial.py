@@ -388,3 +388,23 @@ def test_own_class_maps_match_world_object_maps():
                           size=tuple(scenes.images.shape[1:3]))
     assert mine.shape == ref.shape
     assert (mine - ref).abs().max() <= 1e-5 * ref.abs().max()
+
+
+def test_baseline_comparison_says_what_beats_and_why():
+    from helpers.metrics import BASELINES
+    from helpers.spatial import baseline_comparison
+
+    good = dict.fromkeys(BASELINES, 0.9)
+    low = dict.fromkeys(BASELINES, 0.5)
+    cov = {"kept": 0.4, "region": 0.9, "IoU bound": 0.44, "mean inside": -0.1, "mean outside": 0.2}
+    text = baseline_comparison("colour", good, low, cov)
+    assert text.startswith("**colour** beats every trivial map") and "not" not in text
+    text = baseline_comparison("background", low, good, cov)
+    assert "does **not** beat it on object IoU" in text and "beats its" not in text
+    assert "keeps 40.0%" in text and "at most 0.440" in text                # the IoU bound
+    assert "marking everything" in text                                       # the larger side
+    assert "higher *outside* the region" in text                              # the ranking
+    mixed = {**good, "pixel accuracy": 0.1}
+    text = baseline_comparison("shape", mixed, low, {**cov, "region": 0.1, "mean inside": 0.3})
+    assert "beats its trivial map on object IoU" in text and "marking nothing" in text
+    assert "IoU can reach" not in text and "outside" not in text
