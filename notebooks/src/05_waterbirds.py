@@ -5,7 +5,7 @@
 #
 # **Waterbirds** pastes land birds and water birds onto land and water backgrounds. A
 # zero-shot classifier ("a photo of a landbird" vs "… waterbird") leans on the background: it
-# does well when bird and background agree and badly when they disagree. The metric that
+# is more accurate when bird and background agree than when they disagree. The metric that
 # exposes this is the **worst-group accuracy** over the four (bird, background) groups.
 #
 # The paper's fix uses what TextSpan (notebook 3) says about the heads: find the heads whose
@@ -17,8 +17,10 @@
 # spurious property, and the heads above a threshold are ablated. Two controls: the same
 # number of **random heads** from the same layers, and (online) the **paper's hand-picked list**.
 #
-# Offline, the synthetic world has the same structure: *walker* shapes live on grass and
-# *swimmer* shapes on water in 95% of the training scenes, and the test groups are balanced.
+# Offline, the synthetic world plants the same structure in its training scenes: part of them
+# are *habitat scenes*, where *walker* shapes sit on grass and *swimmer* shapes on water most of
+# the time, and the rest have any background. The cell after the setup counts both shares; the
+# evaluation groups are balanced.
 
 # %% [markdown]
 # ### Before you start
@@ -71,8 +73,10 @@ from helpers.models import DEFAULT_MODEL, load_model, model_info
 from helpers.pools import load_pool
 from helpers.presets import resolve
 from helpers.record import Figures
-from helpers.spurious import (PAPER_HEADS, SPURIOUS_PROPERTIES, GroupEvaluator, choose_heads, rank_heads,
-                              random_heads, waterbirds_task)
+from helpers.narrative import pct, pts, say, verdict, what_we_see
+from helpers.spurious import (PAPER_HEADS, SPURIOUS_PROPERTIES, GroupEvaluator, choose_heads, habitat_gap,
+                              rank_heads, random_heads, waterbirds_planted_correlation, waterbirds_task,
+                              world_planted_correlation)
 from helpers.text import encode_texts, zero_shot_classifier
 from helpers.textspan import textspan
 from helpers.ui import live
@@ -116,9 +120,45 @@ info = model_info(model)
 L, H = info.n_layers, info.n_heads
 before = evaluate()
 print(f"{len(labels)} images; spurious properties {spurious}; pool '{pool.name}' ({len(pool)} texts)")
-display(pd.DataFrame({"accuracy": before.groups, "images": before.counts}).round(3))
-print(f"average {before.average:.3f}, worst group {before.worst_group:.3f} ({before.worst_name})")
 figures["before"] = before.as_dict()
+
+# %% [markdown]
+# How strong is the planted correlation? Counted on the training data (the model's, not the
+# evaluation groups):
+
+# %%
+if dataset == "world":
+    planted = world_planted_correlation(seed=0)  # the training world is World(seed=0)
+    say(f"Of the first {planted.n:,} training scenes, {pct(planted.habitat_share)} are habitat scenes, and in "
+        f"{pct(planted.agree_in_habitat)} of those the background is the family's habitat (the world's "
+        f"`spurious_p` is {planted.spurious_p:g}); the other scenes draw any of the "
+        f"{len(world.BACKGROUNDS)} backgrounds. Of all training scenes on grass or water, "
+        f"{pct(planted.agree_on_habitats)} show the family on its own habitat.")
+else:
+    planted = waterbirds_planted_correlation(wb.root)
+    say(f"Of Waterbirds' {planted.n:,} training images, {pct(planted.agree_in_habitat)} show the bird on its own "
+        "habitat (waterbirds on water, landbirds on land). A zero-shot CLIP never saw this split: its lean on the "
+        "background comes from its web training data.")
+figures["planted"] = {"habitat_share": planted.habitat_share, "agree_in_habitat": planted.agree_in_habitat,
+                      "agree_on_habitats": planted.agree_on_habitats}
+
+# %% [markdown]
+# ## Accuracy per group, before any repair
+
+# %%
+display(pd.DataFrame({"accuracy": before.groups, "images": before.counts}).round(3))
+matched, mismatched = habitat_gap(before, names)
+figures["before_matched"], figures["before_mismatched"] = matched, mismatched
+what_we_see(
+    f"Average accuracy {pct(before.average)}; the worst group is *{before.worst_name}* at {pct(before.worst_group)}, "
+    f"{100 * (before.average - before.worst_group):.1f} points below the average.",
+    f"The groups whose background is the other class's habitat ({names[1]}, {names[2]}) average "
+    f"{pct(mismatched)}, those on their own habitat ({names[0]}, {names[3]}) {pct(matched)}: "
+    + verdict(mismatched < matched, f"accuracy is {100 * (matched - mismatched):.1f} points lower where background and "
+                                    "class disagree, the mark of a classifier that leans on the background.",
+              "the model is **not** less accurate where background and class disagree, so there is little here for a "
+              "repair to fix."),
+);
 
 # %% [markdown]
 # ## Which heads are about the background?
@@ -236,9 +276,11 @@ figures["random_average_mean"] = table["random heads (mean)"]["average"] if cont
 figures["random_worst_max"] = max(c.worst_group for c in controls) if controls else None
 figures["worst_gain"] = after.worst_group - before.worst_group
 figures["average_change"] = after.average - before.average
-print(f"worst group {before.worst_group:.3f} -> {after.worst_group:.3f}; average {before.average:.3f} -> "
-      f"{after.average:.3f}; random heads: worst "
-      + (f"{figures['random_worst_mean']:.3f}" if controls else "(no control: no head chosen)"))
+what_we_see(
+    f"Ablating the {len(chosen)} chosen heads moves the worst group from {pct(before.worst_group)} to "
+    f"{pct(after.worst_group)} ({pts(after.worst_group - before.worst_group)}) and the average from "
+    f"{pct(before.average)} to {pct(after.average)} ({pts(after.average - before.average)}).",
+);
 
 # %% [markdown]
 # ## Exercise 5.2: worst-group accuracy
@@ -325,12 +367,11 @@ if dataset == "world":
 #
 # * Heads that TextSpan labels "about the background" are found from their texts and tags
 #   alone; the groups are used only to *measure* the repair.
-# * The repair works when the model also encodes the object (real CLIPs encode the bird); it
-#   then raises the worst group, while as many random heads from the same layers do not.
-#   When a model has no other cue (the previous cell checks: an earlier version of the offline
-#   default knew no shapes, and removing the background heads could not repair it), the
-#   measurement says so: that diagnosis is itself a use of the decomposition.
-# * Online, compare the automatic choice with the paper's hand-picked heads
-#   (`helpers.spurious.PAPER_HEADS`); the paper reports ViT-L-14's worst group rising from
-#   about 48% to about 73% (recalled figures, not reproduced on the machines this course is
-#   tested on).
+# * A repair can only work when the model also encodes the object (real CLIPs encode the bird);
+#   it should then raise the worst group, while as many random heads from the same layers do
+#   not. When a model has no other cue, the probe cell says so: that diagnosis is itself a use
+#   of the decomposition.
+# * With a paper preset, compare the automatic choice with the paper's hand-picked heads
+#   (`helpers.spurious.PAPER_HEADS`), and lay the table beside the paper's Waterbirds table,
+#   where this repair raises ViT-L-14's worst-group accuracy by tens of points (Gandelsman et
+#   al., 2024).
