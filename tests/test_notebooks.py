@@ -114,6 +114,9 @@ def check_05(f):
     # the text's comparison: the groups on the other class's habitat are the weaker ones
     assert f["before_mismatched"] < f["before_matched"] - 0.05
     assert f["before_mismatched"] <= before["average"] <= f["before_matched"]
+    # the choice does not hinge on the threshold, and few random draws reach the chosen heads
+    assert f["next_score"] < 0.5 - 0.1
+    assert 0 <= f["random_reaching_chosen"] <= 2
     # the repair figures are asserted on the helpers directly, in
     # tests/test_world_model.py::test_ablating_background_heads_repairs_the_worst_group
 

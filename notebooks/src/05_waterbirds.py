@@ -73,7 +73,7 @@ from helpers.models import DEFAULT_MODEL, load_model, model_info
 from helpers.pools import load_pool
 from helpers.presets import resolve
 from helpers.record import Figures
-from helpers.narrative import pct, pts, say, verdict, what_we_see
+from helpers.narrative import compare, pct, pts, ratio, say, verdict, what_we_see
 from helpers.spurious import (PAPER_HEADS, SPURIOUS_PROPERTIES, GroupEvaluator, choose_heads, habitat_gap,
                               rank_heads, random_heads, waterbirds_planted_correlation, waterbirds_task,
                               world_planted_correlation)
@@ -225,6 +225,20 @@ figures["n_chosen"] = len(chosen)
 figures["head_scores"] = {s.label: s.score for s in ranking}
 print("the automatic choice and yours agree" if set(chosen) == set(my_heads) else
       "the automatic choice differs from yours: compare the scores in the table with your rule")
+rest = [s for s in ranking if s.pair not in set(chosen)]
+next_score = rest[0].score if rest else float("nan")
+figures["next_score"] = next_score
+what_we_see(
+    verdict(chosen, f"{len(chosen)} of the {len(ranking)} heads of layers {layers[0]}–{layers[-1]} score at least "
+                    f"{min_score}: " + ", ".join(f"{s.label} ({s.score:.2f}, role: {s.role})" for s in ranking
+                                                 if s.pair in set(chosen)) + ".",
+            f"No head of layers {layers[0]}–{layers[-1]} scores {min_score} or more: there is nothing to ablate."),
+    verdict(not rest, "", f"The next head, {rest[0].label if rest else ''}, scores {next_score:.2f}: "
+            + verdict(next_score < min_score - 0.1, "well below the threshold, so the choice does not hinge on "
+                                                      "`min_score`.",
+                      "close to the threshold, so the choice depends on `min_score`.")),
+    "The groups played no part in the choice: only the heads' texts and their tags did.",
+);
 
 # %% [markdown]
 # ## Ablate them, and compare with random heads
@@ -276,10 +290,17 @@ figures["random_average_mean"] = table["random heads (mean)"]["average"] if cont
 figures["random_worst_max"] = max(c.worst_group for c in controls) if controls else None
 figures["worst_gain"] = after.worst_group - before.worst_group
 figures["average_change"] = after.average - before.average
+reach = sum(c.worst_group >= after.worst_group for c in controls)
+figures["random_reaching_chosen"] = reach
 what_we_see(
     f"Ablating the {len(chosen)} chosen heads moves the worst group from {pct(before.worst_group)} to "
     f"{pct(after.worst_group)} ({pts(after.worst_group - before.worst_group)}) and the average from "
     f"{pct(before.average)} to {pct(after.average)} ({pts(after.average - before.average)}).",
+    verdict(controls, compare(after.worst_group, figures["random_worst_mean"] or 0.0, "Ablating the chosen heads",
+                              f"ablating as many random heads (mean of {len(controls)} draws)", what="the worst group",
+                              as_pct=True, digits=1)
+            + f" {reach} of the {len(controls)} random draws reach the chosen heads' worst group.",
+            "No head was chosen, so there is no repair and no random control."),
 );
 
 # %% [markdown]
@@ -353,17 +374,37 @@ if dataset == "world":
     half = len(emb) // 2
     fam = scenes.factors["family"]
     probe = LogisticRegression(max_iter=2000).fit(emb[:half], fam[:half]).score(emb[half:], fam[half:])
-    print(f"zero-shot shape accuracy on these scenes {shape_acc:.3f} (chance {1 / len(world.SHAPES):.3f}); "
-          f"family from a linear probe on the embedding with the chosen heads ablated {probe:.3f} (chance 0.5)")
     figures["shape_accuracy_on_groups"] = shape_acc
     figures["family_probe_after_ablation"] = probe
+    shape_chance = 1 / len(world.SHAPES)
     knows_objects = shape_acc >= 0.5
-    print("the model can tell the objects apart: a repair is possible" if knows_objects else
-          "the model barely reads shape: it decides the family from the background alone, so removing the "
-          "background can move the groups towards chance but not repair them (see MODEL_CARD.md)")
+    what_we_see(
+        f"Zero-shot shape accuracy on these scenes is {pct(shape_acc)} (chance {pct(shape_chance)}, "
+        f"{ratio(shape_acc / shape_chance, 1)} chance).",
+        f"A linear probe for the family on the embedding with the chosen heads ablated reaches {pct(probe)} on "
+        f"held-out scenes (chance 50.0%).",
+        verdict(knows_objects, "The model reads the objects, not only the background: a repair is possible.",
+                "The model barely reads shape: it decides the family from the background, so removing the background "
+                "can move the groups towards chance but not repair them."),
+    );
 
 # %% [markdown]
 # ## What to take away
+
+# %%
+gain = after.worst_group - before.worst_group
+beats_random = bool(controls) and after.worst_group > figures["random_worst_mean"]
+what_we_see(
+    f"On this run the chosen heads took the worst group from {pct(before.worst_group)} to {pct(after.worst_group)} "
+    f"({pts(gain)}) and the average from {pct(before.average)} to {pct(after.average)} "
+    f"({pts(after.average - before.average)}).",
+    verdict(gain > 0 and beats_random, "The repair raised the worst group, and more than as many random heads did: "
+                                       "the heads TextSpan calls *background* carry the cue.",
+            "The repair did **not** raise the worst group beyond what random heads do here."),
+    title="Takeaway",
+);
+
+# %% [markdown]
 #
 # * Heads that TextSpan labels "about the background" are found from their texts and tags
 #   alone; the groups are used only to *measure* the repair.
