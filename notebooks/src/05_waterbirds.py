@@ -96,7 +96,7 @@ print(settings)
 repair_protocol = protocol or "heads"
 if repair_protocol not in REPAIR_PROTOCOLS:
     raise ValueError(f"protocol must be one of {REPAIR_PROTOCOLS} (or '' for the preset's), got {protocol!r}")
-PROTOCOL_NAMES = {"heads": "heads only", "paper": "the paper's protocol"}
+PROTOCOL_NAMES = {"heads": "heads only", "paper": "the paper's"}
 figures["preset"] = preset
 figures["repair_protocol"] = repair_protocol
 figures["trained_weights"] = settings.trained_weights
