@@ -38,6 +38,7 @@ __all__ = [
     "GroupMetrics",
     "group_metrics",
     "GroupEvaluator",
+    "habitat_gap",
     "HeadScore",
     "rank_heads",
     "choose_heads",
@@ -48,6 +49,9 @@ __all__ = [
     "WATERBIRDS_TEMPLATES",
     "waterbirds_prompts",
     "SPURIOUS_PROPERTIES",
+    "PlantedCorrelation",
+    "world_planted_correlation",
+    "waterbirds_planted_correlation",
     "WATERBIRDS_URL",
     "WATERBIRDS_GROUPS",
     "WaterbirdsTask",
@@ -112,6 +116,72 @@ def repair_ablation(heads: Iterable[tuple[int, int]], n_layers: int, protocol: s
 
 
 # ----------------------------------------------------------------------------------------------
+# The planted correlation
+# ----------------------------------------------------------------------------------------------
+
+
+@dataclass
+class PlantedCorrelation:
+    """How often a training set shows each class on its own habitat, counted on its scenes.
+
+    ``n``: scenes (images) counted; ``habitat_share``: the share of them drawn with the
+    correlation (the world's *habitat scenes*; every Waterbirds training image);
+    ``agree_in_habitat``: among those, the share whose background is the class's own habitat
+    (water for swimmers / waterbirds, grass or land for walkers / landbirds);
+    ``on_habitats``: the share of all scenes on one of the two habitat backgrounds;
+    ``agree_on_habitats``: among those, the share on the class's own habitat. ``spurious_p``
+    and ``habitat_fraction``: the world's parameters that planted it (``None`` for Waterbirds).
+    """
+
+    n: int
+    habitat_share: float
+    agree_in_habitat: float
+    on_habitats: float
+    agree_on_habitats: float
+    spurious_p: float | None = None
+    habitat_fraction: float | None = None
+
+
+def world_planted_correlation(n: int = 20000, *, seed: int = 0, config: Any = None) -> PlantedCorrelation:
+    """The correlation in the first ``n`` ``"train"`` scenes of ``World(seed, config)``.
+
+    Counts each scene's layout (family, background, whether it is a habitat scene) without
+    rendering it, so 20,000 scenes take a fraction of a second.
+    """
+    from .world.config import HABITAT_BACKGROUNDS, SPLIT_IDS
+    from .world.dataset import World
+    from .world.render import draw_layout
+
+    if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 1:
+        raise ValueError(f"n must be a positive integer, got {n!r}")
+    w = World(seed, config)
+    split = SPLIT_IDS["train"]
+    hab = np.zeros(n, dtype=bool)
+    on = np.zeros(n, dtype=bool)
+    agree = np.zeros(n, dtype=bool)
+    for i in range(n):
+        lay = draw_layout(w._rng(split, i, 0), split, i, w.config)
+        hab[i] = lay.habitat
+        on[i] = lay.background in HABITAT_BACKGROUNDS
+        agree[i] = lay.background == HABITAT_BACKGROUNDS[lay.family]
+    share = lambda a, sel: float(a[sel].mean()) if sel.any() else float("nan")  # noqa: E731
+    return PlantedCorrelation(n=n, habitat_share=float(hab.mean()), agree_in_habitat=share(agree, hab),
+                              on_habitats=float(on.mean()), agree_on_habitats=share(agree, on),
+                              spurious_p=float(w.config.spurious_p), habitat_fraction=float(w.config.habitat_fraction))
+
+
+def waterbirds_planted_correlation(root: str | Path) -> PlantedCorrelation:
+    """The correlation in Waterbirds' training split (``metadata.csv`` of an extracted copy):
+    the share of training birds on their own habitat (waterbirds on water, landbirds on land)."""
+    rows = [r for r in read_waterbirds_metadata(root) if int(r["split"]) == _SPLITS["train"]]
+    if not rows:
+        raise ValueError(f"{root}: metadata.csv lists no training images")
+    agree = float(np.mean([int(r["y"]) == int(r["place"]) for r in rows]))
+    return PlantedCorrelation(n=len(rows), habitat_share=1.0, agree_in_habitat=agree, on_habitats=1.0,
+                              agree_on_habitats=agree)
+
+
+# ----------------------------------------------------------------------------------------------
 # Group metrics
 # ----------------------------------------------------------------------------------------------
 
@@ -161,6 +231,21 @@ def group_metrics(pred: Any, labels: Any, groups: Any, names: Sequence[str] | No
     worst = min(per, key=per.get)
     return GroupMetrics(groups=per, counts=counts, average=float((p == y).mean()),
                         group_mean=float(np.mean(list(per.values()))), worst_group=per[worst], worst_name=worst)
+
+
+def habitat_gap(metrics: GroupMetrics, names: Sequence[str] = WATERBIRDS_GROUPS) -> tuple[float, float]:
+    """Mean accuracy of the groups whose background is the class's own habitat and of those
+    whose background is the other class's habitat: ``(matched, mismatched)``.
+
+    ``names`` are the four group names in the order ``g = 2 * label + place`` (label 1 lives on
+    place 1), so groups 0 and 3 are matched, 1 and 2 mismatched. Groups without images are left
+    out; a side with none is NaN.
+    """
+    if len(names) != 4:
+        raise ValueError(f"habitat_gap needs the four group names, got {len(names)}")
+    side = lambda idx: [metrics.groups[names[i]] for i in idx if names[i] in metrics.groups]  # noqa: E731
+    mean = lambda v: float(np.mean(v)) if v else float("nan")  # noqa: E731
+    return mean(side((0, 3))), mean(side((1, 2)))
 
 
 class GroupEvaluator:

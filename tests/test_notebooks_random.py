@@ -94,6 +94,13 @@ def check_05(f, n):
     assert _fraction_of(n, before["average"]) and _fraction_of(n, after["average"])
     assert (f["random_worst_mean"] is None) == (f["n_chosen"] == 0)
     assert 0 <= f["shape_accuracy_on_groups"] <= 1 and 0 <= f["family_probe_after_ablation"] <= 1
+    # both repair protocols, on fractions of the same images; the preset keeps the course's as its own
+    assert f["repair_protocol"] == "heads"
+    assert set(f["protocols"]) == {"heads", "paper", "paper_extra_only"}
+    assert all(_fraction_of(n, p["average"]) and 0 <= p["worst_group"] <= 1 for p in f["protocols"].values())
+    assert math.isclose(f["protocols"]["heads"]["worst_group"], after["worst_group"])
+    assert 0 <= f["before_mismatched"] <= 1 and 0 <= f["before_matched"] <= 1
+    assert abs(f["planted"]["agree_in_habitat"] - 0.95) < 0.01  # the data's, whatever the model
 
 
 def check_06(f, n):

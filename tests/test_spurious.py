@@ -237,3 +237,61 @@ def test_vit_h14_heads_and_paper_templates():
     assert len(waterbirds_prompts()["landbird"]) == 8
     with pytest.raises(ValueError, match="templates"):
         waterbirds_prompts("all")
+
+
+# ---------------------------------------------------------------------------------------------
+# The planted correlation, counted
+
+
+def test_world_planted_correlation_counts_the_rendered_scenes():
+    from helpers import world
+    from helpers.spurious import world_planted_correlation
+
+    n = 120
+    c = world_planted_correlation(n, seed=3)
+    scenes = world.sample(n, split="train", seed=3)  # the same scenes, rendered
+    fam = np.asarray(scenes.factors["family"])
+    bg = np.asarray([world.BACKGROUNDS[b] for b in scenes.factors["background"]])
+    home = np.where(fam == world.FAMILIES.index("swimmer"), "water", "grass")
+    on = np.isin(bg, ["water", "grass"])
+    assert c.n == n
+    assert c.habitat_share == pytest.approx(scenes.habitat.mean())
+    assert c.agree_in_habitat == pytest.approx((bg == home)[scenes.habitat].mean())
+    assert c.on_habitats == pytest.approx(on.mean())
+    assert c.agree_on_habitats == pytest.approx((bg == home)[on].mean())
+    assert (c.spurious_p, c.habitat_fraction) == (0.95, 0.5)
+    big = world_planted_correlation(4000, seed=0)
+    assert abs(big.habitat_share - 0.5) < 0.03 and abs(big.agree_in_habitat - 0.95) < 0.02
+    with pytest.raises(ValueError, match="positive"):
+        world_planted_correlation(0)
+
+
+def test_waterbirds_planted_correlation_from_metadata(tmp_path):
+    from helpers.spurious import waterbirds_planted_correlation
+
+    rows = ["img_id,img_filename,y,split,place,place_filename"]
+    # training split: 19 birds on their habitat, 1 off it; other splits balanced
+    for k in range(20):
+        y = k % 2
+        rows.append(f"{k},a/{k}.jpg,{y},0,{y if k else 1 - y},/x.jpg")
+    for k in range(20, 28):
+        rows.append(f"{k},a/{k}.jpg,{k % 2},2,{(k // 2) % 2},/x.jpg")
+    (tmp_path / "metadata.csv").write_text("\n".join(rows) + "\n")
+    c = waterbirds_planted_correlation(tmp_path)
+    assert c.n == 20 and c.habitat_share == 1.0 and c.agree_in_habitat == pytest.approx(0.95)
+    assert c.agree_on_habitats == c.agree_in_habitat and c.spurious_p is None
+
+
+def test_habitat_gap_means_matched_and_mismatched_groups():
+    from helpers.spurious import habitat_gap
+
+    labels = [0, 0, 0, 0, 1, 1, 1, 1]
+    places = [0, 0, 1, 1, 0, 0, 1, 1]
+    pred = [0, 0, 1, 0, 0, 0, 1, 1]  # right: g0 2/2, g1 1/2, g2 0/2, g3 2/2
+    m = group_metrics(pred, labels, [2 * y + p for y, p in zip(labels, places)], WATERBIRDS_GROUPS)
+    assert habitat_gap(m) == (1.0, 0.25)
+    one = group_metrics([0, 1], [0, 1], [0, 3], WATERBIRDS_GROUPS)  # no mismatched group
+    matched, mismatched = habitat_gap(one)
+    assert matched == 1.0 and np.isnan(mismatched)
+    with pytest.raises(ValueError, match="four"):
+        habitat_gap(m, ("a", "b"))
