@@ -63,6 +63,8 @@ from .text import text_matrix
 
 __all__ = [
     "METHODS",
+    "METHOD_NAMES",
+    "BACKWARD_METHODS",
     "segmentation_maps",
     "postprocess",
     "segment",
@@ -81,6 +83,15 @@ __all__ = [
 ]
 
 METHODS: tuple[str, ...] = ("decomposition", "raw_attention", "rollout", "gradcam", "chefer", "lrp", "partial_lrp")
+
+#: How each method is named in sentences.
+METHOD_NAMES: dict[str, str] = {"decomposition": "the decomposition", "raw_attention": "raw attention",
+                                "rollout": "rollout", "gradcam": "GradCAM", "chefer": "Chefer et al.",
+                                "lrp": "LRP", "partial_lrp": "partial LRP"}
+
+#: The methods that need a backward pass after the forward one: a gradient (GradCAM, Chefer
+#: et al.) or a relevance propagation (LRP, partial LRP; by hand in :mod:`helpers.lrp`).
+BACKWARD_METHODS: tuple[str, ...] = ("gradcam", "chefer", "lrp", "partial_lrp")
 
 
 # ----------------------------------------------------------------------------------------------
@@ -555,7 +566,9 @@ def evaluate_methods(model: nn.Module, task: SegmentationTask, class_emb: Tensor
     included; not the post-processing and the metrics, which are the same code for every
     method), each method after a warm-up call on its first ``warmup`` images (0: none), so that
     no method pays for first-call costs (allocations, kernel choices) and every table times
-    the methods the same way. On a GPU each timed call is synchronised."""
+    the methods the same way. It is one over the median time per image of the batches, so a
+    batch slowed by other work on a shared machine does not set the rate. On a GPU each timed
+    call is synchronised."""
     import time
 
     if warmup < 0:
@@ -582,18 +595,18 @@ def evaluate_methods(model: nn.Module, task: SegmentationTask, class_emb: Tensor
         parts = []
         if warmup:
             maps_of(0, min(warmup, len(task)))
-        seconds = 0.0
+        per_image: list[float] = []  # seconds per image of each batch
         for i in range(0, len(task), batch_size):
             sync()
             t0 = time.perf_counter()
             maps = maps_of(i, i + batch_size)
             sync()
-            seconds += time.perf_counter() - t0
+            per_image.append((time.perf_counter() - t0) / maps.shape[0])
             maps = maps.float().cpu()
             soft, hard = segment(maps, size, threshold)
             scores.update(soft, hard, task.masks[i:i + batch_size])
             parts.append(maps)
-        results[method] = {**scores.summary(), "images/s": len(task) / max(seconds, 1e-9)}
+        results[method] = {**scores.summary(), "images/s": 1.0 / max(float(np.median(per_image)), 1e-12)}
         maps_out[method] = torch.cat(parts)
         if progress:
             print(f"{method:14s} " + "  ".join(f"{k} {v:.3f}" for k, v in results[method].items()))

@@ -457,7 +457,8 @@ def test_scores_report_both_average_precisions():
 
 def test_evaluate_methods_times_the_maps_after_a_warm_up(monkeypatch):
     """images/s counts the maps alone, after one untimed call on the first images: a slow first
-    call and slow post-processing do not reach the rate, and the scores do not change."""
+    call and slow post-processing do not reach the rate, a slow batch does not set it (median
+    over batches), and the scores do not change."""
     from helpers import segmentation as seg
 
     n, grid = 5, (2, 2)
@@ -490,9 +491,19 @@ def test_evaluate_methods_times_the_maps_after_a_warm_up(monkeypatch):
     assert res["decomposition"]["images/s"] > n / 0.2  # neither the first call nor segment() counted
     assert maps["decomposition"].shape == (n, *grid)
     calls.clear()
-    cold, _ = seg.evaluate_methods(model, task, torch.eye(2), ("decomposition",), batch_size=2, warmup=0)
-    assert calls == [2, 2, 1] and cold["decomposition"]["images/s"] < n / 0.3  # the slow call is timed
+    cold, _ = seg.evaluate_methods(model, task, torch.eye(2), ("decomposition",), batch_size=5, warmup=0)
+    assert calls == [5] and cold["decomposition"]["images/s"] < n / 0.3  # the slow call is timed
+    calls.clear()
+    spike, _ = seg.evaluate_methods(model, task, torch.eye(2), ("decomposition",), batch_size=2, warmup=0)
+    assert calls == [2, 2, 1] and spike["decomposition"]["images/s"] > n / 0.2  # one slow batch of three
     assert {k: v for k, v in cold["decomposition"].items() if k != "images/s"} == \
         {k: v for k, v in res["decomposition"].items() if k != "images/s"}
     with pytest.raises(ValueError, match="warmup"):
         seg.evaluate_methods(model, task, torch.eye(2), ("decomposition",), warmup=-1)
+
+
+def test_method_names_and_backward_methods_cover_the_methods():
+    from helpers.segmentation import BACKWARD_METHODS, METHOD_NAMES, METHODS
+
+    assert set(METHOD_NAMES) == set(METHODS) and set(BACKWARD_METHODS) < set(METHODS)
+    assert "decomposition" not in BACKWARD_METHODS and {"gradcam", "chefer", "lrp"} <= set(BACKWARD_METHODS)
