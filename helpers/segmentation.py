@@ -566,9 +566,10 @@ def evaluate_methods(model: nn.Module, task: SegmentationTask, class_emb: Tensor
     included; not the post-processing and the metrics, which are the same code for every
     method), each method after a warm-up call on its first ``warmup`` images (0: none), so that
     no method pays for first-call costs (allocations, kernel choices) and every table times
-    the methods the same way. It is one over the median time per image of the batches, so a
-    batch slowed by other work on a shared machine does not set the rate. On a GPU each timed
-    call is synchronised."""
+    the methods the same way. The methods take turns on each batch, so a change in the
+    machine's load hits all of them alike, and the rate is one over the median time per image
+    of the batches, so a batch slowed by other work does not set it. On a GPU each timed call
+    is synchronised."""
     import time
 
     if warmup < 0:
@@ -586,28 +587,32 @@ def evaluate_methods(model: nn.Module, task: SegmentationTask, class_emb: Tensor
         if device.type == "cuda":
             torch.cuda.synchronize(device)
 
-    def maps_of(i: int, j: int) -> Tensor:
+    def maps_of(method: str, i: int, j: int) -> Tensor:
         lab = task.labels[i:j] if use_labels and task.labels is not None else None
         return segmentation_maps(model, task.images[i:j].to(device), class_emb, method, labels=lab).detach()
 
-    for method in methods:
-        scores = SegmentationScores()
-        parts = []
-        if warmup:
-            maps_of(0, min(warmup, len(task)))
-        per_image: list[float] = []  # seconds per image of each batch
-        for i in range(0, len(task), batch_size):
+    methods = list(methods)
+    scores = {m: SegmentationScores() for m in methods}
+    parts: dict[str, list[Tensor]] = {m: [] for m in methods}
+    per_image: dict[str, list[float]] = {m: [] for m in methods}  # seconds per image of each batch
+    if warmup:
+        for method in methods:
+            maps_of(method, 0, min(warmup, len(task)))
+    for i in range(0, len(task), batch_size):
+        for method in methods:  # interleaved: a change in the machine's load hits every method alike
             sync()
             t0 = time.perf_counter()
-            maps = maps_of(i, i + batch_size)
+            maps = maps_of(method, i, i + batch_size)
             sync()
-            per_image.append((time.perf_counter() - t0) / maps.shape[0])
+            per_image[method].append((time.perf_counter() - t0) / maps.shape[0])
             maps = maps.float().cpu()
             soft, hard = segment(maps, size, threshold)
-            scores.update(soft, hard, task.masks[i:i + batch_size])
-            parts.append(maps)
-        results[method] = {**scores.summary(), "images/s": 1.0 / max(float(np.median(per_image)), 1e-12)}
-        maps_out[method] = torch.cat(parts)
+            scores[method].update(soft, hard, task.masks[i:i + batch_size])
+            parts[method].append(maps)
+    for method in methods:
+        results[method] = {**scores[method].summary(),
+                           "images/s": 1.0 / max(float(np.median(per_image[method])), 1e-12)}
+        maps_out[method] = torch.cat(parts[method])
         if progress:
             print(f"{method:14s} " + "  ".join(f"{k} {v:.3f}" for k, v in results[method].items()))
     return results, maps_out

@@ -500,6 +500,14 @@ def test_evaluate_methods_times_the_maps_after_a_warm_up(monkeypatch):
         {k: v for k, v in res["decomposition"].items() if k != "images/s"}
     with pytest.raises(ValueError, match="warmup"):
         seg.evaluate_methods(model, task, torch.eye(2), ("decomposition",), warmup=-1)
+    # several methods take turns on each batch, after all the warm-ups
+    order = []
+    monkeypatch.setattr(seg, "segmentation_maps",
+                        lambda model, x, class_emb, method, *, labels=None: order.append((method, x.shape[0]))
+                        or torch.zeros(x.shape[0], *grid))
+    both, _ = seg.evaluate_methods(model, task, torch.eye(2), ("rollout", "gradcam"), batch_size=3, warmup=1)
+    assert order == [("rollout", 1), ("gradcam", 1), ("rollout", 3), ("gradcam", 3), ("rollout", 2), ("gradcam", 2)]
+    assert set(both) == {"rollout", "gradcam"}
 
 
 def test_method_names_and_backward_methods_cover_the_methods():

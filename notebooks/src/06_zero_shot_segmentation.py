@@ -312,10 +312,11 @@ if pairs_factor:
 # %% [markdown]
 # ## What a backward pass costs
 #
-# Both tables timed every method the same way: the maps alone (with the zero-shot prediction
-# where a method needs it), after one untimed warm-up call per method, one over the median
-# time per image of the batches, on this machine. The post-processing and the metrics are the
-# same code for every method and are not timed.
+# Both tables timed every method the same way, on this machine: the maps alone (with the
+# zero-shot prediction where a method needs it), after one untimed warm-up call per method,
+# the methods taking turns on each batch (a change in the machine's load hits them alike);
+# images/s is one over the median time per image across the batches. The post-processing and
+# the metrics are the same code for every method and are not timed.
 
 # %%
 speed = {"one object": figures["images_per_second"]}
@@ -507,7 +508,10 @@ def leader_sentence(where, lead):
     by = {}
     for metric, m in lead.items():
         by.setdefault(m, []).append(metric)
-    return f"{where}: " + "; ".join(f"{METHOD_NAMES[m]} leads on {' and '.join(ms)}" for m, ms in by.items()) + "."
+    def listed(ms):
+        return ms[0] if len(ms) == 1 else ", ".join(ms[:-1]) + " and " + ms[-1]
+
+    return f"{where}: " + "; ".join(f"{METHOD_NAMES[m]} leads on {listed(ms)}" for m, ms in by.items()) + "."
 
 
 lines = [leader_sentence("One object", leaders["one object"])]
