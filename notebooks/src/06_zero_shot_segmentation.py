@@ -284,6 +284,7 @@ if pairs_factor:
     figures["pairs"] = {m: {k: float(v) for k, v in r.items() if k != "images/s"} for m, r in pair_results.items()}
     figures["images_per_second_pairs"] = {m: float(r["images/s"]) for m, r in pair_results.items()}
     leaders["two objects"] = {k: max(pair_results, key=lambda m: pair_results[m][k]) for k in SCORES[:4]}
+    figures["leaders"] = leaders
     p, single = pair_results, results
     what_we_see(
         "Leaders: " + "; ".join(f"{k} {METHOD_NAMES[m]} ({num(p[m][k])})"
@@ -343,8 +344,9 @@ what_we_see(
     "LRP's. " + verdict(not faster_backward,
                         "Every method with a backward pass is slower than the decomposition.",
                         f"{', '.join(METHOD_NAMES[m] for m in faster_backward)} ran at least as fast as the "
-                        "decomposition here: on a model this small, fixed costs per call weigh as much as the "
-                        "passes (`benchmarks/bench_segmentation.py` times a ViT-B-16 with 1,000 classes)."),
+                        "decomposition here, which keeps every layer's per-patch terms: on this model a backward "
+                        "pass is not what sets the cost (`benchmarks/bench_segmentation.py` compares them on a "
+                        "ViT-B-16 with 1,000 classes)."),
     verdict(rate[slowest_forward] > max(rate[m] for m in BACKWARD_METHODS),
             "The slowest forward-only method is still faster than the fastest one with a backward pass.",
             f"The ranges overlap: the slowest forward-only method ({METHOD_NAMES[slowest_forward]}) is not faster "
