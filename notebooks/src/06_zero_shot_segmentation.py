@@ -494,10 +494,10 @@ what_we_see(
 #   the gradient and relevance methods depend on how sharp the backward signal of one logit is;
 #   the decomposition reads which patches *write* the class direction.
 # * The paper reports (ImageNet-Segmentation, ViT-H-14) pixel accuracy 75.2, mIoU 54.5, mAP 81.6
-#   for the decomposition, against 69.2 / 47.5 / 78.3 for Chefer et al., with LRP, partial LRP,
-#   rollout, raw attention and GradCAM behind. That table, on photos with real CLIPs, is the test
-#   of the claim; this notebook does not reproduce it offline (no network on the machines the
-#   course is tested on). Run it with `preset="ViT-H-14 LAION"` (its dataset is
+#   for the decomposition, against 69.2 / 47.5 / 78.3 for Chefer et al.; the same table lists
+#   LRP, partial LRP, rollout, raw attention and GradCAM. That table, on photos with real CLIPs,
+#   is the test of the claim; this notebook does not reproduce it offline (no network on the
+#   machines the course is tested on). Run it with `preset="ViT-H-14 LAION"` (its dataset is
 #   ImageNet-Segmentation) to set your numbers beside the paper's. The takeaway below is
 #   generated from this run.
 
