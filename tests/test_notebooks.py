@@ -145,6 +145,8 @@ def check_06(f):
     assert all(min(f["images_per_second"][k], f["images_per_second_pairs"][k]) - 1e-9 <= rate[k]
                <= max(f["images_per_second"][k], f["images_per_second_pairs"][k]) + 1e-9 for k in m)
     assert rate["decomposition"] > 2 * rate["lrp"], rate
+    rel = f["speed_vs_decomposition"]  # within each table, so changes of load between the tables cancel
+    assert set(rel) == set(m) and math.isclose(rel["decomposition"], 1.0) and rel["lrp"] < 0.5, rel
     assert f["timing_spread_between_tables"] >= 1.0
     pairs = f["pairs"]
     assert set(pairs) == set(m)

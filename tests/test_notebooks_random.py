@@ -99,6 +99,7 @@ def check_06(f, n):
     assert f["provenance"] == "random"
     assert all(set(t) == set(m) and all(v > 0 for v in t.values())
                for t in (f["images_per_second"], f["images_per_second_pairs"], f["images_per_second_both"]))
+    assert set(f["speed_vs_decomposition"]) == set(m) and math.isclose(f["speed_vs_decomposition"]["decomposition"], 1)
     assert set(f["leaders"]) == {"one object", "two objects"}
     assert all(set(lead.values()) <= set(m) for lead in f["leaders"].values())
     assert _fraction_of(n, f["zero_shot_accuracy"])
