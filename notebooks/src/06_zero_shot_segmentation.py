@@ -354,8 +354,8 @@ what_we_see(
             "than every method with a backward pass."),
     verdict(spread < 1.5,
             f"The two tables agree within a factor {ratio(spread)} for every method.",
-            f"A method's rate differs between the two tables by up to {ratio(spread)}: the machine's load changed "
-            "between them, so compare methods within one table, as above."),
+            f"A method's rate differs between the two tables by up to {ratio(spread)} (timings on a shared CPU "
+            "vary with what else runs), so compare methods within one table, as above."),
 );
 
 # %% [markdown]
