@@ -63,6 +63,8 @@ from .text import text_matrix
 
 __all__ = [
     "METHODS",
+    "METHOD_NAMES",
+    "BACKWARD_METHODS",
     "segmentation_maps",
     "postprocess",
     "segment",
@@ -81,6 +83,15 @@ __all__ = [
 ]
 
 METHODS: tuple[str, ...] = ("decomposition", "raw_attention", "rollout", "gradcam", "chefer", "lrp", "partial_lrp")
+
+#: How each method is named in sentences.
+METHOD_NAMES: dict[str, str] = {"decomposition": "the decomposition", "raw_attention": "raw attention",
+                                "rollout": "rollout", "gradcam": "GradCAM", "chefer": "Chefer et al.",
+                                "lrp": "LRP", "partial_lrp": "partial LRP"}
+
+#: The methods that need a backward pass after the forward one: a gradient (GradCAM, Chefer
+#: et al.) or a relevance propagation (LRP, partial LRP; by hand in :mod:`helpers.lrp`).
+BACKWARD_METHODS: tuple[str, ...] = ("gradcam", "chefer", "lrp", "partial_lrp")
 
 
 # ----------------------------------------------------------------------------------------------
@@ -543,15 +554,26 @@ def load_segmentation_task(name: str, preprocess: Callable[[Image.Image], Tensor
 def evaluate_methods(model: nn.Module, task: SegmentationTask, class_emb: Tensor,
                      methods: Sequence[str] = METHODS, *, batch_size: int = 50,
                      threshold: str | float = "mean", use_labels: bool | None = None,
-                     progress: bool = False,
+                     progress: bool = False, warmup: int = 2,
                      ) -> tuple[dict[str, dict[str, float]], dict[str, Tensor]]:
     """Every method on every image of ``task``: metrics per method, and the soft maps at the
     patch grid ``[N, gh, gw]`` per method (for display). The target class is the zero-shot
     prediction (the paper's protocol) or the label, as ``use_labels`` says (default: the task's
     ``target``). Each method's scores are :meth:`SegmentationScores.summary` (the paper's
-    ``"mAP"`` and the foreground-only ``"object AP"`` both), plus images per second."""
+    ``"mAP"`` and the foreground-only ``"object AP"`` both), plus ``"images/s"``.
+
+    ``"images/s"`` times the maps alone (:func:`segmentation_maps`, the zero-shot prediction
+    included; not the post-processing and the metrics, which are the same code for every
+    method), each method after a warm-up call on its first ``warmup`` images (0: none), so that
+    no method pays for first-call costs (allocations, kernel choices) and every table times
+    the methods the same way. The methods take turns on each batch, so a change in the
+    machine's load hits all of them alike, and the rate is one over the median time per image
+    of the batches, so a batch slowed by other work does not set it. On a GPU each timed call
+    is synchronised."""
     import time
 
+    if warmup < 0:
+        raise ValueError(f"warmup must be >= 0 images, got {warmup}")
     if use_labels is None:
         use_labels = task.target == "label"
     if use_labels and task.labels is None:
@@ -560,20 +582,37 @@ def evaluate_methods(model: nn.Module, task: SegmentationTask, class_emb: Tensor
     maps_out: dict[str, Tensor] = {}
     size = tuple(task.masks.shape[-2:])
     device = next(model.parameters()).device
-    for method in methods:
-        scores = SegmentationScores()
-        parts = []
-        t0 = time.perf_counter()
-        for i in range(0, len(task), batch_size):
-            x = task.images[i:i + batch_size].to(device)
-            lab = task.labels[i:i + batch_size] if use_labels and task.labels is not None else None
-            maps = segmentation_maps(model, x, class_emb, method, labels=lab).detach().float().cpu()
+
+    def sync() -> None:
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+
+    def maps_of(method: str, i: int, j: int) -> Tensor:
+        lab = task.labels[i:j] if use_labels and task.labels is not None else None
+        return segmentation_maps(model, task.images[i:j].to(device), class_emb, method, labels=lab).detach()
+
+    methods = list(methods)
+    scores = {m: SegmentationScores() for m in methods}
+    parts: dict[str, list[Tensor]] = {m: [] for m in methods}
+    per_image: dict[str, list[float]] = {m: [] for m in methods}  # seconds per image of each batch
+    if warmup:
+        for method in methods:
+            maps_of(method, 0, min(warmup, len(task)))
+    for i in range(0, len(task), batch_size):
+        for method in methods:  # interleaved: a change in the machine's load hits every method alike
+            sync()
+            t0 = time.perf_counter()
+            maps = maps_of(method, i, i + batch_size)
+            sync()
+            per_image[method].append((time.perf_counter() - t0) / maps.shape[0])
+            maps = maps.float().cpu()
             soft, hard = segment(maps, size, threshold)
-            scores.update(soft, hard, task.masks[i:i + batch_size])
-            parts.append(maps)
-        seconds = time.perf_counter() - t0
-        results[method] = {**scores.summary(), "images/s": len(task) / seconds}
-        maps_out[method] = torch.cat(parts)
+            scores[method].update(soft, hard, task.masks[i:i + batch_size])
+            parts[method].append(maps)
+    for method in methods:
+        results[method] = {**scores[method].summary(),
+                           "images/s": 1.0 / max(float(np.median(per_image[method])), 1e-12)}
+        maps_out[method] = torch.cat(parts[method])
         if progress:
             print(f"{method:14s} " + "  ".join(f"{k} {v:.3f}" for k, v in results[method].items()))
     return results, maps_out

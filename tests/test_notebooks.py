@@ -210,20 +210,47 @@ def check_06(f):
     m = f["methods"]
     assert set(m) == {"decomposition", "raw_attention", "rollout", "gradcam", "chefer", "lrp", "partial_lrp"}
     for method, scores in m.items():
-        assert all(0.0 <= scores[k] <= 1.0 for k in ("pixel accuracy", "mIoU", "mAP")), (method, scores)
+        assert all(0.0 <= scores[k] <= 1.0 for k in ("pixel accuracy", "mIoU", "mAP", "object AP")), (method, scores)
         assert math.isclose(scores["mIoU"], (scores["IoU foreground"] + scores["IoU background"]) / 2)
+    assert f["provenance"] == "shaped"  # the takeaway says how the offline model was made
     assert m["decomposition"]["mIoU"] > m["rollout"]["mIoU"], m
     assert m["decomposition"]["mIoU"] >= f["all_foreground"]["mIoU"] + 0.2
     assert f["zero_shot_accuracy"] >= 0.9  # targets are the predictions: they should mostly be right
     assert math.isclose(f["miou_by_first_layer"][f"0-{len(f['miou_by_first_layer']) - 1}"],
                         f["miou_all_layers_subset"])
-    assert f["miou_ranking"][0] in m and len(f["miou_ranking"]) == len(m)
+    # the per-layer maps summed over all layers are the segmenter's map (all 200 images: the same mIoU)
+    assert abs(f["miou_all_layers_subset"] - m["decomposition"]["mIoU"]) < 2e-3, f["miou_all_layers_subset"]
+    ranked = [m[k]["mIoU"] for k in f["miou_ranking"]]
+    assert sorted(f["miou_ranking"]) == sorted(m) and ranked == sorted(ranked, reverse=True)
+    # the generated sentences name the leaders: each is the best method on its metric
+    leaders = f["leaders"]
+    assert set(leaders) == {"one object", "two objects"}
+    for where, source in (("one object", m), ("two objects", f["pairs"])):
+        assert set(leaders[where]) == {"pixel accuracy", "mIoU", "mAP", "object AP"}
+        for metric, best in leaders[where].items():
+            assert source[best][metric] == max(v[metric] for v in source.values()), (where, metric)
+    # timing: every method timed in both tables, after a warm-up; the decomposition (forward only)
+    # outruns LRP (a relevance pass through every layer) by far
+    rate = f["images_per_second_both"]
+    for table in (f["images_per_second"], f["images_per_second_pairs"]):
+        assert set(table) == set(m) and all(v > 0 for v in table.values())
+    assert all(min(f["images_per_second"][k], f["images_per_second_pairs"][k]) - 1e-9 <= rate[k]
+               <= max(f["images_per_second"][k], f["images_per_second_pairs"][k]) + 1e-9 for k in m)
+    assert rate["decomposition"] > 2 * rate["lrp"], rate
+    rel = f["speed_vs_decomposition"]  # within each table, so changes of load between the tables cancel
+    assert set(rel) == set(m) and math.isclose(rel["decomposition"], 1.0) and rel["lrp"] < 0.5, rel
+    assert f["timing_spread_between_tables"] >= 1.0
     pairs = f["pairs"]
     assert set(pairs) == set(m)
     # two objects, one mask: a class-agnostic map cannot pick the named object
     assert pairs["rollout"]["IoU foreground"] < m["rollout"]["IoU foreground"]
     assert pairs["decomposition"]["object AP"] > pairs["rollout"]["object AP"], pairs
     assert all(pairs["decomposition"]["mIoU"] > pairs[b]["mIoU"] for b in ("rollout", "raw_attention")), pairs
+    # what the class direction buys (the takeaway): ahead of the better class-agnostic map on both
+    gain = f["class_direction_gain_pairs"]
+    for k in ("mIoU", "object AP"):
+        assert math.isclose(gain[k], pairs["decomposition"][k] - max(pairs[b][k] for b in ("rollout", "raw_attention")))
+        assert gain[k] > 0.02, gain
     # where the maps put their weight: the figures behind the notebook's explanation
     shares = f["mass_on_object"]
     assert set(shares) == {"one object", "two objects: the named one"}

@@ -453,3 +453,65 @@ def test_scores_report_both_average_precisions():
     assert paper.miou == fg.miou and paper.pixel_accuracy == fg.pixel_accuracy
     with pytest.raises(ValueError, match="protocol"):
         SegmentationScores(protocol="both")
+
+
+def test_evaluate_methods_times_the_maps_after_a_warm_up(monkeypatch):
+    """images/s counts the maps alone, after one untimed call on the first images: a slow first
+    call and slow post-processing do not reach the rate, a slow batch does not set it (median
+    over batches), and the scores do not change."""
+    from helpers import segmentation as seg
+
+    n, grid = 5, (2, 2)
+    g = torch.Generator().manual_seed(0)
+    masks = torch.zeros(n, 8, 8, dtype=torch.bool)
+    masks[:, :4, :4] = True
+    task = seg.SegmentationTask("toy", torch.rand(n, 3, 8, 8, generator=g), masks, [None] * n,
+                                {"a": ["a"], "b": ["b"]}, torch.zeros(n, dtype=torch.long))
+    calls = []
+
+    def fake_maps(model, x, class_emb, method, *, labels=None):
+        calls.append(x.shape[0])
+        if len(calls) == 1:
+            time.sleep(0.3)  # a slow first call
+        m = torch.zeros(x.shape[0], *grid)
+        m[:, 0, 0] = 1.0
+        return m
+
+    real_segment = seg.segment
+
+    def slow_segment(maps, size, threshold="mean"):
+        time.sleep(0.05 * maps.shape[0])  # post-processing is not timed
+        return real_segment(maps, size, threshold)
+
+    monkeypatch.setattr(seg, "segmentation_maps", fake_maps)
+    monkeypatch.setattr(seg, "segment", slow_segment)
+    model = torch.nn.Linear(1, 1)
+    res, maps = seg.evaluate_methods(model, task, torch.eye(2), ("decomposition",), batch_size=2)
+    assert calls == [2, 2, 2, 1]  # the warm-up on the first two images, then the batches
+    assert res["decomposition"]["images/s"] > n / 0.2  # neither the first call nor segment() counted
+    assert maps["decomposition"].shape == (n, *grid)
+    calls.clear()
+    cold, _ = seg.evaluate_methods(model, task, torch.eye(2), ("decomposition",), batch_size=5, warmup=0)
+    assert calls == [5] and cold["decomposition"]["images/s"] < n / 0.3  # the slow call is timed
+    calls.clear()
+    spike, _ = seg.evaluate_methods(model, task, torch.eye(2), ("decomposition",), batch_size=2, warmup=0)
+    assert calls == [2, 2, 1] and spike["decomposition"]["images/s"] > n / 0.2  # one slow batch of three
+    assert {k: v for k, v in cold["decomposition"].items() if k != "images/s"} == \
+        {k: v for k, v in res["decomposition"].items() if k != "images/s"}
+    with pytest.raises(ValueError, match="warmup"):
+        seg.evaluate_methods(model, task, torch.eye(2), ("decomposition",), warmup=-1)
+    # several methods take turns on each batch, after all the warm-ups
+    order = []
+    monkeypatch.setattr(seg, "segmentation_maps",
+                        lambda model, x, class_emb, method, *, labels=None: order.append((method, x.shape[0]))
+                        or torch.zeros(x.shape[0], *grid))
+    both, _ = seg.evaluate_methods(model, task, torch.eye(2), ("rollout", "gradcam"), batch_size=3, warmup=1)
+    assert order == [("rollout", 1), ("gradcam", 1), ("rollout", 3), ("gradcam", 3), ("rollout", 2), ("gradcam", 2)]
+    assert set(both) == {"rollout", "gradcam"}
+
+
+def test_method_names_and_backward_methods_cover_the_methods():
+    from helpers.segmentation import BACKWARD_METHODS, METHOD_NAMES, METHODS
+
+    assert set(METHOD_NAMES) == set(METHODS) and set(BACKWARD_METHODS) < set(METHODS)
+    assert "decomposition" not in BACKWARD_METHODS and {"gradcam", "chefer", "lrp"} <= set(BACKWARD_METHODS)
