@@ -5,7 +5,9 @@ Each notebook must have an entry in CHECKS: a new notebook without one makes
 ``test_every_notebook_is_checked`` fail.
 """
 
+import json
 import math
+import re
 
 import pytest
 
@@ -71,6 +73,11 @@ def test_notebook_runs_and_records(path, tmp_path, monkeypatch):
     # no warnings or stray log lines in the executed notebook
     noisy = stderr_outputs(tmp_path / "notebooks" / path.name)
     assert not noisy, f"stderr output in cells {[i for i, _ in noisy]}: {noisy[0][1][:300]}"
+    # generated text must be formatted: no template left in a displayed sentence
+    shown = json.dumps([o for c in json.loads((tmp_path / "notebooks" / path.name).read_text())["cells"]
+                        for o in c.get("outputs", []) if o.get("output_type") != "error"])
+    unformatted = re.findall(r"\{(?:num|pct|pts|ratio|compare|verdict)\([^}]{0,60}", shown)
+    assert not unformatted, f"a sentence shows its template instead of its value: {unformatted[:3]}"
     html = (tmp_path / "html" / f"{path.stem}.html").read_text()
     assert "Plotly.newPlot" in html, "plotly figures must survive the export to static HTML"
     assert figures, "the notebook recorded no figures"

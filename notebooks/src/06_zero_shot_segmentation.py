@@ -480,7 +480,7 @@ figures["miou_by_first_layer"] = curve
 figures["miou_all_layers_subset"] = layer_range_scores(0, L - 1, 0).miou
 best_range = max(curve, key=curve.get)
 what_we_see(
-    ("The last layer alone" if best_range == f"{L - 1}-{L - 1}" else f"Summing layers {best_range}") + " gives the best mIoU ({num(curve[best_range])}), against {num(curve[f'0-{L - 1}'])} "
+    ("The last layer alone" if best_range == f"{L - 1}-{L - 1}" else f"Summing layers {best_range}") + f" gives the best mIoU ({num(curve[best_range])}), against {num(curve[f'0-{L - 1}'])} "
     f"for all layers (on the first {sub} images). "
     + verdict(curve[best_range] > curve[f"0-{L - 1}"] + 0.01,
               "Dropping the early layers sharpens the map: they add mass off the object.",
