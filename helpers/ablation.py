@@ -47,10 +47,6 @@ class DirectTerms(DirectEffects):
 
     _no_heads = "the terms have no per-head contributions: collect them with heads=True"
 
-    @property
-    def n_layers(self) -> int:
-        return self.attn.shape[1]
-
     def _const_rows(self) -> Tensor:
         return self.const.expand(len(self), -1)
 

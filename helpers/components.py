@@ -151,6 +151,14 @@ class DirectEffects:
     heads: Tensor | None
     _no_heads = "the terms have no per-head contributions"
 
+    @property
+    def n_images(self) -> int:
+        return self.attn.shape[0]
+
+    @property
+    def n_layers(self) -> int:
+        return self.attn.shape[1]
+
     def _const_rows(self) -> Tensor:
         raise NotImplementedError
 
@@ -172,3 +180,12 @@ class DirectEffects:
         if self.heads is None:
             raise AttributeError(self._no_heads)
         return Components(self.heads, ("image", "layer", "head", "dim"))
+
+
+def max_deviation(sums: Tensor | list[Tensor], embedding: Tensor, relative: bool = True) -> float:
+    """Largest deviation of one or several reconstructions (each ``[N, d]``) from the model's
+    embeddings ``[N, d]``; relative to the embeddings' largest entry unless ``relative=False``."""
+    err = max((s - embedding).abs().max() for s in ([sums] if isinstance(sums, Tensor) else sums))
+    if relative:
+        err = err / embedding.abs().max().clamp_min(torch.finfo(embedding.dtype).tiny)
+    return float(err)

@@ -41,7 +41,7 @@ import torch.nn.functional as F
 from open_clip.transformer import LayerScale, VisionTransformer
 from torch import Tensor, nn
 
-from .components import Components, DirectEffects
+from .components import Components, DirectEffects, max_deviation
 from .hooks import hooked
 from .images import check_batch
 from .labels import Selection, resolve_indices
@@ -132,14 +132,6 @@ class Decomposition(DirectEffects):
 
     # -- shapes ---------------------------------------------------------------------------------
     @property
-    def n_images(self) -> int:
-        return self.embedding.shape[0]
-
-    @property
-    def n_layers(self) -> int:
-        return self.attn.shape[1]
-
-    @property
     def n_heads(self) -> int:
         if self.heads is not None:
             return self.heads.shape[2]
@@ -163,10 +155,7 @@ class Decomposition(DirectEffects):
 
     def max_error(self, relative: bool = True) -> float:
         """Largest deviation of :meth:`reconstruct` from the model's embedding."""
-        err = (self.reconstruct() - self.embedding).abs().max()
-        if relative:
-            err = err / self.embedding.abs().max().clamp_min(torch.finfo(self.embedding.dtype).tiny)
-        return float(err)
+        return max_deviation(self.reconstruct(), self.embedding, relative)
 
     def normalized(self) -> "Decomposition":
         """The same decomposition of the unit-normalised embedding (cosine-similarity scale)."""

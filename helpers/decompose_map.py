@@ -35,7 +35,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .components import Components, DirectEffects
+from .components import Components, DirectEffects, max_deviation
 from .hooks import hooked
 from .images import check_batch
 from .labels import Selection, component_labels, resolve_indices
@@ -154,14 +154,6 @@ class MapDecomposition(DirectEffects):
 
     # -- shapes --------------------------------------------------------------------------------
     @property
-    def n_images(self) -> int:
-        return self.embedding.shape[0]
-
-    @property
-    def n_layers(self) -> int:
-        return self.attn.shape[1]
-
-    @property
     def n_heads(self) -> int:
         """Heads per backbone layer."""
         if self.heads is not None:
@@ -193,11 +185,7 @@ class MapDecomposition(DirectEffects):
     def max_error(self, relative: bool = True) -> float:
         """Largest deviation of either split (:meth:`reconstruct`, :meth:`reconstruct_pool`)
         from the model's embedding."""
-        err = torch.maximum((self.reconstruct() - self.embedding).abs().max(),
-                            (self.reconstruct_pool() - self.embedding).abs().max())
-        if relative:
-            err = err / self.embedding.abs().max().clamp_min(torch.finfo(self.embedding.dtype).tiny)
-        return float(err)
+        return max_deviation([self.reconstruct(), self.reconstruct_pool()], self.embedding, relative)
 
     def components(self) -> Components:
         """All terms of the layer split as ``(image, component, dim)``: embed, attn.0, mlp.0,

@@ -36,7 +36,7 @@ import functools
 import re
 from dataclasses import dataclass, field
 from types import MappingProxyType
-from typing import Any, Mapping
+from typing import Any, Mapping, MutableMapping
 
 __all__ = [
     "Preset",
@@ -209,6 +209,18 @@ class Settings:
         """False when the model runs with random weights: checks that need a trained model are
         skipped (the notebooks record this as ``figures["trained_weights"]``)."""
         return self.values.get("pretrained") != "random"
+
+    def start(self, figures: MutableMapping[str, Any] | None = None) -> tuple[Any, Any, Any]:
+        """A notebook's first step with its settings: print them, record ``preset`` and
+        ``trained_weights`` into ``figures`` (when given) and load the model on the settings'
+        device. Returns ``(model, preprocess, tokenizer)`` as :func:`helpers.models.load_model`."""
+        from .models import load_model
+
+        print(self)
+        if figures is not None:
+            figures["preset"] = self.preset
+            figures["trained_weights"] = self.trained_weights
+        return load_model(self.model_name, self.values.get("pretrained") or None, device=self.values.get("device"))
 
     def __str__(self) -> str:
         v = self.values

@@ -339,3 +339,13 @@ def test_colab_time_estimates():
 def test_readme_lists_the_colab_estimates():
     readme = (ROOT / "README.md").read_text()
     assert presets.colab_table() in readme, "regenerate the Colab table: helpers.presets.colab_table()"
+
+
+def test_settings_start_prints_records_and_loads(capsys):
+    s = resolve("offline", "01", model_name=None, pretrained=None, device="")
+    figures: dict = {}
+    model, preprocess, tokenizer = s.start(figures)
+    assert figures == {"preset": "offline", "trained_weights": True}
+    assert str(s) in capsys.readouterr().out
+    assert callable(preprocess) and callable(tokenizer)
+    assert next(model.parameters()).device.type == "cpu"

@@ -32,10 +32,10 @@
 # **How the offline model was made matters for this notebook.** It was trained *toward* the
 # paper's finding: a direct-path penalty on all MLPs, the embedding term and every attention
 # layer but the last four pushed its direct effects into its last four attention layers. A
-# small model on a small world does not grow that pattern by itself: in the model card's two
-# trials of small CLIPs trained without the penalty, the MLPs kept a large direct path
-# (mean-ablating all of them took zero-shot shape accuracy from 80% to 47%, and from 60% to
-# 34%). So on the offline model the pattern is there by construction, and the cells below say
+# small model on a small world does not grow that pattern by itself: in two earlier small CLIPs
+# trained without the penalty, the MLPs kept a large direct path (recorded in
+# `data/models/MODEL_CARD.md`, trials 1 and 2, not measured here: mean-ablating all MLPs took
+# zero-shot shape accuracy from 80% to 47%, and from 60% to 34%). So on the offline model the pattern is there by construction, and the cells below say
 # so where it shows; running a real CLIP (`preset = "ViT-B-16 LAION"` and the others, see the
 # last section) is the actual test of the paper's claim.
 
@@ -82,7 +82,7 @@ from helpers.datasets import load_task
 from helpers.decompose import Decomposer
 from helpers.decompose_map import pooled_note
 from helpers.labels import component_label, head_labels, layer_label
-from helpers.models import load_model, model_info, provenance
+from helpers.models import model_info, provenance
 from helpers.narrative import num, pct, provenance_reading, ranking, verdict, what_we_see
 from helpers.presets import resolve
 from helpers.record import Figures
@@ -97,10 +97,7 @@ settings = resolve(preset, "01", model_name=model_name, pretrained=pretrained, d
 model_name, pretrained, dataset = settings.model_name, settings.pretrained, settings.dataset
 n_images, batch_size, device = settings.n_images, settings.batch_size, settings.device
 protocol = settings.protocol
-print(settings)
-figures["preset"] = preset
-figures["trained_weights"] = settings.trained_weights
-model, preprocess, tokenizer = load_model(model_name, pretrained or None, device=device)
+model, preprocess, tokenizer = settings.start(figures)  # prints the settings, records them, loads the model
 task = load_task(dataset, n_images=n_images, preprocess=preprocess, seed=seed)
 info = model_info(model)
 L = info.n_layers

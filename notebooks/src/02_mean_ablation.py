@@ -62,7 +62,7 @@ import ipywidgets as widgets
 
 from helpers.ablation import PATTERN_LARGE_DROP, PATTERN_SMALL_DROP, accuracy, collect_terms, mean_ablation_rows, pattern_held
 from helpers.datasets import load_task
-from helpers.models import load_model, model_info, provenance
+from helpers.models import model_info, provenance
 from helpers.narrative import num, pct, pts, provenance_reading, verdict, what_we_see
 from helpers.presets import resolve
 from helpers.record import Figures
@@ -76,10 +76,7 @@ settings = resolve(preset, "02", model_name=model_name, pretrained=pretrained, d
 model_name, pretrained, dataset = settings.model_name, settings.pretrained, settings.dataset
 n_images, batch_size, device = settings.n_images, settings.batch_size, settings.device
 protocol = settings.protocol
-print(settings)
-figures["preset"] = preset
-figures["trained_weights"] = settings.trained_weights
-model, preprocess, tokenizer = load_model(model_name, pretrained or None, device=device)
+model, preprocess, tokenizer = settings.start(figures)  # prints the settings, records them, loads the model
 task = load_task(dataset, n_images=n_images, preprocess=preprocess, seed=seed)
 classifier = zero_shot_classifier(model, tokenizer, task.prompts)
 loader = torch.utils.data.DataLoader(task.dataset, batch_size=batch_size)

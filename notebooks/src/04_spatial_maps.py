@@ -66,7 +66,7 @@ from helpers.heads import head_roles, stack_heads
 from helpers.images import SAMPLE_PHOTOS, images_to_tensor, model_view, sample_photos
 from helpers.labels import head_label, layer_label
 from helpers.metrics import BASELINES, baseline_scores, iou, map_coverage, map_scores, threshold_map
-from helpers.models import DEFAULT_MODEL, load_model, model_info, provenance
+from helpers.models import DEFAULT_MODEL, model_info, provenance
 from helpers.narrative import compare, num, pct, ranking, verdict, what_we_see
 from helpers.plots import maps_figure
 from helpers.pools import load_pool
@@ -85,10 +85,7 @@ settings = resolve(preset, "04", model_name=model_name, pretrained=pretrained, i
 model_name, pretrained, images = settings.model_name, settings.pretrained, settings.images
 n_images, device, protocol = settings.n_images, settings.device, settings.protocol
 pool_size = settings.pool_size
-print(settings)
-figures["preset"] = preset
-figures["trained_weights"] = settings.trained_weights
-model, preprocess, tokenizer = load_model(model_name, pretrained or None, device=device)
+model, preprocess, tokenizer = settings.start(figures)  # prints the settings, records them, loads the model
 offline_model = model_name == DEFAULT_MODEL
 use_world = images == "world" or (images == "auto" and offline_model)
 if images not in ("world", "photos", "auto"):

@@ -72,7 +72,7 @@ from helpers.ablation import collect_terms
 from helpers.heads import head_roles, stack_heads
 from helpers.images import images_to_tensor
 from helpers.labels import head_labels, parse_head
-from helpers.models import DEFAULT_MODEL, load_model, model_info, provenance
+from helpers.models import DEFAULT_MODEL, model_info, provenance
 from helpers.pools import load_pool
 from helpers.presets import resolve
 from helpers.record import Figures
@@ -92,15 +92,12 @@ settings = resolve(preset, "05", model_name=model_name, pretrained=pretrained, d
 model_name, pretrained, dataset = settings.model_name, settings.pretrained, settings.dataset
 n_per_group, span_images, batch_size = settings.n_per_group, settings.span_images, settings.batch_size
 device, protocol, pool_size = settings.device, settings.protocol, settings.pool_size
-print(settings)
 repair_protocol = protocol or "heads"
 if repair_protocol not in REPAIR_PROTOCOLS:
     raise ValueError(f"protocol must be one of {REPAIR_PROTOCOLS} (or '' for the preset's), got {protocol!r}")
 PROTOCOL_NAMES = {"heads": "heads only", "paper": "the paper's"}
-figures["preset"] = preset
 figures["repair_protocol"] = repair_protocol
-figures["trained_weights"] = settings.trained_weights
-model, preprocess, tokenizer = load_model(model_name, pretrained or None, device=device)
+model, preprocess, tokenizer = settings.start(figures)  # prints the settings, records them, loads the model
 if dataset == "world":
     scenes = world.waterbirds_test_set(n_per_group, seed=seed + 1)
     eval_images = images_to_tensor(scenes.images, model)  # resized for a real model

@@ -93,7 +93,7 @@ from IPython.display import display
 
 from helpers.labels import layer_label
 from helpers.metrics import SegmentationScores, mass_by_region
-from helpers.models import load_model, model_info, provenance
+from helpers.models import model_info, provenance
 from helpers.narrative import compare, num, pct, ranking, ratio, say, verdict, what_we_see
 from helpers.plots import maps_figure
 from helpers.presets import resolve
@@ -110,10 +110,7 @@ settings = resolve(preset, "06", model_name=model_name, pretrained=pretrained, d
 model_name, pretrained, dataset = settings.model_name, settings.pretrained, settings.dataset
 n_images, batch_size, device = settings.n_images, settings.batch_size, settings.device
 protocol = settings.protocol
-print(settings)
-figures["preset"] = preset
-figures["trained_weights"] = settings.trained_weights
-model, preprocess, tokenizer = load_model(model_name, pretrained or None, device=device)
+model, preprocess, tokenizer = settings.start(figures)  # prints the settings, records them, loads the model
 task = load_segmentation_task(dataset, preprocess, n_images, seed=seed)
 classifier = zero_shot_classifier(model, tokenizer, task.prompts)
 print(f"{task.name}: {len(task)} images at {tuple(task.images.shape[-2:])}, {len(task.prompts)} classes; "
