@@ -44,6 +44,8 @@ __all__ = [
     "model_info",
     "Provenance",
     "provenance",
+    "TWINS",
+    "twin_tag",
     "load_model",
     "check_config_supported",
     "data_dir",
@@ -95,6 +97,7 @@ class ModelInfo:
         pooling: how the embedding is read off the tokens: ``"tok"`` (the class token),
             ``"avg"``, ``"none"``, ``"attn"`` (open_clip's attentional pooler) or ``"map"``
             (a timm tower's attention pooling with one learned query: SigLIP / SigLIP 2).
+        pool_heads: heads of that attention pooling (``"map"``); 0 for every other pooling.
     """
 
     name: str | None
@@ -110,6 +113,7 @@ class ModelInfo:
     n_tokens: int
     class_token: bool
     pooling: str
+    pool_heads: int = 0
 
 
 # what load_model was asked for, per model object (entries die with the model)
@@ -173,7 +177,8 @@ def _timm_info(model: torch.nn.Module, tower: torch.nn.Module) -> ModelInfo:
         name=name, pretrained=pretrained, n_layers=len(blocks), n_heads=n_heads, width=width,
         head_dim=width // n_heads, embed_dim=embed_dim, image_size=_pair(pe.img_size),
         patch_size=_pair(pe.patch_size), grid_size=grid, n_tokens=grid[0] * grid[1] + n_prefix,
-        class_token=getattr(trunk, "cls_token", None) is not None, pooling=str(pool) if pool else "none")
+        class_token=getattr(trunk, "cls_token", None) is not None, pooling=str(pool) if pool else "none",
+        pool_heads=int(getattr(getattr(trunk, "attn_pool", None), "num_heads", 0) or 0) if pool == "map" else 0)
 
 
 @dataclass(frozen=True)
@@ -218,6 +223,19 @@ _OFFLINE_PROVENANCE: dict[str, Provenance] = {
         "**without the direct-path penalty**, so where its direct effects sit is whatever "
         "training found."),
 }
+
+
+# an offline model -> its twin: the same world and training stages without the direct-path penalty
+TWINS: dict[str, str] = {"world-v2": "world-v2-plain"}
+
+
+def twin_tag(model: torch.nn.Module) -> str | None:
+    """The tag of the shipped twin of an offline model loaded with :func:`load_model` (the same
+    world and stages, trained **without** the direct-path penalty: ``load_model(DEFAULT_MODEL,
+    twin_tag(model))``), or ``None`` for any other model or when the twin's weights are absent."""
+    name, pretrained = _LOADED_AS.get(model, (None, None))
+    tag = TWINS.get(str(pretrained)) if name == DEFAULT_MODEL else None
+    return tag if tag is not None and offline_weights_path(tag).is_file() else None
 
 
 def provenance(model: torch.nn.Module) -> Provenance:

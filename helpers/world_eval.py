@@ -178,55 +178,95 @@ def _stage_text(log: dict[str, Any]) -> str:
            if cfg.get("class_weight") else "")
         + (f"probe term weight {cfg['probe_weight']}, " if cfg.get("probe_weight") else "")
         + ("initialised from the previous stage, " if cfg.get("init") else "from scratch, ")
-        + f"direct-path penalty {cfg['direct_penalty']} (all MLPs, the embedding term and attention layers "
-        f"except the last {cfg['free_attn_layers']}) ramped in from {int(100 * cfg['penalty_start'])}% to "
-        f"{int(100 * cfg['penalty_full'])}% of the run"
-        + (f", plus the same share measured in the class-caption directions (weight {cfg['logit_penalty']})"
-           if cfg.get("logit_penalty") else "")
+        + (f"direct-path penalty {cfg['direct_penalty']} (all MLPs, the embedding term and attention layers "
+           f"except the last {cfg['free_attn_layers']}) ramped in from {int(100 * cfg['penalty_start'])}% to "
+           f"{int(100 * cfg['penalty_full'])}% of the run"
+           + (f", plus the same share measured in the class-caption directions (weight {cfg['logit_penalty']})"
+              if cfg.get("logit_penalty") else "")
+           if cfg.get("direct_penalty") or cfg.get("logit_penalty") else "**no direct-path penalty**")
         + "."
     )
 
 
-def model_card(figs: dict[str, Any], train_log: dict[str, Any], weights_bytes: int, eval_seconds: float) -> str:
-    """The measured part of ``data/models/MODEL_CARD.md`` (a markdown section)."""
+TWIN_INTRO = """# The twin: `world-clip` / `{tag}`
+
+The default's twin, shipped as a contrast: the same architecture, the same world and the same
+four training stages (`bash scripts/train_offline_model.sh --plain`), with the direct-path
+penalty switched off in every stage (`--direct-penalty 0 --logit-penalty 0`); everything else,
+seeds included, is the default's. Where its direct effects sit is whatever training found.
+Notebook 2 runs the same ablations on both models side by side.
+
+```python
+model, preprocess, tokenizer = load_model("world-clip", "{tag}")
+```
+
+"""
+
+
+def _marker(tag: str) -> str:
+    return f"<!-- model card: {tag} -->"
+
+
+def model_card(figs: dict[str, Any], train_log: dict[str, Any], weights_bytes: int, eval_seconds: float,
+               *, tag: str | None = None, compare: tuple[str, dict[str, Any]] | None = None) -> str:
+    """The measured part of ``data/models/MODEL_CARD.md`` (a markdown section); with ``tag``, the
+    headings name it (a twin's section), and ``compare=(other_tag, other_figs)`` adds a column
+    of another model's figures to the tables."""
     zs, wb = figs["zero_shot"], figs["waterbirds"]
     hist = train_log["history"]
     hw = train_log["hardware"]
+    suffix = f" (`{tag}`)" if tag else ""
+    other_tag, other = compare if compare else (None, None)
+    also = lambda value: f" | {value}" if other is not None else ""  # noqa: E731
     lines = [
-        "## Measured figures",
+        f"## Measured figures{suffix}",
         "",
         f"Held-out `test` scenes (seed {figs.get('seed', 1)}, {figs['n_test_scenes']} scenes), "
-        f"measured by `python -m helpers.world_eval --card` in {eval_seconds:.0f} s.",
+        f"measured by `python -m helpers.world_eval --card{f' --pretrained {tag}' if tag else ''}` in "
+        f"{eval_seconds:.0f} s." + (f" The last column is `{other_tag}`'s, for comparison." if other else ""),
         "",
-        "| factor | zero-shot accuracy | linear probe on the embedding | chance |",
-        "|---|---|---|---|",
+        "| factor | zero-shot accuracy | linear probe on the embedding | chance" + also(f"`{other_tag}` zero-shot")
+        + " |",
+        "|---|---|---|---|" + ("---|" if other else ""),
     ]
     for f, acc in zs.items():
-        lines.append(f"| {f} | {_pct(acc)} | {_pct(figs['linear_probe'][f])} | {_pct(1 / len(world.FACTORS[f]))} |")
+        lines.append(f"| {f} | {_pct(acc)} | {_pct(figs['linear_probe'][f])} | {_pct(1 / len(world.FACTORS[f]))}"
+                     + also(_pct(other["zero_shot"][f]) if other else "") + " |")
+    cols = [(factor, figs["ablation"][factor]) for factor in figs["ablation"]]
+    if other:
+        cols += [(f"{factor} (`{other_tag}`)", other["ablation"][factor]) for factor in other["ablation"]]
     lines += ["", "Mean ablation (zero-shot accuracy after replacing terms by their mean):", "",
-              "| ablated | " + " | ".join(figs["ablation"]) + " |", "|---|" + "---|" * len(figs["ablation"])]
+              "| ablated | " + " | ".join(c for c, _ in cols) + " |", "|---|" + "---|" * len(cols)]
     for key, label in [("baseline", "nothing"), ("mlps", "all MLPs"),
                        ("attn_except_last_k", "attention layers except the last 4"),
                        ("everything_except_last_k_attn", "all MLPs, the embedding term and attention except the last 4"),
                        ("last_k_attn", "the last 4 attention layers")]:
-        lines.append(f"| {label} | " + " | ".join(_pct(ab[key]) for ab in figs["ablation"].values()) + " |")
+        lines.append(f"| {label} | " + " | ".join(_pct(ab[key]) for _, ab in cols) + " |")
     lines += [
         "",
         "Waterbirds analogue (family zero-shot, balanced groups):",
         "",
-        "| group | accuracy |",
-        "|---|---|",
+        "| group | accuracy |" + (f" `{other_tag}` |" if other else ""),
+        "|---|---|" + ("---|" if other else ""),
     ]
-    lines += [f"| {g} | {_pct(a)} |" for g, a in wb["groups"].items()]
-    lines += [f"| **average** | {_pct(wb['average'])} |", f"| **worst group** | {_pct(wb['worst_group'])} |", ""]
+    lines += [f"| {g} | {_pct(a)}" + also(_pct(other["waterbirds"]["groups"][g]) if other else "") + " |"
+              for g, a in wb["groups"].items()]
+    lines += [f"| **average** | {_pct(wb['average'])}" + also(_pct(other["waterbirds"]["average"]) if other else "")
+              + " |",
+              f"| **worst group** | {_pct(wb['worst_group'])}"
+              + also(_pct(other["waterbirds"]["worst_group"]) if other else "") + " |", ""]
     lines += [
         "Spatial maps (the scene's own class text minus the mean class text, all layers and heads, "
-        "clipped at 0 and thresholded at the map's mean) against the true object masks: mIoU "
+        "clipped at 0 and thresholded at the map's mean) against the true object masks, object IoU "
+        "averaged over the scenes (notebook 4's score): "
         + ", ".join(f"{f} {v:.3f}" for f, v in figs["map_miou"].items())
-        + f" (a map covering the whole image would score {figs['map_miou_trivial']:.3f}).",
+        + (" (`" + other_tag + "`: " + ", ".join(f"{f} {v:.3f}" for f, v in other["map_miou"].items()) + ")"
+           if other else "")
+        + f"; a map covering the whole image would score {figs['map_miou_trivial']:.3f}.",
         "",
         f"Head roles (TextSpan, {figs['purity_texts']} texts per head, last 4 layers, tagged world pool): "
-        f"{figs['heads_purity_ge_0.6']} heads with purity ≥ 0.6.",
+        f"{figs['heads_purity_ge_0.6']} heads with purity ≥ 0.6"
+        + (f" (`{other_tag}`: {other['heads_purity_ge_0.6']})" if other else "") + ".",
         "",
         "| layer | head | dominant property | purity |",
         "|---|---|---|---|",
@@ -234,7 +274,7 @@ def model_card(figs: dict[str, Any], train_log: dict[str, Any], weights_bytes: i
     lines += [f"| {r['layer']} | {r['head']} | {r['property']} | {r['purity']:.1f} |" for r in figs["head_roles"]]
     lines += [
         "",
-        "## Training run",
+        f"## Training run{suffix}",
         "",
     ]
     from .training import training_stages
@@ -250,32 +290,64 @@ def model_card(figs: dict[str, Any], train_log: dict[str, Any], weights_bytes: i
     return "\n".join(lines) + "\n"
 
 
+def write_card_section(card_text: str, tag: str, section: str, *, default: str) -> str:
+    """``card_text`` (the whole ``MODEL_CARD.md``) with the measured part of model ``tag``
+    replaced by ``section``. The default's measured part follows its hand-written head; every
+    other model's part sits after a marker line of its own (with :data:`TWIN_INTRO` when new),
+    so rewriting one model's figures keeps the others'."""
+    parts = card_text.split("\n" + _marker("").removesuffix(" -->").rstrip() + " ")  # [default, "<tag> -->...", ...]
+    blocks = {default: parts[0]}
+    for part in parts[1:]:
+        name, _, body = part.partition(" -->\n")
+        blocks[name] = body
+    if tag == default:
+        head = blocks[default].split("## Measured figures")[0] if blocks[default].strip() else "# Model card\n\n"
+        blocks[default] = head + section
+    else:
+        old = blocks.get(tag)
+        head = old.split("## Measured figures")[0] if old else TWIN_INTRO.format(tag=tag)
+        blocks[tag] = head + section
+    out = blocks.pop(default)
+    for name, body in blocks.items():
+        out = out.rstrip("\n") + "\n\n" + _marker(name) + "\n" + body
+    return out
+
+
 def main(argv: list[str] | None = None) -> None:
     import argparse
     import json
     import time
 
-    from .models import DEFAULT_MODEL, DEFAULT_PRETRAINED, data_dir, load_model
+    from .models import DEFAULT_MODEL, DEFAULT_PRETRAINED, TWINS, data_dir, load_model
 
-    ap = argparse.ArgumentParser(description="Measure the offline default on the world; write its card.")
-    ap.add_argument("--card", action="store_true", help="rewrite data/models/MODEL_CARD.md's measured part")
+    ap = argparse.ArgumentParser(description="Measure an offline model on the world; write its card section.")
+    ap.add_argument("--card", action="store_true", help="rewrite the model's measured part of data/models/MODEL_CARD.md")
+    ap.add_argument("--pretrained", default=DEFAULT_PRETRAINED,
+                    help=f"which offline weights (default {DEFAULT_PRETRAINED}; its twin: {TWINS[DEFAULT_PRETRAINED]})")
     ap.add_argument("--n", type=int, default=600)
     ap.add_argument("--seed", type=int, default=1)
     args = ap.parse_args(argv)
+    tag = args.pretrained
     t0 = time.perf_counter()
-    model, _, tokenizer = load_model()
+    model, _, tokenizer = load_model(DEFAULT_MODEL, tag)
     figs = evaluate(model, tokenizer, n=args.n, seed=args.seed)
     figs["seed"] = args.seed
     dt = time.perf_counter() - t0
     print(json.dumps({k: v for k, v in figs.items() if k != "head_roles"}, indent=1))
     if args.card:
         models = data_dir() / "models"
-        (models / f"{DEFAULT_MODEL}-{DEFAULT_PRETRAINED}.figures.json").write_text(json.dumps(figs, indent=1) + "\n")
-        log = json.loads((models / f"{DEFAULT_MODEL}-{DEFAULT_PRETRAINED}.train.json").read_text())
-        size = (models / f"{DEFAULT_MODEL}-{DEFAULT_PRETRAINED}.safetensors").stat().st_size
+        (models / f"{DEFAULT_MODEL}-{tag}.figures.json").write_text(json.dumps(figs, indent=1) + "\n")
+        log = json.loads((models / f"{DEFAULT_MODEL}-{tag}.train.json").read_text())
+        size = (models / f"{DEFAULT_MODEL}-{tag}.safetensors").stat().st_size
+        compare = None
+        if tag != DEFAULT_PRETRAINED:  # a twin's section compares with the default
+            default_figs = models / f"{DEFAULT_MODEL}-{DEFAULT_PRETRAINED}.figures.json"
+            if default_figs.exists():
+                compare = (DEFAULT_PRETRAINED, json.loads(default_figs.read_text()))
+        section = model_card(figs, log, size, dt, tag=None if tag == DEFAULT_PRETRAINED else tag, compare=compare)
         card = models / "MODEL_CARD.md"
-        head = card.read_text().split("## Measured figures")[0] if card.exists() else "# Model card\n\n"
-        card.write_text(head + model_card(figs, log, size, dt))
+        text = card.read_text() if card.exists() else ""
+        card.write_text(write_card_section(text, tag, section, default=DEFAULT_PRETRAINED))
         print(f"wrote {card}")
 
 

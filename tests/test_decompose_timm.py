@@ -152,6 +152,8 @@ def test_model_info_of_a_siglip_tower(siglip2_tower):
     assert info.class_token is False and info.pooling == "map"
     assert (info.n_layers, info.n_heads, info.width, info.embed_dim) == (12, 12, 768, 768)
     assert info.grid_size == (8, 8) and info.n_tokens == 64 and info.image_size == (256, 256)
+    # the pooling's heads, as the heat maps count them
+    assert info.pool_heads == siglip2_tower.trunk.attn_pool.num_heads == Decomposer(siglip2_tower).maps().q.shape[0]
 
 
 @pytest.mark.parametrize("name,why", [("EVA02-B-16", "EVA"), ("PE-Core-B-16", "EVA"), ("convnext_base", "timm")])

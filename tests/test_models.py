@@ -117,6 +117,7 @@ def test_loaded_model_unpacks_and_carries_its_info(default_bundle):
     assert (info.n_layers, info.n_heads, info.width, info.head_dim, info.embed_dim) == (8, 4, 128, 32, 96)
     assert (info.image_size, info.patch_size, info.grid_size) == ((64, 64), (8, 8), (8, 8))
     assert (info.n_tokens, info.class_token, info.pooling) == (65, True, "tok")
+    assert info.pool_heads == 0
     with pytest.raises(dataclasses.FrozenInstanceError):
         info.n_layers = 3
     assert model_info(model.visual) == dataclasses.replace(info, name=None, pretrained=None)

@@ -87,7 +87,7 @@ from helpers.narrative import num, pct, provenance_reading, ranking, verdict, wh
 from helpers.presets import resolve
 from helpers.record import Figures
 from helpers.narrative import say
-from helpers.text import encode_texts, zero_shot_classifier
+from helpers.text import encode_texts, probabilities, scoring, zero_shot_classifier
 from helpers.ui import live
 
 torch.manual_seed(seed)
@@ -376,13 +376,31 @@ what_we_see(
 # attention layer and MLP, and the constant) adds to the cosine similarity between the image and
 # the text; they add up to the similarity printed above the plot. With *by head*, the bars are
 # the heads of the chosen layer instead, and they add up to that layer's attention bar.
+#
+# The line above the plot turns the similarity into the model's own probability, with its
+# learned temperature (`logit_scale`): for CLIP a softmax of your text against one prompt per
+# class, for a sigmoid-loss model (SigLIP) a probability of the pair on its own, with its
+# `logit_bias` (`helpers.text.probabilities`).
 
 # %%
+how = scoring(model)
+class_prompts = [task.prompts[c][0] for c in task.classes]
+rivals = encode_texts(model, tokenizer, class_prompts)
+
+
 def explain(index: int, text: str, layer: int, by_head: bool):
     x = task.dataset[index][0][None].to(device)
     t = encode_texts(model, tokenizer, [text])
     dn = dec(x, heads=True).normalized()
     sim = float(dn.reconstruct() @ t[0])
+    others = rivals[[i for i, prompt in enumerate(class_prompts) if prompt != text]]  # the text once
+    p = float(probabilities(how, dn.reconstruct(), torch.cat([t, others]))[0, 0])
+    if how.kind == "sigmoid":
+        print(f"'{text}': cosine {sim:.3f}; probability that it fits, sigmoid({how.scale:.1f} x cosine "
+              f"{how.bias:+.1f}) = {p:.3f}")
+    else:
+        print(f"'{text}': cosine {sim:.3f}; probability against the other class prompts ({len(others)}), softmax "
+              f"of {how.scale:.1f} x cosine = {p:.3f}")
     display(task.show(index).resize((160, 160)))
     if by_head:
         vals = dn.head_terms().select(image=0, layer=layer).score(t).data[:, 0].tolist()

@@ -67,7 +67,8 @@ from helpers.images import SAMPLE_PHOTOS, images_to_tensor, model_view, sample_p
 from helpers.labels import head_label, layer_label
 from helpers.metrics import BASELINES, baseline_scores, iou, map_coverage, map_scores, threshold_map
 from helpers.models import DEFAULT_MODEL, model_info, provenance
-from helpers.narrative import compare, num, pct, ranking, verdict, what_we_see
+from helpers.decompose_map import pooled_note
+from helpers.narrative import compare, num, pct, ranking, say, verdict, what_we_see
 from helpers.plots import maps_figure
 from helpers.pools import load_pool
 from helpers.presets import resolve
@@ -96,6 +97,11 @@ prov = provenance(model)
 print(f"{model_name}: {L} layers x {H} heads, patch grid {info.grid_size}; images: "
       f"{'synthetic world' if use_world else 'sample photos'}")
 figures["n_layers"] = L
+pooled = info.pooling == "map"  # SigLIP: attention pooling instead of a class token
+if pooled:
+    say(pooled_note(model_name, "the maps of one backbone head (its TextSpan direction, topic segmentation, "
+                                "exercises 4.1 and 4.2) follow the class token and are skipped; the layer maps "
+                                "and the explorer's heads are the pooling's"))
 
 # %% [markdown]
 # ## One scene, three questions
@@ -394,7 +400,7 @@ roles_text = what_we_see(
 )
 
 # %%
-if test is not None:
+if test is not None and not pooled:
     panels, head_cover = {}, {}
     for prop, i in picked_heads.items():
         if i is None:
@@ -446,12 +452,13 @@ ic = best_head("colour")
 ic = len(roles) - 1 if ic is None else ic   # no colour head: the last head spanned
 hl, hc = roles[ic].layer, roles[ic].head
 x0 = world_batch(test)[s] if test is not None else span_images[0]
-head_data = head_parts(model, x0, hl, hc)
-u = spans.directions[ic, 0]
-mine = head_patch_map(head_data.attn, head_data.values, head_data.to_joint, head_data.bias, u, head_data.grid)
-theirs = head_direction_map(model, x0[None], hl, hc, u)[0]
-print(f"{head_label(hl, hc)} along its first TextSpan direction: largest difference from head_direction_map "
-      f"{float((mine - theirs).abs().max()):.1e}")
+if not pooled:  # a class token's attention weights: not in an attention-pooled tower
+    head_data = head_parts(model, x0, hl, hc)
+    u = spans.directions[ic, 0]
+    mine = head_patch_map(head_data.attn, head_data.values, head_data.to_joint, head_data.bias, u, head_data.grid)
+    theirs = head_direction_map(model, x0[None], hl, hc, u)[0]
+    print(f"{head_label(hl, hc)} along its first TextSpan direction: largest difference from head_direction_map "
+          f"{float((mine - theirs).abs().max()):.1e}")
 
 # %% [markdown]
 # ## Topic segmentation and contrastive maps (CLIP-InterpreT)
@@ -464,7 +471,7 @@ print(f"{head_label(hl, hc)} along its first TextSpan direction: largest differe
 # the difference of the two maps up to rounding).
 
 # %%
-if test is not None:
+if test is not None and not pooled:
     own_colour = world.COLOURS[test.factors["colour"][s]]
     colour_texts = [f"a {c} object" for c in [own_colour] + [c for c in world.COLOURS if c != own_colour][:3]]
     topic = topic_segmentation(model, world_batch(test)[s:s + 1], hl, hc, colour_texts,
@@ -545,11 +552,13 @@ def contrastive_head_map(attn, values, to_joint, bias, text_a, text_b, grid):
 # %%
 contrastive_head_map = check_contrastive_head_map(contrastive_head_map)
 text_a, text_b = (obj, ground) if test is not None else ("an object", "the background")
-ta, tb = encode_texts(model, tokenizer, [text_a, text_b])
-mine = contrastive_head_map(head_data.attn, head_data.values, head_data.to_joint, head_data.bias, ta, tb, head_data.grid)
-theirs = contrastive_map(model, x0[None], text_a, text_b, [hl], [hc], tokenizer=tokenizer)[0]
-print(f"'{text_a}' - '{text_b}' through {head_label(hl, hc)}: largest difference from contrastive_map "
-      f"{float((mine - theirs).abs().max()):.1e}")
+if not pooled:
+    ta, tb = encode_texts(model, tokenizer, [text_a, text_b])
+    mine = contrastive_head_map(head_data.attn, head_data.values, head_data.to_joint, head_data.bias, ta, tb,
+                                head_data.grid)
+    theirs = contrastive_map(model, x0[None], text_a, text_b, [hl], [hc], tokenizer=tokenizer)[0]
+    print(f"'{text_a}' - '{text_b}' through {head_label(hl, hc)}: largest difference from contrastive_map "
+          f"{float((mine - theirs).abs().max()):.1e}")
 
 # %% [markdown]
 # ## Try it
@@ -597,7 +606,8 @@ live(explore,
      text=widgets.Text(value=default_text, description="text"),
      text_b=widgets.Text(value="a photo of grass" if test is not None else "", description="minus"),
      layer_range=widgets.IntRangeSlider(value=(0, L - 1), min=0, max=L - 1, description="layers"),
-     head=widgets.Dropdown(options=["all"] + [str(h) for h in range(H)], value="all", description="head"))
+     head=widgets.Dropdown(options=["all"] + [str(h) for h in range(info.pool_heads if pooled else H)], value="all",
+                           description="pooling head" if pooled else "head"))
 
 # %% [markdown]
 # ## Natural photos
@@ -647,6 +657,7 @@ if test is not None:
         f"(object IoU {num(figures['contrastive_iou_scene'])} on scene {s}, {num(figures['contrastive_iou'])} over "
         f"all {len(test)}); to find objects across scenes, subtract the mean over one factor's classes.",
     ]
-lines.append("A single head along one of its TextSpan directions shows which patches drive *that* head"
-             + (f" (the purest colour head here: {roles[ic].label})." if best_head("colour") is not None else "."))
+if not pooled:
+    lines.append("A single head along one of its TextSpan directions shows which patches drive *that* head"
+                 + (f" (the purest colour head here: {roles[ic].label})." if best_head("colour") is not None else "."))
 takeaway = what_we_see(*lines, title="What to take away")
