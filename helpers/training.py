@@ -227,9 +227,9 @@ def train(cfg: TrainConfig, *, progress: bool = True, checkpoint_dir: Path | Non
         arrays, captions, factors = _batch(w, step, cfg)
         images = images_to_tensor(arrays).to(device)
         text = tokenizer(captions, context_length=ctx).to(device)
-        d = dec(images, heads=False, grad=True)
+        embedding, d = image_embeddings(model, dec, images, terms=cfg.direct_penalty > 0)
         class_texts: dict[str, torch.Tensor] = {}
-        img = F.normalize(d.embedding, dim=-1)
+        img = F.normalize(embedding, dim=-1)
         pretraining = step < cfg.pretrain_steps
         if pretraining:  # the image tower alone, on the factor labels (linear probes); no text yet
             loss = _probe_loss(probes, img, factors)
@@ -253,6 +253,7 @@ def train(cfg: TrainConfig, *, progress: bool = True, checkpoint_dir: Path | Non
         pen = torch.zeros((), device=device)
         weight = 0.0 if pretraining else cfg.direct_penalty * _ramp(step, cfg)
         if weight > 0:
+            assert d is not None
             total = d.embedding.var(0).sum().detach().clamp_min(1e-6)
             direct = d.mlp.var(0).sum() + d.embed.var(0).sum()
             if penalised_attn:
@@ -284,6 +285,25 @@ def train(cfg: TrainConfig, *, progress: bool = True, checkpoint_dir: Path | Non
             model.train()
     model.eval().cpu()
     return model, history
+
+
+def image_embeddings(model: torch.nn.Module, dec: Decomposer, images: torch.Tensor, *, terms: bool
+                     ) -> tuple[torch.Tensor, Any]:
+    """The image embeddings of a training step, and their decomposition when ``terms`` (the
+    direct-path penalties read it; ``None`` otherwise). Without ``terms`` the image tower runs
+    the same forward pass the decomposition runs (in eval mode) without computing the terms, so
+    a run without penalties is the same run, only faster (``tests/test_training.py``)."""
+    if terms:
+        d = dec(images, heads=False, grad=True)
+        return d.embedding, d
+    visual = model.visual
+    was_training = visual.training
+    try:
+        visual.eval()
+        out = visual(images.to(next(visual.parameters()).dtype))
+    finally:
+        visual.train(was_training)
+    return (out[0] if isinstance(out, tuple) else out), None
 
 
 def init_log(init: str | Path | None) -> dict[str, Any] | None:

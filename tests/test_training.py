@@ -224,3 +224,30 @@ def test_retraining_script_matches_the_shipped_training_log():
                if key in want}
         assert got == want, f"stage {k + 1}"
         assert (cfg.init is None) == (k == 0)
+
+
+def test_a_run_without_penalties_skips_the_terms_and_trains_the_same_weights(monkeypatch):
+    """Without a direct-path penalty the decomposition's terms are never read; the faster path
+    (the embedding alone) must train bit for bit the same model."""
+    from helpers import training
+
+    cfg = _tiny(steps=3, batch_size=8, direct_penalty=0.0, class_weight=1.0, pretrain_steps=1)
+    calls = []
+    fast = training.image_embeddings
+
+    def spy(*args, terms):
+        calls.append(terms)
+        return fast(*args, terms=terms)
+
+    monkeypatch.setattr(training, "image_embeddings", spy)
+    a, _ = train(cfg, progress=False)
+    assert calls == [False] * 3
+    monkeypatch.setattr(training, "image_embeddings", lambda *args, terms: fast(*args, terms=True))
+    b, _ = train(cfg, progress=False)
+    sa, sb = a.state_dict(), b.state_dict()
+    assert all(torch.equal(sa[k], sb[k]) for k in sa)
+    # and the decomposition is computed where a penalty reads it
+    calls.clear()
+    monkeypatch.setattr(training, "image_embeddings", spy)
+    train(_tiny(steps=1, batch_size=8, direct_penalty=1.0), progress=False)
+    assert calls == [True]
