@@ -42,7 +42,7 @@ from open_clip.transformer import LayerScale, VisionTransformer
 from torch import Tensor, nn
 
 from .components import Components, DirectEffects, max_deviation
-from .hooks import hooked
+from .hooks import run_tower
 from .images import check_batch
 from .labels import Selection, resolve_indices
 from .models import ModelInfo, model_info
@@ -423,14 +423,7 @@ class Decomposer:
                 read[f"blocks.{layer}.ln_1"] = on_ln1(layer)
             read[f"blocks.{layer}.attn_out"] = on_branch("attn", layer)
             read[f"blocks.{layer}.mlp_out"] = on_branch("mlp", layer)
-        was_training = visual.training
-        try:
-            visual.eval()
-            with torch.set_grad_enabled(grad and torch.is_grad_enabled()), hooked(visual, read):
-                out = visual(images.to(dtype))
-        finally:
-            visual.train(was_training)
-        embedding = out[0] if isinstance(out, tuple) else out
+        embedding = run_tower(visual, images.to(dtype), read, grad=grad)
 
         z = store["z"]
         sigma = (z.var(-1, unbiased=False) + maps.eps).sqrt()

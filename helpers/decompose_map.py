@@ -36,7 +36,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from .components import Components, DirectEffects, max_deviation
-from .hooks import hooked
+from .hooks import run_tower
 from .images import check_batch
 from .labels import Selection, component_labels, resolve_indices
 from .models import ModelInfo, model_info
@@ -366,14 +366,7 @@ class MapDecomposer:
             read[f"blocks.{layer}.mlp_out"] = put("mlp", layer)
             if heads:
                 read[f"blocks.{layer}.attn_heads"] = put("heads", layer)
-        was_training = visual.training
-        try:
-            visual.eval()
-            with torch.set_grad_enabled(grad and torch.is_grad_enabled()), hooked(visual, read):
-                out = visual(images.to(dtype))
-        finally:
-            visual.train(was_training)
-        embedding = out[0] if isinstance(out, tuple) else out
+        embedding = run_tower(visual, images.to(dtype), read, grad=grad)
 
         with torch.set_grad_enabled(grad and torch.is_grad_enabled()):
             z, y = store["z"], store["y"]

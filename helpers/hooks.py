@@ -47,7 +47,7 @@ from typing import Any, Callable, Iterable, Iterator, Mapping
 
 from torch import Tensor, nn
 
-__all__ = ["Site", "SITE_DOCS", "POOL_SITE_DOCS", "UnknownSiteError", "sites", "site_names", "hooked", "capture", "ActivationCache",
+__all__ = ["Site", "SITE_DOCS", "POOL_SITE_DOCS", "UnknownSiteError", "sites", "site_names", "hooked", "run_tower", "capture", "ActivationCache",
            "register_builder"]
 
 SITE_DOCS: dict[str, str] = {
@@ -279,6 +279,24 @@ def hooked(model: nn.Module, read: Mapping[str, Callable[..., Any]] | None = Non
     finally:
         for h in handles:
             h.remove()
+
+
+def run_tower(visual: nn.Module, images: Tensor, read: Mapping[str, Callable[..., Any]] | None = None, *,
+              grad: bool = False) -> Tensor:
+    """One forward pass of an image tower in eval mode, with ``read`` hooks (:func:`hooked`):
+    the image embeddings (the first output where the tower returns a tuple). The tower's
+    training mode is restored afterwards, also after an error; the autograd graph is kept
+    only with ``grad`` (and where grad mode is on)."""
+    import torch
+
+    was_training = visual.training
+    try:
+        visual.eval()
+        with torch.set_grad_enabled(grad and torch.is_grad_enabled()), hooked(visual, read):
+            out = visual(images)
+    finally:
+        visual.train(was_training)
+    return out[0] if isinstance(out, tuple) else out
 
 
 class ActivationCache(dict):

@@ -35,6 +35,7 @@ import torch.nn.functional as F
 
 from . import world
 from .decompose import Decomposer
+from .hooks import run_tower
 from .images import images_to_tensor  # noqa: F401  (its old home; training's scenes go through it)
 from .models import DEFAULT_MODEL, DEFAULT_PRETRAINED, data_dir
 
@@ -296,14 +297,7 @@ def image_embeddings(model: torch.nn.Module, dec: Decomposer, images: torch.Tens
     if terms:
         d = dec(images, heads=False, grad=True)
         return d.embedding, d
-    visual = model.visual
-    was_training = visual.training
-    try:
-        visual.eval()
-        out = visual(images.to(next(visual.parameters()).dtype))
-    finally:
-        visual.train(was_training)
-    return (out[0] if isinstance(out, tuple) else out), None
+    return run_tower(model.visual, images.to(next(model.visual.parameters()).dtype), grad=True), None
 
 
 def init_log(init: str | Path | None) -> dict[str, Any] | None:

@@ -246,3 +246,25 @@ def test_unknown_sites_and_bad_arguments_give_clear_errors():
 
     with pytest.raises(UnsupportedModelError, match="Supported"):
         site_names(NoTower())
+
+
+def test_run_tower_runs_in_eval_mode_and_restores_the_mode():
+    from helpers.hooks import run_tower
+
+    tower = _tower()
+    tower.train()
+    x = _images()
+    seen = []
+    out = run_tower(tower, x, {"ln_post": lambda act: seen.append(tower.training)})
+    assert seen == [False] and tower.training  # eval inside, the training mode back after
+    with torch.no_grad():
+        assert torch.equal(out, tower.eval()(x))
+    assert not out.requires_grad and run_tower(tower, x, grad=True).requires_grad
+    tower.train()
+
+    def boom(_act):
+        raise ValueError("in a hook")
+
+    with pytest.raises(ValueError, match="in a hook"):
+        run_tower(tower, x, {"blocks.0.mlp_out": boom})
+    assert tower.training and _no_hooks_left(tower)
