@@ -35,9 +35,11 @@
 # small model on a small world does not grow that pattern by itself: in two earlier small CLIPs
 # trained without the penalty, the MLPs kept a large direct path (recorded in
 # `data/models/MODEL_CARD.md`, trials 1 and 2, not measured here: mean-ablating all MLPs took
-# zero-shot shape accuracy from 80% to 47%, and from 60% to 34%). So on the offline model the pattern is there by construction, and the cells below say
-# so where it shows; running a real CLIP (`preset = "ViT-B-16 LAION"` and the others, see the
-# last section) is the actual test of the paper's claim.
+# zero-shot shape accuracy from 80% to 47%, and from 60% to 34%). So on the offline model the
+# pattern is there by construction, and the cells below say so where it shows. Its twin
+# `world-v2-plain`, trained in the same stages without the penalty, ships beside it: notebook 2
+# runs the same ablations on both. Running a real CLIP (`preset = "ViT-B-16 LAION"` and the
+# others, see the last section) is the actual test of the paper's claim.
 
 # %% [markdown]
 # ### Before you start
