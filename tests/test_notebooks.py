@@ -53,6 +53,16 @@ def check_02(f):
     assert course["MLPs"] == f["mlps_ablated"]
     assert all(abs(course[k] - paper[k]) <= 0.05 for k in course)
     assert f["pattern_held"] is f["pattern_held_course"] is f["pattern_held_paper"] is True
+    # the twin trained without the penalty: the same ablations on the same images, side by side
+    from helpers.ablation import pattern_held
+
+    twin = f["twin"]
+    assert twin["tag"] == "world-v2-plain" and twin["provenance"] == "plain"
+    assert list(twin["rows"]) == list(course) and twin["rows"] != course  # its own model
+    assert twin["pattern_held"] is pattern_held(twin["rows"])
+    # the shipped twin does not show the pattern (MODEL_CARD.md): the side-by-side is a contrast
+    assert twin["pattern_held"] is False and twin["cumulative_flat_layers"] < f["cumulative_flat_layers"]
+    assert len(twin["cumulative_from_first"]) == f["n_layers"] and 0 <= twin["cumulative_flat_layers"] <= f["n_layers"]
 
 
 CHECKS = {"01_residual_decomposition": check_01, "02_mean_ablation": check_02}

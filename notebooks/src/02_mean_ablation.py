@@ -317,16 +317,16 @@ else:
     fig.update_layout(title="Attention layers ablated from the first up, both models", xaxis_title="layers ablated",
                       yaxis_title="accuracy", yaxis_range=[0, 1], height=360, width=900)
     fig.show()
+    twin_flat = next((j for j, a in enumerate(twin_from_first) if twin_rows["baseline"] - a > PATTERN_SMALL_DROP), L)
     figures["twin"] = {"tag": twin, "rows": twin_rows, "pattern_held": pattern_held(twin_rows),
-                       "cumulative_from_first": twin_from_first, "provenance": provenance(twin_model).kind}
+                       "cumulative_from_first": twin_from_first, "cumulative_flat_layers": twin_flat,
+                       "provenance": provenance(twin_model).kind}
 
 # %%
 if twin is not None:
     twin_held = figures["twin"]["pattern_held"]
     rest_name, last_name = f"MLPs + embedding + attention except last {k}", f"last {k} attention layers"
     twin_drop = {name: v - twin_rows["baseline"] for name, v in twin_rows.items() if name != "baseline"}
-    twin_flat = next((j for j, a in enumerate(twin_from_first) if twin_rows["baseline"] - a > PATTERN_SMALL_DROP), L)
-    figures["twin"]["cumulative_flat_layers"] = twin_flat
     what_we_see(
         f"Baselines: {pretrained} {pct(baseline)}, {twin} {pct(twin_rows['baseline'])} (chance "
         f"{pct(1 / len(task.classes))}).",
@@ -385,5 +385,10 @@ what_we_see(
                     f"{pct(1 / len(task.classes))}): with no accuracy to lose, the ablations cannot show which terms "
                     "the prediction reads.")),
     provenance_reading(provenance(model), held[main], pattern=f"the paper's pattern ({pattern})"),
+    *([verdict(figures["twin"]["pattern_held"] != held[main],
+               f"Its twin `{twin}`, trained without the penalty, gives the other answer on the same images: the "
+               "ablations measure where a model's direct effects sit.",
+               f"Its twin `{twin}`, trained without the penalty, gives the same answer on these images.")]
+      if twin is not None else []),
     title="What to take away",
 );
