@@ -203,8 +203,11 @@ model, preprocess, tokenizer = load_model("world-clip", "{tag}")
 """
 
 
+_MARKER = "<!-- model card: "  # + tag + " -->": where a non-default model's section starts
+
+
 def _marker(tag: str) -> str:
-    return f"<!-- model card: {tag} -->"
+    return f"{_MARKER}{tag} -->"
 
 
 def model_card(figs: dict[str, Any], train_log: dict[str, Any], weights_bytes: int, eval_seconds: float,
@@ -217,7 +220,10 @@ def model_card(figs: dict[str, Any], train_log: dict[str, Any], weights_bytes: i
     hw = train_log["hardware"]
     suffix = f" (`{tag}`)" if tag else ""
     other_tag, other = compare if compare else (None, None)
-    also = lambda value: f" | {value}" if other is not None else ""  # noqa: E731
+    def also(value: Any) -> str:
+        """One more table cell: ``value(other_figs)`` when comparing, nothing otherwise."""
+        return f" | {value(other)}" if other is not None else ""
+
     lines = [
         f"## Measured figures{suffix}",
         "",
@@ -225,13 +231,13 @@ def model_card(figs: dict[str, Any], train_log: dict[str, Any], weights_bytes: i
         f"measured by `python -m helpers.world_eval --card{f' --pretrained {tag}' if tag else ''}` in "
         f"{eval_seconds:.0f} s." + (f" The last column is `{other_tag}`'s, for comparison." if other else ""),
         "",
-        "| factor | zero-shot accuracy | linear probe on the embedding | chance" + also(f"`{other_tag}` zero-shot")
+        "| factor | zero-shot accuracy | linear probe on the embedding | chance" + also(lambda _: f"`{other_tag}` zero-shot")
         + " |",
         "|---|---|---|---|" + ("---|" if other else ""),
     ]
     for f, acc in zs.items():
         lines.append(f"| {f} | {_pct(acc)} | {_pct(figs['linear_probe'][f])} | {_pct(1 / len(world.FACTORS[f]))}"
-                     + also(_pct(other["zero_shot"][f]) if other else "") + " |")
+                     + also(lambda o: _pct(o["zero_shot"][f])) + " |")
     cols = [(factor, figs["ablation"][factor]) for factor in figs["ablation"]]
     if other:
         cols += [(f"{factor} (`{other_tag}`)", other["ablation"][factor]) for factor in other["ablation"]]
@@ -246,15 +252,13 @@ def model_card(figs: dict[str, Any], train_log: dict[str, Any], weights_bytes: i
         "",
         "Waterbirds analogue (family zero-shot, balanced groups):",
         "",
-        "| group | accuracy |" + (f" `{other_tag}` |" if other else ""),
+        "| group | accuracy" + also(lambda _: f"`{other_tag}`") + " |",
         "|---|---|" + ("---|" if other else ""),
     ]
-    lines += [f"| {g} | {_pct(a)}" + also(_pct(other["waterbirds"]["groups"][g]) if other else "") + " |"
+    lines += [f"| {g} | {_pct(a)}" + also(lambda o: _pct(o["waterbirds"]["groups"][g])) + " |"
               for g, a in wb["groups"].items()]
-    lines += [f"| **average** | {_pct(wb['average'])}" + also(_pct(other["waterbirds"]["average"]) if other else "")
-              + " |",
-              f"| **worst group** | {_pct(wb['worst_group'])}"
-              + also(_pct(other["waterbirds"]["worst_group"]) if other else "") + " |", ""]
+    lines += [f"| **{label}** | {_pct(wb[key])}" + also(lambda o: _pct(o["waterbirds"][key])) + " |"
+              for key, label in (("average", "average"), ("worst_group", "worst group"))] + [""]
     lines += [
         "Spatial maps (the scene's own class text minus the mean class text, all layers and heads, "
         "clipped at 0 and thresholded at the map's mean) against the true object masks, object IoU "
@@ -295,7 +299,7 @@ def write_card_section(card_text: str, tag: str, section: str, *, default: str) 
     replaced by ``section``. The default's measured part follows its hand-written head; every
     other model's part sits after a marker line of its own (with :data:`TWIN_INTRO` when new),
     so rewriting one model's figures keeps the others'."""
-    parts = card_text.split("\n" + _marker("").removesuffix(" -->").rstrip() + " ")  # [default, "<tag> -->...", ...]
+    parts = card_text.split("\n" + _MARKER)  # [default part, "<tag> -->\n<body>", ...]
     blocks = {default: parts[0]}
     for part in parts[1:]:
         name, _, body = part.partition(" -->\n")

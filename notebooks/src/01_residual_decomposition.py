@@ -32,14 +32,12 @@
 # **How the offline model was made matters for this notebook.** It was trained *toward* the
 # paper's finding: a direct-path penalty on all MLPs, the embedding term and every attention
 # layer but the last four pushed its direct effects into its last four attention layers. A
-# small model on a small world does not grow that pattern by itself: in two earlier small CLIPs
-# trained without the penalty, the MLPs kept a large direct path (recorded in
-# `data/models/MODEL_CARD.md`, trials 1 and 2, not measured here: mean-ablating all MLPs took
-# zero-shot shape accuracy from 80% to 47%, and from 60% to 34%). So on the offline model the
-# pattern is there by construction, and the cells below say so where it shows. Its twin
-# `world-v2-plain`, trained in the same stages without the penalty, ships beside it: notebook 2
-# runs the same ablations on both. Running a real CLIP (`preset = "ViT-B-16 LAION"` and the
-# others, see the last section) is the actual test of the paper's claim.
+# small model on a small world does not grow that pattern by itself: its twin `world-v2-plain`,
+# trained in the same stages without the penalty, ships beside it and keeps a large direct path
+# through its MLPs and early layers (notebook 2 measures both models side by side; the model
+# card records their figures). So on the offline model the pattern is there by construction,
+# and the cells below say so where it shows. Running a real CLIP (`preset = "ViT-B-16 LAION"`
+# and the others, see the last section) is the actual test of the paper's claim.
 
 # %% [markdown]
 # ### Before you start
