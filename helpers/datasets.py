@@ -60,8 +60,11 @@ class ZeroShotTask:
 
 
 def world_task(factor: str = "shape", n: int = 600, *, split: str = "test", seed: int = 1,
-               start: int = 0, preprocess: Callable[[Image.Image], torch.Tensor] | None = None) -> ZeroShotTask:
-    """Held-out world scenes labelled by ``factor`` (prompts from :func:`world.class_prompts`).
+               start: int = 0, preprocess: Callable[[Image.Image], torch.Tensor] | None = None,
+               world_name: str | None = None) -> ZeroShotTask:
+    """Held-out world scenes labelled by ``factor`` (prompts from :func:`world.class_prompts`),
+    of the world ``world_name`` (:data:`helpers.world.WORLDS`; ``None``: world-v2 --
+    :func:`helpers.models.world_of` names an offline model's own).
 
     With ``preprocess`` (a model's own, as :func:`load_task` passes it) every scene goes through
     it when read, so a real CLIP sees the 64-px scenes resized to its input; without, the scenes
@@ -71,7 +74,7 @@ def world_task(factor: str = "shape", n: int = 600, *, split: str = "test", seed
 
     if n <= 0:
         raise ValueError("n must be positive")
-    scenes = world.sample(n, split=split, seed=seed, start=start)
+    scenes = world.sample(n, split=split, seed=seed, start=start, config=world_name)
     prompts = world.class_prompts(factor)
     labels = torch.as_tensor(scenes.factors[factor], dtype=torch.long)
     dataset: Dataset
@@ -190,11 +193,12 @@ def imagenette_task(preprocess, n: int | None = None, *, seed: int = 0, template
 
 
 def load_task(name: str, *, n_images: int | None = None, preprocess=None, seed: int = 0,
-              templates: str = "openai") -> ZeroShotTask:
-    """Dispatch on a notebook's ``dataset`` parameter (see the module docstring)."""
+              templates: str = "openai", world_name: str | None = None) -> ZeroShotTask:
+    """Dispatch on a notebook's ``dataset`` parameter (see the module docstring); the world's
+    scenes are those of ``world_name`` (``None``: world-v2)."""
     if name == "world" or name.startswith("world:"):
         factor = name.partition(":")[2] or "shape"
-        return world_task(factor, n_images or 600, seed=seed + 1, preprocess=preprocess)
+        return world_task(factor, n_images or 600, seed=seed + 1, preprocess=preprocess, world_name=world_name)
     if preprocess is None:
         raise ValueError(f"dataset {name!r} needs the model's preprocess")
     if name == "imagenette":

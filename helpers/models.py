@@ -46,6 +46,7 @@ __all__ = [
     "provenance",
     "TWINS",
     "twin_tag",
+    "world_of",
     "load_model",
     "check_config_supported",
     "data_dir",
@@ -236,6 +237,20 @@ def twin_tag(model: torch.nn.Module) -> str | None:
     name, pretrained = _LOADED_AS.get(model, (None, None))
     tag = TWINS.get(str(pretrained)) if name == DEFAULT_MODEL else None
     return tag if tag is not None and offline_weights_path(tag).is_file() else None
+
+
+def world_of(model: torch.nn.Module) -> str | None:
+    """The world (:data:`helpers.world.WORLDS`) whose scenes an offline model loaded with
+    :func:`load_model` was trained on, from its training log (logs from before world-v3 name
+    none: world-v2); ``None`` for any other model (the notebooks then show world-v2's scenes)."""
+    name, pretrained = _LOADED_AS.get(model, (None, None))
+    if name != DEFAULT_MODEL or pretrained in (None, RANDOM_WEIGHTS):
+        return None
+    weights = Path(str(pretrained)) if str(pretrained).endswith(".safetensors") else offline_weights_path(str(pretrained))
+    log = weights.with_name(weights.name.removesuffix(".safetensors") + ".train.json")
+    if not log.is_file():
+        return None
+    return json.loads(log.read_text())["config"].get("world", "world-v2")
 
 
 def provenance(model: torch.nn.Module) -> Provenance:

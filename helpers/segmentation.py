@@ -504,21 +504,23 @@ def _aligned(items: Any, preprocess: Callable[[Image.Image], Tensor]) -> tuple[T
 
 
 def load_segmentation_task(name: str, preprocess: Callable[[Image.Image], Tensor], n: int = 200, *,
-                           seed: int = 0, templates: str = "openai") -> SegmentationTask:
+                           seed: int = 0, templates: str = "openai", world_name: str | None = None
+                           ) -> SegmentationTask:
     """``"world"`` / ``"world:<factor>"`` (held-out synthetic scenes and their true masks; the
     classes are the factor's values, default ``shape``), ``"world-pairs:<factor>"`` (two
     objects that differ in shape, colour and cell; the mask is the first object's, and methods
     segment the class of its label: "find the red one"), or ``"imagenet-seg"`` /
     ``"imagenet-seg:/path/to/gtsegs_ijcv.mat"`` (downloaded once; classified 1000-way with
     ImageNet's class names). Images and masks go through the same geometry
-    (:func:`transform_pair`)."""
+    (:func:`transform_pair`). The world's scenes are those of ``world_name`` (``None``:
+    world-v2; :func:`helpers.models.world_of` names an offline model's own)."""
     if n <= 0:
         raise ValueError(f"n must be positive, got {n}")
     if name == "world" or name.startswith("world:"):
         from . import world
 
         factor = world.check_factor(name.partition(":")[2] or "shape")
-        scenes = world.sample(n, split="test", seed=seed + 1)
+        scenes = world.sample(n, split="test", seed=seed + 1, config=world_name)
         xs, ms, views = _aligned(zip(scenes.images, scenes.foreground), preprocess)
         return SegmentationTask(f"world:{factor}", xs, ms, views,
                                 world.class_prompts(factor), torch.as_tensor(scenes.factors[factor]))
@@ -528,7 +530,7 @@ def load_segmentation_task(name: str, preprocess: Callable[[Image.Image], Tensor
         factor = world.check_factor(name.partition(":")[2] or "colour")
         if factor not in ("shape", "colour", "position"):
             raise ValueError(f"pairs differ in their objects, not in {factor!r}: use shape, colour or position")
-        pairs = world.sample_pairs(n, split="test", seed=seed + 1)
+        pairs = world.sample_pairs(n, split="test", seed=seed + 1, config=world_name)
         xs, ms, views = _aligned(zip(pairs.images, pairs.masks[:, 0]), preprocess)
         return SegmentationTask(f"world-pairs:{factor}", xs, ms, views,
                                 world.class_prompts(factor), torch.as_tensor(pairs.factors[factor][:, 0]),

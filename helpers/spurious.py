@@ -131,6 +131,10 @@ class PlantedCorrelation:
     ``on_habitats``: the share of all scenes on one of the two habitat backgrounds;
     ``agree_on_habitats``: among those, the share on the class's own habitat. ``spurious_p``
     and ``habitat_fraction``: the world's parameters that planted it (``None`` for Waterbirds).
+    ``linked_captions`` / ``linked_elsewhere``: the share of the habitat scenes' / the other
+    scenes' captions that name the family *and* the background, the link through the text
+    that web captions carry ("a duck on a lake"; world-v3 plants it at the rate
+    ``habitat_caption_p``; ``None`` for Waterbirds, whose captions are not part of it).
     """
 
     n: int
@@ -140,14 +144,18 @@ class PlantedCorrelation:
     agree_on_habitats: float
     spurious_p: float | None = None
     habitat_fraction: float | None = None
+    linked_captions: float | None = None
+    linked_elsewhere: float | None = None
+    habitat_caption_p: float | None = None
 
 
 def world_planted_correlation(n: int = 20000, *, seed: int = 0, config: Any = None) -> PlantedCorrelation:
     """The correlation in the first ``n`` ``"train"`` scenes of ``World(seed, config)``.
 
-    Counts each scene's layout (family, background, whether it is a habitat scene) without
-    rendering it, so 20,000 scenes take a fraction of a second.
+    Counts each scene's layout (family, background, whether it is a habitat scene) and reads
+    its caption without rendering it, so 20,000 scenes take a few seconds.
     """
+    from .world.captions import parse_caption
     from .world.config import HABITAT_BACKGROUNDS, SPLIT_IDS
     from .world.dataset import World
     from .world.render import draw_layout
@@ -159,15 +167,20 @@ def world_planted_correlation(n: int = 20000, *, seed: int = 0, config: Any = No
     hab = np.zeros(n, dtype=bool)
     on = np.zeros(n, dtype=bool)
     agree = np.zeros(n, dtype=bool)
+    linked = np.zeros(n, dtype=bool)
     for i in range(n):
         lay = draw_layout(w._rng(split, i, 0), split, i, w.config)
         hab[i] = lay.habitat
         on[i] = lay.background in HABITAT_BACKGROUNDS
         agree[i] = lay.background == HABITAT_BACKGROUNDS[lay.family]
+        named = parse_caption(w._caption(lay, split, i, 0))
+        linked[i] = "family" in named and "background" in named
     share = lambda a, sel: float(a[sel].mean()) if sel.any() else float("nan")  # noqa: E731
     return PlantedCorrelation(n=n, habitat_share=float(hab.mean()), agree_in_habitat=share(agree, hab),
                               on_habitats=float(on.mean()), agree_on_habitats=share(agree, on),
-                              spurious_p=float(w.config.spurious_p), habitat_fraction=float(w.config.habitat_fraction))
+                              spurious_p=float(w.config.spurious_p), habitat_fraction=float(w.config.habitat_fraction),
+                              linked_captions=share(linked, hab), linked_elsewhere=share(linked, ~hab),
+                              habitat_caption_p=float(w.config.habitat_caption_p))
 
 
 def waterbirds_planted_correlation(root: str | Path) -> PlantedCorrelation:

@@ -62,8 +62,10 @@ class TrainConfig:
     probe_weight: float = 0.0
     pretrain_steps: int = 0
     logit_penalty: float = 0.0
+    world: str = "world-v2"
     device: str = "auto"
     threads: int | None = None
+    workers: int = 0
     log_every: int = 50
     model_config: dict[str, Any] = field(default_factory=lambda: open_clip.get_model_config(DEFAULT_MODEL))
 
@@ -105,6 +107,32 @@ def _batch(w: world.World, step: int, cfg: TrainConfig) -> tuple[np.ndarray, lis
             for k, v in twin.factors.items():
                 factors[k].append(v)
     return np.stack(images), captions, {k: np.asarray(v) for k, v in factors.items()}
+
+
+_WORKER: dict[str, Any] = {}
+
+
+def _worker_init(cfg: TrainConfig) -> None:
+    _WORKER["world"] = world.World(seed=cfg.seed, config=cfg.world)
+    _WORKER["cfg"] = cfg
+
+
+def _worker_batch(step: int) -> tuple[np.ndarray, list[str], dict[str, np.ndarray]]:
+    return _batch(_WORKER["world"], step, _WORKER["cfg"])
+
+
+def batches(cfg: TrainConfig, steps: range):
+    """The training batches of ``steps``, in order: made here, or ahead of time by
+    ``cfg.workers`` processes (the same batches either way: a batch depends only on its step)."""
+    if cfg.workers <= 0:
+        w = world.World(seed=cfg.seed, config=cfg.world)
+        for step in steps:
+            yield _batch(w, step, cfg)
+        return
+    import multiprocessing as mp
+
+    with mp.get_context("spawn").Pool(cfg.workers, initializer=_worker_init, initargs=(cfg,)) as pool:
+        yield from pool.imap(_worker_batch, steps, chunksize=4)
 
 
 def training_class_captions(factor: str) -> list[str]:
@@ -216,16 +244,14 @@ def train(cfg: TrainConfig, *, progress: bool = True, checkpoint_dir: Path | Non
         no_decay += list(probes.parameters())
     opt = torch.optim.AdamW([{"params": decay, "weight_decay": cfg.weight_decay},
                              {"params": no_decay, "weight_decay": 0.0}], lr=cfg.lr, betas=(0.9, 0.98), eps=1e-6)
-    w = world.World(seed=cfg.seed)
     class_tokens = {f: tokenizer(training_class_captions(f), context_length=ctx).to(device)
                     for f in (cfg.class_factors if cfg.class_weight > 0 else ())}
     history: list[dict[str, float]] = []
     t0 = time.perf_counter()
     run_loss = run_pen = run_acc = 0.0
-    for step in range(cfg.steps):
+    for step, (arrays, captions, factors) in zip(range(cfg.steps), batches(cfg, range(cfg.steps))):
         for g in opt.param_groups:
             g["lr"] = _lr_at(step, cfg)
-        arrays, captions, factors = _batch(w, step, cfg)
         images = images_to_tensor(arrays).to(device)
         text = tokenizer(captions, context_length=ctx).to(device)
         embedding, d = image_embeddings(model, dec, images, terms=cfg.direct_penalty > 0)
@@ -381,8 +407,12 @@ def parse_config(argv: list[str] | None = None) -> tuple[TrainConfig, argparse.N
     ap.add_argument("--embed-dim", type=int, default=d.model_config["embed_dim"])
     ap.add_argument("--penalty-start", type=float, default=d.penalty_start)
     ap.add_argument("--penalty-full", type=float, default=d.penalty_full)
+    ap.add_argument("--world", default=d.world, choices=list(world.WORLDS),
+                    help="the world whose scenes the model trains on")
     ap.add_argument("--device", default=d.device)
     ap.add_argument("--threads", type=int, default=None)
+    ap.add_argument("--workers", type=int, default=d.workers,
+                    help="processes that make the batches ahead of time (the same batches)")
     ap.add_argument("--out", type=Path, default=data_dir() / "models")
     ap.add_argument("--checkpoint-every", type=int, default=0)
     ap.add_argument("--tag", default=DEFAULT_PRETRAINED,
@@ -396,7 +426,7 @@ def parse_config(argv: list[str] | None = None) -> tuple[TrainConfig, argparse.N
                       pretrain_steps=args.pretrain_steps, logit_penalty=args.logit_penalty,
                       penalty_start=args.penalty_start,
                       penalty_full=args.penalty_full,
-                      device=args.device, threads=args.threads)
+                      world=args.world, device=args.device, threads=args.threads, workers=args.workers)
     cfg.model_config["vision_cfg"]["layers"] = args.layers
     cfg.model_config["vision_cfg"]["width"] = args.width
     cfg.model_config["embed_dim"] = args.embed_dim

@@ -7,7 +7,9 @@ freshly generated scenes:
 * mean-ablation of shape classification (MLPs, early attention layers, last attention layers);
 * worst-group accuracy on the Waterbirds-like groups (family x water/grass background);
 * spatial maps against the object masks (mIoU);
-* head specialisation: purity of the properties of each head's TextSpan texts.
+* head specialisation: purity of the properties of each head's TextSpan texts;
+* on world-v3's scenes, shape accuracy by object size, with and without outlines, and with and
+  without clutter (:func:`shape_by_size`).
 """
 
 from __future__ import annotations
@@ -26,7 +28,7 @@ from .metrics import map_iou
 from .text import encode_texts, zero_shot_classifier
 
 __all__ = ["factor_accuracies", "probe_accuracies", "ablation_figures", "group_accuracies", "object_maps", "map_iou",
-           "head_purity", "evaluate"]
+           "head_purity", "evaluate", "shape_by_size", "SIZE_BINS"]
 
 ZERO_SHOT_FACTORS = ("shape", "colour", "background", "position", "size", "count", "pattern", "family")
 
@@ -81,13 +83,13 @@ def ablation_figures(terms: DirectTerms, classifier: Tensor, labels: Tensor, las
 
 @torch.no_grad()
 def group_accuracies(model: nn.Module, tokenizer, n_per_group: int = 100, seed: int = 0,
-                     terms_fn=None) -> dict[str, Any]:
-    """Family classification on the balanced Waterbirds-like groups.
+                     terms_fn=None, config: "world.WorldConfig | str | None" = None) -> dict[str, Any]:
+    """Family classification on the balanced Waterbirds-like groups (of the world ``config``).
 
     Returns per-group accuracy, the average over images, and the worst group.
     ``terms_fn(terms) -> embeddings`` may modify the embeddings (e.g. ablate heads).
     """
-    scenes = world.waterbirds_test_set(n_per_group, seed=seed)
+    scenes = world.waterbirds_test_set(n_per_group, seed=seed, config=config)
     terms = collect_terms(model, images_to_tensor(scenes.images), heads=terms_fn is not None)
     emb = terms.embeddings() if terms_fn is None else terms_fn(terms)
     clf = zero_shot_classifier(model, tokenizer, world.class_prompts("family"))
@@ -129,11 +131,48 @@ def head_purity(terms: DirectTerms, text_emb: Tensor, pool, n: int = 10,
              "variance": r.variance} for r in roles]
 
 
+#: Bins of the object radius (pixels at 64 px) for :func:`shape_by_size`: world-v3's small
+#: objects (5.5 to 8 px) in two halves, its large ones (9.6 px in scenes of several objects, up to
+#: 22 px alone) in two. world-v2's objects are 6.2 to 6.8 and 9.2 to 9.6 px.
+SIZE_BINS: tuple[tuple[str, float, float], ...] = (
+    ("5.5-6.8 px", 5.5, 6.75), ("6.8-8 px", 6.75, 8.01), ("9.6-14 px", 9.5, 14.0), ("14-22 px", 14.0, 22.01))
+
+
+@torch.no_grad()
+def shape_by_size(model: nn.Module, tokenizer, n: int = 1200, seed: int = 1,
+                  config: "world.WorldConfig | str" = "world-v3") -> dict[str, Any]:
+    """Zero-shot shape accuracy on held-out scenes of ``config`` (world-v3 by default), split by
+    the object radius (:data:`SIZE_BINS`) and whether the objects have the outline, and by
+    whether the scene holds clutter. Each cell also gives its number of scenes."""
+    scenes = world.sample(n, split="test", seed=seed, config=config)
+    terms = collect_terms(model, images_to_tensor(scenes.images))
+    clf = zero_shot_classifier(model, tokenizer, world.class_prompts("shape"))
+    pred = (F.normalize(terms.embeddings(), dim=-1) @ clf.T).argmax(-1).cpu().numpy()
+    right = pred == np.asarray(scenes.factors["shape"])
+    r = scenes.radii * 64.0 / scenes.images.shape[1]
+    outlined = np.ones(n, dtype=bool) if scenes.outlined is None else scenes.outlined
+    cluttered = np.zeros(n, dtype=bool) if scenes.clutter is None else scenes.clutter.any((1, 2))
+
+    def cell(sel: np.ndarray) -> dict[str, float]:
+        return {"accuracy": float(right[sel].mean()) if sel.any() else float("nan"), "n": int(sel.sum())}
+
+    bins = {}
+    for name, lo, hi in SIZE_BINS:
+        in_bin = (r >= lo) & (r < hi)
+        bins[name] = {"all": cell(in_bin), "outline": cell(in_bin & outlined), "no outline": cell(in_bin & ~outlined)}
+    return {"world": world.World(seed, config).config.name, "n": n, "overall": float(right.mean()), "bins": bins,
+            "clutter": cell(cluttered), "no clutter": cell(~cluttered),
+            "worst_bin": min(v["all"]["accuracy"] for v in bins.values() if v["all"]["n"])}
+
+
 @torch.no_grad()
 def evaluate(model: nn.Module, tokenizer, n: int = 600, seed: int = 1, n_per_group: int = 150,
-             n_maps: int = 200, purity_texts: int = 5) -> dict[str, Any]:
-    """All model-card figures on fresh held-out scenes (``split='test'``, given seed)."""
-    scenes = world.sample(n, split="test", seed=seed)
+             n_maps: int = 200, purity_texts: int = 5, config: "world.WorldConfig | str | None" = None,
+             n_by_size: int = 0) -> dict[str, Any]:
+    """All model-card figures on fresh held-out scenes (``split='test'``, given seed) of the
+    world ``config`` (world-v2 unless named); with ``n_by_size``, also :func:`shape_by_size`
+    on that many world-v3 scenes."""
+    scenes = world.sample(n, split="test", seed=seed, config=config)
     terms = collect_terms(model, images_to_tensor(scenes.images), heads=True)
     figs: dict[str, Any] = {"n_test_scenes": n}
     figs["zero_shot"] = factor_accuracies(model, tokenizer, scenes, terms)
@@ -142,8 +181,8 @@ def evaluate(model: nn.Module, tokenizer, n: int = 600, seed: int = 1, n_per_gro
     for factor in ("colour", "shape"):
         clf = zero_shot_classifier(model, tokenizer, world.class_prompts(factor))
         figs["ablation"][factor] = ablation_figures(terms, clf, torch.as_tensor(scenes.factors[factor]))
-    figs["waterbirds"] = group_accuracies(model, tokenizer, n_per_group, seed=seed)
-    sub = world.sample(n_maps, split="test", seed=seed + 100)
+    figs["waterbirds"] = group_accuracies(model, tokenizer, n_per_group, seed=seed, config=config)
+    sub = world.sample(n_maps, split="test", seed=seed + 100, config=config)
     figs["map_miou"] = {f: float(map_iou(object_maps(model, tokenizer, sub, f), sub.foreground).mean())
                         for f in ("colour", "shape")}
     figs["map_miou_trivial"] = float(sub.foreground.reshape(n_maps, -1).mean())
@@ -156,6 +195,8 @@ def evaluate(model: nn.Module, tokenizer, n: int = 600, seed: int = 1, n_per_gro
     figs["head_roles"] = [{k: r[k] for k in ("layer", "head", "property", "purity")} for r in rows]
     figs["heads_purity_ge_0.6"] = sum(r["purity"] >= 0.6 for r in rows)
     figs["purity_texts"] = purity_texts
+    if n_by_size:
+        figs["shape_by_size"] = shape_by_size(model, tokenizer, n=n_by_size, seed=seed)
     return figs
 
 
@@ -259,6 +300,27 @@ def model_card(figs: dict[str, Any], train_log: dict[str, Any], weights_bytes: i
               for g, a in wb["groups"].items()]
     lines += [f"| **{label}** | {_pct(wb[key])}" + also(lambda o: _pct(o["waterbirds"][key])) + " |"
               for key, label in (("average", "average"), ("worst_group", "worst group"))] + [""]
+    if "shape_by_size" in figs:
+        sb = figs["shape_by_size"]
+        osb = other.get("shape_by_size") if other else None
+        lines += [
+            f"Shape on {sb['world']}'s scenes ({sb['n']} held-out `test` scenes, seed {figs.get('seed', 1)}: objects "
+            "of radius 5.5 to 22 px, half without the outline, turned by up to 20 degrees, clutter in 40% "
+            "of them; `helpers.world_eval.shape_by_size`), zero-shot accuracy by object radius"
+            + (f"; in brackets `{other_tag}`'s" if osb else "") + ":",
+            "",
+            "| radius | scenes | all | with outline | without outline |",
+            "|---|---|---|---|---|",
+        ]
+        def _cell(v: dict[str, Any], ov: dict[str, Any] | None) -> str:
+            return _pct(v["accuracy"]) + (f" ({_pct(ov['accuracy'])})" if ov else "")
+        for name, v in sb["bins"].items():
+            ov = osb["bins"][name] if osb else None
+            lines.append(f"| {name} | {v['all']['n']} | " + " | ".join(
+                _cell(v[k], ov[k] if ov else None) for k in ("all", "outline", "no outline")) + " |")
+        lines += [f"| **all** | {sb['n']} | {_pct(sb['overall'])}" + (f" ({_pct(osb['overall'])})" if osb else "")
+                  + f" | with clutter {_cell(sb['clutter'], osb['clutter'] if osb else None)} | without clutter "
+                  f"{_cell(sb['no clutter'], osb['no clutter'] if osb else None)} |", ""]
     lines += [
         "Spatial maps (the scene's own class text minus the mean class text, all layers and heads, "
         "clipped at 0 and thresholded at the map's mean) against the true object masks, object IoU "
@@ -327,14 +389,22 @@ def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description="Measure an offline model on the world; write its card section.")
     ap.add_argument("--card", action="store_true", help="rewrite the model's measured part of data/models/MODEL_CARD.md")
     ap.add_argument("--pretrained", default=DEFAULT_PRETRAINED,
-                    help=f"which offline weights (default {DEFAULT_PRETRAINED}; its twin: {TWINS[DEFAULT_PRETRAINED]})")
+                    help=f"which offline weights (default {DEFAULT_PRETRAINED}; its twin: {TWINS[DEFAULT_PRETRAINED]}), "
+                         "or the path of a checkpoint (a training stage's weights)")
     ap.add_argument("--n", type=int, default=600)
     ap.add_argument("--seed", type=int, default=1)
+    ap.add_argument("--world", default=None, choices=list(world.WORLDS),
+                    help="measure on this world's scenes (default: world-v2)")
+    ap.add_argument("--by-size", action="store_true",
+                    help="also shape accuracy by object size, outline and clutter on world-v3's scenes")
     args = ap.parse_args(argv)
     tag = args.pretrained
+    if args.card and (tag.endswith(".safetensors") or args.world):
+        raise SystemExit("--card writes a shipped model's section on its own world: no checkpoint path, no --world")
     t0 = time.perf_counter()
     model, _, tokenizer = load_model(DEFAULT_MODEL, tag)
-    figs = evaluate(model, tokenizer, n=args.n, seed=args.seed)
+    figs = evaluate(model, tokenizer, n=args.n, seed=args.seed, config=args.world,
+                    n_by_size=1200 if (args.by_size or args.card) else 0)
     figs["seed"] = args.seed
     dt = time.perf_counter() - t0
     print(json.dumps({k: v for k, v in figs.items() if k != "head_roles"}, indent=1))

@@ -2,28 +2,42 @@
 # Retrain the offline default (world-clip / world-v2) from scratch, in the stages recorded in
 # data/models/MODEL_CARD.md. Each stage starts from the weights of the one before; the last
 # stage's weights, config and training log (which carries every earlier stage's log) end up in
-# build/train/stage4/. Seeded; uses the GPU when one is present (about 3 hours on 2 CPU cores).
+# build/<world>/stage4/. Seeded; uses the GPU when one is present.
 #
-#   bash scripts/train_offline_model.sh            # world-v2 (the default, with the direct-path penalty)
-#   bash scripts/train_offline_model.sh --plain    # world-v2-plain: the same stages, no direct-path penalty
+#   bash scripts/train_offline_model.sh                     # world-v2 (the default, with the direct-path penalty)
+#   bash scripts/train_offline_model.sh --plain             # world-v2-plain: the same stages, no direct-path penalty
+#   bash scripts/train_offline_model.sh --world world-v3    # the same stages on world-v3's scenes (tag world-v3)
 #
-# Then: cp build/train/stage4/world-clip-world-v2.* data/models/ && python -m helpers.world_eval --card
-# (for --plain: cp build/train-plain/stage4/world-clip-world-v2-plain.* data/models/ &&
+# Then: cp build/world-v2/stage4/world-clip-world-v2.* data/models/ && python -m helpers.world_eval --card
+# (for --plain: cp build/world-v2-plain/stage4/world-clip-world-v2-plain.* data/models/ &&
 #  python -m helpers.world_eval --card --pretrained world-v2-plain, which writes the twin's card section).
 # Without a penalty (--plain) a step skips the decomposition's terms: the same weights bit for bit, with
-# about 5% less time in the image tower (measured at batch 96 on 2 threads). --plain took 89 min on 2 CPU threads.
+# about 5% less time in the image tower (measured at batch 96 on 2 threads). On 2 CPU threads world-v2's
+# stages took 144 min with the penalty and 89 min without; TRAIN_WORKERS=N makes the scenes in N processes.
+# TRAIN_NO_SETUP=1 uses the python on the PATH (a machine with torch and open_clip already there).
 set -euo pipefail
 cd "$(dirname "$0")/.."
-variant=${1:-}
-case "$variant" in
-  "") tag=world-v2; out=build/train; extra=() ;;
-  --plain) tag=world-v2-plain; out=build/train-plain; extra=(--direct-penalty 0 --logit-penalty 0) ;;
-  *) echo "usage: $0 [--plain]" >&2; exit 2 ;;
-esac
-bash scripts/setup.sh
-. .venv/bin/activate
+plain=""; world=world-v2
+while [ $# -gt 0 ]; do
+  case "$1" in
+    --plain) plain=1; shift ;;
+    --world) world=${2:?--world needs a name}; shift 2 ;;
+    *) echo "usage: $0 [--plain] [--world world-v3|world-v2]" >&2; exit 2 ;;
+  esac
+done
+if [ -n "$plain" ]; then
+  tag=$world-plain; extra=(--direct-penalty 0 --logit-penalty 0)
+else
+  tag=$world; extra=()
+fi
+out=build/$tag
+if [ -z "${TRAIN_NO_SETUP:-}" ]; then
+  bash scripts/setup.sh
+  . .venv/bin/activate
+fi
 threads=${TRAIN_THREADS:-2}
-common=(--batch-size 96 --shape-group 4 --probe-weight 0.5 --threads "$threads" --tag "$tag")
+common=(--batch-size 96 --shape-group 4 --probe-weight 0.5 --threads "$threads" --tag "$tag" --world "$world"
+        --workers "${TRAIN_WORKERS:-0}")
 weights=world-clip-$tag.safetensors
 # a stage whose weights exist is not rerun (resume after an interruption, stage by stage)
 stage() {

@@ -1,5 +1,7 @@
 import json
 
+import numpy as np
+import pytest
 import torch
 
 from helpers.images import images_to_tensor
@@ -207,17 +209,21 @@ def test_retraining_script_matches_the_shipped_training_log():
 
     root = Path(__file__).resolve().parents[1]
     text = (root / "scripts" / "train_offline_model.sh").read_text().replace("\\\n", " ")
-    common = shlex.split(re.search(r"^common=\((.*)\)$", text, re.M).group(1).replace("$threads", "2"))
+    log = json.loads(default_weights_path().with_name(
+        default_weights_path().name.removesuffix(".safetensors") + ".train.json").read_text())
+    logs = training_stages(log)
+    # the script's default world is the shipped default's (logs from before world-v3 name none)
+    assert re.search(r'^plain=""; world=(\S+)$', text, re.M).group(1) == log["config"].get("world", "world-v2")
+    common = re.search(r"^common=\((.*?)\)$", text, re.M | re.S).group(1).replace("\n", " ")
+    common = shlex.split(common.replace("$threads", "2").replace("$tag", "x").replace("$world", "world-v2")
+                         .replace("${TRAIN_WORKERS:-0}", "0"))
     stages = []
     for line in text.splitlines():
         if line.startswith("stage stage"):  # stage <dir> <options>: python -m helpers.training "${common[@]}" ...
             argv = [a for a in shlex.split(line)[2:] if a != "${extra[@]}"]  # shlex drops the quotes
             stages.append(parse_config(common + argv)[0])
-    log = json.loads(default_weights_path().with_name(
-        default_weights_path().name.removesuffix(".safetensors") + ".train.json").read_text())
-    logs = training_stages(log)
     assert len(stages) == len(logs) >= 1
-    skip = {"init", "device", "threads", "log_every"}
+    skip = {"init", "device", "threads", "log_every", "workers"}
     for k, (cfg, rec) in enumerate(zip(stages, logs)):
         want = {key: v for key, v in rec["config"].items() if key not in skip}
         got = {key: (list(v) if isinstance(v, tuple) else v) for key, v in cfg.__dict__.items()
@@ -251,3 +257,30 @@ def test_a_run_without_penalties_skips_the_terms_and_trains_the_same_weights(mon
     monkeypatch.setattr(training, "image_embeddings", spy)
     train(_tiny(steps=1, batch_size=8, direct_penalty=1.0), progress=False)
     assert calls == [True]
+
+
+def test_batches_made_by_worker_processes_are_the_same_batches():
+    """``--workers`` makes the scenes ahead of time in other processes: the same batches, in order."""
+    from helpers.training import batches
+
+    cfg = _tiny(steps=3, batch_size=12, world="world-v3", shape_pairs=0.5, shape_group=4)
+    here = list(batches(cfg, range(1, 4)))
+    cfg.workers = 2
+    there = list(batches(cfg, range(1, 4)))
+    assert len(here) == len(there) == 3
+    for (ia, ca, fa), (ib, cb, fb) in zip(here, there):
+        np.testing.assert_array_equal(ia, ib)
+        assert ca == cb and all(np.array_equal(fa[k], fb[k]) for k in fa)
+
+
+def test_the_world_is_an_option_and_recorded(tmp_path):
+    from helpers.training import parse_config, save_weights
+
+    cfg, _ = parse_config(["--world", "world-v3", "--steps", "2"])
+    assert cfg.world == "world-v3" and parse_config([])[0].world == "world-v2"
+    with pytest.raises(SystemExit):
+        parse_config(["--world", "world-v9"])
+    model, hist = train(_tiny(steps=1, batch_size=8, world="world-v3", direct_penalty=0.0), progress=False)
+    cfg = _tiny(steps=1, batch_size=8, world="world-v3")
+    log = json.loads(save_weights(model, cfg, hist, tmp_path, tag="t").with_name("world-clip-t.train.json").read_text())
+    assert log["config"]["world"] == "world-v3"

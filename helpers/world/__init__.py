@@ -27,6 +27,13 @@ family (water for swimmers, grass for walkers) with probability
 :attr:`WorldConfig.spurious_p`, and the other habitat otherwise.
 :func:`waterbirds_test_set` gives the balanced held-out groups.
 
+The world has versions (:data:`WORLDS`, by name: ``World(seed, "world-v3")``). ``world-v2`` is
+``WorldConfig()``; ``world-v3`` draws objects over a 4x range of sizes, with and without the
+outline, turned by up to 20 degrees, adds unnamed clutter (:data:`DISTRACTORS`, never named in
+captions; ``Scene.clutter`` is its mask) and habitat captions that name the family with its
+habitat (``WorldConfig.habitat_caption_p``). world-v3's extra draws come from a random stream of
+their own, so world-v2's scenes are the same draw for draw.
+
 Scenes are generated independently of one another: scene ``i`` of a
 ``(seed, split)`` pair only depends on a numpy generator seeded with
 ``(seed, split_id, i)``, so datasets can produce scenes lazily in any order.
@@ -62,10 +69,10 @@ from typing import Any
 from .captions import CAPTION_FORMS, PLURALS, caption_token_count, class_prompts, parse_caption
 from .config import (BACKGROUNDS, COLOUR_RGB, COLOURS, COUNTS, FACTOR_NAMES, FACTORS, FAMILIES, FAMILY_HABITAT,
                      GROUP_NAMES, PATTERNS, POSITIONS, SHAPE_FAMILY, SHAPES, SIZES, SPLITS, WATERBIRDS_GROUP_NAMES,
-                     WorldConfig, check_factor, group_of)
+                     WORLDS, WorldConfig, check_factor, group_of, world_config)
 from .dataset import Pairs, Scene, Scenes, World, make_scene, sample, sample_pairs, waterbirds_test_set
 from .pool import default_pool_path, read_pool, text_pool, write_pool
-from .render import OVERRIDABLE, make_grid, to_pil, value_index
+from .render import DISTRACTORS, OVERRIDABLE, make_grid, to_pil, value_index
 
 __all__ = [
     "SHAPES",
@@ -86,6 +93,9 @@ __all__ = [
     "COLOUR_RGB",
     "CAPTION_FORMS",
     "WorldConfig",
+    "WORLDS",
+    "world_config",
+    "DISTRACTORS",
     "Scene",
     "Scenes",
     "World",

@@ -223,6 +223,12 @@ def make_caption(lay: Layout, rng: random.Random, cfg: WorldConfig) -> str:
     }
     draws = [rng.random() for _ in _CAPTION_FACTORS]
     inc = {k: bool(d < probs[k]) for k, d in zip(_CAPTION_FACTORS, draws)}
+    kept: tuple[str, ...] = ()
+    # world-v3: a habitat scene's caption names the family with its habitat at a stated rate,
+    # the way web captions say "a duck on a lake" (no draw at all in world-v2)
+    if cfg.habitat_caption_p > 0 and lay.habitat and rng.random() < cfg.habitat_caption_p:
+        inc["family"] = inc["background"] = True
+        kept = ("family", "background")
     if not any(inc[k] for k in ("shape", "colour", "background", "position", "family")):
         main = ("shape", "colour", "background", "position")
         inc[_pick(rng, main)] = True
@@ -232,7 +238,7 @@ def make_caption(lay: Layout, rng: random.Random, cfg: WorldConfig) -> str:
         if caption_token_count(text) <= limit:
             return text
         for k in _DROP_ORDER:  # drop the least important factor still mentioned
-            if inc[k] and sum(inc.values()) > 1:
+            if inc[k] and k not in kept and sum(inc.values()) > 1:
                 inc[k] = False
                 break
     return f"a {COLOURS[lay.colour]} {SHAPES[lay.shape]}"

@@ -13,8 +13,8 @@ from PIL import Image
 
 from .captions import make_caption
 from .config import (COLOURS, COUNTS, FACTOR_NAMES, FACTORS, POSITIONS, SHAPES, SPLIT_IDS, WorldConfig,
-                     check_factor, check_nonneg_int, check_split, group_of)
-from .render import (TEXTURES, Layout, draw_layout, override_layout, pick_index, render_layout, to_pil,
+                     check_factor, check_nonneg_int, check_split, group_of, world_config)
+from .render import (TEXTURES, Layout, draw_extras, draw_layout, override_layout, pick_index, render_layout, to_pil,
                      to_uint8)
 
 # ---------------------------------------------------------------------------
@@ -42,6 +42,9 @@ class Scene:
             scenes carrying the planted correlation).
         group: Waterbirds group (see :data:`GROUP_NAMES`), -1 unless the
             background is water or grass.
+        outlined: whether the objects have the contrasting outline.
+        clutter: boolean ``(H, W)``, the visible pixels of the unnamed distractors (world-v3;
+            empty in world-v2).
     """
 
     index: int
@@ -57,6 +60,8 @@ class Scene:
     caption: str
     habitat: bool
     group: int
+    outlined: bool = True
+    clutter: np.ndarray | None = None
 
     @property
     def names(self) -> dict[str, str]:
@@ -95,6 +100,8 @@ class Scenes:
         groups: ``int64`` ``(N,)`` Waterbirds group or -1.
         indices: ``int64`` ``(N,)`` scene indices within the split.
         split, seed: where the scenes come from.
+        outlined: ``bool`` ``(N,)``, objects with the outline.
+        clutter: ``bool`` ``(N, H, W)``, the visible pixels of the unnamed distractors.
     """
 
     images: np.ndarray
@@ -110,6 +117,8 @@ class Scenes:
     indices: np.ndarray
     split: str
     seed: int
+    outlined: np.ndarray | None = None
+    clutter: np.ndarray | None = None
 
     def __len__(self) -> int:
         return len(self.captions)
@@ -134,6 +143,8 @@ class Scenes:
             caption=self.captions[i],
             habitat=bool(self.habitat[i]),
             group=int(self.groups[i]),
+            outlined=True if self.outlined is None else bool(self.outlined[i]),
+            clutter=None if self.clutter is None else self.clutter[i],
         )
 
     def __iter__(self) -> Iterator[Scene]:
@@ -192,6 +203,9 @@ class Scenes:
             indices=np.array([sc.index for sc in scenes], dtype=np.int64),
             split=split,
             seed=seed,
+            outlined=np.array([sc.outlined for sc in scenes], dtype=bool),
+            clutter=np.stack([sc.clutter if sc.clutter is not None else np.zeros((s, s), dtype=bool)
+                              for sc in scenes]) if n else np.zeros((0, s, s), dtype=bool),
         )
 
 
@@ -235,12 +249,13 @@ class World:
 
     Args:
         seed: non-negative integer; different seeds give different worlds.
-        config: a :class:`WorldConfig`; defaults to ``WorldConfig()``.
+        config: a :class:`WorldConfig` or a world's name (:data:`WORLDS`); defaults to
+            ``WorldConfig()``, world-v2.
     """
 
-    def __init__(self, seed: int = 0, config: WorldConfig | None = None) -> None:
+    def __init__(self, seed: int = 0, config: WorldConfig | str | None = None) -> None:
         self.seed = check_nonneg_int(seed, "seed")
-        self.config = config if config is not None else WorldConfig()
+        self.config = world_config(config) if isinstance(config, str) or config is None else config
         if not isinstance(self.config, WorldConfig):
             raise ValueError(f"config must be a WorldConfig, got {type(self.config).__name__}")
 
@@ -257,6 +272,7 @@ class World:
         index = check_nonneg_int(index, "index")
         rng = self._rng(split_id, index, 0)
         lay = draw_layout(rng, split_id, index, self.config)
+        lay = draw_extras(lay, self._rng(split_id, index, 3), self.config)
         if overrides:
             lay = override_layout(lay, overrides)
         tex = to_uint8(TEXTURES[lay.background](rng, self.config.image_size))
@@ -295,7 +311,7 @@ class World:
         another object if needed).  The caption is regenerated to match.
         """
         lay, tex = self._layout_and_texture(index, split, overrides)
-        image, masks = render_layout(lay, tex, self.config)
+        image, masks, clutter = render_layout(lay, tex, self.config, clutter=True)
         return Scene(
             index=int(index),
             split=split,
@@ -310,6 +326,8 @@ class World:
             caption=self._caption(lay, SPLIT_IDS[split], index, caption_variant),
             habitat=lay.habitat,
             group=group_of(lay.family, lay.background),
+            outlined=self.config.outline and lay.outlined,
+            clutter=clutter,
         )
 
     def sample(self, n: int, split: str = "train", start: int = 0, caption_variant: int = 0) -> Scenes:
@@ -331,8 +349,13 @@ class World:
         other = draw_layout(rng, split_id, index, self.config)
         u = rng.random(3).tolist()
         free = [c for c in range(len(POSITIONS)) if c != first.cells[0]]
-        a = replace(first, count=1, cells=first.cells[:1], offsets_u=first.offsets_u[:1])
-        b = replace(other, count=1, cells=(free[pick_index(u[0], len(free))],), offsets_u=other.offsets_u[:1],
+        # world-v3: both objects keep the scene's outline, rotation and size ranges, placed as
+        # one of two (they never overlap); the clutter is the first scene's
+        other = replace(other, radius_ranges=first.radius_ranges, multi_radius_max=first.multi_radius_max,
+                        free_centre=first.free_centre, angle=first.angle, outlined=first.outlined)
+        multi = self.config.extended
+        a = replace(first, count=1, cells=first.cells[:1], offsets_u=first.offsets_u[:1], multi=multi)
+        b = replace(other, count=1, cells=(free[pick_index(u[0], len(free))],), offsets_u=other.offsets_u[:1], multi=multi,
                     colour=(first.colour + 1 + pick_index(u[1], len(COLOURS) - 1)) % len(COLOURS),
                     shape=(first.shape + 1 + pick_index(u[2], len(SHAPES) - 1)) % len(SHAPES),
                     background=first.background)
@@ -364,25 +387,25 @@ class World:
         return self.sample(4 * n_per_group, split="waterbirds")
 
 
-def make_scene(index: int, split: str = "train", seed: int = 0, config: WorldConfig | None = None) -> Scene:
+def make_scene(index: int, split: str = "train", seed: int = 0, config: WorldConfig | str | None = None) -> Scene:
     """Scene ``index`` of ``split`` for ``seed`` (see :meth:`World.scene`)."""
     return World(seed, config).scene(index, split)
 
 
 def sample(
-    n: int, split: str = "train", seed: int = 0, start: int = 0, config: WorldConfig | None = None
+    n: int, split: str = "train", seed: int = 0, start: int = 0, config: WorldConfig | str | None = None
 ) -> Scenes:
     """A batch of ``n`` consecutive scenes (see :meth:`World.sample`)."""
     return World(seed, config).sample(n, split, start)
 
 
 def sample_pairs(n: int, split: str = "test", seed: int = 0, start: int = 0,
-                 config: WorldConfig | None = None) -> Pairs:
+                 config: WorldConfig | str | None = None) -> Pairs:
     """``n`` two-object scenes (see :meth:`World.sample_pairs`)."""
     return World(seed, config).sample_pairs(n, split, start)
 
 
-def waterbirds_test_set(n_per_group: int, seed: int = 0, config: WorldConfig | None = None) -> Scenes:
+def waterbirds_test_set(n_per_group: int, seed: int = 0, config: WorldConfig | str | None = None) -> Scenes:
     """The balanced Waterbirds-style test set (see :meth:`World.waterbirds_test_set`)."""
     return World(seed, config).waterbirds_test_set(n_per_group)
 
@@ -423,7 +446,7 @@ def dataset_class() -> type:
             size: int = 10_000,
             seed: int = 0,
             transform: Any = None,
-            config: WorldConfig | None = None,
+            config: WorldConfig | str | None = None,
             start: int = 0,
         ) -> None:
             check_split(split)

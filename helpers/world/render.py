@@ -17,7 +17,7 @@ import numpy as np
 from PIL import Image, ImageDraw
 
 from .config import (BACKGROUNDS, COLOUR_RGB, COLOURS, COUNTS, FACTORS, FAMILY_SHAPES, GRASS, HABITAT_BACKGROUNDS,
-                     PATTERNS, SHAPE_FAMILY, SHAPES, SIZES, SPLIT_IDS, WATER, WorldConfig, check_factor)
+                     PATTERNS, POSITIONS, SHAPE_FAMILY, SHAPES, SIZES, SPLIT_IDS, WATER, WorldConfig, check_factor)
 
 # ---------------------------------------------------------------------------
 # Geometry and textures
@@ -65,6 +65,34 @@ _SHAPE_POLYGONS: tuple[np.ndarray, ...] = (
     _heart(),
     _regular(6, 1.0, 0.0),  # hexagon
 )
+
+
+def _ring() -> tuple[np.ndarray, np.ndarray]:
+    return _regular(32, 1.0, 0.0), _regular(32, 0.55, 0.0)
+
+
+def _crescent() -> tuple[np.ndarray, np.ndarray]:
+    return _regular(32, 1.0, 0.0), _regular(32, 0.85, 0.0) + (0.45, -0.2)
+
+
+#: Unnamed clutter (world-v3): kinds of object that no caption or prompt names. Each is an outer
+#: polygon and a hole cut out of it (or ``None``), inside [-1, 1]^2.
+DISTRACTORS: tuple[str, ...] = ("ring", "crescent", "bar", "arrow")
+_DISTRACTOR_POLYGONS: tuple[tuple[np.ndarray, np.ndarray | None], ...] = (
+    _ring(),
+    _crescent(),
+    (np.array([(-1.0, -0.28), (1.0, -0.28), (1.0, 0.28), (-1.0, 0.28)]), None),
+    (np.array([(-1.0, -0.2), (0.25, -0.2), (0.25, -0.6), (1.0, 0.0), (0.25, 0.6), (0.25, 0.2), (-1.0, 0.2)]), None),
+)
+#: Radius of a distractor, in pixels at 64 px.
+DISTRACTOR_RADIUS = (3.5, 6.0)
+
+
+def _rotate(pts: np.ndarray, angle: float) -> np.ndarray:
+    if angle == 0.0:
+        return pts
+    c, s = math.cos(angle), math.sin(angle)
+    return pts @ np.array([[c, s], [-s, c]])
 
 
 @functools.lru_cache(maxsize=8)
@@ -253,6 +281,14 @@ class Layout:
     rgb_jitter: tuple[int, int, int]
     phase: tuple[int, int]
     image_size: int
+    # world-v3's draws (their defaults are world-v2's scenes)
+    radius_ranges: tuple[tuple[float, float], tuple[float, float]] = ((6.2, 6.8), (9.2, 9.6))
+    multi_radius_max: float = 9.6
+    free_centre: bool = False
+    angle: float = 0.0  # radians, the rotation of the named objects
+    outlined: bool = True
+    distractors: tuple["Distractor", ...] = ()
+    multi: bool = False  # placed as one of several objects (the two objects of a pair scene)
 
     @property
     def family(self) -> int:
@@ -260,20 +296,36 @@ class Layout:
 
     @property
     def radius(self) -> float:
-        # Cells are s/3 wide (21.3 px at 64 px).  Radius + jitter stays below half
-        # a cell, so objects in distinct cells never overlap and stay inside the image.
-        lo, hi = (6.2, 6.8) if self.size == 0 else (9.2, 9.6)
-        return float((lo + (hi - lo) * self.radius_u) * self.image_size / 64.0)
+        # Cells are s/3 wide (21.3 px at 64 px).  With several objects, radius + jitter stays
+        # below half a cell, so objects in distinct cells never overlap and stay inside the image.
+        lo, hi = self.radius_ranges[self.size]
+        r = lo + (hi - lo) * self.radius_u
+        if self.count > 1 or self.multi:
+            r = min(r, self.multi_radius_max)
+        return float(r * self.image_size / 64.0)
 
     @property
     def centres(self) -> tuple[tuple[float, float], ...]:
         unit = self.image_size / 64.0
-        jitter = (2.5 if self.size == 0 else 0.8) * unit
         cell = self.image_size / 3.0
-        return tuple(
-            (float((c % 3 + 0.5) * cell + jitter * dx), float((c // 3 + 0.5) * cell + jitter * dy))
-            for c, (dx, dy) in zip(self.cells, self.offsets_u)
-        )
+        if not self.free_centre:
+            jitter = (2.5 if self.size == 0 else 0.8) * unit
+            return tuple(
+                (float((c % 3 + 0.5) * cell + jitter * dx), float((c // 3 + 0.5) * cell + jitter * dy))
+                for c, (dx, dy) in zip(self.cells, self.offsets_u)
+            )
+        r = self.radius
+        if self.count == 1 and not self.multi:  # anywhere in its cell, kept inside the picture (an object
+            # wider than a cell, radius above s / 3, is pushed towards the middle by its excess)
+            jitter = 0.5 * cell - 1e-3
+        else:  # neighbours' centres stay more than 2 r apart
+            jitter = max(0.0, min(2.5 * unit, 0.5 * cell - r - 0.2 * unit))
+        out = []
+        for c, (dx, dy) in zip(self.cells, self.offsets_u):
+            x = min(max((c % 3 + 0.5) * cell + jitter * dx, r), self.image_size - r)
+            y = min(max((c // 3 + 0.5) * cell + jitter * dy, r), self.image_size - r)
+            out.append((float(x), float(y)))
+        return tuple(out)
 
     @property
     def rgb(self) -> tuple[int, int, int]:
@@ -343,6 +395,48 @@ def draw_layout(rng: np.random.Generator, split_id: int, index: int, cfg: WorldC
     )
 
 
+@dataclass(frozen=True)
+class Distractor:
+    """An unnamed object of the clutter (world-v3): its kind (:data:`DISTRACTORS`), centre,
+    radius (pixels at this image size), colour index and rotation."""
+
+    kind: int
+    centre: tuple[float, float]
+    radius: float
+    colour: int
+    rgb: tuple[int, int, int]
+    angle: float
+
+
+def draw_extras(lay: Layout, rng: np.random.Generator, cfg: WorldConfig) -> Layout:
+    """world-v3's draws for a layout: outline or not, rotation, the radius ranges, the free
+    centre and the clutter. They come from a generator of their own, so that a world-v2 layout
+    and texture are the same draw for draw."""
+    if not cfg.extended:
+        return lay
+    s = cfg.image_size
+    unit = s / 64.0
+    cell = s / 3.0
+    u = rng.random(4).tolist()
+    n = 0 if u[2] >= cfg.clutter_p else 1 + pick_index(u[3], cfg.max_distractors)
+    free = [c for c in np.argsort(rng.random(len(POSITIONS))).tolist() if c not in lay.cells]
+    items = []
+    for k in range(min(n, len(free))):
+        v = rng.random(9).tolist()
+        r = (DISTRACTOR_RADIUS[0] + (DISTRACTOR_RADIUS[1] - DISTRACTOR_RADIUS[0]) * v[0]) * unit
+        c = free[k]
+        j = max(0.0, 0.5 * cell - r)
+        centre = (float((c % 3 + 0.5) * cell + j * (2 * v[1] - 1)), float((c // 3 + 0.5) * cell + j * (2 * v[2] - 1)))
+        colour = (lay.colour + 1 + pick_index(v[3], len(COLOURS) - 1)) % len(COLOURS)
+        jit = [pick_index(x, 2 * cfg.colour_jitter + 1) - cfg.colour_jitter for x in v[4:7]]
+        rgb = tuple(min(255, max(0, int(ch) + d)) for ch, d in zip(COLOUR_RGB[colour], jit))
+        items.append(Distractor(kind=pick_index(v[7], len(DISTRACTORS)), centre=centre, radius=float(r),
+                                colour=colour, rgb=(rgb[0], rgb[1], rgb[2]), angle=float(2 * math.pi * v[8])))
+    return replace(lay, radius_ranges=(cfg.small_radius, cfg.large_radius), multi_radius_max=cfg.multi_radius_max,
+                   free_centre=cfg.free_centre, angle=math.radians(cfg.rotation) * (2 * u[1] - 1),
+                   outlined=u[0] < cfg.outline_p, distractors=tuple(items))
+
+
 def value_index(factor: str, value: int | str) -> int:
     """Index of ``value`` (a value name or an index) in ``FACTORS[factor]``."""
     factor = check_factor(factor)
@@ -378,33 +472,63 @@ def override_layout(lay: Layout, overrides: Mapping[str, int | str]) -> Layout:
     return replace(lay, **changes)
 
 
-def render_layout(lay: Layout, background: np.ndarray, cfg: WorldConfig) -> tuple[np.ndarray, np.ndarray]:
-    """Paint the objects of ``lay`` over ``background``; returns (image, masks)."""
-    s = cfg.image_size
+def _polygon(draw: ImageDraw.ImageDraw, pts: np.ndarray, centre: tuple[float, float], fill: int) -> None:
+    # PIL puts integer coordinates at pixel centres; our pixel i spans [i, i + 1).
+    draw.polygon([tuple(p) for p in (pts + (centre[0] - 0.5, centre[1] - 0.5)).tolist()], fill=fill)
+
+
+def _outline_colour(colour: int) -> tuple[int, int, int]:
+    return (230, 230, 230) if COLOURS[colour] == "black" else (20, 20, 20)
+
+
+def _paint_distractors(lay: Layout, img: np.ndarray, outline: bool) -> np.ndarray:
+    """Paint the clutter of ``lay`` into ``img`` (in place); returns its mask."""
+    s = img.shape[0]
     canvas = Image.new("L", (s, s), 0)
     draw = ImageDraw.Draw(canvas)
-    radius = lay.radius
-    poly = _SHAPE_POLYGONS[lay.shape] * radius
-    for k, (cx, cy) in enumerate(lay.centres):
-        # PIL puts integer coordinates at pixel centres; our pixel i spans [i, i + 1).
-        pts = poly + (cx - 0.5, cy - 0.5)
-        draw.polygon([tuple(p) for p in pts.tolist()], fill=k + 1)
+    for k, d in enumerate(lay.distractors):
+        outer, hole = _DISTRACTOR_POLYGONS[d.kind]
+        _polygon(draw, _rotate(outer, d.angle) * d.radius, d.centre, k + 1)
+        if hole is not None:
+            _polygon(draw, _rotate(hole, d.angle) * d.radius, d.centre, 0)
+    label = np.asarray(canvas)
+    for k, d in enumerate(lay.distractors):
+        m = label == k + 1
+        img[m] = d.rgb
+        if outline:
+            img[m & ~erode(m)] = _outline_colour(d.colour)
+    return label > 0
+
+
+def render_layout(lay: Layout, background: np.ndarray, cfg: WorldConfig,
+                  clutter: bool = False) -> tuple[np.ndarray, np.ndarray] | tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Paint the objects of ``lay`` over ``background``; returns (image, masks), and with
+    ``clutter`` also the mask of the distractors' visible pixels (painted under the objects)."""
+    s = cfg.image_size
+    outlined = cfg.outline and lay.outlined
+    img = background.copy()
+    under = _paint_distractors(lay, img, outlined) if lay.distractors else np.zeros((s, s), dtype=bool)
+    canvas = Image.new("L", (s, s), 0)
+    draw = ImageDraw.Draw(canvas)
+    poly = _rotate(_SHAPE_POLYGONS[lay.shape], lay.angle) * lay.radius
+    for k, centre in enumerate(lay.centres):
+        _polygon(draw, poly, centre, k + 1)
     label = np.asarray(canvas)  # later objects hide earlier ones (never overlap by construction)
     masks = label[None] == np.arange(1, lay.count + 1, dtype=np.uint8)[:, None, None]
     fg = label > 0
     code = fg.astype(np.uint8)  # 1: object colour, 2: pattern colour, 3: outline
-    inner = erode(fg) if cfg.outline else fg
+    inner = erode(fg) if outlined else fg
     pat = _pattern_mask(lay.pattern, lay.phase, s)
     if pat is not None:
         code[inner & pat] = 2
-    if cfg.outline:
+    if outlined:
         code[fg & ~inner] = 3
     rgb = lay.rgb
-    outline = (230, 230, 230) if COLOURS[lay.colour] == "black" else (20, 20, 20)
-    palette = np.array([rgb, rgb, _secondary_colour(rgb), outline], dtype=np.uint8)
-    img = background.copy()
+    palette = np.array([rgb, rgb, _secondary_colour(rgb), _outline_colour(lay.colour)], dtype=np.uint8)
     idx = np.flatnonzero(fg)
     img.reshape(-1, 3)[idx] = palette[code.ravel()[idx]]
+    if clutter:
+        return img, masks, under & ~fg
     return img, masks
 
 

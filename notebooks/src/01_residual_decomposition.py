@@ -82,7 +82,7 @@ from helpers.datasets import load_task
 from helpers.decompose import Decomposer
 from helpers.decompose_map import pooled_note
 from helpers.labels import component_label, head_labels, layer_label
-from helpers.models import model_info, provenance
+from helpers.models import model_info, provenance, world_of
 from helpers.narrative import num, pct, provenance_reading, ranking, verdict, what_we_see
 from helpers.presets import resolve
 from helpers.record import Figures
@@ -98,7 +98,7 @@ model_name, pretrained, dataset = settings.model_name, settings.pretrained, sett
 n_images, batch_size, device = settings.n_images, settings.batch_size, settings.device
 protocol = settings.protocol
 model, preprocess, tokenizer = settings.start(figures)  # prints the settings, records them, loads the model
-task = load_task(dataset, n_images=n_images, preprocess=preprocess, seed=seed)
+task = load_task(dataset, n_images=n_images, preprocess=preprocess, seed=seed, world_name=world_of(model))
 info = model_info(model)
 L = info.n_layers
 pooled = info.pooling == "map"  # SigLIP: attention pooling instead of a class token

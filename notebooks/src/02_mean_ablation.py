@@ -62,7 +62,7 @@ import ipywidgets as widgets
 
 from helpers.ablation import PATTERN_LARGE_DROP, PATTERN_SMALL_DROP, accuracy, collect_terms, mean_ablation_rows, pattern_held
 from helpers.datasets import load_task
-from helpers.models import load_model, model_info, provenance, twin_tag
+from helpers.models import load_model, model_info, provenance, twin_tag, world_of
 from helpers.narrative import num, pct, pts, provenance_reading, say, verdict, what_we_see
 from helpers.presets import resolve
 from helpers.record import Figures
@@ -77,7 +77,7 @@ model_name, pretrained, dataset = settings.model_name, settings.pretrained, sett
 n_images, batch_size, device = settings.n_images, settings.batch_size, settings.device
 protocol = settings.protocol
 model, preprocess, tokenizer = settings.start(figures)  # prints the settings, records them, loads the model
-task = load_task(dataset, n_images=n_images, preprocess=preprocess, seed=seed)
+task = load_task(dataset, n_images=n_images, preprocess=preprocess, seed=seed, world_name=world_of(model))
 classifier = zero_shot_classifier(model, tokenizer, task.prompts)
 loader = torch.utils.data.DataLoader(task.dataset, batch_size=batch_size)
 terms = collect_terms(model, loader, cls_self=True, progress=True, total=len(task))

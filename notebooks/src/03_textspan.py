@@ -69,7 +69,7 @@ from helpers.datasets import load_task
 from helpers.heads import (head_image_neighbours, head_roles, head_text_neighbours, heads_for_property,
                            interpretability_scores, neighbour_overlap, property_neighbours, reconstruction_accuracy,
                            search_agreement, stack_heads)
-from helpers.models import DEFAULT_MODEL, model_info, provenance
+from helpers.models import DEFAULT_MODEL, model_info, provenance, world_of
 from helpers.narrative import compare, num, pct, pts, ranking, ratio, say, verdict, what_we_see
 from helpers.pools import load_pool
 from helpers.presets import resolve
@@ -88,7 +88,7 @@ model_name, pretrained, dataset = settings.model_name, settings.pretrained, sett
 n_images, batch_size, device = settings.n_images, settings.batch_size, settings.device
 protocol, pool_size = settings.protocol, settings.pool_size
 model, preprocess, tokenizer = settings.start(figures)  # prints the settings, records them, loads the model
-task = load_task(dataset, n_images=n_images, preprocess=preprocess, seed=seed)
+task = load_task(dataset, n_images=n_images, preprocess=preprocess, seed=seed, world_name=world_of(model))
 loader = torch.utils.data.DataLoader(task.dataset, batch_size=batch_size)
 terms = collect_terms(model, loader, heads=True, progress=True, total=len(task))
 text_pool = load_pool(pool or ("world" if dataset.startswith("world") else "general")).sample(pool_size, seed=seed)

@@ -66,7 +66,7 @@ from helpers.heads import head_roles, stack_heads
 from helpers.images import SAMPLE_PHOTOS, images_to_tensor, model_view, sample_photos
 from helpers.labels import head_label, layer_label
 from helpers.metrics import BASELINES, baseline_scores, iou, map_coverage, map_scores, threshold_map
-from helpers.models import DEFAULT_MODEL, model_info, provenance
+from helpers.models import DEFAULT_MODEL, model_info, provenance, world_of
 from helpers.decompose_map import pooled_note
 from helpers.narrative import compare, num, pct, ranking, say, verdict, what_we_see
 from helpers.plots import maps_figure
@@ -123,7 +123,7 @@ if pooled:
 
 # %%
 FACTORS = ("colour", "shape", "background")
-test = world.sample(n_images, split="test", seed=seed + 1) if use_world or offline_model else None
+test = world.sample(n_images, split="test", seed=seed + 1, config=world_of(model)) if use_world or offline_model else None
 classifiers = {f: zero_shot_classifier(model, tokenizer, world.class_prompts(f)) for f in FACTORS}
 
 

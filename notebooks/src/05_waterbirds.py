@@ -72,7 +72,7 @@ from helpers.ablation import collect_terms
 from helpers.heads import head_roles, stack_heads
 from helpers.images import images_to_tensor
 from helpers.labels import head_labels, parse_head
-from helpers.models import DEFAULT_MODEL, model_info, provenance
+from helpers.models import DEFAULT_MODEL, model_info, provenance, world_of
 from helpers.pools import load_pool
 from helpers.presets import resolve
 from helpers.record import Figures
@@ -99,13 +99,13 @@ PROTOCOL_NAMES = {"heads": "heads only", "paper": "the paper's"}
 figures["repair_protocol"] = repair_protocol
 model, preprocess, tokenizer = settings.start(figures)  # prints the settings, records them, loads the model
 if dataset == "world":
-    scenes = world.waterbirds_test_set(n_per_group, seed=seed + 1)
+    scenes = world.waterbirds_test_set(n_per_group, seed=seed + 1, config=world_of(model))
     eval_images = images_to_tensor(scenes.images, model)  # resized for a real model
     labels, groups = torch.as_tensor(scenes.factors["family"]), torch.as_tensor(scenes.groups)
     names = world.WATERBIRDS_GROUP_NAMES
     prompts = world.class_prompts("family")
     # TextSpan runs on other scenes (independent factors), never on the evaluation groups
-    span_x = images_to_tensor(world.sample(span_images, split="test", seed=seed + 2).images, model)
+    span_x = images_to_tensor(world.sample(span_images, split="test", seed=seed + 2, config=world_of(model)).images, model)
     pool = load_pool("world").sample(pool_size, seed=seed)  # the world's own descriptions
 elif dataset.startswith("waterbirds"):
     root = dataset.partition(":")[2] or None
@@ -141,19 +141,23 @@ figures["before"] = before.as_dict()
 
 # %%
 if dataset == "world":
-    planted = world_planted_correlation(seed=0)  # the training world is World(seed=0)
+    planted = world_planted_correlation(seed=0, config=world_of(model))  # the training world is World(seed=0)
     say(f"Of the first {planted.n:,} training scenes, {pct(planted.habitat_share)} are habitat scenes, and in "
         f"{pct(planted.agree_in_habitat)} of those the background is the family's habitat (the world's "
         f"`spurious_p` is {planted.spurious_p:g}); the other scenes draw any of the "
         f"{len(world.BACKGROUNDS)} backgrounds. Of all training scenes on grass or water, "
-        f"{pct(planted.agree_on_habitats)} show the family on its own habitat.")
+        f"{pct(planted.agree_on_habitats)} show the family on its own habitat. Through the text: "
+        f"{pct(planted.linked_captions)} of the habitat scenes' captions name the family together with the "
+        f"background (\"a swimmer on a lake\"), against {pct(planted.linked_elsewhere)} of the other scenes' "
+        + (f"(the world's `habitat_caption_p` is {planted.habitat_caption_p:g}, as web captions name the "
+           "habitat with the bird)." if planted.habitat_caption_p else "(no link planted in the captions)."))
 else:
     planted = waterbirds_planted_correlation(wb.root)
     say(f"Of Waterbirds' {planted.n:,} training images, {pct(planted.agree_in_habitat)} show the bird on its own "
         "habitat (waterbirds on water, landbirds on land). A zero-shot CLIP never saw this split: its lean on the "
         "background comes from its web training data.")
 figures["planted"] = {"habitat_share": planted.habitat_share, "agree_in_habitat": planted.agree_in_habitat,
-                      "agree_on_habitats": planted.agree_on_habitats}
+                      "agree_on_habitats": planted.agree_on_habitats, "linked_captions": planted.linked_captions}
 
 # %% [markdown]
 # ## Accuracy per group, before any repair

@@ -93,7 +93,7 @@ from IPython.display import display
 
 from helpers.labels import layer_label
 from helpers.metrics import SegmentationScores, mass_by_region
-from helpers.models import model_info, provenance
+from helpers.models import model_info, provenance, world_of
 from helpers.narrative import compare, num, pct, ranking, ratio, say, verdict, what_we_see
 from helpers.plots import maps_figure
 from helpers.presets import resolve
@@ -111,7 +111,7 @@ model_name, pretrained, dataset = settings.model_name, settings.pretrained, sett
 n_images, batch_size, device = settings.n_images, settings.batch_size, settings.device
 protocol = settings.protocol
 model, preprocess, tokenizer = settings.start(figures)  # prints the settings, records them, loads the model
-task = load_segmentation_task(dataset, preprocess, n_images, seed=seed)
+task = load_segmentation_task(dataset, preprocess, n_images, seed=seed, world_name=world_of(model))
 classifier = zero_shot_classifier(model, tokenizer, task.prompts)
 print(f"{task.name}: {len(task)} images at {tuple(task.images.shape[-2:])}, {len(task.prompts)} classes; "
       f"foreground covers {task.masks.float().mean():.1%} of the pixels")
@@ -274,7 +274,8 @@ for i in range(min(3, len(task))):  # the first (up to) three images
 
 # %%
 if pairs_factor:
-    pairs = load_segmentation_task(f"world-pairs:{pairs_factor}", preprocess, n_images, seed=seed)
+    pairs = load_segmentation_task(f"world-pairs:{pairs_factor}", preprocess, n_images, seed=seed,
+                                   world_name=world_of(model))
     pair_classifier = zero_shot_classifier(model, tokenizer, pairs.prompts)
     pair_results, pair_maps = evaluate_methods(model, pairs, pair_classifier, METHODS, batch_size=batch_size)
     display(pd.DataFrame(pair_results).T[SCORES].round(3))
