@@ -209,25 +209,31 @@ class Provenance:
         return self.kind == "web"
 
 
-_OFFLINE_PROVENANCE: dict[str, Provenance] = {
-    "world-v2": Provenance(
-        "shaped",
-        "`world-clip` / `world-v2` is the course's own small CLIP, trained on the synthetic world "
-        "**with a direct-path penalty** on the MLPs, the class-token embedding term and every "
-        "attention layer but the last four (a small model on a small world does not grow the "
-        "paper's pattern by itself; `data/models/MODEL_CARD.md`). So its direct effects sit in the "
-        "last attention layers *by construction*: a paper preset (a real CLIP) is the test of the "
-        "paper's claim."),
-    "world-v2-plain": Provenance(
-        "plain",
-        "`world-clip` / `world-v2-plain` is the default's twin: the same world and training stages "
-        "**without the direct-path penalty**, so where its direct effects sit is whatever "
-        "training found."),
-}
+def _offline_provenance(world_name: str) -> dict[str, Provenance]:
+    """The provenance of the default and its twin trained on ``world_name``."""
+    return {
+        world_name: Provenance(
+            "shaped",
+            f"`world-clip` / `{world_name}` is the course's own small CLIP, trained on the synthetic world "
+            "**with a direct-path penalty** on the MLPs, the class-token embedding term and every "
+            "attention layer but the last four (a small model on a small world does not grow the "
+            "paper's pattern by itself; `data/models/MODEL_CARD.md`). So its direct effects sit in the "
+            "last attention layers *by construction*: a paper preset (a real CLIP) is the test of the "
+            "paper's claim."),
+        f"{world_name}-plain": Provenance(
+            "plain",
+            f"`world-clip` / `{world_name}-plain` is the default's twin: the same world and training stages "
+            "**without the direct-path penalty**, so where its direct effects sit is whatever "
+            "training found."),
+    }
+
+
+_OFFLINE_PROVENANCE: dict[str, Provenance] = {**_offline_provenance("world-v2"), **_offline_provenance("world-v3")}
 
 
 # an offline model -> its twin: the same world and training stages without the direct-path penalty
-TWINS: dict[str, str] = {"world-v2": "world-v2-plain"}
+# (a twin is offered only where its weights are present: see twin_tag)
+TWINS: dict[str, str] = {"world-v2": "world-v2-plain", "world-v3": "world-v3-plain"}
 
 
 def twin_tag(model: torch.nn.Module) -> str | None:

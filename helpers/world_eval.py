@@ -268,7 +268,7 @@ def model_card(figs: dict[str, Any], train_log: dict[str, Any], weights_bytes: i
     lines = [
         f"## Measured figures{suffix}",
         "",
-        f"Held-out `test` scenes (seed {figs.get('seed', 1)}, {figs['n_test_scenes']} scenes), "
+        f"Held-out `test` scenes of {figs.get('world', 'world-v2')} (seed {figs.get('seed', 1)}, {figs['n_test_scenes']} scenes), "
         f"measured by `python -m helpers.world_eval --card{f' --pretrained {tag}' if tag else ''}` in "
         f"{eval_seconds:.0f} s." + (f" The last column is `{other_tag}`'s, for comparison." if other else ""),
         "",
@@ -384,7 +384,7 @@ def main(argv: list[str] | None = None) -> None:
     import json
     import time
 
-    from .models import DEFAULT_MODEL, DEFAULT_PRETRAINED, TWINS, data_dir, load_model
+    from .models import DEFAULT_MODEL, DEFAULT_PRETRAINED, TWINS, data_dir, load_model, world_of
 
     ap = argparse.ArgumentParser(description="Measure an offline model on the world; write its card section.")
     ap.add_argument("--card", action="store_true", help="rewrite the model's measured part of data/models/MODEL_CARD.md")
@@ -394,17 +394,20 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--n", type=int, default=600)
     ap.add_argument("--seed", type=int, default=1)
     ap.add_argument("--world", default=None, choices=list(world.WORLDS),
-                    help="measure on this world's scenes (default: world-v2)")
+                    help="measure on this world's scenes (default: the one the model was trained on)")
     ap.add_argument("--by-size", action="store_true",
                     help="also shape accuracy by object size, outline and clutter on world-v3's scenes")
     args = ap.parse_args(argv)
     tag = args.pretrained
-    if args.card and (tag.endswith(".safetensors") or args.world):
-        raise SystemExit("--card writes a shipped model's section on its own world: no checkpoint path, no --world")
     t0 = time.perf_counter()
     model, _, tokenizer = load_model(DEFAULT_MODEL, tag)
-    figs = evaluate(model, tokenizer, n=args.n, seed=args.seed, config=args.world,
+    own = world_of(model) or "world-v2"
+    if args.card and (tag.endswith(".safetensors") or args.world not in (None, own)):
+        raise SystemExit(f"--card writes a shipped model's section, measured on its own world ({own}): "
+                         "no checkpoint path, no other --world")
+    figs = evaluate(model, tokenizer, n=args.n, seed=args.seed, config=args.world or own,
                     n_by_size=1200 if (args.by_size or args.card) else 0)
+    figs["world"] = args.world or own
     figs["seed"] = args.seed
     dt = time.perf_counter() - t0
     print(json.dumps({k: v for k, v in figs.items() if k != "head_roles"}, indent=1))

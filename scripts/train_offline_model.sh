@@ -6,7 +6,13 @@
 #
 #   bash scripts/train_offline_model.sh                     # world-v2 (the default, with the direct-path penalty)
 #   bash scripts/train_offline_model.sh --plain             # world-v2-plain: the same stages, no direct-path penalty
-#   bash scripts/train_offline_model.sh --world world-v3    # the same stages on world-v3's scenes (tag world-v3)
+#   bash scripts/train_offline_model.sh --world world-v3    # world-v3: world-v2's four stages, then two on world-v3
+#   bash scripts/train_offline_model.sh --world world-v3 --plain   # its twin: the same six stages, no penalty
+#
+# world-v3's models continue from world-v2's (stages 5 and 6 on world-v3's scenes, at the learning rates of
+# stages 3 and 4). Their first four stages are world-v2's: the shipped world-v2 weights are those stages'
+# output (float16, as every stage saves and the next one loads), so they are the start when present
+# (TRAIN_FROM_SCRATCH=1 reruns the four stages instead).
 #
 # Then: cp build/world-v2/stage4/world-clip-world-v2.* data/models/ && python -m helpers.world_eval --card
 # (for --plain: cp build/world-v2-plain/stage4/world-clip-world-v2-plain.* data/models/ &&
@@ -25,26 +31,34 @@ while [ $# -gt 0 ]; do
     *) echo "usage: $0 [--plain] [--world world-v3|world-v2]" >&2; exit 2 ;;
   esac
 done
-if [ -n "$plain" ]; then
-  tag=$world-plain; extra=(--direct-penalty 0 --logit-penalty 0)
-else
-  tag=$world; extra=()
-fi
-out=build/$tag
+suffix=""; extra=()
+if [ -n "$plain" ]; then suffix=-plain; extra=(--direct-penalty 0 --logit-penalty 0); fi
+tag=$world$suffix
+# world-v3 continues from world-v2 (below): stages 1-4 on world-v2, under world-v2's tag
+base=world-v2$suffix
+if [ "$world" = world-v3 ]; then first=world-v2; else first=$world; fi
+out=build/$base
 if [ -z "${TRAIN_NO_SETUP:-}" ]; then
   bash scripts/setup.sh
   . .venv/bin/activate
 fi
 threads=${TRAIN_THREADS:-2}
-common=(--batch-size 96 --shape-group 4 --probe-weight 0.5 --threads "$threads" --tag "$tag" --world "$world"
+common=(--batch-size 96 --shape-group 4 --probe-weight 0.5 --threads "$threads" --tag "$base" --world "$first"
         --workers "${TRAIN_WORKERS:-0}")
-weights=world-clip-$tag.safetensors
-# a stage whose weights exist is not rerun (resume after an interruption, stage by stage)
+weights=world-clip-$base.safetensors
+# a stage whose weights exist is not rerun (resume after an interruption, stage by stage), nor any
+# stage before the last one done
 stage() {
   local dir=$1; shift
-  if [ -f "$out/$dir/$weights" ]; then echo "$dir: done ($out/$dir/$weights)"; return; fi
+  if [ -f "$out/$dir/$weights" ] || [ -f "$out/stage4/$weights" ]; then echo "$dir: done"; return; fi
   python -m helpers.training "${common[@]}" --out "$out/$dir" "$@"
 }
+if [ "$world" = world-v3 ] && [ -z "${TRAIN_FROM_SCRATCH:-}" ] && [ -f "data/models/$weights" ] \
+   && [ ! -f "$out/stage4/$weights" ]; then
+  mkdir -p "$out/stage4"
+  cp "data/models/$weights" "data/models/world-clip-$base.train.json" "data/models/world-clip.json" "$out/stage4/"
+  echo "stages 1-4: the shipped $base weights"
+fi
 
 # 1. the image tower alone on the shape label, then contrastive training with shape groups,
 #    a class-caption term for the shapes, and the direct-path penalty late in the run
@@ -63,4 +77,25 @@ stage stage3 --init "$out/stage2/$weights" --steps 1200 \
 stage stage4 --init "$out/stage3/$weights" --steps 800 \
   --lr 4e-4 --shape-pairs 0.6 --class-weight 1.5 --class-factors shape,colour --penalty-start 0.0 \
   --penalty-full 0.01 --logit-penalty 1.0 "${extra[@]}"
-echo "weights: $out/stage4/$weights"
+if [ "$world" = world-v3 ]; then
+  # 5-6. world-v3's scenes (sizes over 4x, outlines on and off, rotation, clutter, habitat captions),
+  #      at the learning rates of stages 3 and 4, the penalties as in those stages
+  v3out=build/$tag
+  v3weights=world-clip-$tag.safetensors
+  v3common=(--batch-size 96 --shape-group 4 --probe-weight 0.5 --threads "$threads" --tag "$tag" --world world-v3
+            --workers "${TRAIN_WORKERS:-0}")
+  v3stage() {
+    local dir=$1 init=$2; shift 2
+    if [ -f "$v3out/$dir/$v3weights" ]; then echo "$dir: done"; return; fi
+    python -m helpers.training "${v3common[@]}" --out "$v3out/$dir" --init "$init" "$@"
+  }
+  v3stage stage5 "$out/stage4/$weights" --steps 1200 \
+    --lr 6e-4 --shape-pairs 0.6 --class-weight 1.5 --class-factors shape,colour --penalty-start 0.0 \
+    --penalty-full 0.3 --logit-penalty 1.0 "${extra[@]}"
+  v3stage stage6 "$v3out/stage5/$v3weights" --steps 400 \
+    --lr 4e-4 --shape-pairs 0.6 --class-weight 1.5 --class-factors shape,colour --penalty-start 0.0 \
+    --penalty-full 0.01 --logit-penalty 1.0 "${extra[@]}"
+  echo "weights: $v3out/stage6/$v3weights"
+else
+  echo "weights: $out/stage4/$weights"
+fi

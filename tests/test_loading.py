@@ -11,7 +11,7 @@ import torch
 from safetensors.torch import load_file, save_file
 
 import helpers.models as hm
-from helpers.models import DEFAULT_MODEL, OfflineError, default_weights_path, load_model, offline_tags
+from helpers.models import DEFAULT_MODEL, DEFAULT_PRETRAINED, OfflineError, default_weights_path, load_model, offline_tags
 
 # The architectures the course supports by name: the papers' models and the offline default.
 SUPPORTED = ["world-clip", "ViT-B-32", "ViT-B-32-quickgelu", "ViT-B-16", "ViT-B-16-quickgelu",
@@ -100,12 +100,12 @@ def test_random_weights_when_asked_by_name():
 
 def test_offline_default_loads_its_shipped_weights_without_a_tag():
     shipped = load_file(str(default_weights_path()))  # float16 on disk
-    for args in [(), (DEFAULT_MODEL, "world-v2"), (DEFAULT_MODEL, "")]:
+    for args in [(), (DEFAULT_MODEL, DEFAULT_PRETRAINED), (DEFAULT_MODEL, "")]:
         model = load_model(*args).model
         state = model.state_dict()
         assert set(state) == set(shipped)
         assert all(torch.equal(state[k], v.float()) for k, v in shipped.items()), args
-    assert "world-v2" in offline_tags()
+    assert DEFAULT_PRETRAINED in offline_tags()
 
 
 def test_offline_tags_from_the_data_folder(tmp_path, monkeypatch):
@@ -118,10 +118,10 @@ def test_offline_tags_from_the_data_folder(tmp_path, monkeypatch):
     assert offline_tags() == ["world-v2-plain"]
     model = load_model(DEFAULT_MODEL, "world-v2-plain").model
     assert all(torch.equal(model.state_dict()[k], v.float()) for k, v in state.items())
-    with pytest.raises(ValueError, match=r"Unknown pretrained 'world-v3'.*\['world-v2-plain'\]"):
-        load_model(DEFAULT_MODEL, "world-v3")
+    with pytest.raises(ValueError, match=r"Unknown pretrained 'world-v9'.*\['world-v2-plain'\]"):
+        load_model(DEFAULT_MODEL, "world-v9")
     # the default tag is missing here: a clear error, never random weights
-    with pytest.raises(FileNotFoundError, match=r"world-clip-world-v2\.safetensors.*world-v2-plain.*'random'"):
+    with pytest.raises(FileNotFoundError, match=rf"world-clip-{DEFAULT_PRETRAINED}\.safetensors.*world-v2-plain.*'random'"):
         load_model()
 
 

@@ -64,3 +64,22 @@ def test_sections_are_rewritten_one_at_a_time():
 def test_a_card_without_measured_part_gets_one(bad):
     card = write_card_section(bad, "world-v2", "## Measured figures\nD\n", default="world-v2")
     assert card.endswith("## Measured figures\nD\n") and card.startswith("# Model card")
+
+
+def test_the_card_names_the_world_and_renders_shape_by_size():
+    def by_size(acc):
+        cell = {"accuracy": acc, "n": 5}
+        bins = {name: {"all": cell, "outline": cell, "no outline": {"accuracy": acc / 2, "n": 0}}
+                for name in ("5.5-6.8 px", "6.8-8 px", "9.6-14 px", "14-22 px")}
+        return {"world": "world-v3", "n": 20, "overall": acc, "bins": bins, "clutter": cell, "no clutter": cell,
+                "worst_bin": acc}
+
+    figs = {**_figs(0.9), "world": "world-v3", "shape_by_size": by_size(0.8)}
+    text = model_card(figs, _log(1.0), 2**20, 3.0)
+    assert "Held-out `test` scenes of world-v3 (seed 1, 10 scenes)" in text
+    assert "Shape on world-v3's scenes (20 held-out" in text and "| 14-22 px | 5 | 80.0% | 80.0% | 40.0% |" in text
+    twin = model_card({**_figs(0.7), "shape_by_size": by_size(0.6)}, _log(0.0), 2**20, 3.0, tag="world-v3-plain",
+                      compare=("world-v3", figs))
+    assert "| 6.8-8 px | 5 | 60.0% (80.0%) | 60.0% (80.0%) | 30.0% (40.0%) |" in twin
+    assert "Held-out `test` scenes of world-v2" in twin  # figures without a world name are world-v2's
+    assert "Shape on" not in model_card(_figs(0.9), _log(1.0), 2**20, 3.0)

@@ -12,6 +12,7 @@ import re
 import pytest
 
 from helpers.main_job import execute_notebook, notebook_paths, stderr_outputs
+from helpers.models import DEFAULT_PRETRAINED, TWINS
 
 
 def check_01(f):
@@ -57,7 +58,7 @@ def check_02(f):
     from helpers.ablation import pattern_held
 
     twin = f["twin"]
-    assert twin["tag"] == "world-v2-plain" and twin["provenance"] == "plain"
+    assert twin["tag"] == TWINS[DEFAULT_PRETRAINED] and twin["provenance"] == "plain"
     assert list(twin["rows"]) == list(course) and twin["rows"] != course  # its own model
     assert twin["pattern_held"] is pattern_held(twin["rows"])
     # the shipped twin does not show the pattern (MODEL_CARD.md): the side-by-side is a contrast

@@ -12,6 +12,7 @@ import pytest
 import torch
 
 from helpers import presets
+from helpers.models import DEFAULT_PRETRAINED
 from helpers.presets import PRESETS, downloads, estimate_gpu_memory, get_preset, presets_table, resolve
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -53,7 +54,7 @@ def test_the_presets_and_their_models():
         assert bool(open_clip.get_model_config(model).get("quick_gelu")) == bool(cfg.get("quick_gelu"))
         assert p.trained_weights
     off, rnd = get_preset("offline"), get_preset("random ViT-B-32")
-    assert (off.model_name, off.pretrained, off.device) == ("world-clip", "world-v2", "cpu")
+    assert (off.model_name, off.pretrained, off.device) == ("world-clip", DEFAULT_PRETRAINED, "cpu")
     assert (rnd.model_name, rnd.pretrained, rnd.device) == ("ViT-B-32", "random", "cpu") and not rnd.trained_weights
     for p in (off, rnd):
         assert all(d.startswith("world") or d == "auto" for d in p.datasets().values()), p.datasets()
@@ -89,7 +90,7 @@ def test_every_notebook_takes_its_parameters_from_a_preset(nb):
               "06": dict(dataset="world:colour", n_images=200, batch_size=50)}[nb]
     s = resolve("offline", nb, **{k: defaults[k] for k in passed})
     assert {k: s.values[k] for k in before} == before
-    assert (s.model_name, s.pretrained, s.device) == ("world-clip", "world-v2", "cpu") and s.trained_weights
+    assert (s.model_name, s.pretrained, s.device) == ("world-clip", DEFAULT_PRETRAINED, "cpu") and s.trained_weights
 
 
 def test_resolve_fills_what_is_unset_and_keeps_what_is_set():

@@ -197,31 +197,52 @@ def test_logit_penalty_is_the_direct_share_of_class_logit_variance():
         train(_tiny(steps=1, batch_size=8, logit_penalty=1.0), progress=False)
 
 
-def test_retraining_script_matches_the_shipped_training_log():
-    """scripts/train_offline_model.sh must give, stage by stage, the configurations recorded in
-    the shipped weights' training log (which carries every earlier stage's log)."""
+def _script_stages(world_name: str) -> list:
+    """The configurations scripts/train_offline_model.sh runs for ``--world world_name``, in
+    order: world-v2's four stages, and for world-v3 its two more (``v3stage``)."""
     import re
     import shlex
     from pathlib import Path
 
-    from helpers.models import default_weights_path
-    from helpers.training import parse_config, training_stages
+    from helpers.training import parse_config
 
     root = Path(__file__).resolve().parents[1]
     text = (root / "scripts" / "train_offline_model.sh").read_text().replace("\\\n", " ")
+
+    def common(name: str, world: str) -> list[str]:
+        body = re.search(rf"^ *{name}=\((.*?)\)$", text, re.M | re.S).group(1).replace("\n", " ")
+        return shlex.split(body.replace("$threads", "2").replace('"$tag"', "x").replace('"$base"', "x")
+                           .replace('"$first"', world).replace("${TRAIN_WORKERS:-0}", "0"))
+
+    stages = []
+    for line in text.splitlines():
+        words = shlex.split(line) if line.strip().startswith(("stage stage", "v3stage stage")) else []
+        if words and words[0] == "stage":  # stage <dir> <options>
+            argv = [a for a in words[2:] if a != "${extra[@]}"]  # shlex drops the quotes
+            stages.append(parse_config(common("common", "world-v2") + argv)[0])
+        elif words and world_name == "world-v3":  # v3stage <dir> <init> <options>
+            argv = ["--init", "x"] + [a for a in words[3:] if a != "${extra[@]}"]
+            stages.append(parse_config(common("v3common", "world-v3") + argv)[0])
+    return stages
+
+
+def test_retraining_script_matches_the_shipped_training_log():
+    """scripts/train_offline_model.sh must give, stage by stage, the configurations recorded in
+    the shipped weights' training log (which carries every earlier stage's log)."""
+    import re
+    from pathlib import Path
+
+    from helpers.models import default_weights_path
+    from helpers.training import training_stages
+
+    text = (Path(__file__).resolve().parents[1] / "scripts" / "train_offline_model.sh").read_text()
     log = json.loads(default_weights_path().with_name(
         default_weights_path().name.removesuffix(".safetensors") + ".train.json").read_text())
     logs = training_stages(log)
-    # the script's default world is the shipped default's (logs from before world-v3 name none)
-    assert re.search(r'^plain=""; world=(\S+)$', text, re.M).group(1) == log["config"].get("world", "world-v2")
-    common = re.search(r"^common=\((.*?)\)$", text, re.M | re.S).group(1).replace("\n", " ")
-    common = shlex.split(common.replace("$threads", "2").replace("$tag", "x").replace("$world", "world-v2")
-                         .replace("${TRAIN_WORKERS:-0}", "0"))
-    stages = []
-    for line in text.splitlines():
-        if line.startswith("stage stage"):  # stage <dir> <options>: python -m helpers.training "${common[@]}" ...
-            argv = [a for a in shlex.split(line)[2:] if a != "${extra[@]}"]  # shlex drops the quotes
-            stages.append(parse_config(common + argv)[0])
+    shipped_world = log["config"].get("world", "world-v2")  # logs from before world-v3 name none
+    # the script's default world is the shipped default's
+    assert re.search(r'^plain=""; world=(\S+)$', text, re.M).group(1) == shipped_world
+    stages = _script_stages(shipped_world)
     assert len(stages) == len(logs) >= 1
     skip = {"init", "device", "threads", "log_every", "workers"}
     for k, (cfg, rec) in enumerate(zip(stages, logs)):
@@ -230,6 +251,10 @@ def test_retraining_script_matches_the_shipped_training_log():
                if key in want}
         assert got == want, f"stage {k + 1}"
         assert (cfg.init is None) == (k == 0)
+    # world-v3's script adds two stages on world-v3's scenes after world-v2's four
+    v3 = _script_stages("world-v3")
+    assert len(v3) == 6 and [c.world for c in v3] == ["world-v2"] * 4 + ["world-v3"] * 2
+    assert [c.steps for c in v3[4:]] == [1200, 400] and all(c.init for c in v3[1:])
 
 
 def test_a_run_without_penalties_skips_the_terms_and_trains_the_same_weights(monkeypatch):

@@ -1,4 +1,4 @@
-"""The default's twin `world-v2-plain`: shipped, loadable by name, trained like the default
+"""The default's twin (its tag with `-plain`): shipped, loadable by name, trained like the default
 stage by stage except for the direct-path penalty, and described in the model card."""
 
 import json
@@ -12,7 +12,7 @@ from helpers.training import training_stages
 TWIN = TWINS[DEFAULT_PRETRAINED]
 PENALTIES = ("direct_penalty", "logit_penalty")
 # what may differ between two runs of the same recipe: where the files went, how it ran
-RUN_DETAILS = ("init", "device", "threads", "log_every")
+RUN_DETAILS = ("init", "device", "threads", "log_every", "workers")
 
 
 def _stages(tag):
@@ -75,9 +75,10 @@ def test_the_twin_keeps_direct_paths_the_default_was_pushed_out_of():
     from helpers.ablation import collect_terms
     from helpers.images import images_to_tensor
     from helpers.text import zero_shot_classifier
+    from helpers.models import world_of
     from helpers.world_eval import ablation_figures
 
-    scenes = world.sample(300, split="test", seed=7)
+    scenes = world.sample(300, split="test", seed=7, config=world_of(load_model(DEFAULT_MODEL).model))
     drops = {}
     for tag in (DEFAULT_PRETRAINED, TWIN):
         model, _, tokenizer = load_model(DEFAULT_MODEL, tag)

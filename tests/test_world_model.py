@@ -13,7 +13,7 @@ import torch
 
 from helpers import world
 from helpers.ablation import collect_terms
-from helpers.models import DEFAULT_MODEL, default_weights_path, load_model
+from helpers.models import DEFAULT_MODEL, default_weights_path, load_model, world_of
 from helpers.text import zero_shot_classifier
 from helpers.images import images_to_tensor
 from helpers.metrics import map_iou
@@ -40,7 +40,7 @@ def trained():
 @pytest.fixture(scope="module")
 def scenes_and_terms(trained):
     model, _ = trained
-    scenes = world.sample(400, split="test", seed=SEED)
+    scenes = world.sample(400, split="test", seed=SEED, config=world_of(model))
     return scenes, collect_terms(model, images_to_tensor(scenes.images), heads=True)
 
 
@@ -92,14 +92,14 @@ def test_heads_specialise_on_planted_factors(trained, scenes_and_terms):
 
 def test_spurious_correlation_hurts_worst_group(trained):
     model, tokenizer = trained
-    wb = group_accuracies(model, tokenizer, n_per_group=80, seed=SEED)
+    wb = group_accuracies(model, tokenizer, n_per_group=80, seed=SEED, config=world_of(model))
     assert wb["worst_group"] <= wb["average"] - 0.10, wb
 
 
 @pytest.mark.parametrize("factor", ["colour", pytest.param("shape", marks=SHAPE_MAP_GAP)])
 def test_spatial_maps_localise(trained, factor):
     model, tokenizer = trained
-    sub = world.sample(120, split="test", seed=SEED + 1)
+    sub = world.sample(120, split="test", seed=SEED + 1, config=world_of(model))
     maps = object_maps(model, tokenizer, sub, factor)
     iou = map_iou(maps, sub.foreground).mean()
     # a map that ignores the image (every pixel above threshold) scores the foreground fraction
@@ -129,11 +129,12 @@ def repair(trained):
     from helpers.textspan import textspan
 
     model, tokenizer = trained
-    groups = world.waterbirds_test_set(250, seed=SEED)  # 1,000 scenes: a gain of 10 points is not noise
+    groups = world.waterbirds_test_set(250, seed=SEED, config=world_of(model))  # 1,000 scenes: a gain of 10 points is not noise
     terms = collect_terms(model, images_to_tensor(groups.images), heads=True)
     clf = zero_shot_classifier(model, tokenizer, world.class_prompts("family"))
     ev = GroupEvaluator(terms, clf, groups.factors["family"], groups.groups, world.WATERBIRDS_GROUP_NAMES)
-    span = collect_terms(model, images_to_tensor(world.sample(600, split="test", seed=SEED + 3).images), heads=True)
+    span = collect_terms(model, images_to_tensor(world.sample(600, split="test", seed=SEED + 3,
+                                                             config=world_of(model)).images), heads=True)
     L, H = terms.heads.shape[1], terms.heads.shape[2]
     layers = list(range(L - 4, L))
     stack, labels = stack_heads(span, layers)
@@ -174,7 +175,7 @@ def segmentation_table(trained, request):
     from helpers.images import model_preprocess
 
     model, tokenizer = trained
-    task = load_segmentation_task(request.param, model_preprocess(model), 200, seed=SEED)
+    task = load_segmentation_task(request.param, model_preprocess(model), 200, seed=SEED, world_name=world_of(model))
     clf = zero_shot_classifier(model, tokenizer, task.prompts)
     results, _ = evaluate_methods(model, task, clf, ("decomposition", "raw_attention", "rollout"))
     return request.param, results

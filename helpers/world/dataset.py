@@ -272,7 +272,8 @@ class World:
         index = check_nonneg_int(index, "index")
         rng = self._rng(split_id, index, 0)
         lay = draw_layout(rng, split_id, index, self.config)
-        lay = draw_extras(lay, self._rng(split_id, index, 3), self.config)
+        if self.config.extended:  # world-v3's draws, from a stream of their own
+            lay = draw_extras(lay, self._rng(split_id, index, 3), self.config)
         if overrides:
             lay = override_layout(lay, overrides)
         tex = to_uint8(TEXTURES[lay.background](rng, self.config.image_size))

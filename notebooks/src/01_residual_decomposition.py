@@ -32,8 +32,8 @@
 # **How the offline model was made matters for this notebook.** It was trained *toward* the
 # paper's finding: a direct-path penalty on all MLPs, the embedding term and every attention
 # layer but the last four pushed its direct effects into its last four attention layers. A
-# small model on a small world does not grow that pattern by itself: its twin `world-v2-plain`,
-# trained in the same stages without the penalty, ships beside it and keeps a large direct path
+# small model on a small world does not grow that pattern by itself: its twin (the same tag with
+# `-plain`), trained in the same stages without the penalty, ships beside it and keeps a large direct path
 # through its MLPs and early layers (notebook 2 measures both models side by side; the model
 # card records their figures). So on the offline model the pattern is there by construction,
 # and the cells below say so where it shows. Running a real CLIP (`preset = "ViT-B-16 LAION"`

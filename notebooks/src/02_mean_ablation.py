@@ -286,8 +286,8 @@ what_we_see(
 # ## The same ablations on a model trained without the push
 #
 # The offline default was trained **with a direct-path penalty** that pushed its direct effects
-# into the last attention layers (see the note above and `data/models/MODEL_CARD.md`). Its twin,
-# `world-v2-plain`, saw the same world in the same four training stages, with the penalty
+# into the last attention layers (see the note above and `data/models/MODEL_CARD.md`). Its twin
+# (the same tag with `-plain`) saw the same world in the same training stages, with the penalty
 # switched off. Running the same ablations on the same images shows what the method does: it
 # *measures* where a model's direct effects sit, it does not put them there. With a real CLIP
 # (a paper preset) there is no twin: the model's own training is the test.

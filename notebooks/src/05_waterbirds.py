@@ -177,7 +177,7 @@ what_we_see(
               "repair to fix."),
     verdict(prov.kind in ("shaped", "plain") and dataset == "world",
             "This model is the course's own small CLIP, trained on the world's scenes counted above, so its lean on "
-            "the background is the planted one (`data/models/MODEL_CARD.md` lists these groups for `world-v2`). "
+            f"the background is the planted one (`data/models/MODEL_CARD.md` lists these groups for `{pretrained}`). "
             "Here the repair shows the method on a cue we planted; the Waterbirds run with a real CLIP (a paper "
             "preset) is the test of the paper's claim.",
             verdict(prov.tests_the_paper, "This model is a CLIP trained on web image-text pairs: its lean on the "
