@@ -152,6 +152,11 @@ def group_of(family: int, background: int) -> int:
 # ---------------------------------------------------------------------------
 
 
+#: world-v2's object radius of each size (pixels at 64 px): the defaults of :class:`WorldConfig`
+#: and of a layout drawn without world-v3's extra draws.
+V2_RADII: tuple[tuple[float, float], tuple[float, float]] = ((6.2, 6.8), (9.2, 9.6))
+
+
 @dataclass(frozen=True)
 class WorldConfig:
     """Parameters of the world.  The defaults are the ones used in the course.
@@ -202,8 +207,8 @@ class WorldConfig:
     p_pattern: float = 0.02
     max_caption_tokens: int = 16
     name: str = "world-v2"
-    small_radius: tuple[float, float] = (6.2, 6.8)
-    large_radius: tuple[float, float] = (9.2, 9.6)
+    small_radius: tuple[float, float] = V2_RADII[0]
+    large_radius: tuple[float, float] = V2_RADII[1]
     multi_radius_max: float = 9.6
     outline_p: float = 1.0
     rotation: float = 0.0
@@ -216,7 +221,7 @@ class WorldConfig:
     def extended(self) -> bool:
         """Whether scenes draw anything beyond world-v2's draws (a stream of their own)."""
         return (self.outline_p < 1.0 or self.rotation > 0 or self.clutter_p > 0 or self.free_centre
-                or self.small_radius != (6.2, 6.8) or self.large_radius != (9.2, 9.6))
+                or (self.small_radius, self.large_radius) != V2_RADII)
 
     def __post_init__(self) -> None:
         if not isinstance(self.image_size, int) or self.image_size < 32:

@@ -17,7 +17,8 @@ import numpy as np
 from PIL import Image, ImageDraw
 
 from .config import (BACKGROUNDS, COLOUR_RGB, COLOURS, COUNTS, FACTORS, FAMILY_SHAPES, GRASS, HABITAT_BACKGROUNDS,
-                     PATTERNS, POSITIONS, SHAPE_FAMILY, SHAPES, SIZES, SPLIT_IDS, WATER, WorldConfig, check_factor)
+                     PATTERNS, POSITIONS, SHAPE_FAMILY, SHAPES, SIZES, SPLIT_IDS, V2_RADII, WATER, WorldConfig,
+                     check_factor)
 
 # ---------------------------------------------------------------------------
 # Geometry and textures
@@ -282,7 +283,7 @@ class Layout:
     phase: tuple[int, int]
     image_size: int
     # world-v3's draws (their defaults are world-v2's scenes)
-    radius_ranges: tuple[tuple[float, float], tuple[float, float]] = ((6.2, 6.8), (9.2, 9.6))
+    radius_ranges: tuple[tuple[float, float], tuple[float, float]] = V2_RADII
     multi_radius_max: float = 9.6
     free_centre: bool = False
     angle: float = 0.0  # radians, the rotation of the named objects
