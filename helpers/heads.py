@@ -781,22 +781,28 @@ def search_agreement(heads_stack: Any, groups: dict[str, Any], factors: dict[str
 
 
 def neighbour_overlap(heads_stack: Any, heads: Any, *, queries: Any = None, k: int = 5,
-                      centre: bool = False, scores: tuple[str, str] = ("dot", "cosine")) -> float:
+                      centre: bool = False, scores: tuple[str, str] = ("dot", "cosine"),
+                      first_stack: Any = None) -> float:
     """Mean share of the ``k`` nearest images two scores have in common (any order).
 
     For each query, :func:`property_neighbours` through ``heads`` is run with each of the two
     ``scores`` (default: the reference's dot product and the cosine), and the share of
     neighbours both find is averaged over the queries (default: every image). 1 means the two
-    rankings pick the same neighbours.
+    rankings pick the same neighbours. ``first_stack`` (the shape of ``heads_stack``) is what the
+    first score ranks, when it ranks other terms: the reference code's dot product ranks the
+    terms on the cosine scale (``stack_heads(terms.normalized(), layers)``).
     """
     S = _check_stack(heads_stack)
+    S1 = S if first_stack is None else _check_stack(first_stack)
+    if S1.shape != S.shape:
+        raise ValueError(f"first_stack {tuple(S1.shape)} must have the shape of heads_stack {tuple(S.shape)}")
     _, N, _ = S.shape
     a, b = scores
     qs = _queries(queries, N)
     if not qs:
         raise ValueError("no queries given")
     k = _int(k, "k")
-    ia = _all_neighbours(S, heads, qs, k, centre, a)
+    ia = _all_neighbours(S1, heads, qs, k, centre, a)
     ib = _all_neighbours(S, heads, qs, k, centre, b)
     common = (ia.unsqueeze(2) == ib.unsqueeze(1)).any(2).double().sum(1)  # [Q]
     return float((common / k).mean())

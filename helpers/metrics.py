@@ -298,7 +298,7 @@ class SegmentationScores:
                 "IoU background": self.iou_background}
 
 
-def mass_by_region(maps: Tensor, masks: Any) -> dict[str, Tensor]:
+def mass_by_region(maps: Tensor, masks: Any, exclude: Any = None) -> dict[str, Tensor]:
     """Where a patch-grid map puts its weight relative to a pixel mask.
 
     ``maps`` ``[..., N, gh, gw]`` (e.g. one map per layer, :func:`helpers.segmentation.layer_maps`),
@@ -307,6 +307,10 @@ def mass_by_region(maps: Tensor, masks: Any) -> dict[str, Tensor]:
     positive mass on and off the object's patches, and ``"against"``, the negative mass on
     the object's patches (written *against* the class). ``on / (on + off)`` is the share of a
     map's positive mass that falls on the object: what thresholding can hope to keep.
+
+    ``exclude`` (masks like ``masks``): patches it touches are never *on*, e.g. the named object's
+    patches when ``masks`` marks unnamed clutter beside it, so that ``on`` is the mass on the
+    clutter alone.
     """
     m = _as_tensor(masks)
     if m.ndim != 3:
@@ -316,7 +320,15 @@ def mass_by_region(maps: Tensor, masks: Any) -> dict[str, Tensor]:
     grid = tuple(maps.shape[-2:])
     if m.shape[-2] % grid[0] or m.shape[-1] % grid[1]:
         raise ValueError(f"mask size {tuple(m.shape[-2:])} is not a whole number of {grid} patches")
-    cover = F.adaptive_max_pool2d(m.to(maps.device).float()[:, None], grid)[:, 0] > 0  # [N, gh, gw]
+    def touched(mask: Tensor) -> Tensor:  # [N, gh, gw]: the patches a pixel mask touches
+        return F.adaptive_max_pool2d(mask.to(maps.device).float()[:, None], grid)[:, 0] > 0
+
+    cover = touched(m)
+    if exclude is not None:
+        ex = _as_tensor(exclude)
+        if ex.shape != m.shape:
+            raise ValueError(f"exclude must have the masks' shape {tuple(m.shape)}, got {tuple(ex.shape)}")
+        cover = cover & ~touched(ex)
     pos, neg = maps.clamp_min(0), (-maps).clamp_min(0)
     return {"on": (pos * cover).sum((-2, -1)), "off": (pos * ~cover).sum((-2, -1)),
             "against": (neg * cover).sum((-2, -1))}

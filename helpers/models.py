@@ -60,7 +60,7 @@ __all__ = [
 DEFAULT_MODEL = "world-clip"
 """open_clip name of the course's offline model (registered on import of this module)."""
 
-DEFAULT_PRETRAINED = "world-v2"
+DEFAULT_PRETRAINED = "world-v3"
 """Tag of the shipped weights of :data:`DEFAULT_MODEL` loaded when no tag is given."""
 
 RANDOM_WEIGHTS = "random"

@@ -153,7 +153,7 @@ _H = dict(n={"01": 500, "02": 1000, "03": 1000, "04": 200, "06": 500},
           batch={"01": 32, "02": 32, "03": 32, "05": 32, "06": 4}, n_per_group=250, span_images=1000)
 
 PRESETS: Mapping[str, Preset] = MappingProxyType({p.name: p for p in (
-    Preset("offline", "world-clip", "world-v2", "cpu", "", _frozen(_OFFLINE),
+    Preset("offline", "world-clip", "world-v3", "cpu", "", _frozen(_OFFLINE),
            "the course's own small CLIP on the synthetic world (no download, CPU)"),
     _real("ViT-B-16 LAION", "ViT-B-16", "laion2b_s34b_b88k", "the paper's ViT-B-16 (LAION-2B)", **_B),
     _real("ViT-L-14 LAION", "ViT-L-14", "laion2b_s32b_b82k", "the paper's main model, ViT-L-14 (LAION-2B)", **_L),

@@ -470,7 +470,8 @@ class SegmentationTask:
     each image where known (the world), else ``None``. ``target`` says which class a method
     is asked to segment by default: the zero-shot ``"prediction"`` (the paper's protocol, one
     object per image) or the ``"label"`` (scenes with several objects, where the mask is the
-    one object the label names).
+    one object the label names). ``clutter`` ``[N, H, W]`` (bool, aligned like ``masks``) marks
+    unnamed distractors where the world draws them (world-v3), else ``None``.
     """
 
     name: str
@@ -480,6 +481,7 @@ class SegmentationTask:
     prompts: dict[str, list[str]]
     labels: Tensor | None = None
     target: str = "prediction"
+    clutter: Tensor | None = None
 
     def __post_init__(self) -> None:
         if self.target not in ("prediction", "label"):
@@ -522,8 +524,12 @@ def load_segmentation_task(name: str, preprocess: Callable[[Image.Image], Tensor
         factor = world.check_factor(name.partition(":")[2] or "shape")
         scenes = world.sample(n, split="test", seed=seed + 1, config=world_name)
         xs, ms, views = _aligned(zip(scenes.images, scenes.foreground), preprocess)
+        clutter = None
+        if scenes.clutter is not None and scenes.clutter.any():  # the same geometry as the masks
+            clutter = _aligned(zip(scenes.images, scenes.clutter), preprocess)[1]
         return SegmentationTask(f"world:{factor}", xs, ms, views,
-                                world.class_prompts(factor), torch.as_tensor(scenes.factors[factor]))
+                                world.class_prompts(factor), torch.as_tensor(scenes.factors[factor]),
+                                clutter=clutter)
     if name == "world-pairs" or name.startswith("world-pairs:"):
         from . import world
 

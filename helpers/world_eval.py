@@ -204,12 +204,47 @@ def _pct(x: float) -> str:
     return f"{100 * x:.1f}%"
 
 
+def targets(figs: dict[str, Any]) -> list[tuple[str, str, bool]]:
+    """The offline default's targets (stated before training; ``tests/test_world_model.py``
+    asserts them on fresh scenes) against the figures of :func:`evaluate`: ``(target, measured,
+    reached)`` rows. Shape by size needs ``figs['shape_by_size']``; position is a stretch goal."""
+    zs, ab, wb = figs["zero_shot"], figs["ablation"], figs["waterbirds"]
+    rows = [(f"{f} zero-shot ≥ 90%", _pct(zs[f]), zs[f] >= 0.9) for f in ("shape", "colour", "background") if f in zs]
+    if "shape_by_size" in figs:
+        cells = [(f"{name}, {kind}", v[kind]["accuracy"]) for name, v in figs["shape_by_size"]["bins"].items()
+                 for kind in ("outline", "no outline") if v[kind]["n"]]
+        worst = min(cells, key=lambda c: c[1])
+        rows.append(("shape ≥ 80% at every object size, with and without the outline (world-v3's scenes)",
+                     f"lowest {_pct(worst[1])} ({worst[0]})", worst[1] >= 0.8))
+    for f in [f for f in ("colour", "shape") if f in ab]:
+        kept = ab[f]["baseline"] - ab[f]["everything_except_last_k_attn"]
+        lost = ab[f]["baseline"] - ab[f]["last_k_attn"]
+        rows.append((f"{f}: ablating all MLPs, the embedding term and attention except the last 4 costs ≤ 10 points",
+                     f"{100 * kept:.1f} points", kept <= 0.10))
+        rows.append((f"{f}: ablating the last 4 attention layers costs ≥ 40 points", f"{100 * lost:.1f} points",
+                     lost >= 0.40))
+    rows.append(("at least 2 heads of purity ≥ 0.6", str(figs["heads_purity_ge_0.6"]), figs["heads_purity_ge_0.6"] >= 2))
+    rows.append(("colour maps: object IoU ≥ 0.35", f"{figs['map_miou']['colour']:.3f}", figs["map_miou"]["colour"] >= 0.35))
+    gap = wb["average"] - wb["worst_group"]
+    rows.append(("family: worst group ≥ 20 points below the average", f"{100 * gap:.1f} points", gap >= 0.20))
+    rows.append(("position zero-shot ≥ 50% (a stretch goal; chance 11%)", _pct(zs["position"]), zs["position"] >= 0.5)
+                if "position" in zs else ("position", "not measured", False))
+    return rows
+
+
+def _threads(log: dict[str, Any]) -> str:
+    n = log.get("hardware", {}).get("torch_threads")
+    return f"{n} CPU thread{'s' if n != 1 else ''}" if log.get("hardware", {}).get("device", "cpu") == "cpu" and n \
+        else str(log.get("hardware", {}).get("device", "cpu"))
+
+
 def _stage_text(log: dict[str, Any]) -> str:
     """One training run (stage) of the card, in words."""
     cfg = log["config"]
     minutes = log["history"][-1]["elapsed_s"] / 60 if log["history"] else 0.0
     return (
-        f"{log['steps_done']} steps of batch {cfg['batch_size']} (fresh scenes every step; {minutes:.0f} min), "
+        f"{log['steps_done']} steps of batch {cfg['batch_size']} on {cfg.get('world', 'world-v2')}'s scenes "
+        f"(fresh scenes every step; {minutes:.0f} min on {_threads(log)}), "
         + (f"the first {cfg['pretrain_steps']} of them training the image tower alone on linear probes of "
            f"{', '.join(cfg.get('class_factors', ()))}, " if cfg.get("pretrain_steps") else "")
         + f"AdamW lr {cfg['lr']} with {int(100 * cfg['warmup_frac'])}% warm-up and cosine decay, weight decay "
@@ -231,8 +266,8 @@ def _stage_text(log: dict[str, Any]) -> str:
 
 TWIN_INTRO = """# The twin: `world-clip` / `{tag}`
 
-The default's twin, shipped as a contrast: the same architecture, the same world and the same
-four training stages (`bash scripts/train_offline_model.sh --plain`), with the direct-path
+The default's twin, shipped as a contrast: the same architecture, the same worlds and the same
+training stages (`bash scripts/train_offline_model.sh --world {world} --plain`), with the direct-path
 penalty switched off in every stage (`--direct-penalty 0 --logit-penalty 0`); everything else,
 seeds included, is the default's. Where its direct effects sit is whatever training found.
 Notebook 2 runs the same ablations on both models side by side.
@@ -272,6 +307,13 @@ def model_card(figs: dict[str, Any], train_log: dict[str, Any], weights_bytes: i
         f"measured by `python -m helpers.world_eval --card{f' --pretrained {tag}' if tag else ''}` in "
         f"{eval_seconds:.0f} s." + (f" The last column is `{other_tag}`'s, for comparison." if other else ""),
         "",
+    ]
+    if tag is None:  # the default's targets, measured on these scenes
+        lines += ["Targets (stated before training; `tests/test_world_model.py` asserts them on fresh scenes):", "",
+                  "| target | measured | reached |", "|---|---|---|"]
+        lines += [f"| {t} | {m} | {'yes' if ok else '**no**'} |" for t, m, ok in targets(figs)]
+        lines += [""]
+    lines += [
         "| factor | zero-shot accuracy | linear probe on the embedding | chance" + also(lambda _: f"`{other_tag}` zero-shot")
         + " |",
         "|---|---|---|---|" + ("---|" if other else ""),
@@ -350,8 +392,8 @@ def model_card(figs: dict[str, Any], train_log: dict[str, Any], weights_bytes: i
         label = f"Stage {k + 1} of {len(stages)}: " if len(stages) > 1 else ""
         lines += [label + _stage_text(stage), ""]
     total = sum(st["history"][-1]["elapsed_s"] for st in stages if st["history"])
-    lines += [f"Final training loss {hist[-1]['loss']:.3f}; wall time {total / 60:.0f} min in all on "
-              f"{hw['device']} ({hw['torch_threads']} threads, {hw['platform']}), torch {hw['torch']}, "
+    lines += [f"Final training loss {hist[-1]['loss']:.3f}; wall time {total / 60:.0f} min in all; the last stage on "
+              f"{hw['device']} ({_threads(train_log)}, {hw['platform']}), torch {hw['torch']}, "
               f"open_clip {hw['open_clip']}. Weights: {weights_bytes / 2**20:.1f} MiB (float16 safetensors)."]
     return "\n".join(lines) + "\n"
 
@@ -371,7 +413,7 @@ def write_card_section(card_text: str, tag: str, section: str, *, default: str) 
         blocks[default] = head + section
     else:
         old = blocks.get(tag)
-        head = old.split("## Measured figures")[0] if old else TWIN_INTRO.format(tag=tag)
+        head = old.split("## Measured figures")[0] if old else TWIN_INTRO.format(tag=tag, world=default)  # the default is named after its world
         blocks[tag] = head + section
     out = blocks.pop(default)
     for name, body in blocks.items():

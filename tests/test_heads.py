@@ -539,3 +539,12 @@ def test_neighbour_overlap():
     assert math.isclose(neighbour_overlap(S, 0, k=4, queries=qs), want)
     with pytest.raises(ValueError, match="score must be"):
         neighbour_overlap(S, 0, scores=("dot", "euclid"))
+    # the first score on other terms: each image's terms scaled by its own factor (the reference's
+    # cosine scale) change the dot product's neighbours, never the cosine's
+    scale = torch.rand(30, generator=g, dtype=F64)[None, :, None] + 0.5
+    want = sum(len(set(property_neighbours(S * scale, 0, q, 4, score="dot")[0].tolist())
+                   & set(property_neighbours(S, 0, q, 4)[0].tolist())) / 4 for q in qs) / 3
+    assert math.isclose(neighbour_overlap(S, 0, k=4, queries=qs, first_stack=S * scale), want)
+    assert neighbour_overlap(S, 0, k=4, scores=("cosine", "cosine"), first_stack=S * scale) == 1.0
+    with pytest.raises(ValueError, match="must have the shape"):
+        neighbour_overlap(S, 0, first_stack=S[:, :10])

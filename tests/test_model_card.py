@@ -48,7 +48,7 @@ def test_sections_are_rewritten_one_at_a_time():
     card = write_card_section(card, "world-v2-plain", "## Measured figures (`world-v2-plain`)\nT1\n",
                               default="world-v2")
     assert card.startswith(head + "## Measured figures\nD1\n")
-    assert TWIN_INTRO.format(tag="world-v2-plain") in card and card.endswith("T1\n")
+    assert TWIN_INTRO.format(tag="world-v2-plain", world="world-v2") in card and card.endswith("T1\n")
     # the twin's introduction may be edited by hand: rewriting its figures keeps it
     card = card.replace("Where its direct effects sit", "Edited: where its direct effects sit")
     card = write_card_section(card, "world-v2-plain", "## Measured figures (`world-v2-plain`)\nT2\n",
@@ -83,3 +83,37 @@ def test_the_card_names_the_world_and_renders_shape_by_size():
     assert "| 6.8-8 px | 5 | 60.0% (80.0%) | 60.0% (80.0%) | 30.0% (40.0%) |" in twin
     assert "Held-out `test` scenes of world-v2" in twin  # figures without a world name are world-v2's
     assert "Shape on" not in model_card(_figs(0.9), _log(1.0), 2**20, 3.0)
+
+
+def test_each_stage_names_its_world_and_threads():
+    first = _log(1.0)  # a log from before world-v3 names no world: world-v2's
+    last = _log(1.0)
+    last["config"] = {**last["config"], "world": "world-v3", "init": "x"}
+    last["hardware"] = {**last["hardware"], "torch_threads": 1}
+    last["init_log"] = first
+    text = model_card(_figs(0.9), last, 2**20, 3.0)
+    assert "Stage 1 of 2: 3 steps of batch 8 on world-v2's scenes (fresh scenes every step; 1 min on 2 CPU threads)" in text
+    assert "Stage 2 of 2: 3 steps of batch 8 on world-v3's scenes (fresh scenes every step; 1 min on 1 CPU thread)" in text
+    assert "wall time 2 min in all; the last stage on cpu (1 CPU thread, x)" in text
+
+
+def test_the_defaults_section_checks_its_targets():
+    from helpers.world_eval import targets
+
+    zs = {"shape": 0.95, "colour": 0.85, "background": 1.0, "position": 0.2}
+    figs = {**_figs(0.95), "zero_shot": zs, "linear_probe": dict.fromkeys(zs, 0.5)}
+    cell = lambda acc: {"accuracy": acc, "n": 5}  # noqa: E731
+    figs["shape_by_size"] = {"bins": {"5.5-6.8 px": {"all": cell(0.9), "outline": cell(0.95), "no outline": cell(0.7)},
+                                      "14-22 px": {"all": cell(0.9), "outline": cell(0.85), "no outline": cell(0.9)}},
+                           "world": "world-v3", "n": 10, "overall": 0.9, "clutter": cell(0.9), "no clutter": cell(0.9)}
+    rows = {t: (m, ok) for t, m, ok in targets(figs)}
+    assert rows["shape zero-shot ≥ 90%"] == ("95.0%", True) and rows["colour zero-shot ≥ 90%"] == ("85.0%", False)
+    size = next(v for t, v in rows.items() if t.startswith("shape ≥ 80% at every object size"))
+    assert size == ("lowest 70.0% (5.5-6.8 px, no outline)", False)
+    # _figs: every group at the average but one, 20 points below; the average 5 points below acc
+    assert rows["family: worst group ≥ 20 points below the average"] == ("15.0 points", False)
+    assert rows["colour: ablating the last 4 attention layers costs ≥ 40 points"] == ("85.0 points", True)
+    assert rows["position zero-shot ≥ 50% (a stretch goal; chance 11%)"] == ("20.0%", False)
+    text = model_card(figs, _log(1.0), 2**20, 3.0)
+    assert "| colour zero-shot ≥ 90% | 85.0% | **no** |" in text and "| shape zero-shot ≥ 90% | 95.0% | yes |" in text
+    assert "Targets" not in model_card(figs, _log(0.0), 2**20, 3.0, tag="world-v3-plain")

@@ -108,6 +108,26 @@ def test_mass_by_region_against_hand_computed_values():
         mass_by_region(maps, torch.cat([mask, mask]))
     with pytest.raises(ValueError, match="whole number"):
         mass_by_region(maps, torch.zeros(1, 5, 4, dtype=torch.bool))
+    # clutter touching the top-right and bottom-right patches, the object excluded: only the
+    # top-right patch counts as on the clutter
+    clutter = torch.zeros(1, 4, 4, dtype=torch.bool)
+    clutter[0, 0, 3] = clutter[0, 3, 3] = True
+    r = mass_by_region(maps[0], clutter, exclude=mask)
+    assert r["on"].tolist() == [1.0] and r["off"].tolist() == [2.0] and r["against"].tolist() == [0.0]
+    assert mass_by_region(maps[0], clutter)["on"].tolist() == [1.0]  # the bottom-right patch is negative
+    with pytest.raises(ValueError, match="exclude must have"):
+        mass_by_region(maps[0], clutter, exclude=mask[:, :2])
+
+
+def test_world_v3_tasks_carry_the_clutter_masks(default_bundle):
+    from helpers.segmentation import load_segmentation_task
+
+    _, preprocess, _ = default_bundle
+    v3 = load_segmentation_task("world:colour", preprocess, 12, seed=4, world_name="world-v3")
+    scenes = world.sample(12, "test", seed=5, config="world-v3")
+    assert scenes.clutter.any() and torch.equal(v3.clutter, torch.as_tensor(scenes.clutter))  # 64 px: same geometry
+    assert not (v3.clutter & v3.masks).any()  # painted under the named objects, never counted as them
+    assert load_segmentation_task("world:colour", preprocess, 12, seed=4, world_name="world-v2").clutter is None
 
 
 def test_patch_norm_ratio_finds_a_planted_outlier_token(random_model, scenes):

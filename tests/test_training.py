@@ -254,7 +254,7 @@ def test_retraining_script_matches_the_shipped_training_log():
     # world-v3's script adds two stages on world-v3's scenes after world-v2's four
     v3 = _script_stages("world-v3")
     assert len(v3) == 6 and [c.world for c in v3] == ["world-v2"] * 4 + ["world-v3"] * 2
-    assert [c.steps for c in v3[4:]] == [1200, 400] and all(c.init for c in v3[1:])
+    assert [c.steps for c in v3[4:]] == [3200, 800] and all(c.init for c in v3[1:])
 
 
 def test_a_run_without_penalties_skips_the_terms_and_trains_the_same_weights(monkeypatch):

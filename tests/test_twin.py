@@ -37,7 +37,7 @@ def test_the_twin_loads_by_name_and_says_how_it_was_made():
 
 def test_the_twin_was_trained_like_the_default_without_the_penalty():
     mine, theirs = _stages(TWIN), _stages(DEFAULT_PRETRAINED)
-    assert len(mine) == len(theirs) == 4
+    assert len(mine) == len(theirs) == 6  # world-v2's four stages, then world-v3's two
     for k, (m, t) in enumerate(zip(mine, theirs)):
         cm, ct = m["config"], t["config"]
         assert all(cm.get(p, 0) == 0 for p in PENALTIES), (k, {p: cm.get(p) for p in PENALTIES})
@@ -67,8 +67,8 @@ def test_figures_files_match_their_weights(tag):
 
 def test_the_twin_keeps_direct_paths_the_default_was_pushed_out_of():
     """Re-measured on fresh scenes (not the card's): without the penalty, the MLPs, the
-    embedding term and the early attention layers keep a direct path to shape, and colour does
-    not need the last four attention layers; the default is the other way round."""
+    embedding term and the early attention layers keep a direct path to shape and colour, and
+    colour does not need the last four attention layers; the default is the other way round."""
     import torch
 
     from helpers import world
@@ -88,7 +88,11 @@ def test_the_twin_keeps_direct_paths_the_default_was_pushed_out_of():
             fig = ablation_figures(terms, clf, torch.as_tensor(scenes.factors[factor]))
             drops[tag, factor] = {k: fig["baseline"] - v for k, v in fig.items() if k != "baseline"}
     rest, last = "everything_except_last_k_attn", "last_k_attn"
-    assert drops[TWIN, "shape"][rest] >= 0.2 and drops[DEFAULT_PRETRAINED, "shape"][rest] <= 0.1
+    # world-v3's twin: about 13 points of shape and of colour each through those terms (world-v2's
+    # twin lost 47 points of shape); the default at most 4
+    for factor in ("shape", "colour"):
+        assert drops[TWIN, factor][rest] >= max(0.1, drops[DEFAULT_PRETRAINED, factor][rest] + 0.05), factor
+        assert drops[DEFAULT_PRETRAINED, factor][rest] <= 0.1, factor
     assert drops[TWIN, "colour"][last] <= 0.1 and drops[DEFAULT_PRETRAINED, "colour"][last] >= 0.4
 
 
@@ -110,4 +114,27 @@ def test_the_readme_quotes_the_cards_figures():
         wb = f[tag]["waterbirds"]
         assert pct(wb["worst_group"]) in text and pct(wb["average"]) in text
     minutes = sum(st["history"][-1]["elapsed_s"] for st in _stages(TWIN)) / 60
-    assert f"{minutes:.0f} min on 2 CPU threads" in text
+    assert f"{minutes:.0f} min of training" in text
+
+
+def test_the_readme_quotes_the_defaults_figures_and_every_missed_target():
+    from pathlib import Path
+
+    from helpers.world_eval import targets
+
+    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text()
+    start = readme.index("The offline default (`data/models/MODEL_CARD.md`")
+    text = " ".join(readme[start:readme.index("\n\n", start)].split())
+    f = json.loads((data_dir() / "models" / f"{DEFAULT_MODEL}-{DEFAULT_PRETRAINED}.figures.json").read_text())
+    pct = lambda v: f"{100 * v:.1f}%"  # noqa: E731
+    assert f"`{DEFAULT_PRETRAINED}`" in text
+    for factor in ("shape", "colour", "background"):
+        assert f"{factor}s ({pct(f['zero_shot'][factor])})" in text
+    shape = f["ablation"]["shape"]
+    assert f"from {pct(shape['baseline'])} to {pct(shape['everything_except_last_k_attn'])}" in text
+    assert f"colour to {pct(f['ablation']['colour']['last_k_attn'])}" in text
+    assert f"worst group {pct(f['waterbirds']['worst_group'])} against an average of {pct(f['waterbirds']['average'])}" in text
+    missed = [(t.split(" (")[0], m) for t, m, ok in targets(f) if not ok]
+    assert f"falls short of {len(missed)}" in text
+    for target, measured in missed:
+        assert f"{target} (measured: {measured})" in text

@@ -1,9 +1,10 @@
 """The shipped offline default, re-measured on freshly generated held-out scenes.
 
 The figures asserted here are the targets of the model card (they are not tuned to the
-model): shape, colour and background zero-shot accuracy >= 90%; direct effects concentrated
-in the last attention layers; specialised heads; localising spatial maps; a planted spurious
-correlation that hurts the worst group.
+model): shape, colour and background zero-shot accuracy >= 90%, shape >= 80% at every object
+size with and without the outline; direct effects concentrated in the last attention layers;
+specialised heads; localising spatial maps; a planted spurious correlation that puts the worst
+group >= 20 points below the average, and a repair by the background heads.
 """
 
 import warnings
@@ -21,11 +22,14 @@ from helpers.world_eval import ablation_figures, factor_accuracies, group_accura
 
 SEED = 7  # not the model card's seed: fresh scenes
 
-# Shape maps: the shipped model names shapes (zero-shot >= 90%), but its maps of the shape
-# texts localise less well than its colour maps; the target stays asserted, strict, so the
-# marker must go once a model reaches it.
-SHAPE_MAP_GAP = pytest.mark.xfail(strict=True, reason="world-v2's shape maps reach mIoU 0.30 against the "
-                                  "masks (colour 0.39); see MODEL_CARD.md")
+# Targets stated before training that the shipped model does not reach: asserted, strict, so a
+# marker must go once a model reaches its target (MODEL_CARD.md's targets table gives the figures).
+SHAPE_GAP = pytest.mark.xfail(strict=True, reason="world-v3's default names 81.5% of the shapes on the card's "
+                              "scenes (81% here): world-v3's objects over a 4x range of sizes, half without "
+                              "outline, are harder than world-v2's, where it named 93%; see MODEL_CARD.md")
+SHAPE_BY_SIZE_GAP = pytest.mark.xfail(strict=True, reason="shape is below 80% for the smallest objects (about "
+                                      "70%, 67% without the outline) and the largest (about 75%); see "
+                                      "MODEL_CARD.md")
 
 
 @pytest.fixture(scope="module")
@@ -57,7 +61,7 @@ def test_weights_small_and_offline(trained, monkeypatch):
     assert not model.training
 
 
-@pytest.mark.parametrize("factor", ["colour", "background", "shape"])
+@pytest.mark.parametrize("factor", ["colour", "background", pytest.param("shape", marks=SHAPE_GAP)])
 def test_zero_shot_targets(trained, scenes_and_terms, factor):
     model, tokenizer = trained
     scenes, terms = scenes_and_terms
@@ -93,10 +97,22 @@ def test_heads_specialise_on_planted_factors(trained, scenes_and_terms):
 def test_spurious_correlation_hurts_worst_group(trained):
     model, tokenizer = trained
     wb = group_accuracies(model, tokenizer, n_per_group=80, seed=SEED, config=world_of(model))
-    assert wb["worst_group"] <= wb["average"] - 0.10, wb
+    assert wb["worst_group"] <= wb["average"] - 0.20, wb  # issue 18's figure (world-v2's: 10 points)
 
 
-@pytest.mark.parametrize("factor", ["colour", pytest.param("shape", marks=SHAPE_MAP_GAP)])
+@SHAPE_BY_SIZE_GAP
+def test_shape_at_every_size_with_and_without_outline(trained):
+    """Issue 18's scale target: >= 80% in every radius bin of world-v3's scenes, with and
+    without the outline (fresh scenes, not the card's)."""
+    from helpers.world_eval import shape_by_size
+
+    model, tokenizer = trained
+    r = shape_by_size(model, tokenizer, n=600, seed=SEED)
+    cells = {(name, kind): v[kind]["accuracy"] for name, v in r["bins"].items() for kind in ("outline", "no outline")}
+    assert min(cells.values()) >= 0.8, cells
+
+
+@pytest.mark.parametrize("factor", ["colour", "shape"])
 def test_spatial_maps_localise(trained, factor):
     model, tokenizer = trained
     sub = world.sample(120, split="test", seed=SEED + 1, config=world_of(model))
@@ -108,14 +124,10 @@ def test_spatial_maps_localise(trained, factor):
 
 
 # Notebook 5's and 6's targets, measured directly with the helpers on fresh scenes.
-RAW_ATTENTION_GAP = pytest.mark.xfail(strict=True, reason="with one object per scene, world-v2's last-layer "
-                                      "class-token attention finds the object slightly better than the "
-                                      "decomposition (notebook 6: mIoU 0.669 vs 0.656; 94% vs 83% of the "
-                                      "maps' positive mass on the object, the rest of the decomposition's "
-                                      "from layers before the last); with two objects it does not")
-REPAIR_GAP = pytest.mark.xfail(strict=True, reason="world-v2 leans on the background less than the paper's "
-                               "CLIPs (worst group 80% before): removing its background heads gains about "
-                               "7 points here and 3 in notebook 5, not 10")
+PAPER_REPAIR_GAP = pytest.mark.xfail(strict=True, reason="the paper's protocol also mean-ablates every MLP, the "
+                                     "embedding term and the early attention layers, which alone take world-v3's "
+                                     "worst group from 62.0% to 55.6% here; with the chosen heads it ends at 67.2% "
+                                     "(+5.2 points), where the chosen heads alone reach 76.4% (+14.4)")
 
 
 @pytest.fixture(scope="module")
@@ -124,7 +136,7 @@ def repair(trained):
     the mean over random-head controls (notebook 5's procedure)."""
     from helpers.heads import head_roles, stack_heads
     from helpers.pools import load_pool
-    from helpers.spurious import GroupEvaluator, choose_heads, rank_heads, random_heads
+    from helpers.spurious import GroupEvaluator, choose_heads, rank_heads, random_heads, repair_ablation
     from helpers.text import encode_texts
     from helpers.textspan import textspan
 
@@ -142,18 +154,23 @@ def repair(trained):
     roles = head_roles(textspan(stack, encode_texts(model, tokenizer, pool.texts), 5), pool, labels,
                        ignore=("other",))
     chosen = choose_heads(rank_heads(roles, ["background"]), min_score=0.5)
-    randoms = [ev(random_heads(len(chosen), layers, H, exclude=chosen, seed=s)) for s in range(10)]
-    return ev(), ev(chosen), randoms, chosen
+    draws = [random_heads(len(chosen), layers, H, exclude=chosen, seed=s) for s in range(10)]
+    randoms = [ev(heads) for heads in draws]
+    # the paper's protocol: the chosen heads plus every term but the last 4 attention layers,
+    # means on the reference's scale; random heads under the same protocol
+    paper = {"extra": ev(**repair_ablation((), L, "paper")), "chosen": ev(**repair_ablation(chosen, L, "paper")),
+             "random": [ev(**repair_ablation(heads, L, "paper")) for heads in draws]}
+    return ev(), ev(chosen), randoms, chosen, paper
 
 
 def test_background_heads_are_found(repair):
-    before, _, _, chosen = repair
+    before, _, _, chosen, _ = repair
     assert chosen, "no head's TextSpan texts are mostly about the background"
     assert before.worst_group <= before.average - 0.10
 
 
 def test_ablating_background_heads_beats_random_heads(repair):
-    before, after, randoms, _ = repair
+    before, after, randoms, _, _ = repair
     gain = after.worst_group - before.worst_group
     assert gain >= 0.03, (before, after)
     assert after.average >= before.average - 0.03
@@ -161,10 +178,20 @@ def test_ablating_background_heads_beats_random_heads(repair):
     assert gain_random <= 0.5 * gain, (gain_random, gain)
 
 
-@REPAIR_GAP
 def test_ablating_background_heads_repairs_the_worst_group(repair):
-    before, after, _, _ = repair
+    before, after, _, _, _ = repair
     assert after.worst_group - before.worst_group >= 0.10, (before, after)
+
+
+@PAPER_REPAIR_GAP
+def test_the_papers_repair_protocol_raises_the_worst_group_by_10_points(repair):
+    """Issue 18's figure: the paper's protocol raises the worst group by >= 10 points at <= 3
+    points of average accuracy, with random heads (same protocol) far behind."""
+    before, _, _, _, paper = repair
+    gain = paper["chosen"].worst_group - before.worst_group
+    random_gain = sum(r.worst_group for r in paper["random"]) / len(paper["random"]) - before.worst_group
+    assert gain >= 0.10 and paper["chosen"].average >= before.average - 0.03, (before, paper["chosen"])
+    assert random_gain <= 0.5 * gain, (random_gain, gain)
 
 
 @pytest.fixture(scope="module", params=["world:colour", "world-pairs:colour"])
@@ -184,6 +211,4 @@ def segmentation_table(trained, request):
 @pytest.mark.parametrize("baseline", ["rollout", "raw_attention"])
 def test_decomposition_segments_better_than_attention_baselines(segmentation_table, baseline, request):
     task, r = segmentation_table
-    if task == "world:colour" and baseline == "raw_attention":
-        request.applymarker(RAW_ATTENTION_GAP)
     assert r["decomposition"]["mIoU"] > r[baseline]["mIoU"], r

@@ -178,19 +178,19 @@ def test_world_of_reads_the_training_log(tmp_path):
     import json
     import shutil
 
-    from helpers.models import load_model, offline_weights_path, world_of
+    from helpers.models import DEFAULT_PRETRAINED, load_model, offline_weights_path, world_of
 
-    model, _, _ = load_model("world-clip", "world-v2")
-    assert world_of(model) == "world-v2"  # its log predates world-v3 and names no world
+    model, _, _ = load_model("world-clip", DEFAULT_PRETRAINED)
+    assert world_of(model) == "world-v3"  # the default's last stages ran on world-v3, and its log says so
     assert world_of(load_model("ViT-B-32", "random")[0]) is None
-    # a checkpoint trained on world-v3 says so in the log beside it
-    src = offline_weights_path("world-v2")
+    # a log from before world-v3 names no world: world-v2's
+    src = offline_weights_path(DEFAULT_PRETRAINED)
     dst = tmp_path / "world-clip-trial.safetensors"
     shutil.copy(src, dst)
-    log = json.loads(src.with_name("world-clip-world-v2.train.json").read_text())
-    log["config"]["world"] = "world-v3"
+    log = json.loads(src.with_name(f"world-clip-{DEFAULT_PRETRAINED}.train.json").read_text())
+    del log["config"]["world"]
     (tmp_path / "world-clip-trial.train.json").write_text(json.dumps(log))
-    assert world_of(load_model("world-clip", str(dst))[0]) == "world-v3"
+    assert world_of(load_model("world-clip", str(dst))[0]) == "world-v2"
 
 
 def test_tasks_take_the_world_by_name():
@@ -220,7 +220,7 @@ def test_shape_by_size_bins_the_scenes():
     from helpers.models import load_model
     from helpers.world_eval import SIZE_BINS, shape_by_size
 
-    model, _, tok = load_model("world-clip", "world-v2")
+    model, _, tok = load_model()
     r = shape_by_size(model, tok, n=160, seed=3)
     assert r["world"] == "world-v3" and r["n"] == 160 and list(r["bins"]) == [b[0] for b in SIZE_BINS]
     assert sum(v["all"]["n"] for v in r["bins"].values()) == 160  # every radius falls in one bin

@@ -106,6 +106,10 @@ paper = protocol == "paper"
 span = "paper" if paper else "numerical"  # TextSpan's text projection: top-80 directions, or the numerical span
 entanglement = "paper" if paper else "within_head"  # CLIP-InterpreT's across-heads score, or within-head
 neighbour_score = "dot" if paper else "cosine"  # per-head nearest neighbours
+# the authors' code ranks dot products of the terms on the cosine scale (each image's terms
+# divided by its embedding's norm); the cosine does not see that scale
+ref_stack = stack_heads(terms.normalized(), layers)[0]
+neighbour_stack = ref_stack if paper else stack
 figures["protocol_options"] = {"span": span, "entanglement": entanglement, "neighbours": neighbour_score}
 say(f"**Protocol: {'the paper' if paper else 'the course'}'s.** TextSpan projects the texts on "
     + verdict(paper, "the top 80 singular directions of each head (`span=\"paper\"`, as the authors' code)",
@@ -526,11 +530,11 @@ def browse(head_label: str, query: int):
     fig.update_layout(title=f"{r.label}: role {r.property} (purity {r.purity:.1f})", xaxis_title="variance added",
                       yaxis_autorange="reversed", height=330, margin=dict(l=320))
     fig.show()
-    idx, _ = head_image_neighbours(stack, h, query, k=6, score=neighbour_score)
+    idx, _ = head_image_neighbours(neighbour_stack, h, query, k=6, score=neighbour_score)
     strip([query] + idx.tolist(), f"query image {query}, then its nearest neighbours for {r.label} "
                                   f"({neighbour_score})")
     t = encode_texts(model, tokenizer, [r.texts[0]])[0]
-    idx, _ = head_text_neighbours(stack, h, t, k=7, score=neighbour_score)
+    idx, _ = head_text_neighbours(neighbour_stack, h, t, k=7, score=neighbour_score)
     strip(idx.tolist(), f"images {r.label} writes most like '{r.texts[0]}' ({neighbour_score})")
 
 
@@ -545,26 +549,28 @@ live(browse,
 # The authors' code ranks a head's nearest neighbours by the **dot product** of its
 # contributions, $c_{h,q}\cdot c_{h,i}$; the course's variant uses the **cosine**. The dot product
 # also rewards images for which the head writes a *long* vector, whatever its direction; the
-# cosine looks at the direction only. (The reference's terms are on the cosine scale, each
-# image's terms divided by its embedding norm, `DirectTerms.normalized`; here both scores rank
-# the same terms, so only the score differs.) The browser's head, image 0 as the query:
+# cosine looks at the direction only. The reference ranks its terms on the cosine scale: each
+# image's terms divided by its embedding's norm (`DirectTerms.normalized`), so an image whose
+# whole embedding is long does not win by length alone; the dot product below ranks those terms,
+# as the authors' code does. The browser's head, image 0 as the query:
 
 # %%
 hb = [r.label for r in roles].index(best.label)
 by_score = {}
+ranked = {"dot": ref_stack, "cosine": stack}  # what each score ranks
 for sc in ("dot", "cosine"):
-    idx, _ = head_image_neighbours(stack, hb, 0, k=6, score=sc)
+    idx, _ = head_image_neighbours(ranked[sc], hb, 0, k=6, score=sc)
     strip([0] + idx.tolist(), f"{best.label} by {'dot product (the reference)' if sc == 'dot' else 'cosine'}: "
                               "image 0, then its nearest neighbours")
     by_score[sc] = idx.tolist()
 overlap_query = len(set(by_score["dot"]) & set(by_score["cosine"])) / 6
-overlap_all = neighbour_overlap(stack, hb, k=6)
-norms = stack[hb].float().norm(dim=-1)
+overlap_all = neighbour_overlap(stack, hb, k=6, first_stack=ref_stack)
+norms = ref_stack[hb].float().norm(dim=-1)
 norm_spread = float(norms.std() / norms.mean())
 role_agree = {}
 if "scenes" in task.meta and best.property in task.meta["scenes"].factors:
     fac = {best.property: task.meta["scenes"].factors[best.property]}
-    role_agree = {sc: search_agreement(stack, {"head": [hb]}, fac, k=6, centre=False, score=sc) for sc in by_score}
+    role_agree = {sc: search_agreement(ranked[sc], {"head": [hb]}, fac, k=6, centre=False, score=sc) for sc in by_score}
 figures["neighbours_head"] = best.label
 figures["neighbours_overlap_query"] = overlap_query
 figures["neighbours_overlap_all"] = overlap_all
@@ -603,7 +609,7 @@ for prop in [p for p, k in scores.heads_per_property.items() if k][:3]:
     group = heads_for_property(roles, prop, min_purity=0.5)
     if not group:
         continue
-    idx, _ = property_neighbours(stack, group, query, k=6, centre=True, score=neighbour_score)
+    idx, _ = property_neighbours(neighbour_stack, group, query, k=6, centre=True, score=neighbour_score)
     strip([query] + idx.tolist(), f"neighbours of image {query} through the {prop} heads")
     found[prop] = idx.tolist()
 if on_world:
@@ -611,8 +617,8 @@ if on_world:
     groups = {p: heads_for_property(roles, p, min_purity=0.5) for p in found if p in scenes.factors}
     one = every = None
     if groups:
-        one = search_agreement(stack, groups, scenes.factors, queries=[query], k=6, score=neighbour_score)
-        every = search_agreement(stack, groups, scenes.factors, k=6, score=neighbour_score)
+        one = search_agreement(neighbour_stack, groups, scenes.factors, queries=[query], k=6, score=neighbour_score)
+        every = search_agreement(neighbour_stack, groups, scenes.factors, k=6, score=neighbour_score)
     if groups:
         display(pd.DataFrame({**{f"{g} heads": every.agreement[g] for g in groups}, "random images": every.chance})
                 .T.style.format("{:.0%}").set_caption(f"Share of the 6 neighbours with the query's value, "

@@ -287,8 +287,8 @@ if test is not None:
         "Object IoU gained over the whole-image mask, best first: "
         + ranking({f: table[f]["object IoU"] - trivial[f]["object IoU"] for f in FACTORS}) + ".",
         verdict(prov.kind in ("shaped", "plain"),
-                "The offline model's card (`data/models/MODEL_CARD.md`, *Not reached*) lists weaker shape maps "
-                "among what its training did not reach; here " + compare(table["shape"]["object IoU"],
+                "The offline model's card (`data/models/MODEL_CARD.md`, measured figures) gives the object IoU of "
+                "its shape and colour maps on its own held-out scenes; here " + compare(table["shape"]["object IoU"],
                                                                          table["colour"]["object IoU"], "the shape map",
                                                                          "the colour map", what="object IoU"), ""),
     )
