@@ -233,9 +233,12 @@ def targets(figs: dict[str, Any]) -> list[tuple[str, str, bool]]:
 
 
 def _threads(log: dict[str, Any]) -> str:
-    n = log.get("hardware", {}).get("torch_threads")
-    return f"{n} CPU thread{'s' if n != 1 else ''}" if log.get("hardware", {}).get("device", "cpu") == "cpu" and n \
-        else str(log.get("hardware", {}).get("device", "cpu"))
+    """Where a training run ran: ``"2 CPU threads"``, or the device's name."""
+    hw = log.get("hardware", {})
+    n, device = hw.get("torch_threads"), hw.get("device", "cpu")
+    if device != "cpu" or not n:
+        return str(device)
+    return f"{n} CPU thread" + ("s" if n != 1 else "")
 
 
 def _stage_text(log: dict[str, Any]) -> str:
@@ -309,7 +312,8 @@ def model_card(figs: dict[str, Any], train_log: dict[str, Any], weights_bytes: i
         "",
     ]
     if tag is None:  # the default's targets, measured on these scenes
-        lines += ["Targets (stated before training; `tests/test_world_model.py` asserts them on fresh scenes):", "",
+        lines += ["Targets (stated before training; `tests/test_world_model.py` asserts each on fresh scenes, a "
+                  "target not reached as an expected failure):", "",
                   "| target | measured | reached |", "|---|---|---|"]
         lines += [f"| {t} | {m} | {'yes' if ok else '**no**'} |" for t, m, ok in targets(figs)]
         lines += [""]
@@ -413,7 +417,8 @@ def write_card_section(card_text: str, tag: str, section: str, *, default: str) 
         blocks[default] = head + section
     else:
         old = blocks.get(tag)
-        head = old.split("## Measured figures")[0] if old else TWIN_INTRO.format(tag=tag, world=default)  # the default is named after its world
+        # a new twin's introduction names the default's world: the default is named after it
+        head = old.split("## Measured figures")[0] if old else TWIN_INTRO.format(tag=tag, world=default)
         blocks[tag] = head + section
     out = blocks.pop(default)
     for name, body in blocks.items():

@@ -27,6 +27,8 @@ SEED = 7  # not the model card's seed: fresh scenes
 SHAPE_GAP = pytest.mark.xfail(strict=True, reason="world-v3's default names 81.5% of the shapes on the card's "
                               "scenes (81% here): world-v3's objects over a 4x range of sizes, half without "
                               "outline, are harder than world-v2's, where it named 93%; see MODEL_CARD.md")
+POSITION_GAP = pytest.mark.xfail(strict=True, reason="position (a stretch goal) stays near chance: 12.2% on the "
+                                 "card's scenes, chance 11.1%; no world-v2 or world-v3 model learned it")
 SHAPE_BY_SIZE_GAP = pytest.mark.xfail(strict=True, reason="shape is below 80% for the smallest objects (about "
                                       "70%, 67% without the outline) and the largest (about 75%); see "
                                       "MODEL_CARD.md")
@@ -67,6 +69,14 @@ def test_zero_shot_targets(trained, scenes_and_terms, factor):
     scenes, terms = scenes_and_terms
     acc = factor_accuracies(model, tokenizer, scenes, terms, factors=(factor,))
     assert acc[factor] >= 0.90, acc
+
+
+@POSITION_GAP
+def test_position_stretch_goal(trained, scenes_and_terms):
+    model, tokenizer = trained
+    scenes, terms = scenes_and_terms
+    acc = factor_accuracies(model, tokenizer, scenes, terms, factors=("position",))
+    assert acc["position"] >= 0.50, acc
 
 
 @pytest.mark.parametrize("factor", ["colour", "shape"])
