@@ -63,6 +63,14 @@ class DirectTerms(DirectEffects):
         """The full embeddings (sum of every term)."""
         return self.embed + self.attn.sum(1) + self.mlp.sum(1) + self.const
 
+    def reference_scale(self) -> tuple[Tensor, Tensor]:
+        """What :meth:`normalized` applies: the share of the ``ln_post`` bias term each of the
+        ``2L + 1`` summands takes (``const / (2L + 1)``), and each image's embedding norm ``[N, 1]``
+        (1 where the embedding is zero). A term ``t`` on the reference scale is
+        ``(t + share) / norm``; a head's, ``(t + share / H) / norm``."""
+        nrm = self.embeddings().norm(dim=-1, keepdim=True)
+        return self.const / (2 * self.n_layers + 1), torch.where(nrm > 0, nrm, torch.ones_like(nrm))
+
     def normalized(self) -> "DirectTerms":
         """The terms on the reference code's cosine scale: each image's terms divided by the
         norm of that image's embedding, so that they sum to the unit embedding.
@@ -75,10 +83,7 @@ class DirectTerms(DirectEffects):
         evenly among the summands, where the decomposition removes each summand's own mean; that
         convention of the decomposition is kept.)
         """
-        L = self.n_layers
-        nrm = self.embeddings().norm(dim=-1, keepdim=True)  # [N, 1]
-        nrm = torch.where(nrm > 0, nrm, torch.ones_like(nrm))
-        share = self.const / (2 * L + 1)
+        share, nrm = self.reference_scale()
         heads = None
         if self.heads is not None:
             heads = (self.heads + share / self.heads.shape[2]) / nrm[:, None, None]

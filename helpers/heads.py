@@ -38,7 +38,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from .ablation import DirectTerms, accuracy
+from .ablation import ABLATION_SCALES, DirectTerms, accuracy
 from .labels import Head
 from .pools import Pool
 from .textspan import TextSpanResult, pca_basis, random_texts, textspan
@@ -122,13 +122,17 @@ def _index(i: Any, size: int, name: str) -> int:
 # ----------------------------------------------------------------------------------------------
 
 
-def stack_heads(terms: DirectTerms, layers: int | Iterable[int]) -> tuple[Tensor, list[tuple[int, int]]]:
+def stack_heads(terms: DirectTerms, layers: int | Iterable[int], *, scale: str = "raw"
+                ) -> tuple[Tensor, list[tuple[int, int]]]:
     """The per-head contributions of ``layers`` as one stack ``[Hs, N, d]``.
 
     Args:
         terms: direct terms collected with ``heads=True`` (``terms.heads`` is ``[N, L, H, d]``).
         layers: one layer or several, in any order; negative indices count from the end
             (``range(-4, 0)`` is the last four layers, the paper's choice).
+        scale: ``"raw"`` (default): the terms as they are. ``"paper"``: on the reference code's
+            cosine scale, as ``stack_heads(terms.normalized(), layers)`` without rescaling the
+            heads of the other layers (:meth:`DirectTerms.reference_scale`).
 
     Returns:
         ``(stack, labels)``: ``stack[i] = terms.heads[:, l, h]`` for ``labels[i] = (l, h)``,
@@ -149,7 +153,13 @@ def stack_heads(terms: DirectTerms, layers: int | Iterable[int]) -> tuple[Tensor
     norm = [_index(li, L, "layer") for li in layer_list]
     if len(set(norm)) != len(norm):
         raise ValueError(f"a layer is given twice: {layer_list} (layers {norm} of {L})")
-    stack = terms.heads[:, norm].permute(1, 2, 0, 3).reshape(len(norm) * H, terms.heads.shape[0], -1)
+    if scale not in ABLATION_SCALES:
+        raise ValueError(f"scale must be one of {', '.join(map(repr, ABLATION_SCALES))}, got {scale!r}")
+    heads = terms.heads[:, norm]
+    if scale == "paper":
+        share, nrm = terms.reference_scale()
+        heads = (heads + share / H) / nrm[:, None, None]
+    stack = heads.permute(1, 2, 0, 3).reshape(len(norm) * H, terms.heads.shape[0], -1)
     labels = [(li, h) for li in norm for h in range(H)]
     return stack, labels
 

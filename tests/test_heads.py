@@ -248,6 +248,12 @@ def test_stack_heads(terms_case):
         stack_heads(terms, [2, -1])
     with pytest.raises(ValueError):
         stack_heads(DirectTerms(terms.embed, terms.attn, terms.mlp, terms.const), [0])
+    # the reference's scale, for the chosen layers only: the same as stacking normalized terms
+    ref, ref_labels = stack_heads(terms, [-1, 0], scale="paper")
+    assert ref_labels == labels and torch.allclose(ref, stack_heads(terms.normalized(), [-1, 0])[0])
+    assert not torch.allclose(ref, stack)
+    with pytest.raises(ValueError, match="scale must be"):
+        stack_heads(terms, [0], scale="cosine")
 
 
 def test_reconstructed_embeddings_match_loop(terms_case):

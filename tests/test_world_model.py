@@ -168,7 +168,7 @@ def repair(trained):
     randoms = [ev(heads) for heads in draws]
     # the paper's protocol: the chosen heads plus every term but the last 4 attention layers,
     # means on the reference's scale; random heads under the same protocol
-    paper = {"extra": ev(**repair_ablation((), L, "paper")), "chosen": ev(**repair_ablation(chosen, L, "paper")),
+    paper = {"chosen": ev(**repair_ablation(chosen, L, "paper")),
              "random": [ev(**repair_ablation(heads, L, "paper")) for heads in draws]}
     return ev(), ev(chosen), randoms, chosen, paper
 

@@ -108,7 +108,7 @@ entanglement = "paper" if paper else "within_head"  # CLIP-InterpreT's across-he
 neighbour_score = "dot" if paper else "cosine"  # per-head nearest neighbours
 # the authors' code ranks dot products of the terms on the cosine scale (each image's terms
 # divided by its embedding's norm); the cosine does not see that scale
-ref_stack = stack_heads(terms.normalized(), layers)[0]
+ref_stack = stack_heads(terms, layers, scale="paper")[0]
 neighbour_stack = ref_stack if paper else stack
 figures["protocol_options"] = {"span": span, "entanglement": entanglement, "neighbours": neighbour_score}
 say(f"**Protocol: {'the paper' if paper else 'the course'}'s.** TextSpan projects the texts on "
