@@ -71,7 +71,7 @@ def worker(model_name: str, batch: int, mode: str) -> None:
     """Run one kind of work once (after a small warm-up) in a fresh process; print its peak."""
     import gc
 
-    from helpers.decompose import Decomposer
+    from helpers.engine.decompose import Decomposer
 
     model = build(model_name)
     x = torch.randn(batch, 3, *model.visual.image_size)
@@ -98,7 +98,7 @@ def main() -> None:
         worker(args.model, args.batch, args.worker)
         return
 
-    from helpers.decompose import Decomposer
+    from helpers.engine.decompose import Decomposer
 
     model = build(args.model)
     dec = Decomposer(model)

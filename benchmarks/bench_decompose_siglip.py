@@ -40,7 +40,7 @@ def main() -> None:
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
 
-    from helpers.decompose import Decomposer
+    from helpers.engine.decompose import Decomposer
 
     tower = build(args.model).to(args.device)
     dec = Decomposer(tower)

@@ -2,7 +2,7 @@
 
 Random-init ViT-B-16 on CPU, one image and 100 random unit texts (by default). Prints,
 measured in this one run:
-  * time ratio  ``helpers.spatial.heatmaps`` / plain ``encode_image`` of the same image,
+  * time ratio  ``helpers.methods.spatial.heatmaps`` / plain ``encode_image`` of the same image,
     medians of interleaved repeats (target <= 3);
   * peak extra memory of the heat maps over the plain forward (target <= 200 MB): each is the
     rise of the resident set size above its starting value, sampled every 0.5 ms in a fresh
@@ -30,14 +30,13 @@ sys.path.insert(0, str(HERE))
 sys.path.insert(0, str(HERE.parent))
 
 import torch  # noqa: E402
-
 from bench_decompose import PeakRSS  # noqa: E402
 
 
 def build(model_name: str):
     import open_clip
 
-    import helpers.models  # noqa: F401  (registers the course's own model name)
+    import helpers.engine.models  # noqa: F401  (registers the course's own model name)
 
     torch.manual_seed(0)
     return open_clip.create_model(model_name).eval()
@@ -54,7 +53,7 @@ def worker(model_name: str, n_texts: int, mode: str) -> None:
     """Run one kind of work once (after a warm-up of both) in a fresh process; print its peak."""
     import gc
 
-    from helpers.spatial import heatmaps
+    from helpers.methods.spatial import heatmaps
 
     model = build(model_name)
     x, texts = inputs(model, n_texts)
@@ -80,7 +79,7 @@ def main() -> None:
         worker(args.model, args.texts, args.worker)
         return
 
-    from helpers.spatial import heatmaps
+    from helpers.methods.spatial import heatmaps
 
     model = build(args.model)
     x, texts = inputs(model, args.texts)

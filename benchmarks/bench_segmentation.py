@@ -5,7 +5,7 @@ Random-init ViT-B-16 on CPU, a batch of random images and 1,000 random unit clas
 for ImageNet). Every method produces its patch maps for the predicted class; the zero-shot
 prediction is included in the decomposition's time (it comes out of the same forward pass)
 and in the gradient and relevance methods' time (they need it for their target). LRP and
-partial LRP (relevance propagation, :mod:`helpers.lrp`) are timed beside the others. Prints images per second
+partial LRP (relevance propagation, :mod:`helpers.methods.lrp`) are timed beside the others. Prints images per second
 of each method (medians of interleaved repeats) and the ratio decomposition / GradCAM
 (target >= 1: at least as fast).
 
@@ -40,8 +40,8 @@ def main() -> None:
 
     import open_clip
 
-    import helpers.models  # noqa: F401  (registers the course's own model name)
-    from helpers.segmentation import METHODS, segmentation_maps
+    import helpers.engine.models  # noqa: F401  (registers the course's own model name)
+    from helpers.methods.segmentation import METHODS, segmentation_maps
 
     methods = [m.strip() for m in args.methods.split(",") if m.strip()]
     unknown = sorted(set(methods) - set(METHODS))

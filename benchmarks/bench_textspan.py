@@ -2,7 +2,7 @@
 
 Head-like data (each head's outputs span ``--head-rank`` directions with a decaying spectrum,
 plus a mean offset; ``--head-rank 0`` for full-rank heads) and random unit texts. Runs
-``helpers.textspan.textspan`` on all heads at once and ``textspan_reference`` head by head,
+``helpers.methods.textspan.textspan`` on all heads at once and ``textspan_reference`` head by head,
 asserts that both choose identical texts, and prints the times and the speed ratio.
 
 With ``--ref-heads H`` the reference loop runs on the first ``H`` heads only and its time
@@ -48,7 +48,7 @@ def main() -> None:
     import numpy  # noqa: F401  (imported only once the BLAS thread count is set)
     import torch
 
-    from helpers.textspan import random_texts, textspan, textspan_reference
+    from helpers.methods.textspan import random_texts, textspan, textspan_reference
 
     try:
         from threadpoolctl import threadpool_limits

@@ -11,16 +11,33 @@ Two builds come from the same sources:
   replaced by a stub that raises ``NotImplementedError``, and the solution follows the
   exercise in a collapsed ``<details>`` markdown cell.
 
-Source format: cells start with ``# %%`` (code) or ``# %% [markdown]`` (markdown, every line
-prefixed by ``# ``). Special cells:
+Source format: jupytext's percent format (read with ``jupytext``; in JupyterLab with jupytext
+the sources open as notebooks, see ``jupytext.toml``): cells start with ``# %%`` (code) or
+``# %% [markdown]``. Cells with a role carry a tag:
 
-* ``# %% [parameters]``: the papermill parameters cell;
-* ``# %% [exercise]``: a code cell defining the function the learner writes. The lines
+* ``# %% tags=["parameters"]``: the papermill parameters cell;
+* ``# %% tags=["exercise"]``: a code cell defining the function the learner writes. The lines
   between ``# --- solution ---`` and ``# --- end ---`` (one pair, inside the function) are
   the solution; the learner build replaces them by a stub at the same indentation. Exercises
   are numbered ``N.k`` (notebook ``N``, ``k``-th exercise) in order;
-* ``# %% [predict]``: a markdown "Predict, then run" prompt: the question, then a line
-  ``# Answer:``, then the answer, which is rendered collapsed.
+* ``# %% [markdown] tags=["predict"]``: a "Predict, then run" prompt: the question, then a
+  line ``Answer:``, then the answer, which is rendered collapsed;
+* ``# %% [markdown] tags=["hint"]``: a hint to the exercise cell that follows, rendered
+  collapsed (``Hint 1``, ``Hint 2``: two levels, the second closer to the answer). Hints stand
+  right before their exercise, in both builds.
+
+An exercise cell names what the learner does and what it costs, as jupytext cell metadata on
+its marker line::
+
+    # %% tags=["exercise"] kind="implement" difficulty=2 importance=3 minutes=10
+
+``kind``: ``implement`` (write a step from the idea in words), ``find`` (look something up with
+the course's tools) or ``decide`` (choose, then defend the choice); ``difficulty`` and
+``importance`` 1-3; ``minutes`` the time a learner needs. The builds show them in a line above
+the exercise (:func:`exercise_badge`).
+
+What stays the course's own here is the two builds (learner stubs and hidden solutions, the
+rendered predictions), the substitutions and the stable cell ids; the format is jupytext's.
 
 Substitutions: a line ``# {{SETUP}}`` becomes ``notebooks/src/_setup.py`` (the Colab/Binder/
 local set-up cell), ``{{REPO}}`` the GitHub ``owner/name`` in ``notebooks/src/REPO``,
@@ -37,9 +54,10 @@ from __future__ import annotations
 import argparse
 import re
 import sys
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
+import jupytext
 import nbformat
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -61,42 +79,32 @@ EXERCISE_NOTE = {
 }
 
 
-@dataclass
-class Cell:
-    kind: str  # "code" or "markdown"
-    body: str
-    role: str = ""  # "", "parameters", "exercise" or "predict"
-    tags: list[str] = field(default_factory=list)
+ROLES = ("parameters", "exercise", "predict", "hint")
+KINDS = ("implement", "find", "decide")
+EXERCISE_KEYS = ("kind", "difficulty", "importance", "minutes")
 
 
-def parse(text: str) -> list[Cell]:
-    cells: list[Cell] = []
-    kind, role, lines = None, "", []
-
-    def close() -> None:
-        if kind is not None:
-            cells.append(Cell(kind, "\n".join(lines).strip("\n"), role))
-
-    for number, line in enumerate(text.splitlines(), 1):
-        if line.startswith("# %%"):
-            close()
-            marker = line[4:].strip()
-            if marker not in ("", "[markdown]", "[parameters]", "[exercise]", "[predict]"):
-                raise ValueError(f"line {number}: unknown cell marker {line!r}")
-            kind = "markdown" if marker in ("[markdown]", "[predict]") else "code"
-            role = marker.strip("[]") if marker not in ("", "[markdown]") else ""
-            lines = []
-            continue
-        if kind == "markdown":
-            if line.strip() in ("#", ""):
-                line = ""
-            elif line.startswith("# "):
-                line = line[2:]
-            else:
-                raise ValueError(f"line {number}: markdown lines must start with '# ': {line!r}")
-        lines.append(line)
-    close()
+def read_cells(text: str) -> list[nbformat.NotebookNode]:
+    """The cells of a percent-format source (jupytext), each checked for a known role."""
+    cells = jupytext.reads(text, fmt="py:percent").cells
+    for cell in cells:
+        tags = cell.metadata.get("tags", [])
+        unknown = [t for t in tags if t not in ROLES]
+        if unknown or len(tags) > 1:
+            raise ValueError(f"cell {cell.source[:60]!r}: tags must be one of {ROLES}, got {tags}")
+        if role(cell) in ("predict", "hint") and cell.cell_type != "markdown":
+            raise ValueError(f"a {role(cell)} cell is markdown: # %% [markdown] tags=[\"{role(cell)}\"] "
+                             f"({cell.source[:60]!r})")
+        if cell.cell_type == "code" and cell.metadata.get("title"):
+            raise ValueError(f"unknown cell marker [{cell.metadata['title']}] (roles are tags: "
+                             f"# %% tags=[\"exercise\"]): {cell.source[:60]!r}")
     return cells
+
+
+def role(cell: nbformat.NotebookNode) -> str:
+    """``"parameters"``, ``"exercise"``, ``"predict"`` or ``""``."""
+    tags = cell.metadata.get("tags", [])
+    return tags[0] if tags else ""
 
 
 @dataclass
@@ -106,10 +114,16 @@ class ExerciseCell:
     full: str  # the code with the solution in place (markers kept)
     stub: str  # the code with the solution replaced by a stub
     solution: str  # the code with the markers removed (shown in the learner's collapsed cell)
+    kind: str | None = None  # "implement", "find" or "decide"
+    difficulty: int | None = None  # 1-3
+    importance: int | None = None  # 1-3
+    minutes: int | None = None
+    hints: tuple[str, ...] = ()
 
 
-def split_exercise(body: str, number: str) -> ExerciseCell:
-    """The three versions of an exercise cell (see the module docstring)."""
+def split_exercise(body: str, number: str, meta: dict | None = None, hints: tuple[str, ...] = ()) -> ExerciseCell:
+    """The three versions of an exercise cell (see the module docstring), with its metadata
+    (``kind``, ``difficulty``, ``importance``, ``minutes``, checked) and hints."""
     lines = body.splitlines()
     starts = [i for i, ln in enumerate(lines) if ln.strip() == SOLUTION_START]
     ends = [i for i, ln in enumerate(lines) if ln.strip() == SOLUTION_END]
@@ -128,7 +142,73 @@ def split_exercise(body: str, number: str) -> ExerciseCell:
             f'{indent}raise NotImplementedError("Exercise {number} not done yet: write the body of {name}")']
     return ExerciseCell(number=number, function=name, full=body,
                         stub="\n".join(lines[:s] + stub + lines[e + 1:]),
-                        solution="\n".join(lines[:s] + lines[s + 1:e] + lines[e + 1:]))
+                        solution="\n".join(lines[:s] + lines[s + 1:e] + lines[e + 1:]),
+                        hints=tuple(hints), **_exercise_meta(meta or {}, number))
+
+
+def _exercise_meta(meta: dict, number: str) -> dict:
+    """The exercise keys of a cell's metadata, checked."""
+    out = {k: meta[k] for k in EXERCISE_KEYS if k in meta}
+    if "kind" in out and out["kind"] not in KINDS:
+        raise ValueError(f"exercise {number}: kind must be one of {KINDS}, got {out['kind']!r}")
+    for key, lo, hi in (("difficulty", 1, 3), ("importance", 1, 3), ("minutes", 1, 60)):
+        v = out.get(key)
+        if v is not None and (isinstance(v, bool) or not isinstance(v, int) or not lo <= v <= hi):
+            raise ValueError(f"exercise {number}: {key} must be a whole number in {lo}..{hi}, got {v!r}")
+    return out
+
+
+def exercise_badge(ex: ExerciseCell) -> str | None:
+    """The line above an exercise: its number, kind, difficulty, importance and minutes
+    (``None`` when the source gives none of them)."""
+    if ex.kind is None and ex.difficulty is None and ex.importance is None and ex.minutes is None:
+        return None
+    dots = lambda n: "●" * n + "○" * (3 - n)  # noqa: E731
+    parts = [f"**Exercise {ex.number}**"]
+    if ex.kind:
+        parts.append(f"*{ex.kind}*")
+    if ex.difficulty:
+        parts.append(f"difficulty {dots(ex.difficulty)}")
+    if ex.importance:
+        parts.append(f"importance {dots(ex.importance)}")
+    if ex.minutes:
+        parts.append(f"about {ex.minutes} min")
+    return " · ".join(parts)
+
+
+def render_hint(body: str, number: str, k: int) -> str:
+    return f"<details><summary>Hint {k} to exercise {number}</summary>\n\n{body.strip()}\n\n</details>"
+
+
+def walk(cells: list[nbformat.NotebookNode], notebook: int) -> list[tuple[nbformat.NotebookNode, ExerciseCell | None]]:
+    """Each cell with its exercise (for exercise and hint cells), hints checked: at most two, each
+    right before its exercise."""
+    out: list[tuple[nbformat.NotebookNode, ExerciseCell | None]] = []
+    pending: list[int] = []
+    k = 0
+    for i, cell in enumerate(cells):
+        kind = role(cell)
+        if pending and kind not in ("hint", "exercise"):
+            raise ValueError(f"a hint must stand right before its exercise cell: {cells[pending[0]].source[:60]!r}")
+        if kind == "hint":
+            pending.append(len(out))
+            out.append((cell, None))
+            continue
+        if kind == "exercise":
+            k += 1
+            if len(pending) > 2:
+                raise ValueError(f"exercise {notebook}.{k}: at most two hints, got {len(pending)}")
+            ex = split_exercise(cell.source, f"{notebook}.{k}", cell.metadata,
+                                tuple(out[j][0].source for j in pending))
+            for j in pending:
+                out[j] = (out[j][0], ex)
+            pending = []
+            out.append((cell, ex))
+            continue
+        out.append((cell, None))
+    if pending:
+        raise ValueError("a hint must stand right before its exercise cell (none follows)")
+    return out
 
 
 def render_predict(body: str) -> str:
@@ -160,9 +240,8 @@ def source_text(src: Path, repo: str, variant: str) -> str:
 
 def exercises(src: Path, repo: str = "owner/name") -> list[ExerciseCell]:
     """The exercises of one source, in order."""
-    number = int(src.stem[:2])
-    found = [c for c in parse(source_text(src, repo, "full")) if c.role == "exercise"]
-    return [split_exercise(c.body, f"{number}.{k}") for k, c in enumerate(found, 1)]
+    return [ex for cell, ex in walk(read_cells(source_text(src, repo, "full")), int(src.stem[:2]))
+            if role(cell) == "exercise"]
 
 
 def build(src: Path, repo: str, variant: str = "full") -> nbformat.NotebookNode:
@@ -172,19 +251,25 @@ def build(src: Path, repo: str, variant: str = "full") -> nbformat.NotebookNode:
     nb = nbformat.v4.new_notebook()
     nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
     nb.metadata["language_info"] = {"name": "python"}
-    number = int(src.stem[:2])
-    k = 0
-    for i, cell in enumerate(parse(source_text(src, repo, variant))):
+    for i, (cell, ex) in enumerate(walk(read_cells(source_text(src, repo, variant)), int(src.stem[:2]))):
         cid = f"c{src.stem[:2]}-{i:02d}"
         extra = None
-        if cell.role == "predict":
-            new = nbformat.v4.new_markdown_cell(render_predict(cell.body))
+        kind = role(cell)
+        first = kind == "hint" and cell.source == ex.hints[0] or kind == "exercise" and not ex.hints
+        if first and exercise_badge(ex):  # the exercise's line goes above its hints and code
+            header = nbformat.v4.new_markdown_cell(exercise_badge(ex))
+            header.metadata["tags"] = ["exercise-badge"]
+            header["id"] = f"{cid}-badge"
+            nb.cells.append(header)
+        if kind == "hint":
+            new = nbformat.v4.new_markdown_cell(render_hint(cell.source, ex.number, ex.hints.index(cell.source) + 1))
+            new.metadata["tags"] = ["hint"]
+        elif kind == "predict":
+            new = nbformat.v4.new_markdown_cell(render_predict(cell.source))
             new.metadata["tags"] = ["predict"]
-        elif cell.kind == "markdown":
-            new = nbformat.v4.new_markdown_cell(cell.body)
-        elif cell.role == "exercise":
-            k += 1
-            ex = split_exercise(cell.body, f"{number}.{k}")
+        elif cell.cell_type == "markdown":
+            new = nbformat.v4.new_markdown_cell(cell.source)
+        elif kind == "exercise":
             new = nbformat.v4.new_code_cell(ex.full if variant == "full" else ex.stub)
             new.metadata["tags"] = ["exercise"]
             if variant == "learner":
@@ -192,8 +277,8 @@ def build(src: Path, repo: str, variant: str = "full") -> nbformat.NotebookNode:
                 extra.metadata["tags"] = ["solution"]
                 extra["id"] = f"{cid}-solution"
         else:
-            new = nbformat.v4.new_code_cell(cell.body)
-            if cell.role == "parameters":
+            new = nbformat.v4.new_code_cell(cell.source)
+            if kind == "parameters":
                 new.metadata["tags"] = ["parameters"]
         new["id"] = cid
         nb.cells.append(new)

@@ -14,9 +14,9 @@
 # in data/models/ (the float16 files every stage saves and the next one loads) are taken as the start instead
 # of rerunning the four stages; TRAIN_FROM_SCRATCH=1 reruns them anyway.
 #
-# Then: cp build/world-v3/stage6/world-clip-world-v3.* data/models/ && python -m helpers.world_eval --card
+# Then: cp build/world-v3/stage6/world-clip-world-v3.* data/models/ && python -m helpers.data.world_eval --card
 # (for --plain: cp build/world-v3-plain/stage6/world-clip-world-v3-plain.* data/models/ &&
-#  python -m helpers.world_eval --card --pretrained world-v3-plain, which writes the twin's card section).
+#  python -m helpers.data.world_eval --card --pretrained world-v3-plain, which writes the twin's card section).
 # Without a penalty (--plain) a step skips the decomposition's terms: the same weights bit for bit, with
 # about 5% less time in the image tower (measured at batch 96 on 2 threads). On 2 CPU threads world-v2's
 # stages took 144 min with the penalty and 89 min without; TRAIN_WORKERS=N makes the scenes in N processes.
@@ -52,7 +52,7 @@ weights=world-clip-$base.safetensors
 stage() {
   local dir=$1; shift
   if [ -f "$out/$dir/$weights" ] || [ -f "$out/stage4/$weights" ]; then echo "$dir: done"; return; fi
-  python -m helpers.training "${common[@]}" --out "$out/$dir" "$@"
+  python -m helpers.data.training "${common[@]}" --out "$out/$dir" "$@"
 }
 if [ "$world" = world-v3 ] && [ -z "${TRAIN_FROM_SCRATCH:-}" ] && [ -f "data/models/$weights" ] \
    && [ ! -f "$out/stage4/$weights" ]; then
@@ -90,7 +90,7 @@ if [ "$world" = world-v3 ]; then
   v3stage() {
     local dir=$1 init=$2; shift 2
     if [ -f "$v3out/$dir/$v3weights" ]; then echo "$dir: done"; return; fi
-    python -m helpers.training "${v3common[@]}" --out "$v3out/$dir" --init "$init" "$@"
+    python -m helpers.data.training "${v3common[@]}" --out "$v3out/$dir" --init "$init" "$@"
   }
   v3stage stage5 "$out/stage4/$weights" --steps 3200 \
     --lr 1e-3 --shape-pairs 0.6 --class-weight 1.5 --class-factors shape,colour --penalty-start 0.0 \

@@ -15,7 +15,7 @@ import sys
 
 import numpy as np
 
-from helpers.cache import slice_batches, stream_to_cache
+from helpers.engine.cache import slice_batches, stream_to_cache
 
 N_ITEMS = 23
 BATCH = 4

@@ -10,7 +10,7 @@ torch.set_num_threads(min(2, torch.get_num_threads()))
 
 @pytest.fixture(scope="session")
 def default_bundle():
-    from helpers.models import load_model
+    from helpers.engine.models import load_model
 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")

@@ -2,10 +2,17 @@ import numpy as np
 import pytest
 import torch
 
-from helpers.ablation import (DirectTerms, accuracy, cached_terms, collect_terms, component_table,
-                              margin_contributions, variance_shares)
-from helpers.decompose import Decomposer
-from helpers.labels import component_labels
+from helpers.engine.decompose import Decomposer
+from helpers.engine.labels import component_labels
+from helpers.methods.ablation import (
+    DirectTerms,
+    accuracy,
+    cached_terms,
+    collect_terms,
+    component_table,
+    margin_contributions,
+    variance_shares,
+)
 
 
 def _terms(n=6, L=3, H=2, d=4, seed=0):
@@ -110,7 +117,7 @@ def test_collect_and_cache_match_direct(tmp_path):
 
 
 def test_cached_text_embeddings(tmp_path, default_bundle):
-    from helpers.text import cached_text_embeddings, encode_texts
+    from helpers.engine.text import cached_text_embeddings, encode_texts
 
     model, _, tokenizer = default_bundle
     texts = [f"a red star number {i}" for i in range(7)]
@@ -124,7 +131,7 @@ def test_cached_text_embeddings(tmp_path, default_bundle):
 
 
 def test_group_variance_share_by_hand():
-    from helpers.ablation import group_variance_share
+    from helpers.methods.ablation import group_variance_share
 
     t = _terms()
     every = group_variance_share(t, attn=range(3), mlps=range(3), embed=True)
@@ -225,7 +232,7 @@ def test_paper_scale_ablation_against_a_plain_reimplementation():
 
 
 def test_mean_ablation_rows_both_protocols():
-    from helpers.ablation import mean_ablation_rows
+    from helpers.methods.ablation import mean_ablation_rows
 
     t = _terms(n=40, L=6, H=2, d=5, seed=5)
     g = torch.Generator().manual_seed(6)
@@ -253,7 +260,7 @@ def test_mean_ablation_rows_both_protocols():
 
 
 def test_ablation_set_is_keyword_arguments_and_a_mask():
-    from helpers.ablation import AblationSet
+    from helpers.methods.ablation import AblationSet
 
     t = _terms(n=6, L=3, H=2, d=4)
     s = AblationSet(heads=[(2, 1)], attn=[0], mlps=[-1], embed=True, scale="paper")
@@ -268,7 +275,7 @@ def test_ablation_set_is_keyword_arguments_and_a_mask():
 
 
 def test_pattern_held_reads_the_rows():
-    from helpers.ablation import pattern_held, variance_pattern_held
+    from helpers.methods.ablation import pattern_held, variance_pattern_held
 
     rows = {"baseline": 0.9, "MLPs": 0.88, "CLS-to-itself attention": 0.9, "attention except last 4": 0.85,
             "MLPs + embedding + attention except last 4": 0.81, "last 4 attention layers": 0.2}

@@ -7,7 +7,7 @@ and no prompt shows ``[*]``, then checks what the page shows:
 * no error output and no stderr box;
 * every plotly figure rendered as a chart (``.jp-RenderedPlotly`` with an SVG inside), no
   wider than the output column;
-* every ``helpers.ui.live`` widget rendered once (no ``Out[n]`` copy), and changing one of its
+* every ``helpers.course.ui.live`` widget rendered once (no ``Out[n]`` copy), and changing one of its
   controls (slider, dropdown, text box, ...) changes what it shows;
 * no JavaScript error on the page;
 * saved and reopened on a fresh kernel, the notebook shows its widgets again from the widget
@@ -41,7 +41,7 @@ from pathlib import Path
 
 import pytest
 
-from helpers.main_job import notebook_paths
+from helpers.course.main_job import notebook_paths
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 
@@ -64,7 +64,7 @@ TEST_SETTINGS = {
     "@jupyterlab/apputils-extension:notification": {"fetchNews": "false", "checkForUpdates": False},
 }
 PLOTLY = "application/vnd.plotly.v1+json"
-LIVE = ".jp-OutputArea-output:has(> .widget-vbox > .widget-output)"  # a helpers.ui.live() widget
+LIVE = ".jp-OutputArea-output:has(> .widget-vbox > .widget-output)"  # a helpers.course.ui.live() widget
 
 
 # ---------------------------------------------------------------------------------------------

@@ -1,4 +1,4 @@
-"""Tests for helpers.cache: streaming per-item arrays into a resumable on-disk cache."""
+"""Tests for helpers.engine.cache: streaming per-item arrays into a resumable on-disk cache."""
 
 from __future__ import annotations
 
@@ -16,8 +16,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-import helpers.cache as hc
-from helpers.cache import (
+import helpers.engine.cache as hc
+from helpers.engine.cache import (
     CachedArrays,
     CacheIntegrityWarning,
     FeatureCache,

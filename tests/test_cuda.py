@@ -10,15 +10,16 @@ import open_clip
 import pytest
 import torch
 
-import helpers.models  # noqa: F401  (registers world-clip with open_clip)
-from helpers import world
-from helpers.ablation import collect_terms
-from helpers.decompose import Decomposer
-from helpers.models import load_model
-from helpers.segmentation import METHODS, evaluate_methods, layer_maps, load_segmentation_task, segmentation_maps
-from helpers.spatial import heatmaps
-from helpers.text import zero_shot_classifier
-from helpers.images import images_to_tensor
+import helpers.engine.models  # noqa: F401  (registers world-clip with open_clip)
+from helpers.data import world
+from helpers.data.segmentation_tasks import load_segmentation_task
+from helpers.engine.decompose import Decomposer
+from helpers.engine.images import images_to_tensor
+from helpers.engine.models import load_model
+from helpers.engine.text import zero_shot_classifier
+from helpers.methods.ablation import collect_terms
+from helpers.methods.segmentation import METHODS, evaluate_methods, layer_maps, segmentation_maps
+from helpers.methods.spatial import heatmaps
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 
@@ -43,7 +44,7 @@ def images():
     return images_to_tensor(world.sample(8, split="test", seed=3).images)
 
 
-@pytest.mark.parametrize("name", ["ViT-B-16", helpers.models.DEFAULT_MODEL])
+@pytest.mark.parametrize("name", ["ViT-B-16", helpers.engine.models.DEFAULT_MODEL])
 def test_decomposition_is_exact_on_cuda_in_float64(name):
     torch.manual_seed(0)
     with warnings.catch_warnings():

@@ -8,9 +8,9 @@ import pytest
 import torch
 from PIL import Image
 
-from helpers.decompose import Decomposer
-from helpers.images import to_batch
-from helpers.models import DEFAULT_MODEL, UnsupportedModelError
+from helpers.engine.decompose import Decomposer
+from helpers.engine.images import to_batch
+from helpers.engine.models import DEFAULT_MODEL, UnsupportedModelError
 
 F32_REL_TOL = 1e-5   # float32: relative to the largest embedding entry
 F64_TOL = 1e-10      # float64: absolute

@@ -7,9 +7,9 @@ import open_clip
 import pytest
 import torch
 
-from helpers.decompose import Decomposer
-from helpers.decompose_map import MapDecomposer, MapDecomposition
-from helpers.models import UnsupportedModelError, model_info
+from helpers.engine.decompose import Decomposer
+from helpers.engine.decompose_map import MapDecomposer, MapDecomposition
+from helpers.engine.models import UnsupportedModelError, model_info
 
 F64_TOL = 1e-10
 
@@ -158,7 +158,7 @@ def test_model_info_of_a_siglip_tower(siglip2_tower):
 
 @pytest.mark.parametrize("name,why", [("EVA02-B-16", "EVA"), ("PE-Core-B-16", "EVA"), ("convnext_base", "timm")])
 def test_unsupported_timm_configs_named(name, why):
-    from helpers.models import check_config_supported
+    from helpers.engine.models import check_config_supported
 
     with pytest.raises(UnsupportedModelError, match=why) as info:
         check_config_supported(name)
@@ -177,7 +177,7 @@ def test_unsupported_built_timm_towers_named():
 
 
 def test_scoring_uses_the_models_own_scale_and_bias(siglip):
-    from helpers.text import Scoring, probabilities, scoring
+    from helpers.engine.text import Scoring, probabilities, scoring
 
     s = scoring(siglip)
     assert s.kind == "sigmoid" and s.bias == pytest.approx(float(siglip.logit_bias.detach()))
@@ -191,7 +191,7 @@ def test_scoring_uses_the_models_own_scale_and_bias(siglip):
 
 
 def test_timm_hook_sites(siglip2_tower):
-    from helpers.hooks import POOL_SITE_DOCS, UnknownSiteError, capture, site_names
+    from helpers.engine.hooks import POOL_SITE_DOCS, UnknownSiteError, capture, site_names
 
     names = site_names(siglip2_tower)
     assert names[0] == "ln_pre" and names[-1] == "pool.mlp_out" and "blocks.11.attn_heads" in names
@@ -208,7 +208,7 @@ def test_timm_hook_sites(siglip2_tower):
 
 
 def test_heatmaps_of_an_attention_pooled_tower(siglip2_tower):
-    from helpers.spatial import contrastive_map, heatmaps, topic_segmentation
+    from helpers.methods.spatial import contrastive_map, heatmaps, topic_segmentation
 
     x = _images(siglip2_tower.trunk.patch_embed.img_size)
     texts = torch.randn(3, 768, dtype=torch.float64)

@@ -14,8 +14,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from helpers import exercises as exm
-from helpers.exercises import EXERCISES, Checked, run_check
+from helpers.course import exercises as exm
+from helpers.course.exercises import EXERCISES, Checked, check, check_function, nb01, nb04, run_check
 
 ROOT = Path(__file__).resolve().parent.parent
 SOURCES = sorted((ROOT / "notebooks" / "src").glob("[0-9][0-9]_*.py"))
@@ -59,9 +59,9 @@ def test_notebook_exercises_match_the_registry():
 
 def test_every_check_function_is_exported():
     for ex in EXERCISES.values():
-        check = getattr(exm, f"check_{ex.name}")
-        assert f"check_{ex.name}" in exm.__all__
-        assert check.__name__ == f"check_{ex.name}" and ex.id in check.__doc__
+        fn = check_function(ex.id)
+        assert f"check_{ex.name}" in exm.MODULES[int(ex.id.split(".")[0])].__all__
+        assert fn.__name__ == f"check_{ex.name}" and ex.id in fn.__doc__
 
 
 @pytest.mark.parametrize("src", SOURCES, ids=lambda p: p.stem[:2])
@@ -445,17 +445,17 @@ def test_a_not_implemented_error_from_elsewhere_is_an_error_not_a_stub():
 
 def test_generic_diagnoses():
     e = torch.arange(12.0).reshape(3, 4) + 1
-    assert exm._tensor_diff(e.clone(), e) is None
-    assert "wrong shape: expected [3, 4], got [4, 4]" in exm._tensor_diff(torch.zeros(4, 4), e)
-    assert "transposed" in exm._tensor_diff(e.T.clone(), e)
-    assert "sign is flipped" in exm._tensor_diff(-e, e)
-    assert "constant factor: it is about 2 times" in exm._tensor_diff(2 * e, e)
-    assert "same amount for every row" in exm._tensor_diff(e + torch.tensor([1.0, -2.0, 0.5, 3.0]), e)
-    assert "NaN" in exm._tensor_diff(torch.full((3, 4), float("nan")), e)
-    assert "expected a tensor of shape [3, 4]" in exm._tensor_diff("no", e)
-    assert "right numbers in the wrong shape" in exm._tensor_diff(e.reshape(2, 6), e)
-    assert "0.5" in exm._scalar_diff(0.5, 0.25) and "single number" in exm._scalar_diff(torch.ones(2), 1.0)
-    assert exm._scalar_diff(torch.tensor(0.25), 0.25) is None and exm._scalar_diff(np.float32(0.5), 0.5) is None
+    assert check.tensor_diff(e.clone(), e) is None
+    assert "wrong shape: expected [3, 4], got [4, 4]" in check.tensor_diff(torch.zeros(4, 4), e)
+    assert "transposed" in check.tensor_diff(e.T.clone(), e)
+    assert "sign is flipped" in check.tensor_diff(-e, e)
+    assert "constant factor: it is about 2 times" in check.tensor_diff(2 * e, e)
+    assert "same amount for every row" in check.tensor_diff(e + torch.tensor([1.0, -2.0, 0.5, 3.0]), e)
+    assert "NaN" in check.tensor_diff(torch.full((3, 4), float("nan")), e)
+    assert "expected a tensor of shape [3, 4]" in check.tensor_diff("no", e)
+    assert "right numbers in the wrong shape" in check.tensor_diff(e.reshape(2, 6), e)
+    assert "0.5" in check.scalar_diff(0.5, 0.25) and "single number" in check.scalar_diff(torch.ones(2), 1.0)
+    assert check.scalar_diff(torch.tensor(0.25), 0.25) is None and check.scalar_diff(np.float32(0.5), 0.5) is None
 
 
 def test_not_a_function():
@@ -467,9 +467,9 @@ def test_running_a_check_again_checks_the_learners_function_again():
     def linearise(pieces, sigma, gamma, proj):
         return (pieces * gamma / sigma[:, None, None]) @ proj  # not centred
 
-    first = exm.check_linearise(linearise, quiet=True)
+    first = nb01.check_linearise(linearise, quiet=True)
     assert not first.passed and first.function is EXERCISES["1.1"].reference
-    again = exm.check_linearise(first, quiet=True)  # the check cell run twice
+    again = nb01.check_linearise(first, quiet=True)  # the check cell run twice
     assert not again.passed and again.learner is linearise
     assert isinstance(again, Checked) and "1.1" in repr(again) and "reference" in repr(again)
 
@@ -498,14 +498,14 @@ def test_cases_are_fresh_and_deterministic():
 
 
 def test_linearise_and_reassemble_match_the_decomposition_in_float64(default_bundle):
-    from helpers import world
-    from helpers.decompose import Decomposer
-    from helpers.training import images_to_tensor
+    from helpers.data import world
+    from helpers.data.training import images_to_tensor
+    from helpers.engine.decompose import Decomposer
 
     model = default_bundle[0]
     visual = copy.deepcopy(model.visual).double().requires_grad_(False)
     x = images_to_tensor(world.sample(3, split="test", seed=5).images, model).double()
-    parts = exm.residual_pieces(visual, x)
+    parts = nb01.residual_pieces(visual, x)
     assert parts.names[:3] == ["embed", "attn.0", "mlp.0"] and parts.pieces.shape[1] == 1 + 2 * len(
         visual.transformer.resblocks)
     mine = EXERCISES["1.1"].reference(parts.pieces, parts.sigma, parts.gamma, parts.proj)
@@ -519,7 +519,7 @@ def test_linearise_and_reassemble_match_the_decomposition_in_float64(default_bun
 
 
 def test_variance_share_and_mean_ablate_match_direct_terms():
-    from helpers.ablation import DirectTerms, component_table, group_variance_share
+    from helpers.methods.ablation import DirectTerms, component_table, group_variance_share
 
     g = torch.Generator().manual_seed(0)
     N, L, d = 7, 3, 4
@@ -536,7 +536,7 @@ def test_variance_share_and_mean_ablate_match_direct_terms():
 
 
 def test_project_and_step_reproduce_textspan():
-    from helpers.textspan import textspan, textspan_reference
+    from helpers.methods.textspan import textspan, textspan_reference
 
     g = torch.Generator().manual_seed(3)
     K, d, rank, M, n = 40, 8, 5, 30, 4
@@ -559,16 +559,16 @@ def test_project_and_step_reproduce_textspan():
 
 
 def test_head_maps_match_the_spatial_helpers(default_bundle):
-    from helpers import world
-    from helpers.spatial import contrastive_map, head_direction_map
-    from helpers.text import encode_texts
-    from helpers.training import images_to_tensor
+    from helpers.data import world
+    from helpers.data.training import images_to_tensor
+    from helpers.engine.text import encode_texts
+    from helpers.methods.spatial import contrastive_map, head_direction_map
 
     model, _, tokenizer = default_bundle
     x = images_to_tensor(world.sample(2, split="test", seed=7).images, model)
     ta, tb = encode_texts(model, tokenizer, ["a red object", "a photo of grass"])
     for layer, head in ((-1, 2), (3, 0)):
-        parts = exm.head_parts(model, x[1], layer, head)
+        parts = nb04.head_parts(model, x[1], layer, head)
         T = 1 + parts.grid[0] * parts.grid[1]
         assert parts.attn.shape == (T,) and bool(torch.isclose(parts.attn.sum(), torch.tensor(1.0)))
         mine = EXERCISES["4.1"].reference(parts.attn, parts.values, parts.to_joint, parts.bias, ta, parts.grid)
@@ -577,7 +577,7 @@ def test_head_maps_match_the_spatial_helpers(default_bundle):
         con = EXERCISES["4.2"].reference(parts.attn, parts.values, parts.to_joint, parts.bias, ta, tb, parts.grid)
         assert torch.allclose(con, contrastive_map(model, x[1:2], ta, tb, [layer], [head])[0], atol=1e-6)
     with pytest.raises(ValueError, match="one preprocessed image"):
-        exm.head_parts(model, x, 0, 0)
+        nb04.head_parts(model, x, 0, 0)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -588,7 +588,7 @@ TOY = '''# %% [markdown]
 # # Toy
 # {{EXERCISE_NOTE}}
 
-# %% [exercise]
+# %% tags=["exercise"]
 def double(x):
     """Twice x."""
     y = 0
@@ -601,7 +601,7 @@ def double(x):
 # %%
 double = check(double)
 
-# %% [predict]
+# %% [markdown] tags=["predict"]
 # What will it print?
 # Answer:
 # Something even.
@@ -635,13 +635,60 @@ def test_builder_splits_an_exercise_and_renders_a_prediction(tmp_path):
 
 
 @pytest.mark.parametrize("bad", [TOY.replace("    # --- end ---\n", ""), TOY.replace("# Answer:\n", ""),
-                                 TOY.replace("# %% [predict]", "# %% [quiz]")])
+                                 TOY.replace('tags=["predict"]', 'tags=["quiz"]'),
+                                 TOY.replace('# %% tags=["exercise"]', "# %% [exercise]")])
 def test_builder_rejects_broken_markup(tmp_path, bad):
     src = tmp_path / "07_toy.py"
     src.write_text(bad)
     (tmp_path / "_setup.py").write_text("pass\n")
     with pytest.raises(ValueError):
         build_nb.build(src, "o/r", "learner")
+
+
+TOY_HINTED = TOY.replace('''# %% tags=["exercise"]
+def double(x):''', '''# %% [markdown] tags=["hint"]
+# What does "twice" mean?
+
+# %% [markdown] tags=["hint"]
+# Multiply by two.
+
+# %% tags=["exercise"] kind="implement" difficulty=1 importance=2 minutes=3
+def double(x):''')
+
+
+def test_builder_renders_exercise_metadata_and_hints(tmp_path):
+    src = tmp_path / "07_toy.py"
+    src.write_text(TOY_HINTED)
+    (tmp_path / "_setup.py").write_text("pass\n")
+    (ex,) = build_nb.exercises(src)
+    assert (ex.kind, ex.difficulty, ex.importance, ex.minutes) == ("implement", 1, 2, 3)
+    assert ex.hints == ('What does "twice" mean?', "Multiply by two.")
+    for variant in ("full", "learner"):
+        nb = build_nb.build(src, "o/r", variant)
+        tags = [(c.metadata.get("tags") or [""])[0] for c in nb.cells]
+        i = tags.index("exercise-badge")
+        assert tags[i:i + 4] == ["exercise-badge", "hint", "hint", "exercise"], tags
+        assert nb.cells[i].source == "**Exercise 7.1** · *implement* · difficulty ●○○ · importance ●●○ · about 3 min"
+        assert nb.cells[i + 1].source.startswith("<details><summary>Hint 1 to exercise 7.1</summary>")
+        assert "Multiply by two." in nb.cells[i + 2].source and "Hint 2" in nb.cells[i + 2].source
+        assert len({c["id"] for c in nb.cells}) == len(nb.cells)
+
+
+@pytest.mark.parametrize("bad", [
+    TOY_HINTED.replace('kind="implement"', 'kind="copy"'),
+    TOY_HINTED.replace("difficulty=1", "difficulty=4"),
+    TOY_HINTED.replace("minutes=3", 'minutes="soon"'),
+    TOY_HINTED.replace('# %% [markdown] tags=["hint"]\n# Multiply by two.\n',
+                       '# %% [markdown] tags=["hint"]\n# Multiply by two.\n\n# %% [markdown] tags=["hint"]\n# 2x\n'),
+    TOY_HINTED.replace('# %% [markdown] tags=["hint"]\n# Multiply by two.\n', '# %% [markdown] tags=["hint"]\n# Multiply by two.\n\n# %%\nx = 1\n'),
+    TOY_HINTED.replace('# %% [markdown] tags=["hint"]\n# Multiply', '# %% tags=["hint"]\n# Multiply'),
+])
+def test_builder_rejects_broken_exercise_metadata(tmp_path, bad):
+    src = tmp_path / "07_toy.py"
+    src.write_text(bad)
+    (tmp_path / "_setup.py").write_text("pass\n")
+    with pytest.raises(ValueError):
+        build_nb.build(src, "o/r", "full")
 
 
 def test_learner_notebooks_hide_every_solution():
@@ -683,7 +730,7 @@ LEARNER_PARAMS = {
 @pytest.mark.slow
 @pytest.mark.parametrize("src", SOURCES, ids=lambda p: p.stem)
 def test_learner_notebook_runs_with_its_stubs(src, tmp_path, monkeypatch):
-    from helpers.main_job import execute_notebook, stderr_outputs
+    from helpers.course.main_job import execute_notebook, stderr_outputs
 
     monkeypatch.setenv("COURSE_HEADLESS", "1")
     path = ROOT / "notebooks" / "learner" / f"{src.stem}.ipynb"

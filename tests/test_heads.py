@@ -6,8 +6,9 @@ import math
 import pytest
 import torch
 
-from helpers.ablation import DirectTerms, accuracy
-from helpers.heads import (
+from helpers.data.pools import Pool
+from helpers.methods.ablation import DirectTerms, accuracy
+from helpers.methods.heads import (
     HeadRole,
     InterpretabilityScores,
     dominant_property,
@@ -19,14 +20,13 @@ from helpers.heads import (
     interpretability_scores,
     neighbour_overlap,
     property_neighbours,
-    search_agreement,
     reconstructed_embeddings,
     reconstruction_accuracy,
+    search_agreement,
     stack_heads,
     variance_explained_curve,
 )
-from helpers.pools import Pool
-from helpers.textspan import pca_basis, textspan
+from helpers.methods.textspan import pca_basis, textspan
 
 F64 = torch.float64
 torch.set_num_threads(1)

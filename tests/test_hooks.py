@@ -10,8 +10,8 @@ import torch.nn.functional as F
 from open_clip.transformer import VisionTransformer
 from torch import nn
 
-from helpers.hooks import SITE_DOCS, UnknownSiteError, capture, hooked, site_names, sites
-from helpers.models import UnsupportedModelError
+from helpers.engine.hooks import SITE_DOCS, UnknownSiteError, capture, hooked, site_names, sites
+from helpers.engine.models import UnsupportedModelError
 
 F64 = torch.float64
 BLOCK_SITES = ("resid_pre", "ln_1", "attn", "attn_out", "ln_2", "mlp_out", "resid_post")
@@ -249,7 +249,7 @@ def test_unknown_sites_and_bad_arguments_give_clear_errors():
 
 
 def test_run_tower_runs_in_eval_mode_and_restores_the_mode():
-    from helpers.hooks import run_tower
+    from helpers.engine.hooks import run_tower
 
     tower = _tower()
     tower.train()

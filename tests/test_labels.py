@@ -5,11 +5,22 @@ import numpy as np
 import pytest
 import torch
 
-from helpers.components import Components
-from helpers.heads import HeadRole
-from helpers.labels import (Head, component_label, component_labels, head_label, head_labels, layer_label,
-                            parse_component, parse_head, parse_layer, resolve_indices, single_index)
-from helpers.spurious import HeadScore
+from helpers.engine.components import Components
+from helpers.engine.labels import (
+    Head,
+    component_label,
+    component_labels,
+    head_label,
+    head_labels,
+    layer_label,
+    parse_component,
+    parse_head,
+    parse_layer,
+    resolve_indices,
+    single_index,
+)
+from helpers.methods.heads import HeadRole
+from helpers.methods.spurious import HeadScore
 
 
 def test_formatting():

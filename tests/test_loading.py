@@ -10,8 +10,15 @@ import pytest
 import torch
 from safetensors.torch import load_file, save_file
 
-import helpers.models as hm
-from helpers.models import DEFAULT_MODEL, DEFAULT_PRETRAINED, OfflineError, default_weights_path, load_model, offline_tags
+import helpers.engine.models as hm
+from helpers.engine.models import (
+    DEFAULT_MODEL,
+    DEFAULT_PRETRAINED,
+    OfflineError,
+    default_weights_path,
+    load_model,
+    offline_tags,
+)
 
 # The architectures the course supports by name: the papers' models and the offline default.
 SUPPORTED = ["world-clip", "ViT-B-32", "ViT-B-32-quickgelu", "ViT-B-16", "ViT-B-16-quickgelu",
@@ -165,7 +172,7 @@ def test_openai_tag_from_the_hugging_face_cache_runs_with_quick_gelu(tmp_path, m
 
 
 def test_hub_weights_offline_fail_fast_naming_the_offline_preset(tmp_path, monkeypatch):
-    from helpers.download import host_reachable
+    from helpers.engine.download import host_reachable
 
     # the real probe, against a host that cannot resolve: as long as an offline machine takes
     monkeypatch.setattr(hm, "host_reachable",

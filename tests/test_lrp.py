@@ -7,9 +7,9 @@ import open_clip
 import pytest
 import torch
 
-import helpers.models  # noqa: F401  (registers world-clip with open_clip)
-from helpers.lrp import _linear, _product, _split, lrp, lrp_maps
-from helpers.segmentation import segmentation_maps
+import helpers.engine.models  # noqa: F401  (registers world-clip with open_clip)
+from helpers.methods.lrp import _linear, _product, _split, lrp, lrp_maps
+from helpers.methods.segmentation import segmentation_maps
 
 F64 = torch.float64
 
@@ -110,5 +110,5 @@ def test_bad_input(small):
         lrp(small, x, torch.zeros(1, d, dtype=F64))
     with pytest.raises(ValueError, match="no images"):
         lrp(small, x[:0], t)
-    with pytest.raises(helpers.models.UnsupportedModelError):
+    with pytest.raises(helpers.engine.models.UnsupportedModelError):
         lrp(torch.nn.Linear(3, 3), x, t)

@@ -5,14 +5,17 @@ import numpy as np
 import pytest
 import torch
 
-from helpers import metrics
+from helpers.methods import metrics
 
 
 def test_one_home_for_every_metric():
-    from helpers import segmentation, spatial, world_eval
+    from helpers.data import world_eval
+    from helpers.methods import maps, segmentation, spatial
 
-    for name in ("threshold_map", "iou", "pixel_accuracy", "average_precision"):
-        assert getattr(spatial, name) is getattr(metrics, name)
+    # maps: upsampling, post-processing and thresholds; metrics: scores; both used, never copied
+    assert spatial.upsample is maps.upsample and metrics.upsample is maps.upsample
+    assert segmentation.postprocess is maps.postprocess and metrics.postprocess is maps.postprocess
+    assert metrics.threshold_map is maps.threshold_map and spatial.threshold_map is maps.threshold_map
     assert segmentation.SegmentationScores is metrics.SegmentationScores
     assert segmentation.mass_by_region is metrics.mass_by_region
     assert world_eval.map_iou is metrics.map_iou
@@ -48,7 +51,7 @@ def test_threshold_in_the_maps_own_precision():
     own = metrics.threshold_map(soft, dtype=None)
     assert torch.equal(own, soft > soft.mean((-2, -1), keepdim=True))
     assert torch.equal(metrics.threshold_map(soft, 0.4, dtype=None), soft > 0.4)
-    from helpers.segmentation import segment
+    from helpers.methods.segmentation import segment
 
     s, hard = segment(soft, (5, 5))
     assert torch.equal(hard, metrics.threshold_map(s, dtype=None))
@@ -61,7 +64,7 @@ def test_map_scores_map_is_scale_free():
     truth = torch.rand(4, 8, 8, generator=g) > 0.7
     a, b = metrics.map_scores(maps, truth), metrics.map_scores(1e-3 * maps, truth)
     assert a == pytest.approx(b)
-    from helpers.segmentation import postprocess
+    from helpers.methods.maps import postprocess
 
     soft = postprocess(maps, (8, 8))
     assert a["mAP"] == pytest.approx(float(metrics.average_precision(soft, truth, protocol="paper").mean()))

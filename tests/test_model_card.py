@@ -2,7 +2,7 @@
 
 import pytest
 
-from helpers.world_eval import TWIN_INTRO, model_card, write_card_section
+from helpers.data.world_eval import TWIN_INTRO, model_card, write_card_section
 
 
 def _figs(acc):
@@ -98,7 +98,7 @@ def test_each_stage_names_its_world_and_threads():
 
 
 def test_the_defaults_section_checks_its_targets():
-    from helpers.world_eval import targets
+    from helpers.data.world_eval import targets
 
     zs = {"shape": 0.95, "colour": 0.85, "background": 1.0, "position": 0.2}
     figs = {**_figs(0.95), "zero_shot": zs, "linear_probe": dict.fromkeys(zs, 0.5)}

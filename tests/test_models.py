@@ -4,8 +4,14 @@ import open_clip
 import pytest
 import torch
 
-from helpers.models import (DEFAULT_MODEL, OfflineError, UnsupportedModelError, check_config_supported,
-                            load_model, model_info)
+from helpers.engine.models import (
+    DEFAULT_MODEL,
+    OfflineError,
+    UnsupportedModelError,
+    check_config_supported,
+    load_model,
+    model_info,
+)
 
 
 def test_default_model_is_registered_with_open_clip():
@@ -62,7 +68,7 @@ def test_unknown_names_and_tags():
 
 def test_pretrained_without_network_fails_fast(monkeypatch, tmp_path):
     monkeypatch.setenv("HF_HOME", str(tmp_path))
-    import helpers.models as hm
+    import helpers.engine.models as hm
 
     monkeypatch.setattr(hm, "host_reachable", lambda host, **kw: False)
     t0 = time.perf_counter()
@@ -74,7 +80,7 @@ def test_pretrained_without_network_fails_fast(monkeypatch, tmp_path):
 
 
 def test_real_probe_is_bounded_in_time():
-    from helpers.download import host_reachable
+    from helpers.engine.download import host_reachable
 
     t0 = time.perf_counter()
     assert not host_reachable("nonexistent.invalid", timeout=1.0)
@@ -103,7 +109,7 @@ def test_check_config_returns_config_for_supported():
 def test_loaded_model_unpacks_and_carries_its_info(default_bundle):
     import dataclasses
 
-    from helpers.models import DEFAULT_PRETRAINED, LoadedModel, ModelInfo, model_info
+    from helpers.engine.models import DEFAULT_PRETRAINED, LoadedModel, ModelInfo, model_info
 
     assert isinstance(default_bundle, LoadedModel)
     model, preprocess, tokenizer = default_bundle
@@ -126,7 +132,7 @@ def test_loaded_model_unpacks_and_carries_its_info(default_bundle):
 def test_model_info_of_a_built_model():
     import warnings
 
-    from helpers.models import model_info
+    from helpers.engine.models import model_info
 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
@@ -139,7 +145,7 @@ def test_model_info_of_a_built_model():
 
 
 def test_random_weights_are_named_random():
-    from helpers.models import model_info
+    from helpers.engine.models import model_info
 
     bundle = load_model("ViT-B-32", "random")
     assert (bundle.info.name, bundle.info.pretrained) == ("ViT-B-32", "random")
@@ -165,8 +171,8 @@ def _tiny_vit(**kw):
     ({}, {}),
 ], ids=["avg-pool", "attentional-pool", "qk-norm", "supported"])
 def test_config_and_tower_checks_give_the_same_reason(vision_cfg, tower_kw):
-    from helpers.decompose import check_model_supported
-    from helpers.support import config_problem, tower_problem
+    from helpers.engine.decompose import check_model_supported
+    from helpers.engine.support import config_problem, tower_problem
 
     cfg = {"embed_dim": 16, "vision_cfg": {"image_size": 32, "layers": 2, "width": 32, "patch_size": 8,
                                            **vision_cfg}}
@@ -185,7 +191,7 @@ def test_config_and_tower_checks_give_the_same_reason(vision_cfg, tower_kw):
 def test_resnet_reason_is_shared():
     from open_clip.modified_resnet import ModifiedResNet
 
-    from helpers.support import config_problem, tower_problem
+    from helpers.engine.support import config_problem, tower_problem
 
     resnet = ModifiedResNet(layers=(1, 1, 1, 1), output_dim=16, heads=2, image_size=64, width=8)
     reason = config_problem({"vision_cfg": {"layers": [1, 1, 1, 1], "width": 8}})
@@ -193,7 +199,7 @@ def test_resnet_reason_is_shared():
 
 
 def test_provenance_says_how_the_weights_were_made(tmp_path, monkeypatch):
-    from helpers.models import provenance
+    from helpers.engine.models import provenance
 
     default = load_model().model
     p = provenance(default)

@@ -4,7 +4,7 @@ import math
 
 import pytest
 
-from helpers.narrative import bullets, compare, num, pct, pts, ranking, ratio, verdict, what_we_see
+from helpers.course.narrative import bullets, compare, num, pct, pts, ranking, ratio, verdict, what_we_see
 
 
 def test_formats():
@@ -54,7 +54,7 @@ def test_what_we_see_builds_markdown(capsys):
 def test_provenance_reading_reads_right_for_every_kind():
     from types import SimpleNamespace
 
-    from helpers.narrative import provenance_reading
+    from helpers.course.narrative import provenance_reading
 
     shaped = SimpleNamespace(kind="shaped", note="Trained with a penalty.")
     s = provenance_reading(shaped, True, pattern="the pattern")

@@ -11,8 +11,8 @@ import re
 
 import pytest
 
-from helpers.main_job import execute_notebook, notebook_paths, stderr_outputs
-from helpers.models import DEFAULT_PRETRAINED, TWINS
+from helpers.course.main_job import execute_notebook, notebook_paths, stderr_outputs
+from helpers.engine.models import DEFAULT_PRETRAINED, TWINS
 
 
 def check_01(f):
@@ -55,7 +55,7 @@ def check_02(f):
     assert all(abs(course[k] - paper[k]) <= 0.05 for k in course)
     assert f["pattern_held"] is f["pattern_held_course"] is f["pattern_held_paper"] is True
     # the twin trained without the penalty: the same ablations on the same images, side by side
-    from helpers.ablation import pattern_held
+    from helpers.methods.ablation import pattern_held
 
     twin = f["twin"]
     assert twin["tag"] == TWINS[DEFAULT_PRETRAINED] and twin["provenance"] == "plain"

@@ -11,9 +11,9 @@ import math
 
 import pytest
 
-from helpers.main_job import execute_notebook, notebook_paths
-from helpers.presets import get_preset
-from helpers.segmentation import METHODS
+from helpers.course.main_job import execute_notebook, notebook_paths
+from helpers.course.presets import get_preset
+from helpers.methods.segmentation import METHODS
 
 PRESET = "random ViT-B-32"
 LAYERS, HEADS = 12, 12  # ViT-B-32 and ViT-B-16

@@ -1,4 +1,4 @@
-"""Tests of the text pools (helpers.pools, data/pools/)."""
+"""Tests of the text pools (helpers.data.pools, data/pools/)."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from helpers import pools as P
+from helpers.data import pools as P
 
 POOLS_DIR = Path(__file__).resolve().parent.parent / "data" / "pools"
 
@@ -24,7 +24,7 @@ def general() -> P.Pool:
 
 def test_shipped_general_tsv_equals_generator(general, tmp_path):
     shipped = (POOLS_DIR / "general.tsv").read_text(encoding="utf-8")
-    assert shipped == general.tsv_text(), "run: python -m helpers.pools --write"
+    assert shipped == general.tsv_text(), "run: python -m helpers.data.pools --write"
     out = general.to_tsv(tmp_path / "g.tsv")
     assert out.read_bytes() == (POOLS_DIR / "general.tsv").read_bytes()
 
@@ -230,7 +230,7 @@ def test_missing_named_file(tmp_path, monkeypatch):
     with pytest.raises(FileNotFoundError):
         P.load_pool("world")
     monkeypatch.setitem(P._FILES, "common_words", "absent.txt")
-    with pytest.raises(FileNotFoundError, match="helpers.pools --write common_words"):
+    with pytest.raises(FileNotFoundError, match="helpers.data.pools --write common_words"):
         P.load_pool("common_words")
     monkeypatch.setitem(P._FILES, "general", "absent.tsv")
     assert P.load_pool("general").texts == P.general_pool().texts
@@ -285,9 +285,9 @@ def test_shipped_pools_have_no_duplicates():
 
 @pytest.mark.slow
 def test_data_dir_matches_models():
-    from helpers import models
+    from helpers.engine import models, paths
 
-    assert P._data_dir() == models.data_dir()
+    assert P.data_dir is paths.data_dir is models.data_dir  # one rule, imported without torch by the pools
     assert P.pool_path("world") == models.data_dir() / "pools" / "world_pool.tsv"
 
 
@@ -320,14 +320,14 @@ def test_cli_without_names_writes_the_pools_that_need_nothing(tmp_path, monkeypa
 
 
 def test_world_pool_files_follow_the_data_folder(tmp_path, monkeypatch):
-    from helpers import world
+    from helpers.data import world
 
     monkeypatch.setenv("CLIP_COURSE_DATA", str(tmp_path))
-    assert world.default_pool_path() == tmp_path / "pools" / "world_pool.tsv" == P.pool_path("world")
-    written = world.write_pool()
+    assert P.pool_path("world") == tmp_path / "pools" / "world_pool.tsv"
+    written = P.write_pool("world")
     assert written == tmp_path / "pools" / "world_pool.tsv"
     assert written.read_bytes() == (POOLS_DIR / "world_pool.tsv").read_bytes()
-    assert world.read_pool() == world.text_pool() == P.load_pool("world").rows()
+    assert world.text_pool() == P.load_pool("world").rows()
     assert P.world_pool().rows() == world.text_pool()
 
 
@@ -348,7 +348,7 @@ def test_module_entry_point():
     root = Path(__file__).resolve().parent.parent
     env = {**os.environ, "PYTHONPATH": str(root) + os.pathsep + os.environ.get("PYTHONPATH", "")}
     env.pop("CLIP_COURSE_DATA", None)
-    done = subprocess.run([sys.executable, "-m", "helpers.pools", "--check", "world"], capture_output=True,
+    done = subprocess.run([sys.executable, "-m", "helpers.data.pools", "--check", "world"], capture_output=True,
                           text=True, env=env, cwd=root, timeout=120)
     assert done.returncode == 0, done.stderr
     assert "world_pool.tsv: up to date" in done.stdout

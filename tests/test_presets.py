@@ -11,9 +11,9 @@ import open_clip
 import pytest
 import torch
 
-from helpers import presets
-from helpers.models import DEFAULT_PRETRAINED
-from helpers.presets import PRESETS, downloads, estimate_gpu_memory, get_preset, presets_table, resolve
+from helpers.course import presets
+from helpers.course.presets import PRESETS, downloads, estimate_gpu_memory, get_preset, presets_table, resolve
+from helpers.engine.models import DEFAULT_PRETRAINED
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -112,7 +112,7 @@ def test_resolve_fills_what_is_unset_and_keeps_what_is_set():
 def test_another_model_never_takes_the_presets_weights():
     s = resolve("offline", "01", model_name="ViT-B-16", pretrained="", dataset="", n_images=None)
     assert (s.model_name, s.pretrained, s.dataset) == ("ViT-B-16", "", "world:colour")
-    from helpers.models import load_model
+    from helpers.engine.models import load_model
 
     with pytest.raises(ValueError, match="laion2b_s34b_b88k.*pretrained='random'"):
         load_model(s.model_name, s.pretrained or None)
@@ -150,9 +150,9 @@ def test_download_sizes():
         assert set(d) == {"weights", "imagenette", "waterbirds", "imagenet-seg"}
     assert downloads("offline") == {} and downloads("random ViT-B-32") == {}
     # the sizes the download messages name
-    assert "about 330 MB" in (ROOT / "helpers" / "datasets.py").read_text()
-    assert "about 480 MB" in (ROOT / "helpers" / "spurious.py").read_text()
-    assert "about 1.4 GB" in (ROOT / "helpers" / "segmentation.py").read_text()
+    assert "about 330 MB" in (ROOT / "helpers" / "data" / "datasets.py").read_text()
+    assert "about 480 MB" in (ROOT / "helpers" / "data" / "waterbirds.py").read_text()
+    assert "about 1.4 GB" in (ROOT / "helpers" / "data" / "segmentation_tasks.py").read_text()
     assert downloads("ViT-B-16 LAION")["imagenette"] == 330 and downloads("ViT-B-16 LAION")["imagenet-seg"] == 1400
 
 
@@ -172,7 +172,7 @@ def test_gpu_estimates_fit_a_free_colab_gpu():
 
 def test_readme_lists_the_presets():
     readme = (ROOT / "README.md").read_text()
-    assert presets.markdown_table() in readme, "regenerate the table: python -m helpers.presets"
+    assert presets.markdown_table() in readme, "regenerate the table: python -m helpers.course.presets"
 
 
 # ---------------------------------------------------------------------------------------------
@@ -185,9 +185,9 @@ def _preprocess(size=224):
 
 
 def _loaders(tmp_path):
-    from helpers.datasets import load_task
-    from helpers.segmentation import load_segmentation_task
-    from helpers.spurious import waterbirds_task
+    from helpers.data.datasets import load_task
+    from helpers.data.segmentation_tasks import load_segmentation_task
+    from helpers.data.waterbirds import waterbirds_task
 
     pp = _preprocess()
     return {
@@ -199,9 +199,9 @@ def _loaders(tmp_path):
 
 @pytest.mark.parametrize("preset", list(PAPER_MODELS))
 def test_every_download_of_a_preset_fails_fast_offline(preset, tmp_path, monkeypatch):
-    import helpers.models as hm
-    from helpers import download
-    from helpers.download import OfflineError
+    import helpers.engine.models as hm
+    from helpers.engine import download
+    from helpers.engine.download import OfflineError
 
     real_probe = download.host_reachable
 
@@ -237,8 +237,8 @@ def test_every_download_of_a_preset_fails_fast_offline(preset, tmp_path, monkeyp
 def test_world_tasks_reach_a_real_models_input_size():
     from PIL import Image
 
-    from helpers import world
-    from helpers.datasets import load_task, world_task
+    from helpers.data import world
+    from helpers.data.datasets import load_task, world_task
 
     pp = _preprocess(224)
     task = load_task("world:colour", n_images=5, preprocess=pp, seed=0)
@@ -256,7 +256,7 @@ def test_world_tasks_reach_a_real_models_input_size():
 
 
 def test_segmentation_tasks_reach_a_real_models_input_size():
-    from helpers.segmentation import load_segmentation_task
+    from helpers.data.segmentation_tasks import load_segmentation_task
 
     pp = _preprocess(224)
     for name in ("world:colour", "world-pairs:colour"):
@@ -266,7 +266,7 @@ def test_segmentation_tasks_reach_a_real_models_input_size():
 
 
 def test_pool_sample_keeps_each_property_share():
-    from helpers.pools import load_pool
+    from helpers.data.pools import load_pool
 
     pool = load_pool("world")
     small = pool.sample(24, seed=3)
@@ -291,7 +291,7 @@ def test_pool_sample_keeps_each_property_share():
 def test_textspan_on_fewer_images_than_dimensions(dtype):
     """The random ViT-B-32 preset spans heads of width 512 over 8 images: TextSpan then takes the
     span from the images' side; its picks match the plain NumPy reference."""
-    from helpers.textspan import random_texts, textspan, textspan_reference
+    from helpers.methods.textspan import random_texts, textspan, textspan_reference
 
     g = torch.Generator().manual_seed(0)
     C = (torch.randn(6, 12, 64, generator=g, dtype=torch.float64) @ torch.randn(64, 64, generator=g,
@@ -307,7 +307,7 @@ def test_textspan_on_fewer_images_than_dimensions(dtype):
 
 
 def test_pca_on_fewer_images_than_dimensions():
-    from helpers.textspan import pca_basis
+    from helpers.methods.textspan import pca_basis
 
     g = torch.Generator().manual_seed(2)
     C = torch.randn(3, 10, 48, generator=g, dtype=torch.float64)
@@ -321,7 +321,7 @@ def test_pca_on_fewer_images_than_dimensions():
 
 
 def test_colab_time_estimates():
-    from helpers.presets import _tower_flops, colab_table, estimate_minutes
+    from helpers.course.presets import _tower_flops, colab_table, estimate_minutes
 
     # one layer of width 2 on 3 tokens: 2 x (12 * 3 * 4 + 2 * 9 * 2) multiply-adds x 2
     assert _tower_flops(2, 1, 3) == 2 * (12 * 3 * 4 + 2 * 9 * 2)
@@ -339,7 +339,7 @@ def test_colab_time_estimates():
 
 def test_readme_lists_the_colab_estimates():
     readme = (ROOT / "README.md").read_text()
-    assert presets.colab_table() in readme, "regenerate the Colab table: helpers.presets.colab_table()"
+    assert presets.colab_table() in readme, "regenerate the Colab table: helpers.course.presets.colab_table()"
 
 
 def test_settings_start_prints_records_and_loads(capsys):

@@ -9,24 +9,24 @@ import open_clip
 import pytest
 import torch
 
-import helpers.models  # noqa: F401  (registers world-clip with open_clip)
-from helpers import download, world
-from helpers.download import OfflineError
-from helpers.images import images_to_tensor, transform_pair
-from helpers.metrics import SegmentationScores, mass_by_region
-from helpers.segmentation import (
+import helpers.engine.models  # noqa: F401  (registers world-clip with open_clip)
+from helpers.data import world
+from helpers.data.segmentation_tasks import ImageNetSeg, imagenet_seg
+from helpers.engine import download
+from helpers.engine.download import OfflineError
+from helpers.engine.images import images_to_tensor, transform_pair
+from helpers.engine.text import zero_shot_classifier
+from helpers.methods.metrics import SegmentationScores, mass_by_region
+from helpers.methods.segmentation import (
     METHODS,
-    ImageNetSeg,
     _capture_attention,
-    imagenet_seg,
     patch_norm_ratio,
     postprocess,
     predicted_classes,
     segment,
     segmentation_maps,
 )
-from helpers.spatial import own_class_maps
-from helpers.text import zero_shot_classifier
+from helpers.methods.spatial import own_class_maps
 
 
 @pytest.fixture(scope="module")
@@ -120,7 +120,7 @@ def test_mass_by_region_against_hand_computed_values():
 
 
 def test_world_v3_tasks_carry_the_clutter_masks(default_bundle):
-    from helpers.segmentation import load_segmentation_task
+    from helpers.data.segmentation_tasks import load_segmentation_task
 
     _, preprocess, _ = default_bundle
     v3 = load_segmentation_task("world:colour", preprocess, 12, seed=4, world_name="world-v3")
@@ -237,7 +237,7 @@ def test_in_graph_hooks_leave_the_embedding_unchanged(random_model, scenes):
 
 
 def test_rollout_and_raw_attention_rows_are_distributions(random_model, scenes):
-    from helpers.segmentation import _raw_attention, _rollout
+    from helpers.methods.segmentation import _raw_attention, _rollout
 
     x = images_to_tensor(scenes.images[:2])
     for fn in (_raw_attention, _rollout):
@@ -260,7 +260,8 @@ def test_decomposition_method_is_the_own_class_map_of_the_prediction(default_bun
 
 
 def test_pairs_task_segments_the_labelled_object(default_bundle):
-    from helpers.segmentation import SegmentationTask, evaluate_methods, load_segmentation_task
+    from helpers.data.segmentation_tasks import load_segmentation_task
+    from helpers.methods.segmentation import SegmentationTask, evaluate_methods
 
     model, preprocess, tok = default_bundle
     task = load_segmentation_task("world-pairs:colour", preprocess, 6, seed=2)
@@ -400,7 +401,7 @@ def test_fetch_records_a_checksum_when_none_is_published(tmp_path, monkeypatch):
 
 
 def test_layer_maps_sum_to_the_segmenter_map(default_bundle):
-    from helpers.segmentation import layer_maps
+    from helpers.methods.segmentation import layer_maps
 
     model, _, tok = default_bundle
     sc = world.sample(20, split="test", seed=13)  # more than one chunk of 16
@@ -420,7 +421,7 @@ def test_layer_maps_sum_to_the_segmenter_map(default_bundle):
 
 
 def test_paper_average_precision_by_hand():
-    from helpers.spatial import average_precision
+    from helpers.methods.metrics import average_precision
 
     soft = torch.tensor([[0.8, 0.4], [0.4, 0.0]])
     mask = torch.tensor([[True, False], [False, True]])
@@ -444,7 +445,7 @@ def test_paper_average_precision_by_hand():
 def test_paper_average_precision_matches_sklearn():
     from sklearn.metrics import average_precision_score
 
-    from helpers.spatial import average_precision
+    from helpers.methods.metrics import average_precision
 
     g = torch.Generator().manual_seed(3)
     soft = (torch.rand(5, 6, 7, generator=g) * 4).round() / 4  # quantised: many ties
@@ -479,7 +480,7 @@ def test_evaluate_methods_times_the_maps_after_a_warm_up(monkeypatch):
     """images/s counts the maps alone, after one untimed call on the first images: a slow first
     call and slow post-processing do not reach the rate, a slow batch does not set it (median
     over batches), and the scores do not change."""
-    from helpers import segmentation as seg
+    from helpers.methods import segmentation as seg
 
     n, grid = 5, (2, 2)
     g = torch.Generator().manual_seed(0)
@@ -531,7 +532,7 @@ def test_evaluate_methods_times_the_maps_after_a_warm_up(monkeypatch):
 
 
 def test_method_names_and_backward_methods_cover_the_methods():
-    from helpers.segmentation import BACKWARD_METHODS, METHOD_NAMES, METHODS
+    from helpers.methods.segmentation import BACKWARD_METHODS, METHOD_NAMES, METHODS
 
     assert set(METHOD_NAMES) == set(METHODS) and set(BACKWARD_METHODS) < set(METHODS)
     assert "decomposition" not in BACKWARD_METHODS and {"gradcam", "chefer", "lrp"} <= set(BACKWARD_METHODS)

@@ -10,12 +10,12 @@ import pytest
 import torch
 from PIL import Image
 
-import helpers.models  # noqa: F401  (registers world-clip with open_clip)
-from helpers.decompose import Decomposer
-from helpers.images import model_preprocess, model_view
-from helpers.metrics import average_precision, iou, pixel_accuracy, threshold_map
-from helpers.plots import colormap, heatmap_figure, overlay
-from helpers.spatial import (
+import helpers.engine.models  # noqa: F401  (registers world-clip with open_clip)
+from helpers.course.plots import colormap, heatmap_figure, overlay
+from helpers.engine.decompose import Decomposer
+from helpers.engine.images import model_preprocess, model_view
+from helpers.methods.metrics import average_precision, iou, pixel_accuracy, threshold_map
+from helpers.methods.spatial import (
     HeatmapResult,
     contrastive_map,
     head_direction_map,
@@ -170,7 +170,7 @@ def test_cached_maps_follow_weight_changes(images, texts, model):
 
 
 def test_string_texts_with_tokenizer(model, images):
-    from helpers.text import encode_texts
+    from helpers.engine.text import encode_texts
 
     tok = open_clip.get_tokenizer("world-clip")
     words = ["a red circle", "a blue square"]
@@ -307,7 +307,7 @@ def test_heatmap_figure():
 
 
 def test_maps_figure_panels_and_mask():
-    from helpers.plots import maps_figure
+    from helpers.course.plots import maps_figure
 
     img = _photo(64, 48)
     mask = np.zeros((48, 64), bool)
@@ -324,7 +324,7 @@ def test_maps_figure_panels_and_mask():
 
 
 def test_sample_photos_are_bundled_and_align_through_preprocess(model):
-    from helpers.images import SAMPLE_PHOTOS, sample_photos
+    from helpers.engine.images import SAMPLE_PHOTOS, sample_photos
 
     photos = sample_photos()
     assert set(photos) == set(SAMPLE_PHOTOS)
@@ -371,10 +371,10 @@ def test_iou_pixel_accuracy_average_precision():
 
 def test_own_class_maps_match_world_object_maps():
     """The world's object maps are the special case: own shape text minus the mean shape text."""
-    from helpers import world
-    from helpers.text import zero_shot_classifier
-    from helpers.images import images_to_tensor
-    from helpers.world_eval import object_maps
+    from helpers.data import world
+    from helpers.data.world_eval import object_maps
+    from helpers.engine.images import images_to_tensor
+    from helpers.engine.text import zero_shot_classifier
 
     torch.manual_seed(3)
     with warnings.catch_warnings():
@@ -391,8 +391,8 @@ def test_own_class_maps_match_world_object_maps():
 
 
 def test_baseline_comparison_says_what_beats_and_why():
-    from helpers.metrics import BASELINES
-    from helpers.spatial import baseline_comparison
+    from helpers.course.narrative import baseline_comparison
+    from helpers.methods.metrics import BASELINES
 
     good = dict.fromkeys(BASELINES, 0.9)
     low = dict.fromkeys(BASELINES, 0.5)

@@ -8,11 +8,12 @@ import pytest
 import torch
 from PIL import Image
 
-from helpers.ablation import DirectTerms
-from helpers.download import OfflineError
-from helpers.heads import head_roles
-from helpers.pools import Pool
-from helpers.spurious import (
+from helpers.data.pools import Pool
+from helpers.data.waterbirds import waterbirds_task
+from helpers.engine.download import OfflineError
+from helpers.methods.ablation import DirectTerms
+from helpers.methods.heads import head_roles
+from helpers.methods.spurious import (
     PAPER_HEADS,
     WATERBIRDS_GROUPS,
     GroupEvaluator,
@@ -20,9 +21,8 @@ from helpers.spurious import (
     group_metrics,
     random_heads,
     rank_heads,
-    waterbirds_task,
 )
-from helpers.textspan import textspan
+from helpers.methods.textspan import textspan
 
 
 def test_group_metrics_by_hand():
@@ -167,7 +167,7 @@ def test_waterbirds_from_an_extracted_copy(tmp_path):
 
 
 def test_repair_ablation_sets_equal_hand_built_masks():
-    from helpers.spurious import repair_ablation
+    from helpers.methods.spurious import repair_ablation
 
     heads = PAPER_HEADS["ViT-B-16"]
     # by hand: ViT-B-16 has 12 layers of 12 heads; the paper's repair removes the 7 heads,
@@ -189,7 +189,7 @@ def test_repair_ablation_sets_equal_hand_built_masks():
 
 
 def test_paper_repair_through_the_evaluator_equals_the_reference_arithmetic():
-    from helpers.spurious import repair_ablation
+    from helpers.methods.spurious import repair_ablation
 
     rng = np.random.default_rng(1)
     n, L, H, d = 60, 6, 3, 5
@@ -225,7 +225,7 @@ def test_paper_repair_through_the_evaluator_equals_the_reference_arithmetic():
 def test_vit_h14_heads_and_paper_templates():
     import open_clip
 
-    from helpers.spurious import waterbirds_prompts
+    from helpers.data.waterbirds import waterbirds_prompts
 
     h14 = PAPER_HEADS["ViT-H-14"]
     assert set(h14) == {(31, 12), (30, 11), (29, 4), (31, 8), (30, 15), (30, 12), (30, 6), (29, 14), (29, 8)}
@@ -244,8 +244,8 @@ def test_vit_h14_heads_and_paper_templates():
 
 
 def test_world_planted_correlation_counts_the_rendered_scenes():
-    from helpers import world
-    from helpers.spurious import world_planted_correlation
+    from helpers.data import world
+    from helpers.data.waterbirds import world_planted_correlation
 
     n = 120
     c = world_planted_correlation(n, seed=3)
@@ -267,7 +267,7 @@ def test_world_planted_correlation_counts_the_rendered_scenes():
 
 
 def test_waterbirds_planted_correlation_from_metadata(tmp_path):
-    from helpers.spurious import waterbirds_planted_correlation
+    from helpers.data.waterbirds import waterbirds_planted_correlation
 
     rows = ["img_id,img_filename,y,split,place,place_filename"]
     # training split: 19 birds on their habitat, 1 off it; other splits balanced
@@ -283,7 +283,7 @@ def test_waterbirds_planted_correlation_from_metadata(tmp_path):
 
 
 def test_habitat_gap_means_matched_and_mismatched_groups():
-    from helpers.spurious import habitat_gap
+    from helpers.methods.spurious import habitat_gap
 
     labels = [0, 0, 0, 0, 1, 1, 1, 1]
     places = [0, 0, 1, 1, 0, 0, 1, 1]

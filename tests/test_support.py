@@ -14,7 +14,7 @@ ROOT = Path(__file__).resolve().parent.parent
 
 
 def test_world_task_matches_preprocess(default_bundle):
-    from helpers.datasets import world_task
+    from helpers.data.datasets import world_task
 
     _, preprocess, _ = default_bundle
     task = world_task("colour", 12)
@@ -27,7 +27,7 @@ def test_world_task_matches_preprocess(default_bundle):
 
 
 def test_load_task_errors():
-    from helpers.datasets import load_task
+    from helpers.data.datasets import load_task
 
     with pytest.raises(ValueError, match="unknown dataset"):
         load_task("mnist", preprocess=lambda im: im)
@@ -40,7 +40,7 @@ def test_load_task_errors():
 def test_imagenet_folder_task(tmp_path):
     from PIL import Image
 
-    from helpers.datasets import imagenet_folder_task
+    from helpers.data.datasets import imagenet_folder_task
 
     for wnid in ("n01440764", "n15075141"):
         (tmp_path / wnid).mkdir()
@@ -55,7 +55,8 @@ def test_imagenet_folder_task(tmp_path):
 
 
 def test_downloads_fail_fast_offline(tmp_path, monkeypatch):
-    from helpers import datasets, download
+    from helpers.data import datasets
+    from helpers.engine import download
 
     monkeypatch.setenv("CLIP_COURSE_CACHE", str(tmp_path))
     monkeypatch.setattr(download, "host_reachable", lambda host, **kw: False)
@@ -73,7 +74,7 @@ def test_imagenet_wnids_file():
 def test_figures_written_atomically(tmp_path):
     import numpy as np
 
-    from helpers.record import Figures, load_figures
+    from helpers.course.record import Figures, load_figures
 
     path = tmp_path / "sub" / "f.json"
     f = Figures(path)
@@ -92,7 +93,7 @@ def test_figures_written_atomically(tmp_path):
 def test_live_headless_uses_defaults(monkeypatch):
     import ipywidgets as widgets
 
-    from helpers.ui import live
+    from helpers.course.ui import live
 
     monkeypatch.setenv("COURSE_HEADLESS", "1")
     seen = []
@@ -103,7 +104,7 @@ def test_live_headless_uses_defaults(monkeypatch):
 
 
 def test_notebook_paths_and_params():
-    from helpers.main_job import _parse_param, notebook_paths
+    from helpers.course.main_job import _parse_param, notebook_paths
 
     names = [p.name for p in notebook_paths()]
     assert names == sorted(names) and names[0].startswith("01_")
@@ -143,20 +144,52 @@ def test_ci_runs_the_readme_test_command():
     assert re.search(r"^bash scripts/test.sh\s*$", ci, re.M)
 
 
-def test_notebooks_committed_clean_and_in_sync():
+def test_notebooks_committed_clean_and_in_sync(tmp_path):
+    clean = subprocess.run([sys.executable, str(ROOT / "scripts" / "check_notebooks.py")], capture_output=True, text=True)
+    assert clean.returncode == 0, clean.stdout  # the same check as the pre-commit hook
     for path in sorted((ROOT / "notebooks").glob("*.ipynb")):
         nb = json.loads(path.read_text())
-        for cell in nb["cells"]:
-            if cell["cell_type"] == "code":
-                assert not cell.get("outputs") and not cell.get("execution_count"), f"{path.name} has outputs"
         assert any("parameters" in c.get("metadata", {}).get("tags", []) for c in nb["cells"]), path.name
     out = subprocess.run([sys.executable, str(ROOT / "scripts" / "build_notebooks.py"), "--check"],
                          capture_output=True, text=True)
     assert out.returncode == 0, out.stdout + out.stderr
+    # the checker itself: an executed cell is caught
+    nb = json.loads((ROOT / "notebooks" / "01_residual_decomposition.ipynb").read_text())
+    code = next(c for c in nb["cells"] if c["cell_type"] == "code")
+    code["outputs"], code["execution_count"] = [{"output_type": "stream", "name": "stdout", "text": "x"}], 1
+    (tmp_path / "run.ipynb").write_text(json.dumps(nb))
+    dirty = subprocess.run([sys.executable, str(ROOT / "scripts" / "check_notebooks.py"), str(tmp_path / "run.ipynb")],
+                           capture_output=True, text=True)
+    assert dirty.returncode == 1 and "outputs in cells" in dirty.stdout
+
+
+def test_sources_are_jupytext_percent_notebooks():
+    import jupytext
+
+    for src in sorted((ROOT / "notebooks" / "src").glob("[0-9][0-9]_*.py")):
+        text = src.read_text()
+        # opened as a notebook in JupyterLab and saved, a source comes back byte for byte
+        assert jupytext.writes(jupytext.reads(text, fmt="py:percent"), fmt="py:percent") == text, src.name
+
+
+def test_pre_commit_hooks_run_the_project_checks():
+    import yaml
+
+    config = yaml.safe_load((ROOT / ".pre-commit-config.yaml").read_text())
+    hooks = {h["id"]: h for repo in config["repos"] for h in repo["hooks"]}
+    assert {"ruff", "notebooks-in-sync", "notebooks-without-outputs", "architecture"} <= set(hooks)
+    assert all(repo["repo"] == "local" and h["language"] == "system" for repo in config["repos"] for h in repo["hooks"])
+    for h in hooks.values():  # every entry names a script or test that exists
+        for word in h["entry"].split():
+            if word.endswith(".py"):
+                assert (ROOT / word).exists(), word
+    lint = subprocess.run([sys.executable, "-m", "ruff", "check", "--force-exclude", "helpers", "tests", "scripts",
+                           "benchmarks", "notebooks/src"], cwd=ROOT, capture_output=True, text=True)
+    assert lint.returncode == 0, lint.stdout[-2000:]
 
 
 def test_stderr_outputs_of_an_executed_notebook(tmp_path):
-    from helpers.main_job import stderr_outputs
+    from helpers.course.main_job import stderr_outputs
 
     nb = {"cells": [{"cell_type": "markdown", "source": "x"},
                     {"cell_type": "code", "outputs": [{"output_type": "stream", "name": "stdout", "text": "ok\n"}]},

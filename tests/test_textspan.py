@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import torch
 
-from helpers.textspan import (
+from helpers.methods.textspan import (
     TextSpanResult,
     pca_basis,
     random_baseline,
@@ -288,7 +288,7 @@ def test_paper_span_reproduces_the_reference_picks(seed):
 
 
 def test_span_comparison_reports_where_the_lists_part():
-    from helpers.textspan import span_comparison
+    from helpers.methods.textspan import span_comparison
 
     C = _narrow_head(0)
     R = random_texts(400, 128, seed=10, dtype=F64)

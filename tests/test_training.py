@@ -4,8 +4,8 @@ import numpy as np
 import pytest
 import torch
 
-from helpers.images import images_to_tensor
-from helpers.training import TrainConfig, save_weights, train
+from helpers.data.training import TrainConfig, save_weights, train
+from helpers.engine.images import images_to_tensor
 
 
 def _tiny(steps=30, batch_size=32, **kw):
@@ -26,12 +26,12 @@ def test_training_smoke_loss_decreases(tmp_path):
     assert last < first - 0.05, history
     assert all(h["direct_penalty"] >= 0 for h in history)
     path = save_weights(model, cfg, history, tmp_path)
-    from safetensors.torch import load_file
     from open_clip.model import CLIP
+    from safetensors.torch import load_file
 
     again = CLIP(**json.loads((tmp_path / "world-clip.json").read_text()))
     again.load_state_dict({k: v.float() for k, v in load_file(str(path)).items()})
-    from helpers.models import DEFAULT_PRETRAINED
+    from helpers.engine.models import DEFAULT_PRETRAINED
 
     log = json.loads((tmp_path / f"world-clip-{DEFAULT_PRETRAINED}.train.json").read_text())
     assert log["config"]["steps"] == 30 and log["history"][-1]["step"] == 30
@@ -51,8 +51,8 @@ def test_images_to_tensor_shape():
 
 
 def test_shape_groups_differ_only_in_shape():
-    from helpers import world
-    from helpers.training import _batch
+    from helpers.data import world
+    from helpers.data.training import _batch
 
     cfg = _tiny(batch_size=32, shape_pairs=0.5, shape_group=4)
     images, captions, factors = _batch(world.World(seed=0), 3, cfg)
@@ -73,8 +73,8 @@ def test_shape_groups_differ_only_in_shape():
 
 
 def test_class_caption_term_and_init(tmp_path):
-    from helpers.training import training_class_captions
-    from helpers import world
+    from helpers.data import world
+    from helpers.data.training import training_class_captions
 
     caps = training_class_captions("shape")
     assert len(caps) == len(world.SHAPES) and len(set(caps)) == len(caps)
@@ -96,8 +96,8 @@ def test_images_to_tensor_for_a_model():
     import numpy as np
     import open_clip
 
-    from helpers import world
-    from helpers.models import load_model
+    from helpers.data import world
+    from helpers.engine.models import load_model
 
     imgs = world.sample(2, split="test", seed=0).images
     with warnings.catch_warnings():
@@ -119,7 +119,7 @@ def test_pretraining_phase_trains_the_image_tower_alone():
     torch.manual_seed(0)
     model, history = train(cfg, progress=False)
     ref, _ = train(_tiny(steps=2, batch_size=8, pretrain_steps=2, log_every=1), progress=False)
-    from helpers.training import build_model
+    from helpers.data.training import build_model
 
     init = build_model(_tiny(steps=1))
     # after two pretraining steps the text tower is untouched, the image tower has moved
@@ -133,7 +133,7 @@ def test_pretraining_phase_trains_the_image_tower_alone():
 def test_class_factors_option(tmp_path, capsys):
     import pytest
 
-    from helpers.training import _factor_list, main
+    from helpers.data.training import _factor_list, main
 
     assert _factor_list(" shape, colour ") == ["shape", "colour"]
     with pytest.raises(SystemExit, match="unknown factor 'shapes'"):
@@ -148,9 +148,9 @@ def test_class_factors_option(tmp_path, capsys):
 
 
 def test_staged_training_records_every_stage(tmp_path):
-    from helpers.models import DEFAULT_MODEL, DEFAULT_PRETRAINED
-    from helpers.training import training_stages
-    from helpers.world_eval import _stage_text
+    from helpers.data.training import training_stages
+    from helpers.data.world_eval import _stage_text
+    from helpers.engine.models import DEFAULT_MODEL, DEFAULT_PRETRAINED
 
     name = f"{DEFAULT_MODEL}-{DEFAULT_PRETRAINED}"
     cfg1 = _tiny(steps=2, batch_size=8, pretrain_steps=1, log_every=1)
@@ -170,12 +170,12 @@ def test_staged_training_records_every_stage(tmp_path):
 
 
 def test_logit_penalty_is_the_direct_share_of_class_logit_variance():
-    from helpers.decompose import Decomposer
-    from helpers.training import _logit_penalty, build_model
+    from helpers.data.training import _logit_penalty, build_model
+    from helpers.engine.decompose import Decomposer
 
     cfg = _tiny(steps=1)
     model = build_model(cfg).eval()
-    x = images_to_tensor(__import__("helpers.world", fromlist=["sample"]).sample(16, split="test", seed=4).images)
+    x = images_to_tensor(__import__("helpers.data.world", fromlist=["sample"]).sample(16, split="test", seed=4).images)
     d = Decomposer(model)(x, heads=False)
     texts = {"shape": torch.nn.functional.normalize(torch.randn(8, 32), dim=-1)}
     share = _logit_penalty(d, [0], texts)
@@ -204,7 +204,7 @@ def _script_stages(world_name: str) -> list:
     import shlex
     from pathlib import Path
 
-    from helpers.training import parse_config
+    from helpers.data.training import parse_config
 
     root = Path(__file__).resolve().parents[1]
     text = (root / "scripts" / "train_offline_model.sh").read_text().replace("\\\n", " ")
@@ -232,8 +232,8 @@ def test_retraining_script_matches_the_shipped_training_log():
     import re
     from pathlib import Path
 
-    from helpers.models import default_weights_path
-    from helpers.training import training_stages
+    from helpers.data.training import training_stages
+    from helpers.engine.models import default_weights_path
 
     text = (Path(__file__).resolve().parents[1] / "scripts" / "train_offline_model.sh").read_text()
     log = json.loads(default_weights_path().with_name(
@@ -260,7 +260,7 @@ def test_retraining_script_matches_the_shipped_training_log():
 def test_a_run_without_penalties_skips_the_terms_and_trains_the_same_weights(monkeypatch):
     """Without a direct-path penalty the decomposition's terms are never read; the faster path
     (the embedding alone) must train bit for bit the same model."""
-    from helpers import training
+    from helpers.data import training
 
     cfg = _tiny(steps=3, batch_size=8, direct_penalty=0.0, class_weight=1.0, pretrain_steps=1)
     calls = []
@@ -286,7 +286,7 @@ def test_a_run_without_penalties_skips_the_terms_and_trains_the_same_weights(mon
 
 def test_batches_made_by_worker_processes_are_the_same_batches():
     """``--workers`` makes the scenes ahead of time in other processes: the same batches, in order."""
-    from helpers.training import batches
+    from helpers.data.training import batches
 
     cfg = _tiny(steps=3, batch_size=12, world="world-v3", shape_pairs=0.5, shape_group=4)
     here = list(batches(cfg, range(1, 4)))
@@ -299,7 +299,7 @@ def test_batches_made_by_worker_processes_are_the_same_batches():
 
 
 def test_the_world_is_an_option_and_recorded(tmp_path):
-    from helpers.training import parse_config, save_weights
+    from helpers.data.training import parse_config, save_weights
 
     cfg, _ = parse_config(["--world", "world-v3", "--steps", "2"])
     assert cfg.world == "world-v3" and parse_config([])[0].world == "world-v2"

@@ -5,9 +5,17 @@ import json
 
 import pytest
 
-from helpers.models import (DEFAULT_MODEL, DEFAULT_PRETRAINED, TWINS, data_dir, load_model, offline_weights_path,
-                            provenance, twin_tag)
-from helpers.training import training_stages
+from helpers.data.training import training_stages
+from helpers.engine.models import (
+    DEFAULT_MODEL,
+    DEFAULT_PRETRAINED,
+    TWINS,
+    data_dir,
+    load_model,
+    offline_weights_path,
+    provenance,
+    twin_tag,
+)
 
 TWIN = TWINS[DEFAULT_PRETRAINED]
 PENALTIES = ("direct_penalty", "logit_penalty")
@@ -71,12 +79,12 @@ def test_the_twin_keeps_direct_paths_the_default_was_pushed_out_of():
     colour does not need the last four attention layers; the default is the other way round."""
     import torch
 
-    from helpers import world
-    from helpers.ablation import collect_terms
-    from helpers.images import images_to_tensor
-    from helpers.text import zero_shot_classifier
-    from helpers.models import world_of
-    from helpers.world_eval import ablation_figures
+    from helpers.data import world
+    from helpers.data.world_eval import ablation_figures
+    from helpers.engine.images import images_to_tensor
+    from helpers.engine.models import world_of
+    from helpers.engine.text import zero_shot_classifier
+    from helpers.methods.ablation import collect_terms
 
     scenes = world.sample(300, split="test", seed=7, config=world_of(load_model(DEFAULT_MODEL).model))
     drops = {}
@@ -120,7 +128,7 @@ def test_the_readme_quotes_the_cards_figures():
 def test_the_readme_quotes_the_defaults_figures_and_every_missed_target():
     from pathlib import Path
 
-    from helpers.world_eval import targets
+    from helpers.data.world_eval import targets
 
     readme = (Path(__file__).resolve().parent.parent / "README.md").read_text()
     start = readme.index("The offline default (`data/models/MODEL_CARD.md`")

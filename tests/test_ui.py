@@ -1,4 +1,4 @@
-"""helpers.ui: front-end detection, widgets shown once and redrawn, batch runs that cannot hang."""
+"""helpers.course.ui: front-end detection, widgets shown once and redrawn, batch runs that cannot hang."""
 
 import sys
 import types
@@ -33,7 +33,7 @@ def _execute(allow_stdin):
     (_fake_shell({"header": {"msg_type": "comm_msg"}, "content": {}}), True),  # a widget callback
 ], ids=["no-ipython", "terminal", "lab", "nbclient", "no-field", "comm"])
 def test_front_end_detection(monkeypatch, shell, expected):
-    from helpers import ui
+    from helpers.course import ui
 
     monkeypatch.delenv("COURSE_HEADLESS", raising=False)
     monkeypatch.setattr(ui, "_shell", lambda: shell)
@@ -42,7 +42,7 @@ def test_front_end_detection(monkeypatch, shell, expected):
 
 
 def test_colab_counts_as_a_front_end_and_the_environment_overrides(monkeypatch):
-    from helpers import ui
+    from helpers.course import ui
 
     monkeypatch.setattr(ui, "_shell", lambda: _fake_shell(_execute(False)))
     monkeypatch.setitem(sys.modules, "google.colab", types.ModuleType("google.colab"))
@@ -93,7 +93,7 @@ def test_live_shows_the_widget_once_and_redraws_in_order(shell):
     import ipywidgets as widgets
     from IPython.display import HTML, display
 
-    from helpers.ui import RERUN_HINT, live
+    from helpers.course.ui import RERUN_HINT, live
 
     calls = []
 
@@ -132,7 +132,7 @@ def test_live_images_are_stored_as_base64_text(shell):
     from IPython.display import display
     from PIL import Image
 
-    from helpers.ui import live
+    from helpers.course.ui import live
 
     def fn(size):
         display(Image.new("RGB", (size, size), (255, 0, 0)))
@@ -150,7 +150,7 @@ def test_live_images_are_stored_as_base64_text(shell):
 def test_live_reports_an_error_inside_the_widget_and_keeps_working(shell):
     import ipywidgets as widgets
 
-    from helpers.ui import live
+    from helpers.course.ui import live
 
     def fn(k):
         if k == 1:
@@ -170,7 +170,7 @@ def test_live_reports_an_error_inside_the_widget_and_keeps_working(shell):
 
 
 def test_live_rejects_plain_values():
-    from helpers.ui import live
+    from helpers.course.ui import live
 
     with pytest.raises(TypeError, match="control 'a' must be an ipywidgets value widget"):
         live(lambda a: None, a=5)
@@ -184,7 +184,7 @@ def test_live_rejects_plain_values():
 def test_maps_figure_wraps_into_rows_that_fit_a_column():
     import torch
 
-    from helpers.plots import maps_figure
+    from helpers.course.plots import maps_figure
 
     img = np.zeros((48, 64, 3), np.uint8)
     maps = {f"m{i}": torch.randn(8, 8) for i in range(5)}
@@ -223,7 +223,7 @@ def _widget_notebook(path):
         nbformat.v4.new_code_cell(
             "import ipywidgets as widgets\n"
             "import plotly.graph_objects as go\n"
-            "from helpers.ui import headless, live, setup_plotting\n"
+            "from helpers.course.ui import headless, live, setup_plotting\n"
             "setup_plotting()\n"
             "print('headless:', headless())"),
         nbformat.v4.new_code_cell(

@@ -1,4 +1,4 @@
-"""Tests of the synthetic world (helpers.world)."""
+"""Tests of the synthetic world (helpers.data.world)."""
 
 from __future__ import annotations
 
@@ -8,8 +8,8 @@ import time
 import numpy as np
 import pytest
 
-from helpers import world as W
-from helpers.world.render import erode
+from helpers.data import world as W
+from helpers.data.world.render import erode
 
 N_BIG = 2000
 
@@ -367,10 +367,12 @@ def test_text_pool(tokenizer):
 
 
 def test_shipped_pool_file_matches_generator(tmp_path):
-    path = W.default_pool_path()
-    assert path.exists(), "run: python -m helpers.pools --write world"
-    assert W.read_pool(path) == W.text_pool()
-    fresh = W.write_pool(tmp_path / "pool.tsv")
+    from helpers.data import pools
+
+    path = pools.pool_path("world")
+    assert path.exists(), "run: python -m helpers.data.pools --write world"
+    assert pools.load_pool(path, on_duplicate="keep").rows() == W.text_pool()
+    fresh = pools.write_pool("world", tmp_path / "pool.tsv")
     assert fresh.read_bytes() == path.read_bytes()
     assert path.read_text(encoding="utf-8").splitlines()[0] == "text\tproperty\tvalue"
 

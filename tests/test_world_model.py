@@ -12,13 +12,13 @@ import warnings
 import pytest
 import torch
 
-from helpers import world
-from helpers.ablation import collect_terms
-from helpers.models import DEFAULT_MODEL, default_weights_path, load_model, world_of
-from helpers.text import zero_shot_classifier
-from helpers.images import images_to_tensor
-from helpers.metrics import map_iou
-from helpers.world_eval import ablation_figures, factor_accuracies, group_accuracies, object_maps
+from helpers.data import world
+from helpers.data.world_eval import ablation_figures, factor_accuracies, group_accuracies, object_maps
+from helpers.engine.images import images_to_tensor
+from helpers.engine.models import DEFAULT_MODEL, default_weights_path, load_model, world_of
+from helpers.engine.text import zero_shot_classifier
+from helpers.methods.ablation import collect_terms
+from helpers.methods.metrics import map_iou
 
 SEED = 7  # not the model card's seed: fresh scenes
 
@@ -91,9 +91,9 @@ def test_direct_effects_concentrate_in_last_attention_layers(trained, scenes_and
 
 
 def test_heads_specialise_on_planted_factors(trained, scenes_and_terms):
-    from helpers.pools import load_pool
-    from helpers.text import encode_texts
-    from helpers.world_eval import head_purity
+    from helpers.data.pools import load_pool
+    from helpers.data.world_eval import head_purity
+    from helpers.engine.text import encode_texts
 
     model, tokenizer = trained
     _, terms = scenes_and_terms
@@ -114,7 +114,7 @@ def test_spurious_correlation_hurts_worst_group(trained):
 def test_shape_at_every_size_with_and_without_outline(trained):
     """Issue 18's scale target: >= 80% in every radius bin of world-v3's scenes, with and
     without the outline (fresh scenes, not the card's)."""
-    from helpers.world_eval import shape_by_size
+    from helpers.data.world_eval import shape_by_size
 
     model, tokenizer = trained
     r = shape_by_size(model, tokenizer, n=600, seed=SEED)
@@ -144,11 +144,11 @@ PAPER_REPAIR_GAP = pytest.mark.xfail(strict=True, reason="the paper's protocol a
 def repair(trained):
     """Group metrics before / after ablating the automatically chosen background heads, and
     the mean over random-head controls (notebook 5's procedure)."""
-    from helpers.heads import head_roles, stack_heads
-    from helpers.pools import load_pool
-    from helpers.spurious import GroupEvaluator, choose_heads, rank_heads, random_heads, repair_ablation
-    from helpers.text import encode_texts
-    from helpers.textspan import textspan
+    from helpers.data.pools import load_pool
+    from helpers.engine.text import encode_texts
+    from helpers.methods.heads import head_roles, stack_heads
+    from helpers.methods.spurious import GroupEvaluator, choose_heads, random_heads, rank_heads, repair_ablation
+    from helpers.methods.textspan import textspan
 
     model, tokenizer = trained
     groups = world.waterbirds_test_set(250, seed=SEED, config=world_of(model))  # 1,000 scenes: a gain of 10 points is not noise
@@ -208,8 +208,9 @@ def test_the_papers_repair_protocol_raises_the_worst_group_by_10_points(repair):
 def segmentation_table(trained, request):
     """Notebook 6's table on fresh scenes: one object per scene (target: the prediction), and
     two objects per scene (target: the labelled one)."""
-    from helpers.segmentation import evaluate_methods, load_segmentation_task
-    from helpers.images import model_preprocess
+    from helpers.data.segmentation_tasks import load_segmentation_task
+    from helpers.engine.images import model_preprocess
+    from helpers.methods.segmentation import evaluate_methods
 
     model, tokenizer = trained
     task = load_segmentation_task(request.param, model_preprocess(model), 200, seed=SEED, world_name=world_of(model))

@@ -1,4 +1,4 @@
-"""world-v3 (helpers.world.WORLDS): sizes over a 4x range, outlines on and off, rotation, unnamed
+"""world-v3 (helpers.data.world.WORLDS): sizes over a 4x range, outlines on and off, rotation, unnamed
 clutter and habitat captions -- and world-v2's scenes left exactly as they were."""
 
 from __future__ import annotations
@@ -8,8 +8,8 @@ import hashlib
 import numpy as np
 import pytest
 
-from helpers import world as W
-from helpers.world.render import DISTRACTOR_RADIUS
+from helpers.data import world as W
+from helpers.data.world.render import DISTRACTOR_RADIUS
 
 V3 = W.world_config("world-v3")
 
@@ -118,7 +118,7 @@ def test_outline_switches_the_border():
         sc = w.scene(i, "test")
         if sc.factors["pattern"] != 0 or W.COLOURS[sc.factors["colour"]] == "black":
             continue
-        from helpers.world.render import erode
+        from helpers.data.world.render import erode
 
         border = sc.masks[0] & ~erode(sc.masks[0])
         dark = (sc.image[border].astype(int).max(-1) <= 40).mean()
@@ -178,7 +178,7 @@ def test_world_of_reads_the_training_log(tmp_path):
     import json
     import shutil
 
-    from helpers.models import DEFAULT_PRETRAINED, load_model, offline_weights_path, world_of
+    from helpers.engine.models import DEFAULT_PRETRAINED, load_model, offline_weights_path, world_of
 
     model, _, _ = load_model("world-clip", DEFAULT_PRETRAINED)
     assert world_of(model) == "world-v3"  # the default's last stages ran on world-v3, and its log says so
@@ -194,7 +194,7 @@ def test_world_of_reads_the_training_log(tmp_path):
 
 
 def test_tasks_take_the_world_by_name():
-    from helpers.datasets import load_task
+    from helpers.data.datasets import load_task
 
     v2 = load_task("world:shape", n_images=6, seed=0)
     v3 = load_task("world:shape", n_images=6, seed=0, world_name="world-v3")
@@ -204,7 +204,7 @@ def test_tasks_take_the_world_by_name():
 
 
 def test_planted_correlation_counts_the_caption_link():
-    from helpers.spurious import world_planted_correlation
+    from helpers.data.waterbirds import world_planted_correlation
 
     v2 = world_planted_correlation(4000, seed=0)
     v3 = world_planted_correlation(4000, seed=0, config="world-v3")
@@ -217,8 +217,8 @@ def test_planted_correlation_counts_the_caption_link():
 
 
 def test_shape_by_size_bins_the_scenes():
-    from helpers.models import load_model
-    from helpers.world_eval import SIZE_BINS, shape_by_size
+    from helpers.data.world_eval import SIZE_BINS, shape_by_size
+    from helpers.engine.models import load_model
 
     model, _, tok = load_model()
     r = shape_by_size(model, tok, n=160, seed=3)

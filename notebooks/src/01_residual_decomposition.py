@@ -50,8 +50,8 @@
 #
 # {{EXERCISE_NOTE}}
 
-# %% [parameters]
-preset = "offline"          # one switch (helpers.presets): "offline", "ViT-B-16 LAION", "ViT-L-14 LAION",
+# %% tags=["parameters"]
+preset = "offline"          # one switch (helpers.course.presets): "offline", "ViT-B-16 LAION", "ViT-L-14 LAION",
                             # "ViT-H-14 LAION", "ViT-B-16 OpenAI", "ViT-B-32 OpenAI", "ViT-L-14 OpenAI", "random ViT-B-32";
                             # the parameters below override it where set (None / "": the preset's value)
 model_name = ""             # e.g. "ViT-B-16" (then name its weights in `pretrained`)
@@ -70,25 +70,30 @@ record_to = ""              # JSON file for the key figures (set by the test har
 # %%
 import copy
 
+import ipywidgets as widgets
 import numpy as np
 import plotly.express as px
 import plotly.graph_objects as go
 import torch
-import ipywidgets as widgets
 
-from helpers.ablation import (accuracy, collect_terms, group_variance_share, margin_contributions, variance_pattern_held,
-                              variance_shares)
-from helpers.datasets import load_task
-from helpers.decompose import Decomposer
-from helpers.decompose_map import pooled_note
-from helpers.labels import component_label, head_labels, layer_label
-from helpers.models import model_info, provenance, world_of
-from helpers.narrative import num, pct, provenance_reading, ranking, verdict, what_we_see
-from helpers.presets import resolve
-from helpers.record import Figures
-from helpers.narrative import say
-from helpers.text import encode_texts, probabilities, scoring, zero_shot_classifier
-from helpers.ui import live
+from helpers.course.narrative import num, pct, provenance_reading, ranking, say, verdict, what_we_see
+from helpers.course.presets import resolve
+from helpers.course.record import Figures
+from helpers.course.ui import live
+from helpers.data.datasets import load_task
+from helpers.engine.decompose import Decomposer
+from helpers.engine.decompose_map import pooled_note
+from helpers.engine.labels import component_label, head_labels, layer_label
+from helpers.engine.models import model_info, provenance, world_of
+from helpers.engine.text import encode_texts, probabilities, scoring, zero_shot_classifier
+from helpers.methods.ablation import (
+    accuracy,
+    collect_terms,
+    group_variance_share,
+    margin_contributions,
+    variance_pattern_held,
+    variance_shares,
+)
 
 torch.manual_seed(seed)
 figures = Figures(record_to)
@@ -157,7 +162,7 @@ what_we_see(
 # $c$'s own `D` features. Mind the shapes: $\sigma$ has one value per image.
 
 # %%
-from helpers.exercises import check_linearise, check_reassemble, check_variance_share, residual_pieces
+from helpers.course.exercises.nb01 import check_linearise, check_reassemble, check_variance_share, residual_pieces
 
 if not pooled:
     parts = residual_pieces(model, images)
@@ -165,7 +170,7 @@ if not pooled:
           f"sigma {tuple(parts.sigma.shape)}, gamma {tuple(parts.gamma.shape)}, proj {tuple(parts.proj.shape)}")
 
 
-# %% [exercise]
+# %% tags=["exercise"]
 def linearise(pieces, sigma, gamma, proj):
     """The direct contribution of every residual piece, through ln_post (sigma held fixed) and proj.
 
@@ -195,7 +200,7 @@ if not pooled:
 # depend on the image: through the projection it is one constant vector $P^\top\beta$ (the
 # `const` component). Add everything up.
 
-# %% [exercise]
+# %% tags=["exercise"]
 def reassemble(contributions, beta, proj):
     """The image embedding from its direct contributions.
 
@@ -225,7 +230,7 @@ if not pooled:
 # * its mean contribution to the **zero-shot margin**: the cosine logit of the correct class
 #   minus the average class's logit splits exactly over the terms.
 
-# %% [predict]
+# %% [markdown] tags=["predict"]
 # Before the bars appear: which layers will write most into the embedding directly, early or late
 # ones, attention or MLP? And will the variance shares of the single layers add up to 1?
 # Answer:
@@ -307,7 +312,7 @@ what_we_see(
 # covariances, terms that cancel take them away. It can even exceed 1 when the rest of the
 # embedding partly cancels the group, so that the group alone varies more than the whole.
 
-# %% [exercise]
+# %% tags=["exercise"]
 def variance_share(group, embeddings):
     """The share of the embeddings' variance that comes from a group of terms.
 
@@ -380,7 +385,7 @@ what_we_see(
 # The line above the plot turns the similarity into the model's own probability, with its
 # learned temperature (`logit_scale`): for CLIP a softmax of your text against one prompt per
 # class, for a sigmoid-loss model (SigLIP) a probability of the pair on its own, with its
-# `logit_bias` (`helpers.text.probabilities`).
+# `logit_bias` (`helpers.engine.text.probabilities`).
 
 # %%
 how = scoring(model)
@@ -459,15 +464,15 @@ what_we_see(
 #
 # The first run of a preset downloads its weights and data (into the Hugging Face cache and
 # `~/.cache/clip-course`); a Colab runtime keeps them until it is recycled, so the other
-# notebooks of the same session reuse them. The table below is computed from `helpers.presets`:
+# notebooks of the same session reuse them. The table below is computed from `helpers.course.presets`:
 # the downloads, and the **estimated** minutes of each notebook on a T4 (from the floating-point
 # work of its images and texts at a T4's sustained float32 speed, plus reading the images and
 # loading the model; downloads not included). They are estimates, not measurements: expect the
 # real times to differ.
 
 # %%
-from helpers.presets import T4_MEMORY_GIB, colab_table, presets_table
-from helpers.narrative import say
+from helpers.course.narrative import say
+from helpers.course.presets import T4_MEMORY_GIB, colab_table, presets_table
 
 say(colab_table())
 gpu = {r["preset"]: r["gpu_memory_gib"] for r in presets_table() if r["device"] == "auto"}

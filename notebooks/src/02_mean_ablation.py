@@ -36,8 +36,8 @@
 #
 # {{EXERCISE_NOTE}}
 
-# %% [parameters]
-preset = "offline"          # one switch (helpers.presets): "offline", "ViT-B-16 LAION", "ViT-L-14 LAION",
+# %% tags=["parameters"]
+preset = "offline"          # one switch (helpers.course.presets): "offline", "ViT-B-16 LAION", "ViT-L-14 LAION",
                             # "ViT-H-14 LAION", "ViT-B-16 OpenAI", "ViT-B-32 OpenAI", "ViT-L-14 OpenAI", "random ViT-B-32";
                             # the parameters below override it where set (None / "": the preset's value)
 model_name = ""             # e.g. "ViT-B-16" (then name its weights in `pretrained`)
@@ -55,19 +55,26 @@ record_to = ""
 # {{SETUP}}
 
 # %%
+import ipywidgets as widgets
 import pandas as pd
 import plotly.graph_objects as go
 import torch
-import ipywidgets as widgets
 
-from helpers.ablation import PATTERN_LARGE_DROP, PATTERN_SMALL_DROP, accuracy, collect_terms, mean_ablation_rows, pattern_held
-from helpers.datasets import load_task
-from helpers.models import load_model, model_info, provenance, twin_tag, world_of
-from helpers.narrative import num, pct, pts, provenance_reading, say, verdict, what_we_see
-from helpers.presets import resolve
-from helpers.record import Figures
-from helpers.text import zero_shot_classifier
-from helpers.ui import live
+from helpers.course.narrative import num, pct, provenance_reading, pts, say, verdict, what_we_see
+from helpers.course.presets import resolve
+from helpers.course.record import Figures
+from helpers.course.ui import live
+from helpers.data.datasets import load_task
+from helpers.engine.models import load_model, model_info, provenance, twin_tag, world_of
+from helpers.engine.text import zero_shot_classifier
+from helpers.methods.ablation import (
+    PATTERN_LARGE_DROP,
+    PATTERN_SMALL_DROP,
+    accuracy,
+    collect_terms,
+    mean_ablation_rows,
+    pattern_held,
+)
 
 torch.manual_seed(seed)
 figures = Figures(record_to)
@@ -103,14 +110,14 @@ figures["task"] = task.name
 # replaces each of them, for every image, by its mean over the `N` images; the others stay.
 
 # %%
-from helpers.ablation import component_table
-from helpers.exercises import check_mean_ablate, check_zero_shot_accuracy
+from helpers.course.exercises.nb02 import check_mean_ablate, check_zero_shot_accuracy
+from helpers.methods.ablation import component_table
 
 names, comps = component_table(terms)
 print(f"components {tuple(comps.shape)}: {', '.join(names[:4])}, ..., {names[-1]}")
 
 
-# %% [exercise]
+# %% tags=["exercise"]
 def mean_ablate(components, ablate):
     """Embeddings with the chosen components replaced by their mean over the images.
 
@@ -140,7 +147,7 @@ print(f"all MLPs mean-ablated: largest difference from DirectTerms.ablated "
 # cosine similarity with its embedding; the accuracy is the share of images whose class is
 # right.
 
-# %% [exercise]
+# %% tags=["exercise"]
 def zero_shot_accuracy(embeddings, classifier, labels):
     """Top-1 zero-shot accuracy.
 
@@ -178,7 +185,7 @@ print(f"baseline: yours {zero_shot_accuracy(terms.embeddings(), classifier, task
 # and the curves use the protocol in the `protocol` parameter (the paper's with a paper preset,
 # the course's otherwise); the table after the chart shows both.
 
-# %% [predict]
+# %% [markdown] tags=["predict"]
 # Which of these ablations will cost the most accuracy, and which almost nothing? Commit to an
 # order before you run the cell.
 # Answer:
@@ -246,7 +253,7 @@ what_we_see(
 # From the first layer up (blue), and from the last layer down (orange). The paper's figure
 # shows a flat curve until only the last few layers remain.
 
-# %% [predict]
+# %% [markdown] tags=["predict"]
 # Sketch the two curves before you run the cell: accuracy as attention layers are ablated from
 # the first layer up, and from the last layer down.
 # Answer:

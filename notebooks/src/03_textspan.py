@@ -31,8 +31,8 @@
 #
 # {{EXERCISE_NOTE}}
 
-# %% [parameters]
-preset = "offline"          # one switch (helpers.presets): "offline", "ViT-B-16 LAION", "ViT-L-14 LAION",
+# %% tags=["parameters"]
+preset = "offline"          # one switch (helpers.course.presets): "offline", "ViT-B-16 LAION", "ViT-L-14 LAION",
                             # "ViT-H-14 LAION", "ViT-B-16 OpenAI", "ViT-B-32 OpenAI", "ViT-L-14 OpenAI", "random ViT-B-32";
                             # the parameters below override it where set (None / "": the preset's value)
 model_name = ""             # e.g. "ViT-B-16" (then name its weights in `pretrained`)
@@ -56,28 +56,37 @@ record_to = ""
 # %%
 from collections import Counter
 
+import ipywidgets as widgets
 import numpy as np
 import pandas as pd
 import plotly.express as px
 import plotly.graph_objects as go
 import torch
-import ipywidgets as widgets
 from IPython.display import display
 
-from helpers.ablation import accuracy, collect_terms
-from helpers.datasets import load_task
-from helpers.heads import (head_image_neighbours, head_roles, head_text_neighbours, heads_for_property,
-                           interpretability_scores, neighbour_overlap, property_neighbours, reconstruction_accuracy,
-                           search_agreement, stack_heads)
-from helpers.models import DEFAULT_MODEL, model_info, provenance, world_of
-from helpers.narrative import compare, num, pct, pts, ranking, ratio, say, verdict, what_we_see
-from helpers.pools import load_pool
-from helpers.presets import resolve
-from helpers.record import Figures
-from helpers.text import cached_text_embeddings, encode_texts, zero_shot_classifier
-from helpers.heads import dominant_property
-from helpers.textspan import pca_basis, span_comparison, textspan
-from helpers.ui import live
+from helpers.course.narrative import compare, num, pct, ranking, say, verdict, what_we_see
+from helpers.course.presets import resolve
+from helpers.course.record import Figures
+from helpers.course.ui import live
+from helpers.data.datasets import load_task
+from helpers.data.pools import load_pool
+from helpers.engine.models import DEFAULT_MODEL, model_info, provenance, world_of
+from helpers.engine.text import cached_text_embeddings, encode_texts, zero_shot_classifier
+from helpers.methods.ablation import accuracy, collect_terms
+from helpers.methods.heads import (
+    dominant_property,
+    head_image_neighbours,
+    head_roles,
+    head_text_neighbours,
+    heads_for_property,
+    interpretability_scores,
+    neighbour_overlap,
+    property_neighbours,
+    reconstruction_accuracy,
+    search_agreement,
+    stack_heads,
+)
+from helpers.methods.textspan import pca_basis, span_comparison, textspan
 
 torch.manual_seed(seed)
 figures = Figures(record_to)
@@ -187,7 +196,7 @@ what_we_see(
 # from the data and from every text.
 
 # %%
-from helpers.exercises import check_project_texts, check_role_and_purity, check_textspan_step
+from helpers.course.exercises.nb03 import check_project_texts, check_role_and_purity, check_textspan_step
 
 h = max(range(len(roles)), key=lambda i: (roles[i].purity, roles[i].variance))
 C_head = stack[h].double()
@@ -197,7 +206,7 @@ print(f"head {roles[h].label} ({roles[h].property}): outputs {tuple(C_head.shape
       f"pool {tuple(pool_emb.shape)}")
 
 
-# %% [exercise]
+# %% tags=["exercise"]
 def project_texts(C, R, rank):
     """Texts projected onto the span of a head's outputs.
 
@@ -215,7 +224,7 @@ def project_texts(C, R, rank):
 project_texts = check_project_texts(project_texts)
 
 
-# %% [exercise]
+# %% tags=["exercise"]
 def textspan_step(C, R):
     """One greedy TextSpan step.
 
@@ -238,7 +247,7 @@ picked = []
 for _ in range(n_texts):
     j, C_left, R_left = textspan_step(C_left, R_left)
     picked.append(j)
-print(f"your {n_texts} steps picked {picked}; helpers.textspan picked {result_num.indices[h].tolist()}")
+print(f"your {n_texts} steps picked {picked}; helpers.methods.textspan picked {result_num.indices[h].tolist()}")
 print("first texts:", " | ".join(text_pool.texts[j] for j in picked))
 
 # %% [markdown]
@@ -327,7 +336,7 @@ what_we_see(
 # are no property (`other`, `unknown`); ties go to the property of the text chosen first. The
 # purity is that property's share of *all* the head's texts.
 
-# %% [exercise]
+# %% tags=["exercise"]
 def role_and_purity(tags, ignore):
     """A head's role and purity from its texts' tags (in the order the texts were chosen).
 
@@ -346,7 +355,7 @@ def role_and_purity(tags, ignore):
 # %%
 role_and_purity = check_role_and_purity(role_and_purity)
 n_agree = sum(role_and_purity(r.text_properties, ("other", "unknown")) == (r.property, r.purity) for r in roles)
-print(f"your roles and purities agree with helpers.heads.head_roles for {n_agree} of {len(roles)} heads")
+print(f"your roles and purities agree with helpers.methods.heads.head_roles for {n_agree} of {len(roles)} heads")
 
 # %% [markdown]
 # ## How much do a few texts per head keep?
@@ -357,7 +366,7 @@ print(f"your roles and purities agree with helpers.heads.head_roles for {n_agree
 # TextSpan on a pool of common words, and the head's principal axes ("PCA", the best any
 # rank-$n$ basis can do for variance).
 
-# %% [predict]
+# %% [markdown] tags=["predict"]
 # Every head of the last layers is replaced by its projection on its first $n$ directions. How
 # will accuracy grow with $n$, and how will TextSpan's texts compare with random directions and
 # with PCA?

@@ -15,7 +15,7 @@
 #
 # The identity is exact, and it is linear in $t$: the map of `a − b` is the map of `a` minus
 # the map of `b`. The maps are computed by contracting with the texts *inside* the forward
-# pass (`helpers.spatial.heatmaps`), so a `[layers × tokens × heads × dim]` tensor is never
+# pass (`helpers.methods.spatial.heatmaps`), so a `[layers × tokens × heads × dim]` tensor is never
 # built; `benchmarks/bench_heatmaps.py` measures the cost.
 #
 # Offline, the scenes of the synthetic world come with **true object masks**, so we can measure
@@ -34,8 +34,8 @@
 #
 # {{EXERCISE_NOTE}}
 
-# %% [parameters]
-preset = "offline"          # one switch (helpers.presets): "offline", "ViT-B-16 LAION", "ViT-L-14 LAION",
+# %% tags=["parameters"]
+preset = "offline"          # one switch (helpers.course.presets): "offline", "ViT-B-16 LAION", "ViT-L-14 LAION",
                             # "ViT-H-14 LAION", "ViT-B-16 OpenAI", "ViT-B-32 OpenAI", "ViT-L-14 OpenAI", "random ViT-B-32";
                             # the parameters below override it where set (None / "": the preset's value)
 model_name = ""             # e.g. "ViT-B-16" (then name its weights in `pretrained`)
@@ -54,30 +54,36 @@ record_to = ""
 # {{SETUP}}
 
 # %%
+import ipywidgets as widgets
 import pandas as pd
 import plotly.graph_objects as go
 import torch
-import ipywidgets as widgets
 from IPython.display import display
 
-from helpers import world
-from helpers.ablation import collect_terms
-from helpers.heads import head_roles, stack_heads
-from helpers.images import SAMPLE_PHOTOS, images_to_tensor, model_view, sample_photos
-from helpers.labels import head_label, layer_label
-from helpers.metrics import BASELINES, baseline_scores, iou, map_coverage, map_scores, threshold_map
-from helpers.models import DEFAULT_MODEL, model_info, provenance, world_of
-from helpers.decompose_map import pooled_note
-from helpers.narrative import compare, num, pct, ranking, say, verdict, what_we_see
-from helpers.plots import maps_figure
-from helpers.pools import load_pool
-from helpers.presets import resolve
-from helpers.record import Figures
-from helpers.spatial import (baseline_comparison, contrastive_map, head_direction_map, heatmaps, own_class_maps,
-                             topic_segmentation, upsample)
-from helpers.text import encode_texts, zero_shot_classifier
-from helpers.textspan import textspan
-from helpers.ui import live
+from helpers.course.narrative import baseline_comparison, compare, num, pct, ranking, say, verdict, what_we_see
+from helpers.course.plots import maps_figure
+from helpers.course.presets import resolve
+from helpers.course.record import Figures
+from helpers.course.ui import live
+from helpers.data import world
+from helpers.data.pools import load_pool
+from helpers.engine.decompose_map import pooled_note
+from helpers.engine.images import SAMPLE_PHOTOS, images_to_tensor, model_view, sample_photos
+from helpers.engine.labels import head_label, layer_label
+from helpers.engine.models import DEFAULT_MODEL, model_info, provenance, world_of
+from helpers.engine.text import encode_texts, zero_shot_classifier
+from helpers.methods.ablation import collect_terms
+from helpers.methods.heads import head_roles, stack_heads
+from helpers.methods.metrics import BASELINES, baseline_scores, iou, map_coverage, map_scores, threshold_map
+from helpers.methods.spatial import (
+    contrastive_map,
+    head_direction_map,
+    heatmaps,
+    own_class_maps,
+    topic_segmentation,
+    upsample,
+)
+from helpers.methods.textspan import textspan
 
 torch.manual_seed(seed)
 figures = Figures(record_to)
@@ -112,7 +118,7 @@ if pooled:
 # removes what all colour (or shape, or background) texts share, e.g. "there is an object".
 # Red patches add to the similarity, blue ones take away.
 
-# %% [predict]
+# %% [markdown] tags=["predict"]
 # For the scene below, where do you expect each of the three maps (colour, shape, background) to
 # be red, and where blue?
 # Answer:
@@ -226,7 +232,7 @@ if test is not None:
 #
 # The own-class map of each held-out scene against its true region: the object's mask for the
 # colour and shape texts, its complement for the background text (that map should light up the
-# background). Four scores, each averaged over the scenes (`helpers.metrics.map_scores`):
+# background). Four scores, each averaged over the scenes (`helpers.methods.metrics.map_scores`):
 #
 # * **object IoU**: the map clipped at 0 and thresholded at its own mean (the paper's rule),
 #   then the intersection over union with the region. (Notebook 6's **mIoU** is another
@@ -238,11 +244,11 @@ if test is not None:
 # * **object AP**: the average precision of the soft map for the region's pixels alone; a
 #   random map scores about the region's share of the pixels.
 #
-# Each score has a trivial map to beat (`helpers.metrics.baseline_scores`, the rows marked
+# Each score has a trivial map to beat (`helpers.methods.metrics.baseline_scores`, the rows marked
 # *trivial*): for object IoU a mask of the **whole image**, for pixel accuracy the better of an
 # **empty and a full mask** (all or nothing), for both APs a **random map**.
 
-# %% [predict]
+# %% [markdown] tags=["predict"]
 # Which of the three texts will find its region best, and how will each compare with a map that
 # marks the whole image?
 # Answer:
@@ -429,7 +435,7 @@ if test is not None and not pooled:
 # `head_parts` reads $a$, $v$, $W$ and $b$ of one head for one image; the map you compute should
 # equal `head_direction_map` of the section above.
 
-# %% [exercise]
+# %% tags=["exercise"]
 def head_patch_map(attn, values, to_joint, bias, text, grid):
     """One head's map of one text over the image patches.
 
@@ -445,7 +451,7 @@ def head_patch_map(attn, values, to_joint, bias, text, grid):
 
 
 # %%
-from helpers.exercises import check_contrastive_head_map, check_head_patch_map, head_parts
+from helpers.course.exercises.nb04 import check_contrastive_head_map, check_head_patch_map, head_parts
 
 head_patch_map = check_head_patch_map(head_patch_map)
 ic = best_head("colour")
@@ -524,7 +530,7 @@ if test is not None:
         + verdict(fit_all["mean inside"] <= fit_all["mean outside"],
                   ", and the map is higher off the objects than on them "
                   f"({num(fit_all['mean outside'])} vs {num(fit_all['mean inside'])}).", "."),
-        f"*Subtracting a background text also subtracts on the object.* The background maps above are "
+        "*Subtracting a background text also subtracts on the object.* The background maps above are "
         + ("as high on the object as on the background" if bg_on_object >= bg_on_background else
            "nearly as high on the object as on the background" if bg_on_object > bg_on_background / 2 else
            "mostly on the background (so this reason is weak here)")
@@ -540,7 +546,7 @@ if test is not None:
 # The map is linear in the text, so "where does this head make the image look more like A than
 # B?" is the map of A minus the map of B. Write it with your `head_patch_map`.
 
-# %% [exercise]
+# %% tags=["exercise"]
 def contrastive_head_map(attn, values, to_joint, bias, text_a, text_b, grid):
     """Where one head makes the image look more like text_a than text_b: [rows, columns]."""
     # --- solution ---

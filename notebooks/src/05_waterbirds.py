@@ -34,8 +34,8 @@
 #
 # {{EXERCISE_NOTE}}
 
-# %% [parameters]
-preset = "offline"          # one switch (helpers.presets): "offline", "ViT-B-16 LAION", "ViT-L-14 LAION",
+# %% tags=["parameters"]
+preset = "offline"          # one switch (helpers.course.presets): "offline", "ViT-B-16 LAION", "ViT-L-14 LAION",
                             # "ViT-H-14 LAION", "ViT-B-16 OpenAI", "ViT-B-32 OpenAI", "ViT-L-14 OpenAI", "random ViT-B-32";
                             # the parameters below override it where set (None / "": the preset's value)
 model_name = ""             # e.g. "ViT-B-16" (then name its weights in `pretrained`)
@@ -60,29 +60,38 @@ record_to = ""
 # {{SETUP}}
 
 # %%
+import ipywidgets as widgets
 import numpy as np
 import pandas as pd
 import plotly.graph_objects as go
 import torch
-import ipywidgets as widgets
 from IPython.display import display
 
-from helpers import world
-from helpers.ablation import collect_terms
-from helpers.heads import head_roles, stack_heads
-from helpers.images import images_to_tensor
-from helpers.labels import head_labels, parse_head
-from helpers.models import DEFAULT_MODEL, model_info, provenance, world_of
-from helpers.pools import load_pool
-from helpers.presets import resolve
-from helpers.record import Figures
-from helpers.narrative import compare, pct, pts, ratio, say, verdict, what_we_see
-from helpers.spurious import (PAPER_HEADS, REPAIR_PROTOCOLS, SPURIOUS_PROPERTIES, GroupEvaluator, choose_heads,
-                              habitat_gap, rank_heads, random_heads, repair_ablation, waterbirds_planted_correlation,
-                              waterbirds_task, world_planted_correlation)
-from helpers.text import encode_texts, zero_shot_classifier
-from helpers.textspan import textspan
-from helpers.ui import live
+from helpers.course.narrative import compare, pct, pts, ratio, say, verdict, what_we_see
+from helpers.course.presets import resolve
+from helpers.course.record import Figures
+from helpers.course.ui import live
+from helpers.data import world
+from helpers.data.pools import load_pool
+from helpers.data.waterbirds import waterbirds_planted_correlation, waterbirds_task, world_planted_correlation
+from helpers.engine.images import images_to_tensor
+from helpers.engine.labels import head_labels, parse_head
+from helpers.engine.models import DEFAULT_MODEL, model_info, provenance, world_of
+from helpers.engine.text import encode_texts, zero_shot_classifier
+from helpers.methods.ablation import collect_terms
+from helpers.methods.heads import head_roles, stack_heads
+from helpers.methods.spurious import (
+    PAPER_HEADS,
+    REPAIR_PROTOCOLS,
+    SPURIOUS_PROPERTIES,
+    GroupEvaluator,
+    choose_heads,
+    habitat_gap,
+    random_heads,
+    rank_heads,
+    repair_ablation,
+)
+from helpers.methods.textspan import textspan
 
 torch.manual_seed(seed)
 figures = Figures(record_to)
@@ -212,7 +221,7 @@ display(pd.DataFrame([{"head": r.label, "role": r.property,
 # with a spurious property (clip negative variances at 0); choose the heads whose score is at
 # least `min_score`. The cell after the check shows the automatic choice.
 
-# %% [exercise]
+# %% tags=["exercise"]
 def choose_spurious_heads(roles, properties, min_score):
     """The heads whose TextSpan texts are about the spurious properties.
 
@@ -233,7 +242,7 @@ def choose_spurious_heads(roles, properties, min_score):
 
 
 # %%
-from helpers.exercises import check_choose_spurious_heads, check_worst_group_accuracy
+from helpers.course.exercises.nb05 import check_choose_spurious_heads, check_worst_group_accuracy
 
 choose_spurious_heads = check_choose_spurious_heads(choose_spurious_heads)
 my_heads = choose_spurious_heads(roles, spurious, min_score)
@@ -274,7 +283,7 @@ what_we_see(
 # of heads at random from the same layers (excluding the chosen ones), `random_trials` times,
 # under the same protocol.
 
-# %% [predict]
+# %% [markdown] tags=["predict"]
 # Ablating the chosen heads: will the worst group go up, and what will it cost the average? And
 # what will ablating as many *random* heads from the same layers do?
 # Answer:
@@ -386,7 +395,7 @@ what_we_see(
 # classified right; the worst-group accuracy is the lowest of them, over the groups that have
 # images.
 
-# %% [exercise]
+# %% tags=["exercise"]
 def worst_group_accuracy(pred, labels, groups):
     """The lowest per-group accuracy.
 
@@ -443,7 +452,7 @@ live(toggle, heads=widgets.SelectMultiple(options=all_labels, value=tuple(head_l
 if dataset == "world":
     from sklearn.linear_model import LogisticRegression
 
-    from helpers.ablation import accuracy
+    from helpers.methods.ablation import accuracy
 
     shape_clf = zero_shot_classifier(model, tokenizer, world.class_prompts("shape"))
     shape_labels = torch.as_tensor(scenes.factors["shape"])
@@ -498,7 +507,6 @@ what_we_see(
 );
 
 # %% [markdown]
-#
 # * Heads that TextSpan labels "about the background" are found from their texts and tags
 #   alone; the groups are used only to *measure* the repair.
 # * A repair can only work when the model also encodes the object (real CLIPs encode the bird);
@@ -506,5 +514,5 @@ what_we_see(
 #   not. When a model has no other cue, the probe cell says so: that diagnosis is itself a use
 #   of the decomposition.
 # * With a paper preset, compare the automatic choice with the paper's hand-picked heads
-#   (`helpers.spurious.PAPER_HEADS`), and lay the protocol table beside the paper's Waterbirds
+#   (`helpers.methods.spurious.PAPER_HEADS`), and lay the protocol table beside the paper's Waterbirds
 #   results (Gandelsman et al., 2024), which were measured with the paper's protocol.

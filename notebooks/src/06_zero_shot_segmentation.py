@@ -31,7 +31,7 @@
 # reads the relevance of the class token's attention row, averaged over heads. Both start
 # from the class score, so they are class-specific only as far as the relevance keeps that
 # start apart from other classes; both need a backward pass (here written out by hand in
-# `helpers.lrp`, not autograd).
+# `helpers.methods.lrp`, not autograd).
 #
 # The metrics follow Chefer et al. and the paper; each has one name in this notebook:
 #
@@ -65,8 +65,8 @@
 #
 # {{EXERCISE_NOTE}}
 
-# %% [parameters]
-preset = "offline"          # one switch (helpers.presets): "offline", "ViT-B-16 LAION", "ViT-L-14 LAION",
+# %% tags=["parameters"]
+preset = "offline"          # one switch (helpers.course.presets): "offline", "ViT-B-16 LAION", "ViT-L-14 LAION",
                             # "ViT-H-14 LAION", "ViT-B-16 OpenAI", "ViT-B-32 OpenAI", "ViT-L-14 OpenAI", "random ViT-B-32";
                             # the parameters below override it where set (None / "": the preset's value)
 model_name = ""             # e.g. "ViT-B-16" (then name its weights in `pretrained`)
@@ -84,24 +84,33 @@ record_to = ""
 # {{SETUP}}
 
 # %%
+import ipywidgets as widgets
 import numpy as np
 import pandas as pd
 import plotly.graph_objects as go
 import torch
-import ipywidgets as widgets
 from IPython.display import display
 
-from helpers.labels import layer_label
-from helpers.metrics import SegmentationScores, mass_by_region
-from helpers.models import model_info, provenance, world_of
-from helpers.narrative import compare, num, pct, ranking, ratio, say, verdict, what_we_see
-from helpers.plots import maps_figure
-from helpers.presets import resolve
-from helpers.record import Figures
-from helpers.segmentation import (BACKWARD_METHODS, METHOD_NAMES, METHODS, evaluate_methods, layer_maps,
-                                  load_segmentation_task, patch_norm_ratio, predicted_classes, segment)
-from helpers.text import zero_shot_classifier
-from helpers.ui import live
+from helpers.course.narrative import compare, num, pct, ranking, ratio, say, verdict, what_we_see
+from helpers.course.plots import maps_figure
+from helpers.course.presets import resolve
+from helpers.course.record import Figures
+from helpers.course.ui import live
+from helpers.data.segmentation_tasks import load_segmentation_task
+from helpers.engine.labels import layer_label
+from helpers.engine.models import model_info, provenance, world_of
+from helpers.engine.text import zero_shot_classifier
+from helpers.methods.metrics import SegmentationScores, mass_by_region
+from helpers.methods.segmentation import (
+    BACKWARD_METHODS,
+    METHOD_NAMES,
+    METHODS,
+    evaluate_methods,
+    layer_maps,
+    patch_norm_ratio,
+    predicted_classes,
+    segment,
+)
 
 torch.manual_seed(seed)
 figures = Figures(record_to)
@@ -128,7 +137,7 @@ say(origin.note)
 # Every method on every image, target class = the zero-shot prediction (the paper's protocol).
 # How fast each method runs comes after the two-object table, timed the same way for both.
 
-# %% [predict]
+# %% [markdown] tags=["predict"]
 # With one kind of named object per scene, which kind of map do you expect to segment best: the
 # class-agnostic ones (raw attention, rollout) or the class-specific ones (GradCAM, Chefer et
 # al., the decomposition)?
@@ -194,7 +203,7 @@ what_we_see(
 # unions over *all* images before dividing, the background IoU does the same for the
 # complements, and this table's mIoU is their mean.
 
-# %% [exercise]
+# %% tags=["exercise"]
 def postprocess(maps, size):
     """maps: [B, gh, gw] patch maps; size: (H, W). Returns [B, H, W] soft maps in [0, 1]."""
     # --- solution ---
@@ -207,12 +216,12 @@ def postprocess(maps, size):
 
 
 # %%
-from helpers.exercises import check_dataset_miou, check_postprocess, check_threshold_at_mean
+from helpers.course.exercises.nb06 import check_dataset_miou, check_postprocess, check_threshold_at_mean
 
 postprocess = check_postprocess(postprocess)
 
 
-# %% [exercise]
+# %% tags=["exercise"]
 def threshold_at_mean(soft):
     """soft: [B, H, W]. Returns boolean masks [B, H, W]: the pixels above their own map's mean."""
     # --- solution ---
@@ -224,7 +233,7 @@ def threshold_at_mean(soft):
 threshold_at_mean = check_threshold_at_mean(threshold_at_mean)
 
 
-# %% [exercise]
+# %% tags=["exercise"]
 def dataset_miou(pred, truth):
     """pred, truth: boolean [N, H, W]. Returns (foreground IoU, background IoU, their mean),
     each accumulated over the whole dataset."""
@@ -266,7 +275,7 @@ for i in range(min(3, len(task))):  # the first (up to) three images
 # its label ("segment the red one"), and a map that lights up both objects scores at most
 # about half the foreground IoU. Same methods, same post-processing, same metric code.
 
-# %% [predict]
+# %% [markdown] tags=["predict"]
 # Two objects, and the text names one of them. How will the class-agnostic maps (raw attention,
 # rollout) do now, compared with one object per scene?
 # Answer:

@@ -1,5 +1,8 @@
 # Set-up: works as-is locally, on Binder and in Colab (where it fetches the course first).
-import os, sys, subprocess
+import os
+import subprocess
+import sys
+
 if "google.colab" in sys.modules:
     if not os.path.exists("/content/course"):
         subprocess.run(["git", "clone", "--depth", "1", "https://github.com/{{REPO}}", "/content/course"], check=True)
@@ -9,5 +12,6 @@ if "google.colab" in sys.modules:
     os.chdir("/content/course/notebooks")
     from google.colab import output
     output.enable_custom_widget_manager()
-from helpers.ui import setup_plotting
+from helpers.course.ui import setup_plotting
+
 setup_plotting()

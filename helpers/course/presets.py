@@ -1,0 +1,498 @@
+"""One switch for the notebooks: a ``preset`` names a model, its weights, the data of every
+notebook, the device, the number of images and the batch size together.
+
+Every notebook's ``parameters`` cell starts with ``preset = "offline"``; its other parameters
+default to ``None`` / ``""`` and :func:`resolve` fills those from the preset, so a value set
+explicitly wins::
+
+    settings = resolve("ViT-B-16 LAION", "03", model_name="", pretrained="", dataset="",
+                       n_images=None, batch_size=None, device="")
+    settings.model_name, settings.pretrained, settings.n_images   # "ViT-B-16", "laion2b_s34b_b88k", 2000
+
+Presets (:data:`PRESETS`):
+
+* ``"offline"`` -- the course's own small CLIP on the synthetic world, on the CPU (the
+  notebooks' figures and tests are taken with it);
+* the papers' models (``"ViT-B-16 LAION"``, ``"ViT-L-14 LAION"``,
+  ``"ViT-H-14 LAION"``, ``"ViT-B-16 OpenAI"``, ``"ViT-B-32 OpenAI"``, ``"ViT-L-14 OpenAI"``) on
+  Imagenette (notebooks 1-3), scikit-image's photos (4), Waterbirds (5) and
+  ImageNet-Segmentation (6), with the papers' protocol, on a GPU when there is one; sizes fit
+  a free Colab GPU (NVIDIA T4, 15 GB; see :func:`estimate_gpu_memory`);
+* ``"random ViT-B-32"`` -- a real architecture with random weights on the world data, a
+  handful of images on the CPU: the tests run every notebook with it, so a shape or indexing
+  bug of the real-model path shows without a download.
+
+OpenAI's weights were trained with QuickGELU: open_clip 3 names those models ``*-quickgelu``
+with the tag ``"openai"`` (``load_model`` also switches QuickGELU on for a plain name with the
+``"openai"`` tag).
+
+What a preset downloads (approximate sizes) is data here too: :func:`downloads`,
+:func:`presets_table`, and ``python -m helpers.course.presets`` prints the table in Markdown.
+"""
+
+from __future__ import annotations
+
+import functools
+import re
+from dataclasses import dataclass, field
+from types import MappingProxyType
+from typing import Any, Mapping, MutableMapping
+
+__all__ = [
+    "Preset",
+    "Settings",
+    "PRESETS",
+    "NOTEBOOKS",
+    "DATASET_DOWNLOADS",
+    "T4_MEMORY_GIB",
+    "get_preset",
+    "resolve",
+    "downloads",
+    "estimate_gpu_memory",
+    "presets_table",
+    "markdown_table",
+    "T4_FP32_TFLOPS",
+    "COLAB_IMAGES_PER_SECOND",
+    "estimate_minutes",
+    "colab_table",
+]
+
+NOTEBOOKS = ("01", "02", "03", "04", "05", "06")
+"""The notebooks a preset covers, by number."""
+
+T4_MEMORY_GIB = 14.7
+"""Memory of a free Colab GPU (NVIDIA T4, 15 GB = 14.7 GiB as torch reports it)."""
+
+#: Approximate download of each online dataset, in MB, and what it is.
+DATASET_DOWNLOADS: Mapping[str, tuple[int, str]] = MappingProxyType({
+    "imagenette": (330, "Imagenette validation (3,925 photos of 10 ImageNet classes, 320 px)"),
+    "waterbirds": (480, "Waterbirds (CUB birds on Places backgrounds; test split 5,794 images)"),
+    "imagenet-seg": (1400, "ImageNet-Segmentation (gtsegs_ijcv.mat, 4,276 images with masks)"),
+})
+
+
+@dataclass(frozen=True)
+class Preset:
+    """One setting of every notebook.
+
+    Attributes:
+        name: the value of the notebooks' ``preset`` parameter.
+        model_name, pretrained: what :func:`helpers.engine.models.load_model` loads.
+        device: ``"auto"`` (``"cuda"`` when available, else ``"cpu"``) or a torch device.
+        protocol: carried to the notebooks' ``protocol`` parameter (``"paper"`` for the papers'
+            models; ``""`` leaves each notebook's own default).
+        notebooks: notebook number -> its parameter values (data, image counts, batch sizes).
+        description: one line for tables.
+    """
+
+    name: str
+    model_name: str
+    pretrained: str
+    device: str
+    protocol: str
+    notebooks: Mapping[str, Mapping[str, Any]]
+    description: str = ""
+
+    @property
+    def trained_weights(self) -> bool:
+        return self.pretrained != "random"
+
+    def datasets(self) -> dict[str, str]:
+        """Notebook number -> the data it reads (notebook 4: ``images``)."""
+        return {nb: str(v.get("dataset", v.get("images", ""))) for nb, v in self.notebooks.items()}
+
+
+def _real(name: str, model_name: str, pretrained: str, description: str, *, n: Mapping[str, int],
+          batch: Mapping[str, int], n_per_group: int, span_images: int) -> Preset:
+    """A preset for one of the papers' models on the real datasets."""
+    nbs = {
+        "01": {"dataset": "imagenette", "n_images": n["01"], "batch_size": batch["01"]},
+        "02": {"dataset": "imagenette", "n_images": n["02"], "batch_size": batch["02"]},
+        "03": {"dataset": "imagenette", "n_images": n["03"], "batch_size": batch["03"], "pool_size": 0},
+        "04": {"images": "photos", "n_images": n["04"], "pool_size": 0},
+        "05": {"dataset": "waterbirds", "n_per_group": n_per_group, "span_images": span_images,
+               "batch_size": batch["05"], "pool_size": 0},
+        "06": {"dataset": "imagenet-seg", "n_images": n["06"], "batch_size": batch["06"]},
+    }
+    return Preset(name, model_name, pretrained, "auto", "paper", _frozen(nbs), description)
+
+
+def _frozen(nbs: Mapping[str, Mapping[str, Any]]) -> Mapping[str, Mapping[str, Any]]:
+    return MappingProxyType({k: MappingProxyType(dict(v)) for k, v in nbs.items()})
+
+
+_OFFLINE = {
+    "01": {"dataset": "world:colour", "n_images": 300, "batch_size": 100},
+    "02": {"dataset": "world:colour", "n_images": 600, "batch_size": 100},
+    "03": {"dataset": "world:colour", "n_images": 1000, "batch_size": 100, "pool_size": 0},
+    "04": {"images": "auto", "n_images": 200, "pool_size": 0},
+    "05": {"dataset": "world", "n_per_group": 150, "span_images": 1000, "batch_size": 100, "pool_size": 0},
+    "06": {"dataset": "world:colour", "n_images": 200, "batch_size": 50},
+}
+
+# A handful of images in two batches (so batch boundaries are crossed) and a few dozen texts:
+# ViT-B-32's text tower embeds only a few texts a second on two CPU cores, so every pool is
+# sampled down (helpers.data.pools.Pool.sample).
+_RANDOM_B32 = {
+    "01": {"dataset": "world:colour", "n_images": 8, "batch_size": 4},
+    "02": {"dataset": "world:colour", "n_images": 8, "batch_size": 4},
+    "03": {"dataset": "world:colour", "n_images": 8, "batch_size": 4, "pool_size": 24},
+    "04": {"images": "world", "n_images": 3, "pool_size": 24},
+    "05": {"dataset": "world", "n_per_group": 2, "span_images": 8, "batch_size": 4, "pool_size": 24},
+    "06": {"dataset": "world:colour", "n_images": 4, "batch_size": 2},
+}
+
+# Image counts and batch sizes per notebook for the papers' models (see estimate_gpu_memory):
+# forward-only notebooks batch generously; notebook 6's GradCAM and Chefer et al. keep every
+# layer's activations for the backward pass, so its batch is what fits a T4.
+_B = dict(n={"01": 1000, "02": 2000, "03": 2000, "04": 200, "06": 1000},
+          batch={"01": 100, "02": 100, "03": 100, "05": 100, "06": 32}, n_per_group=0, span_images=1000)
+_L = dict(n={"01": 1000, "02": 2000, "03": 2000, "04": 200, "06": 1000},
+          batch={"01": 64, "02": 64, "03": 64, "05": 64, "06": 8}, n_per_group=500, span_images=1000)
+_H = dict(n={"01": 500, "02": 1000, "03": 1000, "04": 200, "06": 500},
+          batch={"01": 32, "02": 32, "03": 32, "05": 32, "06": 4}, n_per_group=250, span_images=1000)
+
+PRESETS: Mapping[str, Preset] = MappingProxyType({p.name: p for p in (
+    Preset("offline", "world-clip", "world-v3", "cpu", "", _frozen(_OFFLINE),
+           "the course's own small CLIP on the synthetic world (no download, CPU)"),
+    _real("ViT-B-16 LAION", "ViT-B-16", "laion2b_s34b_b88k", "the paper's ViT-B-16 (LAION-2B)", **_B),
+    _real("ViT-L-14 LAION", "ViT-L-14", "laion2b_s32b_b82k", "the paper's main model, ViT-L-14 (LAION-2B)", **_L),
+    _real("ViT-H-14 LAION", "ViT-H-14", "laion2b_s32b_b79k", "the paper's ViT-H-14 (LAION-2B)", **_H),
+    _real("ViT-B-16 OpenAI", "ViT-B-16-quickgelu", "openai", "OpenAI's ViT-B-16 (CLIP-InterpreT)", **_B),
+    _real("ViT-B-32 OpenAI", "ViT-B-32-quickgelu", "openai", "OpenAI's ViT-B-32 (CLIP-InterpreT)", **_B),
+    _real("ViT-L-14 OpenAI", "ViT-L-14-quickgelu", "openai", "OpenAI's ViT-L-14 (CLIP-InterpreT)", **_L),
+    Preset("random ViT-B-32", "ViT-B-32", "random", "cpu", "", _frozen(_RANDOM_B32),
+           "ViT-B-32 with random weights on the world data, a handful of images (tests; no download)"),
+)})
+
+
+def get_preset(name: str) -> Preset:
+    """The preset called ``name`` (a clear error listing the known ones otherwise)."""
+    try:
+        return PRESETS[name]
+    except (KeyError, TypeError):
+        raise ValueError(f"unknown preset {name!r}; known presets: {', '.join(repr(k) for k in PRESETS)}") from None
+
+
+def _notebook_key(notebook: str | int) -> str:
+    m = re.match(r"0?([0-9])(?:_|$)", str(notebook))
+    key = f"0{m.group(1)}" if m else ""
+    if key not in NOTEBOOKS:
+        raise ValueError(f"unknown notebook {notebook!r}; use one of {', '.join(NOTEBOOKS)}")
+    return key
+
+
+def _unset(value: Any) -> bool:
+    return value is None or (isinstance(value, str) and value == "")
+
+
+@dataclass
+class Settings:
+    """What :func:`resolve` gives a notebook: every parameter it passed, filled from the preset
+    where it was left unset (attributes, or ``values``), and where each came from."""
+
+    preset: str
+    notebook: str
+    values: dict[str, Any]
+    from_preset: tuple[str, ...] = ()
+    overridden: tuple[str, ...] = ()
+    notes: list[str] = field(default_factory=list)
+
+    def __getattr__(self, name: str) -> Any:
+        values = self.__dict__.get("values", {})
+        if name in values:
+            return values[name]
+        raise AttributeError(f"no parameter {name!r} was resolved (have: {', '.join(values)})")
+
+    @property
+    def trained_weights(self) -> bool:
+        """False when the model runs with random weights: checks that need a trained model are
+        skipped (the notebooks record this as ``figures["trained_weights"]``)."""
+        return self.values.get("pretrained") != "random"
+
+    def start(self, figures: MutableMapping[str, Any] | None = None) -> tuple[Any, Any, Any]:
+        """A notebook's first step with its settings: print them, record ``preset`` and
+        ``trained_weights`` into ``figures`` (when given) and load the model on the settings'
+        device. Returns ``(model, preprocess, tokenizer)`` as :func:`helpers.engine.models.load_model`."""
+        from ..engine.models import load_model
+
+        print(self)
+        if figures is not None:
+            figures["preset"] = self.preset
+            figures["trained_weights"] = self.trained_weights
+        return load_model(self.model_name, self.values.get("pretrained") or None, device=self.values.get("device"))
+
+    def __str__(self) -> str:
+        v = self.values
+        weights = v.get("pretrained") or "(none named)"
+        parts = [f"preset {self.preset!r}: {v.get('model_name')} / {weights}"]
+        data = v.get("dataset", v.get("images"))
+        if data:
+            parts.append(f"data {data}")
+        for k in ("n_images", "n_per_group", "span_images", "batch_size", "pool_size", "device", "protocol"):
+            if k in v and not _unset(v[k]):
+                parts.append(f"{k} {v[k]}")
+        line = ", ".join(parts)
+        if self.overridden:
+            line += f" (set here: {', '.join(self.overridden)})"
+        return "\n".join([line] + self.notes)
+
+
+def resolve(preset: str, notebook: str | int, **params: Any) -> Settings:
+    """Fill a notebook's parameters from ``preset``.
+
+    Every keyword is one of the notebook's parameters with its current value. A value left at
+    ``None`` or ``""`` is taken from the preset (when the preset sets it; otherwise it stays
+    unset and the notebook's own rule applies); any other value wins over the preset. Weights
+    belong to a model: when ``model_name`` is set to another model than the preset's, an unset
+    ``pretrained`` is not taken from the preset (``load_model`` then asks for a tag). A device
+    of ``"auto"`` becomes ``"cuda"`` when a GPU is available, else ``"cpu"``.
+
+    Raises:
+        ValueError: unknown preset or notebook.
+    """
+    p = get_preset(preset)
+    nb = _notebook_key(notebook)
+    defaults: dict[str, Any] = {"model_name": p.model_name, "pretrained": p.pretrained, "device": p.device,
+                                "protocol": p.protocol, **p.notebooks.get(nb, {})}
+    other_model = not _unset(params.get("model_name")) and params["model_name"] != p.model_name
+    values: dict[str, Any] = {}
+    taken, kept = [], []
+    for key, value in params.items():
+        if _unset(value):
+            if key == "pretrained" and other_model:
+                value = ""
+            elif key in defaults:
+                value = defaults[key]
+                taken.append(key)
+        elif key in defaults and value != defaults[key]:
+            kept.append(key)
+        values[key] = value
+    notes = []
+    if values.get("device") == "auto":
+        import torch
+
+        values["device"] = "cuda" if torch.cuda.is_available() else "cpu"
+        if values["device"] == "cpu" and p.device == "auto":
+            notes.append(f"note: no GPU found; preset {p.name!r} is sized for one (in Colab: Runtime > "
+                         "Change runtime type > T4 GPU), and on a CPU it takes much longer")
+    return Settings(p.name, nb, values, tuple(taken), tuple(kept), notes)
+
+
+# ----------------------------------------------------------------------------------------------
+# What a preset costs: downloads and GPU memory
+# ----------------------------------------------------------------------------------------------
+
+
+@functools.lru_cache(maxsize=None)
+def _parameter_count(model_name: str) -> int:
+    """Parameters of ``model_name``, counted on a model built on the ``meta`` device (no memory)."""
+    import logging
+
+    import open_clip
+    import torch
+
+    from ..engine import models  # noqa: F401  (registers the offline default with open_clip)
+
+    logger = logging.getLogger()
+    level = logger.level
+    logger.setLevel(logging.ERROR)  # open_clip's "initialized randomly" notice
+    try:
+        with torch.device("meta"):
+            model = open_clip.create_model(model_name, device="meta")
+    finally:
+        logger.setLevel(level)
+    return sum(t.numel() for t in model.parameters())
+
+
+def downloads(preset: str) -> dict[str, float]:
+    """What ``preset`` downloads on first use, in MB: ``"weights"`` (the float32 checkpoint,
+    4 bytes a parameter) and each dataset its notebooks read (once, shared between them)."""
+    p = get_preset(preset)
+    out: dict[str, float] = {}
+    if p.pretrained not in ("random",) and p.model_name != "world-clip":
+        out["weights"] = round(4 * _parameter_count(p.model_name) / 1e6)
+    for data in p.datasets().values():
+        key = data.partition(":")[0]
+        if key in DATASET_DOWNLOADS:
+            out[key] = DATASET_DOWNLOADS[key][0]
+    return out
+
+
+# Per notebook: what it keeps on the device per image of its data ("heads": every head's direct
+# term, "layers": per-layer terms only), and whether a method needs a backward pass.
+_NOTEBOOK_COST = {"01": ("heads", False), "02": ("layers", False), "03": ("heads", False),
+                  "04": ("heads", False), "05": ("heads", False), "06": ("none", True)}
+
+
+def estimate_gpu_memory(model_name: str, notebook: str, *, batch_size: int, stored_images: int = 0) -> float:
+    """Rough peak GPU memory, in GiB, of one notebook with ``model_name`` in float32.
+
+    The estimate adds: the weights (4 bytes a parameter); per image of a batch, either one
+    layer's activations of a forward pass (tokens x 8 widths for attention and MLP, plus two
+    heads x tokens x tokens attention maps) or, for notebook 6 whose GradCAM and Chefer et al.
+    run a backward pass, what every layer keeps for it (tokens x 15 widths and four attention
+    maps per layer); the direct terms stored for ``stored_images`` images (layers x heads x
+    output dimension floats each for notebooks that keep per-head terms); and 0.5 GiB for the
+    CUDA context. It ignores the allocator's fragmentation, which is why the presets stay well
+    below a T4's 14.7 GiB.
+    """
+    import open_clip
+
+    from ..engine import models  # noqa: F401
+
+    cfg = open_clip.get_model_config(model_name)
+    if cfg is None:
+        raise ValueError(f"unknown open_clip model {model_name!r}")
+    v = cfg["vision_cfg"]
+    width, layers = v["width"], v["layers"]
+    heads = width // v.get("head_width", 64)
+    grid = v["image_size"] // v["patch_size"]
+    tokens = grid * grid + 1
+    out_dim = cfg["embed_dim"]
+    kind, backward = _NOTEBOOK_COST[_notebook_key(notebook)]
+    if backward:
+        per_image = layers * (15 * tokens * width + 4 * heads * tokens * tokens)
+    else:
+        per_image = 8 * tokens * width + 2 * heads * tokens * tokens
+    per_stored = {"heads": layers * heads * out_dim, "layers": 3 * layers * out_dim, "none": 0}[kind]
+    floats = _parameter_count(model_name) + batch_size * per_image + stored_images * per_stored
+    return 4 * floats / 2**30 + 0.5
+
+
+def _stored_images(values: Mapping[str, Any], notebook: str) -> int:
+    if notebook == "05":
+        per_group = int(values.get("n_per_group") or 0)
+        evaluated = 4 * per_group if per_group else 5794  # the whole Waterbirds test split
+        return evaluated + int(values.get("span_images") or 0)
+    if notebook == "06":
+        return 0
+    return int(values.get("n_images") or 0)
+
+
+def presets_table() -> list[dict[str, Any]]:
+    """One row per preset: model, tag, data and sizes per notebook, the largest estimated GPU
+    memory over the notebooks (GiB) and the downloads (MB)."""
+    rows = []
+    for p in PRESETS.values():
+        memory = {nb: estimate_gpu_memory(p.model_name, nb, batch_size=int(v.get("batch_size") or 1),
+                                          stored_images=_stored_images(v, nb))
+                  for nb, v in p.notebooks.items()}
+        rows.append({
+            "preset": p.name,
+            "model": p.model_name,
+            "weights": p.pretrained,
+            "data": p.datasets(),
+            "images": {nb: (v.get("n_images") if nb not in ("04", "05") else
+                            (v.get("n_per_group"), v.get("span_images")) if nb == "05" else v.get("n_images"))
+                       for nb, v in p.notebooks.items()},
+            "batch_size": {nb: v.get("batch_size") for nb, v in p.notebooks.items() if "batch_size" in v},
+            "device": p.device,
+            "protocol": p.protocol,
+            "gpu_memory_gib": round(max(memory.values()), 1),
+            "gpu_memory_by_notebook": {nb: round(m, 1) for nb, m in memory.items()},
+            "downloads_mb": downloads(p.name),
+        })
+    return rows
+
+
+def markdown_table() -> str:
+    """The presets as a Markdown table (the README's)."""
+    head = ("| preset | model / weights | data (notebooks 1-3 · 4 · 5 · 6) | images (1 · 2 · 3 · 6) | "
+            "batch (1-3 · 5 · 6) | est. GPU memory | downloads |")
+    lines = [head, "|" + "---|" * 7]
+    for r in presets_table():
+        d, n, b = r["data"], r["images"], r["batch_size"]
+        data = f"{d['01']} · {d['04']} · {d['05']} · {d['06']}"
+        images = f"{n['01']} · {n['02']} · {n['03']} · {n['06']}"
+        batch = f"{b['01']} · {b['05']} · {b['06']}"
+        dl = r["downloads_mb"]
+        total = sum(dl.values())
+        dl_text = ("none" if not dl else f"{total / 1000:.1f} GB (" +
+                   ", ".join(f"{k} {v / 1000:.2f}" for k, v in dl.items()) + ")")
+        mem = f"{r['gpu_memory_gib']:.1f} GiB" if r["device"] == "auto" else "CPU"
+        lines.append(f"| `{r['preset']}` | `{r['model']}` / `{r['weights']}` | {data} | {images} | {batch} | "
+                     f"{mem} | {dl_text} |")
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":  # pragma: no cover
+    print(markdown_table())
+
+
+# ----------------------------------------------------------------------------------------------
+# What a preset costs: time on a free Colab GPU (a rough estimate)
+# ----------------------------------------------------------------------------------------------
+
+T4_FP32_TFLOPS = 4.0
+"""Float32 throughput assumed for a free Colab GPU (NVIDIA T4) in :func:`estimate_minutes`, in
+TFLOP/s: about half its 8.1 TFLOP/s peak, what large float32 matrix products sustain on it."""
+
+COLAB_IMAGES_PER_SECOND = 50
+"""Images a Colab runtime's two CPU cores read and preprocess per second (JPEG decode, resize)."""
+
+# Per notebook: image-tower passes per image (notebook 6: the decomposition, raw attention and
+# rollout once each; GradCAM, Chefer et al., LRP and partial LRP a forward and a backward pass,
+# about three passes each, on its own images and on the two-object pairs) and the texts it
+# encodes besides the classifier (text pools, in texts).
+_NOTEBOOK_WORK = {"01": (1, 0), "02": (1, 0), "03": (1, 3521 + 3498), "04": (2, 3521), "05": (1, 3521),
+                  "06": (30, 0)}
+
+
+def _tower_flops(width: int, layers: int, tokens: int) -> float:
+    """Multiply-adds x 2 of one transformer tower on one input: per layer, 24 T w^2 for the
+    projections and the MLP (ratio 4) and 4 T^2 w for the attention."""
+    return 2.0 * layers * (12 * tokens * width**2 + 2 * tokens**2 * width)
+
+
+def estimate_minutes(preset: str, notebook: str, *, tflops: float = T4_FP32_TFLOPS) -> float:
+    """Rough minutes one notebook takes with a paper preset on a free Colab GPU, downloads
+    excluded (they happen once; :func:`downloads`).
+
+    The estimate adds: the floating-point work of the image tower on the notebook's images
+    (several passes for notebook 6's methods with a backward pass), of the text tower on the
+    zero-shot classifier's prompts (1,000 ImageNet classes x 80 templates for Imagenette and
+    ImageNet-Segmentation, 2 x 80 for Waterbirds) and on the text pools, at ``tflops``; reading
+    the images at :data:`COLAB_IMAGES_PER_SECOND`; and one minute for loading the model. It
+    ignores everything else (plots, TextSpan's own arithmetic), so take it as an order of
+    magnitude, not a measurement.
+
+    Raises:
+        ValueError: for a preset that does not run on a GPU (``"offline"``, ``"random ViT-B-32"``).
+    """
+    import open_clip
+
+    from ..engine import models  # noqa: F401
+
+    p = get_preset(preset)
+    nb = _notebook_key(notebook)
+    if p.device != "auto":
+        raise ValueError(f"preset {preset!r} runs on the CPU; the estimate is for a GPU preset")
+    values = p.notebooks[nb]
+    cfg = open_clip.get_model_config(p.model_name)
+    v, t = cfg["vision_cfg"], cfg["text_cfg"]
+    tokens = (v["image_size"] // v["patch_size"]) ** 2 + 1
+    image = _tower_flops(v["width"], v["layers"], tokens)
+    text = _tower_flops(t["width"], t["layers"], t.get("context_length", 77))
+    passes, pool_texts = _NOTEBOOK_WORK[nb]
+    images = _stored_images(values, nb) if nb == "05" else int(values.get("n_images") or 0)
+    data = str(values.get("dataset", values.get("images", "")))
+    prompts = {"imagenette": 1000 * 80, "imagenet-seg": 1000 * 80, "waterbirds": 2 * 80}.get(data, 0)
+    flops = passes * images * image + (prompts + pool_texts) * text
+    seconds = flops / (tflops * 1e12) + images / COLAB_IMAGES_PER_SECOND + 60
+    return seconds / 60
+
+
+def colab_table(notebooks: tuple[str, ...] = NOTEBOOKS) -> str:
+    """The papers' presets as a Markdown table for Colab: model and weights, what they download
+    and the estimated minutes of each notebook on a free GPU (:func:`estimate_minutes`)."""
+    head = "| preset | model / weights | downloads (once) | " + " | ".join(f"notebook {int(nb)}" for nb in notebooks) + " |"
+    lines = [head, "|" + "---|" * (3 + len(notebooks))]
+    for p in PRESETS.values():
+        if p.device != "auto":
+            continue
+        dl = downloads(p.name)
+        dl_text = f"{sum(dl.values()) / 1000:.1f} GB (" + ", ".join(f"{k} {v / 1000:.2f}" for k, v in dl.items()) + ")"
+        mins = " | ".join(f"~{max(1, round(estimate_minutes(p.name, nb)))} min" for nb in notebooks)
+        lines.append(f"| `{p.name}` | `{p.model_name}` / `{p.pretrained}` | {dl_text} | {mins} |")
+    return "\n".join(lines)

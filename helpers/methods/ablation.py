@@ -1,0 +1,450 @@
+"""Direct terms of a whole dataset, mean ablation, and zero-shot accuracy through them."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterable, Mapping, Sequence
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+from tqdm.auto import tqdm
+
+from ..engine.components import Components, DirectEffects
+from ..engine.decompose import Decomposer
+
+__all__ = ["ABLATION_SCALES", "DirectTerms", "AblationSet", "MEAN_ABLATION_PROTOCOLS", "mean_ablation_rows", "collect_terms", "cached_terms", "accuracy", "component_table", "variance_shares",
+           "margin_contributions", "group_variance_share", "pattern_held", "variance_pattern_held",
+           "PATTERN_SMALL_DROP", "PATTERN_LARGE_DROP"]
+
+
+ABLATION_SCALES: tuple[str, ...] = ("raw", "paper")
+"""Values of ``scale`` in :meth:`DirectTerms.ablated`: means of the raw terms (the course's)
+or of each image's terms divided by its embedding norm (the reference code's)."""
+
+
+@dataclass
+class DirectTerms(DirectEffects):
+    """Direct contributions for ``N`` images (all on one device, joint space, unnormalised).
+
+    The tensors are also handed out with named axes, like a
+    :class:`~helpers.engine.decompose.Decomposition`'s: :meth:`components` ``(image, component, dim)``,
+    :meth:`attention` / :meth:`mlps` ``(image, layer, dim)``, :meth:`head_terms`
+    ``(image, layer, head, dim)`` and :meth:`cls_self_terms`.
+
+    ``cls_self`` is each layer's attention term flowing from the class token to itself (the
+    ``i = CLS`` summand), kept when requested because the paper ablates it separately.
+    """
+
+    embed: Tensor  # [N, d]
+    attn: Tensor  # [N, L, d]
+    mlp: Tensor  # [N, L, d]
+    const: Tensor  # [d], or [N, d] for attention-pooled towers (SigLIP): plus the pooling MLP's term
+    heads: Tensor | None = None  # [N, L, H, d]
+    cls_self: Tensor | None = None  # [N, L, d]
+
+    _no_heads = "the terms have no per-head contributions: collect them with heads=True"
+
+    def _const_rows(self) -> Tensor:
+        return self.const.expand(len(self), -1)
+
+    def cls_self_terms(self) -> Components:
+        """Each layer's class-token-to-itself attention term ``(image, layer, dim)``."""
+        if self.cls_self is None:
+            raise AttributeError("the terms have no class-token terms: collect them with cls_self=True")
+        return Components(self.cls_self, ("image", "layer", "dim"))
+
+    def __len__(self) -> int:
+        return self.embed.shape[0]
+
+    def embeddings(self) -> Tensor:
+        """The full embeddings (sum of every term)."""
+        return self.embed + self.attn.sum(1) + self.mlp.sum(1) + self.const
+
+    def reference_scale(self) -> tuple[Tensor, Tensor]:
+        """What :meth:`normalized` applies: the share of the ``ln_post`` bias term each of the
+        ``2L + 1`` summands takes (``const / (2L + 1)``), and each image's embedding norm ``[N, 1]``
+        (1 where the embedding is zero). A term ``t`` on the reference scale is
+        ``(t + share) / norm``; a head's, ``(t + share / H) / norm``."""
+        nrm = self.embeddings().norm(dim=-1, keepdim=True)
+        return self.const / (2 * self.n_layers + 1), torch.where(nrm > 0, nrm, torch.ones_like(nrm))
+
+    def normalized(self) -> "DirectTerms":
+        """The terms on the reference code's cosine scale: each image's terms divided by the
+        norm of that image's embedding, so that they sum to the unit embedding.
+
+        As in the paper's reference code, the ``ln_post`` bias term (``const``) is first shared
+        evenly among the ``2L + 1`` summands of the residual stream (the embedding term, each
+        attention layer, each MLP; a layer's share split evenly over its heads), so the result
+        has ``const = 0`` and every term varies with the image's norm. ``cls_self`` is divided
+        by the norm without a share. (The reference also shares the residual stream's mean
+        evenly among the summands, where the decomposition removes each summand's own mean; that
+        convention of the decomposition is kept.)
+        """
+        share, nrm = self.reference_scale()
+        heads = None
+        if self.heads is not None:
+            heads = (self.heads + share / self.heads.shape[2]) / nrm[:, None, None]
+        return DirectTerms(embed=(self.embed + share) / nrm, attn=(self.attn + share) / nrm[:, None],
+                           mlp=(self.mlp + share) / nrm[:, None], const=torch.zeros_like(self.const),
+                           heads=heads, cls_self=None if self.cls_self is None else self.cls_self / nrm[:, None])
+
+    def ablated(self, *, mlps: Iterable[int] = (), attn: Iterable[int] = (),
+                heads: Iterable[tuple[int, int]] = (), embed: bool = False,
+                cls_self: Iterable[int] = (), means: "DirectTerms | None" = None,
+                scale: str = "raw") -> Tensor:
+        """Embeddings with the named terms replaced by their mean over the dataset.
+
+        Args:
+            mlps / attn: layer indices (negative allowed) whose MLP / whole attention term is
+                mean-ablated.
+            heads: ``(layer, head)`` pairs mean-ablated individually (needs ``heads``).
+            embed: mean-ablate the class-token embedding term.
+            cls_self: layers whose class-token-to-itself attention summand is mean-ablated.
+            means: take the means from another set (e.g. a reference dataset); default: self.
+            scale: ``"raw"`` (default): means of the terms as they are. ``"paper"``: the
+                reference code's, means of each image's terms divided by its embedding norm
+                (:meth:`normalized`); the result is then on that scale (the unablated rows
+                are unit vectors). Zero-shot predictions are scale-free per image, so only the
+                means differ.
+        """
+        if scale not in ABLATION_SCALES:
+            raise ValueError(f"scale must be one of {', '.join(map(repr, ABLATION_SCALES))}, got {scale!r}")
+        if scale == "paper":
+            return self.normalized().ablated(mlps=mlps, attn=attn, heads=heads, embed=embed, cls_self=cls_self,
+                                              means=None if means is None else means.normalized())
+        ref = means if means is not None else self
+        L = self.n_layers
+        norm = lambda ix: sorted({i % L for i in ix})  # noqa: E731
+        for i in list(mlps) + list(attn) + [h[0] for h in heads] + list(cls_self):
+            if not -L <= i < L:
+                raise IndexError(f"layer {i} out of range for a {L}-layer model")
+        mlps_, attn_, self_ = norm(mlps), norm(attn), norm(cls_self)
+        out = self.embeddings().clone()
+        if embed:
+            out += ref.embed.mean(0) - self.embed
+        for i in mlps_:
+            out += ref.mlp[:, i].mean(0) - self.mlp[:, i]
+        for i in attn_:
+            out += ref.attn[:, i].mean(0) - self.attn[:, i]
+        heads = [(li % L, h) for li, h in heads if li % L not in attn_]
+        if heads:
+            if self.heads is None or ref.heads is None:
+                raise ValueError("head ablation needs terms collected with heads=True")
+            H = self.heads.shape[2]
+            for li, h in heads:
+                if not -H <= h < H:
+                    raise IndexError(f"head {h} out of range ({H} heads)")
+                out += ref.heads[:, li, h].mean(0) - self.heads[:, li, h]
+        self_ = [i for i in self_ if i not in attn_]
+        if self_:
+            if self.cls_self is None or ref.cls_self is None:
+                raise ValueError("class-token ablation needs terms collected with cls_self=True")
+            for i in self_:
+                out += ref.cls_self[:, i].mean(0) - self.cls_self[:, i]
+        return out
+
+
+@torch.no_grad()
+def collect_terms(model: nn.Module, batches: Iterable[Tensor] | Tensor, *, heads: bool = False,
+                  cls_self: bool = False, batch_size: int = 64, device: str | torch.device | None = None,
+                  progress: bool = False, total: int | None = None) -> DirectTerms:
+    """Decompose every image of ``batches`` (a tensor ``[N, 3, H, W]`` or an iterable of
+    batches, or of ``(images, ...)`` tuples) and stack the direct terms."""
+    dec = Decomposer(model)
+    if device is None:
+        device = _tower_param(dec).device
+    if isinstance(batches, Tensor):
+        if batches.ndim != 4 or batches.shape[0] == 0:
+            raise ValueError(f"expected a non-empty [N, 3, H, W] tensor, got {tuple(batches.shape)}")
+        total = batches.shape[0]
+        batches = batches.split(batch_size)
+    parts: dict[str, list[Tensor]] = {"embed": [], "attn": [], "mlp": [], "heads": [], "cls_self": [],
+                                      "pool_mlp": []}
+    const = None
+    bar = tqdm(total=total, desc="decomposing", unit="img", disable=not progress)
+    for batch in batches:
+        x = batch[0] if isinstance(batch, (tuple, list)) else batch
+        d = dec(x.to(device), heads=heads, tokens=cls_self)
+        parts["embed"].append(d.embed)
+        parts["attn"].append(d.attn)
+        parts["mlp"].append(d.mlp)
+        if heads:
+            parts["heads"].append(d.heads)
+        if cls_self:
+            parts["cls_self"].append(torch.stack(
+                [d.tokens(layers=[i]).data[:, 0] for i in range(d.n_layers)], 1))
+        const = d.const
+        if getattr(d, "pool_mlp", None) is not None:  # attention pooling: its MLP's term, per image
+            parts["pool_mlp"].append(d.pool_mlp)
+        bar.update(x.shape[0])
+    bar.close()
+    if const is None:
+        raise ValueError("no images")
+    if parts["pool_mlp"]:
+        const = const + torch.cat(parts["pool_mlp"])
+    return DirectTerms(
+        embed=torch.cat(parts["embed"]), attn=torch.cat(parts["attn"]), mlp=torch.cat(parts["mlp"]),
+        const=const, heads=torch.cat(parts["heads"]) if heads else None,
+        cls_self=torch.cat(parts["cls_self"]) if cls_self else None)
+
+
+def accuracy(embeddings: Tensor, classifier: Tensor, labels: Tensor | Sequence[int]) -> float:
+    """Top-1 zero-shot accuracy of (unnormalised) image embeddings against class embeddings."""
+    labels = torch.as_tensor(labels, device=embeddings.device)
+    if embeddings.shape[0] != labels.shape[0]:
+        raise ValueError(f"{embeddings.shape[0]} embeddings but {labels.shape[0]} labels")
+    logits = torch.nn.functional.normalize(embeddings, dim=-1) @ classifier.to(embeddings).T
+    return float((logits.argmax(-1) == labels).float().mean())
+
+
+TERMS_VERSION = 1  # bump when the meaning of the stored terms changes
+
+
+def cached_terms(model: nn.Module, dataset: Any, *, dataset_id: str, cache_dir: str | Path,
+                 preprocess_id: str = "", heads: bool = True, cls_self: bool = False,
+                 batch_size: int = 64, device: str | torch.device | None = None, progress: bool = True,
+                 model_name: str = "") -> DirectTerms:
+    """Direct terms of every item of ``dataset``, streamed through the on-disk cache.
+
+    ``dataset`` is indexable (``len`` and ``[i]``) and yields preprocessed image tensors
+    ``[3, H, W]`` or tuples whose first element is one. Results are keyed by the model's name
+    and weights fingerprint, ``dataset_id``, ``preprocess_id`` (describe any preprocessing that
+    is not part of the dataset's identity) and the options, so a second call (even in a new
+    process, or after an interruption) reads what was done instead of recomputing it.
+    """
+    from torch.utils.data import DataLoader, Subset
+
+    from ..engine.cache import stream_to_cache, weights_fingerprint
+
+    n = len(dataset)
+    if n == 0:
+        raise ValueError("empty dataset")
+    dec = Decomposer(model)
+    if device is None:
+        device = _tower_param(dec).device
+    key = dict(what="direct-terms", version=TERMS_VERSION, model=model_name or type(model).__name__,
+               weights=weights_fingerprint(model), dataset=dataset_id, preprocess=preprocess_id,
+               heads=heads, cls_self=cls_self, dtype=str(_tower_param(dec).dtype))
+
+    def source(start: int):
+        return DataLoader(Subset(dataset, range(start, n)), batch_size=batch_size, shuffle=False)
+
+    def compute(batch: Any) -> dict[str, Tensor]:
+        x = batch[0] if isinstance(batch, (tuple, list)) else batch
+        with torch.no_grad():
+            d = dec(x.to(device), heads=heads, tokens=cls_self)
+        out = {"embed": d.embed, "attn": d.attn, "mlp": d.mlp}
+        if getattr(d, "pool_mlp", None) is not None:
+            out["pool_mlp"] = d.pool_mlp
+        if heads:
+            out["heads"] = d.heads
+        if cls_self:
+            out["cls_self"] = torch.stack([d.tokens(layers=[i]).data[:, 0] for i in range(d.n_layers)], 1)
+        return out
+
+    arrays = stream_to_cache(compute, source, n_items=n, key=key, cache_dir=cache_dir, progress=progress,
+                             desc=f"decomposing {dataset_id}")
+    dtype = _tower_param(dec).dtype
+
+    def get(name: str) -> Tensor | None:
+        return torch.from_numpy(np.array(arrays[name])).to(device, dtype) if name in arrays else None
+
+    const = dec.maps(dtype, _tower_param(dec).device).const.to(device)
+    if "pool_mlp" in arrays:
+        const = const + get("pool_mlp")
+    return DirectTerms(embed=get("embed"), attn=get("attn"), mlp=get("mlp"), const=const,
+                       heads=get("heads"), cls_self=get("cls_self"))
+
+
+def _tower_param(dec: Any) -> Tensor:
+    """A parameter of the decomposer's image tower (its device and dtype)."""
+    return next(dec.visual.parameters())
+
+
+def component_table(terms: DirectTerms) -> tuple[list[str], Tensor]:
+    """All direct terms as ``(labels, [N, C, d])``: embed, attn.0, mlp.0, ..., (const last);
+    :meth:`DirectTerms.components` as a plain pair."""
+    comps = terms.components()
+    return comps.labels["component"], comps.data
+
+
+def variance_shares(terms: DirectTerms) -> dict[str, float]:
+    """Each term's variance over the images as a fraction of the embedding's total variance.
+
+    This is the mean squared change of the embedding when that term alone is mean-ablated,
+    relative to the embedding's spread: a direct-effect size that needs no labels.
+    """
+    comps = terms.components()
+    total = terms.embeddings().var(0).sum()
+    shares = comps.data.var(0).sum(-1) / total
+    return dict(zip(comps.labels["component"], shares.tolist()))
+
+
+def margin_contributions(terms: DirectTerms, classifier: Tensor, labels: Tensor) -> dict[str, float]:
+    """Mean contribution of each term to the correct class's margin over the average class.
+
+    With ``e`` the embedding and ``t_k`` the class embeddings, the cosine logit margin
+    ``(e / |e|) . (t_y - mean_k t_k)`` splits exactly over the terms of ``e``.
+    """
+    comps = terms.components()
+    emb = terms.embeddings()
+    classifier = classifier.to(emb)
+    labels = torch.as_tensor(labels, device=emb.device)
+    direction = classifier[labels] - classifier.mean(0)  # [N, d]
+    contrib = torch.einsum("ncd,nd->nc", comps.data, direction) / emb.norm(dim=-1, keepdim=True)
+    return dict(zip(comps.labels["component"], contrib.mean(0).tolist()))
+
+
+def group_variance_share(terms: DirectTerms, *, attn: Iterable[int] = (), mlps: Iterable[int] = (),
+                         embed: bool = False) -> float:
+    """Variance over the images of the *sum* of the chosen terms, relative to the embedding's.
+
+    Equal to the mean squared change of the embedding when the whole group is mean-ablated
+    together (relative to its spread). Unlike a sum of single-term shares it counts the
+    covariance between the terms, which is large when layers write along shared directions.
+    """
+    L = terms.n_layers
+    total = terms.embed * 0
+    if embed:
+        total = total + terms.embed
+    for i in attn:
+        total = total + terms.attn[:, i % L]
+    for i in mlps:
+        total = total + terms.mlp[:, i % L]
+    return float(total.var(0).sum() / terms.embeddings().var(0).sum())
+
+
+@dataclass(frozen=True)
+class AblationSet(Mapping):
+    """A set of terms to mean-ablate together, usable as keyword arguments.
+
+    ``terms.ablated(**s)`` and :class:`helpers.methods.spurious.GroupEvaluator`'s ``evaluate(**s)``
+    take it as it is. :meth:`mask` says which components it removes.
+
+    Attributes:
+        heads: ``(layer, head)`` pairs.
+        attn, mlps: layers whose whole attention term / MLP term is removed.
+        embed: remove the class-token embedding term.
+        scale: ``"raw"`` or ``"paper"`` (see :meth:`DirectTerms.ablated`).
+    """
+
+    heads: tuple[tuple[int, int], ...] = ()
+    attn: tuple[int, ...] = ()
+    mlps: tuple[int, ...] = ()
+    embed: bool = False
+    scale: str = "raw"
+
+    def __post_init__(self) -> None:
+        if self.scale not in ABLATION_SCALES:
+            raise ValueError(f"scale must be one of {', '.join(map(repr, ABLATION_SCALES))}, got {self.scale!r}")
+        object.__setattr__(self, "heads", tuple((int(l), int(h)) for l, h in self.heads))
+        object.__setattr__(self, "attn", tuple(int(i) for i in self.attn))
+        object.__setattr__(self, "mlps", tuple(int(i) for i in self.mlps))
+
+    _KEYS = ("heads", "attn", "mlps", "embed", "scale")
+
+    def __getitem__(self, key: str) -> Any:
+        if key not in self._KEYS:
+            raise KeyError(key)
+        return getattr(self, key)
+
+    def __iter__(self):
+        return iter(self._KEYS)
+
+    def __len__(self) -> int:
+        return len(self._KEYS)
+
+    def mask(self, n_layers: int, n_heads: int) -> dict[str, Tensor]:
+        """The removed components: ``{"embed": [] bool, "heads": [L, H] bool, "mlps": [L] bool}``
+        (a whole attention layer marks all its heads)."""
+        L, H = int(n_layers), int(n_heads)
+        heads = torch.zeros(L, H, dtype=torch.bool)
+        mlps = torch.zeros(L, dtype=torch.bool)
+        for i in self.attn:
+            if not -L <= i < L:
+                raise IndexError(f"layer {i} out of range for a {L}-layer model")
+            heads[i % L] = True
+        for li, h in self.heads:
+            if not -L <= li < L or not -H <= h < H:
+                raise IndexError(f"head ({li}, {h}) out of range for {L} layers of {H} heads")
+            heads[li % L, h % H] = True
+        for i in self.mlps:
+            if not -L <= i < L:
+                raise IndexError(f"layer {i} out of range for a {L}-layer model")
+            mlps[i % L] = True
+        return {"embed": torch.tensor(bool(self.embed)), "heads": heads, "mlps": mlps}
+
+
+MEAN_ABLATION_PROTOCOLS: tuple[str, ...] = ("raw", "paper")
+"""Values of :func:`mean_ablation_rows`' ``protocol``."""
+
+
+def mean_ablation_rows(terms: DirectTerms, classifier: Tensor, labels: Tensor | Sequence[int], *, last: int = 4,
+                       protocol: str = "raw") -> dict[str, float]:
+    """Zero-shot accuracy after the paper's mean ablations, one row per ablation.
+
+    Rows: ``"baseline"``; ``"MLPs"``; ``"CLS-to-itself attention"`` and ``"MLPs + CLS-to-itself
+    attention"`` (when the terms carry ``cls_self``); ``"attention except last k"``; ``"MLPs +
+    embedding + attention except last k"``; ``"last k attention layers"`` (``k = min(last, L)``).
+
+    ``protocol="raw"`` (the course's): means of the raw terms; the ``"MLPs"`` row removes the
+    MLPs only. ``protocol="paper"`` (the reference code's): means of each image's terms divided
+    by its embedding norm (``scale="paper"``), and the ``"MLPs"`` row also removes the
+    class-token embedding term (the reference stores it as the first of its MLP terms).
+    """
+    if protocol not in MEAN_ABLATION_PROTOCOLS:
+        raise ValueError(f"protocol must be one of {', '.join(map(repr, MEAN_ABLATION_PROTOCOLS))}, "
+                         f"got {protocol!r}")
+    if isinstance(last, bool) or not isinstance(last, int) or last < 1:
+        raise ValueError(f"last must be a positive integer, got {last!r}")
+    paper = protocol == "paper"
+    scale = "paper" if paper else "raw"
+    L = terms.n_layers
+    k = min(last, L)
+    every, early = list(range(L)), list(range(L - k))
+    acc = lambda **kw: accuracy(terms.ablated(scale=scale, **kw), classifier, labels)  # noqa: E731
+    rows = {"baseline": accuracy(terms.embeddings(), classifier, labels),
+            "MLPs": acc(mlps=every, embed=paper)}
+    if terms.cls_self is not None:
+        rows["CLS-to-itself attention"] = acc(cls_self=every)
+        rows["MLPs + CLS-to-itself attention"] = acc(mlps=every, embed=paper, cls_self=every)
+    rows[f"attention except last {k}"] = acc(attn=early)
+    rows[f"MLPs + embedding + attention except last {k}"] = acc(mlps=every, attn=early, embed=True)
+    rows[f"last {k} attention layers"] = acc(attn=range(L - k, L))
+    return rows
+
+
+PATTERN_SMALL_DROP = 0.10
+"""Largest accuracy drop (a fraction) that still counts as "costs little" in :func:`pattern_held`."""
+
+PATTERN_LARGE_DROP = 0.40
+"""Smallest accuracy drop that counts as "destroys the accuracy" in :func:`pattern_held`."""
+
+
+def pattern_held(rows: Mapping[str, float], *, small: float = PATTERN_SMALL_DROP,
+                 large: float = PATTERN_LARGE_DROP) -> bool:
+    """Whether mean-ablation rows (:func:`mean_ablation_rows`) show the paper's pattern.
+
+    The pattern: removing all MLPs, the attention layers before the last ``k``, and all of
+    those together with the embedding term each costs at most ``small`` of accuracy, while
+    removing the last ``k`` attention layers costs at least ``large``.
+    """
+    base = rows["baseline"]
+    last = [key for key in rows if key.startswith("last ") and key.endswith(" attention layers")]
+    early = [key for key in rows if key.startswith("attention except last ")]
+    both = [key for key in rows if key.startswith("MLPs + embedding + attention except last ")]
+    if len(last) != 1 or len(early) != 1 or len(both) != 1 or "MLPs" not in rows:
+        raise KeyError("rows must come from mean_ablation_rows (baseline, MLPs, attention except last k, "
+                       "MLPs + embedding + attention except last k, last k attention layers)")
+    cheap = all(base - rows[key] <= small for key in ("MLPs", early[0], both[0]))
+    return bool(cheap and base - rows[last[0]] >= large)
+
+
+def variance_pattern_held(last_share: float, mlp_share: float, *, majority: float = 0.5,
+                          factor: float = 5.0) -> bool:
+    """Whether variance shares (:func:`group_variance_share`) show the paper's pattern: the last
+    attention layers carry at least ``majority`` of the embedding's variance, and more than
+    ``factor`` times the share of all MLPs together."""
+    return bool(last_share >= majority and last_share > factor * mlp_share)
