@@ -25,6 +25,7 @@ from torch.utils.data import Dataset, TensorDataset
 
 from . import world
 from .download import fetch
+from .paths import data_dir
 
 __all__ = ["ZeroShotTask", "load_task", "world_task", "imagenet_folder_task", "imagenette_task",
            "imagenet_metadata", "IMAGENETTE_URL", "IMAGENETTE_SHA256"]
@@ -156,7 +157,7 @@ def _folder_task(name: str, root: Path, wnid_to_index: dict[str, int], preproces
 
 def _imagenet_wnids() -> list[str]:
     """The 1,000 ImageNet class folder names in index order (sorted synset ids)."""
-    path = Path(__file__).resolve().parent.parent / "data" / "imagenet_wnids.txt"
+    path = data_dir() / "imagenet_wnids.txt"
     wnids = path.read_text().split()
     if len(wnids) != 1000:
         raise RuntimeError(f"{path} should list 1000 synsets")

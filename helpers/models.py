@@ -32,6 +32,7 @@ import open_clip
 import torch
 
 from .download import OfflineError, host_reachable
+from .paths import data_dir
 
 __all__ = [
     "DEFAULT_MODEL",
@@ -291,14 +292,6 @@ class LoadedModel(NamedTuple):
     @property
     def info(self) -> ModelInfo:
         return model_info(self.model)
-
-
-def data_dir() -> Path:
-    """The repository's ``data/`` folder (overridable with ``CLIP_COURSE_DATA``)."""
-    env = os.environ.get("CLIP_COURSE_DATA")
-    if env:
-        return Path(env)
-    return Path(__file__).resolve().parent.parent / "data"
 
 
 def _default_config_path() -> Path:

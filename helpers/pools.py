@@ -58,11 +58,12 @@ import io
 import os
 import re
 import string
-import sys
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterable, Literal, Sequence
+
+from .paths import data_dir
 
 __all__ = [
     "Pool",
@@ -997,18 +998,8 @@ def check_pool(name: str, path: str | os.PathLike[str] | None = None) -> bool:
 
 
 def _data_dir() -> Path:
-    """``helpers.models.data_dir()``, without importing torch when it is not loaded yet.
-
-    ``helpers.models`` imports torch and open_clip (seconds); when it is not imported yet the
-    same rule is applied here: ``$CLIP_COURSE_DATA``, else the repository's ``data/``.
-    """
-    models = sys.modules.get("helpers.models")
-    if models is not None:
-        return models.data_dir()
-    env = os.environ.get("CLIP_COURSE_DATA")
-    if env:
-        return Path(env)
-    return Path(__file__).resolve().parent.parent / "data"
+    """The course's data folder (:func:`helpers.paths.data_dir`, which imports no torch)."""
+    return data_dir()
 
 
 def pool_path(name: str) -> Path:
