@@ -226,6 +226,11 @@ def _record(visual: nn.Module, x: Tensor, mlp: Mapping[int, Tensor | None], attn
 # ----------------------------------------------------------------------------------------------
 
 
+# The image-independent tensors per image tower, {(layer, neurons): entry}; entries die with the
+# tower (they hold tensors only, never the module).
+_SHARED: "weakref.WeakKeyDictionary[nn.Module, dict[tuple[Any, ...], dict[str, Any]]]" = weakref.WeakKeyDictionary()
+
+
 class SecondOrder:
     """The second-order effects of the neurons of one MLP layer, in the factored form.
 
@@ -270,10 +275,10 @@ class SecondOrder:
                 f"the u tensor of layer {self.layer} would take {size / 2**30:.2f} GiB ({len(self.neurons)} neurons x "
                 f"{len(self.pairs)} later heads x {int(self.visual.proj.shape[1])} dims), over max_bytes="
                 f"{max_bytes / 2**30:.2f} GiB: pass neurons=... in chunks, or raise max_bytes")
-        self._state: tuple[int, ...] | None = None
-        self._u: Tensor | None = None
-        self._u_bias: Tensor | None = None
-        self._gram: Tensor | None = None
+        full = len(self.neurons) == self.mlp_width and bool((self.neurons == torch.arange(self.mlp_width)).all())
+        self._record_neurons: Tensor | None = None if full else self.neurons
+        self._key = (self.layer, None if full else tuple(self.neurons.tolist()))
+        self._shared = _SHARED.setdefault(self.visual, {})
 
     # -- the image-independent part -------------------------------------------------------------
     def _weights_state(self) -> tuple[Any, ...]:
@@ -287,10 +292,18 @@ class SecondOrder:
                         getattr(b.ls_1, "gamma", None)]
         return tuple(x for t in tensors if t is not None for x in (t.data_ptr(), t._version, t.dtype, t.device))
 
-    def _build(self) -> None:
+    def _entry(self) -> dict[str, Any]:
+        """This layer's image-independent tensors, shared by every :class:`SecondOrder` of the same
+        tower, layer and neurons (rebuilt when the weights change)."""
         state = self._weights_state()
-        if self._u is not None and state == self._state:
-            return
+        entry = self._shared.get(self._key)
+        if entry is None or entry["state"] != state:
+            u, u_bias = self._build_u()
+            entry = {"state": state, "u": u, "u_bias": u_bias, "gram": None}
+            self._shared[self._key] = entry
+        return entry
+
+    def _build_u(self) -> tuple[Tensor, Tensor]:
         v = self.visual
         dtype, device = v.proj.dtype, v.proj.device
         maps = Decomposer(self.model).maps(dtype, device)  # Q: [L, H, dh, d'] = W_O^h, LayerScale, ln_post, proj
@@ -312,32 +325,27 @@ class SecondOrder:
                 val = ((w * g) @ wv.T).reshape(len(w), H, -1)  # [K, H, dh]
                 us.append(torch.einsum("khe,hed->khd", val, maps.Q[L]))
                 ubs.append(torch.einsum("he,hed->hd", ((b * g) @ wv.T).reshape(H, -1), maps.Q[L]))
-            self._u = torch.cat(us, 1).contiguous()  # [K, J, d']
-            self._u_bias = torch.cat(ubs, 0)  # [J, d']
-        self._gram = None
-        self._state = state
+        return torch.cat(us, 1).contiguous(), torch.cat(ubs, 0)  # [K, J, d'], [J, d']
 
     @property
     def u(self) -> Tensor:
         """``[neurons, J, d']``: each neuron's write carried to the joint space by head ``pairs[j]``
         (per unit of ``s``)."""
-        self._build()
-        return self._u
+        return self._entry()["u"]
 
     @property
     def u_bias(self) -> Tensor:
         """``[J, d']``: the same for the write of ``c_proj``'s bias."""
-        self._build()
-        return self._u_bias
+        return self._entry()["u_bias"]
 
     @property
     def gram(self) -> Tensor:
         """``[neurons, J, J]`` float64: ``u u^T`` per neuron (norms without forming the effects)."""
-        self._build()
-        if self._gram is None:
-            u = self._u.double()
-            self._gram = u @ u.transpose(1, 2)
-        return self._gram
+        entry = self._entry()
+        if entry["gram"] is None:
+            u = entry["u"].double()
+            entry["gram"] = u @ u.transpose(1, 2)
+        return entry["gram"]
 
     # -- per image --------------------------------------------------------------------------------
     def _coefficients(self, rec: _Record, normalize: bool) -> "NeuronEffects":
@@ -350,16 +358,16 @@ class SecondOrder:
             scale = scale * emb_scale
         coef = torch.bmm(a.transpose(1, 2), w_att.transpose(1, 2)) * scale[:, None, None]  # [B, K, J]
         bias = w_att.sum(-1) * scale[:, None]  # [B, J]
+        entry = self._entry()
         return NeuronEffects(coef=coef, bias_coef=bias, embedding=rec.embedding * emb_scale[:, None],
-                             scale=emb_scale, normalized=normalize, source=self)
+                             scale=emb_scale, normalized=normalize, source=self, u=entry["u"], u_bias=entry["u_bias"])
 
     def effects(self, images: Tensor, *, normalize: bool = False) -> "NeuronEffects":
         """One forward pass over a preprocessed batch ``[B, 3, H, W]``: the layer's effects in
         the factored form (:class:`NeuronEffects`), unnormalised or divided by each image's
         embedding norm (``normalize``)."""
         x = self._prepare(images)
-        rec = _record(self.visual, x, {self.layer: self.neurons}, self.later)
-        self._build()
+        rec = _record(self.visual, x, {self.layer: self._record_neurons}, self.later)
         return self._coefficients(rec, normalize)
 
     __call__ = effects
@@ -385,21 +393,10 @@ class SecondOrder:
                 f"d'={int(self.visual.proj.shape[1])})")
 
 
-_SHARED: "weakref.WeakKeyDictionary[nn.Module, dict[tuple[Any, ...], SecondOrder]]" = weakref.WeakKeyDictionary()
-
-
 def second_order(model: nn.Module, layer: int, neurons: Selection = None) -> SecondOrder:
-    """A :class:`SecondOrder` for ``(model, layer, neurons)``, shared between calls (its ``u`` is
-    built once and rebuilt only when the weights change)."""
-    visual = check_supported(model)
-    n_layers = model_info(visual).n_layers
-    layer = _layer_index(layer, n_layers)
-    key_neurons = None if neurons is None else tuple(torch.as_tensor(neurons).reshape(-1).tolist())
-    cache = _SHARED.setdefault(visual, {})
-    key = (layer, key_neurons)
-    if key not in cache:
-        cache[key] = SecondOrder(model, layer, neurons=neurons)
-    return cache[key]
+    """``SecondOrder(model, layer, neurons=neurons)``: cheap to call again, since the ``u`` of a
+    tower, layer and neurons is built once and shared (rebuilt only when the weights change)."""
+    return SecondOrder(model, layer, neurons=neurons)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -419,7 +416,8 @@ class NeuronEffects:
         embedding: the model's image embeddings ``[B, d']`` times ``scale``.
         scale: ``[B]``: 1, or ``1 / |embedding|`` when ``normalized``.
         normalized: whether the effects are on the cosine scale.
-        source: the :class:`SecondOrder` that made them (layer, neurons, ``u``).
+        source: the :class:`SecondOrder` that made them (layer, neurons).
+        u, u_bias: the source's ``u`` and ``u_bias`` when the effects were computed.
     """
 
     coef: Tensor
@@ -428,6 +426,8 @@ class NeuronEffects:
     scale: Tensor
     normalized: bool
     source: SecondOrder = field(repr=False)
+    u: Tensor = field(repr=False)
+    u_bias: Tensor = field(repr=False)
 
     @property
     def layer(self) -> int:
@@ -443,7 +443,7 @@ class NeuronEffects:
     def effects(self, neurons: Selection = None) -> Tensor:
         """``[B, K', d']``: each (chosen) neuron's effect on each image (``neurons`` index the
         positions in :attr:`neurons`)."""
-        u = self.source.u
+        u = self.u
         coef = self.coef
         if neurons is not None:
             idx = torch.as_tensor(resolve_indices(neurons, coef.shape[1], "neuron", sort=False), device=coef.device)
@@ -452,25 +452,32 @@ class NeuronEffects:
 
     def bias(self) -> Tensor:
         """``[B, d']``: the effect of the write of ``c_proj``'s bias (times LayerScale)."""
-        return self.bias_coef @ self.source.u_bias
+        return self.bias_coef @ self.u_bias
 
     def weighted_sum(self, weights: Tensor) -> Tensor:
         """``[B, d']``: ``sum_k weights[b, k] * phi[b, k]``, without forming ``[B, K, d']``."""
-        u = self.source.u
+        u = self.u
         c = self.coef * weights.to(self.coef)[..., None]
         return c.reshape(c.shape[0], -1) @ u.reshape(-1, u.shape[-1])
 
     def total(self) -> Tensor:
         """``[B, d']``: the sum of every neuron's effect (the bias term not included)."""
-        u = self.source.u
+        u = self.u
         return self.coef.reshape(self.coef.shape[0], -1) @ u.reshape(-1, u.shape[-1])
 
-    def norms(self, mean: Tensor | None = None, *, _centre: tuple[Tensor, Tensor] | None = None) -> Tensor:
+    def norms(self, mean: Tensor | None = None, *, centre: tuple[Tensor, Tensor] | None = None) -> Tensor:
         """``[B, K]`` float64: ``|phi[b, k] - mean[k]|`` (``mean`` ``[K, d']``; none: ``|phi|``),
-        from each neuron's Gram matrix, without forming the effects."""
+        from each neuron's Gram matrix, without forming the effects. ``centre`` is
+        ``source.centre_terms(mean)`` computed once for many batches (instead of ``mean``)."""
         s = self.coef.double().transpose(0, 1)  # [K, B, J]
-        q = (torch.bmm(s, self.source.gram) * s).sum(-1)  # [K, B]
-        centre = _centre if _centre is not None else self.source.centre_terms(mean)
+        if self.source.u is self.u:
+            gram = self.source.gram
+        else:  # the weights changed since: the Gram matrices of these effects' u
+            u = self.u.double()
+            gram = u @ u.transpose(1, 2)
+        q = (torch.bmm(s, gram) * s).sum(-1)  # [K, B]
+        if centre is None:
+            centre = self.source.centre_terms(mean)
         if centre is not None:
             um, mm = centre
             q = q - 2 * (s * um[:, None, :]).sum(-1) + mm[:, None]
@@ -478,7 +485,7 @@ class NeuronEffects:
 
     def projections(self, directions: Tensor, mean: Tensor | None = None) -> Tensor:
         """``[B, K]``: ``(phi[b, k] - mean[k]) . directions[k]`` (``directions`` ``[K, d']``)."""
-        u = self.source.u
+        u = self.u
         ud = torch.einsum("kjd,kd->kj", u, directions.to(u))
         out = torch.einsum("bkj,kj->bk", self.coef, ud)
         if mean is not None:
@@ -767,12 +774,13 @@ def stream_neuron_stats(model: nn.Module, batches: Any, layers: Selection, *, k:
         raise ValueError(f"k must be a positive int (images kept per neuron), got {k!r}")
     sos = {L: second_order(model, L, neurons) for L in layer_list}
     attn_layers = sorted({L for so in sos.values() for L in so.later})
-    mlp = {L: so.neurons for L, so in sos.items()}
+    mlp = {L: so._record_neurons for L, so in sos.items()}
     given = {}
     for L, m in (means or {}).items():
         L = _layer_index(L, n_layers)
-        if L in sos:
-            given[L] = m
+        if L not in sos:
+            raise ValueError(f"means are given for layer {L}, which is not among the layers {layer_list}")
+        given[L] = m
     need_mean_pass = centered and any(L not in given for L in layer_list)
     if need_mean_pass and _one_shot(batches):
         raise ValueError("centred statistics read the data twice (the mean first), but batches is a one-shot "
@@ -791,7 +799,6 @@ def stream_neuron_stats(model: nn.Module, batches: Any, layers: Selection, *, k:
                 rec = _record(visual, x, mlp, attn_layers)
                 out = {}
                 for L, so in sos.items():
-                    so._build()
                     out[L] = so._coefficients(rec, normalize)
                 yield start, out
                 start += x.shape[0]
@@ -829,7 +836,7 @@ def stream_neuron_stats(model: nn.Module, batches: Any, layers: Selection, *, k:
             accumulate(eff, [L for L in layer_list if L not in mean])
         for L in layer_list:
             e = eff[L]
-            tops[L].add(e.norms(_centre=centres[L]), e.coef, start)
+            tops[L].add(e.norms(centre=centres[L]), e.coef, start)
         n_second = start + len(eff[layer_list[0]])
     if n_second == 0:
         raise ValueError("no images in batches")
@@ -996,11 +1003,10 @@ def sparse_text_decomposition(directions: NeuronDirections | Tensor, vocabulary:
     labels = directions.labels() if isinstance(directions, NeuronDirections) else [str(i) for i in range(len(vecs))]
     if vecs.ndim != 2:
         raise ValueError(f"directions must be [K, d'], got {tuple(vecs.shape)}")
+    vocabulary = text_matrix(vocabulary, width=vecs.shape[1], what="vocabulary")
+    if vocabulary.shape[0] != len(words):
+        raise ValueError(f"{vocabulary.shape[0]} text embeddings but {len(words)} words")
     D = prepare_vocabulary(vocabulary, normalize)
-    if D.shape[0] != len(words):
-        raise ValueError(f"{D.shape[0]} text embeddings but {len(words)} words")
-    if D.shape[1] != vecs.shape[1]:
-        raise ValueError(f"text embeddings have dimension {D.shape[1]} but the directions {vecs.shape[1]}")
     if isinstance(n_words, bool) or not isinstance(n_words, (int, np.integer)) or not 1 <= n_words <= min(D.shape):
         raise ValueError(f"n_words must be an int in 1..{min(D.shape)} (at most the vocabulary size {D.shape[0]} and "
                          f"the dimension {D.shape[1]}), got {n_words!r}")
@@ -1036,10 +1042,9 @@ def ablated_embeddings(effects: NeuronEffects, directions: NeuronDirections) -> 
     d = directions.vectors.to(so.u)
     e = effects.embedding
     mean_ab = e - effects.total() + mean.sum(0)[None]
-    norms, sig = significance(effects, directions)
+    _, sig = significance(effects, directions)
     sig = sig.to(dtype)
-    mean_sum = lambda w: w @ mean  # noqa: E731  [B, K] -> [B, d']
-    sig_part = effects.weighted_sum(sig) - mean_sum(sig)
+    sig_part = effects.weighted_sum(sig) - sig @ mean  # sum over the significant k of (phi_k - mu_k)
     proj = effects.projections(d, mean)  # [B, K]
     return {"baseline": e, "mean_ablated": mean_ab, "significant_only": mean_ab + sig_part,
             "insignificant_only": e - sig_part, "rank1": mean_ab + proj @ d}
@@ -1209,7 +1214,11 @@ def adversarial_words(directions: NeuronDirections, texts: SparseTexts, class_a:
                       n_neurons: int = 50, n_words: int = 20, exclude: Iterable[str] = ()) -> list[tuple[str, float]]:
     """Words that push images of class A toward class B: the ``n_neurons`` rows with the largest
     ``|d_k . (t_B - t_A)|``, their words weighted by ``coef[k, w] * score_k`` and pooled, largest
-    positive first, leaving out ``exclude`` (e.g. class A's name and its synonyms)."""
+    positive first, leaving out the entries of ``exclude`` (compared stripped and lower-case).
+
+    As in the reference, a scene of class A drawn with these words should be taken for class B
+    without showing B: exclude the words that name B (and its synonyms), e.g.
+    ``exclude=[w for w in words if "square" in w]``."""
     if len(texts) != len(directions):
         raise ValueError(f"texts must have one row per direction ({len(directions)}), got {len(texts)}")
     if isinstance(n_neurons, bool) or not isinstance(n_neurons, (int, np.integer)) or not 1 <= n_neurons <= len(directions):

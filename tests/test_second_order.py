@@ -8,11 +8,25 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from helpers.models import DEFAULT_MODEL, UnsupportedModelError
+from helpers.models import UnsupportedModelError
 from helpers.second_order import (
-    ABLATIONS, NeuronDirections, SecondOrder, SparseTexts, ablated_embeddings, ablation_study, adversarial_words,
-    direct_path_reference, exactness, image_concepts, neuron_segmentation_maps, prepare_vocabulary,
-    rank_neurons_between, significance, sparse_text_decomposition, stream_neuron_stats)
+    ABLATIONS,
+    NeuronDirections,
+    SecondOrder,
+    SparseTexts,
+    ablated_embeddings,
+    ablation_study,
+    adversarial_words,
+    direct_path_reference,
+    exactness,
+    image_concepts,
+    neuron_segmentation_maps,
+    prepare_vocabulary,
+    rank_neurons_between,
+    significance,
+    sparse_text_decomposition,
+    stream_neuron_stats,
+)
 
 F64_REL = 1e-10
 
@@ -215,9 +229,13 @@ def test_hooks_removed_and_model_unchanged(world64):
 def test_u_follows_weight_changes(world64):
     import copy
 
+    from helpers.second_order import second_order
+
     model = copy.deepcopy(world64)
     x = _images(model, 1)
     so = SecondOrder(model, 5)
+    assert second_order(model, 5).u is so.u  # built once per tower, layer and neurons
+    assert SecondOrder(model, 5, neurons=[0, 1]).u.shape[0] == 2
     first = so(x).total()
     with torch.no_grad():
         model.visual.transformer.resblocks[6].attn.out_proj.weight.mul_(2.0)
@@ -297,6 +315,8 @@ def test_streaming_sources_and_errors(world64):
         stream_neuron_stats(world64, x, 4, k=10)
     with pytest.raises(ValueError, match="k must be"):
         stream_neuron_stats(world64, x, 4, k=0)
+    with pytest.raises(ValueError, match="not among the layers"):
+        stream_neuron_stats(world64, x, 4, k=3, means={5: ref.mean})
 
     calls = {"n": 0}
 
@@ -436,6 +456,10 @@ def test_sparse_text_decomposition_recovers_planted_words():
         sparse_text_decomposition(target, vocab, words, n_words=17)
     with pytest.raises(ValueError, match="words"):
         sparse_text_decomposition(target, vocab, words[:-1])
+    with pytest.raises(ValueError, match="dimension"):
+        sparse_text_decomposition(target, vocab[:, :8], words)
+    with pytest.raises(ValueError, match="NaN"):
+        sparse_text_decomposition(target, vocab.clone().fill_(float("nan")), words)
     with pytest.raises(ValueError, match="normalize"):
         prepare_vocabulary(vocab, "rows")
     assert torch.allclose(prepare_vocabulary(vocab, "text").norm(dim=1), torch.ones(40, dtype=torch.float64))
