@@ -109,7 +109,7 @@ def test_exact_on_random_vit_b16():
     _check_exact(model, 10, _images(model, 1))
 
 
-def test_reference_is_not_the_factored_form_in_disguise(world64):
+def test_reference_leaves_out_the_first_order_path(world64):
     """The reference leaves out the MLP's own direct path (the first-order term), which the run
     with every later attention closed carries and which is subtracted."""
     from helpers.decompose import Decomposer
