@@ -1,4 +1,4 @@
-"""Cost of the second-order effects of neurons (helpers.second_order), measured in one run.
+"""Cost of the second-order effects of neurons (helpers.methods.second_order), measured in one run.
 
 1. Time: the effects of every neuron of one MLP layer per image, as a ratio to a plain forward
    pass (random-init ViT-B-32 on CPU, layer 9, batch 8 by default; goal <= 3x). Three figures,
@@ -82,10 +82,10 @@ def memory_worker(model_name: str, layers: list[int], n_images: int, batch: int,
     """One streaming run in a fresh process; prints its peak RSS as JSON."""
     import gc
 
-    from helpers.second_order import stream_neuron_stats
+    from helpers.methods.second_order import stream_neuron_stats
 
     if model_name == "offline":
-        from helpers.models import load_model
+        from helpers.engine.models import load_model
 
         model = load_model().model
     else:
@@ -139,7 +139,7 @@ def main() -> None:
         memory_worker(args.memory_worker, [int(i) for i in args.layers.split(",")], args.n_images, args.batch, args.k)
         return
 
-    from helpers.second_order import SecondOrder
+    from helpers.methods.second_order import SecondOrder
 
     model = build(args.model)
     x = torch.randn(args.batch, 3, *model.visual.image_size)

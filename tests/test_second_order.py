@@ -8,8 +8,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from helpers.models import UnsupportedModelError
-from helpers.second_order import (
+from helpers.engine.models import UnsupportedModelError
+from helpers.methods.second_order import (
     ABLATIONS,
     NeuronDirections,
     SecondOrder,
@@ -112,7 +112,7 @@ def test_exact_on_random_vit_b16():
 def test_reference_leaves_out_the_first_order_path(world64):
     """The reference leaves out the MLP's own direct path (the first-order term), which the run
     with every later attention closed carries and which is subtracted."""
-    from helpers.decompose import Decomposer
+    from helpers.engine.decompose import Decomposer
 
     x = _images(world64, 2)
     ref = direct_path_reference(world64, 4, x)
@@ -229,7 +229,7 @@ def test_hooks_removed_and_model_unchanged(world64):
 def test_u_follows_weight_changes(world64):
     import copy
 
-    from helpers.second_order import second_order
+    from helpers.methods.second_order import second_order
 
     model = copy.deepcopy(world64)
     x = _images(model, 1)

@@ -26,7 +26,7 @@ Everything except ``A``, ``a`` and the ``sigma``'s is fixed, so::
 
 with ``u^{L,h}_k`` (no image in it) computed once per model: the centred ``w_k`` through
 ``gamma_L``, head ``h``'s value and output maps (the head maps of
-:class:`helpers.decompose.Decomposer`) and the linear part of ``ln_post`` and ``proj``. Per
+:class:`helpers.engine.decompose.Decomposer`) and the linear part of ``ln_post`` and ``proj``. Per
 image the work is one contraction of the activations with the attention rows
 (``[heads, tokens] x [tokens, neurons]``), then ``[neurons, heads] x [heads, d']`` per neuron.
 The write of ``c_proj``'s bias (times LayerScale) goes the same way with ``a = 1``: the effects
@@ -55,7 +55,7 @@ decompositions of directions (:func:`sparse_text_decomposition`), a segmenter
 (:func:`neuron_segmentation_maps`), concept discovery (:func:`image_concepts`) and words that
 push one class toward another (:func:`adversarial_words`).
 
-Everything is read through the named hook sites of :mod:`helpers.hooks` on stock open_clip
+Everything is read through the named hook sites of :mod:`helpers.engine.hooks` on stock open_clip
 modules (``blocks.{l}.ln_2`` for the activations, recomputed with the block's own ``c_fc`` and
 activation modules; ``blocks.{L}.resid_pre`` and ``blocks.{L}.ln_1`` for the ``ln_1`` scales
 and class-token attention rows; ``ln_post.in`` for the final scale).
@@ -73,13 +73,13 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .decompose import Decomposer
-from .hooks import hooked, run_tower
-from .images import check_batch, model_batch
-from .labels import Selection, resolve_indices
-from .models import SUPPORTED_DESCRIPTION, UnsupportedModelError, model_info
-from .support import check_tower, is_timm_tower
-from .text import text_matrix
+from ..engine.decompose import Decomposer
+from ..engine.hooks import hooked, run_tower
+from ..engine.images import check_batch, model_batch
+from ..engine.labels import Selection, resolve_indices
+from ..engine.models import SUPPORTED_DESCRIPTION, UnsupportedModelError, model_info
+from ..engine.support import check_tower, is_timm_tower
+from ..engine.text import text_matrix
 
 __all__ = [
     "SecondOrder", "NeuronEffects", "NeuronStats", "NeuronDirections", "SparseTexts", "AblationResult",
@@ -104,8 +104,8 @@ neuron's direction."""
 
 
 def check_supported(model: nn.Module) -> nn.Module:
-    """The model's open_clip ViT image tower, or :class:`~helpers.models.UnsupportedModelError`
-    saying why not (the rules of :mod:`helpers.support`; towers with attention pooling, which
+    """The model's open_clip ViT image tower, or :class:`~helpers.engine.models.UnsupportedModelError`
+    saying why not (the rules of :mod:`helpers.engine.support`; towers with attention pooling, which
     the first-order decomposition supports, have no class token to carry a second-order effect)."""
     visual = check_tower(model)
     if is_timm_tower(model):
@@ -992,7 +992,7 @@ def sparse_text_decomposition(directions: NeuronDirections | Tensor, vocabulary:
 
     Args:
         directions: :class:`NeuronDirections` or ``[K, d']`` vectors.
-        vocabulary: ``[M, d']`` text embeddings of ``words`` (e.g. :func:`helpers.text.encode_texts`).
+        vocabulary: ``[M, d']`` text embeddings of ``words`` (e.g. :func:`helpers.engine.text.encode_texts`).
         words: the ``M`` texts.
         n_words: non-zero weights per direction (the reference: 32 to 128; at most ``M`` and ``d'``).
     """
