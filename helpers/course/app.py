@@ -48,6 +48,8 @@ __all__ = [
     "ENV_N_IMAGES",
     "ENV_CACHE",
     "NOTEBOOK",
+    "VOILA_ARGS",
+    "TABS",
     "AppConfig",
     "app_config",
     "Neighbours",
@@ -66,6 +68,12 @@ ENV_CACHE = "CLIP_APP_CACHE"
 
 NOTEBOOK = Path(__file__).resolve().parents[2] / "notebooks" / "app" / "explorer.ipynb"
 """The app's notebook, which Voilà serves."""
+
+VOILA_ARGS = ("--VoilaConfiguration.show_tracebacks=True",
+              '--VoilaConfiguration.extension_denylist=["jupyterlab-jupytext"]')
+"""Options :func:`main` gives ``voila``: a failed start shows its reason on the page; JupyterLab's
+jupytext extension (installed for the notebooks' sources) is not loaded into the page, where it
+cannot start."""
 
 SCORES = {"cosine": "cosine (course)", "dot": "dot product, reference scale (paper)"}
 SPAN_NAMES = {"numerical": "numerical span (course)", "paper": "top-80 span (paper)"}
@@ -719,11 +727,11 @@ def show_catalogue(ex: Explorer, role: str, span: str, order: str) -> None:
             f'<span style="color:{"#1a7f37" if t == r["role"] else "#666"};'
             f'{"font-weight:600" if j < n_role else "opacity:0.75"}" title="{_esc(t)}">{_esc(x)}</span>'
             for j, (x, t) in enumerate(zip(r["texts"], r["tags"])))
-        cells.append(f"<tr><td><b>{r['head']}</b></td><td>{_esc(r['role'])}</td><td>{r['purity']:.1f}</td>"
-                     f"<td>{r['variance']:.2f}</td><td>{r['properties_covered']}</td><td>{r['heads_sharing']}</td>"
+        cells.append(f"<tr><td><b>{r['head']}</b></td><td style='text-align:left'>{_esc(r['role'])}</td>"
+                     f"<td>{r['purity']:.1f}</td><td>{r['variance']:.2f}</td><td>{r['properties_covered']}</td><td>{r['heads_sharing']}</td>"
                      f"<td style='text-align:left'>{texts}</td></tr>")
-    head = ("<tr><th>head</th><th>role</th><th>purity</th><th>variance explained</th><th>properties covered</th>"
-            "<th>other heads with this role</th><th style='text-align:left'>TextSpan texts (first "
+    head = ("<tr><th>head</th><th style='text-align:left'>role</th><th>purity</th><th>variance explained</th>"
+            "<th>properties covered</th><th>other heads with this role</th><th style='text-align:left'>TextSpan texts (first "
             f"{n_role} in bold name the role; green: about the role)</th></tr>")
     summary = (f"<b>{cat.pool_name}</b> pool, {SPAN_NAMES[span]}: association {s.association:.2f} (share of a "
                f"head's texts about its role); entanglement across heads (CLIP-InterpreT's) "
@@ -806,7 +814,15 @@ def build_app(ex: Explorer) -> Any:
     def head_pick() -> Any:
         return widgets.Dropdown(options=["all"] + [str(h) for h in range(H)], value="all", description="head")
 
-    bind = lambda fn: (lambda **kw: fn(ex, **kw))  # noqa: E731
+    def bind(fn: Callable[..., None]) -> Callable[..., None]:
+        def call(**values: Any) -> None:
+            try:
+                fn(ex, **values)
+            except (ValueError, KeyError) as exc:  # bad input: say what is wrong, keep the page
+                _show_html(f'<p style="color:#b00020">{_esc(exc.args[0] if exc.args else exc)}</p>')
+
+        return call
+
     specs: dict[str, tuple[Callable[..., None], dict[str, Any]]] = {
         "Head catalogue": (show_catalogue, dict(
             role=widgets.Dropdown(options=[("every role", "all")] + props, value="all", description="role"),
@@ -847,7 +863,8 @@ def build_app(ex: Explorer) -> Any:
     tabs = widgets.Tab(children=[widgets.VBox([widgets.HTML(f"<p>{INTROS[n]}</p>"), panels[n]]) for n in TABS],
                        titles=list(TABS))
 
-    upload = widgets.FileUpload(accept="image/*", multiple=False, description="Upload an image")
+    upload = widgets.FileUpload(accept="image/*", multiple=False, description="Upload an image",
+                                layout=widgets.Layout(width="auto"))
     status = widgets.HTML("Or pick one of the world's scenes or scikit-image's sample photos in any image list.")
 
     def on_upload(change: Any) -> None:
@@ -926,7 +943,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     ``$CLIP_APP_PRESET`` / ``$CLIP_APP_N_IMAGES``); ``--prepare-only`` stops after the caches;
     every other argument goes to ``voila`` (e.g. ``--port 8866 --no-browser``).
     """
-    ap = argparse.ArgumentParser(prog="python -m helpers.course.app", description=main.__doc__.splitlines()[0])
+    ap = argparse.ArgumentParser(prog="python -m helpers.course.app", description=main.__doc__.splitlines()[0],
+                                 allow_abbrev=False)
     ap.add_argument("--preset", default="", help="a notebook preset (default: offline)")
     ap.add_argument("--n-images", type=int, default=None, help="images to search (default: the preset's)")
     ap.add_argument("--cache-dir", default="", help=f"cache folder (default: ${ENV_CACHE} or the course's cache)")
@@ -947,7 +965,7 @@ def main(argv: Sequence[str] | None = None) -> int:
           + ", ".join(f"{k} {v:.1f} s" for k, v in ex.watch.seconds.items()) + ")")
     if args.prepare_only:
         return 0
-    cmd = [sys.executable, "-m", "voila", str(NOTEBOOK), *voila_args]
+    cmd = [sys.executable, "-m", "voila", str(NOTEBOOK), *VOILA_ARGS, *voila_args]
     print(" ".join(cmd))
     return subprocess.call(cmd, env=env)
 

@@ -39,8 +39,8 @@ from .heads import (
     DEFAULT_IGNORE,
     HeadRole,
     InterpretabilityScores,
-    heads_for_property,
     head_roles,
+    heads_for_property,
     interpretability_scores,
 )
 from .textspan import TextSpanResult, textspan
