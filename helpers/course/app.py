@@ -444,8 +444,11 @@ class Explorer:
         ``min_purity``), centred over the gallery as in notebook 3."""
         heads = self.catalogue.heads_for(property, min_purity)
         if not heads:
-            raise ValueError(f"no head has the role {property!r} with a purity of at least {min_purity:.1f}: "
-                             "lower the purity")
+            best = max((r.purity for r in self.catalogue.roles if r.property == property), default=None)
+            if best is None:
+                raise ValueError(f"no head has the role {property!r}")
+            raise ValueError(f"no {property} head has a purity of at least {min_purity:.1f} (the purest has "
+                             f"{best:.1f}): lower the purity")
         found = self._search(heads, key, k, score, centre=True)
         idx, val = found[score]
         out = Neighbours(idx, val, score, found[self._other(score)][0], heads)

@@ -4,7 +4,7 @@ A :class:`Gallery` wraps a zero-shot task (:func:`~helpers.data.datasets.load_ta
 a caption for each (the world's scene captions, or a dataset's class names), the world's factors
 and object masks where the images have them, an id that names exactly these images (for the
 on-disk cache), and the tagged text pool whose tags name the heads' roles: the world's own pool
-for world scenes, the course's general pool (descriptions of 20 properties) for real photos.
+for world scenes, the course's general pool (descriptions tagged with their property) for real photos.
 """
 
 from __future__ import annotations
