@@ -961,6 +961,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.cache_dir:
         env[ENV_CACHE] = str(Path(args.cache_dir).resolve())
     config = app_config(environ=env)
+    if config.threads:
+        torch.set_num_threads(config.threads)
     print(f"preparing {config.model_id}: {config.n_images} images of {config.dataset}, cache {config.cache_dir}")
     t0 = time.perf_counter()
     ex = Explorer(config, progress=True)
