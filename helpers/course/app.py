@@ -93,6 +93,8 @@ class AppConfig:
         model_name, pretrained, dataset, device, batch_size: as the preset sets them for
             notebook 3 (the images the searches run over and the head catalogue is built on).
         n_images: images in the gallery.
+        pool_size: texts drawn from the tagged pool, each property keeping its share (0: every
+            text; the preset's value for notebook 3).
         paper: the paper's protocol by default (the papers' presets) rather than the course's.
         last_layers: heads of the last layers in the catalogue (the paper's four).
         n_texts: TextSpan texts per head; ``n_role``: how many of them name its role.
@@ -111,6 +113,7 @@ class AppConfig:
     batch_size: int
     paper: bool
     cache_dir: Path
+    pool_size: int = 0
     last_layers: int = 4
     n_texts: int = 10
     n_role: int = 5
@@ -177,13 +180,14 @@ def app_config(preset: str = "", n_images: int | None = None, cache_dir: str | o
     else:
         n, sources["n_images"] = None, "preset"
     s = resolve(preset, "03", model_name="", pretrained="", dataset="", n_images=n, batch_size=None, device="",
-                protocol="")
+                protocol="", pool_size=None)
     cache = Path(cache_dir or env.get(ENV_CACHE) or cache_root() / "features")
     if threads is None and preset == "offline":
         threads = 1
     return AppConfig(preset=preset, model_name=s.model_name, pretrained=s.pretrained or "", dataset=s.dataset,
                      n_images=int(s.n_images), device=s.device, batch_size=int(s.batch_size),
-                     paper=s.protocol == "paper", cache_dir=cache, threads=threads, sources=sources, **fields)
+                     paper=s.protocol == "paper", cache_dir=cache, pool_size=int(s.pool_size or 0), threads=threads,
+                     sources=sources, **fields)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -271,7 +275,7 @@ class Explorer:
             self.model, self.gallery.task.dataset, layers=self.layers, dataset_id=self.gallery.dataset_id,
             cache_dir=config.cache_dir, batch_size=config.batch_size, progress=progress,
             model_name=config.model_id, weights=weights))
-        self.pool = load_pool(self.gallery.pool_name)
+        self.pool = load_pool(self.gallery.pool_name).sample(config.pool_size, seed=config.seed)
         self.pool_emb = watch("text pool", lambda: cached_text_embeddings(
             self.model, self.tokenizer, self.pool.texts, model_id=config.model_id, cache_dir=str(config.cache_dir),
             progress=progress))
