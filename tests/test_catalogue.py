@@ -68,6 +68,7 @@ def test_head_terms_match_the_full_decomposition(default_bundle, images):
     for scale in ("raw", "paper"):
         ref = stack_heads(terms, LAYERS, scale=scale)[0]
         assert torch.allclose(mine.stack(scale), ref, atol=1e-6), scale
+    assert mine.stack().untyped_storage().data_ptr() == mine.heads.untyped_storage().data_ptr()  # a view, no copy
     # negative layers count from the end, in the given order
     assert head_terms(model, images[:2], [-1, -2]).layers == [7, 6]
     with pytest.raises(ValueError, match="scale"):

@@ -121,8 +121,8 @@ class HeadTerms:
     def stack(self, scale: str = "raw") -> Tensor:
         """The terms as one stack ``[Lk * H, N, d]`` (rows ordered by layer, then head).
 
-        ``scale="raw"``: as they are; ``"paper"``: on the reference code's cosine scale,
-        ``(term + share) / norm``, which equals
+        ``scale="raw"``: as they are, a view of :attr:`heads` (no copy); ``"paper"``: on the
+        reference code's cosine scale, ``(term + share) / norm`` (a new tensor), which equals
         ``stack_heads(terms, layers, scale="paper")`` of the full decomposition.
         """
         if scale == "raw":
@@ -132,7 +132,7 @@ class HeadTerms:
         else:
             raise ValueError(f"scale must be 'raw' or 'paper', got {scale!r}")
         N, Lk, H, d = h.shape
-        return h.permute(1, 2, 0, 3).reshape(Lk * H, N, d)
+        return h.reshape(N, Lk * H, d).transpose(0, 1)
 
     def to(self, device: Any = None, dtype: torch.dtype | None = None) -> "HeadTerms":
         return HeadTerms(self.heads.to(device=device, dtype=dtype), self.norms.to(device=device, dtype=dtype),
