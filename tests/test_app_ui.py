@@ -249,6 +249,21 @@ def test_prepare_only_from_the_command_line(cache, capsys):
     assert "preparing world-clip/world-v3: 24 images of world:colour" in out and "ready in" in out
 
 
+def test_the_command_line_serves_the_notebook_with_voila(cache, monkeypatch, capsys):
+    calls = []
+    monkeypatch.setattr(A.subprocess, "call", lambda cmd, env: calls.append((cmd, env)) or 0)
+    monkeypatch.delenv(ENV_PRESET, raising=False)
+    assert A.main(["--n-images", str(N), "--cache-dir", str(cache), "--port", "9999", "--no-browser"]) == 0
+    (cmd, env), = calls
+    assert cmd[1:4] == ["-m", "voila", str(A.NOTEBOOK)] and cmd[4:4 + len(A.VOILA_ARGS)] == list(A.VOILA_ARGS)
+    assert cmd[-3:] == ["--port", "9999", "--no-browser"]  # the rest goes to voila
+    assert env[ENV_N_IMAGES] == str(N) and env[A.ENV_CACHE] == str(cache.resolve()) and ENV_PRESET not in env
+    with pytest.raises(SystemExit):
+        A.main(["--preset"])  # a value is needed
+    script = (ROOT / "scripts" / "app.sh").read_text()
+    assert 'exec python -m helpers.course.app "$@"' in script and "bash scripts/setup.sh" in script
+
+
 def test_app_notebook_is_thin_and_parametrised():
     import jupytext
 

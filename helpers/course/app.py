@@ -643,8 +643,9 @@ def show_topic(ex: Explorer, head: int, image: str, texts: str, subtract_mean: b
     fig.show()
     sums = maps.sum((-2, -1))
     top = int(sums.argmax())
+    own = "" if texts.strip() else "The texts are the head's own TextSpan texts; type others, separated by commas."
     _show_html(f"Summed over the patches, {r.label}'s map is largest for <i>'{_esc(chosen[top])}'</i> "
-               f"({float(sums[top]):+.4f}). {'' if texts.strip() else 'The texts are the head’s own TextSpan texts; type others, separated by commas.'}")
+               f"({float(sums[top]):+.4f}). {own}")
 
 
 def _layer_heads(ex: Explorer, layers: Sequence[int], head: str) -> tuple[list[int], list[int] | None, str]:
