@@ -191,7 +191,10 @@ def test_every_tab_draws_and_a_control_redraws(ex):
 
     page = build_app(ex)
     assert list(page.panels) == list(A.TABS) and page.tabs.titles == A.TABS
-    for name, panel in page.panels.items():
+    assert [p.drawn for p in page.panels.values()] == [True] + [False] * (len(A.TABS) - 1)  # drawn when shown
+    for k, (name, panel) in enumerate(page.panels.items()):
+        page.tabs.selected_index = k
+        assert panel.drawn
         out = panel.children[1]
         assert out.outputs and not _errors(out.outputs), (name, _errors(out.outputs))
         before = _text(out.outputs)

@@ -790,8 +790,9 @@ def _default_texts(ex: Explorer) -> tuple[str, str]:
 
 def build_app(ex: Explorer) -> Any:
     """The page: a header, an upload box and one tab per analysis (each a
-    :func:`~helpers.course.ui.live_widget`). Returns the ``VBox``; its ``.panels`` maps each tab
-    name to its live widget."""
+    :func:`~helpers.course.ui.live_widget`; a tab draws when it is first shown, so the page comes
+    up after one). Returns the ``VBox``; its ``.panels`` maps each tab name to its live widget,
+    ``.tabs`` is the ``Tab``, ``.upload`` and ``.status`` the upload box and its message."""
     import ipywidgets as widgets
 
     from .ui import live_widget
@@ -865,11 +866,18 @@ def build_app(ex: Explorer) -> Any:
             layer=widgets.IntSlider(value=L - 1, min=0, max=L - 1, description="layer"))),
     }
     panels = {}
-    for name in TABS:
+    for k, name in enumerate(TABS):  # the first tab draws now, each other one when it is first shown
         fn, controls = specs[name]
-        panels[name] = live_widget(bind(fn), **controls)
+        panels[name] = live_widget(bind(fn), draw_now=k == 0, **controls)
     tabs = widgets.Tab(children=[widgets.VBox([widgets.HTML(f"<p>{INTROS[n]}</p>"), panels[n]]) for n in TABS],
-                       titles=list(TABS))
+                       titles=list(TABS), selected_index=0)
+
+    def on_tab(change: Any) -> None:
+        panel = panels[TABS[change["new"] or 0]]
+        if not panel.drawn:
+            panel.redraw()
+
+    tabs.observe(on_tab, names="selected_index")
 
     upload = widgets.FileUpload(accept="image/*", multiple=False, description="Upload an image",
                                 layout=widgets.Layout(width="auto"))

@@ -187,13 +187,14 @@ def _check_controls(controls: dict[str, Any]) -> None:
             raise TypeError(f"control {name!r} must be an ipywidgets value widget, got {type(w).__name__}")
 
 
-def live_widget(fn: Callable[..., Any], **controls: Any) -> Any:
+def live_widget(fn: Callable[..., Any], *, draw_now: bool = True, **controls: Any) -> Any:
     """The widget :func:`live` shows, built and returned instead of displayed: the controls in a
-    row above ``fn``'s output, drawn now and redrawn on every change, whatever runs the code
-    (for pages assembled from several such panels, e.g. :mod:`helpers.course.app`).
+    row above ``fn``'s output, drawn now (``draw_now``; else at the first change or
+    ``.redraw()``) and redrawn on every change, whatever runs the code (for pages assembled from
+    several such panels, e.g. :mod:`helpers.course.app`).
 
-    The returned ``VBox`` has ``.redraw()`` (draw again with the current values) and
-    ``.controls`` (the name -> widget mapping).
+    The returned ``VBox`` has ``.redraw()`` (draw again with the current values), ``.drawn``
+    (whether it has drawn yet) and ``.controls`` (the name -> widget mapping).
     """
     import ipywidgets as widgets
 
@@ -205,15 +206,17 @@ def live_widget(fn: Callable[..., Any], **controls: Any) -> Any:
         if len(getattr(w, "description", "")) > 8 and hasattr(w.style, "description_width"):
             w.style.description_width = "initial"  # long labels in full, not cut off
     out = widgets.Output()
+    box = widgets.VBox([widgets.HBox(list(controls.values()), layout=widgets.Layout(flex_flow="row wrap")), out])
 
     def redraw(_change: Any = None) -> None:
         out.outputs = tuple(_captured(fn, values()))
+        box.drawn = True
 
-    redraw()
+    box.redraw, box.controls, box.drawn = redraw, dict(controls), False
+    if draw_now:
+        redraw()
     for w in controls.values():
         w.observe(redraw, names="value")
-    box = widgets.VBox([widgets.HBox(list(controls.values()), layout=widgets.Layout(flex_flow="row wrap")), out])
-    box.redraw, box.controls = redraw, dict(controls)
     return box
 
 
