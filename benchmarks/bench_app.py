@@ -74,13 +74,13 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=None, help="torch threads (default: the app's choice)")
     args = ap.parse_args()
 
-    from helpers.course.app import TABS, Explorer, app_config, build_app
+    from helpers.course.app import TABS, Explorer, app_config, build_app, setup_process
 
     print(f"load average before: {' '.join(f'{x:.1f}' for x in os.getloadavg())} ({os.cpu_count()} CPUs)")
     with tempfile.TemporaryDirectory() as cache:
         config = app_config(args.preset, args.n_images, cache, threads=args.threads, environ={})
-        threads = config.threads or torch.get_num_threads()
-        torch.set_num_threads(threads)
+        setup_process(config)  # as the app's kernel: its threads, plotly's renderer for a page
+        threads = torch.get_num_threads()
         print(f"{config.model_id}: {config.n_images} images of {config.dataset}; torch threads {threads}")
         for what in ("first build (empty cache)", "load from the cache"):
             ex, wall, cpu = timed(lambda: Explorer(config, progress=False))

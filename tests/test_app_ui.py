@@ -26,7 +26,13 @@ def cache(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def ex(cache):
-    return Explorer(app_config(n_images=N, cache_dir=cache, n_texts=6, n_choices=5), progress=False)
+    import plotly.io as pio
+
+    config = app_config(n_images=N, cache_dir=cache, n_texts=6, n_choices=5, threads=torch.get_num_threads())
+    renderer = pio.renderers.default
+    A.setup_process(config)  # plotly's renderer for a page (the threads stay the tests')
+    yield Explorer(config, progress=False)
+    pio.renderers.default = renderer
 
 
 def _errors(outputs):

@@ -55,6 +55,7 @@ __all__ = [
     "Neighbours",
     "Explorer",
     "build_app",
+    "setup_process",
     "start_app",
     "main",
 ]
@@ -865,6 +866,7 @@ def build_app(ex: Explorer) -> Any:
             by_head=widgets.Checkbox(value=False, description="by head"),
             layer=widgets.IntSlider(value=L - 1, min=0, max=L - 1, description="layer"))),
     }
+    _warm_up_plotly()  # plotly's first figure in a process costs a second of imports: pay it with the page
     panels = {}
     for k, name in enumerate(TABS):  # the first tab draws now, each other one when it is first shown
         fn, controls = specs[name]
@@ -917,6 +919,17 @@ def build_app(ex: Explorer) -> Any:
     return page
 
 
+def _warm_up_plotly() -> None:
+    """Build (and drop) one small figure of each kind the tabs draw, so that the first tab to
+    draw one does not also pay for importing and setting up plotly's figure classes."""
+    import plotly.graph_objects as go
+
+    from .plots import maps_figure
+
+    maps_figure(np.zeros((8, 8, 3), np.uint8), {"map": np.zeros((2, 2))}, mask=np.zeros((8, 8), bool)).to_dict()
+    go.Figure(go.Bar(x=["a"], y=[0.0])).update_layout(title="warm-up").to_dict()
+
+
 def _header(ex: Explorer) -> str:
     c, w = ex.config, ex.watch.seconds
 
@@ -936,15 +949,23 @@ def _header(ex: Explorer) -> str:
 def start_app(preset: str = "", n_images: int | None = None, cache_dir: str = "", *, progress: bool = True) -> None:
     """What the app's notebook runs: settings (:func:`app_config`), plotly's renderer for a
     served page, the explorer (progress bars on a first run) and the page, displayed."""
-    import plotly.io as pio
     from IPython.display import display
 
     config = app_config(preset, n_images, cache_dir)
-    if config.threads:
-        torch.set_num_threads(config.threads)
-    pio.renderers.default = "plotly_mimetype"  # the page's plotly extension draws the figures
+    setup_process(config)
     ex = Explorer(config, progress=progress)
     display(build_app(ex))
+
+
+def setup_process(config: AppConfig) -> None:
+    """What the app's process needs before the explorer loads: the torch threads of
+    ``config`` and plotly's renderer for a served page (the figure as JSON only; the page's
+    plotly extension draws it, so no copy of plotly.js travels with each figure)."""
+    import plotly.io as pio
+
+    if config.threads:
+        torch.set_num_threads(config.threads)
+    pio.renderers.default = "plotly_mimetype"
 
 
 # ----------------------------------------------------------------------------------------------
@@ -974,8 +995,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.cache_dir:
         env[ENV_CACHE] = str(Path(args.cache_dir).resolve())
     config = app_config(environ=env)
-    if config.threads:
-        torch.set_num_threads(config.threads)
+    setup_process(config)
     print(f"preparing {config.model_id}: {config.n_images} images of {config.dataset}, cache {config.cache_dir}")
     t0 = time.perf_counter()
     ex = Explorer(config, progress=True)
