@@ -749,8 +749,26 @@ def show_catalogue(ex: Explorer, role: str, span: str, order: str) -> None:
                f"{SPAN_NAMES['paper' if span == 'numerical' else 'numerical']}, "
                + (f"<b>{changed} of {len(cat)} heads change role</b>." if changed else
                   f"every one of the {len(cat)} heads keeps its role."))
-    _show_html(summary + '<table style="border-collapse:collapse;font-size:12px;margin-top:6px">' + head
+    _show_html(summary)
+    _roles_figure(cat, role).show()
+    _show_html('<table style="border-collapse:collapse;font-size:12px;margin-top:6px">' + head
                + "".join(cells) + "</table>" + ("" if rows else f"<p>No head has the role {_esc(role)}.</p>"))
+
+
+def _roles_figure(cat: Any, role: str) -> Any:
+    """Heads per role and layer, the chosen role highlighted."""
+    import plotly.graph_objects as go
+
+    layers = sorted({r.layer for r in cat.roles})
+    props = cat.properties() + (["(none)"] if any(r.property is None for r in cat.roles) else [])
+    fig = go.Figure()
+    for layer in layers:
+        counts = [sum(1 for r in cat.roles if r.layer == layer and (r.property or "(none)") == p) for p in props]
+        fig.add_trace(go.Bar(x=props, y=counts, name=f"layer {layer}",
+                             marker_line_width=[3 if p == role else 0 for p in props], marker_line_color="#e67e22"))
+    fig.update_layout(barmode="stack", height=230, width=620, margin=dict(l=50, r=10, t=40, b=30),
+                      title="Heads per role, by layer", yaxis_title="heads", legend=dict(orientation="v"))
+    return fig
 
 
 # ----------------------------------------------------------------------------------------------
