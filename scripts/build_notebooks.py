@@ -47,6 +47,10 @@ the reader has. In the learner build the Colab badge points at the learner copy.
 Cell ids are ``cNN-XX`` (``XX`` the cell's index in the source), the same in both builds; the
 learner build's solution cells are ``cNN-XX-solution`` after exercise cell ``XX``. Notebooks
 are written without outputs.
+
+Apps: a source ``notebooks/src/app_NAME.py`` builds one notebook, ``notebooks/app/NAME.ipynb``
+(served as a page by Voila, see ``helpers.course.app``): the same format and substitutions, a
+``parameters`` cell, no exercises, predictions or hints; cell ids ``app-XX``.
 """
 
 from __future__ import annotations
@@ -64,6 +68,8 @@ ROOT = Path(__file__).resolve().parent.parent
 SRC = ROOT / "notebooks" / "src"
 REPO_URL_FILE = SRC / "REPO"
 LEARNER_DIR = "learner"
+APP_DIR = "app"
+APP_PREFIX = "app_"
 
 SOLUTION_START = "# --- solution ---"
 SOLUTION_END = "# --- end ---"
@@ -287,6 +293,30 @@ def build(src: Path, repo: str, variant: str = "full") -> nbformat.NotebookNode:
     return nb
 
 
+def build_app(src: Path, repo: str) -> nbformat.NotebookNode:
+    """The notebook of an app source (``app_NAME.py``): its cells as they are, the parameters tagged."""
+    nb = nbformat.v4.new_notebook()
+    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+    nb.metadata["language_info"] = {"name": "python"}
+    for i, cell in enumerate(read_cells(source_text(src, repo, "full"))):
+        kind = role(cell)
+        if kind not in ("", "parameters"):
+            raise ValueError(f"{src.name}: an app has no {kind} cells ({cell.source[:60]!r})")
+        if cell.cell_type == "markdown":
+            new = nbformat.v4.new_markdown_cell(cell.source)
+        else:
+            new = nbformat.v4.new_code_cell(cell.source)
+            if kind == "parameters":
+                new.metadata["tags"] = ["parameters"]
+        new["id"] = f"app-{i:02d}"
+        nb.cells.append(new)
+    return nb
+
+
+def app_target(src: Path) -> Path:
+    return ROOT / "notebooks" / APP_DIR / f"{src.stem.removeprefix(APP_PREFIX)}.ipynb"
+
+
 def targets(src: Path) -> dict[str, Path]:
     nbdir = ROOT / "notebooks"
     return {"full": nbdir / f"{src.stem}.ipynb", "learner": nbdir / LEARNER_DIR / f"{src.stem}.ipynb"}
@@ -307,7 +337,19 @@ def main() -> int:
             else:
                 target.parent.mkdir(parents=True, exist_ok=True)
                 target.write_text(text)
+    for src in sorted(SRC.glob(f"{APP_PREFIX}*.py")):
+        target = app_target(src)
+        text = nbformat.writes(build_app(src, repo), version=4) + "\n"
+        if args.check:
+            if not target.exists() or target.read_text() != text:
+                stale.append(str(target.relative_to(ROOT / "notebooks")))
+        else:
+            target.parent.mkdir(parents=True, exist_ok=True)
+            target.write_text(text)
     if args.check:
+        for nb in (ROOT / "notebooks" / APP_DIR).glob("*.ipynb"):
+            if not (SRC / f"{APP_PREFIX}{nb.stem}.py").exists():
+                stale.append(f"{nb.relative_to(ROOT / 'notebooks')} (no source)")
         for variant_dir in (ROOT / "notebooks", ROOT / "notebooks" / LEARNER_DIR):
             for nb in variant_dir.glob("[0-9][0-9]_*.ipynb"):
                 if not (SRC / f"{nb.stem}.py").exists():

@@ -106,6 +106,20 @@ def _heat(a: np.ndarray, width: int, height: int, symmetric: bool, **style: Any)
     return heat
 
 
+def _image(rgb: np.ndarray) -> Any:
+    """A plotly image trace of an RGB ``uint8`` array, sent as a PNG (a few kB) rather than as
+    every pixel's numbers: the figure travels and draws faster, and looks the same."""
+    import base64
+    import io
+
+    import plotly.graph_objects as go
+
+    buf = io.BytesIO()
+    Image.fromarray(np.ascontiguousarray(rgb, dtype=np.uint8), "RGB").save(buf, format="PNG")
+    return go.Image(source="data:image/png;base64," + base64.b64encode(buf.getvalue()).decode("ascii"),
+                    hoverinfo="skip")
+
+
 def heatmap_figure(image: Any, map: Any, title: str | None = None, *, opacity: float = 0.5,
                    colorscale: str = "Jet", symmetric: bool = False) -> Any:
     """A plotly figure: ``image`` with the patch ``map`` drawn semi-transparently on top.
@@ -123,7 +137,7 @@ def heatmap_figure(image: Any, map: Any, title: str | None = None, *, opacity: f
                  customdata=np.stack([rows, cols], -1),
                  hovertemplate="patch row %{customdata[0]}, col %{customdata[1]}<br>value %{z:.4g}<extra></extra>",
                  colorbar=dict(title="contribution"))
-    fig = go.Figure([go.Image(z=np.asarray(img), hoverinfo="skip"), heat])
+    fig = go.Figure([_image(np.asarray(img)), heat])
     fig.update_layout(title=title, width=520, height=480, margin=dict(l=10, r=10, t=40 if title else 10, b=10))
     fig.update_xaxes(visible=False, range=[-0.5, W - 0.5])
     fig.update_yaxes(visible=False, range=[H - 0.5, -0.5], scaleanchor="x")
@@ -140,7 +154,6 @@ def maps_figure(image: Any, maps: dict[str, Any], *, mask: Any = None, title: st
     Hover shows each patch's value. Panels wrap into rows of at most ``per_row``, so the
     figure fits a notebook column (4 x 220 px by default).
     """
-    import plotly.graph_objects as go
     from plotly.subplots import make_subplots
 
     img = np.asarray(to_rgb(image))
@@ -160,13 +173,14 @@ def maps_figure(image: Any, maps: dict[str, Any], *, mask: Any = None, title: st
     grid_height = rows * panel_size + (rows - 1) * gap
     fig = make_subplots(rows=rows, cols=cols, subplot_titles=[p[0] for p in panels],
                         horizontal_spacing=0.02, vertical_spacing=gap / grid_height if rows > 1 else 0.0)
+    picture = _image(img)
     for k, (name, a) in enumerate(panels):
         row, col = k // cols + 1, k % cols + 1
         if name == "true mask" and a is not None:
             shown = (img * 0.35 + np.where(a[..., None], 255.0, 0.0) * 0.65).astype(np.uint8)
-            fig.add_trace(go.Image(z=shown, hoverinfo="skip"), row, col)
+            fig.add_trace(_image(shown), row, col)
             continue
-        fig.add_trace(go.Image(z=img, hoverinfo="skip"), row, col)
+        fig.add_trace(picture, row, col)
         if a is None:
             continue
         fig.add_trace(_heat(a, W, H, symmetric, opacity=opacity, colorscale=colorscale, showscale=False, name=name,

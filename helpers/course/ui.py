@@ -25,7 +25,7 @@ import os
 import sys
 from typing import Any, Callable
 
-__all__ = ["headless", "front_end", "in_colab", "setup_plotting", "live", "show", "RERUN_HINT"]
+__all__ = ["headless", "front_end", "in_colab", "setup_plotting", "live", "live_widget", "show", "RERUN_HINT"]
 
 RERUN_HINT = "Interactive widget: run this cell to bring it back."
 
@@ -171,31 +171,53 @@ def live(fn: Callable[..., Any], **controls: Any) -> None:
     ``live(...)`` shows the widget exactly once; keep your own references to the controls to
     read or set them from code (setting a value redraws, as moving the control does).
     """
+    _check_controls(controls)
+    if headless():
+        fn(**{k: w.value for k, w in controls.items()})
+        return None
+    _display_widget(live_widget(fn, **controls))
+    return None
+
+
+def _check_controls(controls: dict[str, Any]) -> None:
     import ipywidgets as widgets
 
     for name, w in controls.items():
         if not isinstance(w, widgets.ValueWidget):
             raise TypeError(f"control {name!r} must be an ipywidgets value widget, got {type(w).__name__}")
+
+
+def live_widget(fn: Callable[..., Any], *, draw_now: bool = True, **controls: Any) -> Any:
+    """The widget :func:`live` shows, built and returned instead of displayed: the controls in a
+    row above ``fn``'s output, drawn now (``draw_now``; else at the first change or
+    ``.redraw()``) and redrawn on every change, whatever runs the code (for pages assembled from
+    several such panels, e.g. :mod:`helpers.course.app`).
+
+    The returned ``VBox`` has ``.redraw()`` (draw again with the current values), ``.drawn``
+    (whether it has drawn yet) and ``.controls`` (the name -> widget mapping).
+    """
+    import ipywidgets as widgets
+
+    _check_controls(controls)
     values = lambda: {k: w.value for k, w in controls.items()}  # noqa: E731
-    if headless():
-        fn(**values())
-        return None
     for w in controls.values():
         if isinstance(w, (widgets.Text, widgets.Textarea)):
             w.continuous_update = False  # a change may cost a forward pass: not one per key
         if len(getattr(w, "description", "")) > 8 and hasattr(w.style, "description_width"):
             w.style.description_width = "initial"  # long labels in full, not cut off
     out = widgets.Output()
+    box = widgets.VBox([widgets.HBox(list(controls.values()), layout=widgets.Layout(flex_flow="row wrap")), out])
 
     def redraw(_change: Any = None) -> None:
         out.outputs = tuple(_captured(fn, values()))
+        box.drawn = True
 
-    redraw()
+    box.redraw, box.controls, box.drawn = redraw, dict(controls), False
+    if draw_now:
+        redraw()
     for w in controls.values():
         w.observe(redraw, names="value")
-    box = widgets.VBox([widgets.HBox(list(controls.values()), layout=widgets.Layout(flex_flow="row wrap")), out])
-    _display_widget(box)
-    return None
+    return box
 
 
 def _display_widget(widget: Any) -> None:

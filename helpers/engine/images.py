@@ -8,7 +8,8 @@
   background for maps of non-square photos);
 * :func:`images_to_tensor` -- the synthetic world's ``uint8`` arrays straight to a batch;
 * :func:`transform_pair` -- an image and its mask through the same geometry;
-* :func:`sample_photos` -- natural photos bundled with scikit-image.
+* :func:`sample_photos` -- natural photos bundled with scikit-image;
+* :func:`image_from_bytes` -- an uploaded file checked and read as an RGB image.
 """
 
 from __future__ import annotations
@@ -32,6 +33,9 @@ __all__ = [
     "transform_pair",
     "SAMPLE_PHOTOS",
     "sample_photos",
+    "MAX_UPLOAD_BYTES",
+    "MAX_UPLOAD_PIXELS",
+    "image_from_bytes",
 ]
 
 ImagesLike = Any
@@ -292,3 +296,50 @@ def sample_photos(names: Sequence[str] | None = None) -> dict[str, Image.Image]:
     if unknown:
         raise ValueError(f"unknown sample photo(s) {unknown}; available: {', '.join(SAMPLE_PHOTOS)}")
     return {n: to_rgb(np.asarray(loaders[n]())) for n in chosen}
+
+
+MAX_UPLOAD_BYTES = 20 * 1024 * 1024
+"""Largest file :func:`image_from_bytes` reads (20 MiB)."""
+
+MAX_UPLOAD_PIXELS = 40_000_000
+"""Largest image :func:`image_from_bytes` decodes (width x height), well below a decompression bomb."""
+
+
+def image_from_bytes(data: bytes | bytearray | memoryview, name: str = "the file", *,
+                     max_bytes: int = MAX_UPLOAD_BYTES, max_pixels: int = MAX_UPLOAD_PIXELS) -> Image.Image:
+    """An uploaded file's bytes, checked and decoded into an RGB PIL image.
+
+    Raises:
+        ValueError: with a message naming ``name``: empty, too large, not an image PIL can read
+            (a text file, a PDF, a truncated or corrupt image), an image with more than
+            ``max_pixels`` pixels, or one smaller than 2 x 2 pixels.
+    """
+    import io
+
+    raw = bytes(data)
+    if not raw:
+        raise ValueError(f"{name} is empty")
+    if len(raw) > max_bytes:
+        raise ValueError(f"{name} is {len(raw) / 2**20:.1f} MiB; images up to {max_bytes / 2**20:.0f} MiB are read")
+
+    def unreadable(exc: Exception) -> ValueError:
+        return ValueError(f"{name} is not an image this app can read (PNG, JPEG, GIF, BMP, TIFF, WebP, ...): "
+                          f"{type(exc).__name__}: {exc}")
+
+    try:  # PIL raises UnidentifiedImageError, OSError, SyntaxError, ValueError, ... on bad input
+        with Image.open(io.BytesIO(raw)) as probe:
+            fmt, size = probe.format, probe.size
+            probe.verify()  # checks the file's structure without decoding all of it
+    except Exception as exc:
+        raise unreadable(exc) from None
+    if size[0] * size[1] > max_pixels:
+        raise ValueError(f"{name} is {size[0]} x {size[1]} pixels; images up to {max_pixels:,} pixels are read")
+    try:
+        with Image.open(io.BytesIO(raw)) as img:
+            img.load()
+            out = to_rgb(img)
+    except Exception as exc:
+        raise unreadable(exc) from None
+    if min(out.size) < 2:
+        raise ValueError(f"{name} ({fmt}) is {out.size[0]} x {out.size[1]} pixels: too small to show anything")
+    return out

@@ -24,7 +24,8 @@ The pieces, in the order a study uses them:
   section 4.1, table 2 / figure 3).
 * :func:`property_neighbours`, :func:`head_image_neighbours` and :func:`head_text_neighbours`
   are the nearest-neighbour analyses of CLIP-InterpreT, restricted to the contributions of
-  one head or of the heads sharing a property (:func:`heads_for_property`).
+  one head or of the heads sharing a property (:func:`heads_for_property`);
+  :func:`terms_neighbours` searches for a query image outside the searched set (its own terms).
 """
 
 from __future__ import annotations
@@ -60,6 +61,7 @@ __all__ = [
     "property_neighbours",
     "head_image_neighbours",
     "head_text_neighbours",
+    "terms_neighbours",
     "heads_for_property",
     "SearchAgreement",
     "search_agreement",
@@ -713,6 +715,51 @@ def head_text_neighbours(heads_stack: Any, head_index: int, text_embedding: Any,
         return _top_k(c @ t, k)
     t = F.normalize(t, dim=0)
     return _top_k(F.normalize(c, dim=-1) @ t, k)
+
+
+def terms_neighbours(heads_stack: Any, heads: Any, query_terms: Any, k: int = 5, *, centre: bool = False,
+                     score: str = "cosine", exclude: int | None = None) -> tuple[Tensor, Tensor]:
+    """Nearest images of a query given by its own per-head terms, through a group of heads.
+
+    The query need not be one of the stack's images (a photo, an uploaded image): its terms
+    ``query_terms [Hs, d]`` (the same heads, on the same scale as the stack) are summed over
+    ``heads`` like every image's, ``s_q = sum_{h in heads} q_h``, and the images are ranked by
+    ``cos(s_q, s_i)`` or ``s_q . s_i`` as in :func:`property_neighbours`. With
+    ``query_terms = heads_stack[:, q]`` and ``exclude=q`` this is
+    ``property_neighbours(heads_stack, heads, q, k)``.
+
+    Args:
+        heads_stack: ``[Hs, N, d]`` per-head contributions of the searched images.
+        heads: a boolean mask ``[Hs]``, a list of indices into the stack, or one index.
+        query_terms: ``[Hs, d]`` the query's per-head contributions.
+        k: number of neighbours (``1 <= k <= N``, one fewer with ``exclude``).
+        centre: subtract the searched images' mean of ``s`` from theirs and from the query's.
+        score: ``"cosine"`` (default) or ``"dot"``.
+        exclude: an image left out (the query itself, when it is one of the stack's).
+
+    Returns:
+        ``(indices [k], scores [k])``, most similar first.
+    """
+    _check_score(score)
+    S = _check_stack(heads_stack)
+    Hs, N, d = S.shape
+    sel = _select_heads(heads, Hs)
+    q = _tensor(query_terms, "query_terms")
+    if q.shape != (Hs, d):
+        raise ValueError(f"query_terms must be [{Hs}, {d}] (the stack's heads and width), got shape {tuple(q.shape)}")
+    skip = None if exclude is None else _index(exclude, N, "exclude")
+    k = _int(k, "k")
+    limit = N - (skip is not None)
+    if not 1 <= k <= limit:
+        raise ValueError(f"k must be in [1, {limit}], got {k}")
+    s = _float_work(S[sel].sum(0))
+    sq = q[sel].sum(0).to(device=s.device, dtype=s.dtype)
+    if centre:
+        mu = s.mean(0)
+        s, sq = s - mu, sq - mu
+    if score == "cosine":
+        s, sq = F.normalize(s, dim=-1), F.normalize(sq, dim=0)
+    return _top_k(s @ sq, k, exclude=skip)
 
 
 # ----------------------------------------------------------------------------------------------
