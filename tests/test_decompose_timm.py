@@ -222,3 +222,20 @@ def test_heatmaps_of_an_attention_pooled_tower(siglip2_tower):
     assert gap.abs().max() < F64_TOL
     with pytest.raises(UnsupportedModelError, match="class token"):
         topic_segmentation(siglip2_tower, x, 11, 0, texts)
+
+
+def test_collected_terms_keep_the_pooling_mlp_apart(siglip2_tower):
+    from helpers.methods.ablation import collect_terms
+
+    x = _images(siglip2_tower.trunk.patch_embed.img_size, 3)
+    terms = collect_terms(siglip2_tower, x, heads=True, batch_size=2)
+    d = Decomposer(siglip2_tower)(x, heads=True)
+    assert terms.const.shape == d.const.shape  # image-independent
+    torch.testing.assert_close(terms.pool_mlp, d.pool_mlp, rtol=0, atol=1e-12)
+    with torch.no_grad():
+        e = siglip2_tower(x)
+    assert (terms.embeddings() - e).abs().max() < F64_TOL
+    u = terms.normalized()
+    nrm = e.norm(dim=-1, keepdim=True)
+    assert (u.embeddings() - e / nrm).abs().max() < 1e-12
+    assert (u.pool_mlp - d.pool_mlp / nrm).abs().max() < 1e-12
