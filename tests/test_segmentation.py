@@ -313,9 +313,10 @@ def test_bad_inputs(random_model, scenes):
 # ImageNet-Segmentation reader and download
 
 
-def _fake_mat(path, images, masks):
-    """A file with gtsegs_ijcv.mat's layout: value/img and value/gt hold object references to
-    MATLAB-ordered (transposed) arrays."""
+def _fake_mat(path, images, masks, *, nested=True):
+    """A file with gtsegs_ijcv.mat's layout: value/img holds object references to MATLAB-ordered
+    (transposed) images; value/gt holds references to MATLAB cells, 1x1 arrays of references to
+    the transposed uint8 masks (the real file's two levels; ``nested=False``: one level)."""
     import h5py
 
     with h5py.File(path, "w") as f:
@@ -325,15 +326,21 @@ def _fake_mat(path, images, masks):
         gt = f.create_dataset("value/gt", (len(images), 1), dtype=ref_dt)
         for i, (im, m) in enumerate(zip(images, masks)):
             img[i, 0] = refs.create_dataset(f"i{i}", data=im.transpose(2, 1, 0)).ref
-            gt[i, 0] = refs.create_dataset(f"g{i}", data=m.astype(np.uint8).transpose(1, 0)).ref
+            target = refs.create_dataset(f"g{i}", data=m.astype(np.uint8).transpose(1, 0)).ref
+            if nested:
+                cell = refs.create_dataset(f"c{i}", (1, 1), dtype=ref_dt)
+                cell[0, 0] = target
+                target = cell.ref
+            gt[i, 0] = target
 
 
-def test_imagenet_seg_reader(tmp_path):
+@pytest.mark.parametrize("nested", [True, False], ids=["cell of references (the real file)", "one reference"])
+def test_imagenet_seg_reader(tmp_path, nested):
     rng = np.random.default_rng(0)
     images = [rng.integers(0, 255, (30, 50, 3), dtype=np.uint8), rng.integers(0, 255, (40, 20, 3), dtype=np.uint8)]
     masks = [rng.random((30, 50)) > 0.5, rng.random((40, 20)) > 0.5]
     path = tmp_path / "gtsegs_ijcv.mat"
-    _fake_mat(path, images, masks)
+    _fake_mat(path, images, masks, nested=nested)
     ds = imagenet_seg(path=str(path))
     assert len(ds) == 2
     for i in range(2):

@@ -71,7 +71,14 @@ class ImageNetSeg:
         return Image.fromarray(np.ascontiguousarray(arr.transpose(2, 1, 0)).astype(np.uint8), "RGB")
 
     def mask(self, i: int) -> np.ndarray:
-        arr = np.asarray(self._file[self._gt[self._check(i), 0]])
+        import h5py
+
+        node = self._file[self._gt[self._check(i), 0]]
+        # in gtsegs_ijcv.mat each entry of value/gt is a MATLAB cell: a 1x1 array holding one more
+        # reference, to the mask itself (the references read it as f[f[f["/value/gt"][i, 0]][0, 0]])
+        if h5py.check_dtype(ref=node.dtype) is not None:
+            node = self._file[node[0, 0]]
+        arr = np.asarray(node)
         return np.ascontiguousarray(arr.transpose(1, 0)) > 0
 
     def pair(self, i: int, preprocess: Callable[[Image.Image], Tensor]) -> tuple[Tensor, Tensor]:
