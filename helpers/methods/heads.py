@@ -30,7 +30,7 @@ The pieces, in the order a study uses them:
 from __future__ import annotations
 
 from collections import Counter
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Iterable, Literal, Sequence
 
 import numpy as np
@@ -502,25 +502,44 @@ def _earlier_layers(labels: Sequence[tuple[int, int]]) -> list[int]:
     return list(range(first))
 
 
+def _check_scale(scale: str) -> None:
+    if scale not in ABLATION_SCALES:
+        raise ValueError(f"scale must be one of {', '.join(map(repr, ABLATION_SCALES))}, got {scale!r}")
+
+
+def _check_result_scale(result: TextSpanResult, scale: str) -> None:
+    if result.scale is not None and result.scale != scale:
+        raise ValueError(f"the basis was fitted on the {result.scale!r} scale, but scale={scale!r}: fit it on "
+                         f"stack_heads(terms, layers, scale={scale!r}), or pass scale={result.scale!r}")
+
+
 def reconstructed_embeddings(terms: DirectTerms, layers: int | Iterable[int], result: TextSpanResult,
-                             n: int | None = None, *, ablate_earlier: bool = True) -> Tensor:
+                             n: int | None = None, *, ablate_earlier: bool = True, scale: str = "raw") -> Tensor:
     """Embeddings ``[N, d]`` with every head of ``layers`` replaced by its reconstruction.
 
     Head ``(l, h)``'s term ``c`` becomes ``mean + (c - mean) U_n^T U_n`` on the first ``n``
     directions of ``result`` (fitted on :func:`stack_heads` of the same layers, in the same
-    order); the attention layers before the first of ``layers`` are mean-ablated when
-    ``ablate_earlier``; every other term is kept. The embedding is the sum of the terms, so
-    the change is the sum over heads of ``reconstruction - term``, added in one step.
+    order, on the same ``scale``); the attention layers before the first of ``layers`` are
+    mean-ablated when ``ablate_earlier``; every other term is kept. The embedding is the sum of
+    the terms, so the change is the sum over heads of ``reconstruction - term``, added in one
+    step. ``scale="paper"`` works on the reference code's scale (every image's terms divided by
+    its embedding norm, the ``ln_post`` bias shared over the summands: :meth:`DirectTerms.normalized`),
+    means included; the result is then on that scale.
     """
-    stack, labels = stack_heads(terms, layers)
+    _check_scale(scale)
+    stack, labels = stack_heads(terms, layers, scale=scale)
     _check_result(result, stack)
+    _check_result_scale(result, scale)
     if n is not None:
         n = _int(n, "n")
         if not 1 <= n <= result.n:
             raise ValueError(f"n must be in [1, {result.n}] (the directions fitted), got {n}")
         if n < result.n:
             result = result.truncate(n)
-    base = terms.ablated(attn=_earlier_layers(labels)) if ablate_earlier else terms.embeddings()
+    if ablate_earlier:
+        base = terms.ablated(attn=_earlier_layers(labels), scale=scale)
+    else:
+        base = terms.normalized().embeddings() if scale == "paper" else terms.embeddings()
     rec = result.reconstruct(stack)  # [Hs, N, d] in the result's dtype
     delta = (rec - stack.to(rec.dtype)).sum(0)
     return base + delta.to(base.dtype)
@@ -530,7 +549,8 @@ def reconstruction_accuracy(terms: DirectTerms, classifier: Tensor, labels: Tens
                             layers: int | Iterable[int], method: Method, n_values: Iterable[int],
                             pool_embeddings: Any = None, seed: int = 0, *, rank: int = 80,
                             n_random_texts: int | None = None,
-                            result: TextSpanResult | None = None, span: str = "numerical") -> dict[int, float]:
+                            result: TextSpanResult | None = None, span: str = "numerical",
+                            scale: str = "raw") -> dict[int, float]:
     """Zero-shot accuracy with the heads of ``layers`` replaced by rank-``n`` reconstructions.
 
     For each ``n`` in ``n_values``: every head of ``layers`` (e.g. ``range(-4, 0)``) is
@@ -552,18 +572,26 @@ def reconstruction_accuracy(terms: DirectTerms, classifier: Tensor, labels: Tens
         rank: TextSpan's span rank (see :func:`~helpers.methods.textspan.textspan`).
         span: TextSpan's span, ``"numerical"`` or the reference code's ``"paper"``.
         n_random_texts: number of random texts (default: the pool size).
-        result: a basis already fitted on :func:`stack_heads` of ``layers`` with at least
-            ``max(n_values)`` directions (then ``method`` and the pool are not used).
+        result: a basis already fitted on ``stack_heads(terms, layers, scale=scale)`` with at
+            least ``max(n_values)`` directions (then ``method`` and the pool are not used); a
+            basis that records another scale (:attr:`TextSpanResult.scale`) is refused.
+        scale: ``"raw"`` (default, the course's): fit and score on the terms as they are.
+            ``"paper"`` (the reference code's): fit, mean-ablate and reconstruct on each
+            image's terms divided by its embedding norm with the ``ln_post`` bias shared over
+            the summands (:meth:`DirectTerms.normalized`); the basis (the SVD, the means, the
+            variance TextSpan ranks by) then differs, while the argmax stays scale-free per
+            image.
 
     Returns:
         ``{n: accuracy}`` in the order of ``n_values``.
     """
+    _check_scale(scale)
     ns = [_int(v, "n") for v in n_values]
     if not ns:
         raise ValueError("n_values is empty")
     if min(ns) < 1:
         raise ValueError(f"every n must be >= 1, got {ns}")
-    stack, head_labels = stack_heads(terms, layers)
+    stack, head_labels = stack_heads(terms, layers, scale=scale)
     classifier = _tensor(classifier, "classifier")
     d = stack.shape[-1]
     if classifier.ndim != 2 or classifier.shape[1] != d:
@@ -578,11 +606,13 @@ def reconstruction_accuracy(terms: DirectTerms, classifier: Tensor, labels: Tens
             raise ValueError(f"n = {n_max} is larger than possible: at most min(N, d) = {limit}")
         result = fit_basis(stack, method, n_max, pool_embeddings=pool_embeddings,
                            n_random_texts=n_random_texts, rank=rank, seed=seed, span=span)
+        result = replace(result, scale=scale)
     else:
         _check_result(result, stack)
+        _check_result_scale(result, scale)
     if result.n < n_max:
         raise ValueError(f"the given result has {result.n} directions, fewer than n = {n_max}")
-    base = terms.ablated(attn=_earlier_layers(head_labels))
+    base = terms.ablated(attn=_earlier_layers(head_labels), scale=scale)
     stack_w = stack.to(result.directions.dtype)
     out: dict[int, float] = {}
     for n in ns:
