@@ -465,13 +465,13 @@ def test_entanglement_across_heads_by_hand():
     # roles: colour, colour, shape, colour, texture, and one head with no property
     table = [["colour"] * 3 + ["shape"], ["colour", "colour", "shape", "shape"], ["shape"] * 4,
              ["colour", "texture", "colour", "other"], ["texture", "texture", "shape", "shape"], ["other"] * 4]
-    s = interpretability_scores(_roles(table), entanglement="paper")
+    s = interpretability_scores(_roles(table), entanglement="across_heads")
     # three colour heads share their property with two others; of the 5 heads with a role,
     # sum_p n_p (n_p - 1) = 3 * 2 = 6 ordered pairs of the 5 * 4 share a property
     assert s.heads_per_property == {"colour": 3, "shape": 1, "texture": 1}
     assert s.heads_sharing == [2, 2, 0, 2, 0, 0]
     assert s.across_heads_entanglement == pytest.approx(6 / 20)
-    assert s.entanglement == s.across_heads_entanglement and s.entanglement_kind == "paper"
+    assert s.entanglement == s.across_heads_entanglement and s.entanglement_kind == "across_heads"
     # the within-head count is kept under its own name and stays the default
     within = interpretability_scores(_roles(table))
     assert within.entanglement == within.within_head_entanglement == s.within_head_entanglement
@@ -480,12 +480,15 @@ def test_entanglement_across_heads_by_hand():
     assert within.across_heads_entanglement == pytest.approx(0.3)
     # one head per property: disentangled across heads, however mixed each head is
     own = interpretability_scores(_roles([["colour", "shape"] * 2, ["shape", "colour", "shape", "colour"],
-                                          ["texture"] * 4]), entanglement="paper")
+                                          ["texture"] * 4]), entanglement="across_heads")
     assert own.entanglement == 0.0 and own.within_head_entanglement > 0
     # every head on one property: fully entangled across heads, each head pure
-    same = interpretability_scores(_roles([["colour"] * 4] * 4), entanglement="paper")
+    same = interpretability_scores(_roles([["colour"] * 4] * 4), entanglement="across_heads")
     assert same.entanglement == 1.0 and same.within_head_entanglement == 0.0 and same.association == 1.0
-    assert interpretability_scores(_roles([["colour"] * 2]), entanglement="paper").entanglement == 0.0
+    assert interpretability_scores(_roles([["colour"] * 2]), entanglement="across_heads").entanglement == 0.0
+    # the old name claimed the study's formula, which could not be checked: a clear error, no alias
+    with pytest.raises(ValueError, match="renamed 'across_heads'"):
+        interpretability_scores(_roles(table), entanglement="paper")
     with pytest.raises(ValueError, match="entanglement must be"):
         interpretability_scores(_roles(table), entanglement="both")
 

@@ -15,9 +15,9 @@ The pieces, in the order a study uses them:
   how pure that role is.
 * :func:`interpretability_scores` condenses the roles into the two numbers of the follow-up
   study (CLIP-InterpreT, Madasu et al. 2024): an *association* score (how consistently a
-  head's texts are about its property) and an *entanglement* score -- the study's, how much a
-  property is shared across heads, or the course's within-head count of how many properties
-  a head mixes. The study has an LLM label the texts; a tagged pool makes them exact.
+  head's texts are about its property) and an *entanglement* score -- how much a property is
+  shared across heads (the course's score after the study's description), or the course's
+  within-head count of how many properties a head mixes. The study has an LLM label the texts; a tagged pool makes them exact.
 * :func:`reconstruction_accuracy` replaces the heads of the last layers by their rank-``n``
   reconstruction on a text basis (TextSpan), on the principal axes (PCA, the upper bound) or
   on a basis of random texts (the baseline), and measures zero-shot accuracy (paper,
@@ -287,7 +287,7 @@ class InterpretabilityScores:
         association: mean purity over the heads with a (non-ignored) property (NaN if none).
         association_per_property: the same mean over the heads of each property.
         entanglement: the score chosen with ``entanglement=`` (``entanglement_kind``): the
-            within-head score (default) or CLIP-InterpreT's across-heads score.
+            within-head score (default) or the across-heads score.
         properties_per_head: per head, the number of properties occurring at least
             ``min_count`` times among its texts.
         heads_per_property: per property, how many heads have it as their role (every
@@ -297,10 +297,11 @@ class InterpretabilityScores:
         min_count: the threshold used for ``properties_per_head``.
         within_head_entanglement: in ``[0, 1]``; how many properties each head mixes (0 when
             every head's texts are about one property).
-        across_heads_entanglement: in ``[0, 1]``; CLIP-InterpreT's entanglement, how much a
-            property is shared across heads (0 when every head has a property of its own).
+        across_heads_entanglement: in ``[0, 1]``; the course's across-heads score, after the
+            study's description (property disentanglement across heads): how much a property is
+            shared across heads (0 when every head has a property of its own).
         heads_sharing: per head, how many *other* heads have the same role (0 without a role).
-        entanglement_kind: ``"within_head"`` or ``"paper"`` (which one ``entanglement`` holds).
+        entanglement_kind: ``"within_head"`` or ``"across_heads"`` (which one ``entanglement`` holds).
     """
 
     association: float
@@ -326,8 +327,10 @@ class InterpretabilityScores:
                 "n_properties": len(self.properties), "min_count": self.min_count}
 
 
-ENTANGLEMENTS: tuple[str, ...] = ("within_head", "paper")
-"""Values of :func:`interpretability_scores`' ``entanglement``."""
+ENTANGLEMENTS: tuple[str, ...] = ("within_head", "across_heads")
+"""Values of :func:`interpretability_scores`' ``entanglement``: the course's two scores. Neither is
+CLIP-InterpreT's own formula, which the course could not check (the across-heads score follows
+the study's description)."""
 
 
 def interpretability_scores(roles: Sequence[HeadRole], *, ignore: Iterable[str] = DEFAULT_IGNORE,
@@ -352,9 +355,10 @@ def interpretability_scores(roles: Sequence[HeadRole], *, ignore: Iterable[str] 
       ``E_within = mean_h max(k(h) - 1, 0) / (|P| - 1)`` over *all* heads, in ``[0, 1]``: 0
       when no head covers two properties, 1 when every head covers all of them
       (``E_within = 0`` when ``|P| <= 1``). It measures how much one head *mixes*.
-    * across-heads entanglement (CLIP-InterpreT's, ``entanglement="paper"``): how much a
-      property is *shared across heads*, i.e. how far the model is from one head per
-      property. With ``A`` the heads that have a role and ``n_p = #{h in A : p*(h) = p}``,
+    * across-heads entanglement (the course's, ``entanglement="across_heads"``, after the
+      study's description, "property disentanglement across heads"; the study's own formula
+      could not be checked): how much a property is *shared across heads*, i.e. how far the
+      model is from one head per property. With ``A`` the heads that have a role and ``n_p = #{h in A : p*(h) = p}``,
       each head's score is the share of the *other* heads with its property,
       ``e(h) = (n_{p*(h)} - 1) / (|A| - 1)``, and the model's is their mean over ``A``:
       ``E_across = mean_{h in A} e(h) = sum_p n_p (n_p - 1) / (|A| (|A| - 1))``, in ``[0, 1]``:
@@ -376,9 +380,12 @@ def interpretability_scores(roles: Sequence[HeadRole], *, ignore: Iterable[str] 
             scores comparable between models (texts of a property no head picked still
             enlarge ``|P|``).
         entanglement: which score the ``entanglement`` field holds: ``"within_head"``
-            (default) or ``"paper"`` (across heads). Both are always in the result, as
+            (default) or ``"across_heads"``. Both are always in the result, as
             ``within_head_entanglement`` and ``across_heads_entanglement``.
     """
+    if entanglement == "paper":
+        raise ValueError("entanglement='paper' was renamed 'across_heads': it is the course's across-heads score; "
+                         "CLIP-InterpreT's own formula was not available to check")
     if entanglement not in ENTANGLEMENTS:
         raise ValueError(f"entanglement must be one of {', '.join(map(repr, ENTANGLEMENTS))}, "
                          f"got {entanglement!r}")
@@ -428,7 +435,7 @@ def interpretability_scores(roles: Sequence[HeadRole], *, ignore: Iterable[str] 
     sharing = [counts[p] - 1 if p is not None else 0 for p in role_of]
     return InterpretabilityScores(
         association=association, association_per_property=per_prop,
-        entanglement=across if entanglement == "paper" else within,
+        entanglement=across if entanglement == "across_heads" else within,
         properties_per_head=per_head, heads_per_property=counts,
         properties=P, n_heads=len(roles), n_assigned=n_a, min_count=min_count,
         within_head_entanglement=within, across_heads_entanglement=float(across), heads_sharing=sharing,
