@@ -203,6 +203,9 @@ def test_every_method_on_a_real_architecture():
     for method in METHODS:
         maps = segmentation_maps(model, x, emb, method)
         assert maps.shape == (1, 7, 7) and torch.isfinite(maps).all(), method
+        paper = segmentation_maps(model, x, emb, method, variant="paper")
+        assert paper.shape == ((1, 224, 224) if method == "lrp" else (1, 7, 7)), method
+        assert torch.isfinite(paper).all(), method
 
 
 def test_captured_attention_matches_torch(random_model, scenes):
@@ -497,7 +500,7 @@ def test_evaluate_methods_times_the_maps_after_a_warm_up(monkeypatch):
                                 {"a": ["a"], "b": ["b"]}, torch.zeros(n, dtype=torch.long))
     calls = []
 
-    def fake_maps(model, x, class_emb, method, *, labels=None):
+    def fake_maps(model, x, class_emb, method, *, labels=None, variant="course"):
         calls.append(x.shape[0])
         if len(calls) == 1:
             time.sleep(0.3)  # a slow first call
@@ -507,9 +510,9 @@ def test_evaluate_methods_times_the_maps_after_a_warm_up(monkeypatch):
 
     real_segment = seg.segment
 
-    def slow_segment(maps, size, threshold="mean"):
+    def slow_segment(maps, size, threshold="mean", **kw):
         time.sleep(0.05 * maps.shape[0])  # post-processing is not timed
-        return real_segment(maps, size, threshold)
+        return real_segment(maps, size, threshold, **kw)
 
     monkeypatch.setattr(seg, "segmentation_maps", fake_maps)
     monkeypatch.setattr(seg, "segment", slow_segment)
@@ -531,7 +534,8 @@ def test_evaluate_methods_times_the_maps_after_a_warm_up(monkeypatch):
     # several methods take turns on each batch, after all the warm-ups
     order = []
     monkeypatch.setattr(seg, "segmentation_maps",
-                        lambda model, x, class_emb, method, *, labels=None: order.append((method, x.shape[0]))
+                        lambda model, x, class_emb, method, *, labels=None, variant="course":
+                        order.append((method, x.shape[0]))
                         or torch.zeros(x.shape[0], *grid))
     both, _ = seg.evaluate_methods(model, task, torch.eye(2), ("rollout", "gradcam"), batch_size=3, warmup=1)
     assert order == [("rollout", 1), ("gradcam", 1), ("rollout", 3), ("gradcam", 3), ("rollout", 2), ("gradcam", 2)]
@@ -543,3 +547,115 @@ def test_method_names_and_backward_methods_cover_the_methods():
 
     assert set(METHOD_NAMES) == set(METHODS) and set(BACKWARD_METHODS) < set(METHODS)
     assert "decomposition" not in BACKWARD_METHODS and {"gradcam", "chefer", "lrp"} <= set(BACKWARD_METHODS)
+
+
+# ---------------------------------------------------------------------------------------------
+# Chefer et al.'s baselines (variant="paper") against hand-computed values and the course's
+
+
+def _f64(x):
+    return torch.tensor(x, dtype=torch.float64)
+
+
+def test_rollout_from_block_one_by_hand():
+    from helpers.methods.segmentation import _rollout_product
+
+    a = [_f64([[.5, .25, .25], [.2, .6, .2], [.1, .1, .8]]), _f64([[.2, .5, .3], [.3, .3, .4], [.25, .25, .5]]),
+         _f64([[.1, .3, .6], [.5, .25, .25], [.4, .4, .2]])]
+    a = [m[None] for m in a]
+    torch.testing.assert_close(_rollout_product(a)[0, 0, 1:], _f64([0.283625, 0.37975]), rtol=0, atol=1e-12)
+    torch.testing.assert_close(_rollout_product(a, 1)[0, 0, 1:], _f64([0.2725, 0.3375]), rtol=0, atol=1e-12)
+    with pytest.raises(ValueError, match="no block"):
+        _rollout_product(a, 3)
+
+
+def test_transformer_attribution_product_by_hand():
+    from helpers.methods.segmentation import _attribution_product
+
+    c = [_f64([[0, .1, .2], [0, 0, .1], [.3, 0, 0]]), _f64([[.05, .2, 0], [.1, 0, 0], [0, .1, .2]]),
+         _f64([[0, 0, .4], [.2, .1, 0], [0, 0, .1]])]
+    c = [m[None] for m in c]
+    torch.testing.assert_close(_attribution_product(c, 1)[0, 0, 1:], _f64([0.24, 0.48]), rtol=0, atol=1e-12)
+    # from block 0 it is the generic rule R <- R + C R started at R = I
+    r = torch.eye(3, dtype=torch.float64)[None]
+    for m in c:
+        r = r + m @ r
+    torch.testing.assert_close(_attribution_product(c, 0), r)
+    torch.testing.assert_close(r[0, 0, 1:], _f64([0.345, 0.714]), rtol=0, atol=1e-12)
+
+
+def test_attention_gradcam_by_hand():
+    from helpers.methods.segmentation import _head_gradcam
+
+    a = _f64([[[.1, .4, .2, .3], [.25, .25, .35, .15]]])
+    g = _f64([[[.5, -.1, .2, 0], [-.3, -.1, .1, -.1]]])  # head weights 0.15 and -0.1
+    rows = _head_gradcam(a, g)
+    torch.testing.assert_close(rows, _f64([[0, 0.0175, 0, 0.015]]), rtol=0, atol=1e-12)
+    soft = postprocess(rows.reshape(1, 2, 2), (2, 2), clip=False)  # min-max at the map's own size
+    torch.testing.assert_close(soft, _f64([[[0, 1], [0, 0.857142857]]]), rtol=0, atol=1e-9)
+
+
+def test_postprocess_without_the_clip_and_at_the_mask_size():
+    maps = _f64([[[-1.0, 0.0], [1.0, 3.0]]])
+    torch.testing.assert_close(postprocess(maps, (2, 2), clip=False), _f64([[[0, 0.25], [0.5, 1]]]))
+    torch.testing.assert_close(postprocess(maps, (2, 2)), _f64([[[0, 0], [1 / 3, 1]]]))
+    big = torch.randn(2, 16, 16, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    lo, hi = big.amin((1, 2), keepdim=True), big.amax((1, 2), keepdim=True)
+    torch.testing.assert_close(postprocess(big, (16, 16), clip=False), (big - lo) / (hi - lo), rtol=0, atol=1e-15)
+
+
+def test_paper_variants_reduce_to_the_course_where_they_should(random_model, scenes):
+    from helpers.methods.segmentation import (
+        _attribution_product,
+        _chefer,
+        _class_score,
+        _rollout,
+        _rollout_product,
+    )
+
+    visual = random_model.visual.double()
+    try:
+        x = images_to_tensor(scenes.images[:2]).double()
+        t = torch.nn.functional.normalize(torch.randn(2, visual.output_dim, dtype=torch.float64), dim=-1)
+        # rollout from block 0 is the course's rollout (the old formula written out)
+        with torch.no_grad(), _capture_attention(visual, in_graph=False) as store:
+            visual(x)
+        old = None
+        for a in store:
+            m = 0.5 * a.mean(1) + 0.5 * torch.eye(a.shape[-1], dtype=a.dtype)
+            m = m / m.sum(-1, keepdim=True)
+            old = m if old is None else m @ old
+        torch.testing.assert_close(_rollout(visual, x, 0), old[:, 0])
+        torch.testing.assert_close(_rollout(visual, x, 1), _rollout_product([a.mean(1) for a in store], 1)[:, 0])
+        # the course's Chefer et al. (generic rule) is the attribution product from block 0 on A itself
+        with torch.enable_grad(), _capture_attention(visual, in_graph=True) as store:
+            grads = torch.autograd.grad(_class_score(visual, x, t), store)
+        cams = [(g * a.detach()).clamp_min(0).mean(1) for g, a in zip(grads, store)]
+        torch.testing.assert_close(_attribution_product(cams, 0)[:, 0], _chefer(visual, x, t))
+    finally:
+        visual.float()
+
+
+@pytest.mark.parametrize("method", METHODS)
+def test_every_paper_variant_gives_finite_maps(random_model, scenes, method):
+    x = images_to_tensor(scenes.images[:3])
+    emb = torch.nn.functional.normalize(torch.randn(4, random_model.visual.output_dim), dim=-1)
+    maps = segmentation_maps(random_model, x, emb, method, variant="paper")
+    size = tuple(random_model.visual.image_size) if method == "lrp" else tuple(random_model.visual.grid_size)
+    assert maps.shape == (3, *size) and torch.isfinite(maps).all()  # full LRP: the pixel map
+    assert not any(p.grad is not None for p in random_model.parameters())
+    if method in ("decomposition", "raw_attention"):  # no paper variant of their own
+        torch.testing.assert_close(maps, segmentation_maps(random_model, x, emb, method))
+    with pytest.raises(ValueError, match="variant"):
+        segmentation_maps(random_model, x, emb, method, variant="chefer")
+
+
+def test_method_labels_and_clips():
+    from helpers.methods.segmentation import PAPER_VARIANTS, clips, method_label
+
+    assert set(PAPER_VARIANTS) == {"rollout", "gradcam", "chefer", "lrp", "partial_lrp"}
+    assert method_label("lrp", "paper") == "LRP (Chefer\u2019s)" and method_label("lrp") == "LRP (course)"
+    assert method_label("decomposition", "paper") == "the decomposition"
+    assert clips("lrp") and not clips("lrp", "paper") and clips("decomposition", "paper")
+    with pytest.raises(ValueError, match="unknown method"):
+        method_label("lime")
