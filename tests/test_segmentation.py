@@ -659,3 +659,114 @@ def test_method_labels_and_clips():
     assert clips("lrp") and not clips("lrp", "paper") and clips("decomposition", "paper")
     with pytest.raises(ValueError, match="unknown method"):
         method_label("lime")
+
+
+# ---------------------------------------------------------------------------------------------
+# Mask geometry: the course's aligned masks and the reference code's squeezed ones
+
+
+def test_reference_geometry_squeezes_the_mask_by_hand():
+    pre = open_clip.image_transform(4, is_train=False)  # 8x6 -> 5x4 (columns 0, 2, 4, 5, 7), crop from 0
+    mask = np.zeros((6, 8), bool)
+    mask[:, 5:7] = True
+    img = np.zeros((6, 8, 3), np.uint8)
+    xa, aligned = transform_pair(img, mask, pre)
+    xr, squeezed = transform_pair(img, mask, pre, geometry="reference")  # 8 -> 4: columns 1, 3, 5, 7
+    assert torch.equal(xa, xr)  # the image is the same: only the mask's geometry differs
+    assert aligned.int().tolist() == [[0, 0, 0, 1]] * 4
+    assert squeezed.int().tolist() == [[0, 0, 1, 0]] * 4
+    with pytest.raises(ValueError, match="geometry must be"):
+        transform_pair(img, mask, pre, geometry="squeezed")
+
+
+@pytest.mark.parametrize("cols, fg_aligned, agree, iou", [((300, 450), 0.194475, 0.928850, 0.666667),
+                                                         ((175, 325), 0.213449, 0.947824, 0.755556)])
+def test_reference_geometry_on_a_4_to_3_photo(cols, fg_aligned, agree, iou):
+    pre = open_clip.image_transform(224, is_train=False)  # 500x375 -> 298x224, crop from column 37
+    mask = np.zeros((375, 500), bool)
+    mask[100:300, cols[0]:cols[1]] = True
+    img = np.zeros((375, 500, 3), np.uint8)
+    _, a = transform_pair(img, mask, pre)
+    _, r = transform_pair(img, mask, pre, geometry="reference")
+    assert float(a.float().mean()) == pytest.approx(fg_aligned, abs=1e-6)
+    assert float(r.float().mean()) == pytest.approx(0.161272, abs=1e-6)  # 150 of 500 columns, squeezed
+    assert float((a == r).float().mean()) == pytest.approx(agree, abs=1e-6)
+    assert float((a & r).sum() / (a | r).sum()) == pytest.approx(iou, abs=1e-6)
+
+
+def test_widened_world_shows_the_model_the_same_scene(default_bundle):
+    from helpers.data.segmentation_tasks import load_segmentation_task
+
+    model, preprocess, _ = default_bundle  # a 64-pixel model: the 64x86 picture's centre crop is the scene
+    square = load_segmentation_task("world:colour", preprocess, 12, seed=3, world_name="world-v3")
+    wide = load_segmentation_task("world-wide:colour", preprocess, 12, seed=3, world_name="world-v3",
+                                  mask_geometry="reference")
+    assert wide.name == "world-wide:colour" and wide.mask_geometry == "reference"
+    assert float((wide.images - square.images).abs().max()) == 0.0
+    assert torch.equal(wide.masks_for("aligned"), square.masks)
+    assert torch.equal(wide.masks, wide.masks_for("reference"))
+    assert not torch.equal(wide.masks, square.masks)  # the squeezed ground truth moves
+    assert wide.clutter is not None and wide.clutter.shape == wide.masks.shape
+    # a square picture has one geometry: both mask sets agree
+    assert torch.equal(square.masks_for("reference"), square.masks)
+    with pytest.raises(ValueError, match="mask_geometry"):
+        load_segmentation_task("world:colour", preprocess, 2, mask_geometry="cropped")
+    with pytest.raises(ValueError, match="needs a number"):
+        load_segmentation_task("world:colour", preprocess, None)
+
+
+def test_widen_pads_the_masks_and_keeps_the_scene():
+    scenes = world.sample(3, split="test", seed=1)
+    images, (fg,), m = world.widen(scenes.images, [scenes.foreground], scenes.factors["background"])
+    assert m == 11 and images.shape == (3, 64, 86, 3) and fg.shape == (3, 64, 86)
+    assert np.array_equal(images[:, :, 11:75], scenes.images) and np.array_equal(fg[:, :, 11:75], scenes.foreground)
+    assert not fg[:, :, :11].any() and not fg[:, :, 75:].any()
+    with pytest.raises(ValueError, match="square"):
+        world.widen(images, [fg], scenes.factors["background"])
+
+
+def test_evaluate_methods_scores_the_same_maps_under_each_geometry(random_model):
+    from helpers.methods import segmentation as seg
+
+    n = 4
+    g = torch.Generator().manual_seed(1)
+    aligned = torch.zeros(n, 64, 64, dtype=torch.bool)
+    aligned[:, 8:40, 8:40] = True
+    squeezed = torch.zeros_like(aligned)
+    squeezed[:, 8:40, 14:38] = True
+    task = seg.SegmentationTask("toy", torch.randn(n, 3, 64, 64, generator=g), aligned, [None] * n,
+                                {"a": ["a"], "b": ["b"]}, masks_by_geometry={"aligned": aligned, "reference": squeezed})
+    emb = torch.nn.functional.normalize(torch.randn(2, random_model.visual.output_dim, generator=g), dim=-1)
+    both, maps = seg.evaluate_methods(random_model, task, emb, ("raw_attention", "lrp"), batch_size=3, warmup=0,
+                                      geometries=("aligned", "reference"), variant="paper")
+    plain, _ = seg.evaluate_methods(random_model, task, emb, ("raw_attention", "lrp"), batch_size=3, warmup=0,
+                                    variant="paper")
+    assert set(both) == {"aligned", "reference"} and set(both["aligned"]) == {"raw_attention", "lrp"}
+    for m in ("raw_attention", "lrp"):
+        assert {k: v for k, v in both["aligned"][m].items() if k != "images/s"} == \
+            {k: v for k, v in plain[m].items() if k != "images/s"}
+        assert both["reference"][m]["mIoU"] != both["aligned"][m]["mIoU"]
+    assert maps["lrp"].shape == (n, 8, 8)  # the pixel map is kept per patch, for display
+    with pytest.raises(ValueError, match="has masks for"):
+        seg.evaluate_methods(random_model, task, emb, ("raw_attention",), geometries=("cropped",))
+
+
+def test_imagenet_seg_task_takes_every_image_under_both_geometries(tmp_path):
+    from helpers.data.segmentation_tasks import load_segmentation_task
+
+    rng = np.random.default_rng(1)
+    images = [rng.integers(0, 255, (30, 40, 3), dtype=np.uint8) for _ in range(3)]
+    masks = [np.zeros((30, 40), bool) for _ in range(3)]
+    for m in masks:
+        m[5:25, 28:38] = True  # off-centre: the squeezed mask moves
+    path = tmp_path / "gtsegs_ijcv.mat"
+    _fake_mat(path, images, masks)
+    pre = open_clip.image_transform(16, is_train=False)
+    task = load_segmentation_task(f"imagenet-seg:{path}", pre, None, mask_geometry="reference")
+    assert len(task) == 3 and task.mask_geometry == "reference" and len(task.prompts) == 1000
+    for i in range(3):
+        x, m = transform_pair(images[i], masks[i], pre, geometry="reference")
+        assert torch.equal(task.images[i], x) and torch.equal(task.masks[i], m)
+        assert torch.equal(task.masks_for("aligned")[i], transform_pair(images[i], masks[i], pre)[1])
+    assert not torch.equal(task.masks_for("aligned"), task.masks)
+    assert len(load_segmentation_task(f"imagenet-seg:{path}", pre, 2)) == 2
