@@ -362,7 +362,7 @@ def _labels(labels: Any, n: int, E: Tensor) -> Tensor:
 
 
 def _decomposition_maps(model: nn.Module, x: Tensor, E: Tensor, lab: Tensor | None, layers: Selection,
-                        heads: Selection, *, per_layer: bool = False) -> Tensor:
+                        heads: Selection, *, per_layer: bool = False, convention: str = "course") -> Tensor:
     """The paper's maps in one forward pass: keep each layer's attention and values, read the
     prediction off the same pass, then contract with one direction per image (its class text
     minus the mean class text) -- never with all classes. ``[B, gh, gw]``, or ``[B, L', gh, gw]``
@@ -374,7 +374,7 @@ def _decomposition_maps(model: nn.Module, x: Tensor, E: Tensor, lab: Tensor | No
         if lab is None:
             lab = (d.embedding @ E.T).argmax(-1)  # the zero-shot prediction, from the same pass
         U = E[lab] - E.mean(0, keepdim=True)  # [B, d']
-        scores = d.token_scores(U, lidx, hidx, keep=("layer",) if per_layer else ())
+        scores = d.token_scores(U, lidx, hidx, keep=("layer",) if per_layer else (), convention=convention)
         maps = d.spatial_map(scores)  # [B, (L',) gh, gw, B]
     idx = torch.arange(x.shape[0], device=maps.device)
     return maps[idx, ..., idx]
@@ -403,7 +403,8 @@ def layer_maps(model: nn.Module, images: Any, class_emb: Any, *, labels: Sequenc
 def segmentation_maps(model: nn.Module, images: Any, class_emb: Any, method: str = "decomposition", *,
                       labels: Sequence[int] | Tensor | None = None, layers: Selection = None,
                       heads: Selection = None, preprocess: Callable[[Image.Image], Tensor] | None = None,
-                      tokenizer: Callable[..., Tensor] | None = None, variant: str = "course") -> Tensor:
+                      tokenizer: Callable[..., Tensor] | None = None, variant: str = "course",
+                      convention: str = "course") -> Tensor:
     """Soft foreground maps on the patch grid, ``[B, gh, gw]``, by ``method`` (see :data:`METHODS`);
     full LRP's ``"paper"`` variant gives the pixel map ``[B, H, W]`` (what Chefer et al. score).
 
@@ -418,6 +419,9 @@ def segmentation_maps(model: nn.Module, images: Any, class_emb: Any, method: str
         layers, heads: for ``"decomposition"``, which attention layers/heads to sum.
         variant: ``"course"`` (default) or ``"paper"``: Chefer et al.'s baselines as the paper's
             table ran them (see the module notes; :data:`PAPER_VARIANTS`).
+        convention: for ``"decomposition"``, how the per-token terms share the biases and the
+            ``ln_post`` mean: ``"course"`` or the reference code's ``"reference"``
+            (:meth:`helpers.engine.decompose.Decomposition.token_scores`).
     """
     if method not in METHODS:
         raise ValueError(f"unknown method {method!r}; choose from {', '.join(METHODS)}")
@@ -434,12 +438,15 @@ def segmentation_maps(model: nn.Module, images: Any, class_emb: Any, method: str
         xs = x.to(visual.proj.dtype)
         rows = _raw_attention(visual, xs) if method == "raw_attention" else _rollout(visual, xs, 1 if paper else 0)
         return _cls_to_patches(rows, grid)
+    if convention != "course" and method != "decomposition":
+        raise ValueError(f"convention applies to 'decomposition', not to {method!r}")
     if method == "decomposition":
         if E.shape[0] < 2:
             raise ValueError("the decomposition segmenter subtracts the mean over classes: give at least two")
         return torch.cat([_decomposition_maps(model, x[i:i + _CHUNK], E,
                                               None if labels is None else _labels(labels, x.shape[0], E)[i:i + _CHUNK],
-                                              layers, heads) for i in range(0, x.shape[0], _CHUNK)])
+                                              layers, heads, convention=convention)
+                          for i in range(0, x.shape[0], _CHUNK)])
     if labels is None:
         lab = predicted_classes(model, x, E)
     else:
