@@ -679,3 +679,35 @@ def test_the_scale_changes_the_first_pick(monkeypatch):
         reconstruction_accuracy(t, clf, y, [0], "textspan", [1], R, scale="cosine")
     with pytest.raises(ValueError, match="'raw', 'paper'"):
         reconstructed_embeddings(t, [0], fits[-1], scale="unit")
+
+
+# ---------------------------------------------------------------------------------------------
+# Pooling-head TextSpan (attention-pooled towers): full width, raw scale
+
+
+def test_pool_head_textspan_at_full_width():
+    from helpers.methods.heads import pool_head_textspan
+
+    g = torch.Generator().manual_seed(9)
+    N, Hp, d, M = 12, 3, 5, 9
+    P = torch.randn(N, Hp, d, generator=g, dtype=F64) + torch.randn(1, Hp, d, generator=g, dtype=F64)
+    R = torch.nn.functional.normalize(torch.randn(M, d, generator=g, dtype=F64), dim=-1)
+    res = pool_head_textspan(P, R)
+    assert res.indices.shape == (Hp, d) and res.scale == "raw"
+    # d texts rebuild every head exactly
+    torch.testing.assert_close(res.reconstruct(P.transpose(0, 1)), P.transpose(0, 1), rtol=0, atol=1e-10)
+    # with N >= d the projection is the identity: the first direction is the chosen text itself
+    first = R[res.indices[:, 0]]
+    torch.testing.assert_close(res.directions[:, 0], first, rtol=0, atol=1e-10)
+    # the first pick is the text whose scores vary most over the images (the reference's rule)
+    for h in range(Hp):
+        X = P[:, h] - P[:, h].mean(0)
+        assert int(res.indices[h, 0]) == int((X @ R.T).std(0).argmax())
+    # fewer images than dimensions: at most N texts, which still rebuild the (N-dimensional) data
+    few = pool_head_textspan(P[:3], R)
+    assert few.indices.shape == (Hp, 3)
+    torch.testing.assert_close(few.reconstruct(P[:3].transpose(0, 1)), P[:3].transpose(0, 1), rtol=0, atol=1e-10)
+    with pytest.raises(ValueError, match="n must be"):
+        pool_head_textspan(P[:3], R, n=4)
+    with pytest.raises(ValueError, match="pool_heads=True"):
+        pool_head_textspan(_planted_terms()[0], R)

@@ -44,6 +44,7 @@ class DirectTerms(DirectEffects):
     heads: Tensor | None = None  # [N, L, H, d]
     cls_self: Tensor | None = None  # [N, L, d]
     pool_mlp: Tensor | None = None  # [N, d]: an attention-pooled tower's pooling-MLP term (SigLIP)
+    pool_heads: Tensor | None = None  # [N, Hp, d]: its pooling heads' terms, out-projection bias left out
 
     _no_heads = "the terms have no per-head contributions: collect them with heads=True"
 
@@ -57,6 +58,10 @@ class DirectTerms(DirectEffects):
         if self.pool_mlp is not None and tuple(self.pool_mlp.shape) != tuple(self.embed.shape):
             raise ValueError(f"pool_mlp must be [N, d] = {tuple(self.embed.shape)}, got shape "
                              f"{tuple(self.pool_mlp.shape)}")
+        if self.pool_heads is not None and (self.pool_heads.ndim != 3 or self.pool_heads.shape[0] != len(self)
+                                            or self.pool_heads.shape[2] != d):
+            raise ValueError(f"pool_heads must be [N, Hp, d] with N = {len(self)}, d = {d}, got shape "
+                             f"{tuple(self.pool_heads.shape)}")
 
     def _const_rows(self) -> Tensor:
         return self.const.expand(len(self), -1)
@@ -115,7 +120,8 @@ class DirectTerms(DirectEffects):
         return DirectTerms(embed=(self.embed + share) / nrm, attn=(self.attn + share) / nrm[:, None],
                            mlp=(self.mlp + share) / nrm[:, None], const=torch.zeros_like(self.const),
                            heads=heads, cls_self=None if self.cls_self is None else self.cls_self / nrm[:, None],
-                           pool_mlp=None if self.pool_mlp is None else self.pool_mlp / nrm)
+                           pool_mlp=None if self.pool_mlp is None else self.pool_mlp / nrm,
+                           pool_heads=None if self.pool_heads is None else self.pool_heads / nrm[:, None])
 
     def ablated(self, *, mlps: Iterable[int] = (), attn: Iterable[int] = (),
                 heads: Iterable[tuple[int, int]] = (), embed: bool = False,
@@ -182,9 +188,14 @@ class DirectTerms(DirectEffects):
 @torch.no_grad()
 def collect_terms(model: nn.Module, batches: Iterable[Tensor] | Tensor, *, heads: bool = False,
                   cls_self: bool = False, batch_size: int = 64, device: str | torch.device | None = None,
-                  progress: bool = False, total: int | None = None) -> DirectTerms:
+                  progress: bool = False, total: int | None = None, pool_heads: bool = False) -> DirectTerms:
     """Decompose every image of ``batches`` (a tensor ``[N, 3, H, W]`` or an iterable of
-    batches, or of ``(images, ...)`` tuples) and stack the direct terms."""
+    batches, or of ``(images, ...)`` tuples) and stack the direct terms.
+
+    ``pool_heads`` (attention-pooled towers, SigLIP): also keep each pooling head's term
+    ``[N, Hp, d]``, without its share of the pooling's out-projection bias (a constant per head,
+    which the reference code's per-head terms do not carry): what
+    :func:`helpers.methods.heads.pool_head_textspan` explains."""
     dec = Decomposer(model)
     if device is None:
         device = _tower_param(dec).device
@@ -194,7 +205,7 @@ def collect_terms(model: nn.Module, batches: Iterable[Tensor] | Tensor, *, heads
         total = batches.shape[0]
         batches = batches.split(batch_size)
     parts: dict[str, list[Tensor]] = {"embed": [], "attn": [], "mlp": [], "heads": [], "cls_self": [],
-                                      "pool_mlp": []}
+                                      "pool_mlp": [], "pool_heads": []}
     const = None
     bar = tqdm(total=total, desc="decomposing", unit="img", disable=not progress)
     for batch in batches:
@@ -211,6 +222,11 @@ def collect_terms(model: nn.Module, batches: Iterable[Tensor] | Tensor, *, heads
         const = d.const
         if getattr(d, "pool_mlp", None) is not None:  # attention pooling: its MLP's term, per image
             parts["pool_mlp"].append(d.pool_mlp)
+        if pool_heads:
+            if getattr(d, "pool_heads", None) is None:
+                raise ValueError("pool_heads=True needs an attention-pooled tower (SigLIP); this one reads "
+                                 "its class token")
+            parts["pool_heads"].append(d.pool_heads - d._maps.bias_share)
         bar.update(x.shape[0])
     bar.close()
     if const is None:
@@ -219,7 +235,8 @@ def collect_terms(model: nn.Module, batches: Iterable[Tensor] | Tensor, *, heads
         embed=torch.cat(parts["embed"]), attn=torch.cat(parts["attn"]), mlp=torch.cat(parts["mlp"]),
         const=const, heads=torch.cat(parts["heads"]) if heads else None,
         cls_self=torch.cat(parts["cls_self"]) if cls_self else None,
-        pool_mlp=torch.cat(parts["pool_mlp"]) if parts["pool_mlp"] else None)
+        pool_mlp=torch.cat(parts["pool_mlp"]) if parts["pool_mlp"] else None,
+        pool_heads=torch.cat(parts["pool_heads"]) if parts["pool_heads"] else None)
 
 
 def accuracy(embeddings: Tensor, classifier: Tensor, labels: Tensor | Sequence[int]) -> float:

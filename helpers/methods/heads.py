@@ -53,6 +53,7 @@ __all__ = [
     "ENTANGLEMENTS",
     "interpretability_scores",
     "fit_basis",
+    "pool_head_textspan",
     "reconstructed_embeddings",
     "reconstruction_accuracy",
     "variance_explained_curve",
@@ -486,6 +487,45 @@ def fit_basis(stack: Tensor, method: Method, n: int, *, pool_embeddings: Any = N
         R = random_texts(M, stack.shape[-1], seed, device=stack.device, dtype=dtype)
         return textspan(stack, R, n, rank, span=span)
     raise ValueError(f"method must be 'textspan', 'pca' or 'random', got {method!r}")
+
+
+def pool_head_textspan(pool_terms: DirectTerms | Any, texts: Any, n: int | None = None) -> TextSpanResult:
+    """TextSpan per pooling head of an attention-pooled tower (SigLIP), as the reference code runs it.
+
+    The reference explains each pooling head's terms (summed over the tokens, without the
+    out-projection bias, on the raw scale: the pooled output has no layer norm after it) with
+    TextSpan at full width: the span's rank and the number of texts both equal the width ``d``,
+    so with at least ``d`` images the text projection is the identity and ``d`` texts rebuild
+    the head exactly. With fewer images (``N < d``) the reference itself runs out of texts after
+    ``N`` picks (its projected texts vanish), so ``n`` is capped at ``min(d, N, M)``.
+
+    Args:
+        pool_terms: :class:`~helpers.methods.ablation.DirectTerms` collected with
+            ``pool_heads=True``, or the terms ``[N, Hp, d]`` themselves.
+        texts: ``[M, d]`` text embeddings.
+        n: texts per head (default and maximum: ``min(d, N, M)``).
+
+    Returns:
+        A batched :class:`~helpers.methods.textspan.TextSpanResult` over the ``Hp`` heads
+        (``span="paper"``, ``rank = d``), its ``scale`` ``"raw"``.
+    """
+    if isinstance(pool_terms, DirectTerms):
+        if pool_terms.pool_heads is None:
+            raise ValueError("the terms have no pooling-head terms: collect them with pool_heads=True "
+                             "(an attention-pooled tower)")
+        P = pool_terms.pool_heads
+    else:
+        P = _tensor(pool_terms, "pool_terms")
+    if P.ndim != 3:
+        raise ValueError(f"pooling-head terms must be [N, Hp, d], got shape {tuple(P.shape)}")
+    R = _tensor(texts, "texts")
+    N, _, d = P.shape
+    _check_texts(R, d)
+    cap = min(d, N, R.shape[0])
+    n = cap if n is None else _int(n, "n")
+    if not 1 <= n <= cap:
+        raise ValueError(f"n must be in [1, min(d, N, M)] = [1, {cap}], got {n}")
+    return replace(textspan(P.transpose(0, 1), R, n, d, span="paper"), scale="raw")
 
 
 def _check_texts(R: Tensor, d: int) -> None:
