@@ -132,7 +132,16 @@ def check_03(f):
     # a picked direction with a null part is credited only with its real part
     assert 0 < f["span_variance"]["paper"] < f["span_variance"]["numerical"] <= 1 + 1e-6, f["span_variance"]
     # the offline preset runs the course's options (a paper preset switches all three)
-    assert f["protocol_options"] == {"span": "numerical", "entanglement": "within_head", "neighbours": "cosine"}
+    assert f["protocol_options"] == {"span": "numerical", "scale": "raw", "neighbours": "cosine"}
+    # the paper's protocol side by side: TextSpan fitted on the reference's cosine scale as well; on this
+    # model the first picks mostly stay and the lists part later; the curve on raw terms is the one above
+    assert f["scale_heads"] == f["n_heads"] and 0 <= f["scale_first_pick_differs"] <= f["n_heads"] // 4, f
+    assert f["scale_k"] == 10 and 0.5 < f["scale_overlap"] < 1, f["scale_overlap"]
+    sa = f["scale_accuracy"]
+    assert set(sa) == {"raw", "paper"} and sa["raw"] == f["accuracy_curves"]["TextSpan (world)"]
+    big = max(sa["raw"], key=int)
+    assert abs(sa["raw"][big] - sa["paper"][big]) <= 0.02 and sa["paper"] != sa["raw"], sa
+    assert 0 < f["embedding_norm_spread"] < 1
     # both entanglements, each under its own name; the offline preset reports the course's within-head one
     assert f["entanglement"] == f["entanglement_within_head"]
     assert f["entanglement_across_heads_floor"] - 1e-9 <= f["entanglement_across_heads"] <= 1, f
