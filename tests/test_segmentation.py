@@ -770,3 +770,19 @@ def test_imagenet_seg_task_takes_every_image_under_both_geometries(tmp_path):
         assert torch.equal(task.masks_for("aligned")[i], transform_pair(images[i], masks[i], pre)[1])
     assert not torch.equal(task.masks_for("aligned"), task.masks)
     assert len(load_segmentation_task(f"imagenet-seg:{path}", pre, 2)) == 2
+
+
+def test_evaluate_methods_adds_sampling_errors_for_a_subset(monkeypatch):
+    from helpers.methods import segmentation as seg
+
+    n = 6
+    g = torch.Generator().manual_seed(2)
+    masks = torch.rand(n, 8, 8, generator=g) > 0.5
+    task = seg.SegmentationTask("toy", torch.rand(n, 3, 8, 8, generator=g), masks, [None] * n, {"a": ["a"], "b": ["b"]})
+    monkeypatch.setattr(seg, "segmentation_maps", lambda model, x, emb, method, **kw: torch.rand(x.shape[0], 2, 2,
+                                                                                               generator=g))
+    res, _ = seg.evaluate_methods(torch.nn.Linear(1, 1), task, torch.eye(2), ("rollout",), warmup=0, population=60)
+    r = res["rollout"]
+    assert {"pixel accuracy SE", "mIoU SE", "mAP SE", "object AP SE"} <= set(r) and r["mIoU SE"] > 0
+    whole, _ = seg.evaluate_methods(torch.nn.Linear(1, 1), task, torch.eye(2), ("rollout",), warmup=0, population=6)
+    assert whole["rollout"]["mIoU SE"] == 0.0

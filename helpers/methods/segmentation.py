@@ -584,7 +584,7 @@ def evaluate_methods(model: nn.Module, task: SegmentationTask, class_emb: Tensor
                      methods: Sequence[str] = METHODS, *, batch_size: int = 50,
                      threshold: str | float = "mean", use_labels: bool | None = None,
                      progress: bool = False, warmup: int = 2, variant: str = "course",
-                     geometries: Sequence[str] | None = None,
+                     geometries: Sequence[str] | None = None, population: int | None = None,
                      ) -> tuple[dict[str, Any], dict[str, Tensor]]:
     """Every method on every image of ``task``: metrics per method, and the soft maps at the
     patch grid ``[N, gh, gw]`` per method (for display; a pixel map is summed per patch). The
@@ -598,7 +598,9 @@ def evaluate_methods(model: nn.Module, task: SegmentationTask, class_emb: Tensor
     (e.g. ``("aligned", "reference")``) scores the same maps against the task's masks under each
     geometry (:attr:`SegmentationTask.masks_by_geometry`): the result is then
     ``{geometry: {method: scores}}`` (the maps are computed once); without it,
-    ``{method: scores}`` against ``task.masks``.
+    ``{method: scores}`` against ``task.masks``. ``population`` (the size of the dataset the
+    task's images were drawn from) adds each score's sampling error as ``"<score> SE"``
+    (:meth:`SegmentationScores.standard_errors`).
 
     ``"images/s"`` times the maps alone (:func:`segmentation_maps`, the zero-shot prediction
     included; not the post-processing and the metrics, which are the same code for every
@@ -655,8 +657,13 @@ def evaluate_methods(model: nn.Module, task: SegmentationTask, class_emb: Tensor
                 maps = F.avg_pool2d(maps[:, None], (ph, pw))[:, 0] * (ph * pw)
             parts[method].append(maps)
     rates = {m: 1.0 / max(float(np.median(per_image[m])), 1e-12) for m in methods}
-    results: dict[str, Any] = {g: {m: {**scores[g][m].summary(), "images/s": rates[m]} for m in methods}
-                               for g in truths}
+    def row(sc: SegmentationScores, method: str) -> dict[str, float]:
+        out = {**sc.summary(), "images/s": rates[method]}
+        if population is not None:
+            out.update({f"{k} SE": v for k, v in sc.standard_errors(population).items()})
+        return out
+
+    results: dict[str, Any] = {g: {m: row(scores[g][m], m) for m in methods} for g in truths}
     maps_out = {m: torch.cat(parts[m]) for m in methods}
     if progress:
         for g, table in results.items():

@@ -91,7 +91,7 @@ import plotly.graph_objects as go
 import torch
 from IPython.display import display
 
-from helpers.course.narrative import compare, num, pct, ranking, ratio, say, verdict, what_we_see
+from helpers.course.narrative import compare, num, pct, pm, ranking, ratio, say, verdict, what_we_see
 from helpers.course.plots import maps_figure
 from helpers.course.presets import resolve
 from helpers.course.record import Figures
@@ -166,7 +166,8 @@ figures["protocol_options"] = {"variant": "paper" if protocol == "paper" else "c
 # %%
 SCORES = ["pixel accuracy", "mIoU", "mAP", "object AP", "IoU foreground", "IoU background"]
 results, soft_maps = evaluate_methods(model, task, classifier, METHODS, batch_size=batch_size,
-                                      variant="paper" if protocol == "paper" else "course")
+                                      variant="paper" if protocol == "paper" else "course",
+                                      population=settings.sampled[2] if settings.sampled else None)
 display(pd.DataFrame(results).T[SCORES].round(3))
 figures["methods"] = {m: {k: float(v) for k, v in r.items() if k != "images/s"} for m, r in results.items()}
 figures["images_per_second"] = {m: float(r["images/s"]) for m, r in results.items()}
@@ -207,6 +208,13 @@ what_we_see(
     f"The target class is the zero-shot prediction, right on {pct(zero_shot)} of the images"
     + verdict(zero_shot >= 0.9, ".", ": where it is wrong, every class-specific map looks for the wrong class."),
 );
+
+# %%
+if settings.sampled:  # a subset of the paper's data: each figure with its sampling error
+    display(pd.DataFrame({m: {k: pm(r[k], r[f"{k} SE"]) for k in SCORES[:4]} for m, r in results.items()}).T
+            .style.set_caption(f"{task.name}: {len(task):,} of {settings.sampled[2]:,} images; \u00b1 one standard "
+                               "error (images drawn without replacement; a bootstrap over images for pixel "
+                               "accuracy and mIoU)"))
 
 # %% [markdown]
 # ## Exercises 6.1–6.3: the post-processing and the metric, by hand
