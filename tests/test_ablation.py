@@ -289,3 +289,73 @@ def test_pattern_held_reads_the_rows():
     assert variance_pattern_held(0.86, 0.04)
     assert not variance_pattern_held(0.4, 0.01)  # not the majority
     assert not variance_pattern_held(0.6, 0.2)  # the MLPs carry a third as much
+
+
+# ---------------------------------------------------------------------------------------------
+# Attention-pooled towers (SigLIP): the pooling MLP's term is per image, kept apart from const
+
+
+def _siglip_hand_terms():
+    f = lambda x: torch.tensor(x, dtype=torch.float64)  # noqa: E731
+    attn = f([[[1, 1]], [[2, 0]]])
+    return DirectTerms(embed=f([[1, 0], [0, 1]]), attn=attn, mlp=f([[[0, 1]], [[1, 1]]]), const=f([0.5, 0.5]),
+                       heads=attn[:, :, None].clone(), pool_mlp=f([[3, 0], [0, 3]]))
+
+
+def test_pool_mlp_is_its_own_term_on_the_reference_scale():
+    from helpers.methods.heads import stack_heads
+
+    t = _siglip_hand_terms()
+    e = t.embeddings()
+    torch.testing.assert_close(e, torch.tensor([[5.5, 2.5], [3.5, 5.5]], dtype=torch.float64), rtol=0, atol=1e-15)
+    share, nrm = t.reference_scale()
+    assert share.shape == (2,)  # image-independent: only const is shared over the 2L + 1 summands
+    torch.testing.assert_close(nrm[:, 0], torch.tensor([6.041522987, 6.519202405], dtype=torch.float64),
+                               rtol=0, atol=1e-9)
+    u = t.normalized()
+    torch.testing.assert_close(u.embeddings(), e / e.norm(dim=-1, keepdim=True), rtol=0, atol=1e-14)
+    torch.testing.assert_close(u.pool_mlp, t.pool_mlp / nrm, rtol=0, atol=1e-15)
+    assert not u.const.any()
+    want = torch.tensor([[0.979988205, 0.330031674], [0.467253765, 0.927432758]], dtype=torch.float64)
+    torch.testing.assert_close(t.ablated(attn=[0], scale="paper"), want, rtol=0, atol=1e-9)
+    stack = stack_heads(t, [0], scale="paper")[0]
+    want = torch.tensor([[[0.193108041, 0.193108041], [0.332351495, 0.025565500]]], dtype=torch.float64)
+    torch.testing.assert_close(stack, want, rtol=0, atol=1e-9)
+    # the pooling MLP appears among the components (before const) and can be mean-ablated
+    comps = t.components()
+    assert comps.labels["component"][-2:] == ["pool.mlp", "const"]
+    torch.testing.assert_close(comps.data.sum(1), e)
+    torch.testing.assert_close(t.ablated(pool_mlp=True), e - t.pool_mlp + t.pool_mlp.mean(0))
+    with pytest.raises(ValueError, match="attention-pooled"):
+        _terms().ablated(pool_mlp=True)
+
+
+def test_a_per_image_const_is_refused():
+    t = _siglip_hand_terms()
+    with pytest.raises(ValueError, match="pool_mlp"):
+        DirectTerms(t.embed, t.attn, t.mlp, t.const + t.pool_mlp)
+    with pytest.raises(ValueError, match="pool_mlp must be"):
+        DirectTerms(t.embed, t.attn, t.mlp, t.const, pool_mlp=t.pool_mlp[:1])
+
+
+@pytest.mark.parametrize("n, L, heads", [(3, 3, False), (5, 2, True)])
+def test_reference_scale_with_a_pooling_term_sums_to_the_unit_embedding(n, L, heads):
+    """Regressions: with N == L (no heads) the per-image share used to broadcast silently over the
+    layers; with heads, or N != L, it raised."""
+    from helpers.methods.heads import stack_heads
+
+    g = torch.Generator().manual_seed(7)
+    H, d = 2, 4
+    r = lambda *s: torch.randn(*s, generator=g, dtype=torch.float64)  # noqa: E731
+    hd = r(n, L, H, d)
+    t = DirectTerms(embed=r(n, d), attn=hd.sum(2), mlp=r(n, L, d), const=r(d), heads=hd if heads else None,
+                    pool_mlp=r(n, d))
+    e = t.embeddings()
+    u = t.normalized()
+    torch.testing.assert_close(u.embeddings(), e / e.norm(dim=-1, keepdim=True), rtol=0, atol=1e-13)
+    share = t.const / (2 * L + 1)
+    nrm = e.norm(dim=-1, keepdim=True)
+    torch.testing.assert_close(u.attn, (t.attn + share) / nrm[:, None])
+    if heads:
+        stack, _ = stack_heads(t, range(L), scale="paper")
+        torch.testing.assert_close(stack.sum(0), (t.attn + share).sum(1) / nrm)

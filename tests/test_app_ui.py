@@ -65,7 +65,9 @@ def test_config_precedence():
     p = app_config("ViT-B-16 LAION", 40, "/tmp/x", environ=dict(env, QUERY_STRING="preset=offline"))
     assert (p.preset, p.n_images, p.model_name, p.pretrained) == ("ViT-B-16 LAION", 40, "ViT-B-16",
                                                                   "laion2b_s34b_b88k")
-    assert p.paper and p.dataset == "imagenette" and str(p.cache_dir) == "/tmp/x"
+    assert p.paper and p.dataset == "imagenette" and str(p.cache_dir) == "/tmp/x"  # no local ImageNet named
+    named = app_config("ViT-B-16 LAION", 40, environ={"CLIP_COURSE_IMAGENET": "/data/imagenet/val"})
+    assert named.dataset == "imagenet"  # the paper preset's own data when a copy is there
     d = app_config(environ={})
     assert d.preset == "offline" and d.n_images == 1000 and d.sources["n_images"] == "preset"
     assert app_config(environ={"QUERY_STRING": "preset=ViT-L-14+LAION"}).model_name == "ViT-L-14"

@@ -258,3 +258,63 @@ def test_maps_follow_weight_updates():
     d = dec(x, heads=True)
     assert (d.reconstruct() - visual(x)).abs().max() < F64_TOL
     assert (d.heads.sum(2) - d.attn).abs().max() < F64_TOL
+
+
+def _perturbed_default64():
+    visual = _visual(DEFAULT_MODEL, torch.float64, seed=3)
+    g = torch.Generator().manual_seed(4)
+    with torch.no_grad():  # non-trivial layer-norm parameters and biases
+        for name, p in visual.named_parameters():
+            if "ln" in name or name.endswith("bias"):
+                p.add_(0.2 * torch.randn(p.shape, generator=g, dtype=p.dtype))
+    return visual
+
+
+def test_reference_convention_against_a_transcription():
+    """Per (layer, token, head), the reference code's term is
+    [gamma (a W_O^h v + b_O / (T H) - mu / (K T H)) / sigma + beta / (K T H)] proj; transcribed here
+    from hooked activations, dotted with texts, and compared with token_scores(convention="reference")."""
+    visual = _perturbed_default64()
+    x = _images(visual, n=2, dtype=torch.float64, seed=2)
+    d = Decomposer(visual)(x, heads=True, tokens=True)
+    texts = torch.randn(3, d.embedding.shape[-1], generator=torch.Generator().manual_seed(5), dtype=torch.float64)
+    inputs = {}
+    hooks = [blk.ln_1.register_forward_hook(lambda m, a, out, i=i: inputs.__setitem__(i, out.detach()))
+             for i, blk in enumerate(visual.transformer.resblocks)]
+    seen = {}
+    hooks.append(visual.ln_post.register_forward_pre_hook(lambda m, a: seen.__setitem__("z", a[0].detach())))
+    try:
+        with torch.no_grad():
+            emb = visual(x)
+    finally:
+        for h in hooks:
+            h.remove()
+    z = seen["z"] if seen["z"].ndim == 2 else seen["z"][:, 0]
+    mu, sigma = z.mean(-1), (z.var(-1, unbiased=False) + visual.ln_post.eps).sqrt()
+    gamma, beta, proj = visual.ln_post.weight, visual.ln_post.bias, visual.proj
+    L = len(visual.transformer.resblocks)
+    K = 2 * L + 1
+    want = []
+    for layer, blk in enumerate(visual.transformer.resblocks):
+        att = blk.attn
+        H, D = att.num_heads, att.embed_dim
+        dh = D // H
+        xin = inputs[layer]
+        T = xin.shape[1]
+        qkv = xin @ att.in_proj_weight.T + att.in_proj_bias
+        q, k, v = (qkv[..., i * D:(i + 1) * D].reshape(2, T, H, dh) for i in range(3))
+        a = torch.einsum("bhk,bthk->bht", q[:, 0] * dh ** -0.5, k).softmax(-1)  # the class token's row
+        wo = att.out_proj.weight.T.reshape(H, dh, D).detach()
+        r = torch.einsum("bht,bthk,hkd->bthd", a, v, wo) + att.out_proj.bias / (T * H)  # [B, T, H, D]
+        c = gamma * (r - mu[:, None, None, None] / (K * T * H)) / sigma[:, None, None, None] + beta / (K * T * H)
+        want.append((c @ proj) @ texts.T)  # [B, T, H, M]
+    want = torch.stack(want, 1).detach()  # [B, L, T, H, M]
+    got = d.token_scores(texts, keep=("layer", "head"), convention="reference").data
+    torch.testing.assert_close(got, want, rtol=0, atol=1e-10)
+    # the two conventions split the same embedding differently
+    assert not torch.allclose(d.token_scores(texts, keep=("layer", "head")).data, got)
+    # and the reference's terms follow the decomposition's scale like the course's
+    torch.testing.assert_close(d.normalized().token_scores(texts, convention="reference").data,
+                               d.token_scores(texts, convention="reference").data / emb.norm(dim=-1)[:, None, None])
+    with pytest.raises(ValueError, match="convention"):
+        d.token_scores(texts, convention="paper")

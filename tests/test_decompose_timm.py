@@ -222,3 +222,39 @@ def test_heatmaps_of_an_attention_pooled_tower(siglip2_tower):
     assert gap.abs().max() < F64_TOL
     with pytest.raises(UnsupportedModelError, match="class token"):
         topic_segmentation(siglip2_tower, x, 11, 0, texts)
+
+
+def test_collected_terms_keep_the_pooling_mlp_apart(siglip2_tower):
+    from helpers.methods.ablation import collect_terms
+
+    x = _images(siglip2_tower.trunk.patch_embed.img_size, 3)
+    terms = collect_terms(siglip2_tower, x, heads=True, batch_size=2)
+    d = Decomposer(siglip2_tower)(x, heads=True)
+    assert terms.const.shape == d.const.shape  # image-independent
+    torch.testing.assert_close(terms.pool_mlp, d.pool_mlp, rtol=0, atol=1e-12)
+    with torch.no_grad():
+        e = siglip2_tower(x)
+    assert (terms.embeddings() - e).abs().max() < F64_TOL
+    u = terms.normalized()
+    nrm = e.norm(dim=-1, keepdim=True)
+    assert (u.embeddings() - e / nrm).abs().max() < 1e-12
+    assert (u.pool_mlp - d.pool_mlp / nrm).abs().max() < 1e-12
+
+
+def test_pooling_head_terms_and_their_textspan(siglip2_tower):
+    from helpers.methods.ablation import collect_terms
+    from helpers.methods.heads import pool_head_textspan
+
+    x = _images(siglip2_tower.trunk.patch_embed.img_size, 3)
+    terms = collect_terms(siglip2_tower, x, pool_heads=True)
+    d = Decomposer(siglip2_tower)(x)
+    share = d._maps.bias_share  # each head's share of the pooling's out-projection bias, left out
+    torch.testing.assert_close(terms.pool_heads + share, d.pool_heads, rtol=0, atol=1e-12)
+    Hp = d.n_pool_heads
+    rebuilt = terms.pool_heads.sum(1) + Hp * share + terms.pool_mlp + d.head_bias
+    assert (rebuilt - d.embedding).abs().max() < F64_TOL
+    texts = torch.nn.functional.normalize(torch.randn(7, d.embedding.shape[-1], dtype=torch.float64), dim=-1)
+    res = pool_head_textspan(terms, texts)
+    assert res.indices.shape == (Hp, 3)  # capped at the 3 images
+    P = terms.pool_heads.transpose(0, 1)
+    assert (res.reconstruct(P) - P).abs().max() < 1e-10

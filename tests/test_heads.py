@@ -2,7 +2,9 @@
 on planted synthetic heads (small tensors, no model)."""
 
 import math
+from dataclasses import replace
 
+import numpy as np
 import pytest
 import torch
 
@@ -463,13 +465,13 @@ def test_entanglement_across_heads_by_hand():
     # roles: colour, colour, shape, colour, texture, and one head with no property
     table = [["colour"] * 3 + ["shape"], ["colour", "colour", "shape", "shape"], ["shape"] * 4,
              ["colour", "texture", "colour", "other"], ["texture", "texture", "shape", "shape"], ["other"] * 4]
-    s = interpretability_scores(_roles(table), entanglement="paper")
+    s = interpretability_scores(_roles(table), entanglement="across_heads")
     # three colour heads share their property with two others; of the 5 heads with a role,
     # sum_p n_p (n_p - 1) = 3 * 2 = 6 ordered pairs of the 5 * 4 share a property
     assert s.heads_per_property == {"colour": 3, "shape": 1, "texture": 1}
     assert s.heads_sharing == [2, 2, 0, 2, 0, 0]
     assert s.across_heads_entanglement == pytest.approx(6 / 20)
-    assert s.entanglement == s.across_heads_entanglement and s.entanglement_kind == "paper"
+    assert s.entanglement == s.across_heads_entanglement and s.entanglement_kind == "across_heads"
     # the within-head count is kept under its own name and stays the default
     within = interpretability_scores(_roles(table))
     assert within.entanglement == within.within_head_entanglement == s.within_head_entanglement
@@ -478,12 +480,15 @@ def test_entanglement_across_heads_by_hand():
     assert within.across_heads_entanglement == pytest.approx(0.3)
     # one head per property: disentangled across heads, however mixed each head is
     own = interpretability_scores(_roles([["colour", "shape"] * 2, ["shape", "colour", "shape", "colour"],
-                                          ["texture"] * 4]), entanglement="paper")
+                                          ["texture"] * 4]), entanglement="across_heads")
     assert own.entanglement == 0.0 and own.within_head_entanglement > 0
     # every head on one property: fully entangled across heads, each head pure
-    same = interpretability_scores(_roles([["colour"] * 4] * 4), entanglement="paper")
+    same = interpretability_scores(_roles([["colour"] * 4] * 4), entanglement="across_heads")
     assert same.entanglement == 1.0 and same.within_head_entanglement == 0.0 and same.association == 1.0
-    assert interpretability_scores(_roles([["colour"] * 2]), entanglement="paper").entanglement == 0.0
+    assert interpretability_scores(_roles([["colour"] * 2]), entanglement="across_heads").entanglement == 0.0
+    # the old name claimed the study's formula, which could not be checked: a clear error, no alias
+    with pytest.raises(ValueError, match="renamed 'across_heads'"):
+        interpretability_scores(_roles(table), entanglement="paper")
     with pytest.raises(ValueError, match="entanglement must be"):
         interpretability_scores(_roles(table), entanglement="both")
 
@@ -554,3 +559,155 @@ def test_neighbour_overlap():
     assert neighbour_overlap(S, 0, k=4, scores=("cosine", "cosine"), first_stack=S * scale) == 1.0
     with pytest.raises(ValueError, match="must have the shape"):
         neighbour_overlap(S, 0, first_stack=S[:, :10])
+
+
+# ---------------------------------------------------------------------------------------------
+# TextSpan on the reference code's scale (fitted and scored on terms / |embedding|)
+
+
+def _reference_completeness(t, classifier, texts, last, iters, rank):
+    """The reference code's completeness run, transcribed from its behaviour in plain NumPy:
+    every term divided by its image's embedding norm with the ln_post bias shared over the
+    2L + 1 summands (a layer's share split over its heads), attention heads of the earlier
+    layers mean-ablated, each head of the last layers replaced in-sample by its iterative
+    removal (uncentred SVD, top-``rank`` rows, text projection, centring, greedy std argmax,
+    Gram-Schmidt), everything summed. Returns the predictions and the picks per head."""
+    heads, embed, mlp, const = (x.numpy() for x in (t.heads, t.embed, t.mlp, t.const))
+    N, L, H, d = heads.shape
+    e = embed + heads.sum((1, 2)) + mlp.sum(1) + const
+    nrm = np.linalg.norm(e, axis=-1)
+    share = const / (2 * L + 1)
+    attns = (heads + share / H) / nrm[:, None, None, None]
+    mlps = np.concatenate([(embed + share)[:, None], mlp + share], 1) / nrm[:, None, None]
+    for li in range(L - last):
+        attns[:, li] = attns[:, li].mean(0, keepdims=True)
+    picks = []
+    for li in range(L - last, L):
+        for h in range(H):
+            data = attns[:, li, h]
+            vh = np.linalg.svd(data, full_matrices=False)[2][:rank]
+            T = (vh.T @ np.linalg.inv(vh @ vh.T) @ vh @ texts.T).T
+            mean = data.mean(0, keepdims=True)
+            X = data - mean
+            rec = np.repeat(mean, N, 0)
+            chosen = []
+            for _ in range(iters):
+                j = int(np.argmax((X @ T.T).std(0, ddof=1)))
+                u = T[j]
+                coef = X @ u / (u @ u)
+                rec = rec + coef[:, None] * u
+                X = X - coef[:, None] * u
+                T = T - (T @ u / (u @ u))[:, None] * u
+                chosen.append(j)
+            attns[:, li, h] = rec
+            picks.append(chosen)
+    emb = mlps.sum(1) + attns.sum((1, 2))
+    return (emb @ classifier.T).argmax(-1), picks
+
+
+@pytest.mark.parametrize("rank", [80, 4])
+def test_reconstruction_accuracy_on_the_reference_scale_matches_a_transcription(rank):
+    g = torch.Generator().manual_seed(11)
+    N, L, H, d, M, C = 40, 3, 2, 6, 12, 4
+    r = lambda *s: torch.randn(*s, generator=g, dtype=F64)  # noqa: E731
+    heads = r(N, L, H, d)
+    embed = r(N, d)
+    scale = torch.linspace(1, 10, N, dtype=F64)[:, None]  # embeddings of very different norms
+    embed = embed / embed.norm(dim=-1, keepdim=True) * scale * 3
+    t = DirectTerms(embed=embed, attn=heads.sum(2), mlp=0.5 * r(N, L, d), const=r(d), heads=heads)
+    texts = torch.nn.functional.normalize(r(M, d), dim=-1)
+    clf = torch.nn.functional.normalize(r(C, d), dim=-1)
+    y = torch.randint(0, C, (N,), generator=g)
+    layers = [1, 2]
+    stack = stack_heads(t, layers, scale="paper")[0]
+    fitted = textspan(stack, texts, 3, rank, span="paper")
+    for n in (1, 2, 3):
+        pred, picks = _reference_completeness(t, clf.numpy(), texts.numpy(), len(layers), n, rank)
+        assert fitted.indices[:, :n].tolist() == picks
+        want = float((torch.from_numpy(pred) == y).double().mean())
+        got = reconstruction_accuracy(t, clf, y, layers, "textspan", [n], texts, rank=rank, span="paper",
+                                      scale="paper")
+        assert got[n] == pytest.approx(want, abs=1e-6)  # accuracy() averages in float32
+        emb = reconstructed_embeddings(t, layers, replace(fitted, scale="paper"), n, scale="paper")
+        assert (emb @ clf.T).argmax(-1).tolist() == pred.tolist()
+    # the raw scale is another fit: its picks differ somewhere on these images of unequal norms
+    raw = textspan(stack_heads(t, layers)[0], texts, 3, rank, span="paper")
+    assert raw.indices.tolist() != fitted.indices.tolist()
+
+
+def _two_scales_case():
+    """One head (d = 3, const = 0): images 0, 1 with |e| = 10 write +1 / -1 along e0, images 2, 3
+    with |e| = 1 write +0.5 / -0.5 along e1; the embed term along e2 sets the norms."""
+    head = torch.tensor([[1, 0, 0], [-1, 0, 0], [0, 0.5, 0], [0, -0.5, 0]], dtype=F64)
+    norms = torch.tensor([10.0, 10.0, 1.0, 1.0], dtype=F64)
+    embed = torch.zeros(4, 3, dtype=F64)
+    embed[:, 2] = (norms ** 2 - head.square().sum(-1)).sqrt()
+    t = DirectTerms(embed=embed, attn=head[:, None].clone(), mlp=torch.zeros(4, 1, 3, dtype=F64),
+                    const=torch.zeros(3, dtype=F64), heads=head[:, None, None].clone())
+    return t, torch.eye(3, dtype=F64)
+
+
+def test_the_scale_changes_the_first_pick(monkeypatch):
+    import helpers.methods.heads as heads_module
+
+    t, R = _two_scales_case()
+    for span in ("numerical", "paper"):
+        # raw: variance 0.5 along e0 against 0.125 along e1; reference scale: 0.005 against 0.125
+        assert textspan(stack_heads(t, [0])[0], R, 1, span=span).indices.tolist() == [[0]]
+        assert textspan(stack_heads(t, [0], scale="paper")[0], R, 1, span=span).indices.tolist() == [[1]]
+    fits = []
+    real = heads_module.fit_basis
+
+    def spy(*args, **kwargs):
+        fits.append(real(*args, **kwargs))
+        return fits[-1]
+
+    monkeypatch.setattr(heads_module, "fit_basis", spy)
+    clf, y = torch.eye(3, dtype=F64)[:2], torch.tensor([0, 0, 1, 1])
+    for scale, pick in (("raw", 0), ("paper", 1)):
+        reconstruction_accuracy(t, clf, y, [0], "textspan", [1], R, scale=scale)
+        assert fits[-1].indices.tolist() == [[pick]]
+    # a basis records its scale, and one fitted on the other scale is refused
+    on_paper = replace(fits[-1], scale="paper")
+    acc = reconstruction_accuracy(t, clf, y, [0], "textspan", [1], result=on_paper, scale="paper")
+    assert set(acc) == {1}
+    with pytest.raises(ValueError, match="fitted on the 'paper' scale"):
+        reconstruction_accuracy(t, clf, y, [0], "textspan", [1], result=on_paper, scale="raw")
+    with pytest.raises(ValueError, match="fitted on the 'paper' scale"):
+        reconstructed_embeddings(t, [0], on_paper, scale="raw")
+    with pytest.raises(ValueError, match="'raw', 'paper'"):
+        reconstruction_accuracy(t, clf, y, [0], "textspan", [1], R, scale="cosine")
+    with pytest.raises(ValueError, match="'raw', 'paper'"):
+        reconstructed_embeddings(t, [0], fits[-1], scale="unit")
+
+
+# ---------------------------------------------------------------------------------------------
+# Pooling-head TextSpan (attention-pooled towers): full width, raw scale
+
+
+def test_pool_head_textspan_at_full_width():
+    from helpers.methods.heads import pool_head_textspan
+
+    g = torch.Generator().manual_seed(9)
+    N, Hp, d, M = 12, 3, 5, 9
+    P = torch.randn(N, Hp, d, generator=g, dtype=F64) + torch.randn(1, Hp, d, generator=g, dtype=F64)
+    R = torch.nn.functional.normalize(torch.randn(M, d, generator=g, dtype=F64), dim=-1)
+    res = pool_head_textspan(P, R)
+    assert res.indices.shape == (Hp, d) and res.scale == "raw"
+    # d texts rebuild every head exactly
+    torch.testing.assert_close(res.reconstruct(P.transpose(0, 1)), P.transpose(0, 1), rtol=0, atol=1e-10)
+    # with N >= d the projection is the identity: the first direction is the chosen text itself
+    first = R[res.indices[:, 0]]
+    torch.testing.assert_close(res.directions[:, 0], first, rtol=0, atol=1e-10)
+    # the first pick is the text whose scores vary most over the images (the reference's rule)
+    for h in range(Hp):
+        X = P[:, h] - P[:, h].mean(0)
+        assert int(res.indices[h, 0]) == int((X @ R.T).std(0).argmax())
+    # fewer images than dimensions: at most N texts, which still rebuild the (N-dimensional) data
+    few = pool_head_textspan(P[:3], R)
+    assert few.indices.shape == (Hp, 3)
+    torch.testing.assert_close(few.reconstruct(P[:3].transpose(0, 1)), P[:3].transpose(0, 1), rtol=0, atol=1e-10)
+    with pytest.raises(ValueError, match="n must be"):
+        pool_head_textspan(P[:3], R, n=4)
+    with pytest.raises(ValueError, match="pool_heads=True"):
+        pool_head_textspan(_planted_terms()[0], R)

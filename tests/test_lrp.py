@@ -3,6 +3,7 @@ through a random-init ViT-B-32 (float64), the segmentation maps, and bad input."
 
 import warnings
 
+import numpy as np
 import open_clip
 import pytest
 import torch
@@ -112,3 +113,213 @@ def test_bad_input(small):
         lrp(small, x[:0], t)
     with pytest.raises(helpers.engine.models.UnsupportedModelError):
         lrp(torch.nn.Linear(3, 3), x, t)
+
+
+# ---------------------------------------------------------------------------------------------
+# Chefer et al.'s rule sets (layers_lrp, layers_ours): hand-computed cases and a transcription
+
+
+def _t(x):
+    return torch.tensor(x, dtype=F64)
+
+
+def test_chefer_linear_rules_by_hand():
+    from helpers.methods.lrp import _rules
+
+    separate, joint = _rules("lrp", 0.0), _rules("ours", 0.0)
+    x, w, r = _t([1, -2, 0.5]), _t([[1, -1, 2], [-0.5, 1, 1]]), _t([1, 0.5])
+    # Z1 = x+ W+ = (2, 0.5), Z2 = x- W- = (2, 0): output 1's negative part passes nothing
+    torch.testing.assert_close(_linear(x, w, r, separate), _t([0.5, 1.0, 1.0]), rtol=0, atol=1e-8)
+    torch.testing.assert_close(_linear(x, w, r, joint), _t([0.25, 0.5, 0.75]), rtol=0, atol=1e-8)
+    torch.testing.assert_close(_linear(x, w, r, 0.0), _linear(x, w, r, joint))  # the course's rule is the joint one
+    x, w, r = _t([2, -1, 1, -0.5]), _t([[0.5, -1, -0.25, 2], [-1, 0.5, 1.5, -2]]), _t([3, -1])
+    sep = _linear(x, w, r, separate)
+    torch.testing.assert_close(sep, _t([3, 3, -1, -1]), rtol=0, atol=1e-8)
+    assert float(sep.sum()) == pytest.approx(2 * float(r.sum()), abs=1e-8)  # not conserved: twice the input
+    torch.testing.assert_close(_linear(x, w, r, joint), _t([1.5, 1.5, -0.6, -0.4]), rtol=0, atol=1e-8)
+
+
+def test_chefer_add_and_product_by_hand():
+    from helpers.methods.lrp import _rules
+
+    a, b, r = _t([[[1, -2], [0.5, 3]]]), _t([[[2, 1], [-0.5, 1]]]), _t([[[1, 1], [2, -1]]])
+    ra, rb = _split(a, b, r, _rules("lrp", 0.0))  # z-rule; the a + b = 0 entry passes nothing
+    torch.testing.assert_close(ra, _t([[[1 / 3, 2], [0, -0.75]]]), rtol=0, atol=1e-8)
+    torch.testing.assert_close(rb, _t([[[2 / 3, -1], [0, -0.25]]]), rtol=0, atol=1e-8)
+    ra, rb = _split(a, b, r, _rules("ours", 0.0))  # rescaled to |sum a| : |sum b| of sum R
+    torch.testing.assert_close(ra, _t([[[0.461538461, 2.769230765], [0, -1.038461536]]]), rtol=0, atol=1e-8)
+    torch.testing.assert_close(rb, _t([[[-0.923076923, 1.384615386], [0, 0.346153846]]]), rtol=0, atol=1e-8)
+    assert float(ra.sum() + rb.sum()) == pytest.approx(3.0, abs=1e-8)
+    ra, rv = _product(_t([[0.7, 0.3], [0.2, 0.8]]), _t([[1, -1], [2, 0.5]]), _t([[1, 0], [0.5, 0.5]]),
+                      _rules("lrp", 0.0))
+    torch.testing.assert_close(ra, _t([[0.269230769, 0.230769231], [-0.222222221, 0.722222220]]), rtol=0, atol=1e-8)
+    torch.testing.assert_close(rv, _t([[0.297008547, -0.249999999], [0.452991453, 0.499999998]]), rtol=0, atol=1e-8)
+
+
+def test_chefer_patch_embedding_rule_by_hand():
+    from types import SimpleNamespace
+
+    from helpers.methods.lrp import _patch_pixels, _rules
+
+    conv = torch.nn.Conv2d(3, 2, 2, stride=2, bias=False).double().requires_grad_(False)
+    with torch.no_grad():
+        conv.weight.copy_(_t([[[[1, -0.5], [0, 0.5]], [[-1, 0.25], [0.5, 0]], [[0.5, 0.5], [-0.25, 1]]],
+                              [[[-0.5, 1], [0.25, -1]], [[0, 0.5], [-0.5, 1]], [[1, -1], [0.5, 0.5]]]]))
+    x = _t([[[[0.5, -1], [0.25, 1]], [[-0.5, 0], [1, -0.25]], [[0.75, 0.5], [-1, 0]]]])
+    pix = _patch_pixels(SimpleNamespace(conv1=conv), x, _t([[[1, 0.5]]]), _rules("lrp", 0.0))
+    # lo = -1, hi = 1, Za = (9.375, 4.5625): the z^B rule's shares, channels summed
+    torch.testing.assert_close(pix, _t([[[0.632511415, 0.322922374], [0.194246575, 0.350319635]]]),
+                               rtol=0, atol=1e-8)
+    assert float(pix.sum()) == pytest.approx(1.5, abs=1e-8)
+
+
+def _np_chefer_lrp(visual, x, t, scale):
+    """Chefer et al.'s LRP (layers_lrp) through an open_clip tower, transcribed in NumPy for one
+    image ``x [3, H, W]``: a forward pass from the weights, then every layer's rule in turn.
+    Returns the pixel relevance ``[H, W]``, the last block's attention relevance ``[H, T, T]``
+    and the relevance reaching the first block's input."""
+    from math import erf
+
+    P = lambda p: p.detach().numpy().astype(np.float64)  # noqa: E731
+
+    def ln(z, mod):
+        mu, var = z.mean(-1, keepdims=True), z.var(-1, keepdims=True)
+        return (z - mu) / np.sqrt(var + mod.eps) * P(mod.weight) + P(mod.bias)
+
+    def sdiv(a, b):
+        den = np.clip(b, 1e-9, None) + np.clip(b, None, 1e-9)
+        den = den + (den == 0) * 1e-9
+        return a / den * (b != 0)
+
+    def lin(xx, w, r):
+        wp, wn, xp, xn = np.clip(w, 0, None), np.clip(w, None, 0), np.clip(xx, 0, None), np.clip(xx, None, 0)
+        return xp * (sdiv(r, xp @ wp.T) @ wp) + xn * (sdiv(r, xn @ wn.T) @ wn)
+
+    def add(a, b, r):
+        s = sdiv(r, a + b)
+        return a * s, b * s
+
+    def mm(a, b, r):
+        s = sdiv(r, a @ b)
+        return a * (s @ b.T) / 2, b * (a.T @ s) / 2
+
+    xi = x.numpy()
+    conv = P(visual.conv1.weight)
+    D, C, p, _ = conv.shape
+    g = xi.shape[-1] // p
+    cols = np.stack([xi[:, i * p:(i + 1) * p, j * p:(j + 1) * p].reshape(-1) for i in range(g) for j in range(g)])
+    wc = conv.reshape(D, -1)
+    tok = np.concatenate([P(visual.class_embedding)[None], cols @ wc.T])
+    pos = P(visual.positional_embedding)
+    h = ln(tok + pos, visual.ln_pre)
+    T = h.shape[0]
+    saved = []
+    for blk in visual.transformer.resblocks:
+        at, H = blk.attn, blk.attn.num_heads
+        dh = D // H
+        x1 = ln(h, blk.ln_1)
+        qkv = x1 @ P(at.in_proj_weight).T + P(at.in_proj_bias)
+        q, k, v = (qkv[:, i * D:(i + 1) * D].reshape(T, H, dh).transpose(1, 0, 2) for i in range(3))
+        logits = q @ k.transpose(0, 2, 1) * dh ** -0.5
+        a = np.exp(logits - logits.max(-1, keepdims=True))
+        a = a / a.sum(-1, keepdims=True)
+        o = (a @ v).transpose(1, 0, 2).reshape(T, D)
+        att = o @ P(at.out_proj.weight).T + P(at.out_proj.bias)
+        mid = h + att
+        x2 = ln(mid, blk.ln_2)
+        pre = x2 @ P(blk.mlp.c_fc.weight).T + P(blk.mlp.c_fc.bias)
+        hid = 0.5 * pre * (1 + np.vectorize(erf)(pre / np.sqrt(2)))
+        mlp = hid @ P(blk.mlp.c_proj.weight).T + P(blk.mlp.c_proj.bias)
+        saved.append((blk, h, x1, q, k, v, a, o, att, mid, x2, hid, mlp))
+        h = mid + mlp
+    post = ln(h[0], visual.ln_post)
+    e = post @ P(visual.proj)
+    u = e / np.linalg.norm(e)
+    w_text = scale * t.numpy()
+    # the head: the text classifier, then the projection, from 1 at the target logit
+    r_u = lin(u[None], w_text[None], np.ones((1, 1)))[0]
+    r_post = lin(post[None], P(visual.proj).T, r_u[None])[0]
+    r = np.zeros((T, D))
+    r[0] = post * sdiv(r_post, post)  # the class token's selection
+    last_attention = None
+    for blk, h, x1, q, k, v, a, o, att, mid, x2, hid, mlp in reversed(saved):
+        H = blk.attn.num_heads
+        dh = D // H
+        r_mid, r_mlp = add(mid, mlp, r)
+        r_x2 = lin(x2, P(blk.mlp.c_fc.weight), lin(hid, P(blk.mlp.c_proj.weight), r_mlp))
+        r_mid = mid * (sdiv(r_mid, mid) + sdiv(r_x2, mid))  # the residual stream's copy
+        r_h, r_att = add(h, att, r_mid)
+        r_o = lin(o, P(blk.attn.out_proj.weight), r_att).reshape(T, H, dh).transpose(1, 0, 2)
+        parts = [mm(a[i], v[i], r_o[i]) for i in range(H)]
+        r_a = np.stack([pa for pa, _ in parts])
+        r_v = np.stack([pv for _, pv in parts])
+        if last_attention is None:
+            last_attention = r_a
+        qk = [mm(q[i], k[i].T, r_a[i]) for i in range(H)]
+        r_q = np.stack([rq for rq, _ in qk])
+        r_k = np.stack([rk.T for _, rk in qk])
+        r_qkv = np.concatenate([z.transpose(1, 0, 2).reshape(T, D) for z in (r_q, r_k, r_v)], -1)
+        r_x1 = lin(x1, P(blk.attn.in_proj_weight), r_qkv)
+        r = h * (sdiv(r_h, h) + sdiv(r_x1, h))
+    first = r.copy()
+    r_tok, _ = add(tok, pos, r)  # ln_pre passes relevance through
+    lo, hi = xi.min(), xi.max()
+    wp, wn = np.clip(wc, 0, None), np.clip(wc, None, 0)
+    za = cols @ wc.T - lo * wp.sum(1) - hi * wn.sum(1) + 1e-9
+    s = r_tok[1:] / za
+    r_cols = cols * (s @ wc) - lo * (s @ wp) - hi * (s @ wn)
+    pix = np.zeros(xi.shape)
+    for n, (i, j) in enumerate((i, j) for i in range(g) for j in range(g)):
+        pix[:, i * p:(i + 1) * p, j * p:(j + 1) * p] = r_cols[n].reshape(C, p, p)
+    return pix.sum(0), last_attention, first
+
+
+@pytest.fixture(scope="module")
+def two_blocks(small):
+    import copy
+
+    model = copy.deepcopy(small)
+    model.visual.transformer.resblocks = torch.nn.ModuleList(list(model.visual.transformer.resblocks)[:2])
+    g = torch.Generator().manual_seed(5)
+    with torch.no_grad():  # non-trivial layer-norm and bias parameters
+        for name, prm in model.visual.named_parameters():
+            if "ln" in name or name.endswith("bias"):
+                prm.add_(0.1 * torch.randn(prm.shape, generator=g, dtype=prm.dtype))
+    return model
+
+
+def test_chefer_lrp_matches_a_numpy_transcription(two_blocks):
+    g = torch.Generator().manual_seed(6)
+    d = two_blocks.visual.output_dim
+    x = torch.randn(2, 3, 64, 64, generator=g, dtype=F64)
+    t = torch.nn.functional.normalize(torch.randn(2, d, generator=g, dtype=F64), dim=-1)
+    res = lrp(two_blocks, x, t, rules="lrp")
+    scale = float(two_blocks.logit_scale.detach().exp())
+    with torch.no_grad():
+        e = torch.nn.functional.normalize(two_blocks.encode_image(x), dim=-1)
+    torch.testing.assert_close(res.score, scale * (e * t).sum(-1), rtol=0, atol=1e-10)
+    assert torch.equal(res.start, torch.ones(2, dtype=F64))
+    for i in range(2):
+        pix, att, first = _np_chefer_lrp(two_blocks.visual, x[i], t[i], scale)
+        top = float(np.abs(pix).max())
+        np.testing.assert_allclose(res.pixels[i].numpy(), pix, rtol=1e-8, atol=1e-8 * top)
+        np.testing.assert_allclose(res.attention[i].numpy(), att[:, 0], rtol=1e-8, atol=1e-10)
+        np.testing.assert_allclose(res.tokens[i].numpy(), first.sum(-1), rtol=1e-8, atol=1e-10)
+    # the separate normalisation does not conserve relevance: the tokens carry far more than the start
+    assert (res.tokens.sum(-1) - res.start).abs().min() > 0.5
+    # the course's rules on the same tower still conserve it
+    course = lrp(two_blocks, x, t)
+    torch.testing.assert_close(course.pixels.sum((1, 2)) + course.absorbed, course.score, rtol=0, atol=1e-10)
+
+
+def test_ours_rules_keep_every_blocks_attention_relevance(two_blocks):
+    g = torch.Generator().manual_seed(7)
+    x = torch.randn(2, 3, 64, 64, generator=g, dtype=F64)
+    t = torch.nn.functional.normalize(torch.randn(2, two_blocks.visual.output_dim, generator=g, dtype=F64), dim=-1)
+    res = lrp(two_blocks, x, t, rules="ours", pixels=False, all_attention=True)
+    assert len(res.attention_maps) == 2 and res.attention_maps[0].shape == (2, 4, 65, 65)
+    torch.testing.assert_close(res.attention_maps[-1][:, :, 0], res.attention)
+    with pytest.raises(ValueError, match="rules must be"):
+        lrp(two_blocks, x, t, rules="alpha2beta1")
+    with pytest.raises(ValueError, match="all_attention"):
+        lrp(two_blocks, x, t, partial=True, all_attention=True)

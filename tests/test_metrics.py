@@ -93,3 +93,55 @@ def test_map_coverage_by_hand():
     assert c["IoU bound"] == pytest.approx((0.25 / 0.5 + 0.5 / 0.75) / 2)
     assert c["mean inside"] == pytest.approx((2.0 + 1.0) / 2)
     assert c["mean outside"] == pytest.approx((0.0 + 0.0) / 2)
+
+
+# ---------------------------------------------------------------------------------------------
+# Sampling errors of figures measured on a subset
+
+
+def test_proportion_se_by_hand():
+    from helpers.methods.metrics import proportion_se
+
+    assert proportion_se(0.7, 2000, 50000) == pytest.approx(0.0100, abs=5e-5)
+    assert proportion_se(0.7, 1000, 50000) == pytest.approx(0.01435, abs=5e-5)
+    # Waterbirds' small groups: about 110 of 642 images each
+    assert proportion_se(0.5, 110, 642) == pytest.approx(0.0434, abs=5e-5)
+    assert proportion_se(0.73, 110, 642) == pytest.approx(0.0386, abs=5e-5)
+    assert proportion_se(0.5, 222, 642) == pytest.approx(0.0272, abs=5e-5)
+    assert proportion_se(0.5, 100) == pytest.approx(0.05)  # no population: the binomial error
+    assert proportion_se(0.3, 642, 642) == 0.0  # the whole population: no sampling error
+    with pytest.raises(ValueError, match="smaller than the sample"):
+        proportion_se(0.5, 10, 5)
+    with pytest.raises(ValueError, match="proportion"):
+        proportion_se(1.5, 10)
+
+
+def test_bootstrap_se():
+    from helpers.methods.metrics import bootstrap_se
+
+    x = np.random.default_rng(3).normal(size=400)
+    se = bootstrap_se(np.mean, x, B=2000, seed=0)
+    assert se == pytest.approx(x.std(ddof=1) / np.sqrt(400), rel=0.1)
+    assert bootstrap_se(lambda v: 1.0, x, B=50) == 0.0
+    assert bootstrap_se(np.mean, x, B=2000, seed=0, population=1600) == pytest.approx(se * np.sqrt(0.75))
+    assert bootstrap_se(np.mean, x, B=200, seed=1) == bootstrap_se(np.mean, x, B=200, seed=1)  # seeded
+    with pytest.raises(ValueError, match="2 items"):
+        bootstrap_se(np.mean, x[:1])
+
+
+def test_segmentation_scores_keep_per_image_counts_and_errors():
+    g = torch.Generator().manual_seed(0)
+    truth = torch.rand(12, 8, 8, generator=g) > 0.6
+    soft = torch.rand(12, 8, 8, generator=g, dtype=torch.float64)
+    pred = soft > 0.5
+    s = metrics.SegmentationScores().update(soft[:5], pred[:5], truth[:5]).update(soft[5:], pred[5:], truth[5:])
+    c = s.counts()
+    assert c.shape == (12, 6) and c[:, 1].tolist() == [64] * 12
+    assert c[:, 0].sum() == s.correct and (c[:, 2:4].sum(0) == s.inter).all() and (c[:, 4:6].sum(0) == s.union).all()
+    assert c[3, 3] == int((pred[3] & truth[3]).sum()) and c[3, 4] == int((~pred[3] | ~truth[3]).sum())
+    se = s.standard_errors(B=200)
+    assert set(se) == {"pixel accuracy", "mIoU", "mAP", "object AP"} and all(v > 0 for v in se.values())
+    whole = s.standard_errors(population=12, B=200)  # every image of the population: no sampling error
+    assert all(v == 0 for v in whole.values())
+    ap = np.array(s.ap_paper)
+    assert se["mAP"] == pytest.approx(ap.std(ddof=1) / np.sqrt(12))

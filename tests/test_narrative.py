@@ -66,3 +66,12 @@ def test_provenance_reading_reads_right_for_every_kind():
         assert "nothing can be concluded" in provenance_reading("random", found)
     assert "not known here" in provenance_reading("unknown", True)
     assert "without being pushed" in provenance_reading("plain", True)
+
+
+def test_pm_writes_a_figure_with_its_standard_error():
+    from helpers.course.narrative import pm
+
+    assert pm(0.7, 0.0144, as_pct=True) == "70.0% \u00b1 1.4 points"
+    assert pm(0.512, 0.031) == "0.512 \u00b1 0.031"
+    assert pm(0.5, None) == "0.500" and pm(0.5, float("nan"), as_pct=True) == "50.0%"
+    assert pm(0.51234, 0.0123, digits=2) == "0.51 \u00b1 0.01"

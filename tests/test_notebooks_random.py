@@ -175,8 +175,9 @@ def test_segmentation_notebook_on_random_vit_b16(tmp_path, monkeypatch):
 SIGLIP = "ViT-B-16-SigLIP"  # a timm tower with attention pooling (no class token)
 
 
-# notebook 4 maps every scene at 224 px through 12 layers: two scenes keep it to a few minutes on CPU
-SIGLIP_RUNS = {"01": {}, "04": {"n_images": 2}}
+# notebook 4 maps every scene at 224 px through 12 layers: two scenes keep it to a few minutes on CPU;
+# notebook 3 also explains each pooling head by TextSpan at full width, as the reference does
+SIGLIP_RUNS = {"01": {}, "03": {}, "04": {"n_images": 2}}
 
 
 @pytest.mark.slow
@@ -190,6 +191,9 @@ def test_notebook_on_random_siglip(nb, tmp_path, monkeypatch):
     figures = execute_notebook(path, tmp_path, params, html=False)
     assert figures["trained_weights"] is False
     CHECKS[path.stem](figures, SIGLIP_RUNS[nb].get("n_images", N[nb]))
+    if nb == "03":  # the pooling heads' own TextSpan table
+        shown = (tmp_path / "notebooks" / path.name).read_text()
+        assert "pooling head 0" in shown and "TextSpan at full width" in shown
     if nb == "04":  # what needs a class token is skipped and said so, not recorded
         assert "head_map_inside_vs_outside" not in figures and "topic_top_text_is_own_colour" not in figures
         shown = (tmp_path / "notebooks" / path.name).read_text()

@@ -352,3 +352,115 @@ def test_module_entry_point():
                           text=True, env=env, cwd=root, timeout=120)
     assert done.returncode == 0, done.stderr
     assert "world_pool.tsv: up to date" in done.stdout
+
+
+# --- the paper's own text sets, fetched from its repository at a pinned commit ---------------
+
+_QUIRKS = "A photo of Cardiff  \na photo of cardiff\ncozy caf\u00e9 ambiance\nAn   image of a lighthouse \nword"
+
+
+@pytest.fixture()
+def served(tmp_path):
+    """A local HTTP server on 127.0.0.1 serving ``tmp_path / 'www'``; yields (folder, base URL)."""
+    import functools
+    import http.server
+    import threading
+
+    www = tmp_path / "www"
+    www.mkdir()
+    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(www))
+    handler.log_message = lambda *a, **k: None
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield www, f"http://127.0.0.1:{server.server_address[1]}"
+    server.shutdown()
+    server.server_close()
+
+
+def test_reference_pool_urls_are_pinned():
+    assert P.REFERENCE_POOL_NAMES == ("reference_general", "reference_common_words")
+    assert P.reference_pool_url("reference_general") == (
+        "https://raw.githubusercontent.com/yossigandelsman/clip_text_span/"
+        "49f70f31bb13437a870ff8de340626b225500a22/text_descriptions/image_descriptions_general.txt")
+    assert P.reference_pool_url("reference_common_words", commit="abc").endswith(
+        "/clip_text_span/abc/text_descriptions/google_3498_english.txt")
+    for _path, sha, size, _what in P.REFERENCE_POOLS.values():
+        assert len(sha) == 64 and size > 0
+    with pytest.raises(ValueError, match="unknown reference pool"):
+        P.reference_pool_url("reference_words")
+
+
+def test_reference_pool_is_fetched_once_checked_and_read_as_the_reference_reads_it(
+        served, tmp_path, monkeypatch):
+    import pooch
+
+    www, base = served
+    (www / "general.txt").write_bytes(_QUIRKS.encode("utf-8"))  # no newline at the end
+    sha = pooch.file_hash(str(www / "general.txt"))
+    monkeypatch.setenv("CLIP_COURSE_CACHE", str(tmp_path / "cache"))
+    monkeypatch.delenv("CLIP_COURSE_OFFLINE", raising=False)
+    monkeypatch.setitem(P.REFERENCE_POOLS, "reference_general",
+                        ("general.txt", sha, len(_QUIRKS.encode()), "a test set"))
+    monkeypatch.setattr(P, "reference_pool_url", lambda name, commit=P.REFERENCE_COMMIT: f"{base}/general.txt")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # duplicates kept, no warning: the reference embeds every line
+        pool = P.load_pool("reference_general")
+    assert pool.texts == ["A photo of Cardiff", "a photo of cardiff", "cozy caf\u00e9 ambiance",
+                          "An image of a lighthouse", "word"]
+    assert set(pool.properties) == {"unknown"} and pool.name == "reference_general"
+    # dropping the duplicate is still possible when asked for
+    with pytest.warns(UserWarning, match="duplicate"):
+        assert len(P.load_pool("reference_general", on_duplicate="warn")) == 4
+    # the second use reads the cache: no server needed
+    (www / "general.txt").unlink()
+    assert P.load_pool("reference_general").texts == pool.texts
+    cached = list((tmp_path / "cache").rglob("general.txt"))
+    assert len(cached) == 1 and cached[0].parent.name == "clip_text_span-49f70f3"
+
+
+def test_reference_pool_with_another_hash_is_refused(served, tmp_path, monkeypatch):
+    www, base = served
+    (www / "words.txt").write_text("cat\ndog")
+    monkeypatch.setenv("CLIP_COURSE_CACHE", str(tmp_path / "cache"))
+    monkeypatch.delenv("CLIP_COURSE_OFFLINE", raising=False)
+    monkeypatch.setattr(P, "reference_pool_url", lambda name, commit=P.REFERENCE_COMMIT: f"{base}/words.txt")
+    with pytest.raises(ValueError, match="(?i)hash"):
+        P.load_pool("reference_common_words")  # the pinned hash is the real file's
+    assert not [f for f in (tmp_path / "cache").rglob("*") if f.is_file()]
+
+
+def test_reference_pool_offline_fails_fast_with_a_hint(tmp_path, monkeypatch):
+    import time
+
+    from helpers.engine.download import OfflineError
+
+    monkeypatch.setenv("CLIP_COURSE_CACHE", str(tmp_path))
+    monkeypatch.setenv("CLIP_COURSE_OFFLINE", "1")
+    for name in P.REFERENCE_POOL_NAMES:
+        t0 = time.perf_counter()
+        with pytest.raises(OfflineError, match="raw.githubusercontent.com") as info:
+            P.load_pool(name)
+        assert time.perf_counter() - t0 < 10
+        assert "preset='offline'" in str(info.value) and "pool=" in str(info.value)
+    assert not [f for f in tmp_path.rglob("*") if f.is_file()]
+
+
+@pytest.mark.parametrize("name, lines, unique", [("reference_general", 3498, 3483),
+                                                 ("reference_common_words", 3498, 3498)])
+def test_real_reference_pools_when_cached(name, lines, unique):
+    """Checks the real files where a copy already sits in the course cache (never downloads)."""
+    import pooch
+
+    from helpers.engine.download import cache_root
+
+    path, sha, size, _ = P.REFERENCE_POOLS[name]
+    local = cache_root() / f"clip_text_span-{P.REFERENCE_COMMIT[:7]}" / path.rsplit("/", 1)[1]
+    if not local.exists():
+        pytest.skip(f"{local} is not in the cache")
+    assert local.stat().st_size == size and pooch.file_hash(str(local)) == sha
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        pool = P.load_pool(name)
+    assert len(pool) == lines
+    assert len({" ".join(t.lower().split()) for t in pool.texts}) == unique

@@ -203,6 +203,9 @@ def test_every_method_on_a_real_architecture():
     for method in METHODS:
         maps = segmentation_maps(model, x, emb, method)
         assert maps.shape == (1, 7, 7) and torch.isfinite(maps).all(), method
+        paper = segmentation_maps(model, x, emb, method, variant="paper")
+        assert paper.shape == ((1, 224, 224) if method == "lrp" else (1, 7, 7)), method
+        assert torch.isfinite(paper).all(), method
 
 
 def test_captured_attention_matches_torch(random_model, scenes):
@@ -313,9 +316,10 @@ def test_bad_inputs(random_model, scenes):
 # ImageNet-Segmentation reader and download
 
 
-def _fake_mat(path, images, masks):
-    """A file with gtsegs_ijcv.mat's layout: value/img and value/gt hold object references to
-    MATLAB-ordered (transposed) arrays."""
+def _fake_mat(path, images, masks, *, nested=True):
+    """A file with gtsegs_ijcv.mat's layout: value/img holds object references to MATLAB-ordered
+    (transposed) images; value/gt holds references to MATLAB cells, 1x1 arrays of references to
+    the transposed uint8 masks (the real file's two levels; ``nested=False``: one level)."""
     import h5py
 
     with h5py.File(path, "w") as f:
@@ -325,15 +329,21 @@ def _fake_mat(path, images, masks):
         gt = f.create_dataset("value/gt", (len(images), 1), dtype=ref_dt)
         for i, (im, m) in enumerate(zip(images, masks)):
             img[i, 0] = refs.create_dataset(f"i{i}", data=im.transpose(2, 1, 0)).ref
-            gt[i, 0] = refs.create_dataset(f"g{i}", data=m.astype(np.uint8).transpose(1, 0)).ref
+            target = refs.create_dataset(f"g{i}", data=m.astype(np.uint8).transpose(1, 0)).ref
+            if nested:
+                cell = refs.create_dataset(f"c{i}", (1, 1), dtype=ref_dt)
+                cell[0, 0] = target
+                target = cell.ref
+            gt[i, 0] = target
 
 
-def test_imagenet_seg_reader(tmp_path):
+@pytest.mark.parametrize("nested", [True, False], ids=["cell of references (the real file)", "one reference"])
+def test_imagenet_seg_reader(tmp_path, nested):
     rng = np.random.default_rng(0)
     images = [rng.integers(0, 255, (30, 50, 3), dtype=np.uint8), rng.integers(0, 255, (40, 20, 3), dtype=np.uint8)]
     masks = [rng.random((30, 50)) > 0.5, rng.random((40, 20)) > 0.5]
     path = tmp_path / "gtsegs_ijcv.mat"
-    _fake_mat(path, images, masks)
+    _fake_mat(path, images, masks, nested=nested)
     ds = imagenet_seg(path=str(path))
     assert len(ds) == 2
     for i in range(2):
@@ -490,7 +500,7 @@ def test_evaluate_methods_times_the_maps_after_a_warm_up(monkeypatch):
                                 {"a": ["a"], "b": ["b"]}, torch.zeros(n, dtype=torch.long))
     calls = []
 
-    def fake_maps(model, x, class_emb, method, *, labels=None):
+    def fake_maps(model, x, class_emb, method, *, labels=None, variant="course"):
         calls.append(x.shape[0])
         if len(calls) == 1:
             time.sleep(0.3)  # a slow first call
@@ -500,9 +510,9 @@ def test_evaluate_methods_times_the_maps_after_a_warm_up(monkeypatch):
 
     real_segment = seg.segment
 
-    def slow_segment(maps, size, threshold="mean"):
+    def slow_segment(maps, size, threshold="mean", **kw):
         time.sleep(0.05 * maps.shape[0])  # post-processing is not timed
-        return real_segment(maps, size, threshold)
+        return real_segment(maps, size, threshold, **kw)
 
     monkeypatch.setattr(seg, "segmentation_maps", fake_maps)
     monkeypatch.setattr(seg, "segment", slow_segment)
@@ -524,7 +534,8 @@ def test_evaluate_methods_times_the_maps_after_a_warm_up(monkeypatch):
     # several methods take turns on each batch, after all the warm-ups
     order = []
     monkeypatch.setattr(seg, "segmentation_maps",
-                        lambda model, x, class_emb, method, *, labels=None: order.append((method, x.shape[0]))
+                        lambda model, x, class_emb, method, *, labels=None, variant="course":
+                        order.append((method, x.shape[0]))
                         or torch.zeros(x.shape[0], *grid))
     both, _ = seg.evaluate_methods(model, task, torch.eye(2), ("rollout", "gradcam"), batch_size=3, warmup=1)
     assert order == [("rollout", 1), ("gradcam", 1), ("rollout", 3), ("gradcam", 3), ("rollout", 2), ("gradcam", 2)]
@@ -536,3 +547,242 @@ def test_method_names_and_backward_methods_cover_the_methods():
 
     assert set(METHOD_NAMES) == set(METHODS) and set(BACKWARD_METHODS) < set(METHODS)
     assert "decomposition" not in BACKWARD_METHODS and {"gradcam", "chefer", "lrp"} <= set(BACKWARD_METHODS)
+
+
+# ---------------------------------------------------------------------------------------------
+# Chefer et al.'s baselines (variant="paper") against hand-computed values and the course's
+
+
+def _f64(x):
+    return torch.tensor(x, dtype=torch.float64)
+
+
+def test_rollout_from_block_one_by_hand():
+    from helpers.methods.segmentation import _rollout_product
+
+    a = [_f64([[.5, .25, .25], [.2, .6, .2], [.1, .1, .8]]), _f64([[.2, .5, .3], [.3, .3, .4], [.25, .25, .5]]),
+         _f64([[.1, .3, .6], [.5, .25, .25], [.4, .4, .2]])]
+    a = [m[None] for m in a]
+    torch.testing.assert_close(_rollout_product(a)[0, 0, 1:], _f64([0.283625, 0.37975]), rtol=0, atol=1e-12)
+    torch.testing.assert_close(_rollout_product(a, 1)[0, 0, 1:], _f64([0.2725, 0.3375]), rtol=0, atol=1e-12)
+    with pytest.raises(ValueError, match="no block"):
+        _rollout_product(a, 3)
+
+
+def test_transformer_attribution_product_by_hand():
+    from helpers.methods.segmentation import _attribution_product
+
+    c = [_f64([[0, .1, .2], [0, 0, .1], [.3, 0, 0]]), _f64([[.05, .2, 0], [.1, 0, 0], [0, .1, .2]]),
+         _f64([[0, 0, .4], [.2, .1, 0], [0, 0, .1]])]
+    c = [m[None] for m in c]
+    torch.testing.assert_close(_attribution_product(c, 1)[0, 0, 1:], _f64([0.24, 0.48]), rtol=0, atol=1e-12)
+    # from block 0 it is the generic rule R <- R + C R started at R = I
+    r = torch.eye(3, dtype=torch.float64)[None]
+    for m in c:
+        r = r + m @ r
+    torch.testing.assert_close(_attribution_product(c, 0), r)
+    torch.testing.assert_close(r[0, 0, 1:], _f64([0.345, 0.714]), rtol=0, atol=1e-12)
+
+
+def test_attention_gradcam_by_hand():
+    from helpers.methods.segmentation import _head_gradcam
+
+    a = _f64([[[.1, .4, .2, .3], [.25, .25, .35, .15]]])
+    g = _f64([[[.5, -.1, .2, 0], [-.3, -.1, .1, -.1]]])  # head weights 0.15 and -0.1
+    rows = _head_gradcam(a, g)
+    torch.testing.assert_close(rows, _f64([[0, 0.0175, 0, 0.015]]), rtol=0, atol=1e-12)
+    soft = postprocess(rows.reshape(1, 2, 2), (2, 2), clip=False)  # min-max at the map's own size
+    torch.testing.assert_close(soft, _f64([[[0, 1], [0, 0.857142857]]]), rtol=0, atol=1e-9)
+
+
+def test_postprocess_without_the_clip_and_at_the_mask_size():
+    maps = _f64([[[-1.0, 0.0], [1.0, 3.0]]])
+    torch.testing.assert_close(postprocess(maps, (2, 2), clip=False), _f64([[[0, 0.25], [0.5, 1]]]))
+    torch.testing.assert_close(postprocess(maps, (2, 2)), _f64([[[0, 0], [1 / 3, 1]]]))
+    big = torch.randn(2, 16, 16, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    lo, hi = big.amin((1, 2), keepdim=True), big.amax((1, 2), keepdim=True)
+    torch.testing.assert_close(postprocess(big, (16, 16), clip=False), (big - lo) / (hi - lo), rtol=0, atol=1e-15)
+
+
+def test_paper_variants_reduce_to_the_course_where_they_should(random_model, scenes):
+    from helpers.methods.segmentation import (
+        _attribution_product,
+        _chefer,
+        _class_score,
+        _rollout,
+        _rollout_product,
+    )
+
+    visual = random_model.visual.double()
+    try:
+        x = images_to_tensor(scenes.images[:2]).double()
+        t = torch.nn.functional.normalize(torch.randn(2, visual.output_dim, dtype=torch.float64), dim=-1)
+        # rollout from block 0 is the course's rollout (the old formula written out)
+        with torch.no_grad(), _capture_attention(visual, in_graph=False) as store:
+            visual(x)
+        old = None
+        for a in store:
+            m = 0.5 * a.mean(1) + 0.5 * torch.eye(a.shape[-1], dtype=a.dtype)
+            m = m / m.sum(-1, keepdim=True)
+            old = m if old is None else m @ old
+        torch.testing.assert_close(_rollout(visual, x, 0), old[:, 0])
+        torch.testing.assert_close(_rollout(visual, x, 1), _rollout_product([a.mean(1) for a in store], 1)[:, 0])
+        # the course's Chefer et al. (generic rule) is the attribution product from block 0 on A itself
+        with torch.enable_grad(), _capture_attention(visual, in_graph=True) as store:
+            grads = torch.autograd.grad(_class_score(visual, x, t), store)
+        cams = [(g * a.detach()).clamp_min(0).mean(1) for g, a in zip(grads, store)]
+        torch.testing.assert_close(_attribution_product(cams, 0)[:, 0], _chefer(visual, x, t))
+    finally:
+        visual.float()
+
+
+@pytest.mark.parametrize("method", METHODS)
+def test_every_paper_variant_gives_finite_maps(random_model, scenes, method):
+    x = images_to_tensor(scenes.images[:3])
+    emb = torch.nn.functional.normalize(torch.randn(4, random_model.visual.output_dim), dim=-1)
+    maps = segmentation_maps(random_model, x, emb, method, variant="paper")
+    size = tuple(random_model.visual.image_size) if method == "lrp" else tuple(random_model.visual.grid_size)
+    assert maps.shape == (3, *size) and torch.isfinite(maps).all()  # full LRP: the pixel map
+    assert not any(p.grad is not None for p in random_model.parameters())
+    if method in ("decomposition", "raw_attention"):  # no paper variant of their own
+        torch.testing.assert_close(maps, segmentation_maps(random_model, x, emb, method))
+    with pytest.raises(ValueError, match="variant"):
+        segmentation_maps(random_model, x, emb, method, variant="chefer")
+
+
+def test_method_labels_and_clips():
+    from helpers.methods.segmentation import PAPER_VARIANTS, clips, method_label
+
+    assert set(PAPER_VARIANTS) == {"rollout", "gradcam", "chefer", "lrp", "partial_lrp"}
+    assert method_label("lrp", "paper") == "LRP (Chefer\u2019s)" and method_label("lrp") == "LRP (course)"
+    assert method_label("decomposition", "paper") == "the decomposition"
+    assert clips("lrp") and not clips("lrp", "paper") and clips("decomposition", "paper")
+    with pytest.raises(ValueError, match="unknown method"):
+        method_label("lime")
+
+
+# ---------------------------------------------------------------------------------------------
+# Mask geometry: the course's aligned masks and the reference code's squeezed ones
+
+
+def test_reference_geometry_squeezes_the_mask_by_hand():
+    pre = open_clip.image_transform(4, is_train=False)  # 8x6 -> 5x4 (columns 0, 2, 4, 5, 7), crop from 0
+    mask = np.zeros((6, 8), bool)
+    mask[:, 5:7] = True
+    img = np.zeros((6, 8, 3), np.uint8)
+    xa, aligned = transform_pair(img, mask, pre)
+    xr, squeezed = transform_pair(img, mask, pre, geometry="reference")  # 8 -> 4: columns 1, 3, 5, 7
+    assert torch.equal(xa, xr)  # the image is the same: only the mask's geometry differs
+    assert aligned.int().tolist() == [[0, 0, 0, 1]] * 4
+    assert squeezed.int().tolist() == [[0, 0, 1, 0]] * 4
+    with pytest.raises(ValueError, match="geometry must be"):
+        transform_pair(img, mask, pre, geometry="squeezed")
+
+
+@pytest.mark.parametrize("cols, fg_aligned, agree, iou", [((300, 450), 0.194475, 0.928850, 0.666667),
+                                                         ((175, 325), 0.213449, 0.947824, 0.755556)])
+def test_reference_geometry_on_a_4_to_3_photo(cols, fg_aligned, agree, iou):
+    pre = open_clip.image_transform(224, is_train=False)  # 500x375 -> 298x224, crop from column 37
+    mask = np.zeros((375, 500), bool)
+    mask[100:300, cols[0]:cols[1]] = True
+    img = np.zeros((375, 500, 3), np.uint8)
+    _, a = transform_pair(img, mask, pre)
+    _, r = transform_pair(img, mask, pre, geometry="reference")
+    assert float(a.float().mean()) == pytest.approx(fg_aligned, abs=1e-6)
+    assert float(r.float().mean()) == pytest.approx(0.161272, abs=1e-6)  # 150 of 500 columns, squeezed
+    assert float((a == r).float().mean()) == pytest.approx(agree, abs=1e-6)
+    assert float((a & r).sum() / (a | r).sum()) == pytest.approx(iou, abs=1e-6)
+
+
+def test_widened_world_shows_the_model_the_same_scene(default_bundle):
+    from helpers.data.segmentation_tasks import load_segmentation_task
+
+    model, preprocess, _ = default_bundle  # a 64-pixel model: the 64x86 picture's centre crop is the scene
+    square = load_segmentation_task("world:colour", preprocess, 12, seed=3, world_name="world-v3")
+    wide = load_segmentation_task("world-wide:colour", preprocess, 12, seed=3, world_name="world-v3",
+                                  mask_geometry="reference")
+    assert wide.name == "world-wide:colour" and wide.mask_geometry == "reference"
+    assert float((wide.images - square.images).abs().max()) == 0.0
+    assert torch.equal(wide.masks_for("aligned"), square.masks)
+    assert torch.equal(wide.masks, wide.masks_for("reference"))
+    assert not torch.equal(wide.masks, square.masks)  # the squeezed ground truth moves
+    assert wide.clutter is not None and wide.clutter.shape == wide.masks.shape
+    # a square picture has one geometry: both mask sets agree
+    assert torch.equal(square.masks_for("reference"), square.masks)
+    with pytest.raises(ValueError, match="mask_geometry"):
+        load_segmentation_task("world:colour", preprocess, 2, mask_geometry="cropped")
+    with pytest.raises(ValueError, match="needs a number"):
+        load_segmentation_task("world:colour", preprocess, None)
+
+
+def test_widen_pads_the_masks_and_keeps_the_scene():
+    scenes = world.sample(3, split="test", seed=1)
+    images, (fg,), m = world.widen(scenes.images, [scenes.foreground], scenes.factors["background"])
+    assert m == 11 and images.shape == (3, 64, 86, 3) and fg.shape == (3, 64, 86)
+    assert np.array_equal(images[:, :, 11:75], scenes.images) and np.array_equal(fg[:, :, 11:75], scenes.foreground)
+    assert not fg[:, :, :11].any() and not fg[:, :, 75:].any()
+    with pytest.raises(ValueError, match="square"):
+        world.widen(images, [fg], scenes.factors["background"])
+
+
+def test_evaluate_methods_scores_the_same_maps_under_each_geometry(random_model):
+    from helpers.methods import segmentation as seg
+
+    n = 4
+    g = torch.Generator().manual_seed(1)
+    aligned = torch.zeros(n, 64, 64, dtype=torch.bool)
+    aligned[:, 8:40, 8:40] = True
+    squeezed = torch.zeros_like(aligned)
+    squeezed[:, 8:40, 14:38] = True
+    task = seg.SegmentationTask("toy", torch.randn(n, 3, 64, 64, generator=g), aligned, [None] * n,
+                                {"a": ["a"], "b": ["b"]}, masks_by_geometry={"aligned": aligned, "reference": squeezed})
+    emb = torch.nn.functional.normalize(torch.randn(2, random_model.visual.output_dim, generator=g), dim=-1)
+    both, maps = seg.evaluate_methods(random_model, task, emb, ("raw_attention", "lrp"), batch_size=3, warmup=0,
+                                      geometries=("aligned", "reference"), variant="paper")
+    plain, _ = seg.evaluate_methods(random_model, task, emb, ("raw_attention", "lrp"), batch_size=3, warmup=0,
+                                    variant="paper")
+    assert set(both) == {"aligned", "reference"} and set(both["aligned"]) == {"raw_attention", "lrp"}
+    for m in ("raw_attention", "lrp"):
+        assert {k: v for k, v in both["aligned"][m].items() if k != "images/s"} == \
+            {k: v for k, v in plain[m].items() if k != "images/s"}
+        assert both["reference"][m]["mIoU"] != both["aligned"][m]["mIoU"]
+    assert maps["lrp"].shape == (n, 8, 8)  # the pixel map is kept per patch, for display
+    with pytest.raises(ValueError, match="has masks for"):
+        seg.evaluate_methods(random_model, task, emb, ("raw_attention",), geometries=("cropped",))
+
+
+def test_imagenet_seg_task_takes_every_image_under_both_geometries(tmp_path):
+    from helpers.data.segmentation_tasks import load_segmentation_task
+
+    rng = np.random.default_rng(1)
+    images = [rng.integers(0, 255, (30, 40, 3), dtype=np.uint8) for _ in range(3)]
+    masks = [np.zeros((30, 40), bool) for _ in range(3)]
+    for m in masks:
+        m[5:25, 28:38] = True  # off-centre: the squeezed mask moves
+    path = tmp_path / "gtsegs_ijcv.mat"
+    _fake_mat(path, images, masks)
+    pre = open_clip.image_transform(16, is_train=False)
+    task = load_segmentation_task(f"imagenet-seg:{path}", pre, None, mask_geometry="reference")
+    assert len(task) == 3 and task.mask_geometry == "reference" and len(task.prompts) > 900
+    for i in range(3):
+        x, m = transform_pair(images[i], masks[i], pre, geometry="reference")
+        assert torch.equal(task.images[i], x) and torch.equal(task.masks[i], m)
+        assert torch.equal(task.masks_for("aligned")[i], transform_pair(images[i], masks[i], pre)[1])
+    assert not torch.equal(task.masks_for("aligned"), task.masks)
+    assert len(load_segmentation_task(f"imagenet-seg:{path}", pre, 2)) == 2
+
+
+def test_evaluate_methods_adds_sampling_errors_for_a_subset(monkeypatch):
+    from helpers.methods import segmentation as seg
+
+    n = 6
+    g = torch.Generator().manual_seed(2)
+    masks = torch.rand(n, 8, 8, generator=g) > 0.5
+    task = seg.SegmentationTask("toy", torch.rand(n, 3, 8, 8, generator=g), masks, [None] * n, {"a": ["a"], "b": ["b"]})
+    monkeypatch.setattr(seg, "segmentation_maps", lambda model, x, emb, method, **kw: torch.rand(x.shape[0], 2, 2,
+                                                                                               generator=g))
+    res, _ = seg.evaluate_methods(torch.nn.Linear(1, 1), task, torch.eye(2), ("rollout",), warmup=0, population=60)
+    r = res["rollout"]
+    assert {"pixel accuracy SE", "mIoU SE", "mAP SE", "object AP SE"} <= set(r) and r["mIoU SE"] > 0
+    whole, _ = seg.evaluate_methods(torch.nn.Linear(1, 1), task, torch.eye(2), ("rollout",), warmup=0, population=6)
+    assert whole["rollout"]["mIoU SE"] == 0.0

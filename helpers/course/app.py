@@ -182,10 +182,13 @@ def app_config(preset: str = "", n_images: int | None = None, cache_dir: str | o
         n, sources["n_images"] = None, "preset"
     s = resolve(preset, "03", model_name="", pretrained="", dataset="", n_images=n, batch_size=None, device="",
                 protocol="", pool_size=None)
+    dataset = s.dataset
+    if dataset == "imagenet" and not env.get("CLIP_COURSE_IMAGENET"):
+        dataset = "imagenette"  # a gallery to explore, downloaded on demand; ImageNet val only when a copy is named
     cache = Path(cache_dir or env.get(ENV_CACHE) or cache_root() / "features")
     if threads is None and preset == "offline":
         threads = 1
-    return AppConfig(preset=preset, model_name=s.model_name, pretrained=s.pretrained or "", dataset=s.dataset,
+    return AppConfig(preset=preset, model_name=s.model_name, pretrained=s.pretrained or "", dataset=dataset,
                      n_images=int(s.n_images), device=s.device, batch_size=int(s.batch_size),
                      paper=s.protocol == "paper", cache_dir=cache, pool_size=int(s.pool_size or 0), threads=threads,
                      sources=sources, **fields)

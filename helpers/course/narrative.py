@@ -21,7 +21,7 @@ from __future__ import annotations
 import math
 from typing import Any, Iterable, Mapping
 
-__all__ = ["num", "pct", "pts", "ratio", "compare", "ranking", "verdict", "bullets", "what_we_see", "say",
+__all__ = ["num", "pct", "pts", "ratio", "pm", "compare", "ranking", "verdict", "bullets", "what_we_see", "say",
            "provenance_reading", "baseline_comparison"]
 
 _MINUS = "\u2212"
@@ -68,6 +68,18 @@ def ratio(x: Any, digits: int = 2) -> str:
     """A ratio with a multiplication sign: ``1.934 -> '1.93×'``."""
     v = _finite(x, "ratio")
     return "n/a" if math.isnan(v) else f"{v:.{digits}f}\u00d7"
+
+
+def pm(value: Any, se: Any, *, as_pct: bool = False, digits: int | None = None) -> str:
+    """A figure with its standard error: ``pm(0.7, 0.0144, as_pct=True) -> '70.0% ± 1.4'`` (the
+    error in percentage points), ``pm(0.512, 0.031) -> '0.512 ± 0.031'``; the value alone when
+    ``se`` is None or NaN (no sampling error: the whole population)."""
+    d = (1 if as_pct else 3) if digits is None else digits
+    text = _fmt(_finite(value, "value"), as_pct, d)
+    if se is None or math.isnan(_finite(se, "se")):
+        return text
+    err = 100 * float(se) if as_pct else float(se)
+    return f"{text} \u00b1 {err:.{d}f}" + (" points" if as_pct else "")
 
 
 def _fmt(v: float, as_pct: bool, digits: int) -> str:

@@ -14,10 +14,18 @@ Presets (:data:`PRESETS`):
 * ``"offline"`` -- the course's own small CLIP on the synthetic world, on the CPU (the
   notebooks' figures and tests are taken with it);
 * the papers' models (``"ViT-B-16 LAION"``, ``"ViT-L-14 LAION"``,
-  ``"ViT-H-14 LAION"``, ``"ViT-B-16 OpenAI"``, ``"ViT-B-32 OpenAI"``, ``"ViT-L-14 OpenAI"``) on
-  Imagenette (notebooks 1-3), scikit-image's photos (4), Waterbirds (5) and
-  ImageNet-Segmentation (6), with the papers' protocol, on a GPU when there is one; sizes fit
-  a free Colab GPU (NVIDIA T4, 15 GB; see :func:`estimate_gpu_memory`);
+  ``"ViT-H-14 LAION"``, ``"ViT-B-16 OpenAI"``, ``"ViT-B-32 OpenAI"``, ``"ViT-L-14 OpenAI"``) with
+  the papers' protocol and the papers' data where the course can hold it: the whole Waterbirds
+  test split (5) and all 4,276 ImageNet-Segmentation images (6); ImageNet validation from your
+  local copy (notebooks 2-3, ``$CLIP_COURSE_IMAGENET``, see :data:`helpers.data.datasets.IMAGENET_INSTRUCTIONS`) on
+  a class-stratified subset of 2 images per class (the course does not stream all 50,000
+  images' terms yet, so these two notebooks say they are an approximation), Imagenette
+  (notebook 1, no paper figure) and scikit-image's photos (4); on a GPU when there is one
+  (:func:`estimate_gpu_memory`);
+* their ``" quick"`` variants (``"ViT-L-14 LAION quick"``, ...): today's subsets, sized for a
+  free Colab GPU (NVIDIA T4, 15 GB), Imagenette for notebooks 1-3; each notebook names itself
+  an approximation of the paper's protocol (``Settings.notes``) and prints its figures with
+  their sampling error;
 * ``"random ViT-B-32"`` -- a real architecture with random weights on the world data, a
   handful of images on the CPU: the tests run every notebook with it, so a shape or indexing
   bug of the real-model path shows without a download.
@@ -45,8 +53,10 @@ __all__ = [
     "NOTEBOOKS",
     "DATASET_DOWNLOADS",
     "T4_MEMORY_GIB",
+    "POPULATIONS",
     "get_preset",
     "resolve",
+    "approximation_note",
     "downloads",
     "estimate_gpu_memory",
     "presets_table",
@@ -63,11 +73,19 @@ NOTEBOOKS = ("01", "02", "03", "04", "05", "06")
 T4_MEMORY_GIB = 14.7
 """Memory of a free Colab GPU (NVIDIA T4, 15 GB = 14.7 GiB as torch reports it)."""
 
+#: The size of each of the papers' datasets (the population a subset is drawn from).
+POPULATIONS: Mapping[str, int] = MappingProxyType({"imagenet": 50_000, "imagenette": 3_925, "waterbirds": 5_794,
+                                                   "imagenet-seg": 4_276})
+
+
+
 #: Approximate download of each online dataset, in MB, and what it is.
 DATASET_DOWNLOADS: Mapping[str, tuple[int, str]] = MappingProxyType({
     "imagenette": (330, "Imagenette validation (3,925 photos of 10 ImageNet classes, 320 px)"),
     "waterbirds": (480, "Waterbirds (CUB birds on Places backgrounds; test split 5,794 images)"),
     "imagenet-seg": (1400, "ImageNet-Segmentation (gtsegs_ijcv.mat, 4,276 images with masks)"),
+    "imagenet": (0, "ImageNet validation (50,000 photos): a local copy, not downloaded "
+                    "(helpers.data.datasets.IMAGENET_INSTRUCTIONS)"),
 })
 
 
@@ -83,6 +101,8 @@ class Preset:
             models; ``""`` leaves each notebook's own default).
         notebooks: notebook number -> its parameter values (data, image counts, batch sizes).
         description: one line for tables.
+        quick: a ``" quick"`` variant: subsets of the papers' data throughout, an approximation
+            of their protocol that each notebook names.
     """
 
     name: str
@@ -92,6 +112,7 @@ class Preset:
     protocol: str
     notebooks: Mapping[str, Mapping[str, Any]]
     description: str = ""
+    quick: bool = False
 
     @property
     def trained_weights(self) -> bool:
@@ -103,18 +124,21 @@ class Preset:
 
 
 def _real(name: str, model_name: str, pretrained: str, description: str, *, n: Mapping[str, int],
-          batch: Mapping[str, int], n_per_group: int, span_images: int) -> Preset:
-    """A preset for one of the papers' models on the real datasets."""
+          batch: Mapping[str, int], n_per_group: int, span_images: int, quick: bool = False) -> Preset:
+    """A preset for one of the papers' models on the real datasets: the papers' data where the
+    course holds it (``quick``: today's subsets throughout)."""
+    imagenet = "imagenette" if quick else "imagenet"
     nbs = {
         "01": {"dataset": "imagenette", "n_images": n["01"], "batch_size": batch["01"]},
-        "02": {"dataset": "imagenette", "n_images": n["02"], "batch_size": batch["02"]},
-        "03": {"dataset": "imagenette", "n_images": n["03"], "batch_size": batch["03"], "pool_size": 0},
+        "02": {"dataset": imagenet, "n_images": n["02"], "batch_size": batch["02"]},
+        "03": {"dataset": imagenet, "n_images": n["03"], "batch_size": batch["03"], "pool_size": 0},
         "04": {"images": "photos", "n_images": n["04"], "pool_size": 0},
-        "05": {"dataset": "waterbirds", "n_per_group": n_per_group, "span_images": span_images,
+        "05": {"dataset": "waterbirds", "n_per_group": n_per_group if quick else 0, "span_images": span_images,
                "batch_size": batch["05"], "pool_size": 0},
-        "06": {"dataset": "imagenet-seg", "n_images": n["06"], "batch_size": batch["06"]},
+        "06": {"dataset": "imagenet-seg", "n_images": n["06"] if quick else None, "batch_size": batch["06"]},
     }
-    return Preset(name, model_name, pretrained, "auto", "paper", _frozen(nbs), description)
+    return Preset(name + (" quick" if quick else ""), model_name, pretrained, "auto", "paper", _frozen(nbs),
+                  description + (" on subsets (an approximation)" if quick else ""), quick=quick)
 
 
 def _frozen(nbs: Mapping[str, Mapping[str, Any]]) -> Mapping[str, Mapping[str, Any]]:
@@ -152,18 +176,60 @@ _L = dict(n={"01": 1000, "02": 2000, "03": 2000, "04": 200, "06": 1000},
 _H = dict(n={"01": 500, "02": 1000, "03": 1000, "04": 200, "06": 500},
           batch={"01": 32, "02": 32, "03": 32, "05": 32, "06": 4}, n_per_group=250, span_images=1000)
 
+_PAPERS = (
+    ("ViT-B-16 LAION", "ViT-B-16", "laion2b_s34b_b88k", "the paper's ViT-B-16 (LAION-2B)", _B),
+    ("ViT-L-14 LAION", "ViT-L-14", "laion2b_s32b_b82k", "the paper's main model, ViT-L-14 (LAION-2B)", _L),
+    ("ViT-H-14 LAION", "ViT-H-14", "laion2b_s32b_b79k", "the paper's ViT-H-14 (LAION-2B)", _H),
+    ("ViT-B-16 OpenAI", "ViT-B-16-quickgelu", "openai", "OpenAI's ViT-B-16 (CLIP-InterpreT)", _B),
+    ("ViT-B-32 OpenAI", "ViT-B-32-quickgelu", "openai", "OpenAI's ViT-B-32 (CLIP-InterpreT)", _B),
+    ("ViT-L-14 OpenAI", "ViT-L-14-quickgelu", "openai", "OpenAI's ViT-L-14 (CLIP-InterpreT)", _L),
+)
+
 PRESETS: Mapping[str, Preset] = MappingProxyType({p.name: p for p in (
     Preset("offline", "world-clip", "world-v3", "cpu", "", _frozen(_OFFLINE),
            "the course's own small CLIP on the synthetic world (no download, CPU)"),
-    _real("ViT-B-16 LAION", "ViT-B-16", "laion2b_s34b_b88k", "the paper's ViT-B-16 (LAION-2B)", **_B),
-    _real("ViT-L-14 LAION", "ViT-L-14", "laion2b_s32b_b82k", "the paper's main model, ViT-L-14 (LAION-2B)", **_L),
-    _real("ViT-H-14 LAION", "ViT-H-14", "laion2b_s32b_b79k", "the paper's ViT-H-14 (LAION-2B)", **_H),
-    _real("ViT-B-16 OpenAI", "ViT-B-16-quickgelu", "openai", "OpenAI's ViT-B-16 (CLIP-InterpreT)", **_B),
-    _real("ViT-B-32 OpenAI", "ViT-B-32-quickgelu", "openai", "OpenAI's ViT-B-32 (CLIP-InterpreT)", **_B),
-    _real("ViT-L-14 OpenAI", "ViT-L-14-quickgelu", "openai", "OpenAI's ViT-L-14 (CLIP-InterpreT)", **_L),
+    *(_real(name, model, tag, what, **sizes) for name, model, tag, what, sizes in _PAPERS),
+    *(_real(name, model, tag, what, **sizes, quick=True) for name, model, tag, what, sizes in _PAPERS),
     Preset("random ViT-B-32", "ViT-B-32", "random", "cpu", "", _frozen(_RANDOM_B32),
            "ViT-B-32 with random weights on the world data, a handful of images (tests; no download)"),
 )})
+
+
+def _sampled(values: Mapping[str, Any]) -> tuple[str, int | None, int] | None:
+    """``(dataset, n, N)`` when a notebook's values draw ``n`` of a paper dataset's ``N`` images
+    (``n`` is ``None`` for Waterbirds, whose groups are sampled), else ``None``."""
+    data = str(values.get("dataset", "")).partition(":")[0]
+    if data not in POPULATIONS:
+        return None
+    N = POPULATIONS[data]
+    if data == "waterbirds":
+        per_group = int(values.get("n_per_group") or 0)
+        return None if not per_group else (data, None, N)
+    n = values.get("n_images")
+    return None if n is None or int(n) >= N else (data, int(n), N)
+
+
+def approximation_note(values: Mapping[str, Any], protocol: str, *, quick: bool = False) -> str | None:
+    """The banner of a notebook that runs the papers' protocol on a subset of their data, or
+    ``None`` when it runs the whole set (or is not the papers' protocol). Imagenette is named
+    as other data: it is not a sample of ImageNet validation."""
+    if protocol != "paper":
+        return None
+    got = _sampled(values)
+    if got is None:
+        return None
+    data, n, N = got
+    if data == "waterbirds":
+        what = f"{int(values['n_per_group'])} images per group of Waterbirds' {N:,}"
+    else:
+        what = f"{n:,} of {data}'s {N:,} images"
+    note = (f"{'quick' if quick else 'approximation'}: the paper's protocol on {what}, so its figures have a "
+            "sampling error (an accuracy p: sqrt(p (1 - p) / n * (N - n) / (N - 1)), "
+            "helpers.methods.metrics.proportion_se)")
+    if data == "imagenette":
+        note += ("; other data: Imagenette (10 classes) is not a sample of ImageNet validation, so its figures are "
+                 "not the paper's")
+    return note
 
 
 def get_preset(name: str) -> Preset:
@@ -203,6 +269,15 @@ class Settings:
         if name in values:
             return values[name]
         raise AttributeError(f"no parameter {name!r} was resolved (have: {', '.join(values)})")
+
+    @property
+    def sampled(self) -> tuple[str, int | None, int] | None:
+        """``(dataset, n, N)`` when the notebook runs the papers' protocol on ``n`` of a paper
+        dataset's ``N`` images (``n`` is ``None`` for Waterbirds' per-group sample), else ``None``:
+        what a figure's sampling error (:func:`helpers.methods.metrics.proportion_se`) needs."""
+        if self.values.get("protocol") != "paper":
+            return None
+        return _sampled(self.values)
 
     @property
     def trained_weights(self) -> bool:
@@ -269,6 +344,10 @@ def resolve(preset: str, notebook: str | int, **params: Any) -> Settings:
             kept.append(key)
         values[key] = value
     notes = []
+    banner = approximation_note({**p.notebooks.get(nb, {}), **{k: v for k, v in values.items() if not _unset(v)}},
+                                str(values.get("protocol", p.protocol)), quick=p.quick)
+    if banner:
+        notes.append(banner)
     if values.get("device") == "auto":
         import torch
 
@@ -314,7 +393,7 @@ def downloads(preset: str) -> dict[str, float]:
         out["weights"] = round(4 * _parameter_count(p.model_name) / 1e6)
     for data in p.datasets().values():
         key = data.partition(":")[0]
-        if key in DATASET_DOWNLOADS:
+        if key in DATASET_DOWNLOADS and DATASET_DOWNLOADS[key][0]:  # a local copy is no download
             out[key] = DATASET_DOWNLOADS[key][0]
     return out
 
@@ -398,13 +477,13 @@ def presets_table() -> list[dict[str, Any]]:
 
 def markdown_table() -> str:
     """The presets as a Markdown table (the README's)."""
-    head = ("| preset | model / weights | data (notebooks 1-3 · 4 · 5 · 6) | images (1 · 2 · 3 · 6) | "
+    head = ("| preset | model / weights | data (notebooks 1 · 2-3 · 4 · 5 · 6) | images (1 · 2 · 3 · 6) | "
             "batch (1-3 · 5 · 6) | est. GPU memory | downloads |")
     lines = [head, "|" + "---|" * 7]
     for r in presets_table():
         d, n, b = r["data"], r["images"], r["batch_size"]
-        data = f"{d['01']} · {d['04']} · {d['05']} · {d['06']}"
-        images = f"{n['01']} · {n['02']} · {n['03']} · {n['06']}"
+        data = f"{d['01']} · {d['02']} · {d['04']} · {d['05']} · {d['06']}"
+        images = " · ".join("all" if n[k] is None else str(n[k]) for k in ("01", "02", "03", "06"))
         batch = f"{b['01']} · {b['05']} · {b['06']}"
         dl = r["downloads_mb"]
         total = sum(dl.values())
@@ -475,9 +554,15 @@ def estimate_minutes(preset: str, notebook: str, *, tflops: float = T4_FP32_TFLO
     image = _tower_flops(v["width"], v["layers"], tokens)
     text = _tower_flops(t["width"], t["layers"], t.get("context_length", 77))
     passes, pool_texts = _NOTEBOOK_WORK[nb]
-    images = _stored_images(values, nb) if nb == "05" else int(values.get("n_images") or 0)
     data = str(values.get("dataset", values.get("images", "")))
-    prompts = {"imagenette": 1000 * 80, "imagenet-seg": 1000 * 80, "waterbirds": 2 * 80}.get(data, 0)
+    if nb == "05":
+        images = _stored_images(values, nb)
+    elif values.get("n_images") is None and data in POPULATIONS:
+        images = POPULATIONS[data]  # the whole set
+    else:
+        images = int(values.get("n_images") or 0)
+    prompts = {"imagenette": 1000 * 80, "imagenet": 1000 * 80, "imagenet-seg": 1000 * 80,
+               "waterbirds": 2 * 80}.get(data, 0)
     flops = passes * images * image + (prompts + pool_texts) * text
     seconds = flops / (tflops * 1e12) + images / COLAB_IMAGES_PER_SECOND + 60
     return seconds / 60

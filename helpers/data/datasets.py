@@ -9,11 +9,13 @@
   downloaded once (about 330 MB, sha256-checked), classified 1000-way with ImageNet's class
   names and prompt templates from ``open_clip.zero_shot_metadata``.
 * ``"imagenet:/path/to/val"`` — your own copy of ImageNet validation in class folders
-  (``n01440764/…``), 1000-way.
+  (``n01440764/…``), 1000-way; ``"imagenet"`` reads the folder from ``$CLIP_COURSE_IMAGENET``
+  (:data:`IMAGENET_INSTRUCTIONS` says how to make it). A subset is class-stratified.
 """
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Sequence
@@ -28,7 +30,7 @@ from ..engine.paths import data_dir
 from . import world
 
 __all__ = ["ZeroShotTask", "load_task", "world_task", "imagenet_folder_task", "imagenette_task",
-           "imagenet_metadata", "IMAGENETTE_URL", "IMAGENETTE_SHA256"]
+           "imagenet_metadata", "IMAGENETTE_URL", "IMAGENETTE_SHA256", "IMAGENET_INSTRUCTIONS"]
 
 IMAGENETTE_URL = "https://s3.amazonaws.com/fast-ai-imageclas/imagenette2-320.tgz"
 IMAGENETTE_SHA256 = "569b4497c98db6dd29f335d1f109cf315fe127053cedf69010d047f0188e158c"
@@ -135,7 +137,7 @@ def imagenet_metadata(templates: str) -> tuple[list[str], list[Callable[[str], s
 
 
 def _folder_task(name: str, root: Path, wnid_to_index: dict[str, int], preprocess, n: int | None,
-                 seed: int, templates: str) -> ZeroShotTask:
+                 seed: int, templates: str, stratified: bool = False) -> ZeroShotTask:
     names, tmpl = imagenet_metadata(templates)
     items = []
     for wnid, idx in sorted(wnid_to_index.items()):
@@ -146,7 +148,17 @@ def _folder_task(name: str, root: Path, wnid_to_index: dict[str, int], preproces
     if not items:
         raise FileNotFoundError(f"no images in class folders under {root}")
     if n is not None and n < len(items):
-        pick = np.random.default_rng(seed).choice(len(items), size=n, replace=False)
+        rng = np.random.default_rng(seed)
+        if stratified:  # n // C images of every class, the remainder from the rest, in file order
+            by_class: dict[int, list[int]] = {}
+            for i, (_, lab) in enumerate(items):
+                by_class.setdefault(lab, []).append(i)
+            k = n // len(by_class)
+            pick = [int(i) for ix in by_class.values() for i in rng.choice(ix, size=min(k, len(ix)), replace=False)]
+            rest = np.setdiff1d(np.arange(len(items)), pick)
+            pick += rng.choice(rest, size=n - len(pick), replace=False).tolist()
+        else:
+            pick = rng.choice(len(items), size=n, replace=False).tolist()
         items = [items[i] for i in sorted(pick)]
     ds = _Folder(items, preprocess)
     prompts = {c: [t(c) for t in tmpl] for c in names}
@@ -164,16 +176,36 @@ def _imagenet_wnids() -> list[str]:
     return wnids
 
 
-def imagenet_folder_task(root: str | Path, preprocess, n: int | None = None, *, seed: int = 0,
-                         templates: str = "openai") -> ZeroShotTask:
-    """Your ImageNet validation images in ``root/<wnid>/*.JPEG``, classified 1000-way."""
+IMAGENET_INSTRUCTIONS = (
+    "ImageNet's validation set is not downloaded by the course. Register at https://image-net.org and accept "
+    "its terms of access (non-commercial research and educational use), download ILSVRC2012_img_val.tar "
+    "(6,744,924,160 bytes, 6.3 GiB) and ILSVRC2012_devkit_t12.tar.gz into one folder R, run "
+    "torchvision.datasets.ImageNet(R, split='val') once (it builds R/val/<wnid>/), and set "
+    "CLIP_COURSE_IMAGENET=R/val (or pass dataset='imagenet:R/val'); or use a preset's ' quick' variant "
+    "(preset='offline' needs no data at all).")
+"""What to do to give the course ImageNet validation (the papers' ablations and TextSpan)."""
+
+
+def imagenet_folder_task(root: str | Path | None, preprocess, n: int | None = None, *, seed: int = 0,
+                         templates: str = "openai", stratified: bool = True) -> ZeroShotTask:
+    """Your ImageNet validation images in ``root/<wnid>/*.JPEG`` (torchvision's ``ImageNet(R,
+    split="val")`` builds ``R/val`` so), classified 1000-way, in the reference's order (sorted
+    class folders, sorted files; label = class index). ``root=None`` reads the folder from
+    ``$CLIP_COURSE_IMAGENET``. ``n`` images (default: all 50,000) are drawn class-stratified
+    (``n // 1000`` per class, the rest at random) unless ``stratified=False``."""
+    if root is None:
+        env = os.environ.get("CLIP_COURSE_IMAGENET", "")
+        if not env:
+            raise FileNotFoundError("dataset 'imagenet' reads a local copy of ImageNet validation, and "
+                                    "CLIP_COURSE_IMAGENET is not set. " + IMAGENET_INSTRUCTIONS)
+        root = env
     root = Path(root).expanduser()
     if not root.is_dir():
         raise FileNotFoundError(f"ImageNet validation folder {root} not found (expected class folders "
                                 "such as n01440764/)")
     wnids = _imagenet_wnids()
     return _folder_task(f"imagenet:{root}", root, {w: i for i, w in enumerate(wnids)}, preprocess, n, seed,
-                        templates)
+                        templates, stratified=stratified)
 
 
 def imagenette_task(preprocess, n: int | None = None, *, seed: int = 0, templates: str = "openai") -> ZeroShotTask:
@@ -204,7 +236,8 @@ def load_task(name: str, *, n_images: int | None = None, preprocess=None, seed: 
         raise ValueError(f"dataset {name!r} needs the model's preprocess")
     if name == "imagenette":
         return imagenette_task(preprocess, n_images, seed=seed, templates=templates)
-    if name.startswith("imagenet:"):
-        return imagenet_folder_task(name.partition(":")[2], preprocess, n_images, seed=seed, templates=templates)
-    raise ValueError(f"unknown dataset {name!r}: use 'world', 'world:<factor>', 'imagenette' or "
-                     "'imagenet:/path/to/val'")
+    if name == "imagenet" or name.startswith("imagenet:"):
+        return imagenet_folder_task(name.partition(":")[2] or None, preprocess, n_images, seed=seed,
+                                    templates=templates)
+    raise ValueError(f"unknown dataset {name!r}: use 'world', 'world:<factor>', 'imagenette', 'imagenet' "
+                     "($CLIP_COURSE_IMAGENET) or 'imagenet:/path/to/val'")

@@ -9,6 +9,8 @@ call::
     pool = load_pool("general")          # 3,520 tagged descriptions shipped with the course
     pool = load_pool("common_words")     # 3,498 common English words (the paper's baseline)
     pool = load_pool("world")            # the synthetic world's tagged pool
+    pool = load_pool("reference_general")      # the paper's own descriptions (fetched once, untagged)
+    pool = load_pool("reference_common_words") # the paper's own common words (fetched once)
     pool = load_pool("my_descriptions.txt")   # any file: one description per line
     pool = load_pool("my_pool.tsv")           # a TSV with a ``text`` column
 
@@ -76,6 +78,12 @@ __all__ = [
     "MAX_WORDS",
     "MAX_CHARS",
     "POOL_NAMES",
+    "REFERENCE_POOL_NAMES",
+    "REFERENCE_POOLS",
+    "REFERENCE_COMMIT",
+    "REFERENCE_REPOSITORY",
+    "reference_pool",
+    "reference_pool_url",
     "TSV_HEADER",
     "general_pool",
     "write_general_pool",
@@ -106,7 +114,29 @@ MAX_CHARS = 70
 """Longest description of the general pool, in characters."""
 
 POOL_NAMES = ("general", "common_words", "world")
-"""Names :func:`load_pool` accepts besides paths."""
+"""The pools shipped with the course, by name (:func:`load_pool` also takes
+:data:`REFERENCE_POOL_NAMES` and paths)."""
+
+REFERENCE_REPOSITORY = "yossigandelsman/clip_text_span"
+"""The paper's reference code, whose text sets :func:`reference_pool` fetches."""
+
+REFERENCE_COMMIT = "49f70f31bb13437a870ff8de340626b225500a22"
+"""The pinned commit of :data:`REFERENCE_REPOSITORY` (MIT-licensed since 2024-05-21; the text
+files are byte-identical at every commit)."""
+
+#: The paper's own text sets, fetched on first use: name -> (path in the repository, sha256,
+#: size in bytes, what it is). Untagged: their property and value are ``"unknown"``.
+REFERENCE_POOLS: dict[str, tuple[str, str, int, str]] = {
+    "reference_general": ("text_descriptions/image_descriptions_general.txt",
+                          "39c6bf3e788684d9e0e8afa902c13aae1ee8eafefdbab94ba923fd05b9038630", 88419,
+                          "the paper's general image descriptions (3,498 lines)"),
+    "reference_common_words": ("text_descriptions/google_3498_english.txt",
+                               "d9502487f471d07e44b8ae79e01fd03527ab032be2c7d721c1346f97efdaf2c5", 25078,
+                               "the paper's common English words (3,498 lines)"),
+}
+
+REFERENCE_POOL_NAMES = tuple(REFERENCE_POOLS)
+"""Names of the paper's own text sets that :func:`load_pool` fetches (:func:`reference_pool`)."""
 
 _FILES = {
     "general": "general.tsv",
@@ -969,32 +999,68 @@ def _dedupe(pool: Pool, on_duplicate: str, source: object) -> Pool:
     return pool.subset(keep)
 
 
+def reference_pool_url(name: str, commit: str = REFERENCE_COMMIT) -> str:
+    """Where :func:`reference_pool` fetches ``name`` from: the raw file at ``commit``."""
+    if name not in REFERENCE_POOLS:
+        raise ValueError(f"unknown reference pool {name!r}; known: {', '.join(REFERENCE_POOL_NAMES)}")
+    return f"https://raw.githubusercontent.com/{REFERENCE_REPOSITORY}/{commit}/{REFERENCE_POOLS[name][0]}"
+
+
+def reference_pool(name: str) -> Pool:
+    """One of the paper's own text sets (:data:`REFERENCE_POOLS`), fetched once from the authors'
+    repository at :data:`REFERENCE_COMMIT` into the course cache and checked against its pinned
+    SHA-256 (pooch; a file with another hash is refused). One text per line, as the reference
+    reads them; whitespace is collapsed (the tokenizer does the same), and every line is kept,
+    duplicates included, as the reference embeds all of them. Offline it fails within seconds
+    with :class:`helpers.engine.download.OfflineError`.
+    """
+    from ..engine.download import fetch
+
+    path, sha256, _size, what = REFERENCE_POOLS.get(name) or (None, None, None, None)
+    if path is None:
+        raise ValueError(f"unknown reference pool {name!r}; known: {', '.join(REFERENCE_POOL_NAMES)}")
+    local = fetch(reference_pool_url(name), sha256, what=f"{what} from {REFERENCE_REPOSITORY}",
+                  folder=f"clip_text_span-{REFERENCE_COMMIT[:7]}",
+                  hint="The offline world uses its own pools (preset='offline'); or pass pool= a local copy of "
+                       "the file (any text file, one description per line).")
+    return _read_lines(Path(local), name)
+
+
 def load_pool(name_or_path: str | os.PathLike[str],
-              on_duplicate: Literal["warn", "error", "keep"] = "warn") -> Pool:
+              on_duplicate: Literal["warn", "error", "keep"] | None = None) -> Pool:
     """Load a text pool by name or from a file.
 
     Args:
         name_or_path: ``"general"`` (the shipped ``data/pools/general.tsv``, or
             :func:`general_pool` when the file is absent), ``"common_words"``
             (``data/pools/common_words.txt``; property ``"word"``, value the word),
-            ``"world"`` (``data/pools/world_pool.tsv``), or a path: a ``.tsv`` file whose
+            ``"world"`` (``data/pools/world_pool.tsv``), one of the paper's own text sets
+            (``"reference_general"``, ``"reference_common_words"``: :func:`reference_pool`,
+            fetched on first use), or a path: a ``.tsv`` file whose
             header has a ``text`` column (``property`` and ``value`` columns are optional,
             ``"unknown"`` when missing), or any other text file with one description per line
             (blank lines and lines starting with ``#`` are skipped; property and value
             ``"unknown"``). Whitespace inside texts is collapsed.
         on_duplicate: what to do with texts equal ignoring case and spacing: ``"warn"`` drops
             all but the first with a ``UserWarning``, ``"error"`` raises ``ValueError``,
-            ``"keep"`` keeps them.
+            ``"keep"`` keeps them. Default: ``"keep"`` for the paper's text sets (the
+            reference embeds every line), ``"warn"`` otherwise.
 
     Raises:
         FileNotFoundError: the file (or a named pool's file) does not exist.
         ValueError: unknown name, bad TSV header or row, empty pool, duplicates with
             ``on_duplicate="error"``.
     """
+    key = os.fspath(name_or_path)
+    reference = isinstance(name_or_path, str) and key in REFERENCE_POOLS
+    if on_duplicate is None:
+        on_duplicate = "keep" if reference else "warn"
     if on_duplicate not in ("warn", "error", "keep"):
         raise ValueError(f"on_duplicate must be 'warn', 'error' or 'keep', not {on_duplicate!r}")
-    key = os.fspath(name_or_path)
-    if isinstance(name_or_path, str) and key in _FILES:
+    if reference:
+        pool = reference_pool(key)
+        source: object = reference_pool_url(key)
+    elif isinstance(name_or_path, str) and key in _FILES:
         path = pool_path(key)
         if key == "general" and not path.exists():
             pool = general_pool()
@@ -1007,12 +1073,12 @@ def load_pool(name_or_path: str | os.PathLike[str],
             if not path.exists():
                 raise FileNotFoundError(f"pool file not found: {path}")
             pool = _read_tsv(path, key)
-        source: object = path
+        source = path
     else:
         path = Path(key)
         if not path.exists() and not path.suffix and os.sep not in key and "/" not in key:
             raise ValueError(f"unknown pool {key!r}: not a known name "
-                             f"({', '.join(POOL_NAMES)}) nor an existing file")
+                             f"({', '.join(POOL_NAMES + REFERENCE_POOL_NAMES)}) nor an existing file")
         if path.suffix.lower() == ".tsv":
             pool = _read_tsv(path, path.stem)
         else:

@@ -16,12 +16,12 @@ from PIL import Image
 from torch import Tensor
 
 from ..engine.download import fetch
-from ..engine.images import model_view, transform_pair
+from ..engine.images import MASK_GEOMETRIES, model_view, transform_pair
 from ..methods.segmentation import SegmentationTask
 from . import world
 from .datasets import imagenet_metadata
 
-__all__ = ["IMAGENET_SEG_URL", "IMAGENET_SEG_SIZE", "ImageNetSeg", "imagenet_seg", "load_segmentation_task"]
+__all__ = ["IMAGENET_SEG_URL", "IMAGENET_SEG_SIZE", "ImageNetSeg", "imagenet_seg", "WIDE_ASPECT", "load_segmentation_task"]
 
 
 # ----------------------------------------------------------------------------------------------
@@ -71,11 +71,19 @@ class ImageNetSeg:
         return Image.fromarray(np.ascontiguousarray(arr.transpose(2, 1, 0)).astype(np.uint8), "RGB")
 
     def mask(self, i: int) -> np.ndarray:
-        arr = np.asarray(self._file[self._gt[self._check(i), 0]])
+        import h5py
+
+        node = self._file[self._gt[self._check(i), 0]]
+        # in gtsegs_ijcv.mat each entry of value/gt is a MATLAB cell: a 1x1 array holding one more
+        # reference, to the mask itself (the references read it as f[f[f["/value/gt"][i, 0]][0, 0]])
+        if h5py.check_dtype(ref=node.dtype) is not None:
+            node = self._file[node[0, 0]]
+        arr = np.asarray(node)
         return np.ascontiguousarray(arr.transpose(1, 0)) > 0
 
-    def pair(self, i: int, preprocess: Callable[[Image.Image], Tensor]) -> tuple[Tensor, Tensor]:
-        return transform_pair(self.image(i), self.mask(i), preprocess)
+    def pair(self, i: int, preprocess: Callable[[Image.Image], Tensor], *,
+             geometry: str = "aligned") -> tuple[Tensor, Tensor]:
+        return transform_pair(self.image(i), self.mask(i), preprocess, geometry=geometry)
 
     def close(self) -> None:
         self._file.close()
@@ -96,61 +104,99 @@ def imagenet_seg(n: int | None = None, path: str | None = None) -> ImageNetSeg:
     return ImageNetSeg(path, n)
 
 
-def _aligned(items: Any, preprocess: Callable[[Image.Image], Tensor]) -> tuple[Tensor, Tensor, list[Image.Image]]:
-    """``(image, mask)`` pairs through the same geometry: stacked images ``[N, 3, H, W]``,
-    masks ``[N, H, W]`` and the views the model sees."""
-    xs, ms, views = [], [], []
+def _aligned(items: Any, preprocess: Callable[[Image.Image], Tensor]
+             ) -> tuple[Tensor, dict[str, Tensor], list[Image.Image]]:
+    """``(image, mask)`` pairs brought to the model's input: stacked images ``[N, 3, H, W]``,
+    the masks ``[N, H, W]`` under every geometry (:data:`MASK_GEOMETRIES`) and the views the
+    model sees."""
+    xs, views = [], []
+    ms: dict[str, list[Tensor]] = {g: [] for g in MASK_GEOMETRIES}
     for image, mask in items:
-        x, m = transform_pair(image, mask, preprocess)
+        for g in MASK_GEOMETRIES:
+            x, m = transform_pair(image, mask, preprocess, geometry=g)
+            ms[g].append(m)
         xs.append(x)
-        ms.append(m)
         views.append(model_view(None, image, preprocess))
-    return torch.stack(xs), torch.stack(ms), views
+    return torch.stack(xs), {g: torch.stack(v) for g, v in ms.items()}, views
 
 
-def load_segmentation_task(name: str, preprocess: Callable[[Image.Image], Tensor], n: int = 200, *,
-                           seed: int = 0, templates: str = "openai", world_name: str | None = None
-                           ) -> SegmentationTask:
+WIDE_ASPECT = 4 / 3
+"""The aspect of ``"world-wide"`` scenes: ImageNet's usual landscape photo (500 x 375)."""
+
+
+def load_segmentation_task(name: str, preprocess: Callable[[Image.Image], Tensor], n: int | None = 200, *,
+                           seed: int = 0, templates: str = "openai", world_name: str | None = None,
+                           mask_geometry: str = "aligned") -> SegmentationTask:
     """``"world"`` / ``"world:<factor>"`` (held-out synthetic scenes and their true masks; the
-    classes are the factor's values, default ``shape``), ``"world-pairs:<factor>"`` (two
-    objects that differ in shape, colour and cell; the mask is the first object's, and methods
-    segment the class of its label: "find the red one"), or ``"imagenet-seg"`` /
-    ``"imagenet-seg:/path/to/gtsegs_ijcv.mat"`` (downloaded once; classified 1000-way with
-    ImageNet's class names). Images and masks go through the same geometry
-    (:func:`transform_pair`). The world's scenes are those of ``world_name`` (``None``:
-    world-v2; :func:`helpers.engine.models.world_of` names an offline model's own)."""
-    if n <= 0:
+    classes are the factor's values, default ``shape``), ``"world-wide:<factor>"`` (the same
+    scenes widened to a 4:3 picture with their background on both sides, :func:`world.widen`:
+    the model sees exactly the square scene, and only a mask geometry that does not follow the
+    crop moves the ground truth), ``"world-pairs:<factor>"`` (two objects that differ in shape,
+    colour and cell; the mask is the first object's, and methods segment the class of its
+    label: "find the red one"), or ``"imagenet-seg"`` / ``"imagenet-seg:/path/to/gtsegs_ijcv.mat"``
+    (downloaded once; classified 1000-way with ImageNet's class names; ``n=None`` takes all
+    4,276 images, in file order, as the reference does). The world's scenes are those of
+    ``world_name`` (``None``: world-v2; :func:`helpers.engine.models.world_of` names an offline
+    model's own).
+
+    ``mask_geometry`` says how the masks reach the model's input (:func:`transform_pair`):
+    ``"aligned"`` (the course's: the image's own resize and crop) or ``"reference"`` (the paper's
+    reference code: the whole mask squeezed to the input size); the task keeps the masks under
+    both (:attr:`SegmentationTask.masks_by_geometry`) and ``masks`` is the chosen one (the
+    clutter masks follow it)."""
+    if mask_geometry not in MASK_GEOMETRIES:
+        raise ValueError(f"mask_geometry must be one of {', '.join(map(repr, MASK_GEOMETRIES))}, "
+                         f"got {mask_geometry!r}")
+    imagenet = name == "imagenet-seg" or name.startswith("imagenet-seg:")
+    if n is None and not imagenet:
+        raise ValueError(f"{name!r} needs a number of images (n=None, every image, is for imagenet-seg)")
+    if n is not None and n <= 0:
         raise ValueError(f"n must be positive, got {n}")
-    if name == "world" or name.startswith("world:"):
+
+    def task(title: str, xs: Tensor, ms: dict[str, Tensor], views: list[Image.Image], prompts: dict[str, list[str]],
+             labels: Tensor | None, **kw: Any) -> SegmentationTask:
+        return SegmentationTask(title, xs, ms[mask_geometry], views, prompts, labels, mask_geometry=mask_geometry,
+                                masks_by_geometry=ms, **kw)
+
+    wide = name == "world-wide" or name.startswith("world-wide:")
+    if name == "world" or name.startswith("world:") or wide:
         factor = world.check_factor(name.partition(":")[2] or "shape")
         scenes = world.sample(n, split="test", seed=seed + 1, config=world_name)
-        xs, ms, views = _aligned(zip(scenes.images, scenes.foreground), preprocess)
+        images, fg = scenes.images, scenes.foreground
+        has_clutter = scenes.clutter is not None and scenes.clutter.any()
+        clut = scenes.clutter if has_clutter else None
+        if wide:
+            extra = [clut] if clut is not None else []
+            images, padded, _ = world.widen(images, [fg] + extra, scenes.factors["background"],
+                                            aspect=WIDE_ASPECT, seed=seed)
+            fg, clut = padded[0], (padded[1] if extra else None)
+        xs, ms, views = _aligned(zip(images, fg), preprocess)
         clutter = None
-        if scenes.clutter is not None and scenes.clutter.any():  # the same geometry as the masks
-            clutter = _aligned(zip(scenes.images, scenes.clutter), preprocess)[1]
-        return SegmentationTask(f"world:{factor}", xs, ms, views,
-                                world.class_prompts(factor), torch.as_tensor(scenes.factors[factor]),
-                                clutter=clutter)
+        if clut is not None:  # the same geometry as the masks
+            clutter = _aligned(zip(images, clut), preprocess)[1][mask_geometry]
+        return task(f"{'world-wide' if wide else 'world'}:{factor}", xs, ms, views, world.class_prompts(factor),
+                    torch.as_tensor(scenes.factors[factor]), clutter=clutter)
     if name == "world-pairs" or name.startswith("world-pairs:"):
         factor = world.check_factor(name.partition(":")[2] or "colour")
         if factor not in ("shape", "colour", "position"):
             raise ValueError(f"pairs differ in their objects, not in {factor!r}: use shape, colour or position")
         pairs = world.sample_pairs(n, split="test", seed=seed + 1, config=world_name)
         xs, ms, views = _aligned(zip(pairs.images, pairs.masks[:, 0]), preprocess)
-        return SegmentationTask(f"world-pairs:{factor}", xs, ms, views,
-                                world.class_prompts(factor), torch.as_tensor(pairs.factors[factor][:, 0]),
-                                target="label")
-    if name == "imagenet-seg" or name.startswith("imagenet-seg:"):
+        return task(f"world-pairs:{factor}", xs, ms, views, world.class_prompts(factor),
+                    torch.as_tensor(pairs.factors[factor][:, 0]), target="label")
+    if imagenet:
         path = name.partition(":")[2] or None
         ds = imagenet_seg(path=path)
         try:
-            pick = np.sort(np.random.default_rng(seed).choice(len(ds), size=min(n, len(ds)), replace=False))
+            if n is None or n >= len(ds):
+                pick = np.arange(len(ds))
+            else:
+                pick = np.sort(np.random.default_rng(seed).choice(len(ds), size=n, replace=False))
             xs, ms, views = _aligned(((ds.image(i), ds.mask(i)) for i in pick.tolist()), preprocess)
         finally:
             ds.close()
         names, tmpl = imagenet_metadata(templates)
-        return SegmentationTask("imagenet-seg", xs, ms, views,
-                                {c: [t(c) for t in tmpl] for c in names}, None)
-    raise ValueError(f"unknown segmentation dataset {name!r}: use 'world', 'world:<factor>', "
+        return task("imagenet-seg", xs, ms, views, {c: [t(c) for t in tmpl] for c in names}, None)
+    raise ValueError(f"unknown segmentation dataset {name!r}: use 'world', 'world:<factor>', 'world-wide:<factor>', "
                      "'world-pairs:<factor>', 'imagenet-seg' "
                      "or 'imagenet-seg:/path/to/gtsegs_ijcv.mat'")

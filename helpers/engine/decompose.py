@@ -49,7 +49,11 @@ from .models import ModelInfo, model_info
 from .support import check_tower
 from .text import text_matrix
 
-__all__ = ["Components", "Decomposition", "Decomposer", "decompose", "check_model_supported"]
+__all__ = ["Components", "CONVENTIONS", "Decomposition", "Decomposer", "decompose", "check_model_supported"]
+
+CONVENTIONS: tuple[str, ...] = ("course", "reference")
+"""Values of :meth:`Decomposition.token_scores`' ``convention``: how the ``ln_post`` mean and bias
+and the out-projection bias are split among the summands (the course's, or the paper's code's)."""
 
 Index = Selection
 
@@ -78,8 +82,9 @@ class _LayerMaps:
             gp = gamma[:, None] * proj
             self.G = gp - gp.mean(0, keepdim=True)  # centring, gamma, proj: [D, d']
             self.const = beta @ proj
+            self.g = gp.sum(0)  # gamma @ proj: where a summand's channel mean goes [d']
             self.eps = float(ln.eps)
-            Q, B = [], []
+            Q, B, BG, MW, MB = [], [], [], [], []
             for blk in visual.transformer.resblocks:
                 attn: nn.MultiheadAttention = blk.attn
                 H = attn.num_heads
@@ -90,8 +95,16 @@ class _LayerMaps:
                 bo = attn.out_proj.bias
                 bo = bo.to(device, dtype) if bo is not None else torch.zeros(width, device=device, dtype=dtype)
                 B.append(((bo * ls) @ self.G / H).expand(H, -1).clone())  # [H, d']
+                BG.append((bo * ls) @ self.G)  # [d']
+                MW.append(wo_t.mean(1).reshape(H, dh))  # each head's channel mean of W_O^h v, per value dim
+                MB.append((bo * ls).mean())
             self.Q = torch.stack(Q)  # [L, H, dh, d']
             self.B = torch.stack(B)  # [L, H, d']
+            # for the reference's convention (token_scores(convention="reference")): the bias
+            # through the centred map, each head's channel-mean map, and the bias's channel mean
+            self.BG = torch.stack(BG)  # [L, d']
+            self.MW = torch.stack(MW)  # [L, H, dh]
+            self.MB = torch.stack(MB)  # [L]
 
 
 # ----------------------------------------------------------------------------------------------
@@ -129,6 +142,7 @@ class Decomposition(DirectEffects):
     _probs: list[Tensor] | None = field(default=None, repr=False)  # per layer [B, H, T]
     _values: list[Tensor] | None = field(default=None, repr=False)  # per layer [B, T, H, dh]
     text_scores: Components | None = None
+    _mu: Tensor | None = field(default=None, repr=False)  # [B] channel mean of the class token entering ln_post
 
     # -- shapes ---------------------------------------------------------------------------------
     @property
@@ -182,18 +196,37 @@ class Decomposition(DirectEffects):
     def _token_factor(self) -> Tensor:
         return self.scale / self.sigma  # [B]
 
-    def _per_layer(self, layers: Index, heads: Index, texts: Tensor | None, keep_head: bool) -> list[Tensor]:
+    def _per_layer(self, layers: Index, heads: Index, texts: Tensor | None, keep_head: bool,
+                   convention: str = "course") -> list[Tensor]:
         """Per-layer token terms of the chosen heads: against ``texts`` [M, d'] when given
-        (``[B, T, (h,) M]``), else in the joint space (``[B, T, (h,) d']``)."""
+        (``[B, T, (h,) M]``), else in the joint space (``[B, T, (h,) d']``), under the course's
+        convention or the reference code's (see :meth:`token_scores`)."""
         self._check_tokens()
+        if convention not in CONVENTIONS:
+            raise ValueError(f"convention must be one of {', '.join(map(repr, CONVENTIONS))}, got {convention!r}")
         layers_ = resolve_indices(layers, self.n_layers, "layer", sort=False)
         hs = torch.as_tensor(resolve_indices(heads, self.n_heads, "head", sort=False), device=self.embedding.device)
+        m = self._maps
+        t = texts.T if texts is not None else torch.eye(m.const.shape[-1], dtype=m.const.dtype, device=m.const.device)
         out = []
         for layer in layers_:
-            Q, Bh = self._maps.Q[layer][hs], self._maps.B[layer][hs]  # [h, dh, d'], [h, d']
-            if texts is not None:
-                Q, Bh = Q @ texts.T, Bh @ texts.T
-            out.append(token_text_scores(self._probs[layer][:, hs], self._values[layer][:, :, hs], Q, Bh, keep_head))
+            a, v = self._probs[layer][:, hs], self._values[layer][:, :, hs]
+            Q = m.Q[layer][hs] @ t  # [h, dh, M]
+            if convention == "course":
+                out.append(token_text_scores(a, v, Q, m.B[layer][hs] @ t, keep_head))
+                continue
+            # the reference: each (token, head) summand keeps its own channel mean, takes b_O / (T H)
+            # whatever its attention, and shares the stream's mean mu and the ln_post bias evenly
+            # over the K T H summands of its layer's attention (K = 2L + 1)
+            T, H, K = self.n_tokens, self.n_heads, 2 * self.n_layers + 1
+            gt, ct = m.g @ t, m.const @ t  # [M]
+            Qr = Q + m.MW[layer][hs][..., None] * gt  # a v (W_O^h G + mean_D(W_O^h) g)
+            per = token_text_scores(a, v, Qr, torch.zeros_like(Qr[:, 0]), keep_head)
+            assert self._mu is not None
+            shared = (m.BG[layer] @ t + m.MB[layer] * gt)[None] / (T * H) \
+                - (self._mu[:, None] * gt[None]) / (K * T * H) + self.sigma[:, None] * ct[None] / (K * T * H)
+            shared = shared[:, None, None] if keep_head else shared[:, None] * len(hs)  # [B, 1, (1,) M]
+            out.append(per + shared)
         return out
 
     def head_inputs(self, layer: int, head: int) -> "HeadInputs":
@@ -227,17 +260,27 @@ class Decomposition(DirectEffects):
                                  self._token_factor(), last="dim")
 
     def token_scores(self, texts: Tensor, layers: Index = None, heads: Index = None,
-                     keep: Iterable[str] = ()) -> Components:
+                     keep: Iterable[str] = (), convention: str = "course") -> Components:
         """Per-token contributions to the dot product with each text, contracted early.
 
         Returns ``(image, [layer], token, [head], text)``: ``layer``/``head`` axes only when
         named in ``keep``. Never forms the ``dim`` axis per token.
+
+        ``convention`` splits the ``ln_post`` mean, its bias and the out-projection bias among
+        the summands: ``"course"`` (default; each summand centred by its own channel mean, the
+        bias ``b_O / H`` per head shared over tokens by attention weight, ``beta`` a term of its
+        own) or ``"reference"`` (the paper's code: a (layer, token, head) summand is
+        ``[gamma (a W_O^h v + b_O / (T H) - mu / (K T H)) / sigma + beta / (K T H)] proj`` with
+        ``mu`` the stream's channel mean and ``K = 2L + 1``). Both split the embedding exactly;
+        they differ per token by a channel-mean part along ``gamma @ proj`` and by where the bias
+        goes.
         """
         keep = set(keep)
         if not keep <= {"layer", "head"}:
             raise ValueError(f"keep may name 'layer' and/or 'head', got {sorted(keep)}")
         texts = text_matrix(texts, width=self.embedding.shape[-1]).to(self.embedding)
-        return score_components(self._per_layer(layers, heads, texts, "head" in keep), keep, self._token_factor())
+        return score_components(self._per_layer(layers, heads, texts, "head" in keep, convention), keep,
+                                self._token_factor())
 
     def spatial_map(self, scores: Components) -> Tensor:
         """Reshape a token-axis score tensor's patch tokens to the image grid.
@@ -417,7 +460,7 @@ class Decomposer:
             embedding=embedding, embed=embed, attn=attn, mlp=mlp, heads=head_terms,
             const=maps.const, sigma=sigma, scale=torch.ones_like(sigma), grid_size=self.grid_size,
             _maps=maps, _probs=store["probs"] if tokens else None,
-            _values=store["values"] if tokens else None, text_scores=text_scores)
+            _values=store["values"] if tokens else None, text_scores=text_scores, _mu=z.mean(-1))
         return result.normalized() if normalize else result
 
 

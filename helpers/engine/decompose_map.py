@@ -417,5 +417,5 @@ def pooled_note(model_name: str, skipped: str) -> str:
     decomposed, and what the notebook ``skipped`` for it."""
     return (f"`{model_name}` reads its embedding off all tokens with an attention-pooling head, not "
             f"off a class token: its terms are the same layers and heads seen through the pooling's "
-            f"value path, plus the pooling MLP's own term (inside `const` of the stored terms); "
+            f"value path, plus the pooling MLP's own term (`pool_mlp` of the stored terms, beside `const`); "
             f"{skipped}.")

@@ -39,9 +39,12 @@ def host_reachable(host: str, port: int = 443, timeout: float = 3.0) -> bool:
 
 
 def require_host(url: str, what: str, hint: str = "") -> None:
-    """Raise :class:`OfflineError` quickly if the host of ``url`` is unreachable."""
-    host = urlparse(url).hostname or url
-    if os.environ.get("CLIP_COURSE_OFFLINE") == "1" or not host_reachable(host):
+    """Raise :class:`OfflineError` quickly if the host of ``url`` is unreachable (probed on the
+    URL's port: the one it names, else 80 for ``http`` and 443 otherwise)."""
+    parts = urlparse(url)
+    host = parts.hostname or url
+    port = parts.port or (80 if parts.scheme == "http" else 443)
+    if os.environ.get("CLIP_COURSE_OFFLINE") == "1" or not host_reachable(host, port=port):
         msg = f"Cannot download {what}: {host} is unreachable (no network?)."
         raise OfflineError(msg + (" " + hint if hint else ""))
 

@@ -30,6 +30,7 @@ __all__ = [
     "model_batch",
     "model_view",
     "images_to_tensor",
+    "MASK_GEOMETRIES",
     "transform_pair",
     "SAMPLE_PHOTOS",
     "sample_photos",
@@ -242,14 +243,30 @@ def _mask_step(step: Any) -> Callable[[Image.Image], Image.Image] | None:
     raise TypeError(f"do not know how to apply {name} to a mask; crop and resize image and mask yourself")
 
 
-def transform_pair(image: Any, mask: Any, preprocess: Callable[[Image.Image], Tensor]) -> tuple[Tensor, Tensor]:
-    """Preprocess ``image`` and apply the *same* geometric steps to its ``mask``.
+MASK_GEOMETRIES: tuple[str, ...] = ("aligned", "reference")
+"""Values of :func:`transform_pair`'s ``geometry``: the mask through the image's own resize and
+crop (the course's), or squeezed whole to the model's input size (the paper's reference code)."""
 
+
+def transform_pair(image: Any, mask: Any, preprocess: Callable[[Image.Image], Tensor], *,
+                   geometry: str = "aligned") -> tuple[Tensor, Tensor]:
+    """Preprocess ``image`` and bring its ``mask`` to the model's input.
+
+    ``geometry="aligned"`` (the course's): the *same* geometric steps as the image's --
     ``preprocess`` is the model's torchvision ``Compose`` (resize, centre crop, ...); the mask is
     resized with nearest-neighbour interpolation and cropped identically, so it stays aligned
-    with the pixels the model sees, also for non-square images. Returns the image tensor
-    ``[3, H, W]`` and the boolean mask ``[H, W]``.
+    with the pixels the model sees, also for non-square images.
+
+    ``geometry="reference"`` (the paper's reference code): the image goes through
+    ``preprocess`` unchanged, and the whole mask is resized to the model's input size with
+    nearest-neighbour interpolation, with no crop. On a non-square photo the ground truth is
+    then squeezed along the long side (to 3/4 on a 4:3 photo, whose image is centre-cropped)
+    and no longer lies on the object's pixels, except at the centre.
+
+    Returns the image tensor ``[3, H, W]`` and the boolean mask ``[H, W]``.
     """
+    if geometry not in MASK_GEOMETRIES:
+        raise ValueError(f"geometry must be one of {', '.join(map(repr, MASK_GEOMETRIES))}, got {geometry!r}")
     img = to_rgb(image)
     m = mask if isinstance(mask, np.ndarray) else (mask.cpu().numpy() if isinstance(mask, Tensor) else np.asarray(mask))
     if m.ndim != 2:
@@ -257,11 +274,16 @@ def transform_pair(image: Any, mask: Any, preprocess: Callable[[Image.Image], Te
     if m.shape != (img.height, img.width):
         raise ValueError(f"mask is {m.shape} but the image is {(img.height, img.width)}")
     mask_img = Image.fromarray(m.astype(bool).astype(np.uint8) * 255, "L")
-    for step in _geometric_steps(preprocess):
-        geo = _mask_step(step)
-        if geo is not None:
-            mask_img = geo(mask_img)
-    return preprocess(img), torch.from_numpy(np.asarray(mask_img) > 127)
+    x = preprocess(img)
+    if geometry == "reference":
+        h, w = x.shape[-2:]
+        mask_img = mask_img.resize((int(w), int(h)), Image.NEAREST)
+    else:
+        for step in _geometric_steps(preprocess):
+            geo = _mask_step(step)
+            if geo is not None:
+                mask_img = geo(mask_img)
+    return x, torch.from_numpy(np.asarray(mask_img) > 127)
 
 
 #: Natural photos bundled with scikit-image (no download), with texts worth mapping on each.

@@ -40,14 +40,41 @@ class DirectTerms(DirectEffects):
     embed: Tensor  # [N, d]
     attn: Tensor  # [N, L, d]
     mlp: Tensor  # [N, L, d]
-    const: Tensor  # [d], or [N, d] for attention-pooled towers (SigLIP): plus the pooling MLP's term
+    const: Tensor  # [d]: the image-independent term (the ln_post bias through the projection)
     heads: Tensor | None = None  # [N, L, H, d]
     cls_self: Tensor | None = None  # [N, L, d]
+    pool_mlp: Tensor | None = None  # [N, d]: an attention-pooled tower's pooling-MLP term (SigLIP)
+    pool_heads: Tensor | None = None  # [N, Hp, d]: its pooling heads' terms, out-projection bias left out
 
     _no_heads = "the terms have no per-head contributions: collect them with heads=True"
 
+    def __post_init__(self) -> None:
+        d = self.embed.shape[-1]
+        if self.const.ndim != 1 or self.const.shape[0] != d:
+            hint = (" (a per-image term, such as an attention-pooled tower's pooling MLP, belongs in "
+                    "pool_mlp)" if self.const.ndim == 2 else "")
+            raise ValueError(f"const must be [{d}], one image-independent vector, got shape "
+                             f"{tuple(self.const.shape)}{hint}")
+        if self.pool_mlp is not None and tuple(self.pool_mlp.shape) != tuple(self.embed.shape):
+            raise ValueError(f"pool_mlp must be [N, d] = {tuple(self.embed.shape)}, got shape "
+                             f"{tuple(self.pool_mlp.shape)}")
+        if self.pool_heads is not None and (self.pool_heads.ndim != 3 or self.pool_heads.shape[0] != len(self)
+                                            or self.pool_heads.shape[2] != d):
+            raise ValueError(f"pool_heads must be [N, Hp, d] with N = {len(self)}, d = {d}, got shape "
+                             f"{tuple(self.pool_heads.shape)}")
+
     def _const_rows(self) -> Tensor:
         return self.const.expand(len(self), -1)
+
+    def components(self) -> Components:
+        """All direct terms as ``(image, component, dim)``: embed, attn.0, mlp.0, ...,
+        (``pool.mlp`` for an attention-pooled tower), const; they add up to the embeddings."""
+        comps = super().components()
+        if self.pool_mlp is None:
+            return comps
+        labels = comps.labels["component"]
+        data = torch.cat([comps.data[:, :-1], self.pool_mlp[:, None], comps.data[:, -1:]], 1)
+        return Components(data, comps.axes, {"component": labels[:-1] + ["pool.mlp", labels[-1]]})
 
     def cls_self_terms(self) -> Components:
         """Each layer's class-token-to-itself attention term ``(image, layer, dim)``."""
@@ -60,12 +87,14 @@ class DirectTerms(DirectEffects):
 
     def embeddings(self) -> Tensor:
         """The full embeddings (sum of every term)."""
-        return self.embed + self.attn.sum(1) + self.mlp.sum(1) + self.const
+        out = self.embed + self.attn.sum(1) + self.mlp.sum(1) + self.const
+        return out if self.pool_mlp is None else out + self.pool_mlp
 
     def reference_scale(self) -> tuple[Tensor, Tensor]:
         """What :meth:`normalized` applies: the share of the ``ln_post`` bias term each of the
-        ``2L + 1`` summands takes (``const / (2L + 1)``), and each image's embedding norm ``[N, 1]``
-        (1 where the embedding is zero). A term ``t`` on the reference scale is
+        ``2L + 1`` summands takes (``const / (2L + 1)``, ``[d]``: image-independent only; an
+        attention-pooled tower's pooling-MLP term is not shared), and each image's embedding
+        norm ``[N, 1]`` (1 where the embedding is zero). A term ``t`` on the reference scale is
         ``(t + share) / norm``; a head's, ``(t + share / H) / norm``."""
         nrm = self.embeddings().norm(dim=-1, keepdim=True)
         return self.const / (2 * self.n_layers + 1), torch.where(nrm > 0, nrm, torch.ones_like(nrm))
@@ -78,9 +107,11 @@ class DirectTerms(DirectEffects):
         evenly among the ``2L + 1`` summands of the residual stream (the embedding term, each
         attention layer, each MLP; a layer's share split evenly over its heads), so the result
         has ``const = 0`` and every term varies with the image's norm. ``cls_self`` is divided
-        by the norm without a share. (The reference also shares the residual stream's mean
-        evenly among the summands, where the decomposition removes each summand's own mean; that
-        convention of the decomposition is kept.)
+        by the norm without a share, and so is an attention-pooled tower's ``pool_mlp``, which
+        stays a term of its own: it is not part of the residual stream, and not a constant.
+        (The reference also shares the residual stream's mean evenly among the summands, where
+        the decomposition removes each summand's own mean; that convention of the decomposition
+        is kept.)
         """
         share, nrm = self.reference_scale()
         heads = None
@@ -88,12 +119,14 @@ class DirectTerms(DirectEffects):
             heads = (self.heads + share / self.heads.shape[2]) / nrm[:, None, None]
         return DirectTerms(embed=(self.embed + share) / nrm, attn=(self.attn + share) / nrm[:, None],
                            mlp=(self.mlp + share) / nrm[:, None], const=torch.zeros_like(self.const),
-                           heads=heads, cls_self=None if self.cls_self is None else self.cls_self / nrm[:, None])
+                           heads=heads, cls_self=None if self.cls_self is None else self.cls_self / nrm[:, None],
+                           pool_mlp=None if self.pool_mlp is None else self.pool_mlp / nrm,
+                           pool_heads=None if self.pool_heads is None else self.pool_heads / nrm[:, None])
 
     def ablated(self, *, mlps: Iterable[int] = (), attn: Iterable[int] = (),
                 heads: Iterable[tuple[int, int]] = (), embed: bool = False,
                 cls_self: Iterable[int] = (), means: "DirectTerms | None" = None,
-                scale: str = "raw") -> Tensor:
+                scale: str = "raw", pool_mlp: bool = False) -> Tensor:
         """Embeddings with the named terms replaced by their mean over the dataset.
 
         Args:
@@ -102,6 +135,7 @@ class DirectTerms(DirectEffects):
             heads: ``(layer, head)`` pairs mean-ablated individually (needs ``heads``).
             embed: mean-ablate the class-token embedding term.
             cls_self: layers whose class-token-to-itself attention summand is mean-ablated.
+            pool_mlp: mean-ablate an attention-pooled tower's pooling-MLP term.
             means: take the means from another set (e.g. a reference dataset); default: self.
             scale: ``"raw"`` (default): means of the terms as they are. ``"paper"``: the
                 reference code's, means of each image's terms divided by its embedding norm
@@ -113,7 +147,8 @@ class DirectTerms(DirectEffects):
             raise ValueError(f"scale must be one of {', '.join(map(repr, ABLATION_SCALES))}, got {scale!r}")
         if scale == "paper":
             return self.normalized().ablated(mlps=mlps, attn=attn, heads=heads, embed=embed, cls_self=cls_self,
-                                              means=None if means is None else means.normalized())
+                                              means=None if means is None else means.normalized(),
+                                              pool_mlp=pool_mlp)
         ref = means if means is not None else self
         L = self.n_layers
         norm = lambda ix: sorted({i % L for i in ix})  # noqa: E731
@@ -124,6 +159,10 @@ class DirectTerms(DirectEffects):
         out = self.embeddings().clone()
         if embed:
             out += ref.embed.mean(0) - self.embed
+        if pool_mlp:
+            if self.pool_mlp is None or ref.pool_mlp is None:
+                raise ValueError("pool_mlp ablation needs the terms of an attention-pooled tower (no pool_mlp here)")
+            out += ref.pool_mlp.mean(0) - self.pool_mlp
         for i in mlps_:
             out += ref.mlp[:, i].mean(0) - self.mlp[:, i]
         for i in attn_:
@@ -149,9 +188,14 @@ class DirectTerms(DirectEffects):
 @torch.no_grad()
 def collect_terms(model: nn.Module, batches: Iterable[Tensor] | Tensor, *, heads: bool = False,
                   cls_self: bool = False, batch_size: int = 64, device: str | torch.device | None = None,
-                  progress: bool = False, total: int | None = None) -> DirectTerms:
+                  progress: bool = False, total: int | None = None, pool_heads: bool = False) -> DirectTerms:
     """Decompose every image of ``batches`` (a tensor ``[N, 3, H, W]`` or an iterable of
-    batches, or of ``(images, ...)`` tuples) and stack the direct terms."""
+    batches, or of ``(images, ...)`` tuples) and stack the direct terms.
+
+    ``pool_heads`` (attention-pooled towers, SigLIP): also keep each pooling head's term
+    ``[N, Hp, d]``, without its share of the pooling's out-projection bias (a constant per head,
+    which the reference code's per-head terms do not carry): what
+    :func:`helpers.methods.heads.pool_head_textspan` explains."""
     dec = Decomposer(model)
     if device is None:
         device = _tower_param(dec).device
@@ -161,7 +205,7 @@ def collect_terms(model: nn.Module, batches: Iterable[Tensor] | Tensor, *, heads
         total = batches.shape[0]
         batches = batches.split(batch_size)
     parts: dict[str, list[Tensor]] = {"embed": [], "attn": [], "mlp": [], "heads": [], "cls_self": [],
-                                      "pool_mlp": []}
+                                      "pool_mlp": [], "pool_heads": []}
     const = None
     bar = tqdm(total=total, desc="decomposing", unit="img", disable=not progress)
     for batch in batches:
@@ -178,16 +222,21 @@ def collect_terms(model: nn.Module, batches: Iterable[Tensor] | Tensor, *, heads
         const = d.const
         if getattr(d, "pool_mlp", None) is not None:  # attention pooling: its MLP's term, per image
             parts["pool_mlp"].append(d.pool_mlp)
+        if pool_heads:
+            if getattr(d, "pool_heads", None) is None:
+                raise ValueError("pool_heads=True needs an attention-pooled tower (SigLIP); this one reads "
+                                 "its class token")
+            parts["pool_heads"].append(d.pool_heads - d._maps.bias_share)
         bar.update(x.shape[0])
     bar.close()
     if const is None:
         raise ValueError("no images")
-    if parts["pool_mlp"]:
-        const = const + torch.cat(parts["pool_mlp"])
     return DirectTerms(
         embed=torch.cat(parts["embed"]), attn=torch.cat(parts["attn"]), mlp=torch.cat(parts["mlp"]),
         const=const, heads=torch.cat(parts["heads"]) if heads else None,
-        cls_self=torch.cat(parts["cls_self"]) if cls_self else None)
+        cls_self=torch.cat(parts["cls_self"]) if cls_self else None,
+        pool_mlp=torch.cat(parts["pool_mlp"]) if parts["pool_mlp"] else None,
+        pool_heads=torch.cat(parts["pool_heads"]) if parts["pool_heads"] else None)
 
 
 def accuracy(embeddings: Tensor, classifier: Tensor, labels: Tensor | Sequence[int]) -> float:
@@ -252,10 +301,8 @@ def cached_terms(model: nn.Module, dataset: Any, *, dataset_id: str, cache_dir: 
         return torch.from_numpy(np.array(arrays[name])).to(device, dtype) if name in arrays else None
 
     const = dec.maps(dtype, _tower_param(dec).device).const.to(device)
-    if "pool_mlp" in arrays:
-        const = const + get("pool_mlp")
     return DirectTerms(embed=get("embed"), attn=get("attn"), mlp=get("mlp"), const=const,
-                       heads=get("heads"), cls_self=get("cls_self"))
+                       heads=get("heads"), cls_self=get("cls_self"), pool_mlp=get("pool_mlp"))
 
 
 def _tower_param(dec: Any) -> Tensor:

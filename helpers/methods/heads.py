@@ -15,9 +15,9 @@ The pieces, in the order a study uses them:
   how pure that role is.
 * :func:`interpretability_scores` condenses the roles into the two numbers of the follow-up
   study (CLIP-InterpreT, Madasu et al. 2024): an *association* score (how consistently a
-  head's texts are about its property) and an *entanglement* score -- the study's, how much a
-  property is shared across heads, or the course's within-head count of how many properties
-  a head mixes. The study has an LLM label the texts; a tagged pool makes them exact.
+  head's texts are about its property) and an *entanglement* score -- how much a property is
+  shared across heads (the course's score after the study's description), or the course's
+  within-head count of how many properties a head mixes. The study has an LLM label the texts; a tagged pool makes them exact.
 * :func:`reconstruction_accuracy` replaces the heads of the last layers by their rank-``n``
   reconstruction on a text basis (TextSpan), on the principal axes (PCA, the upper bound) or
   on a basis of random texts (the baseline), and measures zero-shot accuracy (paper,
@@ -31,7 +31,7 @@ The pieces, in the order a study uses them:
 from __future__ import annotations
 
 from collections import Counter
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Iterable, Literal, Sequence
 
 import numpy as np
@@ -54,6 +54,7 @@ __all__ = [
     "ENTANGLEMENTS",
     "interpretability_scores",
     "fit_basis",
+    "pool_head_textspan",
     "reconstructed_embeddings",
     "reconstruction_accuracy",
     "variance_explained_curve",
@@ -289,7 +290,7 @@ class InterpretabilityScores:
         association: mean purity over the heads with a (non-ignored) property (NaN if none).
         association_per_property: the same mean over the heads of each property.
         entanglement: the score chosen with ``entanglement=`` (``entanglement_kind``): the
-            within-head score (default) or CLIP-InterpreT's across-heads score.
+            within-head score (default) or the across-heads score.
         properties_per_head: per head, the number of properties occurring at least
             ``min_count`` times among its texts.
         heads_per_property: per property, how many heads have it as their role (every
@@ -299,10 +300,11 @@ class InterpretabilityScores:
         min_count: the threshold used for ``properties_per_head``.
         within_head_entanglement: in ``[0, 1]``; how many properties each head mixes (0 when
             every head's texts are about one property).
-        across_heads_entanglement: in ``[0, 1]``; CLIP-InterpreT's entanglement, how much a
-            property is shared across heads (0 when every head has a property of its own).
+        across_heads_entanglement: in ``[0, 1]``; the course's across-heads score, after the
+            study's description (property disentanglement across heads): how much a property is
+            shared across heads (0 when every head has a property of its own).
         heads_sharing: per head, how many *other* heads have the same role (0 without a role).
-        entanglement_kind: ``"within_head"`` or ``"paper"`` (which one ``entanglement`` holds).
+        entanglement_kind: ``"within_head"`` or ``"across_heads"`` (which one ``entanglement`` holds).
     """
 
     association: float
@@ -328,8 +330,10 @@ class InterpretabilityScores:
                 "n_properties": len(self.properties), "min_count": self.min_count}
 
 
-ENTANGLEMENTS: tuple[str, ...] = ("within_head", "paper")
-"""Values of :func:`interpretability_scores`' ``entanglement``."""
+ENTANGLEMENTS: tuple[str, ...] = ("within_head", "across_heads")
+"""Values of :func:`interpretability_scores`' ``entanglement``: the course's two scores. Neither is
+CLIP-InterpreT's own formula, which the course could not check (the across-heads score follows
+the study's description)."""
 
 
 def interpretability_scores(roles: Sequence[HeadRole], *, ignore: Iterable[str] = DEFAULT_IGNORE,
@@ -354,9 +358,10 @@ def interpretability_scores(roles: Sequence[HeadRole], *, ignore: Iterable[str] 
       ``E_within = mean_h max(k(h) - 1, 0) / (|P| - 1)`` over *all* heads, in ``[0, 1]``: 0
       when no head covers two properties, 1 when every head covers all of them
       (``E_within = 0`` when ``|P| <= 1``). It measures how much one head *mixes*.
-    * across-heads entanglement (CLIP-InterpreT's, ``entanglement="paper"``): how much a
-      property is *shared across heads*, i.e. how far the model is from one head per
-      property. With ``A`` the heads that have a role and ``n_p = #{h in A : p*(h) = p}``,
+    * across-heads entanglement (the course's, ``entanglement="across_heads"``, after the
+      study's description, "property disentanglement across heads"; the study's own formula
+      could not be checked): how much a property is *shared across heads*, i.e. how far the
+      model is from one head per property. With ``A`` the heads that have a role and ``n_p = #{h in A : p*(h) = p}``,
       each head's score is the share of the *other* heads with its property,
       ``e(h) = (n_{p*(h)} - 1) / (|A| - 1)``, and the model's is their mean over ``A``:
       ``E_across = mean_{h in A} e(h) = sum_p n_p (n_p - 1) / (|A| (|A| - 1))``, in ``[0, 1]``:
@@ -378,9 +383,12 @@ def interpretability_scores(roles: Sequence[HeadRole], *, ignore: Iterable[str] 
             scores comparable between models (texts of a property no head picked still
             enlarge ``|P|``).
         entanglement: which score the ``entanglement`` field holds: ``"within_head"``
-            (default) or ``"paper"`` (across heads). Both are always in the result, as
+            (default) or ``"across_heads"``. Both are always in the result, as
             ``within_head_entanglement`` and ``across_heads_entanglement``.
     """
+    if entanglement == "paper":
+        raise ValueError("entanglement='paper' was renamed 'across_heads': it is the course's across-heads score; "
+                         "CLIP-InterpreT's own formula was not available to check")
     if entanglement not in ENTANGLEMENTS:
         raise ValueError(f"entanglement must be one of {', '.join(map(repr, ENTANGLEMENTS))}, "
                          f"got {entanglement!r}")
@@ -430,7 +438,7 @@ def interpretability_scores(roles: Sequence[HeadRole], *, ignore: Iterable[str] 
     sharing = [counts[p] - 1 if p is not None else 0 for p in role_of]
     return InterpretabilityScores(
         association=association, association_per_property=per_prop,
-        entanglement=across if entanglement == "paper" else within,
+        entanglement=across if entanglement == "across_heads" else within,
         properties_per_head=per_head, heads_per_property=counts,
         properties=P, n_heads=len(roles), n_assigned=n_a, min_count=min_count,
         within_head_entanglement=within, across_heads_entanglement=float(across), heads_sharing=sharing,
@@ -483,6 +491,45 @@ def fit_basis(stack: Tensor, method: Method, n: int, *, pool_embeddings: Any = N
     raise ValueError(f"method must be 'textspan', 'pca' or 'random', got {method!r}")
 
 
+def pool_head_textspan(pool_terms: DirectTerms | Any, texts: Any, n: int | None = None) -> TextSpanResult:
+    """TextSpan per pooling head of an attention-pooled tower (SigLIP), as the reference code runs it.
+
+    The reference explains each pooling head's terms (summed over the tokens, without the
+    out-projection bias, on the raw scale: the pooled output has no layer norm after it) with
+    TextSpan at full width: the span's rank and the number of texts both equal the width ``d``,
+    so with at least ``d`` images the text projection is the identity and ``d`` texts rebuild
+    the head exactly. With fewer images (``N < d``) the reference itself runs out of texts after
+    ``N`` picks (its projected texts vanish), so ``n`` is capped at ``min(d, N, M)``.
+
+    Args:
+        pool_terms: :class:`~helpers.methods.ablation.DirectTerms` collected with
+            ``pool_heads=True``, or the terms ``[N, Hp, d]`` themselves.
+        texts: ``[M, d]`` text embeddings.
+        n: texts per head (default and maximum: ``min(d, N, M)``).
+
+    Returns:
+        A batched :class:`~helpers.methods.textspan.TextSpanResult` over the ``Hp`` heads
+        (``span="paper"``, ``rank = d``), its ``scale`` ``"raw"``.
+    """
+    if isinstance(pool_terms, DirectTerms):
+        if pool_terms.pool_heads is None:
+            raise ValueError("the terms have no pooling-head terms: collect them with pool_heads=True "
+                             "(an attention-pooled tower)")
+        P = pool_terms.pool_heads
+    else:
+        P = _tensor(pool_terms, "pool_terms")
+    if P.ndim != 3:
+        raise ValueError(f"pooling-head terms must be [N, Hp, d], got shape {tuple(P.shape)}")
+    R = _tensor(texts, "texts")
+    N, _, d = P.shape
+    _check_texts(R, d)
+    cap = min(d, N, R.shape[0])
+    n = cap if n is None else _int(n, "n")
+    if not 1 <= n <= cap:
+        raise ValueError(f"n must be in [1, min(d, N, M)] = [1, {cap}], got {n}")
+    return replace(textspan(P.transpose(0, 1), R, n, d, span="paper"), scale="raw")
+
+
 def _check_texts(R: Tensor, d: int) -> None:
     if R.ndim != 2:
         raise ValueError(f"pool_embeddings must be [M, d], got shape {tuple(R.shape)}")
@@ -504,25 +551,44 @@ def _earlier_layers(labels: Sequence[tuple[int, int]]) -> list[int]:
     return list(range(first))
 
 
+def _check_scale(scale: str) -> None:
+    if scale not in ABLATION_SCALES:
+        raise ValueError(f"scale must be one of {', '.join(map(repr, ABLATION_SCALES))}, got {scale!r}")
+
+
+def _check_result_scale(result: TextSpanResult, scale: str) -> None:
+    if result.scale is not None and result.scale != scale:
+        raise ValueError(f"the basis was fitted on the {result.scale!r} scale, but scale={scale!r}: fit it on "
+                         f"stack_heads(terms, layers, scale={scale!r}), or pass scale={result.scale!r}")
+
+
 def reconstructed_embeddings(terms: DirectTerms, layers: int | Iterable[int], result: TextSpanResult,
-                             n: int | None = None, *, ablate_earlier: bool = True) -> Tensor:
+                             n: int | None = None, *, ablate_earlier: bool = True, scale: str = "raw") -> Tensor:
     """Embeddings ``[N, d]`` with every head of ``layers`` replaced by its reconstruction.
 
     Head ``(l, h)``'s term ``c`` becomes ``mean + (c - mean) U_n^T U_n`` on the first ``n``
     directions of ``result`` (fitted on :func:`stack_heads` of the same layers, in the same
-    order); the attention layers before the first of ``layers`` are mean-ablated when
-    ``ablate_earlier``; every other term is kept. The embedding is the sum of the terms, so
-    the change is the sum over heads of ``reconstruction - term``, added in one step.
+    order, on the same ``scale``); the attention layers before the first of ``layers`` are
+    mean-ablated when ``ablate_earlier``; every other term is kept. The embedding is the sum of
+    the terms, so the change is the sum over heads of ``reconstruction - term``, added in one
+    step. ``scale="paper"`` works on the reference code's scale (every image's terms divided by
+    its embedding norm, the ``ln_post`` bias shared over the summands: :meth:`DirectTerms.normalized`),
+    means included; the result is then on that scale.
     """
-    stack, labels = stack_heads(terms, layers)
+    _check_scale(scale)
+    stack, labels = stack_heads(terms, layers, scale=scale)
     _check_result(result, stack)
+    _check_result_scale(result, scale)
     if n is not None:
         n = _int(n, "n")
         if not 1 <= n <= result.n:
             raise ValueError(f"n must be in [1, {result.n}] (the directions fitted), got {n}")
         if n < result.n:
             result = result.truncate(n)
-    base = terms.ablated(attn=_earlier_layers(labels)) if ablate_earlier else terms.embeddings()
+    if ablate_earlier:
+        base = terms.ablated(attn=_earlier_layers(labels), scale=scale)
+    else:
+        base = terms.normalized().embeddings() if scale == "paper" else terms.embeddings()
     rec = result.reconstruct(stack)  # [Hs, N, d] in the result's dtype
     delta = (rec - stack.to(rec.dtype)).sum(0)
     return base + delta.to(base.dtype)
@@ -532,7 +598,8 @@ def reconstruction_accuracy(terms: DirectTerms, classifier: Tensor, labels: Tens
                             layers: int | Iterable[int], method: Method, n_values: Iterable[int],
                             pool_embeddings: Any = None, seed: int = 0, *, rank: int = 80,
                             n_random_texts: int | None = None,
-                            result: TextSpanResult | None = None, span: str = "numerical") -> dict[int, float]:
+                            result: TextSpanResult | None = None, span: str = "numerical",
+                            scale: str = "raw") -> dict[int, float]:
     """Zero-shot accuracy with the heads of ``layers`` replaced by rank-``n`` reconstructions.
 
     For each ``n`` in ``n_values``: every head of ``layers`` (e.g. ``range(-4, 0)``) is
@@ -554,18 +621,26 @@ def reconstruction_accuracy(terms: DirectTerms, classifier: Tensor, labels: Tens
         rank: TextSpan's span rank (see :func:`~helpers.methods.textspan.textspan`).
         span: TextSpan's span, ``"numerical"`` or the reference code's ``"paper"``.
         n_random_texts: number of random texts (default: the pool size).
-        result: a basis already fitted on :func:`stack_heads` of ``layers`` with at least
-            ``max(n_values)`` directions (then ``method`` and the pool are not used).
+        result: a basis already fitted on ``stack_heads(terms, layers, scale=scale)`` with at
+            least ``max(n_values)`` directions (then ``method`` and the pool are not used); a
+            basis that records another scale (:attr:`TextSpanResult.scale`) is refused.
+        scale: ``"raw"`` (default, the course's): fit and score on the terms as they are.
+            ``"paper"`` (the reference code's): fit, mean-ablate and reconstruct on each
+            image's terms divided by its embedding norm with the ``ln_post`` bias shared over
+            the summands (:meth:`DirectTerms.normalized`); the basis (the SVD, the means, the
+            variance TextSpan ranks by) then differs, while the argmax stays scale-free per
+            image.
 
     Returns:
         ``{n: accuracy}`` in the order of ``n_values``.
     """
+    _check_scale(scale)
     ns = [_int(v, "n") for v in n_values]
     if not ns:
         raise ValueError("n_values is empty")
     if min(ns) < 1:
         raise ValueError(f"every n must be >= 1, got {ns}")
-    stack, head_labels = stack_heads(terms, layers)
+    stack, head_labels = stack_heads(terms, layers, scale=scale)
     classifier = _tensor(classifier, "classifier")
     d = stack.shape[-1]
     if classifier.ndim != 2 or classifier.shape[1] != d:
@@ -580,11 +655,13 @@ def reconstruction_accuracy(terms: DirectTerms, classifier: Tensor, labels: Tens
             raise ValueError(f"n = {n_max} is larger than possible: at most min(N, d) = {limit}")
         result = fit_basis(stack, method, n_max, pool_embeddings=pool_embeddings,
                            n_random_texts=n_random_texts, rank=rank, seed=seed, span=span)
+        result = replace(result, scale=scale)
     else:
         _check_result(result, stack)
+        _check_result_scale(result, scale)
     if result.n < n_max:
         raise ValueError(f"the given result has {result.n} directions, fewer than n = {n_max}")
-    base = terms.ablated(attn=_earlier_layers(head_labels))
+    base = terms.ablated(attn=_earlier_layers(head_labels), scale=scale)
     stack_w = stack.to(result.directions.dtype)
     out: dict[int, float] = {}
     for n in ns:

@@ -50,10 +50,17 @@ def upsample(maps: Tensor | np.ndarray, size: int | tuple[int, int]) -> Tensor:
     return out.reshape(*lead, *size)
 
 
-def postprocess(maps: Tensor, size: int | tuple[int, int]) -> Tensor:
+def postprocess(maps: Tensor, size: int | tuple[int, int], *, clip: bool = True) -> Tensor:
     """The paper's post-processing: upsample bilinearly to ``size``, clip at 0, min-max
-    normalise each map to ``[0, 1]`` (a constant map becomes 0): ``[B, H, W]``."""
-    up = upsample(maps, size).clamp_min(0)
+    normalise each map to ``[0, 1]`` (a constant map becomes 0): ``[B, H, W]``.
+
+    ``clip=False`` skips the clip, as Chefer et al.'s evaluation post-processes its baselines
+    (min-max only; it matters for maps with negative values, such as full LRP's pixel map).
+    Maps already at ``size`` are left as they are by the upsampling (bilinear to the same size
+    is the identity)."""
+    up = upsample(maps, size)
+    if clip:
+        up = up.clamp_min(0)
     lo = up.flatten(-2).min(-1).values[..., None, None]
     hi = up.flatten(-2).max(-1).values[..., None, None]
     span = hi - lo

@@ -39,6 +39,8 @@ __all__ = [
     "BASELINES",
     "baseline_scores",
     "map_coverage",
+    "proportion_se",
+    "bootstrap_se",
 ]
 
 
@@ -205,6 +207,7 @@ class SegmentationScores:
     _: KW_ONLY
     protocol: str = "paper"
     ap_paper: list[float] = field(default_factory=list)
+    per_image: list[np.ndarray] = field(default_factory=list)  # [correct, pixels, inter bg, inter fg, union bg, union fg]
 
     def __post_init__(self) -> None:
         if self.protocol not in AP_PROTOCOLS:
@@ -216,11 +219,17 @@ class SegmentationScores:
         if p.shape != t.shape or soft.shape != t.shape:
             raise ValueError(f"shapes differ: soft {tuple(soft.shape)}, pred {tuple(p.shape)}, "
                              f"truth {tuple(t.shape)} (transform image and mask together)")
-        self.correct += int((p == t).sum())
-        self.pixels += t.numel()
-        for c, (pc, tc) in enumerate(((~p, ~t), (p, t))):
-            self.inter[c] += int((pc & tc).sum())
-            self.union[c] += int((pc | tc).sum())
+        flat_p, flat_t = p.reshape(-1, *p.shape[-2:]), t.reshape(-1, *t.shape[-2:])
+        counts = [(flat_p == flat_t).sum((-2, -1)), torch.full((flat_t.shape[0],), flat_t[0].numel() if len(flat_t) else 0)]
+        counts += [(pc & tc).sum((-2, -1)) for pc, tc in ((~flat_p, ~flat_t), (flat_p, flat_t))]
+        counts += [(pc | tc).sum((-2, -1)) for pc, tc in ((~flat_p, ~flat_t), (flat_p, flat_t))]
+        per = torch.stack([c.to(torch.int64).cpu() for c in counts], 1).numpy()  # [B, 6]
+        self.per_image.append(per)
+        tot = per.sum(0)
+        self.correct += int(tot[0])
+        self.pixels += int(tot[1])
+        self.inter += tot[2:4]
+        self.union += tot[4:6]
         ap = average_precision(soft, t).reshape(-1).cpu().numpy()
         self.ap.extend(float(a) for a in ap if np.isfinite(a))
         ap2 = average_precision(soft, t, protocol="paper").reshape(-1).cpu().numpy()
@@ -254,6 +263,33 @@ class SegmentationScores:
     @property
     def map(self) -> float:
         return self.map_paper if self.protocol == "paper" else self.map_foreground
+
+    def counts(self) -> np.ndarray:
+        """Per-image counts ``[N, 6]``: correct pixels, pixels, background and foreground
+        intersections, background and foreground unions (the image is the sampling unit)."""
+        return np.concatenate(self.per_image) if self.per_image else np.zeros((0, 6), dtype=np.int64)
+
+    def standard_errors(self, population: int | None = None, *, B: int = 1000, seed: int = 0) -> dict[str, float]:
+        """Sampling errors of :meth:`summary`'s first four scores, the images being a sample of
+        ``population`` images drawn without replacement (``None``: an infinite population).
+
+        Pixel accuracy and mIoU are ratios of sums over images: their error is a bootstrap over
+        images (:func:`bootstrap_se`, ``B`` resamples, ``seed``); mAP and object AP are means of
+        per-image values: ``s / sqrt(n)``. Both are times ``sqrt(1 - n / N)``. (Pixels within an
+        image are not independent, so no pixel-level binomial error is used.)
+        """
+        c = self.counts().astype(np.float64)
+
+        def pixel_accuracy(x: np.ndarray) -> float:
+            return float(x[:, 0].sum() / max(1.0, x[:, 1].sum()))
+
+        def miou(x: np.ndarray) -> float:
+            inter, union = x[:, 2:4].sum(0), np.maximum(1.0, x[:, 4:6].sum(0))
+            return float((inter / union).mean())
+
+        return {"pixel accuracy": bootstrap_se(pixel_accuracy, c, B=B, seed=seed, population=population),
+                "mIoU": bootstrap_se(miou, c, B=B, seed=seed, population=population),
+                "mAP": _mean_se(self.ap_paper, population), "object AP": _mean_se(self.ap, population)}
 
     def summary(self) -> dict[str, float]:
         """Every score under its one name: ``"pixel accuracy"``, ``"mIoU"`` (mean of the
@@ -355,3 +391,60 @@ def map_coverage(maps: Tensor, masks: Any) -> dict[str, float]:
     outside = (up * ~truth).flatten(-2).sum(-1) / n_out.clamp_min(1)
     return {"kept": kept.mean().item(), "region": region.mean().item(), "IoU bound": bound.mean().item(),
             "mean inside": inside[both].mean().item(), "mean outside": outside[both].mean().item()}
+
+
+# ----------------------------------------------------------------------------------------------
+# Sampling errors: a figure measured on n images drawn from a population of N
+# ----------------------------------------------------------------------------------------------
+
+
+def proportion_se(p: float, n: int, population: int | None = None) -> float:
+    """Standard error of a proportion ``p`` measured on ``n`` items drawn without replacement
+    from ``population`` items (``None``: infinitely many):
+    ``sqrt(p (1 - p) / n * (N - n) / (N - 1))``. An accuracy on a subset is such a proportion."""
+    n = int(n)
+    if n < 1:
+        raise ValueError(f"n must be >= 1, got {n}")
+    if not 0.0 <= float(p) <= 1.0:
+        raise ValueError(f"p must be a proportion in [0, 1], got {p}")
+    var = float(p) * (1.0 - float(p)) / n
+    if population is not None:
+        N = int(population)
+        if N < n:
+            raise ValueError(f"the population ({N}) is smaller than the sample ({n})")
+        var *= (N - n) / (N - 1) if N > 1 else 0.0
+    return var ** 0.5
+
+
+def bootstrap_se(stat: Any, per_item: Any, *, B: int = 1000, seed: int = 0, population: int | None = None) -> float:
+    """Bootstrap standard error of ``stat(per_item)`` over items (the first axis of
+    ``per_item``): ``B`` resamples with replacement (a generator seeded with ``seed``), the
+    standard deviation of the statistic over them, times ``sqrt(1 - n / N)`` for a sample of
+    ``n`` of ``population`` items."""
+    x = np.asarray(per_item)
+    n = x.shape[0]
+    if n < 2:
+        raise ValueError(f"need at least 2 items to resample, got {n}")
+    if B < 2:
+        raise ValueError(f"B must be >= 2, got {B}")
+    rng = np.random.default_rng(seed)
+    values = np.array([stat(x[rng.integers(0, n, n)]) for _ in range(int(B))], dtype=np.float64)
+    se = float(values.std(ddof=1))
+    if population is not None:
+        if population < n:
+            raise ValueError(f"the population ({population}) is smaller than the sample ({n})")
+        se *= (1.0 - n / population) ** 0.5
+    return se
+
+
+def _mean_se(values: list[float], population: int | None) -> float:
+    """``s / sqrt(n)`` of per-item values, times ``sqrt(1 - n / N)``; NaN with fewer than two."""
+    v = np.asarray(values, dtype=np.float64)
+    if len(v) < 2:
+        return float("nan")
+    se = float(v.std(ddof=1) / np.sqrt(len(v)))
+    if population is not None:
+        if population < len(v):
+            raise ValueError(f"the population ({population}) is smaller than the sample ({len(v)})")
+        se *= (1.0 - len(v) / population) ** 0.5
+    return se

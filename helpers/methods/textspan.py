@@ -45,7 +45,7 @@ step) used to check the batched code; :func:`pca_basis` gives the principal dire
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, fields, replace
+from dataclasses import dataclass, replace
 from typing import Any, Sequence
 
 import numpy as np
@@ -94,6 +94,10 @@ class TextSpanResult:
             residual data times the *unnormalised* residual text (PCA: the eigenvalue).
         span_rank: ``[Hs]`` number of singular directions kept for the text projection.
         reconstruction: ``[Hs, K, d]`` ``mean + projection`` of the fitted data, when asked.
+        scale: the scale of the terms the basis was fitted on, when known: ``"raw"`` or the
+            reference code's ``"paper"`` (:func:`helpers.methods.heads.stack_heads`); ``None``
+            when not recorded. :func:`helpers.methods.heads.reconstruction_accuracy` records it
+            and refuses a basis fitted on another scale.
     """
 
     indices: Tensor | None
@@ -104,6 +108,10 @@ class TextSpanResult:
     criterion: Tensor | None = None
     span_rank: Tensor | None = None
     reconstruction: Tensor | None = None
+    scale: str | None = None
+
+    _TENSORS = ("indices", "directions", "variance", "mean", "total_variance", "criterion", "span_rank",
+                "reconstruction")
 
     @property
     def cumulative(self) -> Tensor:
@@ -122,9 +130,8 @@ class TextSpanResult:
         """The result of head ``h`` alone (unbatched fields)."""
         if not self.batched:
             raise ValueError("this result holds a single head")
-        kw = {f.name: (None if getattr(self, f.name) is None else getattr(self, f.name)[h])
-              for f in fields(self)}
-        return TextSpanResult(**kw)
+        kw = {name: (None if getattr(self, name) is None else getattr(self, name)[h]) for name in self._TENSORS}
+        return TextSpanResult(**kw, scale=self.scale)
 
     def truncate(self, k: int) -> "TextSpanResult":
         """The first ``k`` steps (the greedy choice is the same as running with ``n = k``).
@@ -170,12 +177,12 @@ class TextSpanResult:
     def to(self, device: Any = None, dtype: torch.dtype | None = None) -> "TextSpanResult":
         """A copy on ``device``; floating-point fields cast to ``dtype`` when given."""
         kw = {}
-        for f in fields(self):
-            v = getattr(self, f.name)
+        for name in self._TENSORS:
+            v = getattr(self, name)
             if v is not None:
                 v = v.to(device=device, dtype=dtype if v.is_floating_point() else None)
-            kw[f.name] = v
-        return TextSpanResult(**kw)
+            kw[name] = v
+        return TextSpanResult(**kw, scale=self.scale)
 
     def _check_data(self, C: Any) -> Tensor:
         C = _as_tensor(C, "C")

@@ -113,19 +113,19 @@ print(f"{len(task)} images; pool '{text_pool.name}' of {len(text_pool)} texts; "
 # the paper's protocol (the papers' presets) or the course's variants, where the two differ
 paper = protocol == "paper"
 span = "paper" if paper else "numerical"  # TextSpan's text projection: top-80 directions, or the numerical span
-entanglement = "paper" if paper else "within_head"  # CLIP-InterpreT's across-heads score, or within-head
 neighbour_score = "dot" if paper else "cosine"  # per-head nearest neighbours
-# the authors' code ranks dot products of the terms on the cosine scale (each image's terms
-# divided by its embedding's norm); the cosine does not see that scale
+# the authors' code fits TextSpan on, and ranks dot products of, the terms on the cosine scale
+# (each image's terms divided by its embedding's norm); the course fits on the raw terms
 ref_stack = stack_heads(terms, layers, scale="paper")[0]
+fit_scale = "paper" if paper else "raw"
+fit_stack = ref_stack if paper else stack  # what TextSpan, PCA and the accuracy curves are fitted on
+scale_note = verdict(paper, "on the reference's cosine scale (each image's terms / |embedding|)", "on raw terms")
 neighbour_stack = ref_stack if paper else stack
-figures["protocol_options"] = {"span": span, "entanglement": entanglement, "neighbours": neighbour_score}
+figures["protocol_options"] = {"span": span, "scale": fit_scale, "neighbours": neighbour_score}
 say(f"**Protocol: {'the paper' if paper else 'the course'}'s.** TextSpan projects the texts on "
     + verdict(paper, "the top 80 singular directions of each head (`span=\"paper\"`, as the authors' code)",
               "each head's numerical span (`span=\"numerical\"`)")
-    + "; the `entanglement` score is "
-    + verdict(paper, "CLIP-InterpreT's across heads (`entanglement=\"paper\"`)",
-              "the within-head count (`entanglement=\"within_head\"`)")
+    + f" and is fitted and scored {scale_note} (`scale=\"{fit_scale}\"`)"
     + "; nearest neighbours are ranked by "
     + verdict(paper, "dot product (`score=\"dot\"`, as the authors' code)", "cosine (`score=\"cosine\"`)")
     + ". The other option of each is shown beside it where it changes a result"
@@ -137,10 +137,10 @@ say(f"**Protocol: {'the paper' if paper else 'the course'}'s.** TextSpan project
 # All heads are processed together (one batched computation, no loop over heads).
 
 # %%
-results = {sp: textspan(stack, pool_emb, n_texts, span=sp) for sp in ("numerical", "paper")}  # both are cheap
+results = {sp: textspan(fit_stack, pool_emb, n_texts, span=sp) for sp in ("numerical", "paper")}  # both are cheap
 roles_by_span = {sp: head_roles(r, text_pool, labels, ignore=("other", "unknown")) for sp, r in results.items()}
 result, roles = results[span], roles_by_span[span]
-say(f"*TextSpan with `span=\"{span}\"`:*")
+say(f"*TextSpan with `span=\"{span}\"`, fitted {scale_note}, texts from the pool `{text_pool.name}`:*")
 table = pd.DataFrame([{"head": r.label, "role": r.property, "purity": round(r.purity, 2),
                        "variance explained": round(r.variance, 2), "first texts": " | ".join(r.texts[:4])}
                       for r in roles])
@@ -199,7 +199,7 @@ what_we_see(
 from helpers.course.exercises.nb03 import check_project_texts, check_role_and_purity, check_textspan_step
 
 h = max(range(len(roles)), key=lambda i: (roles[i].purity, roles[i].variance))
-C_head = stack[h].double()
+C_head = fit_stack[h].double()
 result_num = results["numerical"]  # the exercises use the numerical span (see 3.1)
 rank = int(result_num.span_rank[h])
 print(f"head {roles[h].label} ({roles[h].property}): outputs {tuple(C_head.shape)}, numerical rank {rank}; "
@@ -382,42 +382,50 @@ classifier = zero_shot_classifier(model, tokenizer, task.prompts)
 head_dim = info.head_dim  # a head's outputs span at most this many directions
 n_values = [n for n in (1, 2, 3, 5, 10, 20, 40, 60) if n <= min(head_dim, len(task))]
 baseline_acc = accuracy(terms.embeddings(), classifier, task.labels)
-words = load_pool(baseline_pool).sample(pool_size, seed=seed)
+# the paper's protocol on real data: the reference's own (untagged) text sets for the curves; the roles
+# above need tags, so they stay on the course's tagged pool
+reference_sets = paper and not on_world
+curve_pool = load_pool("reference_general").sample(pool_size, seed=seed) if reference_sets and not pool else text_pool
+curve_emb = pool_emb if curve_pool is text_pool else cached_text_embeddings(model, tokenizer, curve_pool.texts,
+                                                                               model_id=model_id)
+words = load_pool("reference_common_words" if reference_sets and baseline_pool == "common_words"
+                  else baseline_pool).sample(pool_size, seed=seed)
 words_emb = cached_text_embeddings(model, tokenizer, words.texts, model_id=model_id)
+fit = dict(span=span, scale=fit_scale)
 curves = {
-    f"TextSpan ({text_pool.name})": reconstruction_accuracy(terms, classifier, task.labels, layers, "textspan",
-                                                            n_values, pool_embeddings=pool_emb, span=span),
+    f"TextSpan ({curve_pool.name})": reconstruction_accuracy(terms, classifier, task.labels, layers, "textspan",
+                                                             n_values, pool_embeddings=curve_emb, **fit),
     f"TextSpan ({words.name})": reconstruction_accuracy(terms, classifier, task.labels, layers, "textspan",
-                                                        n_values, pool_embeddings=words_emb, span=span),
+                                                        n_values, pool_embeddings=words_emb, **fit),
     "random texts": reconstruction_accuracy(terms, classifier, task.labels, layers, "random", n_values,
-                                            n_random_texts=len(text_pool), seed=seed, span=span),
-    "PCA": reconstruction_accuracy(terms, classifier, task.labels, layers, "pca", n_values),
+                                            n_random_texts=len(curve_pool), seed=seed, **fit),
+    "PCA": reconstruction_accuracy(terms, classifier, task.labels, layers, "pca", n_values, scale=fit_scale),
 }
 fig = go.Figure()
 for name, curve in curves.items():
     fig.add_scatter(x=list(curve), y=list(curve.values()), mode="lines+markers", name=name)
 fig.add_hline(y=baseline_acc, line_dash="dot", annotation_text="no replacement")
 fig.update_layout(title=f"Accuracy with the last {len(layers)} layers' heads replaced ({task.name}; "
-                        f"TextSpan span={span!r})",
+                        f"TextSpan span={span!r}, fitted and scored {scale_note})",
                   xaxis_title="texts (directions) per head", yaxis_title="accuracy", xaxis_type="log")
 fig.show()
 figures["baseline_accuracy"] = baseline_acc
 figures["accuracy_curves"] = {name: {str(k): v for k, v in c.items()} for name, c in curves.items()}
 
 var_curve = result.cumulative.mean(0).cpu().numpy()
-pca_var = pca_basis(stack, n_texts).cumulative.mean(0).cpu().numpy()  # no n directions explain more
+pca_var = pca_basis(fit_stack, n_texts).cumulative.mean(0).cpu().numpy()  # no n directions explain more
 steps = np.arange(1, len(var_curve) + 1)
 fig = go.Figure()
 fig.add_scatter(x=steps, y=var_curve, mode="lines+markers", name="TextSpan texts")
 fig.add_scatter(x=steps, y=pca_var, mode="lines+markers", name="PCA axes (upper bound)", line_dash="dash")
-fig.update_layout(title="Mean fraction of a head's variance explained by its first n directions",
+fig.update_layout(title=f"Mean fraction of a head's variance explained by its first n directions ({scale_note})",
                   xaxis_title="texts (directions) per head", yaxis_title="variance explained")
 fig.show()
 figures["variance_explained_mean"] = var_curve.tolist()
 figures["variance_explained_pca_mean"] = pca_var.tolist()
 
 # %%
-ts_name = f"TextSpan ({text_pool.name})"
+ts_name = f"TextSpan ({curve_pool.name})"
 n1 = n_values[0]
 n2 = n_values[min(1, len(n_values) - 1)]
 reach = {name: next((n for n, a in c.items() if a >= baseline_acc - 0.01), None) for name, c in curves.items()}
@@ -431,7 +439,7 @@ what_we_see(
     f"{ranking({k: c[n1] for k, c in curves.items()}, as_pct=True, digits=1)}.",
     compare(curves[ts_name][n1], curves["random texts"][n1], ts_name, "random directions",
             what=f"accuracy with {n1} per head", as_pct=True, digits=1)
-    + " " + compare(curves[ts_name][n2], curves[f"TextSpan ({words.name})"][n2], f"The {text_pool.name} pool",
+    + " " + compare(curves[ts_name][n2], curves[f"TextSpan ({words.name})"][n2], f"The {curve_pool.name} pool",
                     f"the {words.name} pool", what=f"accuracy with {n2} per head", as_pct=True, digits=1),
     "Within 1 point of the whole model: " + "; ".join(
         f"{name} from {n} per head" if n is not None else f"{name} at none of the sizes tried"
@@ -453,7 +461,9 @@ what_we_see(
 #   (its purity); of the model: the mean over heads that have a role. Higher means a head's
 #   texts consistently share one property.
 # * **entanglement**, two scores under their own names, because they ask different questions:
-#   * **across-heads entanglement** (CLIP-InterpreT's): is a property *shared across heads*?
+#   * **across-heads entanglement** (the course's, written after CLIP-InterpreT's description,
+#     "property disentanglement across heads"; the study's own formula could not be checked
+#     here): is a property *shared across heads*?
 #     With $A$ the heads that have a role and $n_p$ those whose role is $p$,
 #     $\sum_p n_p(n_p-1)\,/\,\big(|A|(|A|-1)\big)$: the chance that two different heads drawn at
 #     random have the same property. 0 when every head has a property of its own (fully
@@ -468,18 +478,16 @@ what_we_see(
 # The study has a language model tag the texts; our pools carry tags, so the scores are exact.
 
 # %%
-scores = interpretability_scores(roles, ignore=("other", "unknown"), entanglement=entanglement)
+scores = interpretability_scores(roles, ignore=("other", "unknown"))  # both entanglements are in the result
 n_a, n_p = scores.n_assigned, len(scores.properties)
 q, extra = divmod(n_a, max(n_p, 1))  # the lowest across-heads score: roles spread as evenly as possible
 across_floor = (extra * (q + 1) * q + (n_p - extra) * q * (q - 1)) / (n_a * (n_a - 1)) if n_a > 1 else 0.0
 display(pd.DataFrame([
     ("association", scores.association, "share of a head's texts about its role (higher: purer heads)"),
-    ("across-heads entanglement (CLIP-InterpreT)", scores.across_heads_entanglement,
-     "chance two heads share their role (lower: each property has its own heads)"
-     + verdict(entanglement == "paper", "; this protocol's `entanglement`", "")),
+    ("across-heads entanglement (course, after CLIP-InterpreT's description)", scores.across_heads_entanglement,
+     "chance two heads share their role (lower: each property has its own heads)"),
     ("within-head entanglement (course)", scores.within_head_entanglement,
-     "how many properties one head mixes (lower: single-property heads)"
-     + verdict(entanglement == "within_head", "; this protocol's `entanglement`", "")),
+     "how many properties one head mixes (lower: single-property heads)"),
 ], columns=["score", "value", "what it measures"]).style.format({"value": "{:.2f}"}).hide(axis="index"))
 print("heads per property:", {k: v for k, v in scores.heads_per_property.items() if v})
 figures["association"] = scores.association
@@ -494,7 +502,7 @@ mixing = sum(k >= 2 for k in scores.properties_per_head)
 what_we_see(
     f"Association {num(scores.association, 2)}: on average a head's role is shared by "
     f"{pct(scores.association, 0)} of its {n_texts} texts, over the {n_a} heads that have a role.",
-    f"Across-heads entanglement (CLIP-InterpreT) {num(scores.across_heads_entanglement, 2)}: two heads drawn at "
+    f"Across-heads entanglement {num(scores.across_heads_entanglement, 2)}: two heads drawn at "
     f"random share their property {pct(scores.across_heads_entanglement, 0)} of the time; {top_prop} alone has "
     f"{top_n} of the {n_a} heads. With the {n_p} properties found among the texts, no assignment of {n_a} heads "
     f"goes below {num(across_floor, 2)}, "
@@ -663,6 +671,69 @@ elif on_world:
     what_we_see("No property has heads with a role purity of at least 0.5, so there is no property search to score.");
 
 # %% [markdown]
+# ## The paper's protocol, side by side: the scale TextSpan is fitted on
+#
+# The authors' code divides every term of an image by the norm of that image's embedding
+# before it fits anything (the terms then add up to the unit embedding, and the `ln_post` bias is
+# shared over the summands): TextSpan's span, its centring and the variance it ranks texts by
+# are all taken on that *cosine scale*. The course fits on the raw terms. The zero-shot argmax
+# does not care about a per-image scale, but the fit does: an image with a long embedding
+# weighs more in the raw variance than in the reference's. Here both are fitted with this
+# protocol's span, on every head of the last layers, and compared: how many heads change their
+# first text, how much of their first texts the two lists share, and what the accuracy curves
+# (TextSpan on the same pool) become.
+
+# %%
+k_side = min(10, len(task) - 1, head_dim, len(text_pool))
+by_scale = {"raw": textspan(stack, pool_emb, k_side, span=span), "paper": textspan(ref_stack, pool_emb, k_side, span=span)}
+first_differs = int((by_scale["raw"].indices[:, 0] != by_scale["paper"].indices[:, 0]).sum())
+scale_overlap = float(np.mean([len(set(a) & set(b)) / k_side for a, b in
+                               zip(by_scale["raw"].indices.tolist(), by_scale["paper"].indices.tolist())]))
+curves_by_scale = {fit_scale: curves[ts_name]}  # the curve above is one of the two
+other_scale = "raw" if paper else "paper"
+curves_by_scale[other_scale] = reconstruction_accuracy(terms, classifier, task.labels, layers, "textspan", n_values,
+                                                       pool_embeddings=curve_emb, span=span, scale=other_scale)
+scale_names = {"raw": "raw terms (the course's)", "paper": "cosine scale (the reference's)"}
+display(pd.DataFrame({scale_names[sc]: curves_by_scale[sc] for sc in ("raw", "paper")})
+        .rename_axis(f"texts per head ({curve_pool.name})").style.format("{:.1%}")
+        .set_caption(f"Accuracy with the last {len(layers)} layers' heads replaced, TextSpan fitted and scored on "
+                     f"each scale (this protocol fits {scale_note})"))
+emb_norms = terms.embeddings().norm(dim=-1)
+figures["scale_heads"] = len(labels)
+figures["scale_k"] = k_side
+figures["scale_first_pick_differs"] = first_differs
+figures["scale_overlap"] = scale_overlap
+figures["scale_accuracy"] = {sc: {str(n): a for n, a in c.items()} for sc, c in curves_by_scale.items()}
+figures["embedding_norm_spread"] = float(emb_norms.std() / emb_norms.mean())
+
+# %%
+gap = {n: curves_by_scale["paper"][n] - curves_by_scale["raw"][n] for n in n_values}
+widest = max(gap, key=lambda n: abs(gap[n]))
+what_we_see(
+    f"Fitted on the reference's cosine scale instead of the raw terms, {first_differs} of {len(labels)} heads "
+    + verdict(first_differs == 1, "changes its", "change their")
+    + f" first text, and over the first {k_side} texts the two lists share {pct(scale_overlap, 0)} on average: "
+    + verdict(scale_overlap >= 0.9, "the scale barely matters to the picks.",
+              "the scale is part of the protocol, not a detail."),
+    f"The accuracy curves differ by at most {num(100 * abs(gap[widest]), 1)} points (at {widest} per head: "
+    f"{pct(curves_by_scale['raw'][widest])} on raw terms, {pct(curves_by_scale['paper'][widest])} on the cosine "
+    f"scale); with {n1} per head they read {pct(curves_by_scale['raw'][n1])} and "
+    f"{pct(curves_by_scale['paper'][n1])}.",
+    f"The norms of the embeddings vary by {pct(figures['embedding_norm_spread'], 0)} (standard deviation over "
+    "mean) over these images: the wider they spread, the more the two fits can differ.",
+);
+
+# %%
+if info.pool_heads:  # an attention-pooled tower (SigLIP): the reference also explains each pooling head
+    from helpers.methods.heads import pool_head_textspan
+
+    pooled_terms = collect_terms(model, loader, pool_heads=True, total=len(task))
+    pooled = pool_head_textspan(pooled_terms, pool_emb, n=min(n_texts, len(task), pool_emb.shape[-1]))
+    display(pd.DataFrame({f"pooling head {h}": texts for h, texts in enumerate(pooled.texts(text_pool.texts))}))
+    say(f"Each of the {info.pool_heads} pooling heads explained by TextSpan at full width (rank = width, raw "
+        "terms, as the reference runs it): its first texts.")
+
+# %% [markdown]
 # ## Takeaway
 
 # %%
@@ -671,7 +742,7 @@ what_we_see(
     verdict(informative,
             f"*A few texts per head keep what the heads do* "
             f"{held(reach[ts_name] is not None and reach[ts_name] <= n_texts)}: "
-            + verdict(reach[ts_name] is not None, f"the {text_pool.name} pool's texts come within 1 point of the "
+            + verdict(reach[ts_name] is not None, f"the {curve_pool.name} pool's texts come within 1 point of the "
                       f"whole model's accuracy from {reach[ts_name]} per head", "no size tried comes within 1 point")
             + f" (the roles above read {n_texts}).",
             "*A few texts per head keep what the heads do* cannot be judged: the whole model is not well above "

@@ -91,7 +91,7 @@ import plotly.graph_objects as go
 import torch
 from IPython.display import display
 
-from helpers.course.narrative import compare, num, pct, ranking, ratio, say, verdict, what_we_see
+from helpers.course.narrative import compare, num, pct, pm, ranking, ratio, say, verdict, what_we_see
 from helpers.course.plots import maps_figure
 from helpers.course.presets import resolve
 from helpers.course.record import Figures
@@ -105,11 +105,14 @@ from helpers.methods.segmentation import (
     BACKWARD_METHODS,
     METHOD_NAMES,
     METHODS,
+    PAPER_VARIANTS,
     evaluate_methods,
     layer_maps,
+    method_label,
     patch_norm_ratio,
     predicted_classes,
     segment,
+    segmentation_maps,
 )
 
 torch.manual_seed(seed)
@@ -120,7 +123,8 @@ model_name, pretrained, dataset = settings.model_name, settings.pretrained, sett
 n_images, batch_size, device = settings.n_images, settings.batch_size, settings.device
 protocol = settings.protocol
 model, preprocess, tokenizer = settings.start(figures)  # prints the settings, records them, loads the model
-task = load_segmentation_task(dataset, preprocess, n_images, seed=seed, world_name=world_of(model))
+task = load_segmentation_task(dataset, preprocess, n_images, seed=seed, world_name=world_of(model),
+                              mask_geometry="reference" if protocol == "paper" else "aligned")
 classifier = zero_shot_classifier(model, tokenizer, task.prompts)
 print(f"{task.name}: {len(task)} images at {tuple(task.images.shape[-2:])}, {len(task.prompts)} classes; "
       f"foreground covers {task.masks.float().mean():.1%} of the pixels")
@@ -130,6 +134,16 @@ figures["foreground_fraction"] = float(task.masks.float().mean())
 origin = provenance(model)
 figures["provenance"] = origin.kind
 say(origin.note)
+say(f"**Protocol: {'the paper' if protocol == 'paper' else 'the course'}'s.** The baselines below are "
+    + verdict(protocol == "paper", "Chefer et al.'s, as their evaluation code ran them (`variant=\"paper\"`)",
+              "the course's variants (`variant=\"course\"`)")
+    + "; the masks are "
+    + verdict(task.mask_geometry == "reference", "squeezed whole to the model's input, as the reference code does "
+              "(`mask_geometry=\"reference\"`)", "sent through the image's own resize and crop "
+              "(`mask_geometry=\"aligned\"`)")
+    + ". The section *The paper's protocol, side by side* shows the other choices beside these.")
+figures["protocol_options"] = {"variant": "paper" if protocol == "paper" else "course",
+                               "mask_geometry": task.mask_geometry}
 
 # %% [markdown]
 # ## The table
@@ -151,7 +165,9 @@ say(origin.note)
 
 # %%
 SCORES = ["pixel accuracy", "mIoU", "mAP", "object AP", "IoU foreground", "IoU background"]
-results, soft_maps = evaluate_methods(model, task, classifier, METHODS, batch_size=batch_size)
+results, soft_maps = evaluate_methods(model, task, classifier, METHODS, batch_size=batch_size,
+                                      variant="paper" if protocol == "paper" else "course",
+                                      population=settings.sampled[2] if settings.sampled else None)
 display(pd.DataFrame(results).T[SCORES].round(3))
 figures["methods"] = {m: {k: float(v) for k, v in r.items() if k != "images/s"} for m, r in results.items()}
 figures["images_per_second"] = {m: float(r["images/s"]) for m, r in results.items()}
@@ -192,6 +208,13 @@ what_we_see(
     f"The target class is the zero-shot prediction, right on {pct(zero_shot)} of the images"
     + verdict(zero_shot >= 0.9, ".", ": where it is wrong, every class-specific map looks for the wrong class."),
 );
+
+# %%
+if settings.sampled:  # a subset of the paper's data: each figure with its sampling error
+    display(pd.DataFrame({m: {k: pm(r[k], r[f"{k} SE"]) for k in SCORES[:4]} for m, r in results.items()}).T
+            .style.set_caption(f"{task.name}: {len(task):,} of {settings.sampled[2]:,} images; \u00b1 one standard "
+                               "error (images drawn without replacement; a bootstrap over images for pixel "
+                               "accuracy and mIoU)"))
 
 # %% [markdown]
 # ## Exercises 6.1–6.3: the post-processing and the metric, by hand
@@ -510,6 +533,111 @@ what_we_see(
     + verdict(curve[best_range] > curve[f"0-{L - 1}"] + 0.01,
               "Dropping the early layers sharpens the map: they add mass off the object.",
               "The early layers cost the map little."),
+);
+
+# %% [markdown]
+# ## The paper's protocol, side by side
+#
+# The tables above ran one protocol's choices (the course's offline, the paper's with a paper
+# preset). Three of them part from the other protocol's, and each is measured here on the same
+# model and images:
+#
+# * **The baselines as Chefer et al. ran them.** The paper's baseline rows come from Chefer et
+#   al.'s evaluation code, which differs from the course's variants: LRP shares a linear layer's
+#   relevance over its positive and its negative contributions *separately* (so relevance is no
+#   longer conserved) and is scored on the pixel map itself, without the clip at 0; partial LRP
+#   uses the same rule; rollout starts at block 1; GradCAM weighs the last block's attention
+#   heads (not the channels of its input); and "Chefer et al." is their *transformer
+#   attribution*, the attention's LRP relevance times its gradient, multiplied over blocks from
+#   block 1. Their post-processing is min-max without the clip.
+# * **The masks' geometry.** The reference resizes the whole ImageNet-Segmentation mask to the
+#   model's input, while the image is resized on its short side and centre-cropped: on a 4:3
+#   photo its ground truth is squeezed to three quarters along the long side, and lies on the
+#   object only near the centre. The course sends the mask through the image's own resize and
+#   crop, so the two stay aligned. To see what the reference's geometry does to the scores
+#   offline, the world's scenes are widened to 4:3 (their own background on both sides): the
+#   model sees exactly the same square scene, the maps are the same, and only the ground truth
+#   moves.
+# * **How the decomposition shares its biases.** The reference spreads the attention's output
+#   bias evenly over the tokens and shares the `ln_post` mean and bias over all summands; the
+#   course gives the bias to the tokens by attention weight and centres each summand by its own
+#   mean. Both add up to the same embedding; per patch they differ by a little.
+
+# %%
+variant_here = "paper" if protocol == "paper" else "course"  # what the tables above ran
+other_variant = "course" if variant_here == "paper" else "paper"
+two_variants = [m for m in METHODS if m in PAPER_VARIANTS]
+other_results, _ = evaluate_methods(model, task, classifier, two_variants, batch_size=batch_size,
+                                    variant=other_variant)
+by_variant = {variant_here: results, other_variant: {**results, **other_results}}
+rows = {}
+for m in METHODS:
+    for v in (("course", "paper") if m in PAPER_VARIANTS else (variant_here,)):
+        rows[method_label(m, v)] = {k: by_variant[v][m][k] for k in SCORES[:4]}
+display(pd.DataFrame(rows).T.round(3).style.set_caption(
+    f"{task.name}: every method; the baselines with two variants under both (the course's and Chefer et al.'s)"))
+figures["variants"] = {v: {m: {k: float(by_variant[v][m][k]) for k in SCORES[:4]} for m in two_variants}
+                       for v in ("course", "paper")}
+
+# %%
+on_world_task = task.name.startswith("world")
+if on_world_task:  # the same scenes, widened to 4:3: the model sees the square scene, only the masks move
+    geo_task = load_segmentation_task(f"world-wide:{task.name.partition(':')[2]}", preprocess, n_images, seed=seed,
+                                      world_name=world_of(model))
+else:  # ImageNet-Segmentation: its own photos under both geometries
+    geo_task = task
+geo_results, _ = evaluate_methods(model, geo_task, classifier, METHODS, batch_size=batch_size, variant=variant_here,
+                                  geometries=("aligned", "reference"))
+display(pd.DataFrame({(method_label(m, variant_here), g): {k: geo_results[g][m][k] for k in SCORES[:4]}
+                      for m in METHODS for g in ("aligned", "reference")}).T.round(3).style.set_caption(
+    f"{geo_task.name}: the same maps scored against the aligned masks (the course's) and the squeezed ones "
+    "(the reference's)"))
+ma, mr = geo_task.masks_for("aligned"), geo_task.masks_for("reference")
+geo_agree = float((ma == mr).float().mean())
+geo_iou = float((ma & mr).sum() / (ma | mr).sum())
+figures["geometry_task"] = geo_task.name
+figures["geometry"] = {g: {m: {k: float(geo_results[g][m][k]) for k in SCORES[:4]} for m in METHODS}
+                       for g in ("aligned", "reference")}
+figures["geometry_pixel_agreement"] = geo_agree
+figures["geometry_mask_iou"] = geo_iou
+figures["geometry_foreground"] = {"aligned": float(ma.float().mean()), "reference": float(mr.float().mean())}
+
+# %%
+conv_maps = {c: torch.cat([segmentation_maps(model, task.images[i:i + batch_size].to(device), classifier,
+                                             "decomposition", convention=c).cpu()
+                           for i in range(0, len(task), batch_size)]) for c in ("course", "reference")}
+conv_scores, conv_hard = {}, {}
+for c, maps in conv_maps.items():
+    soft, conv_hard[c] = segment(maps.float(), size)
+    conv_scores[c] = SegmentationScores().update(soft, conv_hard[c], task.masks).summary()
+conv_agree = float((conv_hard["course"] == conv_hard["reference"]).float().mean())
+figures["convention"] = {c: {k: float(v[k]) for k in SCORES[:4]} for c, v in conv_scores.items()}
+figures["convention_pixel_agreement"] = conv_agree
+
+# %%
+vd = {m: by_variant["paper"][m]["mIoU"] - by_variant["course"][m]["mIoU"] for m in two_variants}
+moved = max(vd, key=lambda m: abs(vd[m]))
+gd = {m: geo_results["reference"][m]["mIoU"] - geo_results["aligned"][m]["mIoU"] for m in METHODS}
+what_we_see(
+    "Chefer et al.'s variants against the course's, mIoU: " + ", ".join(
+        f"{METHOD_NAMES[m]} {num(by_variant['paper'][m]['mIoU'])} vs {num(by_variant['course'][m]['mIoU'])}"
+        for m in two_variants) + f"; the largest change is {METHOD_NAMES[moved]}'s ({num(vd[moved])}).",
+    "By mIoU, the course's variants rank the methods "
+    + ranking({METHOD_NAMES[m]: by_variant["course"][m]["mIoU"] for m in METHODS}) + "; Chefer et al.'s "
+    + ranking({METHOD_NAMES[m]: by_variant["paper"][m]["mIoU"] for m in METHODS}) + ".",
+    f"The squeezed masks of {geo_task.name} agree with the aligned ones on {pct(geo_agree)} of the pixels "
+    f"(IoU {num(geo_iou)} between the two ground truths; foreground {pct(figures['geometry_foreground']['aligned'])} "
+    f"aligned, {pct(figures['geometry_foreground']['reference'])} squeezed). Scored against them, every method's "
+    "mIoU moves by " + ", ".join(f"{num(gd[m])} ({METHOD_NAMES[m]})" for m in METHODS) + ".",
+    verdict(on_world_task, "The world exaggerates the effect: its objects are small and sit anywhere in a 3x3 "
+                           "grid, where the squeeze moves them most, while ImageNet-Segmentation's objects are "
+                           "mostly large and central.", ""),
+    f"The decomposition under the reference's sharing of the biases: mIoU {num(conv_scores['reference']['mIoU'], 4)} "
+    f"against {num(conv_scores['course']['mIoU'], 4)} under the course's; {pct(conv_agree, 1)} of the mask pixels "
+    "agree. " + verdict(abs(conv_scores["reference"]["mIoU"] - conv_scores["course"]["mIoU"]) < 0.005,
+                        "The convention does not change a figure here.",
+                        "The convention moves the figure: say which one a number used."),
+    title="Where the protocols part",
 );
 
 # %% [markdown]

@@ -92,7 +92,7 @@ from .config import (
 )
 from .dataset import Pairs, Scene, Scenes, World, make_scene, sample, sample_pairs, waterbirds_test_set
 from .pool import text_pool
-from .render import DISTRACTORS, OVERRIDABLE, make_grid, to_pil, value_index
+from .render import DISTRACTORS, OVERRIDABLE, make_grid, to_pil, value_index, widen
 
 __all__ = [
     "SHAPES",
@@ -135,6 +135,7 @@ __all__ = [
     "text_pool",
     "to_pil",
     "make_grid",
+    "widen",
 ]
 
 

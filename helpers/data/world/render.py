@@ -582,3 +582,40 @@ def make_grid(images: np.ndarray | Sequence[np.ndarray], ncol: int = 4, pad: int
     if scale > 1:
         out = out.resize((out.width * scale, out.height * scale), Image.NEAREST)
     return out
+
+
+def widen(images: np.ndarray, masks: Sequence[np.ndarray], backgrounds: np.ndarray, *, aspect: float = 4 / 3,
+          seed: int = 0) -> tuple[np.ndarray, list[np.ndarray], int]:
+    """Square scenes widened to a landscape picture, the scene in the middle.
+
+    ``images`` ``(N, s, s, 3)`` uint8; each of ``masks`` ``(N, s, s)`` (bool) is zero-padded the
+    same way; ``backgrounds`` ``(N,)`` the scenes' background indices. The width is
+    ``W = s + 2 m`` with ``m = round(s (aspect - 1) / 2)``: an even margin on both sides, so that
+    a centre crop of the short side takes exactly the original scene back (a model whose input
+    is ``s`` sees the same pixels). The side bands are the scene's own background texture,
+    rendered at width ``W`` with ``seed`` (a model that crops to the centre never sees them).
+    Returns ``(images (N, s, W, 3), masks, m)``.
+    """
+    images = np.asarray(images)
+    if images.ndim != 4 or images.shape[1] != images.shape[2] or images.shape[3] != 3:
+        raise ValueError(f"images must be square (N, s, s, 3), got {images.shape}")
+    if not aspect >= 1:
+        raise ValueError(f"aspect must be >= 1 (landscape), got {aspect}")
+    n, s = images.shape[:2]
+    m = int(round(s * (aspect - 1) / 2))
+    w = s + 2 * m
+    out = np.empty((n, s, w, 3), dtype=np.uint8)
+    rng = np.random.default_rng(seed)
+    for i in range(n):
+        band = to_uint8(TEXTURES[int(backgrounds[i])](rng, w))[:s]
+        out[i] = band
+        out[i, :, m:m + s] = images[i]
+    padded = []
+    for mk in masks:
+        mk = np.asarray(mk, dtype=bool)
+        if mk.shape != (n, s, s):
+            raise ValueError(f"masks must be (N, s, s) = {(n, s, s)}, got {mk.shape}")
+        p = np.zeros((n, s, w), dtype=bool)
+        p[:, :, m:m + s] = mk
+        padded.append(p)
+    return out, padded, m
