@@ -60,7 +60,8 @@ def test_the_presets_and_their_models():
         assert all(d.startswith("world") or d == "auto" for d in p.datasets().values()), p.datasets()
     for name in PAPER_MODELS:
         assert get_preset(name).datasets() == {"01": "imagenette", "02": "imagenette", "03": "imagenette",
-                                               "04": "photos", "05": "waterbirds", "06": "imagenet-seg"}
+                                               "04": "photos", "05": "waterbirds", "06": "imagenet-seg",
+                                               "07": "imagenette"}
 
 
 @pytest.mark.parametrize("nb", presets.NOTEBOOKS)
@@ -87,7 +88,8 @@ def test_every_notebook_takes_its_parameters_from_a_preset(nb):
               "03": dict(dataset="world:colour", n_images=1000, batch_size=100),
               "04": dict(images="auto", n_images=200),
               "05": dict(dataset="world", n_per_group=150, span_images=1000, batch_size=100),
-              "06": dict(dataset="world:colour", n_images=200, batch_size=50)}[nb]
+              "06": dict(dataset="world:colour", n_images=200, batch_size=50),
+              "07": dict(dataset="world:shape", n_images=500, eval_images=300, layers=(3, 4, 5), top_k=10)}[nb]
     s = resolve("offline", nb, **{k: defaults[k] for k in passed})
     assert {k: s.values[k] for k in before} == before
     assert (s.model_name, s.pretrained, s.device) == ("world-clip", DEFAULT_PRETRAINED, "cpu") and s.trained_weights
@@ -127,7 +129,7 @@ def test_unknown_presets_and_notebooks():
         resolve("ViT-B-16", "01")
     assert all(repr(name) in str(info.value) for name in PRESETS)
     with pytest.raises(ValueError, match="unknown notebook"):
-        resolve("offline", "07")
+        resolve("offline", "08")
     with pytest.raises(ValueError, match="unknown preset"):
         get_preset(None)
 
@@ -334,7 +336,7 @@ def test_colab_time_estimates():
         estimate_minutes("offline", "01")
     table = colab_table()
     rows = [line for line in table.splitlines()[2:]]
-    assert len(rows) == sum(p.device == "auto" for p in PRESETS.values()) and all(r.count("~") == 6 for r in rows)
+    assert len(rows) == sum(p.device == "auto" for p in PRESETS.values()) and all(r.count("~") == len(presets.NOTEBOOKS) for r in rows)
 
 
 def test_readme_lists_the_colab_estimates():
