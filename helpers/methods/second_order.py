@@ -675,11 +675,15 @@ def direct_path_reference(model: nn.Module, layer: int, images: Tensor) -> Tenso
     was_training = visual.training
     visual.eval()
     try:
-        with torch.no_grad(), fwAD.dual_level(), hooked(visual, patch=patch):
-            out = visual(x)
-            out = out[0] if isinstance(out, tuple) else out
-            t = tangent(out)
-            return torch.zeros_like(primal(out)) if t is None else t.clone()
+        with warnings.catch_warnings():
+            # torch's forward-mode AD scripts its own decompositions the first time a dual tensor
+            # is made, and torch.jit.script warns that it is deprecated: torch's notice, not ours
+            warnings.filterwarnings("ignore", message=r"`torch\.jit\.script` is deprecated", category=FutureWarning)
+            with torch.no_grad(), fwAD.dual_level(), hooked(visual, patch=patch):
+                out = visual(x)
+                out = out[0] if isinstance(out, tuple) else out
+                t = tangent(out)
+                return torch.zeros_like(primal(out)) if t is None else t.clone()
     finally:
         visual.train(was_training)
 
@@ -1390,20 +1394,27 @@ def top_image_lift(top_index: Tensor, labels: Any, values: Sequence[Any]) -> Ten
         raise ValueError(f"{len(values)} values for {top.shape[0]} neurons")
     if top.numel() and (int(top.min()) < 0 or int(top.max()) >= n):
         raise IndexError(f"top_index must hold positions in 0..{n - 1} of the {n} labelled images")
-    out = torch.full((top.shape[0],), float("nan"), dtype=torch.float64)
+    groups: dict[Any, tuple[list[int], list[int]]] = {}  # label kind -> (neurons, values)
     for k, v in enumerate(values):
         if v is None:
             continue
+        key = None
         if named:
             if not isinstance(v, (tuple, list)) or len(v) != 2 or v[0] not in table:
                 raise ValueError(f"with named labels each value is (name, value), name one of {sorted(table)}; "
                                  f"got {v!r}")
-            lab, v = table[v[0]], v[1]
-        else:
-            lab = table[None]
-        base = float((lab == int(v)).double().mean())
-        if base > 0:
-            out[k] = float((lab[top[k]] == int(v)).double().mean()) / base
+            key, v = v
+        rows, vals = groups.setdefault(key, ([], []))
+        rows.append(k)
+        vals.append(int(v))
+    out = torch.full((top.shape[0],), float("nan"), dtype=torch.float64)
+    for key, (rows, vals) in groups.items():
+        lab = table[key]
+        r, v = torch.as_tensor(rows), torch.as_tensor(vals)
+        base = (lab[None, :] == v[:, None]).double().mean(1)  # [R]
+        share = (lab[top[r]] == v[:, None]).double().mean(1)
+        ok = base > 0
+        out[r[ok]] = share[ok] / base[ok]
     return out
 
 
