@@ -72,8 +72,9 @@ class AdversarialTrials:
         images: ``uint8`` ``[M, H, W, 3]``, every scene of every pair and condition.
         condition: ``[M]`` one of :data:`CONDITIONS` per scene.
         source, target: ``[M]`` class indices of A (what the scene shows) and B (the target).
-        pair: ``[M]`` the pair's number; scene ``s`` of pair ``p`` is the same draw under every
-            condition (only what the words set differs).
+        pair: ``[M]`` the pair's number.
+        scene: ``[M]`` the index of each scene's draw in the world's split: a pair's conditions draw
+            the same scenes (only what the words set differs).
         words: per pair ``(A, B)`` names, per condition, the word list the scenes were drawn with.
         plans: the same, the :class:`~helpers.data.world.compose.WordPlan` (what each list set).
         classes: the class names; factor: the factor they are values of.
@@ -84,6 +85,7 @@ class AdversarialTrials:
     source: np.ndarray
     target: np.ndarray
     pair: np.ndarray
+    scene: np.ndarray
     words: dict[tuple[str, str], dict[str, list[str]]] = field(repr=False)
     plans: dict[tuple[str, str], dict[str, WordPlan]] = field(repr=False)
     classes: list[str] = field(default_factory=list)
@@ -159,7 +161,7 @@ def adversarial_trials(directions: Any, texts: Any, classifier: Any, classes: Se
     if len(classifier) != len(classes):
         raise ValueError(f"the classifier has {len(classifier)} rows for {len(classes)} classes")
     vocab = list(texts.words)
-    images, cond, src, tgt, pid = [], [], [], [], []
+    images, cond, src, tgt, pid, idx = [], [], [], [], [], []
     words: dict[tuple[str, str], dict[str, list[str]]] = {}
     plans: dict[tuple[str, str], dict[str, WordPlan]] = {}
     for p, (a, b) in enumerate(_pairs(classes, pairs, seed)):
@@ -180,7 +182,8 @@ def adversarial_trials(directions: Any, texts: Any, classifier: Any, classes: Se
             src += [ia] * n_scenes
             tgt += [ib] * n_scenes
             pid += [p] * n_scenes
+            idx += scenes.indices.tolist()
     if not images:
         raise ValueError("no pairs of classes")
     return AdversarialTrials(np.concatenate(images), np.array(cond), np.array(src), np.array(tgt), np.array(pid),
-                             words, plans, classes, factor)
+                             np.array(idx), words, plans, classes, factor)

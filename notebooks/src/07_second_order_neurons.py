@@ -47,7 +47,7 @@
 # | | |
 # |---|---|
 # | **You will be able to** | write a neuron's second-order effect from its activations, the later heads' attention and the frozen layer-norm scales; check it adds up exactly; stream per-neuron statistics over a dataset; measure how sparse the effects are and what ablating them costs; read a neuron's direction in words and check the words against ground truth; build adversarial scenes from a neuron's words and compare them with random words |
-# | **Time** | core path about 30 min: 14 min reading, 2 min running, 16 min of exercises (7.1, 7.3); going further about 20 min more (7.2, segmentation, concepts, the explorer) |
+# | **Time** | core path about 30 min: 14 min reading, 2 min running, 16 min of exercises (7.1, 7.2); going further about 20 min more (7.3, segmentation, concepts, the explorer) |
 # | **Assumes** | notebooks 1–2 (direct effects, mean ablation) and 3 (texts for directions); what an MLP neuron and a layer norm compute; a bootstrap interval |
 #
 # {{EXERCISE_NOTE}}
@@ -74,6 +74,7 @@ n_pairs = None              # class pairs for adversarial words (0: every ordere
 adv_scenes = None           # scenes per pair and word list (the world draws them)
 batch_size = None
 device = ""                 # "cuda" / "cpu" (the papers' presets: cuda when there is a GPU)
+templates = "openai"        # ImageNet prompt templates for photos: "openai" (80, the paper's) or "simple" (7, faster)
 protocol = ""               # set by the papers' presets; every step here follows the second-order paper's code
 seed = 0
 record_to = ""
@@ -142,7 +143,7 @@ model, preprocess, tokenizer = settings.start(figures)  # prints the settings, r
 check_supported(model)  # a class-token ViT (SigLIP's pooled towers have no class token to carry these effects)
 info = model_info(model)
 prov = provenance(model)
-task = load_task(dataset, n_images=n_images + eval_images, preprocess=preprocess, seed=seed,
+task = load_task(dataset, n_images=n_images + eval_images, preprocess=preprocess, seed=seed, templates=templates,
                  world_name=world_of(model))
 if top_k > n_images:
     raise ValueError(f"top_k={top_k} images per neuron needs at least as many statistics images (n_images={n_images})")
@@ -313,6 +314,15 @@ say(f"{len(all_dirs)} neurons over {len(stats_idx)} images: the statistics take 
 # significant ones would hold about their own share of each neuron's squared centred effect;
 # sparse effects put much more of it there.
 
+# %% [markdown] tags=["predict"]
+# Before the histogram: on about what share of the held-out images will a neuron be significant,
+# and will those images hold about the same share of its effect?
+# Answer:
+# About `top_k / n_images` of them: the threshold was set so that this share of the statistics
+# images passes it, and held-out images come from the same distribution. The share of the effect
+# is the open question: if a neuron's effect were about the same size on every image, those
+# images would hold about their own share of it; if it is sparse, much more.
+
 # %%
 results = ablation_studies(model, dirs, eval_loader, classifier, batch_size=batch_size)
 expected_share = top_k / len(stats_idx)
@@ -473,7 +483,7 @@ else:
                           for r in strongest]))
 
 # %%
-if on_world:
+if on_world and figures["lift"]["n_checked"] > 0:
     lc = figures["lift_control"]
     what_we_see(
         f"The first positive word names a factor of the world for {pct(names_real)} of the neurons and for "
@@ -493,12 +503,15 @@ if on_world:
         verdict(prov.shaped, "Both the scenes and the texts come from the world the model was trained on: the "
                              "check says the decomposition reads what the model learned about that world.", prov.note),
     )
+elif on_world:
+    say(f"No neuron's first positive word names a factor of the world ({pool.name} vocabulary), so there is nothing "
+        "to check against the scenes' factors; the world's own texts (`vocabulary='world'`) name them.")
 else:
     say("These images have no ground-truth factors to check the words against; the table is what the paper shows "
         "(its vocabulary: 30,000 common words; here the course's common-words list).")
 
 # %% [markdown]
-# ## Exercise 7.3: find the neurons about a value
+# ## Exercise 7.2: find the neurons about a value
 #
 # Turn the lift into a search: given the top images of every neuron (`top_index`, positions in
 # the statistics images), a label per statistics image and a value, return the neurons whose top
@@ -566,6 +579,16 @@ if on_world and found:
 # scenes of class A with those values. Two controls on the *same* scene draws: as many random
 # words from the same vocabulary (the words naming B left out too), and no words. Every ordered
 # pair of classes takes part; the comparison resamples whole pairs.
+
+# %% [markdown] tags=["predict"]
+# The model answers "which shape?". The words may set a scene's colour, size, pattern, position or
+# background, never its shape. Can words like these make the model name another shape, more
+# often than random words do?
+# Answer:
+# Only through what the model has tied to the shapes. A colour or background that co-occurred
+# with the target shape in training, or that the target's neurons respond to, can push toward
+# it; random words set the same kinds of factors at random. The table below measures it, and the
+# interval says whether the difference is more than the noise between class pairs.
 
 # %%
 renderable = on_world and task.meta.get("factor") in world.OVERRIDABLE and adv_scenes > 0
@@ -641,7 +664,7 @@ else:
 # The core path ends here. The sections below use the same statistics: the rank-1 ablation by
 # hand, neurons as a zero-shot segmenter, the concepts of single images, and an explorer.
 #
-# ## Exercise 7.2: the rank-1 ablation
+# ## Exercise 7.3: the rank-1 ablation
 #
 # Replace every neuron's effect $\phi_k$ by its mean $\mu_k$ plus the projection of its centred
 # effect on the neuron's direction $d_k$: the embedding becomes
@@ -689,7 +712,8 @@ print(f"your rank-1 embeddings vs the helpers': largest difference {float((mine 
 # and two trivial maps (random numbers per patch; everything foreground).
 
 # %%
-seg = load_segmentation_task(seg_dataset, preprocess, seg_images, seed=seed, world_name=world_of(model))
+seg = load_segmentation_task(seg_dataset, preprocess, seg_images, seed=seed, templates=templates,
+                             world_name=world_of(model))
 seg_classifier = zero_shot_classifier(model, tokenizer, seg.prompts)
 size = tuple(seg.masks.shape[-2:])
 n_seg = min(seg_neurons, len(all_dirs))
@@ -816,7 +840,7 @@ take = [
     f"Each neuron is significant on {pct(mean_share)} of the held-out images, which hold {pct(energy)} of its "
     "squared effect (median).",
 ]
-if on_world:
+if on_world and figures["lift"]["n_checked"] > 0:
     take.append(f"A neuron's first word names a value its top images share: lift {num(figures['lift']['mean'], 2)} "
                 f"against {num(figures['lift_control']['mean'], 2)} for shuffled words.")
 if renderable:

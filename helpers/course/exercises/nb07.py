@@ -77,73 +77,7 @@ register(Exercise(
 
 
 # ----------------------------------------------------------------------------------------------
-# 7.2 the rank-1 ablation
-# ----------------------------------------------------------------------------------------------
-
-
-def _rank1_ablate(effects: Tensor, mean: Tensor, directions: Tensor, embedding: Tensor) -> Tensor:
-    """``e - sum_k (phi_k - mu_k) + sum_k ((phi_k - mu_k) . d_k) d_k``."""
-    centred = effects - mean[None]  # [B, K, d']
-    proj = (centred * directions[None]).sum(-1)  # [B, K]
-    return embedding - centred.sum(1) + torch.einsum("bk,kd->bd", proj, directions)
-
-
-def _rank1_cases() -> list[Case]:
-    def case(seed: int, B: int, K: int, d: int) -> tuple:
-        g = gen(seed)
-        mean = randn(g, K, d)
-        effects = mean[None] + 0.5 * randn(g, B, K, d)
-        directions = torch.nn.functional.normalize(randn(g, K, d), dim=-1)
-        embedding = randn(g, B, d) + effects.sum(1)
-        return effects, mean, directions, embedding
-
-    return [Case("2 images, 3 neurons", case(711, 2, 3, 5)),
-            Case("one image, 8 neurons", case(712, 1, 8, 6)),
-            Case("5 images, 20 neurons", case(713, 5, 20, 12))]
-
-
-def _r1_uncentred(effects, mean, directions, embedding):  # noqa: ANN001, ANN202
-    centred = effects - mean[None]
-    proj = (effects * directions[None]).sum(-1)
-    return embedding - centred.sum(1) + torch.einsum("bk,kd->bd", proj, directions)
-
-
-def _r1_zero(effects, mean, directions, embedding):  # noqa: ANN001, ANN202
-    proj = ((effects - mean[None]) * directions[None]).sum(-1)
-    return embedding - effects.sum(1) + torch.einsum("bk,kd->bd", proj, directions)
-
-
-def _r1_not_removed(effects, mean, directions, embedding):  # noqa: ANN001, ANN202
-    proj = ((effects - mean[None]) * directions[None]).sum(-1)
-    return embedding + torch.einsum("bk,kd->bd", proj, directions)
-
-
-def _r1_only_projection(effects, mean, directions, embedding):  # noqa: ANN001, ANN202
-    proj = ((effects - mean[None]) * directions[None]).sum(-1)
-    return embedding - effects.sum(1) + mean.sum(0) - torch.einsum("bk,kd->bd", proj, directions)
-
-
-register(Exercise(
-    id="7.2", name="rank1_ablate", task="the embedding with every neuron's effect replaced by its mean plus its "
-                                       "projection on the neuron's direction",
-    reference=_rank1_ablate, cases=_rank1_cases, compare=compare_tensor("the embedding"),
-    error_hint="effects is [B, K, d'], mean and directions [K, d'], embedding [B, d']: the projection of each "
-               "centred effect is a [B, K] tensor, and each one multiplies its own direction",
-    mistakes=(
-        Mistake(_r1_uncentred, "you projected the raw effect; project the centred effect phi - mu: the "
-                               "direction describes how a neuron's effect varies around its mean"),
-        Mistake(_r1_zero, "you removed the effects entirely (zero ablation); the rank-1 ablation starts from "
-                          "the mean ablation, which keeps each neuron's mean effect mu"),
-        Mistake(_r1_not_removed, "you added the projections without first removing the effects' deviations "
-                                 "from their means: subtract sum_k (phi_k - mu_k), then add the projections back"),
-        Mistake(_r1_only_projection, "you subtracted the projections; the rank-1 ablation keeps the part of "
-                                     "each effect along its direction, so add it back"),
-    ),
-))
-
-
-# ----------------------------------------------------------------------------------------------
-# 7.3 find the neurons about a value
+# 7.2 find the neurons about a value
 # ----------------------------------------------------------------------------------------------
 
 
@@ -221,7 +155,7 @@ def _neuron_list_compare(got: Any, expected: list[int]) -> str | None:
 
 
 register(Exercise(
-    id="7.3", name="neurons_about", task="the neurons whose top images carry a value far more often than the "
+    id="7.2", name="neurons_about", task="the neurons whose top images carry a value far more often than the "
                                         "dataset does",
     reference=_neurons_about, cases=_about_cases, compare=_neuron_list_compare,
     error_hint="top_index is [K, k] (positions of each neuron's top images in the dataset), labels [N]: "
@@ -239,6 +173,72 @@ register(Exercise(
 ))
 
 
+# ----------------------------------------------------------------------------------------------
+# 7.3 the rank-1 ablation
+# ----------------------------------------------------------------------------------------------
+
+
+def _rank1_ablate(effects: Tensor, mean: Tensor, directions: Tensor, embedding: Tensor) -> Tensor:
+    """``e - sum_k (phi_k - mu_k) + sum_k ((phi_k - mu_k) . d_k) d_k``."""
+    centred = effects - mean[None]  # [B, K, d']
+    proj = (centred * directions[None]).sum(-1)  # [B, K]
+    return embedding - centred.sum(1) + torch.einsum("bk,kd->bd", proj, directions)
+
+
+def _rank1_cases() -> list[Case]:
+    def case(seed: int, B: int, K: int, d: int) -> tuple:
+        g = gen(seed)
+        mean = randn(g, K, d)
+        effects = mean[None] + 0.5 * randn(g, B, K, d)
+        directions = torch.nn.functional.normalize(randn(g, K, d), dim=-1)
+        embedding = randn(g, B, d) + effects.sum(1)
+        return effects, mean, directions, embedding
+
+    return [Case("2 images, 3 neurons", case(711, 2, 3, 5)),
+            Case("one image, 8 neurons", case(712, 1, 8, 6)),
+            Case("5 images, 20 neurons", case(713, 5, 20, 12))]
+
+
+def _r1_uncentred(effects, mean, directions, embedding):  # noqa: ANN001, ANN202
+    centred = effects - mean[None]
+    proj = (effects * directions[None]).sum(-1)
+    return embedding - centred.sum(1) + torch.einsum("bk,kd->bd", proj, directions)
+
+
+def _r1_zero(effects, mean, directions, embedding):  # noqa: ANN001, ANN202
+    proj = ((effects - mean[None]) * directions[None]).sum(-1)
+    return embedding - effects.sum(1) + torch.einsum("bk,kd->bd", proj, directions)
+
+
+def _r1_not_removed(effects, mean, directions, embedding):  # noqa: ANN001, ANN202
+    proj = ((effects - mean[None]) * directions[None]).sum(-1)
+    return embedding + torch.einsum("bk,kd->bd", proj, directions)
+
+
+def _r1_only_projection(effects, mean, directions, embedding):  # noqa: ANN001, ANN202
+    proj = ((effects - mean[None]) * directions[None]).sum(-1)
+    return embedding - effects.sum(1) + mean.sum(0) - torch.einsum("bk,kd->bd", proj, directions)
+
+
+register(Exercise(
+    id="7.3", name="rank1_ablate", task="the embedding with every neuron's effect replaced by its mean plus its "
+                                       "projection on the neuron's direction",
+    reference=_rank1_ablate, cases=_rank1_cases, compare=compare_tensor("the embedding"),
+    error_hint="effects is [B, K, d'], mean and directions [K, d'], embedding [B, d']: the projection of each "
+               "centred effect is a [B, K] tensor, and each one multiplies its own direction",
+    mistakes=(
+        Mistake(_r1_uncentred, "you projected the raw effect; project the centred effect phi - mu: the "
+                               "direction describes how a neuron's effect varies around its mean"),
+        Mistake(_r1_zero, "you removed the effects entirely (zero ablation); the rank-1 ablation starts from "
+                          "the mean ablation, which keeps each neuron's mean effect mu"),
+        Mistake(_r1_not_removed, "you added the projections without first removing the effects' deviations "
+                                 "from their means: subtract sum_k (phi_k - mu_k), then add the projections back"),
+        Mistake(_r1_only_projection, "you subtracted the projections; the rank-1 ablation keeps the part of "
+                                     "each effect along its direction, so add it back"),
+    ),
+))
+
+
 check_neuron_effect = make_check("7.1")
-check_rank1_ablate = make_check("7.2")
-check_neurons_about = make_check("7.3")
+check_neurons_about = make_check("7.2")
+check_rank1_ablate = make_check("7.3")
