@@ -714,7 +714,7 @@ print(f"your rank-1 embeddings vs the helpers': largest difference {float((mine 
 # %%
 seg = load_segmentation_task(seg_dataset, preprocess, seg_images, seed=seed, templates=templates,
                              world_name=world_of(model))
-seg_classifier = zero_shot_classifier(model, tokenizer, seg.prompts)
+seg_classifier = classifier if seg.prompts == task.prompts else zero_shot_classifier(model, tokenizer, seg.prompts)
 size = tuple(seg.masks.shape[-2:])
 n_seg = min(seg_neurons, len(all_dirs))
 neuron_maps = torch.cat([neuron_segmentation_maps(model, seg.images[i:i + batch_size].to(device), seg_classifier,
