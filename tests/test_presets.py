@@ -35,7 +35,7 @@ PUBLISHED_PARAMS_M = {"ViT-B-32": 151.28, "ViT-B-16": 149.62, "ViT-L-14": 427.62
 
 def _parameters_cell(nb: str) -> list[tuple[str, object]]:
     src = next((ROOT / "notebooks" / "src").glob(f"{nb}_*.py")).read_text()
-    cell = src.split("# %% [parameters]\n", 1)[1].split("\n# %%", 1)[0]
+    cell = src.split("# %% tags=[\"parameters\"]\n", 1)[1].split("\n# %%", 1)[0]
     out = []
     for node in ast.parse(cell).body:
         assert isinstance(node, ast.Assign) and len(node.targets) == 1
@@ -352,3 +352,24 @@ def test_settings_start_prints_records_and_loads(capsys):
     assert str(s) in capsys.readouterr().out
     assert callable(preprocess) and callable(tokenizer)
     assert next(model.parameters()).device.type == "cpu"
+
+
+def test_second_order_layers_fit_every_preset():
+    """Notebook 7's MLP layers exist, are followed by an attention layer, and each layer's
+    image-independent tensor (neurons x later heads x output dimension) fits what
+    helpers.methods.second_order builds without being asked."""
+    from helpers.methods.second_order import DEFAULT_MAX_BYTES
+
+    for p in PRESETS.values():
+        layers = p.notebooks["07"]["layers"]
+        if p.model_name == "world-clip":
+            from helpers.engine import models  # noqa: F401  (registers the offline model's config)
+        cfg = open_clip.get_model_config(p.model_name)
+        v = cfg["vision_cfg"]
+        n, heads = v["layers"], v["width"] // v.get("head_width", 64)
+        mlp = int(v["width"] * v.get("mlp_ratio", 4.0))
+        assert all(0 <= L < n - 1 for L in layers), (p.name, layers)
+        for L in layers:
+            assert 4 * mlp * (n - 1 - L) * heads * cfg["embed_dim"] <= DEFAULT_MAX_BYTES, (p.name, L)
+        assert p.notebooks["07"]["top_k"] <= p.notebooks["07"]["n_images"]
+    assert get_preset("ViT-B-32 OpenAI").notebooks["07"]["layers"] == (8, 9, 10)  # the paper's
