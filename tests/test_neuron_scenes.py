@@ -128,6 +128,13 @@ def test_adversarial_trials_pair_the_draws_and_leave_out_the_target():
     assert rates["random words"] == pytest.approx(np.mean(trials.target[trials.condition == "random words"] == 0))
     comp = trials.compare(pred, seed=0)
     assert comp.n_clusters == 2 and comp.rate_a == 1.0 and comp.low <= comp.difference <= comp.high
+    # circle -> square: a square is a walker, whose habitat is grass; star -> heart: a swimmer, water
+    for c in CONDITIONS:
+        n_bg, n_hab = trials.habitat_backgrounds(c)
+        bgs = [trials.plans[p][c].overrides.get("background") for p in trials.plans]
+        assert n_bg == sum(b is not None for b in bgs)
+        assert n_hab == (bgs[0] == "grass") + (bgs[1] == "water")
+    assert trials.habitat_backgrounds("no words") == (0, 0)
     with pytest.raises(ValueError):
         trials.fooled(pred[:-1])
     with pytest.raises(ValueError, match="conditions"):

@@ -322,6 +322,9 @@ def check_07(f):
     assert adv["n_pairs"] == 56 and set(adv["rates"]) == {"adversarial words", "random words", "no words"}
     assert all(0 <= r <= 1 for r in adv["rates"].values())
     assert adv["rates"]["adversarial words"] > max(adv["rates"]["random words"], adv["rates"]["no words"]), adv
+    # where the words set a background, the adversarial ones pick the target family's habitat more often
+    (n_adv, h_adv), (n_rnd, h_rnd) = (adv["habitat_backgrounds"][c] for c in ("adversarial words", "random words"))
+    assert 0 < n_adv <= 56 and 0 < n_rnd <= 56 and h_adv / n_adv > h_rnd / n_rnd, adv["habitat_backgrounds"]
     for key in ("vs_random", "vs_none"):
         diff, low, high = adv[key]
         assert low - 1e-9 <= diff <= high + 1e-9 and adv[f"{key}_within_noise"] == (low <= 0 <= high)

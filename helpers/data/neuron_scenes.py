@@ -106,6 +106,24 @@ class AdversarialTrials:
         hit = self.fooled(predictions)
         return {c: float(hit[self.condition == c].mean()) for c in CONDITIONS if (self.condition == c).any()}
 
+    def habitat_backgrounds(self, condition: str) -> tuple[int, int]:
+        """For shape classes: ``(pairs whose word list set a background, of which the background
+        is the habitat of the target shape's family)`` (grass for walkers, water for swimmers,
+        the link the world plants in its training captions)."""
+        if self.factor != "shape":
+            raise ValueError("families and habitats belong to shapes; these classes are values of " + repr(self.factor))
+        if condition not in CONDITIONS:
+            raise ValueError(f"condition must be one of {CONDITIONS}, got {condition!r}")
+        with_background, habitat = 0, 0
+        for (_, b), plans in self.plans.items():
+            bg = plans[condition].overrides.get("background")
+            if bg is None:
+                continue
+            with_background += 1
+            family = world.FAMILIES[world.SHAPE_FAMILY[world.SHAPES.index(b)]]
+            habitat += bg == world.FAMILY_HABITAT[family]
+        return with_background, habitat
+
     def compare(self, predictions: Any, a: str = "adversarial words", b: str = "random words", **kw: Any) -> Any:
         """:func:`helpers.methods.second_order.compare_rates` of conditions ``a`` and ``b`` on
         the same scene draws, resampling whole pairs (scenes of a pair share their words)."""

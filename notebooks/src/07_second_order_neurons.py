@@ -154,7 +154,7 @@ eval_loader = torch.utils.data.DataLoader(torch.utils.data.Subset(task.dataset, 
 classifier = zero_shot_classifier(model, tokenizer, task.prompts)
 scenes = task.meta.get("scenes")  # the world's scenes with every factor (None for photos)
 on_world = scenes is not None
-n_neurons = {L: int(model.visual.transformer.resblocks[L].mlp.c_proj.in_features) for L in layers}
+n_neurons = {L: SecondOrder(model, L).mlp_width for L in layers}  # (builds nothing yet)
 print(f"{model_name}: {info.n_layers} layers x {info.n_heads} heads; MLP layers {layers} with "
       f"{', '.join(str(n) for n in n_neurons.values())} neurons; {task.name}: {len(stats_idx)} images for the "
       f"statistics, {len(eval_idx)} held out, {len(task.classes)} classes")
@@ -577,17 +577,17 @@ if on_world and found:
 # often CLIP takes the images of A for B. The synthetic world is its own text-to-image model:
 # each word names a factor value (`helpers.data.world.compose`), and the world's renderer draws
 # scenes of class A with those values. Two controls on the *same* scene draws: as many random
-# words from the same vocabulary (the words naming B left out too), and no words. Every ordered
-# pair of classes takes part; the comparison resamples whole pairs.
+# words from the same vocabulary (the words naming B left out too), and no words. Offline every
+# ordered pair of classes takes part; the comparison resamples whole pairs.
 
 # %% [markdown] tags=["predict"]
-# The model answers "which shape?". The words may set a scene's colour, size, pattern, position or
-# background, never its shape. Can words like these make the model name another shape, more
-# often than random words do?
+# The model answers "which shape?" (offline). The words may set a scene's colour, size, pattern,
+# position or background, never its shape. Can words like these make the model name another
+# shape, more often than random words do?
 # Answer:
 # Only through what the model has tied to the shapes. A colour or background that co-occurred
 # with the target shape in training, or that the target's neurons respond to, can push toward
-# it; random words set the same kinds of factors at random. The table below measures it, and the
+# it; random words set the same kinds of factors at random. The next cell measures it, and the
 # interval says whether the difference is more than the noise between class pairs.
 
 # %%
@@ -610,6 +610,8 @@ if renderable:
                               "vs_random_within_noise": vs_random.within_noise,
                               "vs_none": [vs_none.difference, vs_none.low, vs_none.high],
                               "vs_none_within_noise": vs_none.within_noise}
+    if trials.factor == "shape":
+        figures["adversarial"]["habitat_backgrounds"] = {c: trials.habitat_backgrounds(c) for c in CONDITIONS[:2]}
     fooled = trials.fooled(pred)
     by_pair = {p: fooled[(trials.pair == i) & (trials.condition == CONDITIONS[0])].mean()
                for i, p in enumerate(trials.words)}
@@ -641,17 +643,28 @@ else:
 
 # %%
 if renderable:
+    habitat_sentence = ""
+    if "habitat_backgrounds" in figures["adversarial"]:
+        hb = figures["adversarial"]["habitat_backgrounds"]
+        share = {c: h / b if b else float("nan") for c, (b, h) in hb.items()}
+        habitat_sentence = (
+            "Where a word list sets the background, it is the habitat of the target shape's family (grass for "
+            "walkers, water for swimmers) in " + "; ".join(f"{h} of {b} pairs with {c}" for c, (b, h) in hb.items())
+            + verdict(share["adversarial words"] > share["random words"],
+                      ": the adversarial words pick it more often, the link between family and habitat that the "
+                      "world's training captions plant.",
+                      ": the adversarial words pick it **no** more often than random words."))
     what_we_see(
         f"Over {n_pairs_run} class pairs and {adv_scenes} scenes each, the scenes are taken for the target class "
         + ", ".join(f"{pct(r)} of the time with {c}" for c, r in rates.items()) + ".",
         rate_difference(vs_random, "The adversarial words' rate", "the random words'", unit="class pairs"),
         rate_difference(vs_none, "The adversarial words' rate", "the rate with no words", unit="class pairs"),
-        f"In the pair shown ({show_pair[0]} → {show_pair[1]}) the adversarial words fool the model on "
-        f"{pct(by_pair[show_pair])} of its scenes; the words that name other values of the class factor are left "
-        "undrawn (a scene of A must keep showing A).",
-        verdict(prov.shaped, "What the model confuses comes from the world it was trained on (its captions name "
-                             "the family with its habitat, a planted link): on this model the words can only use "
-                             "what that training put there.", prov.note),
+        f"The pair shown ({show_pair[0]} → {show_pair[1]}) is the one where the adversarial words fool the model "
+        f"most, on {pct(by_pair[show_pair])} of its scenes; words that name another value of the class factor are "
+        "left undrawn (a scene of A must keep showing A).",
+        habitat_sentence,
+        verdict(prov.shaped, "What the model confuses comes from the world it was trained on: on this model the "
+                             "words can only use what that training put there.", prov.note),
     )
 else:
     say("These images are photos: drawing the words into new images takes a text-to-image model, which the course "
