@@ -4,7 +4,8 @@
 # # 7 · Second-order effects of neurons
 #
 # Notebooks 1–6 took the image embedding apart into *direct* effects: what each layer or head
-# writes straight into the output. MLP layers write little there (notebooks 1 and 2). The same
+# writes straight into the output. The paper found that MLP layers write little there (notebooks
+# 1 and 2 measure it). The same
 # authors' next paper (Gandelsman, Efros, Steinhardt, *Interpreting the Second-Order Effects of
 # Neurons in CLIP*, 2024) follows MLP **neurons** one step further: what a neuron writes is read
 # by the later attention heads, which carry it to the class token and on to the embedding.
