@@ -1086,7 +1086,7 @@ def sparse_text_decomposition(directions: NeuronDirections | Tensor, vocabulary:
     vocabulary = text_matrix(vocabulary, width=vecs.shape[1], what="vocabulary")
     if vocabulary.shape[0] != len(words):
         raise ValueError(f"{vocabulary.shape[0]} text embeddings but {len(words)} words")
-    D = prepare_vocabulary(vocabulary, normalize)
+    D = prepare_vocabulary(vocabulary.detach().cpu(), normalize)  # scikit-learn works on the CPU
     if isinstance(n_words, bool) or not isinstance(n_words, (int, np.integer)) or not 1 <= n_words <= min(D.shape):
         raise ValueError(f"n_words must be an int in 1..{min(D.shape)} (at most the vocabulary size {D.shape[0]} and "
                          f"the dimension {D.shape[1]}), got {n_words!r}")
@@ -1380,10 +1380,12 @@ def top_image_lift(top_index: Tensor, labels: Any, values: Sequence[Any]) -> Ten
         values: one per neuron: the value to look for (with ``[N]`` labels), or ``(name, value)``
             (with named labels), or ``None``.
     """
-    top = torch.as_tensor(top_index).long()
+    top = torch.as_tensor(top_index).long().cpu()
     named = isinstance(labels, Mapping)
-    table = {k: torch.as_tensor(np.asarray(v)).reshape(-1).long() for k, v in labels.items()} if named else \
-        {None: torch.as_tensor(np.asarray(labels)).reshape(-1).long()}
+    def cpu(v: Any) -> Tensor:
+        return (v.detach().cpu() if isinstance(v, Tensor) else torch.as_tensor(np.asarray(v))).reshape(-1).long()
+
+    table = {k: cpu(v) for k, v in labels.items()} if named else {None: cpu(labels)}
     sizes = {len(v) for v in table.values()}
     if len(sizes) != 1:
         raise ValueError(f"every kind of label needs one entry per image; got lengths {sorted(sizes)}")
@@ -1448,8 +1450,11 @@ def compare_rates(hits_a: Any, hits_b: Any, *, clusters: Any = None, n_boot: int
     ``clusters`` (one id per trial, e.g. the class pair a scene was drawn for) whole clusters
     are resampled, so trials that share a cluster are not counted as independent.
     """
-    a = torch.as_tensor(np.asarray(hits_a, dtype=np.float64)).reshape(-1)
-    b = torch.as_tensor(np.asarray(hits_b, dtype=np.float64)).reshape(-1)
+    def trials(h: Any) -> Tensor:
+        h = h.detach().cpu().double() if isinstance(h, Tensor) else torch.as_tensor(np.asarray(h, dtype=np.float64))
+        return h.reshape(-1)
+
+    a, b = trials(hits_a), trials(hits_b)
     if a.shape != b.shape or a.numel() == 0:
         raise ValueError(f"hits_a and hits_b must be non-empty and paired (same length), got {a.numel()} and "
                          f"{b.numel()}")
@@ -1460,7 +1465,8 @@ def compare_rates(hits_a: Any, hits_b: Any, *, clusters: Any = None, n_boot: int
     if clusters is None:
         ids = torch.arange(a.numel())
     else:
-        ids = torch.as_tensor(np.unique(np.asarray(clusters), return_inverse=True)[1]).reshape(-1)
+        c = clusters.detach().cpu().numpy() if isinstance(clusters, Tensor) else np.asarray(clusters)
+        ids = torch.as_tensor(np.unique(c, return_inverse=True)[1]).reshape(-1)
         if ids.numel() != a.numel():
             raise ValueError(f"{ids.numel()} cluster ids for {a.numel()} trials")
     G = int(ids.max()) + 1

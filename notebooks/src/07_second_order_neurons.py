@@ -297,7 +297,7 @@ what_we_see(
 stats = stream_neuron_stats(model, stats_loader, layers, k=top_k, batch_size=batch_size, total=len(stats_idx))
 dirs = {L: stats[L].directions() for L in layers}
 all_dirs = NeuronDirections.cat([dirs[L] for L in layers])
-top_all = torch.cat([stats[L].top_index for L in layers])  # [all neurons, k] positions among the statistics images
+top_all = torch.cat([stats[L].top_index for L in layers]).cpu()  # [neurons, k]: positions among the statistics images
 kept = sum(t.numel() * t.element_size() for s in stats.values() for t in (s.mean, s.top_index, s.top_norm, s.top_coef))
 full = len(stats_idx) * sum(n_neurons.values()) * info.embed_dim * 4
 figures["bytes_kept"], figures["bytes_full"] = kept, full
