@@ -396,6 +396,75 @@ WRONG = [
 ]
 
 
+# notebook 7: a neuron's effect from its pieces, the rank-1 ablation, neurons about a value
+
+
+def _eff_no_sigma_post(acts, attention, sigma, sigma_post, u):
+    return torch.einsum("bjt,bt->bj", attention / sigma, acts) @ u
+
+
+def _eff_times_sigma(acts, attention, sigma, sigma_post, u):
+    return (torch.einsum("bjt,bt->bj", attention * sigma, acts) / sigma_post[:, None]) @ u
+
+
+def _eff_patches_only(acts, attention, sigma, sigma_post, u):
+    return (torch.einsum("bjt,bt->bj", (attention / sigma)[:, :, 1:], acts[:, 1:]) / sigma_post[:, None]) @ u
+
+
+def _eff_sum_heads_first(acts, attention, sigma, sigma_post, u):
+    return (torch.einsum("bjt,bt->b", attention / sigma, acts) / sigma_post)[:, None] * u.sum(0)
+
+
+def _r1_raw_projection(effects, mean, directions, embedding):
+    proj = (effects * directions).sum(-1)
+    return embedding - (effects - mean).sum(1) + proj @ directions
+
+
+def _r1_zero_ablation(effects, mean, directions, embedding):
+    proj = ((effects - mean) * directions).sum(-1)
+    return embedding - effects.sum(1) + proj @ directions
+
+
+def _r1_projection_without_direction(effects, mean, directions, embedding):
+    proj = ((effects - mean) * directions).sum(-1)
+    return embedding - (effects - mean).sum(1) + (proj * directions).sum(0)
+
+
+def _about_no_base_rate(top_index, labels, value, min_lift):
+    share = (labels[top_index] == value).double().mean(1)
+    return [k for k in range(len(share)) if share[k] >= min_lift]
+
+
+def _about_strictly(top_index, labels, value, min_lift):
+    lift = (labels[top_index] == value).double().mean(1) / (labels == value).double().mean()
+    return [k for k in range(len(lift)) if lift[k] > min_lift]
+
+
+def _about_indices(top_index, labels, value, min_lift):
+    lift = (top_index == value).double().mean(1) / (labels == value).double().mean()
+    return [k for k in range(len(lift)) if lift[k] >= min_lift]
+
+
+def _about_mask(top_index, labels, value, min_lift):
+    lift = (labels[top_index] == value).double().mean(1) / (labels == value).double().mean()
+    return (lift >= min_lift).tolist()
+
+
+WRONG += [
+    ("7.1", _eff_no_sigma_post, ["ln_post's scale is missing"]),
+    ("7.1", _eff_times_sigma, ["differs from the expected one"]),
+    ("7.1", _eff_patches_only, ["class token included"]),
+    ("7.1", _eff_sum_heads_first, ["differs from the expected one"]),
+    ("7.3", _r1_raw_projection, ["project the centred effect"]),
+    ("7.3", _r1_zero_ablation, ["zero ablation"]),
+    ("7.3", _r1_projection_without_direction, ["raised", "Hint", "its own direction"]),
+    ("7.2", _about_no_base_rate, ["base rate"]),
+    ("7.2", _about_strictly, [">=, not >"]),
+    ("7.2", _about_indices, ["look up their labels"]),
+    ("7.2", _about_mask, ["not one True/False per neuron"]),
+]
+
+
 @pytest.mark.parametrize("exercise,fn,words", WRONG, ids=[f"{e}-{f.__name__}" for e, f, _ in WRONG])
 def test_a_typical_wrong_answer_gets_plain_words(exercise, fn, words):
     checked = run_check(exercise, fn, quiet=True)
@@ -533,6 +602,30 @@ def test_variance_share_and_mean_ablate_match_direct_terms():
     idx = [names.index("embed"), names.index("mlp.1"), names.index("attn.2")]
     mine = EXERCISES["2.1"].reference(comps, idx)
     assert torch.allclose(mine, terms.ablated(embed=True, mlps=[1], attn=[2]), atol=1e-12)
+
+
+def test_notebook_7_references_match_the_second_order_helpers(default_bundle):
+    from helpers.data import world
+    from helpers.engine.images import images_to_tensor
+    from helpers.methods.second_order import SecondOrder, ablated_embeddings, stream_neuron_stats, top_image_lift
+
+    model = copy.deepcopy(default_bundle[0]).double()
+    x = images_to_tensor(world.sample(12, split="test", seed=7, config="world-v3").images, model).double()
+    so = SecondOrder(model, 4)
+    eff = so(x[:3])
+    for k in (5, 300):
+        parts = so.parts(x[:3], k)
+        mine = EXERCISES["7.1"].reference(parts.acts, parts.attention, parts.sigma, parts.sigma_post, parts.u)
+        assert torch.allclose(mine, eff.effects([k])[:, 0], rtol=1e-10, atol=1e-14)
+    stats = stream_neuron_stats(model, x, [4], k=3, batch_size=6)
+    d = stats[4].directions()
+    effn = so(x[:4], normalize=True)
+    mine = EXERCISES["7.3"].reference(effn.effects(), d.mean, d.vectors, effn.embedding)
+    assert torch.allclose(mine, ablated_embeddings(effn, d)["rank1"], rtol=1e-10, atol=1e-12)
+    labels = torch.as_tensor(world.sample(12, split="test", seed=7, config="world-v3").factors["colour"])
+    lift = top_image_lift(stats[4].top_index, labels, [int(labels[0])] * 512)
+    found = EXERCISES["7.2"].reference(stats[4].top_index, labels, int(labels[0]), 1.5)
+    assert found == [k for k in range(512) if lift[k] >= 1.5] and found
 
 
 def test_project_and_step_reproduce_textspan():
@@ -724,6 +817,8 @@ LEARNER_PARAMS = {
     "04": {"n_images": 8},
     "05": {"n_per_group": 10, "span_images": 60, "random_trials": 2},
     "06": {"n_images": 8, "batch_size": 8},
+    "07": {"n_images": 40, "eval_images": 20, "top_k": 2, "seg_images": 4, "n_pairs": 3, "adv_scenes": 2,
+           "batch_size": 20},
 }
 
 

@@ -75,3 +75,21 @@ def test_pm_writes_a_figure_with_its_standard_error():
     assert pm(0.512, 0.031) == "0.512 \u00b1 0.031"
     assert pm(0.5, None) == "0.500" and pm(0.5, float("nan"), as_pct=True) == "50.0%"
     assert pm(0.51234, 0.0123, digits=2) == "0.51 \u00b1 0.01"
+
+
+def test_rate_difference_says_level_within_noise_or_which_side():
+    from types import SimpleNamespace
+
+    from helpers.course.narrative import rate_difference
+
+    def comp(a, b, low, high):
+        return SimpleNamespace(rate_a=a, rate_b=b, difference=a - b, low=low, high=high, level=0.95, n_clusters=56,
+                               within_noise=low <= 0 <= high)
+
+    s = rate_difference(comp(0.076, 0.027, 0.011, 0.096), "Adversarial words", "random words", unit="class pairs")
+    assert s.startswith("Adversarial words is higher than random words, beyond noise (7.6% vs 2.7%")
+    assert "difference +4.9 points, 95% interval +1.1 points to +9.6 points, resampling 56 class pairs" in s
+    s = rate_difference(comp(0.02, 0.05, -0.06, -0.01), "A", "B", what="on shapes")
+    assert s.startswith("A is lower than B on shapes, beyond noise")
+    s = rate_difference(comp(0.058, 0.033, -0.007, 0.063), "A", "B")
+    assert s.startswith("A and B are level within noise (5.8% vs 3.3%") and "56 trials" in s

@@ -325,3 +325,49 @@ def check_06(f):
 
 
 CHECKS["06_zero_shot_segmentation"] = check_06
+
+
+def check_07(f):
+    assert f["provenance"] == "shaped" and f["layers"] == [3, 4, 5]  # the takeaway says how the model was made
+    assert f["exactness_f64"] <= 1e-10  # neurons + bias term == the MLP's whole effect through the later heads
+    one = f["one_neuron"]
+    assert one["parts_sum_error"] < 1e-4 and 0 < one["effect_norm"] <= one["layer_effect_norm"] < one["embedding_norm"]
+    assert f["bytes_kept"] * 50 < f["bytes_full"]  # the statistics, not the [images, neurons, d'] array
+    n_eval = f["eval_images"]
+    for layer, s in f["sparsity"].items():
+        # the threshold carries over to held-out images, and those few images hold much of each effect
+        assert abs(s["mean_share"] - f["expected_share"]) <= 0.01, (layer, s)
+        assert s["median_energy_share"] > 5 * s["mean_share"] and s["share_of_neurons_under_2pct"] > 0.3, (layer, s)
+    for layer, acc in f["ablations"].items():
+        assert acc["baseline"] >= 2.5 / 8 and all(math.isclose(a * n_eval, round(a * n_eval)) for a in acc.values())
+        assert all(abs(a - acc["baseline"]) <= 0.05 for a in acc.values()), (layer, acc)  # accuracy barely moves
+        for name, (low, high) in f["ablation_intervals"][layer].items():
+            assert low - 1e-9 <= acc[name] - acc["baseline"] <= high + 1e-9
+            assert f["ablation_within_noise"][layer][name] == (low <= 0 <= high)
+    # "does the top word name a factor" cannot tell neurons from random directions; the lift can
+    names = f["top_word_names_factor"]
+    assert names["neurons"] >= 0.9 and names["random directions"] >= 0.9
+    lift, ctrl = f["lift"], f["lift_control"]
+    assert lift["n_checked"] >= 1000 and lift["mean"] >= 1.5 and lift["mean"] > ctrl["high"], (lift, ctrl)
+    assert 0.9 <= ctrl["low"] <= ctrl["mean"] <= ctrl["high"] <= 1.1 and lift["share_over_2"] > 1.5 * ctrl["share_over_2"]
+    assert f["found_neurons"] >= 1 and 0 <= f["found_named_by_own_word"] <= 1
+    # adversarial scenes: every ordered pair of shapes, the same draws under the three word lists
+    adv = f["adversarial"]
+    assert adv["n_pairs"] == 56 and set(adv["rates"]) == {"adversarial words", "random words", "no words"}
+    assert all(0 <= r <= 1 for r in adv["rates"].values())
+    assert adv["rates"]["adversarial words"] > max(adv["rates"]["random words"], adv["rates"]["no words"]), adv
+    # where the words set a background, the adversarial ones pick the target family's habitat more often
+    (n_adv, h_adv), (n_rnd, h_rnd) = (adv["habitat_backgrounds"][c] for c in ("adversarial words", "random words"))
+    assert 0 < n_adv <= 56 and 0 < n_rnd <= 56 and h_adv / n_adv > h_rnd / n_rnd, adv["habitat_backgrounds"]
+    for key in ("vs_random", "vs_none"):
+        diff, low, high = adv[key]
+        assert low - 1e-9 <= diff <= high + 1e-9 and adv[f"{key}_within_noise"] == (low <= 0 <= high)
+    seg = f["segmentation"]
+    assert set(seg) == {"neurons_0.5", "neurons_mean", "decomposition", "raw_attention", "random", "all_foreground"}
+    assert seg["neurons_mean"]["mIoU"] >= seg["random"]["mIoU"] + 0.1
+    assert seg["neurons_0.5"]["object AP"] >= seg["random"]["object AP"] + 0.1
+    assert seg["neurons_0.5"]["mAP"] == seg["neurons_mean"]["mAP"]  # the same soft map
+    assert f["concepts"]["agreement"] >= f["concepts"]["control"] + 0.1
+
+
+CHECKS["07_second_order_neurons"] = check_07

@@ -136,8 +136,25 @@ def check_06(f, n):
     assert all(1.0 <= a <= b for a, b in zip(ratio["mean"], ratio["max"]))
 
 
+def check_07(f, n):
+    # the paper's layers of ViT-B-32, the online path's common words (sampled down)
+    assert f["layers"] == [8, 9, 10] and f["provenance"] == "random" and f["vocabulary"] == "common_words"
+    assert f["n_images"] == n and f["exactness_f64"] <= 1e-10
+    assert f["one_neuron"]["parts_sum_error"] < 1e-4 and f["one_neuron"]["top_head"].startswith(("L10.", "L11."))
+    n_eval = f["eval_images"]
+    for layer in ("8", "9", "10"):
+        assert all(_fraction_of(n_eval, a) for a in f["ablations"][layer].values())
+        s = f["sparsity"][layer]
+        assert 0 <= s["mean_share"] <= 1 and 0 <= s["share_of_neurons_under_2pct"] <= 1
+    adv = f["adversarial"]
+    assert adv["n_pairs"] == 2 and all(0 <= r <= 1 for r in adv["rates"].values())
+    for name, scores in f["segmentation"].items():
+        assert all(0 <= v <= 1 for k, v in scores.items() if v == v and not isinstance(v, str)), (name, scores)
+
+
 CHECKS = {"01_residual_decomposition": check_01, "02_mean_ablation": check_02, "03_textspan": check_03,
-          "04_spatial_maps": check_04, "05_waterbirds": check_05, "06_zero_shot_segmentation": check_06}
+          "04_spatial_maps": check_04, "05_waterbirds": check_05, "06_zero_shot_segmentation": check_06,
+          "07_second_order_neurons": check_07}
 
 
 def test_every_notebook_is_checked_on_a_real_architecture():

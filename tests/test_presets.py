@@ -62,9 +62,9 @@ def test_the_presets_and_their_models():
         # the papers' data where the course holds it; the quick variants keep today's subsets
         full, quick = get_preset(name), get_preset(name + " quick")
         assert full.datasets() == {"01": "imagenette", "02": "imagenet", "03": "imagenet",
-                                   "04": "photos", "05": "waterbirds", "06": "imagenet-seg"}
+                                   "04": "photos", "05": "waterbirds", "06": "imagenet-seg", "07": "imagenet"}
         assert quick.datasets() == {"01": "imagenette", "02": "imagenette", "03": "imagenette",
-                                    "04": "photos", "05": "waterbirds", "06": "imagenet-seg"}
+                                    "04": "photos", "05": "waterbirds", "06": "imagenet-seg", "07": "imagenette"}
         assert full.notebooks["05"]["n_per_group"] == 0 and full.notebooks["06"]["n_images"] is None
         assert quick.quick and not full.quick and (quick.model_name, quick.pretrained) == (full.model_name,
                                                                                             full.pretrained)
@@ -94,7 +94,8 @@ def test_every_notebook_takes_its_parameters_from_a_preset(nb):
               "03": dict(dataset="world:colour", n_images=1000, batch_size=100),
               "04": dict(images="auto", n_images=200),
               "05": dict(dataset="world", n_per_group=150, span_images=1000, batch_size=100),
-              "06": dict(dataset="world:colour", n_images=200, batch_size=50)}[nb]
+              "06": dict(dataset="world:colour", n_images=200, batch_size=50),
+              "07": dict(dataset="world:shape", n_images=500, eval_images=300, layers=(3, 4, 5), top_k=10)}[nb]
     s = resolve("offline", nb, **{k: defaults[k] for k in passed})
     assert {k: s.values[k] for k in before} == before
     assert (s.model_name, s.pretrained, s.device) == ("world-clip", DEFAULT_PRETRAINED, "cpu") and s.trained_weights
@@ -179,7 +180,7 @@ def test_unknown_presets_and_notebooks():
         resolve("ViT-B-16", "01")
     assert all(repr(name) in str(info.value) for name in PRESETS)
     with pytest.raises(ValueError, match="unknown notebook"):
-        resolve("offline", "07")
+        resolve("offline", "08")
     with pytest.raises(ValueError, match="unknown preset"):
         get_preset(None)
 
@@ -388,7 +389,7 @@ def test_colab_time_estimates():
         estimate_minutes("offline", "01")
     table = colab_table()
     rows = [line for line in table.splitlines()[2:]]
-    assert len(rows) == sum(p.device == "auto" for p in PRESETS.values()) and all(r.count("~") == 6 for r in rows)
+    assert len(rows) == sum(p.device == "auto" for p in PRESETS.values()) and all(r.count("~") == len(presets.NOTEBOOKS) for r in rows)
 
 
 def test_readme_lists_the_colab_estimates():
@@ -404,3 +405,24 @@ def test_settings_start_prints_records_and_loads(capsys):
     assert str(s) in capsys.readouterr().out
     assert callable(preprocess) and callable(tokenizer)
     assert next(model.parameters()).device.type == "cpu"
+
+
+def test_second_order_layers_fit_every_preset():
+    """Notebook 7's MLP layers exist, are followed by an attention layer, and each layer's
+    image-independent tensor (neurons x later heads x output dimension) fits what
+    helpers.methods.second_order builds without being asked."""
+    from helpers.methods.second_order import DEFAULT_MAX_BYTES
+
+    for p in PRESETS.values():
+        layers = p.notebooks["07"]["layers"]
+        if p.model_name == "world-clip":
+            from helpers.engine import models  # noqa: F401  (registers the offline model's config)
+        cfg = open_clip.get_model_config(p.model_name)
+        v = cfg["vision_cfg"]
+        n, heads = v["layers"], v["width"] // v.get("head_width", 64)
+        mlp = int(v["width"] * v.get("mlp_ratio", 4.0))
+        assert all(0 <= L < n - 1 for L in layers), (p.name, layers)
+        for L in layers:
+            assert 4 * mlp * (n - 1 - L) * heads * cfg["embed_dim"] <= DEFAULT_MAX_BYTES, (p.name, L)
+        assert p.notebooks["07"]["top_k"] <= p.notebooks["07"]["n_images"]
+    assert get_preset("ViT-B-32 OpenAI").notebooks["07"]["layers"] == (8, 9, 10)  # the paper's

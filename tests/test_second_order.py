@@ -15,17 +15,21 @@ from helpers.methods.second_order import (
     SecondOrder,
     SparseTexts,
     ablated_embeddings,
+    ablation_studies,
     ablation_study,
     adversarial_words,
+    compare_rates,
     direct_path_reference,
     exactness,
     image_concepts,
+    layer_effects,
     neuron_segmentation_maps,
     prepare_vocabulary,
     rank_neurons_between,
     significance,
     sparse_text_decomposition,
     stream_neuron_stats,
+    top_image_lift,
 )
 
 F64_REL = 1e-10
@@ -429,6 +433,97 @@ def test_ablation_study_counts(world64, world_stats):
     assert bool((((other.significant_share * 16) - (stats[3].k - 1)).abs() < 1 + 1e-9).all())
     with pytest.raises(ValueError, match="labels"):
         ablation_study(world64, d, x, C)
+
+
+def test_ablation_studies_share_one_pass_and_keep_per_image_results(world64, world_stats):
+    x, stats = world_stats
+    d3, d5 = stats[3].directions(), stats[5].directions()
+    C = F.normalize(torch.randn(3, world64.visual.proj.shape[1], dtype=torch.float64,
+                                generator=torch.Generator().manual_seed(1)), dim=-1)
+    labels = torch.arange(16) % 3
+    both = ablation_studies(world64, NeuronDirections.cat([d3, d5]), x, C, labels=labels, batch_size=16)
+    assert set(both) == {3, 5}
+    for L, d in ((3, d3), (5, d5)):
+        one = ablation_study(world64, d, x, C, labels=labels, batch_size=16)
+        assert both[L].accuracy == one.accuracy and torch.allclose(both[L].significant_share, one.significant_share)
+        eff = SecondOrder(world64, L)(x, normalize=True)
+        for name, emb in ablated_embeddings(eff, d).items():
+            hits = (F.normalize(emb, dim=-1) @ C.T).argmax(-1) == labels
+            assert torch.equal(both[L].correct[name], hits) and both[L].accuracy[name] == pytest.approx(
+                float(hits.double().mean()))
+        # the share of each neuron's squared centred effect on the images where it is significant
+        norms, sig = significance(eff, d)
+        energy = (norms ** 2 * sig).sum(0) / (norms ** 2).sum(0)
+        assert torch.allclose(both[L].significant_energy, energy)
+        assert bool(((both[L].significant_energy >= 0) & (both[L].significant_energy <= 1)).all())
+    assert set(ablation_studies(world64, {5: d5}, x, C, labels=labels)) == {5}
+    with pytest.raises(ValueError, match="not all of layer"):
+        ablation_studies(world64, {3: d5}, x, C, labels=labels)
+    with pytest.raises(ValueError, match="ablation_studies"):
+        ablation_study(world64, NeuronDirections.cat([d3, d5]), x, C, labels=labels)
+
+
+def test_layer_effects_and_a_neurons_parts_match_the_effects(world64):
+    x = _images(world64, 3, seed=4)
+    effs = layer_effects(world64, x, [3, 5], normalize=True)
+    for L in (3, 5):
+        ref = SecondOrder(world64, L)(x, normalize=True)
+        assert torch.allclose(effs[L].coef, ref.coef, rtol=1e-12, atol=1e-14)
+        assert torch.allclose(effs[L].embedding, ref.embedding, rtol=1e-12, atol=1e-14)
+    so = SecondOrder(world64, 4)
+    eff = so(x)
+    for k in (0, 17, -1):
+        parts = so.parts(x, k)
+        assert parts.neuron == int(so.neurons[k]) and parts.pairs == so.pairs and parts.layer == 4
+        assert torch.allclose(parts.coefficients(), eff.coef[:, k], rtol=1e-10, atol=1e-14)
+        assert torch.allclose(parts.effect(), eff.effects([k % len(so.neurons)])[:, 0], rtol=1e-10, atol=1e-14)
+        # the pieces are what the model computed: softmax rows and layer-norm scales
+        assert torch.allclose(parts.attention.sum(-1), torch.ones_like(parts.attention[..., 0]))
+        assert bool((parts.sigma > 0).all()) and bool((parts.sigma_post > 0).all())
+    with pytest.raises(ValueError, match="position"):
+        so.parts(x, len(so.neurons))
+
+
+def test_top_image_lift_against_counting():
+    labels = np.array([0, 1, 1, 2, 0, 1, 2, 2, 2, 0])  # value 1: base 3/10; value 2: 4/10
+    top = torch.tensor([[1, 2, 5], [0, 3, 4], [6, 7, 8]])
+    lift = top_image_lift(top, labels, [1, None, 2])
+    assert lift[0] == pytest.approx(1 / 0.3) and torch.isnan(lift[1]) and lift[2] == pytest.approx(1 / 0.4)
+    assert torch.isnan(top_image_lift(top, labels, [5, 5, 5])).all()  # a value that never occurs
+    named = top_image_lift(top, {"a": labels, "b": (labels == 0).astype(int)}, [("a", 1), ("b", 1), None])
+    assert named[0] == pytest.approx(1 / 0.3) and named[1] == pytest.approx((2 / 3) / 0.3) and torch.isnan(named[2])
+    with pytest.raises(ValueError, match="name, value"):
+        top_image_lift(top, {"a": labels}, [1, None, None])
+    with pytest.raises(IndexError):
+        top_image_lift(top + 10, labels, [1, 1, 1])
+    with pytest.raises(ValueError, match="values for"):
+        top_image_lift(top, labels, [1])
+
+
+def test_compare_rates_resamples_pairs_and_clusters():
+    rng = np.random.default_rng(0)
+    a, b = rng.random(200) < 0.6, rng.random(200) < 0.3
+    c = compare_rates(a, b, n_boot=4000, seed=1)
+    assert c.rate_a == pytest.approx(a.mean()) and c.difference == pytest.approx(a.mean() - b.mean())
+    assert c.low < c.difference < c.high and not c.within_noise and c.n_clusters == 200
+    # a paired bootstrap's spread: near the normal approximation's for the mean of the differences
+    se = (a.astype(float) - b).std() / np.sqrt(200)
+    assert (c.high - c.low) == pytest.approx(2 * 1.96 * se, rel=0.15)
+    same = compare_rates(a, a.copy())
+    assert same.difference == 0 and same.low == same.high == 0 and same.within_noise
+    # clusters: whole groups resampled, so a difference carried by one group is within noise
+    hits_a = np.r_[np.ones(10), np.zeros(30)]
+    hits_b = np.zeros(40)
+    groups = np.repeat(np.arange(4), 10)
+    assert not compare_rates(hits_a, hits_b, seed=0).within_noise
+    clustered = compare_rates(hits_a, hits_b, clusters=groups, seed=0)
+    assert clustered.within_noise and clustered.n_clusters == 4 and clustered.n_trials == 40
+    with pytest.raises(ValueError, match="paired"):
+        compare_rates([1, 0], [1])
+    with pytest.raises(ValueError, match="cluster ids"):
+        compare_rates([1, 0], [1, 1], clusters=[0])
+    with pytest.raises(ValueError, match="level"):
+        compare_rates([1, 0], [1, 1], level=1.5)
 
 
 # ----------------------------------------------------------------------------------------------

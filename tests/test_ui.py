@@ -288,3 +288,24 @@ def test_interactive_widgets_under_a_batch_client_do_not_hang(tmp_path, monkeypa
         drawn = sorted(o["text"] for out in outs for o in out if o["output_type"] == "stream")
         assert drawn == ["drawn 3 w\n", "drawn 4 w\n", "drawn 5 w\n"]
         assert nb["cells"][4]["outputs"][0]["text"] == "end\n"
+
+
+def test_image_panels_put_each_map_on_its_own_image():
+    import torch
+
+    from helpers.course.plots import image_panels
+
+    imgs = [np.zeros((40, 40, 3), np.uint8) for _ in range(7)]
+    fig = image_panels(imgs, [f"t{i}" for i in range(7)], maps=[torch.randn(4, 4)] * 6 + [None], per_row=3, title="x")
+    heat = [t for t in fig.data if t.type == "heatmap"]
+    pics = [t for t in fig.data if t.type == "image"]
+    assert len(pics) == 7 and len(heat) == 6  # the seventh image has no map
+    assert {(t.xaxis, t.yaxis) for t in heat} < {(t.xaxis, t.yaxis) for t in pics}
+    assert [a.text for a in fig.layout.annotations] == [f"t{i}" for i in range(7)]
+    rows = sorted({round(fig.layout[f"yaxis{'' if k == 0 else k + 1}"].domain[0], 6) for k in range(7)})
+    assert len(rows) == 3 and fig.layout.width == 3 * 150 + 40
+    assert len(image_panels(imgs[:2]).data) == 2  # no titles, no maps
+    with pytest.raises(ValueError, match="titles"):
+        image_panels(imgs, ["one"])
+    with pytest.raises(ValueError, match="no images"):
+        image_panels([])

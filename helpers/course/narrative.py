@@ -22,7 +22,7 @@ import math
 from typing import Any, Iterable, Mapping
 
 __all__ = ["num", "pct", "pts", "ratio", "pm", "compare", "ranking", "verdict", "bullets", "what_we_see", "say",
-           "provenance_reading", "baseline_comparison"]
+           "provenance_reading", "baseline_comparison", "rate_difference"]
 
 _MINUS = "\u2212"
 
@@ -226,3 +226,19 @@ def baseline_comparison(name: str, scores: dict[str, float], baselines: dict[str
             reasons.append(f"the map is only slightly higher inside the region than outside (mean "
                            f"{num(c['mean inside'])} vs {num(c['mean outside'])}), too little to rank its pixels first")
     return out + " Why: " + "; ".join(reasons) + "."
+
+
+def rate_difference(comparison: Any, name_a: str, name_b: str, *, what: str = "", unit: str = "trials") -> str:
+    """One sentence on two rates measured on the same trials, with the bootstrap interval of
+    their difference (a :class:`helpers.methods.second_order.RateComparison`): which is higher,
+    by how much, and whether that is within noise (the interval contains 0). ``unit`` names
+    what the bootstrap resampled (``"images"``, ``"class pairs"``)."""
+    c = comparison
+    on = f" {what}" if what else ""
+    level = f"{100 * c.level:.0f}%"
+    vals = (f"({pct(c.rate_a)} vs {pct(c.rate_b)}; difference {pts(c.difference)}, {level} interval "
+            f"{pts(c.low)} to {pts(c.high)}, resampling {c.n_clusters} {unit})")
+    if c.within_noise:
+        return f"{name_a} and {name_b} are level{on} within noise {vals}."
+    side = "higher" if c.difference > 0 else "lower"
+    return f"{name_a} is {side} than {name_b}{on}, beyond noise {vals}."

@@ -3,7 +3,8 @@
 * :func:`colormap` -- values in ``[0, 1]`` -> RGB colours (jet, viridis, coolwarm, gray);
 * :func:`overlay` -- an image with a patch map blended on top (a PIL image);
 * :func:`heatmap_figure` -- one image and one map, with the patch value on hover (plotly);
-* :func:`maps_figure` -- a row of panels: the image, its true mask, then one map per panel.
+* :func:`maps_figure` -- a row of panels: the image, its true mask, then one map per panel;
+* :func:`image_panels` -- several images side by side, each with a title and optionally its map.
 
 Maps are patch grids ``[gh, gw]`` (tensors or arrays); each cell is drawn over its patch of
 the image. For non-square photos draw over :func:`helpers.engine.images.model_view` of the photo,
@@ -21,7 +22,7 @@ from torch import Tensor
 
 from ..engine.images import to_rgb
 
-__all__ = ["colormap", "overlay", "heatmap_figure", "maps_figure"]
+__all__ = ["colormap", "overlay", "heatmap_figure", "maps_figure", "image_panels"]
 
 _COLORMAPS: dict[str, list[tuple[float, tuple[int, int, int]]]] = {
     "viridis": [(0.0, (68, 1, 84)), (0.125, (72, 40, 120)), (0.25, (62, 74, 137)), (0.375, (49, 104, 142)),
@@ -190,6 +191,46 @@ def maps_figure(image: Any, maps: dict[str, Any], *, mask: Any = None, title: st
     fig.update_yaxes(visible=False, range=[H - 0.5, -0.5])
     for k in range(rows * cols):
         fig.update_yaxes(scaleanchor=f"x{'' if k == 0 else k + 1}", row=k // cols + 1, col=k % cols + 1)
+    fig.update_layout(title=title, width=panel_size * cols + 40, height=grid_height + (70 if title else 40),
+                      margin=dict(l=10, r=10, t=60 if title else 30, b=10))
+    return fig
+
+
+def image_panels(images: list[Any], titles: list[str] | None = None, *, maps: list[Any] | None = None,
+                 title: str | None = None, opacity: float = 0.5, colorscale: str = "Jet", panel_size: int = 150,
+                 per_row: int = 6) -> Any:
+    """Plotly panels of several images (PIL images or ``uint8`` arrays), each with its title and,
+    with ``maps``, its own patch map ``[gh, gw]`` drawn over it (own colour range; hover shows
+    the patch's value). Panels wrap into rows of at most ``per_row``."""
+    import plotly.graph_objects as go
+    from plotly.subplots import make_subplots
+
+    if not images:
+        raise ValueError("no images to show")
+    titles = list(titles) if titles is not None else [""] * len(images)
+    if len(titles) != len(images) or (maps is not None and len(maps) != len(images)):
+        raise ValueError(f"{len(images)} images need as many titles and maps; got {len(titles)} titles and "
+                         f"{'no' if maps is None else len(maps)} maps")
+    if per_row < 1:
+        raise ValueError(f"per_row must be at least 1, got {per_row}")
+    cols = min(len(images), per_row)
+    rows = -(-len(images) // cols)
+    gap = 40
+    grid_height = rows * panel_size + (rows - 1) * gap
+    fig = make_subplots(rows=rows, cols=cols, subplot_titles=titles, horizontal_spacing=0.02,
+                        vertical_spacing=gap / grid_height if rows > 1 else 0.0)
+    for k, image in enumerate(images):
+        img = np.asarray(to_rgb(image if not isinstance(image, np.ndarray) else Image.fromarray(image)))
+        H, W = img.shape[:2]
+        row, col = k // cols + 1, k % cols + 1
+        fig.add_trace(go.Image(z=img, hoverinfo="skip"), row, col)
+        if maps is not None and maps[k] is not None:
+            fig.add_trace(_heat(_as_2d(maps[k]), W, H, False, opacity=opacity, colorscale=colorscale, showscale=False,
+                                hovertemplate="value %{z:.4g}<extra></extra>"), row, col)
+        fig.update_xaxes(visible=False, range=[-0.5, W - 0.5], row=row, col=col)
+        fig.update_yaxes(visible=False, range=[H - 0.5, -0.5], scaleanchor=f"x{'' if k == 0 else k + 1}",
+                         row=row, col=col)
+    fig.update_annotations(font_size=11)
     fig.update_layout(title=title, width=panel_size * cols + 40, height=grid_height + (70 if title else 40),
                       margin=dict(l=10, r=10, t=60 if title else 30, b=10))
     return fig

@@ -67,7 +67,7 @@ __all__ = [
     "colab_table",
 ]
 
-NOTEBOOKS = ("01", "02", "03", "04", "05", "06")
+NOTEBOOKS = ("01", "02", "03", "04", "05", "06", "07")
 """The notebooks a preset covers, by number."""
 
 T4_MEMORY_GIB = 14.7
@@ -124,7 +124,8 @@ class Preset:
 
 
 def _real(name: str, model_name: str, pretrained: str, description: str, *, n: Mapping[str, int],
-          batch: Mapping[str, int], n_per_group: int, span_images: int, quick: bool = False) -> Preset:
+          batch: Mapping[str, int], n_per_group: int, span_images: int, layers: tuple[int, ...],
+          quick: bool = False) -> Preset:
     """A preset for one of the papers' models on the real datasets: the papers' data where the
     course holds it (``quick``: today's subsets throughout)."""
     imagenet = "imagenette" if quick else "imagenet"
@@ -136,6 +137,13 @@ def _real(name: str, model_name: str, pretrained: str, description: str, *, n: M
         "05": {"dataset": "waterbirds", "n_per_group": n_per_group if quick else 0, "span_images": span_images,
                "batch_size": batch["05"], "pool_size": 0},
         "06": {"dataset": "imagenet-seg", "n_images": n["06"] if quick else None, "batch_size": batch["06"]},
+        # second-order effects: the three MLPs before the last block (ViT-B-32's 8-10, the
+        # paper's), statistics on ImageNet photos with 2% of them kept per neuron (the paper: 100
+        # of 5,000 ImageNet images), words from the common-words list
+        "07": {"dataset": imagenet, "n_images": n["07"], "eval_images": n["07e"], "layers": tuple(layers),
+               "top_k": n["07"] // 50, "vocabulary": "common_words", "pool_size": 0, "n_words": 32,
+               "seg_dataset": "imagenet-seg", "seg_images": n["06"], "seg_neurons": 200, "n_pairs": 4,
+               "adv_scenes": 0, "batch_size": batch["07"]},
     }
     return Preset(name + (" quick" if quick else ""), model_name, pretrained, "auto", "paper", _frozen(nbs),
                   description + (" on subsets (an approximation)" if quick else ""), quick=quick)
@@ -152,6 +160,11 @@ _OFFLINE = {
     "04": {"images": "auto", "n_images": 200, "pool_size": 0},
     "05": {"dataset": "world", "n_per_group": 150, "span_images": 1000, "batch_size": 100, "pool_size": 0},
     "06": {"dataset": "world:colour", "n_images": 200, "batch_size": 50},
+    # the MLPs that feed the attention layers holding the model's direct effects (4-7); 2% of
+    # the statistics' scenes kept per neuron, as the paper's 100 of 5,000
+    "07": {"dataset": "world:shape", "n_images": 500, "eval_images": 300, "layers": (3, 4, 5), "top_k": 10,
+           "vocabulary": "world", "pool_size": 0, "n_words": 8, "seg_dataset": "world:shape", "seg_images": 100,
+           "seg_neurons": 200, "n_pairs": 0, "adv_scenes": 8, "batch_size": 100},
 }
 
 # A handful of images in two batches (so batch boundaries are crossed) and a few dozen texts:
@@ -164,17 +177,24 @@ _RANDOM_B32 = {
     "04": {"images": "world", "n_images": 3, "pool_size": 24},
     "05": {"dataset": "world", "n_per_group": 2, "span_images": 8, "batch_size": 4, "pool_size": 24},
     "06": {"dataset": "world:colour", "n_images": 4, "batch_size": 2},
+    # the paper's layers and the online path's vocabulary (sampled down), world scenes
+    "07": {"dataset": "world:shape", "n_images": 8, "eval_images": 4, "layers": (8, 9, 10), "top_k": 2,
+           "vocabulary": "common_words", "pool_size": 24, "n_words": 4, "seg_dataset": "world:shape",
+           "seg_images": 2, "seg_neurons": 20, "n_pairs": 2, "adv_scenes": 2, "batch_size": 4},
 }
 
 # Image counts and batch sizes per notebook for the papers' models (see estimate_gpu_memory):
 # forward-only notebooks batch generously; notebook 6's GradCAM and Chefer et al. keep every
 # layer's activations for the backward pass, so its batch is what fits a T4.
-_B = dict(n={"01": 1000, "02": 2000, "03": 2000, "04": 200, "06": 1000},
-          batch={"01": 100, "02": 100, "03": 100, "05": 100, "06": 32}, n_per_group=0, span_images=1000)
-_L = dict(n={"01": 1000, "02": 2000, "03": 2000, "04": 200, "06": 1000},
-          batch={"01": 64, "02": 64, "03": 64, "05": 64, "06": 8}, n_per_group=500, span_images=1000)
-_H = dict(n={"01": 500, "02": 1000, "03": 1000, "04": 200, "06": 500},
-          batch={"01": 32, "02": 32, "03": 32, "05": 32, "06": 4}, n_per_group=250, span_images=1000)
+_B = dict(n={"01": 1000, "02": 2000, "03": 2000, "04": 200, "06": 1000, "07": 3000, "07e": 900},
+          batch={"01": 100, "02": 100, "03": 100, "05": 100, "06": 32, "07": 64}, n_per_group=0, span_images=1000,
+          layers=(8, 9, 10))
+_L = dict(n={"01": 1000, "02": 2000, "03": 2000, "04": 200, "06": 1000, "07": 3000, "07e": 900},
+          batch={"01": 64, "02": 64, "03": 64, "05": 64, "06": 8, "07": 32}, n_per_group=500, span_images=1000,
+          layers=(20, 21, 22))
+_H = dict(n={"01": 500, "02": 1000, "03": 1000, "04": 200, "06": 500, "07": 2000, "07e": 600},
+          batch={"01": 32, "02": 32, "03": 32, "05": 32, "06": 4, "07": 16}, n_per_group=250, span_images=1000,
+          layers=(28, 29, 30))
 
 _PAPERS = (
     ("ViT-B-16 LAION", "ViT-B-16", "laion2b_s34b_b88k", "the paper's ViT-B-16 (LAION-2B)", _B),
@@ -401,10 +421,11 @@ def downloads(preset: str) -> dict[str, float]:
 # Per notebook: what it keeps on the device per image of its data ("heads": every head's direct
 # term, "layers": per-layer terms only), and whether a method needs a backward pass.
 _NOTEBOOK_COST = {"01": ("heads", False), "02": ("layers", False), "03": ("heads", False),
-                  "04": ("heads", False), "05": ("heads", False), "06": ("none", True)}
+                  "04": ("heads", False), "05": ("heads", False), "06": ("none", True), "07": ("none", False)}
 
 
-def estimate_gpu_memory(model_name: str, notebook: str, *, batch_size: int, stored_images: int = 0) -> float:
+def estimate_gpu_memory(model_name: str, notebook: str, *, batch_size: int, stored_images: int = 0,
+                        mlp_layers: Any = ()) -> float:
     """Rough peak GPU memory, in GiB, of one notebook with ``model_name`` in float32.
 
     The estimate adds: the weights (4 bytes a parameter); per image of a batch, either one
@@ -412,8 +433,9 @@ def estimate_gpu_memory(model_name: str, notebook: str, *, batch_size: int, stor
     heads x tokens x tokens attention maps) or, for notebook 6 whose GradCAM and Chefer et al.
     run a backward pass, what every layer keeps for it (tokens x 15 widths and four attention
     maps per layer); the direct terms stored for ``stored_images`` images (layers x heads x
-    output dimension floats each for notebooks that keep per-head terms); and 0.5 GiB for the
-    CUDA context. It ignores the allocator's fragmentation, which is why the presets stay well
+    output dimension floats each for notebooks that keep per-head terms); for notebook 7, the
+    image-independent tensors of the second-order effects of the MLP layers ``mlp_layers`` (neurons x later
+    heads x output dimension floats per layer); and 0.5 GiB for the CUDA context. It ignores the allocator's fragmentation, which is why the presets stay well
     below a T4's 14.7 GiB.
     """
     import open_clip
@@ -435,7 +457,9 @@ def estimate_gpu_memory(model_name: str, notebook: str, *, batch_size: int, stor
     else:
         per_image = 8 * tokens * width + 2 * heads * tokens * tokens
     per_stored = {"heads": layers * heads * out_dim, "layers": 3 * layers * out_dim, "none": 0}[kind]
-    floats = _parameter_count(model_name) + batch_size * per_image + stored_images * per_stored
+    mlp_width = int(width * v.get("mlp_ratio", 4.0))
+    second_order = sum(mlp_width * (layers - 1 - int(i)) * heads * out_dim for i in mlp_layers or ())
+    floats = _parameter_count(model_name) + batch_size * per_image + stored_images * per_stored + second_order
     return 4 * floats / 2**30 + 0.5
 
 
@@ -444,7 +468,7 @@ def _stored_images(values: Mapping[str, Any], notebook: str) -> int:
         per_group = int(values.get("n_per_group") or 0)
         evaluated = 4 * per_group if per_group else 5794  # the whole Waterbirds test split
         return evaluated + int(values.get("span_images") or 0)
-    if notebook == "06":
+    if notebook in ("06", "07"):  # notebook 7 keeps each neuron's top images only
         return 0
     return int(values.get("n_images") or 0)
 
@@ -455,7 +479,7 @@ def presets_table() -> list[dict[str, Any]]:
     rows = []
     for p in PRESETS.values():
         memory = {nb: estimate_gpu_memory(p.model_name, nb, batch_size=int(v.get("batch_size") or 1),
-                                          stored_images=_stored_images(v, nb))
+                                          stored_images=_stored_images(v, nb), mlp_layers=v.get("layers") or ())
                   for nb, v in p.notebooks.items()}
         rows.append({
             "preset": p.name,
@@ -515,7 +539,7 @@ COLAB_IMAGES_PER_SECOND = 50
 # about three passes each, on its own images and on the two-object pairs) and the texts it
 # encodes besides the classifier (text pools, in texts).
 _NOTEBOOK_WORK = {"01": (1, 0), "02": (1, 0), "03": (1, 3521 + 3498), "04": (2, 3521), "05": (1, 3521),
-                  "06": (30, 0)}
+                  "06": (30, 0), "07": (1, 3498)}
 
 
 def _tower_flops(width: int, layers: int, tokens: int) -> float:
@@ -529,7 +553,8 @@ def estimate_minutes(preset: str, notebook: str, *, tflops: float = T4_FP32_TFLO
     excluded (they happen once; :func:`downloads`).
 
     The estimate adds: the floating-point work of the image tower on the notebook's images
-    (several passes for notebook 6's methods with a backward pass), of the text tower on the
+    (several passes for notebook 6's methods with a backward pass; notebook 7's two passes over its
+    statistics images, one over its held-out images and three segmenters), of the text tower on the
     zero-shot classifier's prompts (1,000 ImageNet classes x 80 templates for Imagenette and
     ImageNet-Segmentation, 2 x 80 for Waterbirds) and on the text pools, at ``tflops``; reading
     the images at :data:`COLAB_IMAGES_PER_SECOND`; and one minute for loading the model. It
@@ -561,6 +586,8 @@ def estimate_minutes(preset: str, notebook: str, *, tflops: float = T4_FP32_TFLO
         images = POPULATIONS[data]  # the whole set
     else:
         images = int(values.get("n_images") or 0)
+    if nb == "07":  # two passes for the statistics, one over the held-out images, three segmenters
+        images = 2 * images + int(values.get("eval_images") or 0) + 3 * int(values.get("seg_images") or 0)
     prompts = {"imagenette": 1000 * 80, "imagenet": 1000 * 80, "imagenet-seg": 1000 * 80,
                "waterbirds": 2 * 80}.get(data, 0)
     flops = passes * images * image + (prompts + pool_texts) * text

@@ -85,6 +85,7 @@ __all__ = [
     "SecondOrder", "NeuronEffects", "NeuronStats", "NeuronDirections", "SparseTexts", "AblationResult",
     "ABLATIONS", "second_order", "check_supported", "direct_path_reference", "exactness", "stream_neuron_stats",
     "significance", "sparse_text_decomposition", "prepare_vocabulary", "ablated_embeddings", "ablation_study",
+    "ablation_studies", "compare_rates", "RateComparison", "top_image_lift", "NeuronParts", "layer_effects",
     "neuron_segmentation_maps", "image_concepts", "rank_neurons_between", "adversarial_words",
 ]
 
@@ -372,6 +373,24 @@ class SecondOrder:
 
     __call__ = effects
 
+    def parts(self, images: Tensor, neuron: int) -> "NeuronParts":
+        """The pieces of one neuron's effect on a batch, as the factored form combines them
+        (:class:`NeuronParts`): its activations, the later heads' class-token attention rows,
+        the ``ln_1`` scales of their layers (one row per head), ``ln_post``'s scale and its ``u``.
+        ``neuron`` is a position in :attr:`neurons`. Unnormalised (joint-space units)."""
+        K = len(self.neurons)
+        if isinstance(neuron, bool) or not isinstance(neuron, (int, np.integer)) or not -K <= neuron < K:
+            raise ValueError(f"neuron must be a position in 0..{K - 1} of this object's neurons, got {neuron!r}")
+        pos = int(neuron) % K
+        x = self._prepare(images)
+        rec = _record(self.visual, x, {self.layer: self.neurons[pos:pos + 1]}, self.later)
+        H = self.n_heads
+        attention = torch.cat([rec.probs[L] for L in self.later], 1)  # [B, J, T]
+        sigma = torch.cat([rec.sigma[L][:, None, :].expand(-1, H, -1) for L in self.later], 1)  # [B, J, T]
+        return NeuronParts(acts=rec.acts[self.layer][..., 0], attention=attention, sigma=sigma,
+                           sigma_post=rec.sigma_post, u=self.u[pos], pairs=list(self.pairs),
+                           layer=self.layer, neuron=int(self.neurons[pos]))
+
     def _prepare(self, images: Tensor) -> Tensor:
         x = check_batch(images, self.image_size)
         p = self.visual.proj
@@ -397,6 +416,63 @@ def second_order(model: nn.Module, layer: int, neurons: Selection = None) -> Sec
     """``SecondOrder(model, layer, neurons=neurons)``: cheap to call again, since the ``u`` of a
     tower, layer and neurons is built once and shared (rebuilt only when the weights change)."""
     return SecondOrder(model, layer, neurons=neurons)
+
+
+@torch.no_grad()
+def layer_effects(model: nn.Module, images: Tensor, layers: Selection, *, neurons: Selection = None,
+                  normalize: bool = False) -> dict[int, "NeuronEffects"]:
+    """The effects of several MLP layers' neurons on one batch, from one forward pass:
+    ``{layer: NeuronEffects}`` (as ``SecondOrder(model, layer)(images)`` for each layer)."""
+    visual = check_supported(model)
+    n_layers = model_info(visual).n_layers
+    if isinstance(layers, (int, np.integer)) and not isinstance(layers, bool):
+        layers = [int(layers)]
+    sos = {L: second_order(model, L, neurons)
+           for L in (_layer_index(i, n_layers) for i in resolve_indices(layers, n_layers, "layer"))}
+    if not sos:
+        raise ValueError("no layers")
+    x = next(iter(sos.values()))._prepare(images)
+    rec = _record(visual, x, {L: so._record_neurons for L, so in sos.items()},
+                  sorted({L for so in sos.values() for L in so.later}))
+    return {L: so._coefficients(rec, normalize) for L, so in sos.items()}
+
+
+# ----------------------------------------------------------------------------------------------
+# One neuron's pieces (for reading the formula)
+# ----------------------------------------------------------------------------------------------
+
+
+@dataclass
+class NeuronParts:
+    """What one neuron's second-order effect on a batch is made of (:meth:`SecondOrder.parts`)::
+
+        phi[b] = sum_j (sum_m attention[b, j, m] * acts[b, m] / sigma[b, j, m]) / sigma_post[b] * u[j]
+
+    Attributes:
+        acts: ``[B, T]`` the neuron's activation at every token (class token first).
+        attention: ``[B, J, T]`` the class token's attention row of each later head ``pairs[j]``.
+        sigma: ``[B, J, T]`` the scale of ``ln_1`` of head ``j``'s layer at every token.
+        sigma_post: ``[B]`` the scale of ``ln_post`` at the class token.
+        u: ``[J, d']`` the neuron's write carried by each later head to the joint space.
+        pairs: the ``(layer, head)`` of each ``j``; layer, neuron: which neuron.
+    """
+
+    acts: Tensor
+    attention: Tensor
+    sigma: Tensor
+    sigma_post: Tensor
+    u: Tensor
+    pairs: list[tuple[int, int]]
+    layer: int
+    neuron: int
+
+    def coefficients(self) -> Tensor:
+        """``[B, J]``: how much of ``u[j]`` head ``j`` carries for each image."""
+        return torch.einsum("bjt,bt->bj", self.attention / self.sigma, self.acts) / self.sigma_post[:, None]
+
+    def effect(self) -> Tensor:
+        """``[B, d']``: the neuron's second-order effect."""
+        return self.coefficients() @ self.u
 
 
 # ----------------------------------------------------------------------------------------------
@@ -599,11 +675,15 @@ def direct_path_reference(model: nn.Module, layer: int, images: Tensor) -> Tenso
     was_training = visual.training
     visual.eval()
     try:
-        with torch.no_grad(), fwAD.dual_level(), hooked(visual, patch=patch):
-            out = visual(x)
-            out = out[0] if isinstance(out, tuple) else out
-            t = tangent(out)
-            return torch.zeros_like(primal(out)) if t is None else t.clone()
+        with warnings.catch_warnings():
+            # torch's forward-mode AD scripts its own decompositions the first time a dual tensor
+            # is made, and torch.jit.script warns that it is deprecated: torch's notice, not ours
+            warnings.filterwarnings("ignore", message=r"`torch\.jit\.script` is deprecated", category=FutureWarning)
+            with torch.no_grad(), fwAD.dual_level(), hooked(visual, patch=patch):
+                out = visual(x)
+                out = out[0] if isinstance(out, tuple) else out
+                t = tangent(out)
+                return torch.zeros_like(primal(out)) if t is None else t.clone()
     finally:
         visual.train(was_training)
 
@@ -1006,7 +1086,7 @@ def sparse_text_decomposition(directions: NeuronDirections | Tensor, vocabulary:
     vocabulary = text_matrix(vocabulary, width=vecs.shape[1], what="vocabulary")
     if vocabulary.shape[0] != len(words):
         raise ValueError(f"{vocabulary.shape[0]} text embeddings but {len(words)} words")
-    D = prepare_vocabulary(vocabulary, normalize)
+    D = prepare_vocabulary(vocabulary.detach().cpu(), normalize)  # scikit-learn works on the CPU
     if isinstance(n_words, bool) or not isinstance(n_words, (int, np.integer)) or not 1 <= n_words <= min(D.shape):
         raise ValueError(f"n_words must be an int in 1..{min(D.shape)} (at most the vocabulary size {D.shape[0]} and "
                          f"the dimension {D.shape[1]}), got {n_words!r}")
@@ -1053,14 +1133,98 @@ def ablated_embeddings(effects: NeuronEffects, directions: NeuronDirections) -> 
 @dataclass
 class AblationResult:
     """Zero-shot accuracy under each ablation (:data:`ABLATIONS`) and how often each neuron was
-    significant (``significant_share`` ``[K]``) on ``n_images`` images."""
+    significant (``significant_share`` ``[K]``) on ``n_images`` images; ``correct`` holds, per
+    ablation, whether each image was classified right (``[n_images]`` bool), for paired
+    comparisons (:func:`compare_rates`). ``significant_energy`` ``[K]``: the share of each
+    neuron's squared centred effect norm, summed over the images, that falls on the images where
+    it is significant (effects spread evenly would put about ``significant_share`` there)."""
 
     accuracy: dict[str, float]
     significant_share: Tensor
     n_images: int
+    correct: dict[str, Tensor] = field(default_factory=dict, repr=False)
+    significant_energy: Tensor | None = None
+
+
+def _labelled_batches(batches: Any, labels: Any, batch_size: int) -> Iterator[Any]:
+    if isinstance(batches, Tensor):
+        if labels is None:
+            raise ValueError("images given as a tensor need labels=...")
+        lab = torch.as_tensor(labels).reshape(-1)
+        if len(lab) != batches.shape[0]:
+            raise ValueError(f"{batches.shape[0]} images but {len(lab)} labels")
+        return zip(batches.split(batch_size), lab.split(batch_size))
+    if labels is not None:
+        raise ValueError("labels=... goes with images given as a tensor; batches already carry labels")
+    return iter(batches)
 
 
 @torch.no_grad()
+def ablation_studies(model: nn.Module, directions: NeuronDirections | Mapping[int, NeuronDirections], batches: Any,
+                     classifier: Tensor, *, labels: Sequence[int] | Tensor | None = None, batch_size: int = 64,
+                     progress: bool = False) -> dict[int, AblationResult]:
+    """:func:`ablation_study` of several layers in one forward pass per batch: ``{layer: result}``.
+
+    ``directions`` are one :class:`NeuronDirections` spanning the layers (``NeuronDirections.cat``)
+    or ``{layer: directions}``; each layer is ablated on its own (the others untouched)."""
+    from tqdm.auto import tqdm
+
+    if isinstance(directions, NeuronDirections):
+        by_layer = {int(L): directions.select(torch.nonzero(directions.layer == L).reshape(-1).tolist())
+                    for L in torch.unique(directions.layer).tolist()}
+    else:
+        by_layer = {int(L): d for L, d in directions.items()}
+    if not by_layer:
+        raise ValueError("no directions")
+    for L, d in by_layer.items():
+        if len(d) == 0 or bool((d.layer != L).any()):
+            raise ValueError(f"the directions given for layer {L} are not all of layer {L}")
+    if len({d.normalized for d in by_layer.values()}) != 1:
+        raise ValueError("the layers' directions are on different scales (normalized and not)")
+    normalize = next(iter(by_layer.values())).normalized
+    sos = {L: second_order(model, L, d.neuron) for L, d in by_layer.items()}
+    visual = sos[next(iter(sos))].visual
+    attn_layers = sorted({L for so in sos.values() for L in so.later})
+    mlp = {L: so._record_neurons for L, so in sos.items()}
+    C = None
+    correct = {L: {name: [] for name in ABLATIONS} for L in sos}
+    share = {L: None for L in sos}
+    energy = {L: torch.zeros(len(so.neurons), dtype=torch.float64) for L, so in sos.items()}
+    energy_sig = {L: torch.zeros(len(so.neurons), dtype=torch.float64) for L, so in sos.items()}
+    n = 0
+    for batch in tqdm(_labelled_batches(batches, labels, batch_size), desc="second-order ablations", unit="batch",
+                      disable=not progress):
+        if not isinstance(batch, (tuple, list)) or len(batch) < 2:
+            raise ValueError("each batch must be (images, labels)")
+        y = torch.as_tensor(batch[1]).reshape(-1)
+        x = sos[next(iter(sos))]._prepare(batch[0])
+        rec = _record(visual, x, mlp, attn_layers)
+        for L, so in sos.items():
+            eff = so._coefficients(rec, normalize)
+            if C is None:
+                C = text_matrix(classifier, width=eff.embedding.shape[-1], what="classifier").to(eff.embedding)
+            yd = y.to(eff.embedding.device)
+            if bool(((yd < 0) | (yd >= C.shape[0])).any()):
+                raise IndexError(f"labels must be class indices in 0..{C.shape[0] - 1}")
+            for name, emb in ablated_embeddings(eff, by_layer[L]).items():
+                correct[L][name].append(((F.normalize(emb, dim=-1) @ C.T).argmax(-1) == yd).cpu())
+            norms, sig = significance(eff, by_layer[L])
+            s = sig.double().sum(0)
+            share[L] = s if share[L] is None else share[L] + s
+            sq = (norms * norms).cpu()
+            energy[L] += sq.sum(0)
+            energy_sig[L] += (sq * sig.cpu()).sum(0)
+        n += len(y)
+    if n == 0:
+        raise ValueError("no images")
+    out = {}
+    for L in sos:
+        hits = {name: torch.cat(v) for name, v in correct[L].items()}
+        out[L] = AblationResult({k: float(v.double().mean()) for k, v in hits.items()}, share[L] / n, n, hits,
+                                energy_sig[L] / energy[L].clamp_min(torch.finfo(torch.float64).tiny))
+    return out
+
+
 def ablation_study(model: nn.Module, directions: NeuronDirections, batches: Any, classifier: Tensor, *,
                    labels: Sequence[int] | Tensor | None = None, batch_size: int = 64,
                    progress: bool = False) -> AblationResult:
@@ -1069,47 +1233,14 @@ def ablation_study(model: nn.Module, directions: NeuronDirections, batches: Any,
     ``directions`` are one layer's (e.g. ``stats.directions()`` of training images; the
     ablations use their means and thresholds). ``batches`` is an ``[N, 3, H, W]`` tensor with
     ``labels``, or an iterable of ``(images, labels)`` batches. ``classifier`` is ``[C, d']``.
+    Several layers in one pass: :func:`ablation_studies`.
     """
-    from tqdm.auto import tqdm
-
     layers = torch.unique(directions.layer)
     if len(layers) != 1:
-        raise ValueError("ablation_study takes one layer's directions (select them with directions.select)")
-    so = second_order(model, int(layers[0]), directions.neuron)
-    if isinstance(batches, Tensor):
-        if labels is None:
-            raise ValueError("images given as a tensor need labels=...")
-        lab = torch.as_tensor(labels).reshape(-1)
-        if len(lab) != batches.shape[0]:
-            raise ValueError(f"{batches.shape[0]} images but {len(lab)} labels")
-        it = zip(batches.split(batch_size), lab.split(batch_size))
-    else:
-        if labels is not None:
-            raise ValueError("labels=... goes with images given as a tensor; batches already carry labels")
-        it = iter(batches)
-    C = None
-    correct = {name: 0 for name in ABLATIONS}
-    share = None
-    n = 0
-    for batch in tqdm(it, desc="second-order ablations", unit="batch", disable=not progress):
-        if not isinstance(batch, (tuple, list)) or len(batch) < 2:
-            raise ValueError("each batch must be (images, labels)")
-        x, y = batch[0], torch.as_tensor(batch[1]).reshape(-1)
-        eff = so(x, normalize=directions.normalized)
-        if C is None:
-            C = text_matrix(classifier, width=eff.embedding.shape[-1], what="classifier").to(eff.embedding)
-        embs = ablated_embeddings(eff, directions)
-        y = y.to(eff.embedding.device)
-        if bool(((y < 0) | (y >= C.shape[0])).any()):
-            raise IndexError(f"labels must be class indices in 0..{C.shape[0] - 1}")
-        for name, emb in embs.items():
-            correct[name] += int(((F.normalize(emb, dim=-1) @ C.T).argmax(-1) == y).sum())
-        _, sig = significance(eff, directions)
-        share = sig.double().sum(0) if share is None else share + sig.double().sum(0)
-        n += len(y)
-    if n == 0:
-        raise ValueError("no images")
-    return AblationResult({k: v / n for k, v in correct.items()}, share / n, n)
+        raise ValueError("ablation_study takes one layer's directions (select them with directions.select, or use "
+                         "ablation_studies for several layers)")
+    return ablation_studies(model, {int(layers[0]): directions}, batches, classifier, labels=labels,
+                            batch_size=batch_size, progress=progress)[int(layers[0])]
 
 
 # ----------------------------------------------------------------------------------------------
@@ -1228,3 +1359,124 @@ def adversarial_words(directions: NeuronDirections, texts: SparseTexts, class_a:
     keep = order[:int(n_neurons)]
     w[keep] = scores[keep]
     return _pool(w, texts, n_words, exclude)
+
+
+# ----------------------------------------------------------------------------------------------
+# Checking directions against labels; comparing two rates
+# ----------------------------------------------------------------------------------------------
+
+
+def top_image_lift(top_index: Tensor, labels: Any, values: Sequence[Any]) -> Tensor:
+    """How much more often a neuron's top images carry a value than the dataset does: per
+    neuron ``k``, the share of its top images ``top_index[k]`` whose label is ``values[k]``,
+    divided by that value's share of all images (its base rate). ``[K]`` float64; NaN where
+    ``values[k]`` is ``None`` (nothing to check) or the value never occurs.
+
+    Args:
+        top_index: ``[K, k]`` dataset positions of each neuron's top images
+            (:attr:`NeuronStats.top_index`).
+        labels: ``[N]`` one label per dataset image, or several kinds of labels
+            ``{name: [N]}`` (e.g. every factor of a scene).
+        values: one per neuron: the value to look for (with ``[N]`` labels), or ``(name, value)``
+            (with named labels), or ``None``.
+    """
+    top = torch.as_tensor(top_index).long().cpu()
+    named = isinstance(labels, Mapping)
+    def cpu(v: Any) -> Tensor:
+        return (v.detach().cpu() if isinstance(v, Tensor) else torch.as_tensor(np.asarray(v))).reshape(-1).long()
+
+    table = {k: cpu(v) for k, v in labels.items()} if named else {None: cpu(labels)}
+    sizes = {len(v) for v in table.values()}
+    if len(sizes) != 1:
+        raise ValueError(f"every kind of label needs one entry per image; got lengths {sorted(sizes)}")
+    (n,) = sizes
+    if top.ndim != 2:
+        raise ValueError(f"top_index must be [K, k], got {tuple(top.shape)}")
+    if len(values) != top.shape[0]:
+        raise ValueError(f"{len(values)} values for {top.shape[0]} neurons")
+    if top.numel() and (int(top.min()) < 0 or int(top.max()) >= n):
+        raise IndexError(f"top_index must hold positions in 0..{n - 1} of the {n} labelled images")
+    groups: dict[Any, tuple[list[int], list[int]]] = {}  # label kind -> (neurons, values)
+    for k, v in enumerate(values):
+        if v is None:
+            continue
+        key = None
+        if named:
+            if not isinstance(v, (tuple, list)) or len(v) != 2 or v[0] not in table:
+                raise ValueError(f"with named labels each value is (name, value), name one of {sorted(table)}; "
+                                 f"got {v!r}")
+            key, v = v
+        rows, vals = groups.setdefault(key, ([], []))
+        rows.append(k)
+        vals.append(int(v))
+    out = torch.full((top.shape[0],), float("nan"), dtype=torch.float64)
+    for key, (rows, vals) in groups.items():
+        lab = table[key]
+        r, v = torch.as_tensor(rows), torch.as_tensor(vals)
+        base = (lab[None, :] == v[:, None]).double().mean(1)  # [R]
+        share = (lab[top[r]] == v[:, None]).double().mean(1)
+        ok = base > 0
+        out[r[ok]] = share[ok] / base[ok]
+    return out
+
+
+@dataclass
+class RateComparison:
+    """Two rates on paired trials and the bootstrap interval of their difference
+    (:func:`compare_rates`)."""
+
+    rate_a: float
+    rate_b: float
+    difference: float
+    low: float
+    high: float
+    level: float
+    n_trials: int
+    n_clusters: int
+
+    @property
+    def within_noise(self) -> bool:
+        """Whether the interval of the difference contains 0."""
+        return self.low <= 0.0 <= self.high
+
+
+def compare_rates(hits_a: Any, hits_b: Any, *, clusters: Any = None, n_boot: int = 2000, level: float = 0.95,
+                  seed: int = 0) -> RateComparison:
+    """The rates of two conditions on the same trials (``hits_a[i]``, ``hits_b[i]``: trial ``i``
+    under each; e.g. whether a scene fools the model with adversarial and with random words) and
+    a paired percentile bootstrap interval of ``rate_a - rate_b``.
+
+    Trials are resampled with replacement, the two conditions of a trial together; with
+    ``clusters`` (one id per trial, e.g. the class pair a scene was drawn for) whole clusters
+    are resampled, so trials that share a cluster are not counted as independent.
+    """
+    def trials(h: Any) -> Tensor:
+        h = h.detach().cpu().double() if isinstance(h, Tensor) else torch.as_tensor(np.asarray(h, dtype=np.float64))
+        return h.reshape(-1)
+
+    a, b = trials(hits_a), trials(hits_b)
+    if a.shape != b.shape or a.numel() == 0:
+        raise ValueError(f"hits_a and hits_b must be non-empty and paired (same length), got {a.numel()} and "
+                         f"{b.numel()}")
+    if not 0 < level < 1:
+        raise ValueError(f"level must lie in (0, 1), got {level}")
+    if isinstance(n_boot, bool) or not isinstance(n_boot, (int, np.integer)) or n_boot < 1:
+        raise ValueError(f"n_boot must be a positive int, got {n_boot!r}")
+    if clusters is None:
+        ids = torch.arange(a.numel())
+    else:
+        c = clusters.detach().cpu().numpy() if isinstance(clusters, Tensor) else np.asarray(clusters)
+        ids = torch.as_tensor(np.unique(c, return_inverse=True)[1]).reshape(-1)
+        if ids.numel() != a.numel():
+            raise ValueError(f"{ids.numel()} cluster ids for {a.numel()} trials")
+    G = int(ids.max()) + 1
+    d = a - b
+    sum_d = torch.zeros(G, dtype=torch.float64).index_add_(0, ids, d)
+    count = torch.zeros(G, dtype=torch.float64).index_add_(0, ids, torch.ones_like(d))
+    g = torch.Generator().manual_seed(int(seed))
+    pick = torch.randint(0, G, (int(n_boot), G), generator=g)
+    boot = sum_d[pick].sum(1) / count[pick].sum(1)
+    q = torch.tensor([(1 - level) / 2, (1 + level) / 2], dtype=torch.float64)
+    low, high = torch.quantile(boot, q).tolist()
+    return RateComparison(float(a.mean()), float(b.mean()), float(d.mean()), float(low), float(high), float(level),
+                          int(a.numel()), G)

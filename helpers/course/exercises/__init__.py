@@ -14,6 +14,7 @@ the method the notebook teaches. A check cell follows each one::
 ``nb04``       notebook 4: one head's patch map, a contrastive head map (and ``head_parts``)
 ``nb05``       notebook 5: choosing the spurious heads, worst-group accuracy
 ``nb06``       notebook 6: post-processing, threshold at the mean, the dataset's mIoU
+``nb07``       notebook 7: one neuron's second-order effect, the rank-1 ablation, neurons about a value
 =============  ==============================================================================
 
 The references reuse the helpers' own code where it exists (``accuracy``,
@@ -24,12 +25,12 @@ Importing this package registers every exercise in :data:`EXERCISES` (``"1.1"`` 
 1's first exercise).
 """
 
-from . import nb01, nb02, nb03, nb04, nb05, nb06  # noqa: F401  (each registers its exercises)
+from . import nb01, nb02, nb03, nb04, nb05, nb06, nb07  # noqa: F401  (each registers its exercises)
 from .check import EXERCISES, Checked, CheckResult, Exercise, run_check
 
 __all__ = ["EXERCISES", "Checked", "CheckResult", "Exercise", "run_check", "MODULES", "check_function"]
 
-MODULES = {1: nb01, 2: nb02, 3: nb03, 4: nb04, 5: nb05, 6: nb06}
+MODULES = {1: nb01, 2: nb02, 3: nb03, 4: nb04, 5: nb05, 6: nb06, 7: nb07}
 """The exercise module of each notebook."""
 
 

@@ -54,6 +54,7 @@ The package's modules, one job each:
 ``render``         shapes, textures, the random layout of a scene, painting it, pictures
 ``captions``       captions, their parser, the zero-shot prompts of every factor
 ``pool``           the texts of the tagged TextSpan pool (files: :mod:`helpers.data.pools`)
+``compose``        scenes drawn from words (the world as its own text-to-image model)
 ``dataset``        :class:`World`, :class:`Scene`, :class:`Scenes`, :class:`Pairs`, ``WorldDataset``
 ``__main__``       ``python -m helpers.data.world --grid scenes.png`` / ``--benchmark``
 =================  ==========================================================================
@@ -67,6 +68,7 @@ from __future__ import annotations
 from typing import Any
 
 from .captions import CAPTION_FORMS, PLURALS, caption_token_count, class_prompts, parse_caption
+from .compose import WordPlan, naming, plan_from_words, scenes_from_words, word_factors
 from .config import (
     BACKGROUNDS,
     COLOUR_RGB,
@@ -133,6 +135,11 @@ __all__ = [
     "caption_token_count",
     "class_prompts",
     "text_pool",
+    "WordPlan",
+    "word_factors",
+    "naming",
+    "plan_from_words",
+    "scenes_from_words",
     "to_pil",
     "make_grid",
     "widen",
