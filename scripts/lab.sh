@@ -15,6 +15,8 @@ python -m ipykernel install --sys-prefix --name python3 --display-name "Python 3
 # the course's JupyterLab settings, as defaults for this environment
 mkdir -p .venv/etc/jupyter/labconfig
 cp binder/lab-settings.json .venv/etc/jupyter/labconfig/default_setting_overrides.json
+# File > Save and Export Notebook As > HTML draws the figures offline, plotly.js once a page
+python -m helpers.course.export --server-config .venv/etc/jupyter
 extra=()
 if [ "$(id -u)" = 0 ]; then extra+=(--allow-root); fi
 exec jupyter lab --ServerApp.root_dir="$PWD" --LabApp.default_url=/lab/tree/notebooks "${extra[@]}" "$@"
