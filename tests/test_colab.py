@@ -324,16 +324,17 @@ def test_colab_rehearsal(tmp_path, monkeypatch, capsys):
         (site / rel).write_text(text)
 
     def probe():
-        out = subprocess.run([str(python), "-c", "import json, torch, torchvision, ipywidgets; print(json.dumps("
-                              "[torch.__file__, torch.__version__, torchvision.__version__, ipywidgets.__version__]))"],
+        """Where torch lives and the versions of Colab's own packages, in the Colab-like environment."""
+        out = subprocess.run([str(python), "-c", "import json, importlib.util as u, importlib.metadata as m; print("
+                              "json.dumps([u.find_spec('torch').origin] + [m.version(d) for d in "
+                              "('torch', 'torchvision', 'ipywidgets', 'ipykernel')]))"],
                              env=env, capture_output=True, text=True, check=True).stdout
         return json.loads(out)
 
-    import torch
-    import torchvision
+    from importlib import metadata
 
     before = probe()
-    assert before[1:] == [torch.__version__, torchvision.__version__, "7.7.1"]
+    assert before[1:] == [metadata.version("torch"), metadata.version("torchvision"), "7.7.1", "6.17.1"]
     assert before[0].startswith(str(linked))
     course_pkgs = subprocess.run([str(python), "-c", "import open_clip"], env=env, capture_output=True)
     assert course_pkgs.returncode != 0, "the Colab-like environment must not hold the course's packages"
@@ -410,6 +411,8 @@ def test_colab_rehearsal(tmp_path, monkeypatch, capsys):
     code = [c for c in nb["cells"] if c["cell_type"] == "code"]
     outputs = [o for c in code for o in c.get("outputs", [])]
     assert not [o for o in outputs if o["output_type"] == "error"]
+    stderr = ["".join(o["text"]) for o in outputs if o["output_type"] == "stream" and o["name"] == "stderr"]
+    assert not stderr, f"warnings or log lines in the executed notebook: {stderr[:3]}"
     first = "".join(o.get("text", "") for o in code[0]["outputs"])
     assert first.strip().endswith("nothing to do."), first
     # Colab's renderer: every figure HTML that draws itself, plotly.js from plotly's CDN

@@ -6,7 +6,8 @@
 * :func:`maps_figure` -- a row of panels: the image, its true mask, then one map per panel.
 
 Maps are patch grids ``[gh, gw]`` (tensors or arrays); each cell is drawn over its patch of
-the image. For non-square photos draw over :func:`helpers.engine.images.model_view` of the photo,
+the image. Figures stay small in a notebook: images travel as PNG (lossless, a fraction of their
+raw pixels) and map values as float32 (more digits than the hover's four). For non-square photos draw over :func:`helpers.engine.images.model_view` of the photo,
 the centre crop the model sees.
 """
 
@@ -92,14 +93,28 @@ def overlay(image: Any, map: Any, alpha: float = 0.5, *, cmap: str = "jet", vmin
     return Image.fromarray(np.clip(np.round(out), 0, 255).astype(np.uint8), "RGB")
 
 
+def _image(pixels: np.ndarray) -> Any:
+    """A plotly image trace of ``uint8`` RGB ``pixels`` ``[H, W, 3]``, stored as a PNG (a data URL):
+    lossless, and a fraction of the size of the pixel values themselves."""
+    import base64
+    import io
+
+    import plotly.graph_objects as go
+
+    buf = io.BytesIO()
+    Image.fromarray(np.ascontiguousarray(pixels, dtype=np.uint8), "RGB").save(buf, format="PNG", optimize=True)
+    return go.Image(source="data:image/png;base64," + base64.b64encode(buf.getvalue()).decode("ascii"),
+                    hoverinfo="skip")
+
+
 def _heat(a: np.ndarray, width: int, height: int, symmetric: bool, **style: Any) -> Any:
     """A plotly heat map of the patch map ``a`` whose cells cover their patches of a
-    ``width x height`` image (centred on 0 when ``symmetric``)."""
+    ``width x height`` image (centred on 0 when ``symmetric``); values stored as float32."""
     import plotly.graph_objects as go
 
     gh, gw = a.shape
     dx, dy = width / gw, height / gh
-    heat = go.Heatmap(z=a, x0=dx / 2 - 0.5, dx=dx, y0=dy / 2 - 0.5, dy=dy, **style)
+    heat = go.Heatmap(z=a.astype(np.float32), x0=dx / 2 - 0.5, dx=dx, y0=dy / 2 - 0.5, dy=dy, **style)
     if symmetric:
         lim = float(np.abs(a).max()) or 1.0
         heat.update(zmin=-lim, zmax=lim, zmid=0.0)
@@ -123,7 +138,7 @@ def heatmap_figure(image: Any, map: Any, title: str | None = None, *, opacity: f
                  customdata=np.stack([rows, cols], -1),
                  hovertemplate="patch row %{customdata[0]}, col %{customdata[1]}<br>value %{z:.4g}<extra></extra>",
                  colorbar=dict(title="contribution"))
-    fig = go.Figure([go.Image(z=np.asarray(img), hoverinfo="skip"), heat])
+    fig = go.Figure([_image(np.asarray(img)), heat])
     fig.update_layout(title=title, width=520, height=480, margin=dict(l=10, r=10, t=40 if title else 10, b=10))
     fig.update_xaxes(visible=False, range=[-0.5, W - 0.5])
     fig.update_yaxes(visible=False, range=[H - 0.5, -0.5], scaleanchor="x")
@@ -140,7 +155,6 @@ def maps_figure(image: Any, maps: dict[str, Any], *, mask: Any = None, title: st
     Hover shows each patch's value. Panels wrap into rows of at most ``per_row``, so the
     figure fits a notebook column (4 x 220 px by default).
     """
-    import plotly.graph_objects as go
     from plotly.subplots import make_subplots
 
     img = np.asarray(to_rgb(image))
@@ -164,9 +178,9 @@ def maps_figure(image: Any, maps: dict[str, Any], *, mask: Any = None, title: st
         row, col = k // cols + 1, k % cols + 1
         if name == "true mask" and a is not None:
             shown = (img * 0.35 + np.where(a[..., None], 255.0, 0.0) * 0.65).astype(np.uint8)
-            fig.add_trace(go.Image(z=shown, hoverinfo="skip"), row, col)
+            fig.add_trace(_image(shown), row, col)
             continue
-        fig.add_trace(go.Image(z=img, hoverinfo="skip"), row, col)
+        fig.add_trace(_image(img), row, col)
         if a is None:
             continue
         fig.add_trace(_heat(a, W, H, symmetric, opacity=opacity, colorscale=colorscale, showscale=False, name=name,
