@@ -268,18 +268,17 @@ def _torch_stack() -> list:
 
     from packaging.requirements import Requirement
 
-    seen, todo = {}, ["torch"]
-    while todo:
-        name = todo.pop()
-        key = colab._canonical(name)
-        if key in seen:
+    seen, todo, done = {}, [("torch", "")], set()
+    while todo:  # (distribution, extra) pairs: an extra of a requirement brings its own requirements
+        name, extra = todo.pop()
+        if (colab._canonical(name), extra) in done:
             continue
-        dist = metadata.distribution(name)
-        seen[key] = dist
+        done.add((colab._canonical(name), extra))
+        dist = seen.setdefault(colab._canonical(name), metadata.distribution(name))
         for spec in dist.requires or []:
             req = Requirement(spec)
-            if req.marker is None or req.marker.evaluate({"extra": ""}):
-                todo.append(req.name)
+            if req.marker is None or req.marker.evaluate({"extra": extra}):
+                todo += [(req.name, "")] + [(req.name, e) for e in req.extras]
     seen["torchvision"] = metadata.distribution("torchvision")
     return list(seen.values())
 
@@ -316,6 +315,8 @@ def test_colab_rehearsal(tmp_path, monkeypatch, capsys):
     assert _link_preinstalled(linked) > 2
     (site / "colab-preinstalled.pth").write_text(f"{linked}\n")
     env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "COURSE_HEADLESS", "VIRTUAL_ENV")}
+    # the venv's own setuptools is older than the one torch needs: Colab's fits its torch, so the linked one serves
+    subprocess.run([str(python), "-m", "pip", "uninstall", "-q", "-y", "setuptools"], env=env, check=True)
     done = subprocess.run([str(python), "-m", "pip", "install", "--progress-bar", "off", "-q",
                            *COLAB_PREINSTALLED], env=env, capture_output=True, text=True)
     assert done.returncode == 0, done.stdout + done.stderr
