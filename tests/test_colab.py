@@ -418,8 +418,9 @@ def test_colab_rehearsal(tmp_path, monkeypatch, capsys):
     said = "".join(o.get("text", "") for o in setup["outputs"])
     assert said.strip().endswith("nothing to do.") and len(said.strip().splitlines()) == 1, said
     # Colab's renderer: every figure HTML that draws itself, plotly.js from plotly's CDN
-    figures = [o for o in outputs if "text/html" in o.get("data", {}) and "Plotly.newPlot" in o["data"]["text/html"]]
-    assert figures and all("cdn.plot.ly" in f["data"]["text/html"] for f in figures)
+    html = ["".join(o["data"]["text/html"]) for o in outputs if "text/html" in o.get("data", {})]
+    figures = [h for h in html if "Plotly.newPlot" in h]
+    assert figures and all("cdn.plot.ly" in h for h in figures)
     assert not any("application/vnd.plotly.v1+json" in o.get("data", {}) for o in outputs)
     # Colab is a front end: live() widgets are interactive, drawn through ipywidgets 7.7.1
     views = [o for o in outputs if "application/vnd.jupyter.widget-view+json" in o.get("data", {})]
