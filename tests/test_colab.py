@@ -408,17 +408,19 @@ def test_colab_rehearsal(tmp_path, monkeypatch, capsys):
                         parameters={"n_images": 50}, cwd=str(content), progress_bar=False,
                         execution_timeout=900)
     times["notebook 1"] = time.perf_counter() - t
-    nb = json.loads(executed.read_text())
+    import nbformat
+
+    nb = nbformat.read(str(executed), as_version=4)  # multi-line strings joined
     code = [c for c in nb["cells"] if c["cell_type"] == "code"]
     outputs = [o for c in code for o in c.get("outputs", [])]
     assert not [o for o in outputs if o["output_type"] == "error"]
-    stderr = ["".join(o["text"]) for o in outputs if o["output_type"] == "stream" and o["name"] == "stderr"]
+    stderr = [o["text"] for o in outputs if o["output_type"] == "stream" and o["name"] == "stderr"]
     assert not stderr, f"warnings or log lines in the executed notebook: {stderr[:3]}"
     setup = next(c for c in code if "google.colab" in "".join(c["source"]))
     said = "".join(o.get("text", "") for o in setup["outputs"])
     assert said.strip().endswith("nothing to do.") and len(said.strip().splitlines()) == 1, said
     # Colab's renderer: every figure HTML that draws itself, plotly.js from plotly's CDN
-    html = ["".join(o["data"]["text/html"]) for o in outputs if "text/html" in o.get("data", {})]
+    html = [o["data"]["text/html"] for o in outputs if "text/html" in o.get("data", {})]
     figures = [h for h in html if "Plotly.newPlot" in h]
     assert figures and all("cdn.plot.ly" in h for h in figures)
     assert not any("application/vnd.plotly.v1+json" in o.get("data", {}) for o in outputs)
