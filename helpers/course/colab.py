@@ -66,9 +66,11 @@ def kept_distributions(keep: Iterable[str] = KEEP, *, exclude: Iterable[str] = (
     kept = {}
     for name in sorted(names):
         try:
-            kept[name] = metadata.version(name)
+            version = metadata.version(name)
         except metadata.PackageNotFoundError:
-            pass
+            continue
+        if version and re.fullmatch(r"v?\d[\w.!+-]*", version):  # a version a constraints file can hold
+            kept[name] = version
     return kept
 
 
