@@ -154,7 +154,7 @@ def test_set_up_marks_done_only_after_it_worked_and_then_does_nothing(fake_cours
     assert editable == ["--no-deps", "-e", str(fake_course)]
     assert line.startswith("Course set up in ") and "main@" in line and "(no v9.9.9 published yet" in line
     assert "pip installed 4 packages (39 MB downloaded: ftfy 6.3.1, open_clip_torch 3.3.0, scipy 1.17.1, timm" in line
-    assert "2 were there" in line and "kept Colab's torch" in line
+    assert "2 were there" in line and "kept Colab's torch" in line and line.endswith(" as they are.")
     assert capsys.readouterr().out.strip().splitlines()[-1] == line  # one line
     n = len(pip.calls)
     again = colab.set_up(fake_course, expected="v9.9.9")

@@ -161,13 +161,16 @@ def set_up(course: str | Path, *, expected: str | None = None, started: float | 
                            "above); nothing was marked as done: run this cell again to retry.")
     pip = summarise_pip(text)
     installed = [p for p in pip["installed"] if _requirement_name(str(p)) != _canonical(name)]
-    shown = ", ".join(installed[:4]) + (", …" if len(installed) > 4 else "")
+    direct = {_requirement_name(r) for r in requirements}  # the course's own needs first, then what they need
+    ordered = sorted(installed, key=lambda p: _requirement_name(str(p)) not in direct)
+    shown = ", ".join(ordered[:4]) + (", …" if len(ordered) > 4 else "")
     own = ", ".join(f"{k} {kept[k]}" for k in ("torch", "torchvision", "ipywidgets") if k in kept)
     others = len(kept) - sum(k in kept for k in ("torch", "torchvision", "ipywidgets"))
     marker.write_text(json.dumps({"version": version, "python": sys.version.split()[0], "kept": kept,
                                   "installed": installed}, indent=1) + "\n")
     line = (f"Course set up in {time.time() - t0:.0f} s: {version}{note} in {course}; pip installed "
             f"{len(installed)} packages ({pip['downloaded_mb']:.0f} MB downloaded{': ' + shown if shown else ''}), "
-            f"{pip['already']} were there; kept Colab's {own or 'packages'} and {others} more the kernel has loaded.")
+            f"{pip['already']} were there; kept Colab's {own or 'own packages'}"
+            f"{f' and {others} more' if others else ''} as they are.")
     print(line)
     return line
