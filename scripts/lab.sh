@@ -15,7 +15,8 @@ python -m ipykernel install --sys-prefix --name python3 --display-name "Python 3
 # the course's JupyterLab settings, as defaults for this environment
 mkdir -p .venv/etc/jupyter/labconfig
 cp binder/lab-settings.json .venv/etc/jupyter/labconfig/default_setting_overrides.json
-# File > Save and Export Notebook As > HTML draws the figures offline, plotly.js once a page
+# File > Save and Export Notebook As > HTML draws the figures offline (plotly.js once a page), and a
+# saved notebook keeps each figure once, without the PNG copy JupyterLab adds (helpers.course.export)
 python -m helpers.course.export --server-config .venv/etc/jupyter
 extra=()
 if [ "$(id -u)" = 0 ]; then extra+=(--allow-root); fi

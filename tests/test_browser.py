@@ -13,8 +13,9 @@ and no prompt shows ``[*]``, then checks what the page shows:
 * saved and reopened on a fresh kernel, the notebook shows its widgets again from the widget
   state saved with it (binder/lab-settings.json), never "Error displaying widget";
 * the saved notebook, outputs and widget state included, weighs at most
-  ``helpers.course.export.SIZE_LIMIT_BYTES`` (1.5 MB), and JupyterLab's own HTML export
-  (configured as ``scripts/lab.sh`` configures it) draws every figure with one copy of plotly.js.
+  ``helpers.course.export.SIZE_LIMIT_BYTES`` (1.5 MB), and JupyterLab's own HTML export draws
+  every figure with one copy of plotly.js (the server configured as ``scripts/lab.sh`` configures
+  it: ``helpers.course.export.SERVER_CONFIG``).
 
 A screenshot per notebook lands in ``build/browser/`` (the path is printed). Chromium is
 Debian's (``apt-get install -y chromium fonts-liberation``; ``.ci/run`` installs it when
@@ -187,7 +188,7 @@ def lab(tmp_path_factory):
     settings = json.loads(LAB_SETTINGS.read_text())
     settings.update(TEST_SETTINGS)
     (config / "labconfig" / "default_setting_overrides.json").write_text(json.dumps(settings))
-    write_server_config(config)  # File > Export as HTML draws the figures, as scripts/lab.sh sets it up
+    write_server_config(config)  # HTML export and saving as scripts/lab.sh sets them up (helpers.course.export)
     env = {k: v for k, v in os.environ.items() if k != "COURSE_HEADLESS" and not k.startswith("JUPYTER")}
     env.update(JUPYTER_CONFIG_DIR=str(config), JUPYTER_DATA_DIR=str(data), JUPYTER_PATH=str(data),
                JUPYTER_RUNTIME_DIR=str(tmp / "runtime"), JUPYTERLAB_SETTINGS_DIR=str(tmp / "settings"),

@@ -1,13 +1,14 @@
 """helpers.course.export: notebooks hold each figure once (plotly's mimetype); their HTML pages
 draw every figure offline with one copy of plotly.js."""
 
+import json
 import re
 
 import nbformat
 import plotly.graph_objects as go
 import plotly.io as pio
 
-from helpers.course.export import SERVER_CONFIG, PlotlyHTML, figure_html, main, to_html
+from helpers.course.export import SERVER_CONFIG, PlotlyHTML, drop_plotly_snapshots, figure_html, main, to_html
 from helpers.course.ui import PLOTLY_MIMETYPE
 
 
@@ -76,9 +77,36 @@ def test_the_server_configuration_names_the_preprocessor(tmp_path):
 
     assert main(["--server-config", str(tmp_path)]) == 0
     path = write_server_config(tmp_path)
-    assert path == tmp_path / "jupyter_server_config.d" / "course-html-export.json"
+    assert path == tmp_path / "jupyter_server_config.d" / "course-notebooks.json"
     assert json.loads(path.read_text()) == SERVER_CONFIG
     from nbconvert import HTMLExporter
 
     exporter = HTMLExporter(config=Config(SERVER_CONFIG))  # as jupyter_server builds it from its config
     assert any(isinstance(p, PlotlyHTML) for p in exporter._preprocessors)
+
+
+def test_the_pre_save_hook_drops_the_snapshots_beside_plotly_data_only():
+    from jupyter_server.services.contents.manager import ContentsManager
+    from traitlets.config import Config
+
+    fig = {"data": [{"type": "bar", "y": [1, 2]}], "layout": {}}
+    nb = nbformat.v4.new_notebook()
+    nb.cells = [nbformat.v4.new_code_cell("f", outputs=[
+        nbformat.v4.new_output("display_data", data={PLOTLY_MIMETYPE: fig, "image/png": "iVBORw0KGgo="}),
+        nbformat.v4.new_output("display_data", data={"image/png": "iVBORw0KGgo=", "text/plain": "a picture"}),
+        nbformat.v4.new_output("stream", name="stdout", text="x\n")])]
+    nb.metadata["widgets"] = {"application/vnd.jupyter.widget-state+json": {"state": {"w1": {
+        "model_name": "OutputModel", "state": {"outputs": [
+            {"output_type": "display_data", "data": {PLOTLY_MIMETYPE: fig, "image/png": "iVBORw0KGgo="}}]}}}}}
+    model = {"type": "notebook", "content": json.loads(nbformat.writes(nb))}
+    drop_plotly_snapshots(model=model, path="nb.ipynb", contents_manager=None)
+    outs = model["content"]["cells"][0]["outputs"]
+    assert list(outs[0]["data"]) == [PLOTLY_MIMETYPE]  # the figure's data, once
+    assert "image/png" in outs[1]["data"]  # an image on its own stays
+    state = model["content"]["metadata"]["widgets"]["application/vnd.jupyter.widget-state+json"]["state"]
+    assert list(state["w1"]["state"]["outputs"][0]["data"]) == [PLOTLY_MIMETYPE]
+    nbformat.validate(nbformat.from_dict(model["content"]))
+    drop_plotly_snapshots(model={"type": "file", "content": "text"}, path="a.txt")  # other files: untouched
+    # the server's contents manager takes it from the configuration
+    manager = ContentsManager(config=Config(SERVER_CONFIG))
+    assert manager.pre_save_hook is drop_plotly_snapshots

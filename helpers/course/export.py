@@ -15,6 +15,11 @@ carries it once, whatever the number of figures.
 names it (:data:`SERVER_CONFIG`; ``scripts/lab.sh`` writes it into the environment with
 ``python -m helpers.course.export --server-config .venv/etc/jupyter``).
 
+JupyterLab's plotly renderer adds a PNG snapshot of every figure it draws to the figure's output,
+for viewers without plotly; saved, those snapshots would outweigh the figures' data several times.
+The same configuration names :func:`drop_plotly_snapshots` as the server's pre-save hook, so a
+learner's saved notebook holds each figure once, as data (the renderer draws it again on opening).
+
 :data:`SIZE_LIMIT_BYTES` is what a course notebook with its outputs may weigh, executed by the
 main job or saved by a learner; the main job flags a notebook above it.
 """
@@ -31,19 +36,39 @@ from nbconvert.preprocessors import Preprocessor
 
 from .ui import PLOTLY_MIMETYPE
 
-__all__ = ["PlotlyHTML", "figure_html", "to_html", "SIZE_LIMIT_BYTES", "SERVER_CONFIG", "write_server_config", "main"]
+__all__ = ["PlotlyHTML", "figure_html", "to_html", "SIZE_LIMIT_BYTES", "SERVER_CONFIG", "write_server_config",
+           "drop_plotly_snapshots", "main"]
 
 SIZE_LIMIT_BYTES = 1_500_000
 """1.5 MB: an executed notebook with its figures, or a learner's saved notebook, stays below it."""
 
 
-SERVER_CONFIG = {"HTMLExporter": {"preprocessors": ["helpers.course.export.PlotlyHTML"]}}
-"""Jupyter server configuration that makes JupyterLab's HTML export draw the figures."""
+SERVER_CONFIG = {"HTMLExporter": {"preprocessors": ["helpers.course.export.PlotlyHTML"]},
+                 "ContentsManager": {"pre_save_hook": "helpers.course.export.drop_plotly_snapshots"}}
+"""Jupyter server configuration: JupyterLab's HTML export draws the figures, and saved notebooks
+keep each figure once (:func:`drop_plotly_snapshots`)."""
+
+
+def drop_plotly_snapshots(model: dict[str, Any], **kwargs: Any) -> None:
+    """A Jupyter server pre-save hook: remove the ``image/png`` snapshot JupyterLab's plotly renderer
+    adds beside a figure's plotly data, from the cells' outputs and from the outputs held in
+    saved widget state. Other images (a PNG on its own) are kept."""
+    if model.get("type") != "notebook" or not isinstance(model.get("content"), dict):
+        return
+    nb = model["content"]
+    outputs = [o for c in nb.get("cells", []) for o in c.get("outputs", []) or []]
+    state = nb.get("metadata", {}).get("widgets", {}).get("application/vnd.jupyter.widget-state+json", {})
+    for widget in (state.get("state") or {}).values():
+        outputs += (widget.get("state") or {}).get("outputs") or []
+    for out in outputs:
+        data = out.get("data") if isinstance(out, dict) else None
+        if isinstance(data, dict) and PLOTLY_MIMETYPE in data:
+            data.pop("image/png", None)
 
 
 def write_server_config(config_dir: str | Path) -> Path:
     """Write :data:`SERVER_CONFIG` into a Jupyter configuration folder (``jupyter_server_config.d``)."""
-    target = Path(config_dir) / "jupyter_server_config.d" / "course-html-export.json"
+    target = Path(config_dir) / "jupyter_server_config.d" / "course-notebooks.json"
     target.parent.mkdir(parents=True, exist_ok=True)
     target.write_text(json.dumps(SERVER_CONFIG, indent=1) + "\n")
     return target
