@@ -69,16 +69,17 @@ def test_the_command_writes_a_page_beside_the_notebook_or_into_a_folder(tmp_path
 
 
 def test_the_server_configuration_names_the_preprocessor(tmp_path):
-    import json
-
     from traitlets.config import Config
 
     from helpers.course.export import write_server_config
 
+    path = tmp_path / "jupyter_server_config.json"
+    path.write_text(json.dumps({"ServerApp": {"port": 9999}, "HTMLExporter": {"exclude_input": True}}))
     assert main(["--server-config", str(tmp_path)]) == 0
-    path = write_server_config(tmp_path)
-    assert path == tmp_path / "jupyter_server_config.d" / "course-notebooks.json"
-    assert json.loads(path.read_text()) == SERVER_CONFIG
+    assert write_server_config(tmp_path) == path
+    merged = json.loads(path.read_text())
+    assert merged["ServerApp"] == {"port": 9999} and merged["HTMLExporter"]["exclude_input"] is True  # kept
+    assert {k: {kk: merged[k][kk] for kk in v} for k, v in SERVER_CONFIG.items()} == SERVER_CONFIG
     from nbconvert import HTMLExporter
 
     exporter = HTMLExporter(config=Config(SERVER_CONFIG))  # as jupyter_server builds it from its config

@@ -67,10 +67,14 @@ def drop_plotly_snapshots(model: dict[str, Any], **kwargs: Any) -> None:
 
 
 def write_server_config(config_dir: str | Path) -> Path:
-    """Write :data:`SERVER_CONFIG` into a Jupyter configuration folder (``jupyter_server_config.d``)."""
-    target = Path(config_dir) / "jupyter_server_config.d" / "course-notebooks.json"
+    """Merge :data:`SERVER_CONFIG` into ``jupyter_server_config.json`` of a Jupyter configuration
+    folder (settings already there for other classes or keys are kept)."""
+    target = Path(config_dir) / "jupyter_server_config.json"
+    config = json.loads(target.read_text()) if target.exists() and target.read_text().strip() else {}
+    for section, values in SERVER_CONFIG.items():
+        config.setdefault(section, {}).update(values)
     target.parent.mkdir(parents=True, exist_ok=True)
-    target.write_text(json.dumps(SERVER_CONFIG, indent=1) + "\n")
+    target.write_text(json.dumps(config, indent=1) + "\n")
     return target
 
 
