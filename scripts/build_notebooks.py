@@ -40,9 +40,17 @@ What stays the course's own here is the two builds (learner stubs and hidden sol
 rendered predictions), the substitutions and the stable cell ids; the format is jupytext's.
 
 Substitutions: a line ``# {{SETUP}}`` becomes ``notebooks/src/_setup.py`` (the Colab/Binder/
-local set-up cell), ``{{REPO}}`` the GitHub ``owner/name`` in ``notebooks/src/REPO``,
-``{{NOTEBOOK}}`` the notebook's name, and ``{{EXERCISE_NOTE}}`` a sentence saying which build
-the reader has. In the learner build the Colab badge points at the learner copy.
+local set-up cell), ``{{REPO}}`` the GitHub ``owner/name`` in ``notebooks/src/REPO``, ``{{REF}}``
+the version the notebooks are built from (:func:`course_ref`), ``{{NOTEBOOK}}`` the notebook's
+name, and ``{{EXERCISE_NOTE}}`` a sentence saying which build the reader has. In the learner
+build the Colab badge points at the learner copy.
+
+The version is the release tag of ``pyproject.toml``'s version, ``v<version>``: in Colab the
+set-up cell clones that tag, so a notebook meets the code it was built with, however far the
+repository has moved on since. A commit hash would do the same but change every notebook on every
+commit (and ``--check`` with it); the version changes only with a release, when the notebooks
+are rebuilt anyway (``--check`` fails until they are). Until the tag is published (between a
+version bump and its release) the cell clones the default branch and says so.
 
 Cell ids are ``cNN-XX`` (``XX`` the cell's index in the source), the same in both builds; the
 learner build's solution cells are ``cNN-XX-solution`` after exercise cell ``XX``. Notebooks
@@ -235,13 +243,20 @@ def render_solution(ex: ExerciseCell) -> str:
             "\n\n</details>")
 
 
-def source_text(src: Path, repo: str, variant: str) -> str:
+def course_ref(pyproject: Path = ROOT / "pyproject.toml") -> str:
+    """The release tag of the course's version: ``v`` and ``[project].version`` of ``pyproject.toml``."""
+    import tomllib
+
+    return "v" + tomllib.loads(pyproject.read_text())["project"]["version"]
+
+
+def source_text(src: Path, repo: str, variant: str, ref: str | None = None) -> str:
     setup = (src.parent / "_setup.py").read_text().strip("\n")
     text = src.read_text().replace("# {{SETUP}}", setup)
     if variant == "learner":
         text = text.replace("/notebooks/{{NOTEBOOK}}.ipynb", f"/notebooks/{LEARNER_DIR}/{{{{NOTEBOOK}}}}.ipynb")
-    return (text.replace("{{REPO}}", repo).replace("{{NOTEBOOK}}", src.stem)
-            .replace("{{EXERCISE_NOTE}}", EXERCISE_NOTE[variant]))
+    return (text.replace("{{REPO}}", repo).replace("{{REF}}", ref or course_ref())
+            .replace("{{NOTEBOOK}}", src.stem).replace("{{EXERCISE_NOTE}}", EXERCISE_NOTE[variant]))
 
 
 def exercises(src: Path, repo: str = "owner/name") -> list[ExerciseCell]:

@@ -376,13 +376,18 @@ def command_line(command, python, extra, platform=sys.platform, is_root=False):
 
 def prepare_lab(python, venv):
     """The notebooks' kernel ("python3") is this environment's python; the course's JupyterLab
-    settings (widget state saved with the notebooks) become this environment's defaults."""
+    settings (widget state saved with the notebooks) and its server configuration (saved notebooks
+    without figure snapshots, HTML export with drawn figures) become this environment's defaults."""
     subprocess.run([python, "-m", "ipykernel", "install", "--sys-prefix", "--name", "python3",
                     "--display-name", "Python 3 (course .venv)"], check=True, stdout=subprocess.DEVNULL)
     folder = os.path.join(venv, "etc", "jupyter", "labconfig")
     os.makedirs(folder, exist_ok=True)
     shutil.copyfile(os.path.join(REPO, "binder", "lab-settings.json"),
                     os.path.join(folder, "default_setting_overrides.json"))
+    # File > Save and Export Notebook As > HTML draws the figures offline (plotly.js once a page), and
+    # a saved notebook keeps each figure once, without the PNG copy JupyterLab adds (helpers.course.export)
+    subprocess.run([python, "-m", "helpers.course.export", "--server-config", os.path.join(venv, "etc", "jupyter")],
+                   check=True, cwd=REPO, stdout=subprocess.DEVNULL)
 
 
 def run_in(venv, argv, platform=sys.platform):

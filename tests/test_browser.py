@@ -11,7 +11,11 @@ and no prompt shows ``[*]``, then checks what the page shows:
   controls (slider, dropdown, text box, ...) changes what it shows;
 * no JavaScript error on the page;
 * saved and reopened on a fresh kernel, the notebook shows its widgets again from the widget
-  state saved with it (binder/lab-settings.json), never "Error displaying widget".
+  state saved with it (binder/lab-settings.json), never "Error displaying widget";
+* the saved notebook, outputs and widget state included, weighs at most
+  ``helpers.course.export.SIZE_LIMIT_BYTES`` (1.5 MB), and JupyterLab's own HTML export draws
+  every figure with one copy of plotly.js (the server configured as ``scripts/lab.sh`` configures
+  it: ``helpers.course.export.SERVER_CONFIG``).
 
 A screenshot per notebook lands in ``build/browser/`` (the path is printed). Chromium is
 Debian's (``apt-get install -y chromium fonts-liberation``; ``.ci/run`` installs it when
@@ -41,6 +45,7 @@ from pathlib import Path
 
 import pytest
 
+from helpers.course.export import SIZE_LIMIT_BYTES, write_server_config
 from helpers.course.main_job import notebook_paths
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
@@ -112,6 +117,11 @@ class Lab:
     def __init__(self, base: str, token: str, work: Path, proc: subprocess.Popen, log: Path):
         self.base, self.token, self.work, self.proc, self.log = base, token, work, proc, log
 
+    def get(self, path: str, timeout: float = 30) -> str:
+        req = urllib.request.Request(self.base + path, headers={"Authorization": f"token {self.token}"})
+        with urllib.request.urlopen(req, timeout=timeout) as r:
+            return r.read().decode()
+
     def api(self, method: str, path: str, body: dict | None = None):
         req = urllib.request.Request(self.base + path, method=method,
                                      data=None if body is None else json.dumps(body).encode(),
@@ -178,6 +188,7 @@ def lab(tmp_path_factory):
     settings = json.loads(LAB_SETTINGS.read_text())
     settings.update(TEST_SETTINGS)
     (config / "labconfig" / "default_setting_overrides.json").write_text(json.dumps(settings))
+    write_server_config(config)  # HTML export and saving as scripts/lab.sh sets them up (helpers.course.export)
     env = {k: v for k, v in os.environ.items() if k != "COURSE_HEADLESS" and not k.startswith("JUPYTER")}
     env.update(JUPYTER_CONFIG_DIR=str(config), JUPYTER_DATA_DIR=str(data), JUPYTER_PATH=str(data),
                JUPYTER_RUNTIME_DIR=str(tmp / "runtime"), JUPYTERLAB_SETTINGS_DIR=str(tmp / "settings"),
@@ -490,6 +501,15 @@ def test_notebook_in_jupyterlab(path, lab, browser, capsys):
     # saved and reopened on a fresh kernel: the widgets come back from their saved state
     saved = _save(page, copy)
     assert not n_live or saved.get("metadata", {}).get("widgets"), "widget state was not saved with the notebook"
+    # a learner's saved notebook is small: each figure's data once, no plotly.js inside
+    saved_bytes = copy.stat().st_size
+    assert saved_bytes <= SIZE_LIMIT_BYTES, f"the saved notebook weighs {saved_bytes / 1e6:.2f} MB"
+    # JupyterLab's HTML export draws every figure outside widgets, with plotly.js once
+    exported = lab.get(f"/nbconvert/html/notebooks/{path.name}?download=false", timeout=120)
+    from plotly.offline import get_plotlyjs
+
+    assert exported.count("Plotly.newPlot(") == held, "a figure is missing from JupyterLab's HTML export"
+    assert exported.count(get_plotlyjs()[:120]) == (1 if held else 0), "plotly.js once a page"
     page.close()
     lab.close_sessions()
     page, errors = _open(browser, lab, path.name)
@@ -509,4 +529,4 @@ def test_notebook_in_jupyterlab(path, lab, browser, capsys):
     lab.close_sessions()
     with capsys.disabled():
         print(f"\n{path.stem}: ran in {ran_s:.0f} s in JupyterLab; changed {', '.join(changed) or 'no widget'}; "
-              f"screenshot {shot}")
+              f"saved {saved_bytes / 1e6:.2f} MB; screenshot {shot}")

@@ -147,6 +147,21 @@ def test_hooks_removed_after_success_and_failure(siglip2_tower):
     assert not any(m._forward_hooks or m._forward_pre_hooks for m in siglip2_tower.modules())
 
 
+def test_nan_pixels_are_named_before_the_tower_runs(siglip2_tower):
+    from helpers.engine.images import NonFinitePixelsError
+
+    x = _images(siglip2_tower.trunk.patch_embed.img_size, 3)
+    x[2, :, 4, 4] = float("nan")
+    calls = []
+    handle = siglip2_tower.trunk.patch_embed.register_forward_pre_hook(lambda *_: calls.append(1))
+    try:
+        with pytest.raises(NonFinitePixelsError, match=r"1 image .*: image 2 \(1 pixel: NaN\)"):
+            Decomposer(siglip2_tower)(x)
+    finally:
+        handle.remove()
+    assert not calls
+
+
 def test_model_info_of_a_siglip_tower(siglip2_tower):
     info = model_info(siglip2_tower)
     assert info.class_token is False and info.pooling == "map"

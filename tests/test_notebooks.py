@@ -11,7 +11,9 @@ import re
 
 import pytest
 
+from helpers.course.export import SIZE_LIMIT_BYTES
 from helpers.course.main_job import execute_notebook, notebook_paths, stderr_outputs
+from helpers.course.ui import PLOTLY_MIMETYPE
 from helpers.engine.models import DEFAULT_PRETRAINED, TWINS
 
 
@@ -91,6 +93,18 @@ def test_notebook_runs_and_records(path, tmp_path, monkeypatch):
     assert not unformatted, f"a sentence shows its template instead of its value: {unformatted[:3]}"
     html = (tmp_path / "html" / f"{path.stem}.html").read_text()
     assert "Plotly.newPlot" in html, "plotly figures must survive the export to static HTML"
+    # small notebooks: each figure's data once and no plotly.js inside; the HTML page draws every
+    # figure offline with one copy of plotly.js
+    executed = tmp_path / "notebooks" / path.name
+    size = executed.stat().st_size
+    assert size <= SIZE_LIMIT_BYTES, f"the executed notebook weighs {size / 1e6:.2f} MB"
+    outputs = [o for c in json.loads(executed.read_text())["cells"] for o in c.get("outputs", [])]
+    figures_held = sum(PLOTLY_MIMETYPE in o.get("data", {}) for o in outputs)
+    assert not any(PLOTLY_MIMETYPE in o.get("data", {}) and "text/html" in o["data"] for o in outputs)
+    assert html.count("Plotly.newPlot(") == figures_held, "a figure is missing from the HTML page"
+    from plotly.offline import get_plotlyjs
+
+    assert html.count(get_plotlyjs()[:120]) == (1 if figures_held else 0), "plotly.js once a page"
     assert figures, "the notebook recorded no figures"
     CHECKS[path.stem](figures)
 

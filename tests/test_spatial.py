@@ -323,6 +323,30 @@ def test_maps_figure_panels_and_mask():
         maps_figure(img, {"a": a}, mask=np.zeros((10, 10), bool))
 
 
+def test_figures_store_images_as_png_and_maps_as_float32():
+    """What keeps a notebook small: images as lossless PNG, map values as float32 (not float64)."""
+    import base64
+    import io
+    import json
+
+    from PIL import Image
+
+    from helpers.course.plots import maps_figure
+
+    img = _photo(64, 48)
+    a = torch.randn(8, 8, dtype=torch.float64)
+    fig = maps_figure(img, {"a": a}, mask=np.zeros((48, 64), bool))
+    shown = fig.data[2]
+    assert shown.type == "image" and shown.z is None and shown.source.startswith("data:image/png;base64,")
+    decoded = Image.open(io.BytesIO(base64.b64decode(shown.source.split(",", 1)[1])))
+    assert np.array_equal(np.asarray(decoded.convert("RGB")), np.asarray(img.convert("RGB")))  # lossless
+    heat = fig.data[3]
+    assert np.asarray(heat.z).dtype == np.float32
+    assert np.allclose(np.asarray(heat.z), a.numpy(), rtol=1e-6, atol=1e-7)
+    stored = json.loads(fig.to_json())["data"][3]["z"]
+    assert stored["dtype"] == "f4"  # travels as float32 typed array in the notebook
+
+
 def test_sample_photos_are_bundled_and_align_through_preprocess(model):
     from helpers.engine.images import SAMPLE_PHOTOS, sample_photos
 

@@ -56,6 +56,66 @@ def test_colab_counts_as_a_front_end_and_the_environment_overrides(monkeypatch):
 
 
 # ---------------------------------------------------------------------------------------------
+# plotly's renderer and Colab's widget manager
+# ---------------------------------------------------------------------------------------------
+
+
+def _fake_colab(monkeypatch):
+    """``google.colab`` as Colab's kernel has it imported, recording calls to its widget switch."""
+    calls = []
+    colab = types.ModuleType("google.colab")
+    colab.output = types.SimpleNamespace(enable_custom_widget_manager=lambda: calls.append("custom"))
+    monkeypatch.setitem(sys.modules, "google.colab", colab)
+    return calls
+
+
+def test_figures_are_written_once_as_plotly_data_outside_colab(monkeypatch):
+    import plotly.graph_objects as go
+    import plotly.io as pio
+
+    from helpers.course import ui
+
+    monkeypatch.setattr(pio.renderers, "default", pio.renderers.default)
+    monkeypatch.delitem(sys.modules, "google.colab", raising=False)
+    ui.setup_plotting()
+    assert pio.renderers.default == "plotly_mimetype"
+    bundle = pio.renderers._build_mime_bundle(go.Figure(go.Bar(y=[1, 2])).to_dict())
+    assert list(bundle) == [ui.PLOTLY_MIMETYPE]  # the data once: no HTML copy, no plotly.js
+
+
+@pytest.mark.parametrize("major, turned_on", [(7, False), (8, True)])
+def test_colab_gets_its_renderer_and_the_widget_manager_its_ipywidgets_needs(monkeypatch, major, turned_on):
+    import plotly.io as pio
+
+    from helpers.course import ui
+
+    monkeypatch.setattr(pio.renderers, "default", pio.renderers.default)
+    calls = _fake_colab(monkeypatch)
+    monkeypatch.setattr(ui, "_ipywidgets_major", lambda: major)
+    ui.setup_plotting()
+    assert pio.renderers.default == "colab"
+    assert calls == (["custom"] if turned_on else [])
+
+
+def test_widgets_display_without_repr_mimebundle_as_on_ipywidgets_7(monkeypatch):
+    """ipywidgets 7 displays a widget from ``_ipython_display_``: the bundle is built the same way."""
+    import ipywidgets as widgets
+
+    from helpers.course import ui
+
+    box = widgets.VBox([widgets.IntSlider()])
+    shown = []
+    monkeypatch.setattr(box, "_repr_mimebundle_", None)  # what ipywidgets 7's widgets lack
+    monkeypatch.setattr(box, "_handle_displayed", lambda **kw: shown.append(kw), raising=False)
+    bundle = ui._widget_bundle(box)
+    assert bundle == {"application/vnd.jupyter.widget-view+json": {
+        "version_major": 2, "version_minor": 0, "model_id": box.model_id}}
+    assert shown == [{}]  # the widget's display callbacks ran, as display() would run them
+    monkeypatch.undo()
+    assert ui._widget_bundle(box)["application/vnd.jupyter.widget-view+json"]["model_id"] == box.model_id
+
+
+# ---------------------------------------------------------------------------------------------
 # live(): shown once, redrawn on change
 # ---------------------------------------------------------------------------------------------
 

@@ -4,9 +4,10 @@
 
 For each ``notebooks/NN_*.ipynb`` it writes ``build/notebooks/NN_*.ipynb`` (executed),
 ``build/html/NN_*.html`` and ``build/figures/NN_*.json`` (the key figures the notebook
-recorded), printing one progress line per notebook and the total time. Exits non-zero if a
-notebook fails (the partly executed copy is still written, with the error in it). A notebook
-that writes to stderr (a warning, say) is flagged on its progress line.
+recorded), printing one progress line per notebook (with the executed notebook's size) and the
+total time. Exits non-zero if a notebook fails (the partly executed copy is still written, with
+the error in it). A notebook that writes to stderr (a warning, say), or that weighs more than
+:data:`helpers.course.export.SIZE_LIMIT_BYTES`, is flagged on its progress line.
 
 ``--learner`` runs the learner build instead (``notebooks/learner/``, exercises as stubs, into
 ``build/learner/``): every check then falls back to its reference solution.
@@ -54,12 +55,11 @@ def execute_notebook(path: Path, out_dir: Path, parameters: dict[str, Any] | Non
     pm.execute_notebook(str(path), str(executed), parameters=params, kernel_name=kernel,
                         cwd=str(path.parent), progress_bar=False, execution_timeout=timeout,
                         extra_arguments=["--IPKernelApp.log_level=ERROR"])
-    if html:
-        from nbconvert import HTMLExporter
+    if html:  # figures drawn offline, plotly.js once a page
+        from .export import to_html
 
         (out_dir / "html").mkdir(parents=True, exist_ok=True)
-        body, _ = HTMLExporter().from_filename(str(executed))
-        (out_dir / "html" / (path.stem + ".html")).write_text(body)
+        (out_dir / "html" / (path.stem + ".html")).write_text(to_html(executed))
     return json.loads(figures.read_text()) if figures.exists() else {}
 
 
@@ -83,6 +83,8 @@ def _parse_param(text: str) -> tuple[str, Any]:
 
 
 def main(argv: list[str] | None = None) -> int:
+    from .export import SIZE_LIMIT_BYTES
+
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--out", type=Path, default=ROOT / "build")
     ap.add_argument("--only", action="append", default=[], help="run notebooks whose name contains this")
@@ -108,15 +110,20 @@ def main(argv: list[str] | None = None) -> int:
         print(f"[{i}/{len(paths)}] {path.name} ...", flush=True)
         try:
             figs = execute_notebook(path, out, params, html=not args.no_html)
-            status = "ok"
+            size = (out / "notebooks" / path.name).stat().st_size
+            status = f"ok, {size / 1e6:.2f} MB"
             noisy = stderr_outputs(out / "notebooks" / path.name)
             if noisy:
                 status += f" (stderr output in cell {', '.join(str(i) for i, _ in noisy)})"
+            if size > SIZE_LIMIT_BYTES:
+                status += f" (over the {SIZE_LIMIT_BYTES / 1e6:.1f} MB a notebook may weigh)"
         except Exception as exc:  # report and go on with the other notebooks
             figs, status = {}, f"FAILED: {type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
             failed.append(path.name)
         dt = time.perf_counter() - t0
         summary[path.stem] = {"status": status, "seconds": round(dt, 1), "figures": figs}
+        if not status.startswith("FAILED"):
+            summary[path.stem]["bytes"] = size
         print(f"[{i}/{len(paths)}] {path.name}: {status} in {dt:.1f} s ({len(figs)} figures recorded)", flush=True)
     total = time.perf_counter() - t_all
     out.mkdir(parents=True, exist_ok=True)

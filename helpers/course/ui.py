@@ -11,6 +11,14 @@ in the executed notebook as ordinary outputs. :func:`headless` tells the two apa
   execute cells with ``allow_stdin`` set; nbclient, which papermill and nbconvert use, never
   does. Colab counts as a front end whatever it sends.
 
+Figures are written once, in plotly's own mimetype, which JupyterLab, Notebook 7 and VS Code
+render with the plotly.js their plotly extension serves; a saved notebook therefore holds each
+figure's data and nothing else. Colab renders each output in its own frame, so there a figure is
+HTML that loads plotly.js from plotly's CDN. The HTML export
+(:mod:`helpers.course.export`) draws the same figures from their data with one copy of plotly.js
+per page. Widgets work on ipywidgets 8 and on 7.7 (Colab's); in Colab the custom widget manager
+is turned on when the installed ipywidgets needs it (8 and later).
+
 The interactive path never uses an Output widget as a context manager: the function's outputs
 are captured in the kernel and handed to the Output widget in one assignment. A batch client
 that mimics Output widgets (nbclient) therefore never has to answer on the shell channel while
@@ -25,9 +33,11 @@ import os
 import sys
 from typing import Any, Callable
 
-__all__ = ["headless", "front_end", "in_colab", "setup_plotting", "live", "live_widget", "show", "RERUN_HINT"]
+__all__ = ["headless", "front_end", "in_colab", "setup_plotting", "live", "live_widget", "show", "RERUN_HINT",
+           "PLOTLY_MIMETYPE"]
 
 RERUN_HINT = "Interactive widget: run this cell to bring it back."
+PLOTLY_MIMETYPE = "application/vnd.plotly.v1+json"
 
 
 def in_colab() -> bool:
@@ -67,14 +77,31 @@ def headless() -> bool:
 
 
 def setup_plotting() -> None:
-    """Pick plotly renderers that show live and also survive export to static HTML."""
+    """Set plotly's renderer for where the notebook runs, and in Colab the widget manager.
+
+    * Colab: ``"colab"`` (each figure as HTML that loads plotly.js from plotly's CDN, since
+      every output is drawn in its own frame); with ipywidgets 8 or later, Colab's custom widget
+      manager is turned on (its built-in one speaks ipywidgets 7 only).
+    * elsewhere (JupyterLab, Notebook 7, VS Code, batch runs): ``"plotly_mimetype"``, each
+      figure's data once, drawn by the front end's plotly renderer. Nothing is embedded in the
+      notebook; the HTML export adds plotly.js once per page (:mod:`helpers.course.export`).
+    """
     import plotly.io as pio
 
     if in_colab():
         pio.renderers.default = "colab"
+        if _ipywidgets_major() >= 8:
+            from google.colab import output
+
+            output.enable_custom_widget_manager()
     else:
-        # the mimetype for JupyterLab / VS Code, plus an embedded plotly.js copy for HTML export
-        pio.renderers.default = "plotly_mimetype+notebook"
+        pio.renderers.default = "plotly_mimetype"
+
+
+def _ipywidgets_major() -> int:
+    import ipywidgets
+
+    return int(str(ipywidgets.__version__).split(".")[0])
 
 
 def show(fig: Any) -> None:
@@ -220,10 +247,24 @@ def live_widget(fn: Callable[..., Any], *, draw_now: bool = True, **controls: An
     return box
 
 
+def _widget_bundle(widget: Any) -> dict[str, Any]:
+    """The display bundle of ``widget`` (its view), on ipywidgets 8 and on 7 (which has no
+    ``_repr_mimebundle_``: it displays itself from ``_ipython_display_``)."""
+    own = getattr(widget, "_repr_mimebundle_", None)
+    if callable(own):
+        return own()
+    bundle = {"application/vnd.jupyter.widget-view+json": {
+        "version_major": 2, "version_minor": 0, "model_id": widget.model_id}}
+    displayed = getattr(widget, "_handle_displayed", None)  # ipywidgets 7: the widget's on_displayed callbacks
+    if callable(displayed):
+        displayed()
+    return bundle
+
+
 def _display_widget(widget: Any) -> None:
     """Display a widget whose plain-text form, shown where its state is gone, says how to get it back."""
     from IPython.display import display
 
-    bundle = widget._repr_mimebundle_()
+    bundle = _widget_bundle(widget)
     bundle["text/plain"] = RERUN_HINT
     display(bundle, raw=True)

@@ -4,6 +4,8 @@
 * :func:`to_batch` -- images through a ``preprocess`` into a ``[B, 3, H, W]`` tensor;
 * :func:`model_preprocess`, :func:`model_batch`, :func:`check_batch` -- the same with the
   model's own preprocessing, and the checks a preprocessed batch must pass;
+* :func:`check_finite` -- a clear error naming the images with NaN or infinite pixels, before
+  the model turns them into a decomposition full of NaN;
 * :func:`model_view` -- the resized, centre-cropped picture the model actually sees (the
   background for maps of non-square photos);
 * :func:`images_to_tensor` -- the synthetic world's ``uint8`` arrays straight to a batch;
@@ -26,6 +28,8 @@ __all__ = [
     "to_rgb",
     "to_batch",
     "check_batch",
+    "check_finite",
+    "NonFinitePixelsError",
     "model_preprocess",
     "model_batch",
     "model_view",
@@ -43,6 +47,55 @@ ImagesLike = Any
 """A preprocessed tensor ``[B, 3, H, W]`` (or ``[3, H, W]``), a PIL image / array, or a list of them."""
 
 
+class NonFinitePixelsError(ValueError):
+    """Images with NaN or infinite pixels: the error names which images and how many pixels."""
+
+
+def _describe_nonfinite(counts: Sequence[tuple[int, int, int, int]], what: str) -> str:
+    """The message for ``(index, n_pixels, n_nan, n_inf)`` of each image with non-finite values."""
+    def one(i: int, n: int, nan: int, inf: int) -> str:
+        kinds = " and ".join(k for k, c in (("NaN", nan), ("infinite", inf)) if c)
+        return f"{what} {i} ({n} pixel{'s' if n != 1 else ''}: {kinds})"
+
+    shown = ", ".join(one(*c) for c in counts[:8])
+    more = f" and {len(counts) - 8} more" if len(counts) > 8 else ""
+    total = sum(c[1] for c in counts)
+    return (f"{len(counts)} {what}{'s' if len(counts) != 1 else ''} with NaN or infinite pixel values "
+            f"({total} pixel{'s' if total != 1 else ''} in all): {shown}{more}. The model would turn them into an "
+            "embedding (and every term of its decomposition) full of NaN; fix or drop them first (a division by "
+            "zero when normalising, or a corrupt file, are the usual causes).")
+
+
+def _nonfinite_counts(values: np.ndarray, channel_axis: int | None) -> tuple[int, int, int] | None:
+    """``(pixels, NaN values, infinite values)`` of one image's array, or None when all are finite
+    (a pixel counts once however many of its channels are bad)."""
+    if not (np.issubdtype(values.dtype, np.floating) or np.issubdtype(values.dtype, np.complexfloating)):
+        return None
+    bad = ~np.isfinite(values)
+    if not bad.any():
+        return None
+    pixels = bad.any(channel_axis) if channel_axis is not None and values.ndim == 3 else bad
+    return int(pixels.sum()), int(np.isnan(values).sum()), int(np.isinf(values).sum())
+
+
+def check_finite(images: Tensor, what: str = "image", *, first: int = 0) -> Tensor:
+    """``images`` (a batch ``[B, 3, H, W]``) if every value is finite, else a
+    :class:`NonFinitePixelsError` that names each image with NaN or infinite pixels and how many.
+
+    Runs before the model does: a single NaN pixel makes the whole embedding NaN. Images are
+    numbered from ``first`` (a batch's position in its dataset, so the message names the items).
+    """
+    bad = ~torch.isfinite(images)
+    if not bool(bad.any()):
+        return images
+    per_pixel = bad.any(1) if images.ndim == 4 else bad
+    n_pixels = per_pixel.flatten(1).sum(1).tolist()
+    n_nan = torch.isnan(images).flatten(1).sum(1).tolist()
+    n_inf = torch.isinf(images).flatten(1).sum(1).tolist()
+    counts = [(first + i, int(n), int(a), int(b)) for i, (n, a, b) in enumerate(zip(n_pixels, n_nan, n_inf)) if n]
+    raise NonFinitePixelsError(_describe_nonfinite(counts, what))
+
+
 def to_rgb(image: Any, background: tuple[int, int, int] = (255, 255, 255)) -> Image.Image:
     """Convert a PIL image or an ``HxW`` / ``HxWxC`` uint8 array to an RGB PIL image.
 
@@ -52,6 +105,9 @@ def to_rgb(image: Any, background: tuple[int, int, int] = (255, 255, 255)) -> Im
     if isinstance(image, np.ndarray):
         arr = image
         if arr.dtype != np.uint8:
+            bad = _nonfinite_counts(arr, 2 if arr.ndim == 3 else None)
+            if bad is not None:
+                raise NonFinitePixelsError(_describe_nonfinite([(0, *bad)], "image"))
             if np.issubdtype(arr.dtype, np.floating) and arr.size and 0.0 <= arr.min() and arr.max() <= 1.0:
                 arr = (arr * 255).round().astype(np.uint8)
             else:
@@ -78,19 +134,31 @@ def to_batch(images: Sequence[Any] | torch.Tensor, preprocess: Callable[[Image.I
              device: str | torch.device = "cpu") -> torch.Tensor:
     """Preprocess a list of images (any PIL mode, or arrays) into a ``[B, 3, H, W]`` tensor.
 
-    A tensor is passed through (moved to ``device``) after a shape check.
+    A tensor is passed through (moved to ``device``) after a shape check. Images with NaN or
+    infinite pixels (float arrays, float ``"F"`` PIL images, tensors) are named in a
+    :class:`NonFinitePixelsError` before any is preprocessed.
     """
     if isinstance(images, torch.Tensor):
         if images.ndim == 3:
             images = images[None]
         if images.ndim != 4 or images.shape[1] != 3:
             raise ValueError(f"image tensors must be [B, 3, H, W], got {tuple(images.shape)}")
-        return images.to(device)
+        return check_finite(images).to(device)
     if isinstance(images, (Image.Image, np.ndarray)):
         images = [images]
     images = list(images)
     if not images:
         raise ValueError("empty list of images")
+    bad = []
+    for i, im in enumerate(images):
+        if isinstance(im, Image.Image) and im.mode in ("F", "I;16F"):
+            im = np.asarray(im)
+        if isinstance(im, np.ndarray):
+            counts = _nonfinite_counts(im, 2 if im.ndim == 3 else None)
+            if counts is not None:
+                bad.append((i, *counts))
+    if bad:
+        raise NonFinitePixelsError(_describe_nonfinite(bad, "image"))
     return torch.stack([preprocess(to_rgb(im)) for im in images]).to(device)
 
 
@@ -98,6 +166,7 @@ def check_batch(images: Any, size: tuple[int, int], *, allow_single: bool = Fals
     """``images`` if it is a preprocessed batch ``[B, 3, H, W]`` of ``size`` pixels, else a clear error.
 
     With ``allow_single`` one image ``[3, H, W]`` gets a batch axis; otherwise it is an error.
+    Images with NaN or infinite pixels are named (:func:`check_finite`).
     """
     if not isinstance(images, Tensor):
         raise TypeError(f"images must be a preprocessed tensor [B, 3, H, W]; got {type(images).__name__} "
@@ -118,7 +187,7 @@ def check_batch(images: Any, size: tuple[int, int], *, allow_single: bool = Fals
                          "PIL images to helpers that take them, which resize and centre-crop for you")
     if not torch.is_floating_point(images):
         raise TypeError(f"image tensors must be floating point (preprocessed), got {images.dtype}")
-    return images
+    return check_finite(images)
 
 
 def _tower(model: nn.Module) -> nn.Module:
@@ -205,6 +274,7 @@ def images_to_tensor(images: np.ndarray, model: nn.Module | None = None) -> Tens
 
     mean, std = open_clip.OPENAI_DATASET_MEAN, open_clip.OPENAI_DATASET_STD
     x = torch.from_numpy(np.ascontiguousarray(images)).permute(0, 3, 1, 2).float() / 255.0
+    check_finite(x)
     if model is not None:
         visual = _tower(model)
         cfg = getattr(visual, "preprocess_cfg", None) or {}

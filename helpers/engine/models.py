@@ -40,6 +40,8 @@ __all__ = [
     "DEFAULT_PRETRAINED",
     "SUPPORTED_DESCRIPTION",
     "OfflineError",
+    "CheckpointError",
+    "checkpoint_error",
     "UnsupportedModelError",
     "LoadedModel",
     "ModelInfo",
@@ -390,10 +392,133 @@ def _resolve_pretrained(name: str, pretrained: str, cache_dir: str | None) -> tu
     return path, overrides
 
 
+CHECKPOINT_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth", ".ckpt", ".npz", ".npy")
+"""File endings of checkpoints: a ``pretrained`` value with one of them (or a folder in it) is a path."""
+
+
+class CheckpointError(ValueError):
+    """A checkpoint file that cannot be read (damaged, truncated, not a checkpoint) or that does
+    not fit the architecture; the message names the file and what was expected."""
+
+    def __init__(self, message: str, path: str) -> None:
+        super().__init__(message)
+        self.path = path
+
+
+def _looks_like_path(pretrained: str) -> bool:
+    """Whether ``pretrained`` names a file rather than a tag (open_clip's tags hold no ``/``, ``.``
+    or ``~``)."""
+    seps = [s for s in (os.sep, os.altsep, "/") if s]
+    return (any(s in pretrained for s in seps) or pretrained.startswith(("~", "."))
+            or Path(pretrained).suffix.lower() in CHECKPOINT_SUFFIXES)
+
+
+def _checkpoint_file(pretrained: str) -> str:
+    """The checkpoint file ``pretrained`` names (``~`` expanded), or a ``FileNotFoundError`` that
+    says what is at that path instead."""
+    path = Path(pretrained).expanduser()
+    if path.is_file():
+        return str(path)
+    if path.is_dir():
+        found = sorted(p.name for p in path.iterdir() if p.suffix.lower() in CHECKPOINT_SUFFIXES)
+        hint = f"; checkpoints in it: {found}" if found else "; it holds no checkpoint file"
+        raise FileNotFoundError(f"The checkpoint {pretrained!r} is a folder, not a file{hint}.")
+    parent = path.parent
+    where = (f"no such file in {parent}" if parent.is_dir()
+             else f"its folder {parent} does not exist either")
+    raise FileNotFoundError(f"The checkpoint file {pretrained!r} does not exist ({where}). Pass the path of a "
+                            f"checkpoint file ({', '.join(CHECKPOINT_SUFFIXES[:4])}), an open_clip tag, or "
+                            f"pretrained={RANDOM_WEIGHTS!r} for an untrained model.")
+
+
+def _shape(shape: Any) -> str:
+    return "[" + ", ".join(str(int(n)) for n in shape) + "]"
+
+
+def _plural(n: int, word: str) -> str:
+    return f"{n} {word}{'' if n == 1 else 's'}"
+
+
+def _read_shapes(path: str) -> dict[str, tuple[int, ...]]:
+    """The names and shapes of the tensors in a checkpoint file, reading as little as possible
+    (a safetensors header; a torch file memory-mapped). Raises ``ValueError`` saying why the
+    file cannot be read as a checkpoint."""
+    size = os.path.getsize(path)
+    if path.endswith(".safetensors"):
+        from safetensors import safe_open
+
+        try:
+            with safe_open(path, "pt") as f:
+                return {k: tuple(f.get_slice(k).get_shape()) for k in f.keys()}
+        except Exception as exc:
+            raise ValueError(f"the file ({size:,} bytes) cannot be read as safetensors ({type(exc).__name__}: "
+                             f"{exc}); it may be truncated (an interrupted download or copy) or not a "
+                             "safetensors file: download or save it again") from exc
+    obj: Any = None
+    errors = []
+    for mmap in (True, False):  # a file saved by an old torch cannot be memory-mapped
+        try:
+            obj = torch.load(path, map_location="cpu", weights_only=True, mmap=mmap)
+            break
+        except Exception as exc:
+            errors.append(exc)
+    else:
+        exc = errors[-1]
+        raise ValueError(f"the file ({size:,} bytes) cannot be read by torch.load ({type(exc).__name__}: "
+                         f"{str(exc).splitlines()[0][:200] if str(exc) else ''}); it may be truncated or damaged, "
+                         "or not a torch checkpoint: download or save it again") from exc
+    if isinstance(obj, dict) and isinstance(obj.get("state_dict"), dict):
+        obj = obj["state_dict"]
+    if not isinstance(obj, dict) or not obj or not all(isinstance(v, torch.Tensor) for v in obj.values()):
+        what = (f"a dict whose entries are not all tensors ({_examples([repr(k) for k in obj])})"
+                if isinstance(obj, dict) and obj else f"a {type(obj).__name__}")
+        raise ValueError(f"the file holds {what}, not a state dict (a dict of tensors, or open_clip's training "
+                         "checkpoint with a 'state_dict' entry)")
+    return {k.removeprefix("module."): tuple(v.shape) for k, v in obj.items()}
+
+
+def _examples(items: list[str], n: int = 3) -> str:
+    return ", ".join(items[:n]) + (f" and {len(items) - n} more" if len(items) > n else "")
+
+
+def checkpoint_error(path: str, name: str, model: torch.nn.Module, exc: BaseException) -> CheckpointError:
+    """Why the checkpoint at ``path`` did not load into ``model`` (open_clip model ``name``): the
+    file cannot be read, or its tensors differ from what the model expects (which ones, and the
+    shapes on both sides)."""
+    expected = {k: tuple(v.shape) for k, v in model.state_dict().items()}
+    head = f"Could not load the checkpoint {path} into {name!r}"
+    want = (f"{name!r} expects a state dict of {_plural(len(expected), 'tensor')} "
+            f"(e.g. {_examples([f'{k} {_shape(v)}' for k, v in expected.items()], 2)})")
+    try:
+        found = _read_shapes(path)
+    except ValueError as err:
+        return CheckpointError(f"{head}: {err}. {want}.", path)
+    missing = [f"{k} {_shape(v)}" for k, v in expected.items() if k not in found]
+    extra = [f"{k} {_shape(v)}" for k, v in found.items() if k not in expected]
+    other = [f"{k} (the file has {_shape(found[k])}, {name!r} expects {_shape(v)})"
+             for k, v in expected.items() if k in found and found[k] != v]
+    problems = []
+    if other:
+        problems.append(f"{_plural(len(other), 'tensor')} with other shapes: {_examples(other)}")
+    if missing:
+        problems.append(f"{_plural(len(missing), 'tensor')} {name!r} needs missing from the file: "
+                        f"{_examples(missing)}")
+    if extra:
+        problems.append(f"{_plural(len(extra), 'tensor')} in the file that {name!r} does not have: "
+                        f"{_examples(extra)}")
+    if not problems:  # the tensors fit; something else went wrong
+        problems.append(f"{type(exc).__name__}: {str(exc)[:300]}")
+    return CheckpointError(
+        f"{head}; is it a checkpoint of this architecture? The file holds {_plural(len(found), 'tensor')}, "
+        f"{name!r} expects {len(expected)}: " + "; ".join(problems) + ".", path)
+
+
 def _offline_checkpoint(pretrained: str | None) -> str:
     """The shipped weights of :data:`DEFAULT_MODEL` for ``pretrained`` (a tag; ``None``: the
     default tag), or a checkpoint path."""
     tag = pretrained or DEFAULT_PRETRAINED
+    if pretrained and _looks_like_path(pretrained):
+        return _checkpoint_file(pretrained)
     path = offline_weights_path(tag)
     if path.is_file():
         return str(path)
@@ -487,9 +612,11 @@ def load_model(
             does not support (set False to load them anyway).
 
     Raises:
-        ValueError: unknown name or tag; no weights named for an open_clip model; a checkpoint
-            that does not fit the architecture.
-        FileNotFoundError: the offline default's shipped weights are missing.
+        ValueError: unknown name or tag; no weights named for an open_clip model.
+        CheckpointError: (a ``ValueError``) a checkpoint file that cannot be read or does not fit
+            the architecture; the message names the file and the tensors expected.
+        FileNotFoundError: a checkpoint path that does not exist; the offline default's shipped
+            weights are missing.
         UnsupportedModelError: unsupported image tower (when ``check_supported``).
         OfflineError: weights need a download and the network is unreachable.
     """
@@ -511,8 +638,8 @@ def load_model(
                  else "open_clip knows no pretrained tags for it")
         raise ValueError(f"No weights named for {name!r}: {known}. Pass pretrained={RANDOM_WEIGHTS!r} "
                          "for an untrained model, or the path of a checkpoint file.")
-    elif os.path.isfile(pretrained):
-        ckpt = pretrained
+    elif os.path.isfile(pretrained) or _looks_like_path(pretrained):
+        ckpt = _checkpoint_file(pretrained)
     else:
         ckpt, kwargs = _resolve_pretrained(name, pretrained, cache_dir)
     with _quiet_random_init():
@@ -521,9 +648,8 @@ def load_model(
     if ckpt is not None:
         try:
             open_clip.load_checkpoint(model, ckpt, strict=True)
-        except (RuntimeError, AssertionError, KeyError) as exc:
-            raise ValueError(f"Could not load the checkpoint {ckpt} into {name!r}; is it a checkpoint of this "
-                             f"architecture? ({type(exc).__name__}: {str(exc)[:300]})") from exc
+        except Exception as exc:  # damaged, not a checkpoint, or another architecture's: say which
+            raise checkpoint_error(ckpt, name, model, exc) from exc
         model.to(device)
     model.eval()
     tokenizer = _tokenizer(name, random_weights=pretrained == RANDOM_WEIGHTS)

@@ -13,6 +13,7 @@ from tqdm.auto import tqdm
 
 from ..engine.components import Components, DirectEffects
 from ..engine.decompose import Decomposer
+from ..engine.images import check_finite
 
 __all__ = ["ABLATION_SCALES", "DirectTerms", "AblationSet", "MEAN_ABLATION_PROTOCOLS", "mean_ablation_rows", "collect_terms", "cached_terms", "accuracy", "component_table", "variance_shares",
            "margin_contributions", "group_variance_share", "pattern_held", "variance_pattern_held",
@@ -208,8 +209,11 @@ def collect_terms(model: nn.Module, batches: Iterable[Tensor] | Tensor, *, heads
                                       "pool_mlp": [], "pool_heads": []}
     const = None
     bar = tqdm(total=total, desc="decomposing", unit="img", disable=not progress)
+    seen = 0
     for batch in batches:
         x = batch[0] if isinstance(batch, (tuple, list)) else batch
+        check_finite(x, first=seen)  # names the images by their place in the whole stream
+        seen += x.shape[0]
         d = dec(x.to(device), heads=heads, tokens=cls_self)
         parts["embed"].append(d.embed)
         parts["attn"].append(d.attn)
@@ -277,11 +281,16 @@ def cached_terms(model: nn.Module, dataset: Any, *, dataset_id: str, cache_dir: 
                weights=weights_fingerprint(model), dataset=dataset_id, preprocess=preprocess_id,
                heads=heads, cls_self=cls_self, dtype=str(_tower_param(dec).dtype))
 
+    position = {"next": 0}  # the dataset index of the next batch's first item, for error messages
+
     def source(start: int):
+        position["next"] = start
         return DataLoader(Subset(dataset, range(start, n)), batch_size=batch_size, shuffle=False)
 
     def compute(batch: Any) -> dict[str, Tensor]:
         x = batch[0] if isinstance(batch, (tuple, list)) else batch
+        check_finite(x, "dataset item", first=position["next"])  # the batches before it stay cached
+        position["next"] += x.shape[0]
         with torch.no_grad():
             d = dec(x.to(device), heads=heads, tokens=cls_self)
         out = {"embed": d.embed, "attn": d.attn, "mlp": d.mlp}
