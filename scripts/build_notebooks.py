@@ -1,15 +1,22 @@
 """Build the course notebooks from their sources notebooks/src/NN_*.py (percent format), twice.
 
-    python scripts/build_notebooks.py          # write both builds
-    python scripts/build_notebooks.py --check  # exit 1 if a notebook of either build is out of date
+    python scripts/build_notebooks.py          # write the three builds and the guide's generated parts
+    python scripts/build_notebooks.py --check  # exit 1 if anything it writes is out of date
 
-Two builds come from the same sources:
+Three builds come from the same sources:
 
 * the **full** build, ``notebooks/NN_*.ipynb``: every exercise holds its solution (what the
-  main job and the tests execute, and what an instructor presents);
+  main job and the tests execute);
 * the **learner** build, ``notebooks/learner/NN_*.ipynb``: every exercise's solution is
   replaced by a stub that raises ``NotImplementedError``, and the solution follows the
-  exercise in a collapsed ``<details>`` markdown cell.
+  exercise in a collapsed ``<details>`` markdown cell;
+* the **instructor** build, ``notebooks/instructor/NN_*.ipynb``: solutions in place, hints
+  open, the answer key of every prediction and discussion prompt shown, and a timing plan
+  after the header (each section's minutes, from :mod:`helpers.course.timing`).
+
+It also writes the generated parts of the instructor guide, ``notebooks/README.md`` (between
+``<!-- BEGIN name -->`` and ``<!-- END name -->`` lines): the agenda, whose times are the
+notebooks' computed core paths; the exercise table; the discussion prompts.
 
 Source format: jupytext's percent format (read with ``jupytext``; in JupyterLab with jupytext
 the sources open as notebooks, see ``jupytext.toml``): cells start with ``# %%`` (code) or
@@ -24,7 +31,21 @@ the sources open as notebooks, see ``jupytext.toml``): cells start with ``# %%``
   line ``Answer:``, then the answer, which is rendered collapsed;
 * ``# %% [markdown] tags=["hint"]``: a hint to the exercise cell that follows, rendered
   collapsed (``Hint 1``, ``Hint 2``: two levels, the second closer to the answer). Hints stand
-  right before their exercise, in both builds.
+  right before their exercise, in every build (open in the instructor's);
+* ``# %% [markdown] tags=["discuss"]``: a discussion prompt (before the ``## Going further``
+  heading) or an open-ended *going further* prompt (after it): the question, a line
+  ``Answer:``, a sample answer that only the instructor build shows.
+
+A notebook's **core path** ends at a markdown cell whose line reads ``## Going further``; its
+header's ``{{TIME}}`` becomes the computed minutes of both parts (:mod:`helpers.course.timing`).
+
+Code cells that only write generated prose (they call ``what_we_see`` or ``say`` and show no
+figure, table, widget or printed line) are marked as such: their source is hidden in
+JupyterLab (``jupyter.source_hidden``) and shown as a form in Colab (``cellView: "form"`` and a
+``#@title`` line), so a learner reads the text, not the f-strings.
+
+A markdown image ``![...](figures/NAME.svg)`` is embedded as a cell attachment (the file
+``notebooks/figures/NAME.svg``), so it shows offline, in Colab and in every build's folder.
 
 An exercise cell names what the learner does and what it costs, as jupytext cell metadata on
 its marker line::
@@ -41,17 +62,23 @@ rendered predictions), the substitutions and the stable cell ids; the format is 
 
 Substitutions: a line ``# {{SETUP}}`` becomes ``notebooks/src/_setup.py`` (the Colab/Binder/
 local set-up cell), ``{{REPO}}`` the GitHub ``owner/name`` in ``notebooks/src/REPO``,
-``{{NOTEBOOK}}`` the notebook's name, and ``{{EXERCISE_NOTE}}`` a sentence saying which build
-the reader has. In the learner build the Colab badge points at the learner copy.
+``{{NOTEBOOK}}`` the notebook's name, ``{{EXERCISE_NOTE}}`` a sentence saying which build the
+reader has, and ``{{TIME}}`` the computed minutes. The Colab link of each build points at its
+own copy.
 
-Cell ids are ``cNN-XX`` (``XX`` the cell's index in the source), the same in both builds; the
-learner build's solution cells are ``cNN-XX-solution`` after exercise cell ``XX``. Notebooks
-are written without outputs.
+Cell ids are ``cNN-XX`` (``XX`` the cell's index in the source), the same in every build; the
+learner build's solution cells are ``cNN-XX-solution`` after exercise cell ``XX``, the
+instructor build's timing plan ``cNN-XX-timing``, the exercise line ``cNN-XX-badge``. So a cell
+*id* names the same cell in every build, but cell *positions* differ (the learner build has a
+solution cell after each exercise): point learners at a section or an exercise number, not at
+"cell 14". Notebooks are written without outputs.
 """
 
 from __future__ import annotations
 
 import argparse
+import ast
+import base64
 import re
 import sys
 from dataclasses import dataclass
@@ -61,9 +88,18 @@ import jupytext
 import nbformat
 
 ROOT = Path(__file__).resolve().parent.parent
+if str(ROOT) not in sys.path:  # helpers.course.timing (no torch import)
+    sys.path.insert(0, str(ROOT))
+
+from helpers.course import timing  # noqa: E402
+
 SRC = ROOT / "notebooks" / "src"
 REPO_URL_FILE = SRC / "REPO"
+FIGURES = ROOT / "notebooks" / "figures"
+GUIDE = ROOT / "notebooks" / "README.md"
 LEARNER_DIR = "learner"
+INSTRUCTOR_DIR = "instructor"
+VARIANTS = ("full", "learner", "instructor")
 
 SOLUTION_START = "# --- solution ---"
 SOLUTION_END = "# --- end ---"
@@ -73,13 +109,19 @@ EXERCISE_NOTE = {
     "full": ("This is the **full** version: every exercise already holds its solution. Learners work in "
              "`notebooks/learner/`, where the exercises are stubs and the solutions are hidden."),
     "learner": ("This is the **learner** version: write the body of every function marked *Exercise* (it "
-                "raises `NotImplementedError` until you do), then run the check cell under it. A solution "
-                "is hidden under each exercise. Skipped an exercise? The check hands the next cells a "
-                "reference solution, so the notebook still runs."),
+                "raises `NotImplementedError` until you do), then run the check cell under it. Two hints and "
+                "a solution are hidden around each exercise. Skipped an exercise? The check hands the next "
+                "cells a reference solution, so the notebook still runs."),
+    "instructor": ("This is the **instructor** version: solutions in place, hints open, the answer key under "
+                   "every prediction and discussion prompt, and a timing plan below. Learners work in "
+                   "`notebooks/learner/`; present from this copy or the full one."),
 }
 
 
-ROLES = ("parameters", "exercise", "predict", "hint")
+ROLES = ("parameters", "exercise", "predict", "hint", "discuss")
+PROSE_CALLS = {"what_we_see", "say"}
+SHOWING_CALLS = {"display", "live", "print", "show", "maps_figure", "strip"}
+PROSE_TITLE = "#@title Generated from this run's numbers (the code only writes the text below)"
 KINDS = ("implement", "find", "decide")
 EXERCISE_KEYS = ("kind", "difficulty", "importance", "minutes")
 
@@ -92,7 +134,7 @@ def read_cells(text: str) -> list[nbformat.NotebookNode]:
         unknown = [t for t in tags if t not in ROLES]
         if unknown or len(tags) > 1:
             raise ValueError(f"cell {cell.source[:60]!r}: tags must be one of {ROLES}, got {tags}")
-        if role(cell) in ("predict", "hint") and cell.cell_type != "markdown":
+        if role(cell) in ("predict", "hint", "discuss") and cell.cell_type != "markdown":
             raise ValueError(f"a {role(cell)} cell is markdown: # %% [markdown] tags=[\"{role(cell)}\"] "
                              f"({cell.source[:60]!r})")
         if cell.cell_type == "code" and cell.metadata.get("title"):
@@ -176,8 +218,9 @@ def exercise_badge(ex: ExerciseCell) -> str | None:
     return " · ".join(parts)
 
 
-def render_hint(body: str, number: str, k: int) -> str:
-    return f"<details><summary>Hint {k} to exercise {number}</summary>\n\n{body.strip()}\n\n</details>"
+def render_hint(body: str, number: str, k: int, open_: bool = False) -> str:
+    return (f"<details{' open' if open_ else ''}><summary>Hint {k} to exercise {number}</summary>\n\n{body.strip()}"
+            "\n\n</details>")
 
 
 def walk(cells: list[nbformat.NotebookNode], notebook: int) -> list[tuple[nbformat.NotebookNode, ExerciseCell | None]]:
@@ -211,17 +254,68 @@ def walk(cells: list[nbformat.NotebookNode], notebook: int) -> list[tuple[nbform
     return out
 
 
-def render_predict(body: str) -> str:
+def _question_answer(body: str, what: str) -> tuple[str, str]:
     lines = body.splitlines()
     marks = [i for i, ln in enumerate(lines) if ln.strip() == ANSWER_LINE]
     if len(marks) != 1:
-        raise ValueError(f"a [predict] cell needs one line {ANSWER_LINE!r} between question and answer: {body[:80]!r}")
+        raise ValueError(f"a [{what}] cell needs one line {ANSWER_LINE!r} between question and answer: {body[:80]!r}")
     question = "\n".join(lines[:marks[0]]).strip()
     answer = "\n".join(lines[marks[0] + 1:]).strip()
     if not question or not answer:
-        raise ValueError(f"a [predict] cell needs a question and an answer: {body[:80]!r}")
+        raise ValueError(f"a [{what}] cell needs a question and an answer: {body[:80]!r}")
+    return question, answer
+
+
+def render_predict(body: str, variant: str = "full") -> str:
+    question, answer = _question_answer(body, "predict")
+    if variant == "instructor":
+        return f"**Predict, then run.** {question}\n\n**Answer key.** {answer}"
     return (f"**Predict, then run.** {question}\n\n<details><summary>Answer (open it after running the next "
             f"cell)</summary>\n\n{answer}\n\n</details>")
+
+
+def render_discuss(body: str, variant: str, further: bool) -> str:
+    question, answer = _question_answer(body, "discuss")
+    label = "Going further" if further else "Discuss"
+    if variant == "instructor":
+        return f"**{label}.** {question}\n\n**Sample answer.** {answer}"
+    return f"**{label}.** {question}"
+
+
+def prose_cell(source: str) -> bool:
+    """Whether a code cell only writes generated prose: it calls ``what_we_see`` or ``say`` and
+    nothing that shows a figure, a table, a widget or a printed line."""
+    try:
+        tree = ast.parse(source)
+    except SyntaxError:
+        return False
+    calls = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Call):
+            f = node.func
+            calls.add(f.id if isinstance(f, ast.Name) else f.attr if isinstance(f, ast.Attribute) else "")
+    return bool(calls & PROSE_CALLS) and not calls & SHOWING_CALLS and not any(c.startswith("check_") for c in calls)
+
+
+def hide_source(cell: nbformat.NotebookNode) -> None:
+    """Hide a generated-prose cell's code: collapsed in JupyterLab, a form in Colab."""
+    cell.metadata["jupyter"] = {"source_hidden": True}
+    cell.metadata["cellView"] = "form"
+    cell.source = f"{PROSE_TITLE}\n{cell.source}"
+
+
+def embed_figures(cell: nbformat.NotebookNode) -> None:
+    """``![alt](figures/NAME.svg)`` -> a cell attachment (shows offline and in Colab)."""
+    def attach(m: re.Match) -> str:
+        name = m.group(2)
+        path = FIGURES / name
+        if not path.exists():
+            raise ValueError(f"figure {path} not found")
+        mime = "image/svg+xml" if name.endswith(".svg") else "image/png"
+        cell.setdefault("attachments", {})[name] = {mime: base64.b64encode(path.read_bytes()).decode("ascii")}
+        return f"![{m.group(1)}](attachment:{name})"
+
+    cell.source = re.sub(r"!\[([^\]]*)\]\(figures/([\w.-]+)\)", attach, cell.source)
 
 
 def render_solution(ex: ExerciseCell) -> str:
@@ -232,10 +326,50 @@ def render_solution(ex: ExerciseCell) -> str:
 def source_text(src: Path, repo: str, variant: str) -> str:
     setup = (src.parent / "_setup.py").read_text().strip("\n")
     text = src.read_text().replace("# {{SETUP}}", setup)
-    if variant == "learner":
-        text = text.replace("/notebooks/{{NOTEBOOK}}.ipynb", f"/notebooks/{LEARNER_DIR}/{{{{NOTEBOOK}}}}.ipynb")
+    folder = {"learner": LEARNER_DIR, "instructor": INSTRUCTOR_DIR}.get(variant)
+    if folder:
+        text = text.replace("/notebooks/{{NOTEBOOK}}.ipynb", f"/notebooks/{folder}/{{{{NOTEBOOK}}}}.ipynb")
     return (text.replace("{{REPO}}", repo).replace("{{NOTEBOOK}}", src.stem)
             .replace("{{EXERCISE_NOTE}}", EXERCISE_NOTE[variant]))
+
+
+def notebook_timing(src: Path, repo: str = "owner/name") -> "timing.Timing":
+    """The computed minutes of one notebook (its full build, exercises with their minutes)."""
+    nb = _build(src, repo, "full", with_time=False)
+    exs = exercises(src, repo)
+    missing = [ex.number for ex in exs if ex.minutes is None]
+    if missing:
+        raise ValueError(f"{src.name}: exercises {missing} give no minutes")
+    return timing.estimate(nb.cells, {ex.number: ex.minutes for ex in exs})
+
+
+def timing_plan(nb: nbformat.NotebookNode, exs: list[ExerciseCell]) -> str:
+    """The instructor's timing plan: each section's minutes and the clock at its end."""
+    minutes = {ex.number: ex.minutes or 0 for ex in exs}
+    sections: list[tuple[str, list]] = [("Opening", [])]
+    for cell in nb.cells:
+        src = cell.source if isinstance(cell.source, str) else "".join(cell.source)
+        head = re.match(r"##\s+(.+)", src) if cell.cell_type == "markdown" else None
+        if head and "exercise-badge" not in cell.metadata.get("tags", []):
+            sections.append((head.group(1).strip(), []))
+        sections[-1][1].append(cell)
+    rows, clock, k = [], 0.0, 0
+    for title, cells in sections:
+        n = sum("exercise" in c.metadata.get("tags", []) for c in cells)
+        own = dict(list(minutes.items())[k:k + n])
+        k += n
+        part = timing.estimate(cells, own).core
+        if title.startswith("Going further"):
+            rows.append("| **Going further** (optional; homework or fast learners) | | |")
+        if not any(c.cell_type == "code" or "exercise" in c.metadata.get("tags", []) for c in cells) and \
+                part.reading + part.running < 0.5:
+            continue
+        span = part.reading + part.running + part.exercise_minutes
+        clock += span
+        ex = f" ({', '.join(own)})" if own else ""
+        rows.append(f"| {title}{ex} | {span:.0f} min | {clock:.0f} min |")
+    return ("**Timing plan** (instructor build only; from `helpers.course.timing`: reading, running cells and "
+            "the exercises' own minutes).\n\n| section | minutes | clock |\n|---|---|---|\n" + "\n".join(rows))
 
 
 def exercises(src: Path, repo: str = "owner/name") -> list[ExerciseCell]:
@@ -245,16 +379,27 @@ def exercises(src: Path, repo: str = "owner/name") -> list[ExerciseCell]:
 
 
 def build(src: Path, repo: str, variant: str = "full") -> nbformat.NotebookNode:
-    """One notebook of the ``"full"`` or the ``"learner"`` build."""
+    """One notebook of the ``"full"``, ``"learner"`` or ``"instructor"`` build."""
+    return _build(src, repo, variant, with_time=True)
+
+
+def _build(src: Path, repo: str, variant: str, with_time: bool) -> nbformat.NotebookNode:
     if variant not in EXERCISE_NOTE:
-        raise ValueError(f"variant must be 'full' or 'learner', got {variant!r}")
+        raise ValueError(f"variant must be one of {VARIANTS}, got {variant!r}")
     nb = nbformat.v4.new_notebook()
     nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
     nb.metadata["language_info"] = {"name": "python"}
-    for i, (cell, ex) in enumerate(walk(read_cells(source_text(src, repo, variant)), int(src.stem[:2]))):
+    text = source_text(src, repo, variant)
+    if with_time:
+        text = text.replace("{{TIME}}", timing.header_line(notebook_timing(src, repo)))
+    further = False
+    plan_after = None
+    for i, (cell, ex) in enumerate(walk(read_cells(text), int(src.stem[:2]))):
         cid = f"c{src.stem[:2]}-{i:02d}"
         extra = None
         kind = role(cell)
+        if cell.cell_type == "markdown" and any(ln.strip() == timing.GOING_FURTHER for ln in cell.source.splitlines()):
+            further = True
         first = kind == "hint" and cell.source == ex.hints[0] or kind == "exercise" and not ex.hints
         if first and exercise_badge(ex):  # the exercise's line goes above its hints and code
             header = nbformat.v4.new_markdown_cell(exercise_badge(ex))
@@ -262,15 +407,22 @@ def build(src: Path, repo: str, variant: str = "full") -> nbformat.NotebookNode:
             header["id"] = f"{cid}-badge"
             nb.cells.append(header)
         if kind == "hint":
-            new = nbformat.v4.new_markdown_cell(render_hint(cell.source, ex.number, ex.hints.index(cell.source) + 1))
+            new = nbformat.v4.new_markdown_cell(render_hint(cell.source, ex.number, ex.hints.index(cell.source) + 1,
+                                                            open_=variant == "instructor"))
             new.metadata["tags"] = ["hint"]
         elif kind == "predict":
-            new = nbformat.v4.new_markdown_cell(render_predict(cell.source))
+            new = nbformat.v4.new_markdown_cell(render_predict(cell.source, variant))
             new.metadata["tags"] = ["predict"]
+        elif kind == "discuss":
+            new = nbformat.v4.new_markdown_cell(render_discuss(cell.source, variant, further))
+            new.metadata["tags"] = ["discuss"]
         elif cell.cell_type == "markdown":
             new = nbformat.v4.new_markdown_cell(cell.source)
+            embed_figures(new)
+            if plan_after is None and "### Before you start" in cell.source:
+                plan_after = cid
         elif kind == "exercise":
-            new = nbformat.v4.new_code_cell(ex.full if variant == "full" else ex.stub)
+            new = nbformat.v4.new_code_cell(ex.stub if variant == "learner" else ex.full)
             new.metadata["tags"] = ["exercise"]
             if variant == "learner":
                 extra = nbformat.v4.new_markdown_cell(render_solution(ex))
@@ -280,16 +432,77 @@ def build(src: Path, repo: str, variant: str = "full") -> nbformat.NotebookNode:
             new = nbformat.v4.new_code_cell(cell.source)
             if kind == "parameters":
                 new.metadata["tags"] = ["parameters"]
+            elif prose_cell(cell.source):
+                hide_source(new)
         new["id"] = cid
         nb.cells.append(new)
         if extra is not None:
             nb.cells.append(extra)
+        if variant == "instructor" and plan_after == cid:
+            plan = nbformat.v4.new_markdown_cell("")
+            plan.metadata["tags"] = ["timing"]
+            plan["id"] = f"{cid}-timing"
+            nb.cells.append(plan)
+    if variant == "instructor":
+        for cell in nb.cells:
+            if "timing" in cell.metadata.get("tags", []):
+                cell.source = timing_plan(nb, exercises(src, repo))
     return nb
 
 
 def targets(src: Path) -> dict[str, Path]:
     nbdir = ROOT / "notebooks"
-    return {"full": nbdir / f"{src.stem}.ipynb", "learner": nbdir / LEARNER_DIR / f"{src.stem}.ipynb"}
+    return {"full": nbdir / f"{src.stem}.ipynb", "learner": nbdir / LEARNER_DIR / f"{src.stem}.ipynb",
+            "instructor": nbdir / INSTRUCTOR_DIR / f"{src.stem}.ipynb"}
+
+
+def title_of(src: Path) -> str:
+    """``"Notebook 1 · The image embedding is a sum"`` from the source's first heading."""
+    m = re.search(r"^# # (\d+) · (.+)$", src.read_text(), re.M)
+    if not m:
+        raise ValueError(f"{src.name}: no '# N · title' heading")
+    return f"Notebook {m.group(1)} · {m.group(2).strip()}"
+
+
+def guide_parts(sources: list[Path], repo: str) -> dict[str, str]:
+    """The generated parts of the instructor guide: ``agenda``, ``exercises``, ``discussion``."""
+    timings = {src.stem: notebook_timing(src, repo) for src in sources}
+    titles = {src.stem: title_of(src) for src in sources}
+    table, total = timing.agenda(timings, titles)
+    cores = ", ".join(f"{int(src.stem[:2])}: {timings[src.stem].core.total}" for src in sources)
+    further = ", ".join(f"{int(src.stem[:2])}: {timings[src.stem].further.total}" for src in sources)
+    agenda = (f"{table}\n\nIn all **{total // 60} h {total % 60:02d} min**. The core paths (minutes, from each "
+              f"notebook's header: {cores}) are computed by `helpers.course.timing` from the notebooks themselves, and "
+              f"this table is rewritten by `scripts/build_notebooks.py`; the *going further* parts ({further} min) "
+              "are homework.")
+    rows = ["| # | function | kind | difficulty | importance | minutes | part |", "|---|---|---|---|---|---|---|"]
+    disc = []
+    for src in sources:
+        exs = exercises(src, repo)
+        t = timings[src.stem]
+        for ex in exs:
+            part = "core" if ex.number in t.core.exercises else "going further"
+            rows.append(f"| {ex.number} | `{ex.function}` | {ex.kind} | {ex.difficulty} | {ex.importance} | "
+                        f"{ex.minutes} | {part} |")
+        further = False
+        qs = []
+        for cell in read_cells(source_text(src, repo, "full")):
+            if cell.cell_type == "markdown" and any(ln.strip() == timing.GOING_FURTHER for ln in cell.source.splitlines()):
+                further = True
+            if role(cell) == "discuss":
+                q, _ = _question_answer(cell.source, "discuss")
+                qs.append(f"* {'*(going further)* ' if further else ''}{' '.join(q.split())}")
+        disc.append(f"**{titles[src.stem]}.**\n" + "\n".join(qs))
+    return {"agenda": agenda, "exercises": "\n".join(rows), "discussion": "\n\n".join(disc)}
+
+
+def render_guide(text: str, parts: dict[str, str]) -> str:
+    for name, body in parts.items():
+        pat = re.compile(rf"(<!-- BEGIN {name} [^>]*-->\n).*?(\n<!-- END {name} -->)", re.S)
+        if not pat.search(text):
+            raise ValueError(f"notebooks/README.md has no '<!-- BEGIN {name} ... -->' ... '<!-- END {name} -->' block")
+        text = pat.sub(lambda m: m.group(1) + body + m.group(2), text)
+    return text
 
 
 def main() -> int:
@@ -298,7 +511,8 @@ def main() -> int:
     args = ap.parse_args()
     repo = REPO_URL_FILE.read_text().strip()
     stale = []
-    for src in sorted(SRC.glob("[0-9][0-9]_*.py")):
+    sources = sorted(SRC.glob("[0-9][0-9]_*.py"))
+    for src in sources:
         for variant, target in targets(src).items():
             text = nbformat.writes(build(src, repo, variant), version=4) + "\n"
             if args.check:
@@ -307,11 +521,16 @@ def main() -> int:
             else:
                 target.parent.mkdir(parents=True, exist_ok=True)
                 target.write_text(text)
+    guide = render_guide(GUIDE.read_text(), guide_parts(sources, repo))
     if args.check:
-        for variant_dir in (ROOT / "notebooks", ROOT / "notebooks" / LEARNER_DIR):
+        if GUIDE.read_text() != guide:
+            stale.append("README.md (its generated parts)")
+        for variant_dir in (ROOT / "notebooks", ROOT / "notebooks" / LEARNER_DIR, ROOT / "notebooks" / INSTRUCTOR_DIR):
             for nb in variant_dir.glob("[0-9][0-9]_*.ipynb"):
                 if not (SRC / f"{nb.stem}.py").exists():
                     stale.append(f"{nb.relative_to(ROOT / 'notebooks')} (no source)")
+    else:
+        GUIDE.write_text(guide)
     if stale:
         print("out of date (run python scripts/build_notebooks.py):", ", ".join(stale))
         return 1
