@@ -55,7 +55,9 @@ its marker line::
 ``kind``: ``implement`` (write a step from the idea in words), ``find`` (look something up with
 the course's tools) or ``decide`` (choose, then defend the choice); ``difficulty`` and
 ``importance`` 1-3; ``minutes`` the time a learner needs. The builds show them in a line above
-the exercise (:func:`exercise_badge`).
+the exercise (:func:`exercise_badge`). Exercises are numbered ``N.k`` in order of appearance
+unless the cell gives its ``number="N.k"`` (an exercise moved to the *going further* part keeps
+its number).
 
 What stays the course's own here is the two builds (learner stubs and hidden solutions, the
 rendered predictions), the substitutions and the stable cell ids; the format is jupytext's.
@@ -228,6 +230,7 @@ def walk(cells: list[nbformat.NotebookNode], notebook: int) -> list[tuple[nbform
     right before its exercise."""
     out: list[tuple[nbformat.NotebookNode, ExerciseCell | None]] = []
     pending: list[int] = []
+    seen: set[str] = set()
     k = 0
     for i, cell in enumerate(cells):
         kind = role(cell)
@@ -239,9 +242,13 @@ def walk(cells: list[nbformat.NotebookNode], notebook: int) -> list[tuple[nbform
             continue
         if kind == "exercise":
             k += 1
+            number = str(cell.metadata.get("number", f"{notebook}.{k}"))
+            if not re.fullmatch(rf"{notebook}\.\d+", number) or number in seen:
+                raise ValueError(f"exercise number {number!r}: must be {notebook}.<k> and unique in the notebook")
+            seen.add(number)
             if len(pending) > 2:
-                raise ValueError(f"exercise {notebook}.{k}: at most two hints, got {len(pending)}")
-            ex = split_exercise(cell.source, f"{notebook}.{k}", cell.metadata,
+                raise ValueError(f"exercise {number}: at most two hints, got {len(pending)}")
+            ex = split_exercise(cell.source, number, cell.metadata,
                                 tuple(out[j][0].source for j in pending))
             for j in pending:
                 out[j] = (out[j][0], ex)
@@ -498,10 +505,10 @@ def guide_parts(sources: list[Path], repo: str) -> dict[str, str]:
 
 def render_guide(text: str, parts: dict[str, str]) -> str:
     for name, body in parts.items():
-        pat = re.compile(rf"(<!-- BEGIN {name} [^>]*-->\n).*?(\n<!-- END {name} -->)", re.S)
+        pat = re.compile(rf"(<!-- BEGIN {name} [^>]*-->\n).*?(<!-- END {name} -->)", re.S)
         if not pat.search(text):
             raise ValueError(f"notebooks/README.md has no '<!-- BEGIN {name} ... -->' ... '<!-- END {name} -->' block")
-        text = pat.sub(lambda m: m.group(1) + body + m.group(2), text)
+        text = pat.sub(lambda m: m.group(1) + body + "\n" + m.group(2), text)
     return text
 
 

@@ -29,8 +29,8 @@ from typing import Any, Iterable, Sequence
 __all__ = ["WORDS_PER_MINUTE", "MINUTES_PER_CELL", "MINUTES_PER_PREDICTION", "MINUTES_PER_DISCUSSION",
            "CORE_LIMIT", "GOING_FURTHER", "Part", "Timing", "estimate", "header_line", "agenda", "words"]
 
-WORDS_PER_MINUTE = 150
-"""Reading speed for technical prose with formulas (a careful learner's pace)."""
+WORDS_PER_MINUTE = 180
+"""Reading speed for technical prose with formulas (a careful reader; plain prose is read faster)."""
 MINUTES_PER_CELL = 0.5
 """Running one code cell and reading its output."""
 MINUTES_PER_PREDICTION = 1.0

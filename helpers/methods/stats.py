@@ -29,7 +29,7 @@ import torch
 from torch import Tensor
 
 __all__ = ["Difference", "paired_bootstrap", "with_tolerance", "accuracy_tolerance", "segmentation_items",
-           "SEGMENTATION_STATISTICS", "per_image_correct"]
+           "SEGMENTATION_STATISTICS", "per_image_correct", "region_difference"]
 
 
 @dataclass(frozen=True)
@@ -143,6 +143,27 @@ def accuracy_tolerance(p: float, n: int, z: float = 2.0) -> float:
         raise ValueError(f"n must be positive, got {n}")
     p = min(max(float(p), 0.0), 1.0)
     return max(z * math.sqrt(2 * p * (1 - p) / n), 1.0 / n)
+
+
+def region_difference(values: Any, region: Any, *, z: float = 2.0, items: str = "patches") -> Difference:
+    """The mean of ``values`` inside ``region`` minus their mean outside it (same shape, e.g. a
+    head's patch map and the object's patches), known to within ``z`` standard errors of that
+    difference (Welch's: ``sqrt(var_in / n_in + var_out / n_out)``). With fewer than two items on a
+    side the interval is unbounded: nothing can be said."""
+    v = np.asarray(values, dtype=np.float64).reshape(-1)
+    r = np.asarray(region, dtype=bool).reshape(-1)
+    if v.shape != r.shape:
+        raise ValueError(f"values and region differ in size: {v.size} and {r.size}")
+    inside, outside = v[r], v[~r]
+    a = float(inside.mean()) if inside.size else float("nan")
+    b = float(outside.mean()) if outside.size else float("nan")
+    if inside.size < 2 or outside.size < 2:
+        return Difference(a, b, -math.inf, math.inf, f"too few {items} on one side", None, int(v.size))
+    se = math.sqrt(inside.var(ddof=1) / inside.size + outside.var(ddof=1) / outside.size)
+    d = a - b
+    return Difference(a, b, d - z * se, d + z * se,
+                      f"{z:g} standard errors over {inside.size} {items} inside and {outside.size} outside", None,
+                      int(v.size))
 
 
 def per_image_correct(embeddings: Tensor, classifier: Tensor, labels: Tensor) -> np.ndarray:

@@ -230,6 +230,8 @@ def _ablate_assess(answer: Any, ctx: dict) -> tuple[bool, str]:
     said = (f"ablating {', '.join(head_labels(heads))} moves the worst group from {pct(before.worst_group)} to "
             f"{pct(after.worst_group)} ({pts(gain)}) and the average by {pts(cost)}")
     rnd = ctx.get("random_worst")
+    if callable(rnd):  # random heads as many as the learner's, from the same layers
+        rnd = rnd(heads)
     if gain > tol and cost >= -AVERAGE_COST and (rnd is None or after.worst_group > rnd):
         auto = head_labels(ctx["auto"])
         return True, (f"a repair: {said}" + (f"; as many random heads reach {pct(rnd)} on average" if rnd is not None
@@ -262,7 +264,7 @@ def _ablate_cases() -> list[Case]:
 
     roles = [HeadRole(layer=l, head=h, property=p, purity=0.8) for (l, h), p in props.items()]
     ctx = {"roles": roles, "measure": measure, "before": measure([]), "auto": [(6, 0), (7, 0)], "n_worst": 150,
-           "random_worst": 0.56, "spurious": ("background",)}
+           "random_worst": lambda heads: 0.56, "spurious": ("background",)}
     return [Case("five heads, two about the background", (ctx,))]
 
 

@@ -293,7 +293,7 @@ def _range_assess(answer: Any, ctx: dict) -> tuple[bool, str]:
 
 def _range_cases() -> list[Case]:
     g = gen(640)
-    N, L, gh, gw, H = 40, 5, 4, 4, 8
+    N, gh, gw, H = 40, 4, 4, 8
     masks = torch.zeros(N, H, H, dtype=torch.bool)
     obj = torch.zeros(N, gh, gw, dtype=torch.float64)
     for i in range(N):

@@ -66,7 +66,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from .captions import CAPTION_FORMS, PLURALS, caption_token_count, class_prompts, parse_caption
+from .captions import CAPTION_FORMS, PLURALS, caption_token_count, class_prompts, parse_caption, value_named
 from .config import (
     BACKGROUNDS,
     COLOUR_RGB,
@@ -112,6 +112,7 @@ __all__ = [
     "SPLITS",
     "COLOUR_RGB",
     "CAPTION_FORMS",
+    "value_named",
     "WorldConfig",
     "WORLDS",
     "world_config",
