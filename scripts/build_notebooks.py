@@ -397,7 +397,7 @@ def _build(src: Path, repo: str, variant: str, with_time: bool) -> nbformat.Note
     nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
     nb.metadata["language_info"] = {"name": "python"}
     text = source_text(src, repo, variant)
-    if with_time:
+    if with_time and "{{TIME}}" in text:
         text = text.replace("{{TIME}}", timing.header_line(notebook_timing(src, repo)))
     further = False
     plan_after = None
@@ -451,9 +451,10 @@ def _build(src: Path, repo: str, variant: str, with_time: bool) -> nbformat.Note
             plan["id"] = f"{cid}-timing"
             nb.cells.append(plan)
     if variant == "instructor":
+        exs = exercises(src, repo)
         for cell in nb.cells:
             if "timing" in cell.metadata.get("tags", []):
-                cell.source = timing_plan(nb, exercises(src, repo))
+                cell.source = timing_plan(nb, exs) if all(ex.minutes for ex in exs) else ""
     return nb
 
 

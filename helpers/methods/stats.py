@@ -28,7 +28,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-__all__ = ["Difference", "paired_bootstrap", "with_tolerance", "accuracy_tolerance", "segmentation_items",
+__all__ = ["Difference", "paired_bootstrap", "with_tolerance", "widened", "accuracy_tolerance", "segmentation_items",
            "SEGMENTATION_STATISTICS", "per_image_correct", "region_difference"]
 
 
@@ -132,7 +132,16 @@ def with_tolerance(a: float, b: float, tolerance: float, basis: str = "") -> Dif
         raise ValueError(f"tolerance must be >= 0, got {tolerance}")
     a, b = float(a), float(b)
     d = a - b
-    return Difference(a, b, d - tolerance, d + tolerance, basis or f"a stated tolerance of {tolerance:g}")
+    return Difference(a, b, d - tolerance, d + tolerance, basis or f"a stated tolerance of {tolerance:.3g}")
+
+
+def widened(d: Difference, margin: float, why: str = "") -> Difference:
+    """``d`` with a stated practical margin: its interval widened by ``margin`` on both sides, so
+    that a difference counts only when it is both beyond the noise and larger than ``margin``."""
+    if not margin >= 0:
+        raise ValueError(f"margin must be >= 0, got {margin}")
+    note = why or f"differences under {margin:g} count as none"
+    return Difference(d.a, d.b, d.low - margin, d.high + margin, f"{d.basis}; {note}", d.level, d.n)
 
 
 def accuracy_tolerance(p: float, n: int, z: float = 2.0) -> float:

@@ -342,8 +342,8 @@ what_we_see(
                     f"Here the model classifies at chance level or below ({pct(baseline)}; chance "
                     f"{pct(1 / len(task.classes))}): with no accuracy to lose, the ablations cannot show which terms "
                     "the prediction reads.")),
-    f"Keeping only the last {kept} attention layer{'s' if kept > 1 else ''}, with everything else that writes "
-    "directly mean-ablated, keeps the accuracy within 5 points (exercise 2.3).",
+    f"Keeping {f'the last {kept} attention layers' if kept > 1 else 'only the last attention layer'}, with "
+    "everything else that writes directly mean-ablated, keeps the accuracy within 5 points (exercise 2.3).",
     provenance_reading(provenance(model), claim.held, pattern=pattern_words(rows)),
     title="What to take away",
 );

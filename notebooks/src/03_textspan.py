@@ -283,11 +283,10 @@ print("first texts:", " | ".join(text_pool.texts[j] for j in picked))
 # ## Browse the heads
 #
 # Pick a head: its texts with the variance each adds, the images that head alone finds most
-# similar to a query image (per-head nearest neighbours), and the images whose term from that
-# head points most along its first text (the head's mean over the images removed, so the
-# ranking is about what differs between images). The strips are ranked by this protocol's
-# score (cosine; the dot product under the paper's). On world scenes the captions say how many
-# of them really show what the text names.
+# similar to a query image (per-head nearest neighbours, ranked by this protocol's score:
+# cosine; the dot product under the paper's), and the images where the head writes most along
+# its first text (the largest component along it, the head's mean over the images removed). On
+# world scenes the second strip's title says how many of them really show what the text names.
 
 # %%
 thumb = 72
@@ -302,13 +301,17 @@ def strip(indices, title):
     fig.show()
 
 
+def article(word):
+    return "an" if word[0] in "aeiou" else "a"
+
+
 def shows(indices, text, prop):
     """How many of the images show the value `text` names (world scenes only), in words."""
     if not on_world or prop not in task.meta["scenes"].factors or world.value_named(text, prop) is None:
         return ""
     value = world.value_named(text, prop)
     hits = int((np.asarray(task.meta["scenes"].factors[prop])[np.asarray(indices)] == value).sum())
-    return f": {hits} of {len(indices)} show {world.FACTORS[prop][value]}"
+    return f" ({hits} of {len(indices)} show {article(world.FACTORS[prop][value])} {world.FACTORS[prop][value]})"
 
 
 def browse(head_label: str, query: int):
@@ -324,8 +327,9 @@ def browse(head_label: str, query: int):
     strip([query] + idx.tolist(), f"query image {query}, then its nearest neighbours for {r.label} "
                                   f"({neighbour_score})")
     t = encode_texts(model, tokenizer, [r.texts[0]])[0]
-    idx, _ = head_text_neighbours(neighbour_stack, h, t, k=7, centre=True, score=neighbour_score)
-    strip(idx.tolist(), f"images whose {r.label} term points most along '{r.texts[0]}'"
+    t = t / t.norm()  # the dot product with a unit text is the term's component along it
+    idx, _ = head_text_neighbours(stack, h, t, k=7, centre=True, score="dot")
+    strip(idx.tolist(), f"images where {r.label} writes most along '{r.texts[0]}'"
                         f"{shows(idx.tolist(), r.texts[0], r.text_properties[0])}")
 
 
@@ -698,8 +702,8 @@ figures["entanglement_across_heads_floor"] = across_floor
 top_prop, top_n = max(scores.heads_per_property.items(), key=lambda t: t[1])
 mixing = sum(k >= 2 for k in scores.properties_per_head)
 what_we_see(
-    f"Association {num(scores.association, 2)}: on average a head's role is shared by a share "
-    f"{num(scores.association, 2)} of its {n_texts} texts, over the {n_a} heads that have a role.",
+    f"Association {num(scores.association, 2)}: on average {num(scores.association, 2)} of a head's {n_texts} texts "
+    f"share its role, over the {n_a} heads that have a role.",
     f"Across-heads entanglement (CLIP-InterpreT) {num(scores.across_heads_entanglement, 2)}: two heads drawn at "
     f"random share their property with probability {num(scores.across_heads_entanglement, 2)}; {top_prop} alone has "
     f"{top_n} of the {n_a} heads. With the {n_p} properties found among the texts, no assignment of {n_a} heads "
@@ -762,7 +766,8 @@ what_we_see(
                                  what=f"neighbours that share the query's {best.property} (the head's role), over "
                                       "all queries", as_pct=True, digits=0,
                                  tolerance=accuracy_tolerance(role_agree["dot"].agreement["head"][best.property],
-                                                              len(task)))
+                                                              len(task)),
+                                 basis=f"two standard errors of a share over {len(task)} queries")
                          + f" Random images would share it {pct(role_agree['dot'].chance[best.property], 0)} of "
                          "the time.") if role_agree else "", ""),
 );

@@ -320,6 +320,8 @@ if test is not None:
 # chart after the check shows the answer.
 
 # %%
+from helpers.course.exercises.nb04 import check_best_layer
+
 if test is not None:
     x = world_batch(test)
     layer_maps = [own_class_maps(model, x, classifiers["colour"], test.factors["colour"], layers=[layer])
@@ -564,7 +566,8 @@ if test is not None and not pooled:
         m = head_direction_map(model, world_batch(test)[s:s + 1], r.layer, r.head, spans.directions[i, 0])[0]
         panels[f"{r.label}, {prop} head"] = m
         head_cover[prop] = map_coverage(m[None], truth_fg[s:s + 1])
-        on_patch = torch.nn.functional.adaptive_avg_pool2d(truth_fg[s][None, None].float(), tuple(m.shape))[0, 0] >= 0.5
+        # the patches the object touches (as mass_by_region counts them)
+        on_patch = torch.nn.functional.adaptive_max_pool2d(truth_fg[s][None, None].float(), tuple(m.shape))[0, 0] > 0
         head_region[prop] = region_difference(m.cpu().numpy(), on_patch.numpy())
     if panels:
         maps_figure(test.images[s], panels, mask=test.foreground[s],
@@ -576,7 +579,7 @@ if test is not None and not pooled:
             word = comparative(ev, "higher on the object than off it", "lower on the object than off it",
                                "about as high on the object as off it (within noise)")
             said.append(f"Along '{roles[picked_heads[prop]].texts[0]}', the {prop} head's map is {word}: mean "
-                        f"{inside} on the object's patches, {outside} off them ({ev.basis}).")
+                        f"{inside} on the patches the objects touch, {outside} off them ({ev.basis}).")
         what_we_see(*said, f"The scene shows \"{test.captions[s]}\".")
     figures["head_map_inside_vs_outside"] = {p: [c["mean inside"], c["mean outside"]] for p, c in head_cover.items()}
     figures["head_map_region_side"] = {p: e.side for p, e in head_region.items()}
@@ -643,8 +646,8 @@ if test is not None:
         f"texture, so neither text fits: the positive part of the map covers {pct(fit_all['kept'])} of the pixels "
         f"on average, while the objects cover {pct(fit_all['region'])}"
         + verdict(fit_all["mean inside"] <= fit_all["mean outside"],
-                  ", and the map is higher off the objects than on them "
-                  f"({num(fit_all['mean outside'])} vs {num(fit_all['mean inside'])}).", "."),
+                  ", and the map is higher off the objects than on them ("
+                  + " vs ".join(nums(fit_all["mean outside"], fit_all["mean inside"])) + ").", "."),
         "*Subtracting a background text also subtracts on the object.* The background maps above are "
         + ("as high on the object as on the background" if bg_on_object >= bg_on_background else
            "nearly as high on the object as on the background" if bg_on_object > bg_on_background / 2 else

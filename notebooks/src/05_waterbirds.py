@@ -95,7 +95,7 @@ from helpers.methods.spurious import (
     rank_heads,
     repair_ablation,
 )
-from helpers.methods.stats import accuracy_tolerance, with_tolerance
+from helpers.methods.stats import accuracy_tolerance, paired_bootstrap, with_tolerance
 from helpers.methods.textspan import textspan
 
 torch.manual_seed(seed)
@@ -255,6 +255,14 @@ def heads_to_ablate():
 from helpers.course.exercises.nb05 import check_choose_spurious_heads, check_heads_to_ablate, check_worst_group_accuracy
 
 n_worst = int(before.counts[before.worst_name])
+in_worst = torch.as_tensor(groups) == list(names).index(before.worst_name)  # the images of the worst group
+
+
+def worst_gain(heads):
+    """The worst group's accuracy after ablating `heads` minus before, paired over its images."""
+    right_after = (evaluate.predict(**repair(heads)) == labels)[in_worst].numpy()
+    right_before = (evaluate.predict() == labels)[in_worst].numpy()
+    return paired_bootstrap(right_after, right_before, items=f"images of the worst group ({before.worst_name})")
 
 
 def random_worst(heads):
@@ -266,7 +274,7 @@ def random_worst(heads):
 
 heads_to_ablate = check_heads_to_ablate(heads_to_ablate, roles=roles, measure=lambda heads: evaluate(**repair(heads)),
                                         before=before, auto=choose_heads(rank_heads(roles, spurious), min_score=min_score),
-                                        n_worst=n_worst, random_worst=random_worst, spurious=spurious)
+                                        gain=worst_gain, random_worst=random_worst, spurious=spurious)
 figures["decided_heads"] = [list(parse_head(h)) if isinstance(h, str) else list(h) for h in heads_to_ablate()]
 
 # %% [markdown]
@@ -324,7 +332,7 @@ figures["n_chosen"] = len(chosen)
 figures["head_scores"] = {s.label: s.score for s in ranking}
 decided = {tuple(h) for h in figures["decided_heads"]}
 print(f"{choose_spurious_heads.yours}: " + ("the same heads as the automatic choice" if set(chosen) == set(my_heads)
-                                            else "other heads than the automatic choice: compare your rule with the scores"))
+                                            else "other heads than the automatic choice: compare the rule with the scores"))
 print(f"{heads_to_ablate.yours} (exercise 5.3): " + ("the same heads" if decided == set(chosen) else
                                                      f"{', '.join(head_labels(sorted(decided))) or 'no head'}"))
 rest = [s for s in ranking if s.pair not in set(chosen)]
@@ -406,7 +414,8 @@ what_we_see(
     verdict(controls, compare(after.worst_group, figures["random_worst_mean"] or 0.0, "Ablating the chosen heads",
                               f"ablating as many random heads (mean of {len(controls)} draws)", what="the worst group",
                               as_pct=True, digits=1,
-                              tolerance=accuracy_tolerance(after.worst_group, int(after.counts[after.worst_name])))
+                              tolerance=accuracy_tolerance(after.worst_group, int(after.counts[after.worst_name])),
+                              basis="two standard errors of the worst group's accuracy")
             + f" {reach} of the {len(controls)} random draws reach the chosen heads' worst group.",
             "No head was chosen, so there is no repair and no random control."),
 );
@@ -484,9 +493,11 @@ what_we_see(
     "Classifier: " + verdict(openai_templates, "the 80 OpenAI templates", "the notebook's class prompts")
     + f", the same for every row; the notebook's own protocol is *{PROTOCOL_NAMES[repair_protocol]}*.",
     compare(by_paper.worst_group, by_heads.worst_group, "The paper's protocol", "heads only", what="the worst group",
-            as_pct=True, digits=1, tolerance=accuracy_tolerance(by_heads.worst_group, n_worst))
+            as_pct=True, digits=1, tolerance=accuracy_tolerance(by_heads.worst_group, n_worst),
+            basis="two standard errors of the worst group's accuracy")
     + " " + compare(by_paper.average, by_heads.average, "The paper's protocol", "heads only", what="the average",
-                    as_pct=True, digits=1, tolerance=accuracy_tolerance(by_heads.average, len(labels))),
+                    as_pct=True, digits=1, tolerance=accuracy_tolerance(by_heads.average, len(labels)),
+                    basis=f"two standard errors of an accuracy on {len(labels)} images"),
     f"The extra terms alone move the worst group by {pts(extra.worst_group - before.worst_group)} and the average by "
     f"{pts(extra.average - before.average)}"
     + verdict(chosen, f"; adding the chosen heads to them moves the worst group by a further "

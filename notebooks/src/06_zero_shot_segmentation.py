@@ -99,7 +99,7 @@ from helpers.methods.segmentation import (
     predicted_classes,
     segment,
 )
-from helpers.methods.stats import SEGMENTATION_STATISTICS, paired_bootstrap, segmentation_items
+from helpers.methods.stats import SEGMENTATION_STATISTICS, paired_bootstrap, segmentation_items, widened
 
 torch.manual_seed(seed)
 figures = Figures(record_to)
@@ -252,41 +252,45 @@ print(f"{postprocess.yours} vs helpers.methods.segmentation on the first 8 maps:
 #
 # The decomposition's map is a sum over layers, so the map of a layer range is the sum of its
 # per-layer maps. The cell below computes every layer's map once (`per_layer`, `[L, N, gh, gw]`,
-# on the first images); `layer_range_scores(first, last)` scores the segmenter that sums layers
-# `first..last` (the widget under *Going further* does the same with a slider). Find the range
-# `(first, last)` with the best mIoU.
+# on the first images) and the mIoU of the segmenter that sums each range of layers:
+# `range_miou[(first, last)]` (the widget under *Going further* shows the other scores too). Find
+# the range `(first, last)` with the best mIoU, and ask whether it is much better than all layers.
 
 # %%
+from helpers.course.exercises.nb06 import range_items
+
 L = model_info(model).n_layers
 sub = min(len(task), 200)
 per_layer = layer_maps(model, task.images[:sub].to(device), classifier).cpu()  # [L, N, gh, gw], one pass
+ranges = range_items(per_layer, task.masks[:sub])  # per-image intersections and unions of every range
+range_miou = {ab: SEGMENTATION_STATISTICS["mIoU"](parts) for ab, parts in ranges.items()}
 
 
 def layer_range_scores(first, last, threshold=0):
-    """Scores of the segmenter that sums layers first..last (threshold 0: each map's mean, the paper's rule)."""
+    """Every score of the segmenter that sums layers first..last (threshold 0: each map's mean)."""
     maps = per_layer[first:last + 1].sum(0)
     soft, hard = segment(maps, size, "mean" if threshold == 0 else threshold)
     return SegmentationScores().update(soft, hard, task.masks[:sub])
 
 
 # %% [markdown] tags=["hint"]
-# Try every pair `first <= last` in `range(L)` and keep the one with the largest
-# `layer_range_scores(first, last).miou`.
+# `range_miou` maps every pair `(first, last)` to its mIoU: the answer is the key with the
+# largest value.
 
 # %% [markdown] tags=["hint"]
-# `max(((a, b) for a in range(L) for b in range(a, L)), key=lambda ab: layer_range_scores(*ab).miou)`.
-# All layers, `(0, L - 1)`, is how the paper runs it, not necessarily the best.
+# `max(range_miou, key=range_miou.get)`. All layers, `(0, L - 1)`, is how the paper runs it, not
+# necessarily the best; the check says whether the difference is beyond the noise.
 
 # %% tags=["exercise"] kind="find" difficulty=2 importance=2 minutes=5 number="6.4"
 def best_layer_range():
     """The layer range (first, last), 0-based, whose summed map segments best (mIoU)."""
     # --- solution ---
-    return max(((a, b) for a in range(L) for b in range(a, L)), key=lambda ab: layer_range_scores(*ab).miou)
+    return max(range_miou, key=range_miou.get)
     # --- end ---
 
 
 # %%
-best_layer_range = check_best_layer_range(best_layer_range, per_layer=per_layer, masks=task.masks[:sub])
+best_layer_range = check_best_layer_range(best_layer_range, ranges=ranges)
 figures["best_layer_range"] = list(best_layer_range())
 
 # %% [markdown]
@@ -650,7 +654,7 @@ what_we_see(
 # mean (the paper's rule, slider at 0) or a fixed value.
 
 # %%
-from helpers.course.exercises.nb06 import range_items
+from helpers.course.exercises.nb06 import RANGE_MARGIN
 
 
 def explore(layers, threshold):
@@ -663,17 +667,17 @@ live(explore,
      layers=widgets.IntRangeSlider(value=(0, L - 1), min=0, max=L - 1, description="layers"),
      threshold=widgets.FloatSlider(value=0.0, min=0.0, max=0.95, step=0.05, description="threshold"))
 
-curve = {f"{a}-{L - 1}": layer_range_scores(a, L - 1, 0).miou for a in range(L)}
+curve = {f"{a}-{L - 1}": range_miou[(a, L - 1)] for a in range(L)}
 fig = go.Figure(go.Scatter(x=list(curve), y=list(curve.values()), mode="lines+markers"))
 fig.update_layout(title="Decomposition segmenter: mIoU when summing layers a..last", xaxis_title="layers",
                   yaxis_title="mIoU", yaxis_range=[0, 1], width=900, height=330)
 fig.show()
 figures["miou_by_first_layer"] = curve
-figures["miou_all_layers_subset"] = layer_range_scores(0, L - 1, 0).miou
+figures["miou_all_layers_subset"] = range_miou[(0, L - 1)]
 best_range = max(curve, key=curve.get)
-range_items_ = range_items(per_layer, task.masks[:sub])
 a0 = int(best_range.split("-")[0])
-range_gain = paired_bootstrap(range_items_[(a0, L - 1)], range_items_[(0, L - 1)], SEGMENTATION_STATISTICS["mIoU"])
+range_gain = widened(paired_bootstrap(ranges[(a0, L - 1)], ranges[(0, L - 1)], SEGMENTATION_STATISTICS["mIoU"]),
+                     RANGE_MARGIN)
 figures["best_first_layer_side"] = range_gain.side
 what_we_see(
     ("The last layer alone" if best_range == f"{L - 1}-{L - 1}" else f"Summing layers {best_range}")
@@ -682,7 +686,7 @@ what_we_see(
     + comparative(range_gain, "Dropping the early layers sharpens the map: they add mass off the object.",
                   "The early layers help the map.",
                   "The difference is within noise: the early layers cost the map little.")
-    + f" ({range_gain.basis})",
+    + f" ({range_gain.basis}.)",
 );
 # %% [markdown]
 # ### Reading the tables

@@ -163,8 +163,9 @@ def _keep_assess(answer, ctx: dict) -> tuple[bool, str]:  # noqa: ANN001
     a = int(answer)
     if not 1 <= a <= L:
         return False, f"the model has {L} attention layers: answer a number from 1 to {L}, got {a}."
-    kept = (f"keeping the last {a} attention layer{'s' if a > 1 else ''} (everything else that writes directly "
-            f"mean-ablated) gives {pct(curve[a - 1])}, {pts(curve[a - 1] - base)} from the baseline {pct(base)}")
+    which = f"the last {a} attention layers" if a > 1 else "only the last attention layer"
+    kept = (f"keeping {which} (everything else that writes directly mean-ablated) gives {pct(curve[a - 1])}, "
+            f"{pts(curve[a - 1] - base)} from the baseline {pct(base)}")
     if a == k:
         fewer = (f"; keeping {k - 1} gives {pct(curve[k - 2])} ({pts(curve[k - 2] - base)})" if k > 1 else "")
         return True, (f"yes: {kept}{fewer}. The prediction reads its direct input from these layers alone; "

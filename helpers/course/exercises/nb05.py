@@ -210,7 +210,6 @@ def _ablate_reference(ctx: dict) -> list[tuple[int, int]]:
 
 def _ablate_assess(answer: Any, ctx: dict) -> tuple[bool, str]:
     from ...engine.labels import head_labels
-    from ...methods.stats import accuracy_tolerance
     from ..narrative import pct, pts
 
     heads = _pairs(answer)
@@ -224,7 +223,7 @@ def _ablate_assess(answer: Any, ctx: dict) -> tuple[bool, str]:
         return False, "you chose no head: nothing is removed, so nothing is repaired."
     before, after = ctx["before"], ctx["measure"](heads)
     gain, cost = after.worst_group - before.worst_group, after.average - before.average
-    tol = accuracy_tolerance(before.worst_group, ctx["n_worst"])
+    evidence = ctx["gain"](heads)  # the worst group's gain, weighed against its noise
     roles = sorted({str(known[h].property) for h in heads})
     spurious = set(ctx["spurious"])
     said = (f"ablating {', '.join(head_labels(heads))} moves the worst group from {pct(before.worst_group)} to "
@@ -232,7 +231,7 @@ def _ablate_assess(answer: Any, ctx: dict) -> tuple[bool, str]:
     rnd = ctx.get("random_worst")
     if callable(rnd):  # random heads as many as the learner's, from the same layers
         rnd = rnd(heads)
-    if gain > tol and cost >= -AVERAGE_COST and (rnd is None or after.worst_group > rnd):
+    if evidence.side > 0 and cost >= -AVERAGE_COST and (rnd is None or after.worst_group > rnd):
         auto = head_labels(ctx["auto"])
         return True, (f"a repair: {said}" + (f"; as many random heads reach {pct(rnd)} on average" if rnd is not None
                                              else "")
@@ -243,9 +242,8 @@ def _ablate_assess(answer: Any, ctx: dict) -> tuple[bool, str]:
     if not set(roles) & spurious:
         return False, (f"the heads you chose are about {', '.join(roles)}, not the background: {said}. The cue to "
                        "remove is the one the worst group suffers from.")
-    return False, (f"{said}: not beyond the noise of the worst group ({pts(tol).lstrip('+')} on "
-                   f"{ctx['n_worst']} images)" + (f", or not above as many random heads ({pct(rnd)})" if rnd is not None
-                                                   else "") + ".")
+    return False, (f"{said}: not beyond the noise of the worst group ({evidence.basis})"
+                   + (f", or not above as many random heads ({pct(rnd)})" if rnd is not None else "") + ".")
 
 
 def _ablate_cases() -> list[Case]:
@@ -262,8 +260,13 @@ def _ablate_cases() -> list[Case]:
         a = sum(effect[h][1] for h in heads)
         return SimpleNamespace(worst_group=0.55 + w, average=0.85 + a)
 
+    def gain(heads):  # noqa: ANN001, ANN202
+        from ...methods.stats import with_tolerance
+
+        return with_tolerance(measure(heads).worst_group, measure([]).worst_group, 0.03, "a stated tolerance")
+
     roles = [HeadRole(layer=l, head=h, property=p, purity=0.8) for (l, h), p in props.items()]
-    ctx = {"roles": roles, "measure": measure, "before": measure([]), "auto": [(6, 0), (7, 0)], "n_worst": 150,
+    ctx = {"roles": roles, "measure": measure, "before": measure([]), "auto": [(6, 0), (7, 0)], "gain": gain,
            "random_worst": lambda heads: 0.56, "spurious": ("background",)}
     return [Case("five heads, two about the background", (ctx,))]
 
