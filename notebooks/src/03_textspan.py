@@ -148,6 +148,8 @@ display(table)
 pure = [r for r in roles if r.purity >= 0.6]
 print(f"{len(pure)} of {len(roles)} heads have purity >= 0.6:", ", ".join(f"{r.label} {r.property}" for r in pure))
 figures["n_heads"] = len(roles)
+figures["n_images"] = len(task)
+figures["head_dim"] = info.head_dim
 figures["heads_purity_ge_0.6"] = len(pure)
 figures["pure_head_roles"] = {r.label: r.property for r in pure}
 figures["role_purities"] = {r.label: r.purity for r in roles}
