@@ -356,8 +356,8 @@ def timing_plan(nb: nbformat.NotebookNode, exs: list[ExerciseCell]) -> str:
     sections: list[tuple[str, list]] = [("Opening", [])]
     for cell in nb.cells:
         src = cell.source if isinstance(cell.source, str) else "".join(cell.source)
-        head = re.match(r"##\s+(.+)", src) if cell.cell_type == "markdown" else None
-        if head and "exercise-badge" not in cell.metadata.get("tags", []):
+        head = re.match(r"#{2,3}\s+(.+)", src) if cell.cell_type == "markdown" else None
+        if head and "exercise-badge" not in cell.metadata.get("tags", []) and "Before you start" not in head.group(1):
             sections.append((head.group(1).strip(), []))
         sections[-1][1].append(cell)
     rows, clock, k = [], 0.0, 0
@@ -365,13 +365,12 @@ def timing_plan(nb: nbformat.NotebookNode, exs: list[ExerciseCell]) -> str:
         n = sum("exercise" in c.metadata.get("tags", []) for c in cells)
         own = dict(list(minutes.items())[k:k + n])
         k += n
-        part = timing.estimate(cells, own).core
+        t = timing.estimate(cells, own)
         if title.startswith("Going further"):
             rows.append("| **Going further** (optional; homework or fast learners) | | |")
-        if not any(c.cell_type == "code" or "exercise" in c.metadata.get("tags", []) for c in cells) and \
-                part.reading + part.running < 0.5:
+        span = sum(p.reading + p.running + p.exercise_minutes for p in (t.core, t.further))
+        if span < 0.5:
             continue
-        span = part.reading + part.running + part.exercise_minutes
         clock += span
         ex = f" ({', '.join(own)})" if own else ""
         rows.append(f"| {title}{ex} | {span:.0f} min | {clock:.0f} min |")
@@ -500,7 +499,8 @@ def guide_parts(sources: list[Path], repo: str) -> dict[str, str]:
             if role(cell) == "discuss":
                 q, _ = _question_answer(cell.source, "discuss")
                 qs.append(f"* {'*(going further)* ' if further else ''}{' '.join(q.split())}")
-        disc.append(f"**{titles[src.stem]}.**\n" + "\n".join(qs))
+        title = titles[src.stem]
+        disc.append(f"**{title}{'' if title.endswith(('?', '.')) else '.'}**\n" + "\n".join(qs))
     return {"agenda": agenda, "exercises": "\n".join(rows), "discussion": "\n\n".join(disc)}
 
 

@@ -150,6 +150,11 @@ def check_03(f):
     assert 0 <= f["neighbours_overlap_query"] <= 1 and 0 <= f["neighbours_overlap_all"] < 0.5, f
     agree = f["neighbours_role_agreement"]
     assert set(agree) == {"dot", "cosine"} and agree["cosine"] > agree["dot"], agree
+    # exercise 3.4: the head that carries shape, found against the world's true shapes, is a shape head
+    shape = f["shape_agreement"]
+    assert f["shape_head"] in shape and shape[f["shape_head"]] >= max(shape.values()) - 0.05, shape
+    assert shape[f["shape_head"]] >= 3 * f["shape_chance"]
+    assert f["claims"]["specialise"] == "held" and f["claims"]["same roles"] in ("held", "not held")
 
 
 CHECKS["03_textspan"] = check_03
@@ -188,6 +193,9 @@ def check_04(f):
     # a fixed contrastive pair fits its own scene better than the other scenes
     assert f["contrastive_iou"] < f["object_iou_colour"] and f["contrastive_iou_scene"] > f["contrastive_iou"]
     assert isinstance(f["topic_top_text_is_own_colour"], bool)
+    # exercise 4.3: the layer whose map alone localises best (within noise of the best)
+    per_layer = f["object_iou_colour_by_layer"]
+    assert 0 <= f["best_layer"] < f["n_layers"] and per_layer[f["best_layer"]] >= max(per_layer) - 0.05
 
 
 CHECKS["04_spatial_maps"] = check_04
@@ -295,6 +303,10 @@ def check_06(f):
     assert len(ratio["mean"]) == len(ratio["max"]) == len(lm["on"])
     assert all(1.0 <= a <= b for a, b in zip(ratio["mean"], ratio["max"]))
     assert max(ratio["max"]) < 5  # the notebook's reading: no outsized background tokens offline
+    # exercise 6.4: a layer range within noise (or a 0.01 margin) of the best; the all-layers map is one range
+    first, last = f["best_layer_range"]
+    assert 0 <= first <= last < len(f["miou_by_first_layer"])
+    assert f["leaders_said"]["one object"]["mIoU"].endswith(("leads", "within noise"))
     # the same comparisons on fresh scenes, with the helpers: tests/test_world_model.py
 
 
