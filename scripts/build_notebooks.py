@@ -44,8 +44,9 @@ figure, table, widget or printed line) are marked as such: their source is hidde
 JupyterLab (``jupyter.source_hidden``) and shown as a form in Colab (``cellView: "form"`` and a
 ``#@title`` line), so a learner reads the text, not the f-strings.
 
-A markdown image ``![...](figures/NAME.svg)`` is embedded as a cell attachment (the file
-``notebooks/figures/NAME.svg``), so it shows offline, in Colab and in every build's folder.
+A markdown image ``![...](figures/NAME.png)`` is embedded as a cell attachment (the file
+``notebooks/figures/NAME.png``, rendered from its SVG source by ``scripts/render_figures.py``), so
+it shows offline, in Colab and in every build's folder.
 
 An exercise cell names what the learner does and what it costs, as jupytext cell metadata on
 its marker line::
@@ -318,7 +319,10 @@ def embed_figures(cell: nbformat.NotebookNode) -> None:
         path = FIGURES / name
         if not path.exists():
             raise ValueError(f"figure {path} not found")
-        mime = "image/svg+xml" if name.endswith(".svg") else "image/png"
+        if not name.endswith((".png", ".jpg", ".jpeg")):
+            raise ValueError(f"figure {name}: embed a PNG (JupyterLab shows no SVG attachment); render it with "
+                             "python scripts/render_figures.py")
+        mime = "image/png" if name.endswith(".png") else "image/jpeg"
         cell.setdefault("attachments", {})[name] = {mime: base64.b64encode(path.read_bytes()).decode("ascii")}
         return f"![{m.group(1)}](attachment:{name})"
 

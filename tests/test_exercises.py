@@ -945,7 +945,7 @@ def test_learner_notebook_runs_with_its_stubs(src, tmp_path, monkeypatch):
 
 TOY_COURSE = '''# %% [markdown]
 # # 7 · Toy
-# ![a diagram](figures/residual_decomposition.svg)
+# ![a diagram](figures/residual_decomposition.png)
 #
 # {{EXERCISE_NOTE}}
 
@@ -1051,8 +1051,8 @@ def test_builder_numbers_times_and_renders_three_builds(tmp_path):
     assert not any("timing" in c.metadata.get("tags", []) for c in full.cells + learner.cells)
     # the diagram travels with the notebook, as an attachment
     head = full.cells[0]
-    assert "](attachment:residual_decomposition.svg)" in head.source
-    assert head.attachments["residual_decomposition.svg"]["image/svg+xml"]
+    assert "](attachment:residual_decomposition.png)" in head.source
+    assert head.attachments["residual_decomposition.png"]["image/png"]
     assert len({c["id"] for c in instr.cells}) == len(instr.cells)
 
 

@@ -27,3 +27,12 @@ def test_the_guide_uses_the_preset_and_tells_the_truth_about_cells():
     assert "notebooks/instructor/" in GUIDE and "--slides" in GUIDE
     assert "helpers/exercises.py" not in GUIDE and "# %% [exercise]" not in GUIDE  # the markup as it is now
     assert (ROOT / "notebooks" / "figures" / "residual_decomposition.svg").exists()
+
+
+def test_the_diagram_png_is_rendered_from_its_svg():
+    from PIL import Image
+
+    svg = (ROOT / "notebooks" / "figures" / "residual_decomposition.svg").read_text()
+    w, h = (float(v) for v in re.search(r'viewBox="0 0 ([\d.]+) ([\d.]+)"', svg).groups())
+    png = Image.open(ROOT / "notebooks" / "figures" / "residual_decomposition.png")
+    assert png.size == (int(2 * w), int(2 * h)), "re-render it: python scripts/render_figures.py"

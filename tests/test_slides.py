@@ -59,5 +59,5 @@ def test_notebook_1_has_the_diagram_for_its_deck():
     from pathlib import Path
 
     nb = json.loads((Path(__file__).resolve().parent.parent / "notebooks" / "01_residual_decomposition.ipynb").read_text())
-    attached = [c for c in nb["cells"] if "residual_decomposition.svg" in c.get("attachments", {})]
+    attached = [c for c in nb["cells"] if "residual_decomposition.png" in c.get("attachments", {})]
     assert attached and slide_types(nb)[nb["cells"].index(attached[0])] == "slide"

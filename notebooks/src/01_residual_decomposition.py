@@ -15,7 +15,7 @@
 # own vector in the joint space, and these plus one constant add up **exactly** to the
 # embedding: each is a *direct contribution*, what a layer writes straight into the output.
 #
-# ![The residual decomposition: the image goes through ln_pre and L blocks that each add their outputs to the residual stream; ln_post with its σ held fixed and the projection map every summand to its own direct term.](figures/residual_decomposition.svg)
+# ![The residual decomposition: the image goes through ln_pre and L blocks that each add their outputs to the residual stream; ln_post with its σ held fixed and the projection map every summand to its own direct term.](figures/residual_decomposition.png)
 #
 # The default model is the course's own small CLIP, trained on a synthetic world of shapes whose
 # ground truth we know (`data/models/MODEL_CARD.md`); the task is naming the objects' colour.
