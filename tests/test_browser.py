@@ -592,23 +592,31 @@ def test_learner_build_in_jupyterlab(path, lab, browser, capsys):
     cell.locator(".cm-content").click()
     page.keyboard.press("Control+A")
     page.keyboard.insert_text(WRONG_LINEARISE)
-    page.keyboard.press("Shift+Enter")  # runs the exercise, selects its check cell
-    page.wait_for_timeout(1000)
-    page.keyboard.press("Shift+Enter")  # runs the check
-    page.wait_for_timeout(1000)
+    page.keyboard.press("Escape")  # command mode, the edited cell selected
+    trace = []
+    # the exercise, its hidden solution (markdown), then its check: each run selects the next cell
+    for _ in range(3):
+        trace.append(nb.locator(".jp-Cell.jp-mod-active").first.inner_text()[:40])
+        _menu(page, "Run", "Run Selected Cell")
+        page.wait_for_timeout(1000)
+        _wait_idle(page, lab, UPDATE_LIMIT_S)
     seen = _wait_idle(page, lab, UPDATE_LIMIT_S)
     assert not seen, "\n".join(seen)
     wrong = nb.locator(".course-verdict-wrong")
     deadline = time.monotonic() + 30
     while not wrong.count() and time.monotonic() < deadline:
         page.wait_for_timeout(500)
-    assert wrong.count() == 1, "the wrong answer shows no failed verdict"
+    if wrong.count() != 1:
+        verdicts = nb.locator(".course-verdict").evaluate_all("els => els.map(e => e.className + ': ' + e.innerText)")
+        typed = cell.locator(".cm-content").inner_text()
+        raise AssertionError(f"the wrong answer shows no failed verdict; verdicts {verdicts}; the cell reads {typed!r}; "
+                             f"trace {trace}")
     text = wrong.first.inner_text()
     assert "\u2718 NOT YET" in text and "each piece divided by its own σ" in text and "one σ per image" in text, text
     box = wrong.first.bounding_box()
     column = wrong.first.evaluate("el => el.parentElement.getBoundingClientRect().width")
     assert box["width"] <= column + 1, "the verdict runs off its column"
-    check_cell = nb.locator(".jp-CodeCell").filter(has=wrong).first
+    check_cell = nb.locator(".jp-CodeCell:has(.course-verdict-wrong)").first
     assert "the reference linearise (standing in for yours: exercise 1.1 is not right yet)" in check_cell.inner_text()
     OUT_DIR.mkdir(parents=True, exist_ok=True)
     shot = OUT_DIR / "learner-01-wrong-answer.png"

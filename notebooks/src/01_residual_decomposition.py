@@ -194,7 +194,7 @@ linearise = check_linearise(linearise)
 if not pooled:
     mine = linearise(parts.pieces, parts.sigma, parts.gamma, parts.proj)
     theirs = d.components().data[:, :-1]  # embed, attn.0, mlp.0, ... (the last component is const)
-    print(f"{linearise.yours} vs the Decomposer's terms: largest difference {float((mine - theirs).abs().max()):.1e}")
+    say(f"{linearise.yours} vs the Decomposer's terms: largest difference {float((mine - theirs).abs().max()):.1e}")
 
 # %% [markdown]
 # ## Which layers write into the embedding directly?
@@ -318,7 +318,7 @@ def variance_share(group, embeddings):
 # %%
 variance_share = check_variance_share(variance_share)
 single = sum(shares[f"attn.{i}"] for i in range(L))
-print(f"all attention layers: {variance_share.yours} gives {variance_share(terms.attn, terms.embeddings()):.2f}, "
+say(f"all attention layers: {variance_share.yours} gives {variance_share(terms.attn, terms.embeddings()):.2f}, "
       f"helpers.methods.ablation {attn_share:.2f}; the single layers' shares add up to {single:.2f}")
 figures["variance_share_attn_single_sum"] = single
 
@@ -434,7 +434,7 @@ reassemble = check_reassemble(reassemble)
 if not pooled:
     rebuilt = reassemble(mine, parts.beta, parts.proj)
     gap = float((rebuilt - reference).abs().max())
-    print(f"{reassemble.yours} (on the terms of {linearise.yours}) vs encode_image: largest difference {gap:.1e}, "
+    say(f"{reassemble.yours} (on the terms of {linearise.yours}) vs encode_image: largest difference {gap:.1e}, "
           f"relative to the largest entry {gap / float(reference.abs().max()):.1e}")
 
 # %% [markdown]

@@ -141,7 +141,7 @@ def mean_ablate(components, ablate):
 mean_ablate = check_mean_ablate(mean_ablate)
 mlp_ids = [names.index(f"mlp.{i}") for i in range(L)]
 mine = mean_ablate(comps, mlp_ids)
-print(f"all MLPs mean-ablated by {mean_ablate.yours}: largest difference from DirectTerms.ablated "
+say(f"all MLPs mean-ablated by {mean_ablate.yours}: largest difference from DirectTerms.ablated "
       f"{float((mine - terms.ablated(mlps=range(L))).abs().max()):.1e}")
 
 # %% [markdown]
@@ -393,7 +393,7 @@ def zero_shot_accuracy(embeddings, classifier, labels):
 
 # %%
 zero_shot_accuracy = check_zero_shot_accuracy(zero_shot_accuracy)
-print(f"baseline: {zero_shot_accuracy.yours} gives {zero_shot_accuracy(terms.embeddings(), classifier, task.labels):.3f}, "
+say(f"baseline: {zero_shot_accuracy.yours} gives {zero_shot_accuracy(terms.embeddings(), classifier, task.labels):.3f}, "
       f"helpers.methods.ablation {baseline:.3f}; all MLPs mean-ablated (by {mean_ablate.yours}): "
       f"{zero_shot_accuracy(mine, classifier, task.labels):.3f}")
 

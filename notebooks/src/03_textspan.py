@@ -277,7 +277,7 @@ picked = []
 for _ in range(n_texts):
     j, C_left, R_left = textspan_step(C_left, R_left)
     picked.append(j)
-print(f"{n_texts} steps of {textspan_step.yours} (on the texts of {project_texts.yours}) picked {picked}; "
+say(f"{n_texts} steps of {textspan_step.yours} (on the texts of {project_texts.yours}) picked {picked}; "
       f"helpers.methods.textspan picked {result_num.indices[h].tolist()}")
 print("first texts:", " | ".join(text_pool.texts[j] for j in picked))
 
@@ -652,7 +652,7 @@ def role_and_purity(tags, ignore):
 # %%
 role_and_purity = check_role_and_purity(role_and_purity)
 n_agree = sum(role_and_purity(r.text_properties, ("other", "unknown")) == (r.property, r.purity) for r in roles)
-print(f"{role_and_purity.yours} agrees with helpers.methods.heads.head_roles for {n_agree} of {len(roles)} heads")
+say(f"{role_and_purity.yours} agrees with helpers.methods.heads.head_roles for {n_agree} of {len(roles)} heads")
 
 # %% [markdown]
 # ### Interpretability scores

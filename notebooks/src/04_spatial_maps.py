@@ -494,7 +494,7 @@ if not pooled:  # a class token's attention weights: not in an attention-pooled 
     u = spans.directions[ic, 0]
     mine = head_patch_map(head_data.attn, head_data.values, head_data.to_joint, head_data.bias, u, head_data.grid)
     theirs = head_direction_map(model, x0[None], hl, hc, u)[0]
-    print(f"{head_label(hl, hc)} along its first TextSpan direction, by {head_patch_map.yours}: largest difference "
+    say(f"{head_label(hl, hc)} along its first TextSpan direction, by {head_patch_map.yours}: largest difference "
           f"from head_direction_map {float((mine - theirs).abs().max()):.1e}")
 
 # %% [markdown]
@@ -688,7 +688,7 @@ if not pooled:
     mine = contrastive_head_map(head_data.attn, head_data.values, head_data.to_joint, head_data.bias, ta, tb,
                                 head_data.grid)
     theirs = contrastive_map(model, x0[None], text_a, text_b, [hl], [hc], tokenizer=tokenizer)[0]
-    print(f"'{text_a}' - '{text_b}' through {head_label(hl, hc)}, by {contrastive_head_map.yours}: largest "
+    say(f"'{text_a}' - '{text_b}' through {head_label(hl, hc)}, by {contrastive_head_map.yours}: largest "
           "difference from contrastive_map "
           f"{float((mine - theirs).abs().max()):.1e}")
 

@@ -319,7 +319,7 @@ def choose_spurious_heads(roles, properties, min_score):
 # %%
 choose_spurious_heads = check_choose_spurious_heads(choose_spurious_heads)
 my_heads = choose_spurious_heads(roles, spurious, min_score)
-print(f"{choose_spurious_heads.yours} chooses:", ", ".join(head_labels(my_heads)) or "no head")
+say(f"{choose_spurious_heads.yours} chooses: {', '.join(head_labels(my_heads)) or 'no head'}")
 
 # %%
 ranking = rank_heads(roles, spurious)
@@ -331,9 +331,9 @@ figures["chosen_heads"] = [list(p) for p in chosen]
 figures["n_chosen"] = len(chosen)
 figures["head_scores"] = {s.label: s.score for s in ranking}
 decided = {tuple(h) for h in figures["decided_heads"]}
-print(f"{choose_spurious_heads.yours}: " + ("the same heads as the automatic choice" if set(chosen) == set(my_heads)
+say(f"{choose_spurious_heads.yours}: " + ("the same heads as the automatic choice" if set(chosen) == set(my_heads)
                                             else "other heads than the automatic choice: compare the rule with the scores"))
-print(f"{heads_to_ablate.yours} (exercise 5.3): " + ("the same heads" if decided == set(chosen) else
+say(f"{heads_to_ablate.yours} (exercise 5.3): " + ("the same heads" if decided == set(chosen) else
                                                      f"{', '.join(head_labels(sorted(decided))) or 'no head'}"))
 rest = [s for s in ranking if s.pair not in set(chosen)]
 next_score = rest[0].score if rest else float("nan")
@@ -541,7 +541,7 @@ def worst_group_accuracy(pred, labels, groups):
 
 # %%
 worst_group_accuracy = check_worst_group_accuracy(worst_group_accuracy)
-print(f"worst group before: {worst_group_accuracy.yours} gives "
+say(f"worst group before: {worst_group_accuracy.yours} gives "
       f"{worst_group_accuracy(evaluate.predict(), labels, groups):.3f}, helpers.methods.spurious "
       f"{before.worst_group:.3f}; after ablating the chosen heads: "
       f"{worst_group_accuracy(evaluate.predict(**repair(chosen)), labels, groups):.3f} and {after.worst_group:.3f}")

@@ -245,7 +245,7 @@ from helpers.course.exercises.nb06 import (
 
 postprocess = check_postprocess(postprocess)
 gap = float((postprocess(soft_maps["decomposition"][:8].double(), size) - segment(soft_maps["decomposition"][:8], size)[0]).abs().max())
-print(f"{postprocess.yours} vs helpers.methods.segmentation on the first 8 maps: largest difference {gap:.1e}")
+say(f"{postprocess.yours} vs helpers.methods.segmentation on the first 8 maps: largest difference {gap:.1e}")
 
 # %% [markdown]
 # ## Exercise 6.4: which layers segment best?
