@@ -433,6 +433,8 @@ def best_head(prop):
 
 picked_heads = {prop: best_head(prop) for prop in ("colour", "background")}
 counts = {p: sum(r.property == p for r in roles) for p in sorted({r.property for r in roles if r.property})}
+
+# %%
 roles_text = what_we_see(
     f"Of the {len(roles)} heads of the last {min(span_layers, L)} layers, TextSpan's first texts make "
     + verdict(counts, ", ".join(f"{n} {p}" for p, n in sorted(counts.items(), key=lambda t: -t[1])) + " head(s).",
@@ -572,17 +574,20 @@ if test is not None and not pooled:
     if panels:
         maps_figure(test.images[s], panels, mask=test.foreground[s],
                     title="Which patches drive a head along its first TextSpan direction").show()
-        said = []
-        for prop, c in head_cover.items():
-            inside, outside = nums(c["mean inside"], c["mean outside"], digits=2)
-            ev = head_region[prop]
-            word = comparative(ev, "higher on the object than off it", "lower on the object than off it",
-                               "about as high on the object as off it (within noise)")
-            said.append(f"Along '{roles[picked_heads[prop]].texts[0]}', the {prop} head's map is {word}: mean "
-                        f"{inside} on the patches the objects touch, {outside} off them ({ev.basis}).")
-        what_we_see(*said, f"The scene shows \"{test.captions[s]}\".")
     figures["head_map_inside_vs_outside"] = {p: [c["mean inside"], c["mean outside"]] for p, c in head_cover.items()}
     figures["head_map_region_side"] = {p: e.side for p, e in head_region.items()}
+
+# %%
+if test is not None and not pooled and head_cover:
+    said = []
+    for prop, c in head_cover.items():
+        inside, outside = nums(c["mean inside"], c["mean outside"], digits=2)
+        ev = head_region[prop]
+        word = comparative(ev, "higher on the object than off it", "lower on the object than off it",
+                           "about as high on the object as off it (within noise)")
+        said.append(f"Along '{roles[picked_heads[prop]].texts[0]}', the {prop} head's map is {word}: mean "
+                    f"{inside} on the patches the objects touch, {outside} off them ({ev.basis}).")
+    what_we_see(*said, f"The scene shows \"{test.captions[s]}\".")
 
 # %% [markdown]
 # ### Topic segmentation and contrastive maps (CLIP-InterpreT)
@@ -605,8 +610,11 @@ if test is not None and not pooled:
     on_object = {t: map_coverage(topic[k][None], truth_fg[s:s + 1])["mean inside"] for k, t in enumerate(colour_texts)}
     top_text = max(on_object, key=on_object.get)
     figures["topic_top_text_is_own_colour"] = top_text == colour_texts[0]
+
+# %%
+if test is not None and not pooled:
     what_we_see(
-        "On the object, the texts' maps of this head rank: " + ranking(on_object) + " (mean over the object's pixels).",
+        "On the object, the texts' maps of this head rank, highest first: " + ranking(on_object) + " (mean over the object's pixels).",
         verdict(top_text == colour_texts[0],
                 f"The head's map is highest on the object for the scene's own colour ('{colour_texts[0]}'): it "
                 "tells which colour the object has, and where.",

@@ -183,6 +183,8 @@ figures["before_matched"], figures["before_mismatched"] = matched, mismatched
 n_half = sum(before.counts[g] for g in (names[1], names[2]))  # images on the other class's habitat
 habitat_evidence = with_tolerance(matched, mismatched, accuracy_tolerance((matched + mismatched) / 2, n_half),
                                   f"two standard errors of an accuracy on {n_half} images")
+
+# %%
 what_we_see(
     f"Average accuracy {pct(before.average)}; the worst group is *{before.worst_name}* at {pct(before.worst_group)}, "
     f"{100 * (before.average - before.worst_group):.1f} points below the average.",
@@ -338,6 +340,8 @@ say(f"{heads_to_ablate.yours} (exercise 5.3): " + ("the same heads" if decided =
 rest = [s for s in ranking if s.pair not in set(chosen)]
 next_score = rest[0].score if rest else float("nan")
 figures["next_score"] = next_score
+
+# %%
 what_we_see(
     verdict(chosen, f"{len(chosen)} of the {len(ranking)} heads of layers {layers[0]}–{layers[-1]} score at least "
                     f"{min_score}: " + ", ".join(f"{s.label} ({s.score:.2f}, role: {s.role})" for s in ranking
@@ -407,6 +411,8 @@ figures["worst_gain"] = after.worst_group - before.worst_group
 figures["average_change"] = after.average - before.average
 reach = sum(c.worst_group >= after.worst_group for c in controls)
 figures["random_reaching_chosen"] = reach
+
+# %%
 what_we_see(
     verdict(chosen, f"Ablating the {len(chosen)} chosen heads moves the worst group from {pct(before.worst_group)} to "
                     f"{pct(after.worst_group)} ({pts(after.worst_group - before.worst_group)}) and the average from "
@@ -489,6 +495,8 @@ by_heads, extra, by_paper = (proto[k] for k in list(proto)[1:])
 figures["protocols"] = {key: {"worst_group": m.worst_group, "average": m.average}
                         for key, m in zip(("heads", "paper_extra_only", "paper"), (by_heads, extra, by_paper))}
 openai_templates = dataset.startswith("waterbirds") and repair_protocol == "paper"
+
+# %%
 what_we_see(
     "Classifier: " + verdict(openai_templates, "the 80 OpenAI templates", "the notebook's class prompts")
     + f", the same for every row; the notebook's own protocol is *{PROTOCOL_NAMES[repair_protocol]}*.",

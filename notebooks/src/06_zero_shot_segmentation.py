@@ -185,6 +185,8 @@ figures["decomposition_vs_agnostic_miou_side"] = vs_agnostic.side
 figures["decomposition_vs_chefer_miou_side"] = evidence(items, "decomposition", "chefer", "mIoU").side
 lead_words = {"one object": {k: leads(r, items, k) for k in SCORES[:4]}}
 figures["leaders_said"] = lead_words
+
+# %%
 what_we_see(
     "Leaders, each weighed against the noise of 200 images: "
     + "; ".join(f"{k}: {lead_words['one object'][k]}" for k in SCORES[:4]) + ".",
@@ -430,6 +432,9 @@ if pairs_factor:
     leaders["two objects"] = {k: max(pair_results, key=lambda m: pair_results[m][k]) for k in SCORES[:4]}
     figures["leaders"] = leaders
     p, single = pair_results, results
+
+# %%
+if pairs_factor:
     pair_items = {m: segmentation_items(*segment(pair_maps[m], tuple(pairs.masks.shape[-2:])), pairs.masks)
                   for m in METHODS}
     lead_words["two objects"] = {k: leads(p, pair_items, k) for k in SCORES[:4]}
@@ -456,6 +461,10 @@ if pairs_factor:
                   "named one.",
                   "The paper's mAP separates the methods at least as much as object AP here."),
     )
+
+
+# %%
+if pairs_factor:
     names = list(pairs.prompts)
     for i in range(min(2, len(pairs))):
         panels = {m: segment(pair_maps[m][i:i + 1], tuple(pairs.masks.shape[-2:]))[0][0] for m in METHODS}
@@ -502,6 +511,8 @@ slowest_forward = min(forward_only, key=relative.get)
 faster_backward = [m for m in BACKWARD_METHODS if relative[m] >= 1]
 spread = max(max(s[m] for s in speed.values()) / min(s[m] for s in speed.values()) for m in METHODS)
 figures["timing_spread_between_tables"] = spread
+
+# %%
 what_we_see(
     "Speed relative to the decomposition, in the same table: with a backward pass "
     + ", ".join(f"{METHOD_NAMES[m]} {ratio(relative[m])}" for m in BACKWARD_METHODS)
@@ -597,6 +608,8 @@ if pairs_factor:
                             "attention does.",
                             "The class direction and the attention are within noise of each other on the named "
                             "object.")
+
+# %%
 what_we_see(
     f"One object: raw attention puts {pct(one['raw_attention'])} of its positive mass on the object's patches, "
     f"the decomposition {pct(one['decomposition'])}. "
@@ -637,6 +650,8 @@ figures["patch_norm_ratio"] = {"mean": norm_ratio.mean(1).tolist(), "max": norm_
 display(pd.DataFrame({"mean over images": norm_ratio.mean(1).numpy(), "worst image": norm_ratio.amax(1).numpy()},
                      index=[layer_label(i) for i in range(norm_ratio.shape[0])]).T.round(2))
 worst_layer = int(norm_ratio.amax(1).argmax())
+
+# %%
 what_we_see(
     f"The largest patch token stands at most {ratio(float(norm_ratio.max()))} the median one (after "
     f"{layer_label(worst_layer)}, on the worst image); after the last block, {ratio(float(norm_ratio[-1].mean()))} "
@@ -679,6 +694,8 @@ a0 = int(best_range.split("-")[0])
 range_gain = widened(paired_bootstrap(ranges[(a0, L - 1)], ranges[(0, L - 1)], SEGMENTATION_STATISTICS["mIoU"]),
                      RANGE_MARGIN)
 figures["best_first_layer_side"] = range_gain.side
+
+# %%
 what_we_see(
     ("The last layer alone" if best_range == f"{L - 1}-{L - 1}" else f"Summing layers {best_range}")
     + f" gives the highest mIoU of these ranges ({num(curve[best_range])}), against {num(curve[f'0-{L - 1}'])} "
