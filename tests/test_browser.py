@@ -16,6 +16,15 @@ and no prompt shows ``[*]``, then checks what the page shows:
   ``helpers.course.export.SIZE_LIMIT_BYTES`` (1.5 MB), and JupyterLab's own HTML export draws
   every figure with one copy of plotly.js (the server configured as ``scripts/lab.sh`` configures
   it: ``helpers.course.export.SERVER_CONFIG``).
+* generated prose shows as prose: no f-string source of a *What we see* cell is visible; the
+  parameters cell does not run off the right edge; no image is broken (offline, the Colab link is
+  text); notebook 3's log axis is labelled with the sizes tried, and its strip of images says how
+  many of them show what its text names.
+
+The learner build runs in the same JupyterLab (``test_learner_build_in_jupyterlab``): notebook 1 as
+shipped (every check shows *not done*), then a wrong answer typed into exercise 1.1, whose check
+must show a marked failure naming the concept and whose next line must say that the reference
+stands in for the learner's function.
 
 A screenshot per notebook lands in ``build/browser/`` (the path is printed). Chromium is
 Debian's (``apt-get install -y chromium fonts-liberation``; ``.ci/run`` installs it when
@@ -52,6 +61,7 @@ pytestmark = [pytest.mark.browser, pytest.mark.slow]
 
 ROOT = Path(__file__).resolve().parent.parent
 NOTEBOOKS = notebook_paths()
+LEARNER = notebook_paths(ROOT / "notebooks" / "learner")[:1]  # notebook 1 as learners get it
 CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
                   "--disable-background-networking", "--disable-component-update", "--disable-sync"]
 VIEWPORT = {"width": 1400, "height": 3000}  # tall, for the screenshots
@@ -174,6 +184,9 @@ def lab(tmp_path_factory):
     params = _browser_params()
     for path in NOTEBOOKS:
         _copy_notebook(path, work / "notebooks" / path.name, params)
+    (work / "notebooks" / "learner").mkdir()
+    for path in LEARNER:
+        _copy_notebook(path, work / "notebooks" / "learner" / path.name, params)
     # the kernel the notebooks name, "python3", is this environment's python by absolute path
     # (not resolved: a venv's python is a link whose target is outside the venv)
     data = tmp / "data"
@@ -247,9 +260,9 @@ def browser(lab, tmp_path_factory):
 
 @pytest.fixture(scope="module", autouse=True)
 def repository_notebooks_untouched():
-    before = {p: hashlib.sha256(p.read_bytes()).hexdigest() for p in NOTEBOOKS}
+    before = {p: hashlib.sha256(p.read_bytes()).hexdigest() for p in NOTEBOOKS + LEARNER}
     yield
-    after = {p: hashlib.sha256(p.read_bytes()).hexdigest() for p in NOTEBOOKS}
+    after = {p: hashlib.sha256(p.read_bytes()).hexdigest() for p in NOTEBOOKS + LEARNER}
     assert before == after, "the repository's notebooks changed while JupyterLab ran the copies"
 
 
@@ -417,6 +430,40 @@ def _change(page, kind: str, el) -> str:
     raise AssertionError(kind)
 
 
+VISIBLE_SOURCE_JS = """(nb, needle) => [...nb.querySelectorAll('.jp-CodeCell .cm-content')]
+  .filter(e => e.offsetParent !== null && e.textContent.includes(needle)).length"""
+
+BROKEN_IMAGES_JS = """nb => [...nb.querySelectorAll('.jp-RenderedMarkdown img, .jp-RenderedHTMLCommon img')]
+  .filter(i => !(i.complete && i.naturalWidth > 0)).map(i => i.alt || i.src.slice(0, 80))"""
+
+PARAMETERS_OVERFLOW_JS = """nb => [...nb.querySelectorAll('.jp-CodeCell')]
+  .filter(c => (c.querySelector('.cm-content') || {}).textContent?.includes('preset = "offline"'))
+  .map(c => { const s = c.querySelector('.cm-scroller'); return [s.scrollWidth, s.clientWidth]; })"""
+
+
+def _page_reads_as_prose(page, name: str) -> None:
+    """Generated prose shows as text, the parameters fit, no image is broken (see the module
+    docstring); notebook 3's axis and strip say what they show."""
+    nb = _nb(page)
+    shown = nb.evaluate(VISIBLE_SOURCE_JS, "what_we_see(")
+    assert shown == 0, f"{shown} cells show the f-string source of their generated prose"
+    for width, room in nb.evaluate(PARAMETERS_OVERFLOW_JS):
+        assert width <= room + 1, f"the parameters cell is {width} px wide in a {room} px editor"
+    page.wait_for_timeout(500)
+    broken = nb.evaluate(BROKEN_IMAGES_JS)
+    assert not broken, f"broken images: {broken}"
+    if name.startswith("03_"):
+        plots = nb.locator(".jp-RenderedPlotly")
+        ticks = None
+        for i in range(plots.count()):
+            if "Accuracy with the last" in " ".join(plots.nth(i).locator(".gtitle").all_text_contents()):
+                ticks = plots.nth(i).locator(".xtick text").all_text_contents()
+        assert ticks, "notebook 3's accuracy figure is missing"
+        assert all(re.fullmatch(r"\d+", t) for t in ticks) and ticks == sorted(ticks, key=int), ticks
+        titles = " ".join(nb.locator(".jp-RenderedPlotly .gtitle").all_text_contents())
+        assert re.search(r"writes most along '[^']+' \(\d of 7 show", titles), titles[:500]
+
+
 # ---------------------------------------------------------------------------------------------
 # the test
 # ---------------------------------------------------------------------------------------------
@@ -439,6 +486,7 @@ def test_notebook_in_jupyterlab(path, lab, browser, capsys):
     assert not seen, "error outputs or stderr while the notebook ran:\n" + "\n---\n".join(seen)
     prompts = _prompts(page)
     assert all(re.fullmatch(r"\[\d+\]:", p.strip()) for p in prompts), f"cells not run: {prompts}"
+    _page_reads_as_prose(page, path.name)
 
     # plotly: every figure a chart, inside the column
     nb = _nb(page)
@@ -530,3 +578,72 @@ def test_notebook_in_jupyterlab(path, lab, browser, capsys):
     with capsys.disabled():
         print(f"\n{path.stem}: ran in {ran_s:.0f} s in JupyterLab; changed {', '.join(changed) or 'no widget'}; "
               f"saved {saved_bytes / 1e6:.2f} MB; screenshot {shot}")
+
+
+WRONG_LINEARISE = '''def linearise(pieces, sigma, gamma, proj):
+    centred = pieces - pieces.mean(-1, keepdim=True)
+    own = centred.std(-1, unbiased=False, keepdim=True)  # each piece's own sigma
+    return (centred / own * gamma) @ proj
+'''
+
+
+@pytest.mark.parametrize("path", LEARNER, ids=lambda p: f"learner-{p.stem}")
+def test_learner_build_in_jupyterlab(path, lab, browser, capsys):
+    """The learner build as shipped (every check *not done*, the notebook runs to its end), then
+    one wrong answer typed into exercise 1.1: a marked failure that names the concept, and the
+    next line says that the reference stands in for the learner's function."""
+    lab.close_sessions()
+    name = f"learner/{path.name}"
+    page, errors = _open(browser, lab, name)
+    _menu(page, "Run", "Run All Cells")
+    page.wait_for_timeout(2000)
+    seen = _wait_idle(page, lab, RUN_LIMIT_S)
+    assert not seen and not _failures(page), "\n".join(seen + _failures(page))
+    nb = _nb(page)
+    n_ex = sum("exercise" in c.get("metadata", {}).get("tags", []) for c in json.loads(path.read_text())["cells"])
+    todo = nb.locator(".course-verdict-not-done")
+    assert todo.count() == n_ex, f"{todo.count()} 'not done' verdicts for {n_ex} exercises"
+    assert "\u2026 NOT DONE" in todo.first.inner_text()
+    assert nb.evaluate(VISIBLE_SOURCE_JS, "what_we_see(") == 0
+
+    # type a wrong answer into exercise 1.1 and run it and its check
+    cell = nb.locator(".jp-CodeCell").filter(has_text="def linearise(pieces, sigma, gamma, proj)").first
+    cell.scroll_into_view_if_needed()
+    cell.locator(".cm-content").click()
+    page.keyboard.press("Control+A")
+    page.keyboard.insert_text(WRONG_LINEARISE)
+    page.keyboard.press("Escape")  # command mode, the edited cell selected
+    trace = []
+    # the exercise, its hidden solution (markdown), then its check: each run selects the next cell
+    for _ in range(3):
+        trace.append(nb.locator(".jp-Cell.jp-mod-active").first.inner_text()[:40])
+        _menu(page, "Run", "Run Selected Cell")
+        page.wait_for_timeout(1000)
+        _wait_idle(page, lab, UPDATE_LIMIT_S)
+    seen = _wait_idle(page, lab, UPDATE_LIMIT_S)
+    assert not seen, "\n".join(seen)
+    wrong = nb.locator(".course-verdict-wrong")
+    deadline = time.monotonic() + 30
+    while not wrong.count() and time.monotonic() < deadline:
+        page.wait_for_timeout(500)
+    if wrong.count() != 1:
+        verdicts = nb.locator(".course-verdict").evaluate_all("els => els.map(e => e.className + ': ' + e.innerText)")
+        typed = cell.locator(".cm-content").inner_text()
+        raise AssertionError(f"the wrong answer shows no failed verdict; verdicts {verdicts}; the cell reads {typed!r}; "
+                             f"trace {trace}")
+    text = wrong.first.inner_text()
+    assert "\u2718 NOT YET" in text and "each piece divided by its own σ" in text and "one σ per image" in text, text
+    box = wrong.first.bounding_box()
+    column = wrong.first.evaluate("el => el.parentElement.getBoundingClientRect().width")
+    assert box["width"] <= column + 1, "the verdict runs off its column"
+    check_cell = nb.locator(".jp-CodeCell:has(.course-verdict-wrong)").first
+    assert "the reference linearise (standing in for yours: exercise 1.1 is not right yet)" in check_cell.inner_text()
+    OUT_DIR.mkdir(parents=True, exist_ok=True)
+    shot = OUT_DIR / "learner-01-wrong-answer.png"
+    wrong.first.evaluate("el => el.scrollIntoView({block: 'center'})")
+    page.screenshot(path=str(shot))
+    assert not errors.errors, "JavaScript errors:\n" + "\n".join(errors.errors)
+    page.close()
+    lab.close_sessions()
+    with capsys.disabled():
+        print(f"\nlearner {path.stem}: {n_ex} exercises not done, a wrong 1.1 diagnosed; screenshot {shot}")

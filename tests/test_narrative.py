@@ -2,6 +2,7 @@
 
 import math
 
+import numpy as np
 import pytest
 
 from helpers.course.narrative import bullets, compare, num, pct, pts, ranking, ratio, verdict, what_we_see
@@ -23,16 +24,68 @@ def test_formats():
 
 
 def test_compare_says_which_side_is_ahead():
-    s = compare(0.62, 0.64, "the decomposition", "rollout", what="mIoU")
-    assert s == "the decomposition does **not** beat rollout on mIoU (0.620 vs 0.640)."
-    assert compare(0.64, 0.62, "A", "B").startswith("A beats B")
+    s = compare(0.62, 0.64, "the decomposition", "rollout", what="mIoU", tolerance=0.005)
+    assert s.startswith("the decomposition does **not** beat rollout on mIoU (0.620 vs 0.640; difference "), s
+    assert "a stated tolerance of 0.005" in s
+    assert compare(0.64, 0.62, "A", "B", tolerance=0.005).startswith("A beats B")
     # lower is better (e.g. an error or a cost)
-    assert compare(0.1, 0.2, "A", "B", higher_is_better=False).startswith("A beats B")
-    assert compare(0.5, 0.5004, "A", "B", tie=0.001).startswith("A and B are level")
-    assert compare(0.93, 0.5, "A", "B", as_pct=True, digits=1).endswith("(93.0% vs 50.0%).")
+    assert compare(0.1, 0.2, "A", "B", higher_is_better=False, tolerance=0.01).startswith("A beats B")
+    assert compare(0.5, 0.5004, "A", "B", tie=0.001).startswith("A and B are within noise of each other")
+    assert compare(0.93, 0.5, "A", "B", as_pct=True, digits=1, tolerance=0.01).startswith("A beats B (93.0% vs 50.0%;")
+    with pytest.raises(TypeError, match="needs its evidence"):
+        compare(0.7, 0.6, "A", "B")
+
+
+def test_comparative_words_weigh_the_noise():
+    from helpers.course.narrative import WITHIN_NOISE, comparative, leader
+    from helpers.methods.stats import paired_bootstrap, with_tolerance
+
+    rng = np.random.default_rng(0)
+    base = rng.normal(size=200)
+    clear = paired_bootstrap(base + 0.5, base)  # the same items, one method clearly ahead
+    noisy = paired_bootstrap(base + 0.01 + rng.normal(scale=0.5, size=200), base)  # a small gap in much noise
+    assert clear.side == 1 and clear.n == 200 and "paired bootstrap over 200 images" in clear.basis
+    assert noisy.side == 0 and noisy.low < 0 < noisy.high
+    assert comparative(clear, "more tightly", "less tightly") == "more tightly"
+    assert comparative(noisy, "more tightly", "less tightly") == WITHIN_NOISE
+    assert comparative(paired_bootstrap(base, base + 0.5), "beats", "trails") == "trails"
+    assert comparative(with_tolerance(0.1, 0.2, 0.01), "beats", "trails", higher_is_better=False) == "beats"
+    # the sentence: 0.706 vs 0.689 on 200 images is not a win when the images disagree
+    assert "within noise" in compare(noisy.a, noisy.b, "A", "B", evidence=noisy)
+    assert "beats" in compare(clear.a, clear.b, "A", "B", evidence=clear)
+    # leaders: alone when ahead of every other beyond the noise, together otherwise
+    assert leader({"A": 0.9, "B": 0.5}, {"B": clear}) == "A (0.900) leads"
+    assert leader({"A": 0.707, "B": 0.706, "C": 0.2}, {"B": noisy, "C": clear}) == \
+        "A (0.707) and B (0.706) lead together, within noise"
+
+
+def test_a_claim_is_judged_once():
+    from helpers.course.narrative import Claim
+    from helpers.methods.stats import with_tolerance
+
+    roles = Claim.share("the two spans name the same roles", 15, 16, at_least=0.9, unit="heads")
+    assert roles.held and str(roles) == ("*the two spans name the same roles* **held** (15 of 16 heads; the claim "
+                                         "asks for at least 90%)")
+    assert not Claim.share("x", 15, 16, at_least=1.0).held and "did **not** hold" in str(Claim.share("x", 1, 2, 1.0))
+    assert Claim("close", with_tolerance(0.5, 0.49, 0.02)).status == "within noise"
+    assert "not settled (within noise)" in str(Claim("close", with_tolerance(0.5, 0.49, 0.02)))
+
+
+def test_numbers_are_written_alike_and_add_up_as_shown():
+    from helpers.course.narrative import nums, provenance_phrase, shown_sum
+
+    assert nums(-2.23e-4, -0.002) == ["\u22122.23e\u221204", "\u22122.00e\u221203"]  # one notation for both
+    assert nums(0.5, 0.25) == ["0.50", "0.25"]
+    # 1 - attention - rest = covariance, as shown: the shown numbers add up
+    attn, rest = 1.0649, 0.0251
+    shown = shown_sum(1.0, [attn, rest, 1 - attn - rest])
+    assert shown[:2] == ["1.06", "0.03"]
+    assert float(shown[2].replace("\u2212", "-")) == pytest.approx(1 - 1.06 - 0.03)
+    assert "penalty" in provenance_phrase("shaped") and "web" in provenance_phrase("web")
 
 
 def test_ranking_and_verdict():
+    assert ranking({"a": 0.7071, "b": 0.7068}) == "a (0.707) = b (0.707)"  # equal as shown
     r = ranking({"decomposition": 0.62, "rollout": 0.64, "raw attention": 0.62})
     assert r.startswith("rollout (0.640) > ")
     assert "decomposition (0.620) = raw attention (0.620)" in r or "raw attention (0.620) = decomposition (0.620)" in r

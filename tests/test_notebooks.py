@@ -33,6 +33,7 @@ def check_01(f):
     assert 0 <= f["variance_share_rest"] < 0.2
     if f["variance_share_attn"] > 1:
         assert 1 - f["variance_share_attn"] - f["variance_share_rest"] < 0
+    assert f["last_layers_for_half"] >= 1  # exercise 1.4, checked against the same terms in the notebook
 
 
 def check_02(f):
@@ -65,6 +66,9 @@ def check_02(f):
     assert twin["pattern_held"] is pattern_held(twin["rows"])
     # the shipped twin does not show the pattern (MODEL_CARD.md): the side-by-side is a contrast
     assert twin["pattern_held"] is False and twin["cumulative_flat_layers"] < f["cumulative_flat_layers"]
+    # the claims as stated, judged once with their noise
+    assert f["pattern_claim"] == "held" and twin["pattern_claim"] == "not held"
+    assert 1 <= f["layers_to_keep"] <= f["n_layers"]
     assert len(twin["cumulative_from_first"]) == f["n_layers"] and 0 <= twin["cumulative_flat_layers"] <= f["n_layers"]
 
 
@@ -76,6 +80,7 @@ def test_every_notebook_is_checked():
     assert names, "no notebooks found"
     missing = names - set(CHECKS)
     assert not missing, f"notebooks without checks on their recorded figures: {sorted(missing)}"
+    assert not names - set(SAID), f"notebooks without checks on their sentences: {sorted(names - set(SAID))}"
 
 
 @pytest.mark.slow
@@ -91,6 +96,8 @@ def test_notebook_runs_and_records(path, tmp_path, monkeypatch):
                         for o in c.get("outputs", []) if o.get("output_type") != "error"])
     unformatted = re.findall(r"\{(?:num|pct|pts|ratio|compare|verdict)\([^}]{0,60}", shown)
     assert not unformatted, f"a sentence shows its template instead of its value: {unformatted[:3]}"
+    said = "\n".join("".join(o.get("data", {}).get("text/markdown", "")) for c in json.loads(
+        (tmp_path / "notebooks" / path.name).read_text())["cells"] for o in c.get("outputs", []))
     html = (tmp_path / "html" / f"{path.stem}.html").read_text()
     assert "Plotly.newPlot" in html, "plotly figures must survive the export to static HTML"
     # small notebooks: each figure's data once and no plotly.js inside; the HTML page draws every
@@ -107,6 +114,7 @@ def test_notebook_runs_and_records(path, tmp_path, monkeypatch):
     assert html.count(get_plotlyjs()[:120]) == (1 if figures_held else 0), "plotly.js once a page"
     assert figures, "the notebook recorded no figures"
     CHECKS[path.stem](figures)
+    SAID[path.stem](figures, said)  # the generated sentences against the same figures
 
 
 def check_03(f):
@@ -165,6 +173,11 @@ def check_03(f):
     assert 0 <= f["neighbours_overlap_query"] <= 1 and 0 <= f["neighbours_overlap_all"] < 0.5, f
     agree = f["neighbours_role_agreement"]
     assert set(agree) == {"dot", "cosine"} and agree["cosine"] > agree["dot"], agree
+    # exercise 3.4: the head that carries shape, found against the world's true shapes, is a shape head
+    shape = f["shape_agreement"]
+    assert f["shape_head"] in shape and shape[f["shape_head"]] >= max(shape.values()) - 0.05, shape
+    assert shape[f["shape_head"]] >= 3 * f["shape_chance"]
+    assert f["claims"]["specialise"] == "held" and f["claims"]["same roles"] in ("held", "not held")
 
 
 CHECKS["03_textspan"] = check_03
@@ -203,6 +216,9 @@ def check_04(f):
     # a fixed contrastive pair fits its own scene better than the other scenes
     assert f["contrastive_iou"] < f["object_iou_colour"] and f["contrastive_iou_scene"] > f["contrastive_iou"]
     assert isinstance(f["topic_top_text_is_own_colour"], bool)
+    # exercise 4.3: the layer whose map alone localises best (within noise of the best)
+    per_layer = f["object_iou_colour_by_layer"]
+    assert 0 <= f["best_layer"] < f["n_layers"] and per_layer[f["best_layer"]] >= max(per_layer) - 0.05
 
 
 CHECKS["04_spatial_maps"] = check_04
@@ -335,6 +351,10 @@ def check_06(f):
     assert abs(conv["reference"]["mIoU"] - conv["course"]["mIoU"]) < 0.01 and f["convention_pixel_agreement"] > 0.99
     assert all(1.0 <= a <= b for a, b in zip(ratio["mean"], ratio["max"]))
     assert max(ratio["max"]) < 5  # the notebook's reading: no outsized background tokens offline
+    # exercise 6.4: a layer range within noise (or a 0.01 margin) of the best; the all-layers map is one range
+    first, last = f["best_layer_range"]
+    assert 0 <= first <= last < len(f["miou_by_first_layer"])
+    assert f["leaders_said"]["one object"]["mIoU"].endswith(("leads", "within noise"))
     # the same comparisons on fresh scenes, with the helpers: tests/test_world_model.py
 
 
@@ -385,3 +405,104 @@ def check_07(f):
 
 
 CHECKS["07_second_order_neurons"] = check_07
+
+
+# ----------------------------------------------------------------------------------------------
+# The generated sentences, against the figures they are about
+# ----------------------------------------------------------------------------------------------
+
+MINUS = "\u2212"
+
+
+def _f(text):
+    return float(text.replace(MINUS, "-"))
+
+
+def said_01(f, t):
+    # the covariance term, as shown, is what the shown shares leave: 1 − 1.06 − 0.03 = −0.09
+    m = re.search(rf"the covariance term is 1 {MINUS} (\S+) {MINUS} (\S+) = (\S+) of the total", t)
+    assert m, "the covariance sentence is missing"
+    a, b, c = (_f(x) for x in m.groups())
+    assert abs(round(1 - a - b, 2) - c) < 1e-9 and m.group(1) == f"{f['variance_share_attn']:.2f}"
+    assert f["variance_shares_shown"] == list(m.groups())
+
+
+def said_02(f, t):
+    # measured figures where measurements belong, the rule beside them
+    rows, k = f["rows_course"], f["last_k"]
+    cheap = max(rows["baseline"] - rows[r] for r in ("MLPs", f"attention except last {k}",
+                                                    f"MLPs + embedding + attention except last {k}"))
+    last = rows["baseline"] - rows[f"last {k} attention layers"]
+    assert (f"costs at most {100 * cheap:.1f} points, where the pattern allows up to 10.0 points" in t)
+    assert f"removing the last {k} attention layers costs {100 * last:.1f} points, where it asks for at least" in t
+    twin = f["twin"]["rows"]
+    assert f"here removing them costs {100 * (twin['baseline'] - twin[f'last {k} attention layers']):.1f} points" in t
+    assert "(removing only the last" not in t and "costs at most 10.0 points each" not in t
+
+
+def said_03(f, t):
+    from helpers.methods.stats import accuracy_tolerance
+
+    # one claim, one verdict wherever it is stated
+    verdicts = re.findall(r"\*The paper's span and the numerical span name the same roles\* "
+                          r"(\*\*held\*\*|did \*\*not\*\* hold|is not settled)", t)
+    assert len(verdicts) >= 2 and len(set(verdicts)) == 1, verdicts
+    assert (verdicts[0] == "**held**") == (f["span_same_role"] >= 0.9 * f["n_heads"])
+    assert "mostly robust" not in t
+    # one number, rounded once: the table's two decimals
+    e = f["entanglement_across_heads"]
+    assert f"entanglement (the course's, after CLIP-InterpreT) {e:.2f}: two heads drawn at random share their " \
+           f"property with probability {e:.2f}" in t
+    # a head's uncentred outputs span at most its width plus one (the bias)
+    assert f["span_numerical_rank"] <= f["head_dim"] + 1 and f"can span up to {f['head_dim'] + 1}" in t
+    # the pools, at one and two texts per head: the word follows the figures and their noise
+    curves, n = f["accuracy_curves"], f["n_images"]
+    world = next(k for k in curves if k.startswith("TextSpan (world"))
+    words = next(k for k in curves if k.startswith("TextSpan (") and k != world)
+    for size in [str(x) for x in f["accuracy_curve_ticks"][:2]]:
+        a, b = curves[world][size], curves[words][size]
+        tol = accuracy_tolerance((a + b) / 2, n)
+        key = f"on accuracy with {size} per head ({100 * a:.1f}% vs {100 * b:.1f}%"
+        pool_a, pool_b = world.split("(")[1].rstrip(")"), words.split("(")[1].rstrip(")")
+        if a - b > tol:
+            assert f"pool beats the {pool_b} pool {key}" in t
+        elif b - a > tol:
+            assert f"pool does **not** beat the {pool_b} pool {key}" in t
+        else:
+            assert f"the {pool_a} pool and the {pool_b} pool are within noise of each other {key}" in t.replace(
+                f"The {pool_a} pool", f"the {pool_a} pool")
+
+
+def said_04(f, t):
+    sentences = re.findall(r"the (\w+) head's map is ([^:]+): mean (\S+) on the patches the objects touch, (\S+) off", t)
+    assert sentences, "no head-map sentence"
+    for prop, word, inside, outside in sentences:
+        assert ("e" in inside) == ("e" in outside), (inside, outside)  # one notation for both numbers
+        side = f["head_map_region_side"][prop]
+        assert word.startswith({1: "higher", -1: "lower", 0: "about as high"}[side]), (prop, word, side)
+    assert not re.search(r"\d e\S* vs \S*\d\.\d{3}\b", t)  # no mixed notations in a comparison
+
+
+def said_05(f, t):
+    assert "(shaped weights)" not in t and "weights)" not in t
+    assert "it was trained on the course's synthetic world" in t
+
+
+def said_06(f, t):
+    for where in ("one object", "two objects"):
+        for metric, words in f["leaders_said"][where].items():
+            assert words in t
+    tight = f["tightness_side"]
+    assert ("looks more tightly at the object than the decomposition" in t) == (tight == 1)
+    if tight == 0:
+        assert "The two are within noise of each other" in t
+    chefer = f["decomposition_vs_chefer_miou_side"]
+    beats = "The decomposition beats Chefer et al. on mIoU" in t
+    level = "The decomposition and Chefer et al. are within noise of each other on mIoU" in t
+    assert beats == (chefer == 1) and level == (chefer == 0)
+    first_side = f["best_first_layer_side"]
+    assert ("Dropping the early layers sharpens the map" in t) == (first_side == 1)
+
+
+SAID = {"01_residual_decomposition": said_01, "02_mean_ablation": said_02, "03_textspan": said_03,
+        "04_spatial_maps": said_04, "05_waterbirds": said_05, "06_zero_shot_segmentation": said_06}

@@ -1,6 +1,6 @@
 """The main job: execute every course notebook on the offline default into ``build/``.
 
-    python -m helpers.course.main_job [--out build] [--only 01] [--param n_images=200] [--learner]
+    python -m helpers.course.main_job [--out build] [--only 01] [--param n_images=200] [--learner] [--slides]
 
 For each ``notebooks/NN_*.ipynb`` it writes ``build/notebooks/NN_*.ipynb`` (executed),
 ``build/html/NN_*.html`` and ``build/figures/NN_*.json`` (the key figures the notebook
@@ -11,6 +11,10 @@ the error in it). A notebook that writes to stderr (a warning, say), or that wei
 
 ``--learner`` runs the learner build instead (``notebooks/learner/``, exercises as stubs, into
 ``build/learner/``): every check then falls back to its reference solution.
+
+``--slides`` also writes one reveal.js deck per notebook, ``build/slides/NN_*.slides.html``, from
+the executed notebook: its headings, key figures and generated text, without the code
+(:mod:`helpers.course.slides`).
 """
 
 from __future__ import annotations
@@ -92,6 +96,7 @@ def main(argv: list[str] | None = None) -> int:
                     help="papermill parameter NAME=VALUE (JSON values), for every notebook")
     ap.add_argument("--no-html", action="store_true")
     ap.add_argument("--learner", action="store_true", help="run the learner build (notebooks/learner/)")
+    ap.add_argument("--slides", action="store_true", help="also write a reveal.js deck per notebook (build/slides/)")
     args = ap.parse_args(argv)
     if args.learner:
         folder, out = ROOT / "notebooks" / "learner", args.out / "learner"
@@ -112,6 +117,11 @@ def main(argv: list[str] | None = None) -> int:
             figs = execute_notebook(path, out, params, html=not args.no_html)
             size = (out / "notebooks" / path.name).stat().st_size
             status = f"ok, {size / 1e6:.2f} MB"
+            if args.slides:
+                from .slides import write_deck
+
+                write_deck(out / "notebooks" / path.name, out / "slides")
+                status += ", deck written"
             noisy = stderr_outputs(out / "notebooks" / path.name)
             if noisy:
                 status += f" (stderr output in cell {', '.join(str(i) for i, _ in noisy)})"

@@ -1,43 +1,27 @@
 # %% [markdown]
-# [![Open In Colab](https://colab.research.google.com/assets/colab-badge.svg)](https://colab.research.google.com/github/{{REPO}}/blob/main/notebooks/{{NOTEBOOK}}.ipynb)
+# [Open in Colab ↗](https://colab.research.google.com/github/{{REPO}}/blob/main/notebooks/{{NOTEBOOK}}.ipynb) (needs a Google account and network; offline, skip it: see `notebooks/OFFLINE.md`)
 #
 # # 1 · The image embedding is a sum
 #
-# A CLIP vision transformer turns an image into one vector, the *image embedding*, that lives in
-# the same space as the text embeddings. This notebook takes that vector apart.
+# A CLIP vision transformer turns an image into one vector, the *image embedding*, in the same
+# space as the text embeddings. This notebook takes that vector apart.
 #
 # Every block of a ViT *adds* its output to a running vector, the **residual stream**. At the
-# class token, after the last of the `L` blocks,
+# class token, after the last block, the stream is the embedding layer's output plus what every
+# attention layer and MLP added. The image embedding is that stream through a final layer norm,
+# `ln_post`, and a projection, `proj`. Layer norm is *almost* linear: it subtracts the vector's
+# mean, divides by its standard deviation $\sigma$ (one number per image), scales by $\gamma$ and
+# shifts by $\beta$. Hold $\sigma$ fixed and it is linear, so every summand of the stream gets its
+# own vector in the joint space, and these plus one constant add up **exactly** to the
+# embedding: each is a *direct contribution*, what a layer writes straight into the output.
 #
-# $$z^{L} = z^{0} + \sum_{l=1}^{L} \mathrm{MSA}_l + \sum_{l=1}^{L} \mathrm{MLP}_l ,$$
+# ![The residual decomposition: the image goes through ln_pre and L blocks that each add their outputs to the residual stream; ln_post with its σ held fixed and the projection map every summand to its own direct term.](figures/residual_decomposition.png)
 #
-# and the image embedding is $M = P^\top\,\mathrm{LN}(z^{L})$ with the final layer norm `ln_post`
-# and the projection `proj` $=P$. Layer norm is *almost* linear: it subtracts the mean of the
-# vector (a linear map), divides by its standard deviation $\sigma$ (one number per image) and
-# applies a scale $\gamma$ and a bias $\beta$. Holding $\sigma$ fixed for the image makes it
-# linear, so every summand $c$ gets its own vector in the joint space,
-#
-# $$c \;\mapsto\; P^\top\big(\gamma \odot (c - \bar c)/\sigma\big),$$
-#
-# and these vectors plus the constant $P^\top\beta$ add up **exactly** to the embedding. We call
-# each one a *direct contribution*: what that layer writes straight into the output, not what it
-# does through later layers.
-#
-# The default model is the course's own small CLIP trained on a synthetic world of shapes whose
-# ground truth we know (see `data/models/MODEL_CARD.md`); the default task is naming the
-# objects' colour (`dataset = "world:colour"`; the other factors are `shape`, `background`,
-# `size`, `count`, `position`, `pattern`, `family`, and the model card says which of them the
-# shipped model has learned).
-#
-# **How the offline model was made matters for this notebook.** It was trained *toward* the
-# paper's finding: a direct-path penalty on all MLPs, the embedding term and every attention
-# layer but the last four pushed its direct effects into its last four attention layers. A
-# small model on a small world does not grow that pattern by itself: its twin (the same tag with
-# `-plain`), trained in the same stages without the penalty, ships beside it and keeps a large direct path
-# through its MLPs and early layers (notebook 2 measures both models side by side; the model
-# card records their figures). So on the offline model the pattern is there by construction,
-# and the cells below say so where it shows. Running a real CLIP (`preset = "ViT-B-16 LAION"`
-# and the others, see the last section) is the actual test of the paper's claim.
+# The default model is the course's own small CLIP, trained on a synthetic world of shapes whose
+# ground truth we know (`data/models/MODEL_CARD.md`); the task is naming the objects' colour.
+# How it was trained matters for what it can show: the notebook says how after its first
+# measurement. A real CLIP (`preset = "ViT-B-16 LAION"`, see *Going further*) is the actual test
+# of the paper's claim.
 
 # %% [markdown]
 # ### Before you start
@@ -45,24 +29,25 @@
 # | | |
 # |---|---|
 # | **You will be able to** | write CLIP's image embedding as an exact sum of per-layer and per-head terms by linearising the final layer norm; check the sum against `encode_image`; measure which terms write into the embedding directly |
-# | **Time** | about 20 min reading, under a minute running (offline, on a laptop CPU), 25 min of exercises (1.1–1.3) |
+# | **Time** | {{TIME}} |
 # | **Assumes** | PyTorch tensors (broadcasting, `@`, axes); what a transformer block and layer norm compute; CLIP compares image and text embeddings by cosine similarity |
 #
 # {{EXERCISE_NOTE}}
 
 # %% tags=["parameters"]
-preset = "offline"          # one switch (helpers.course.presets): "offline", "ViT-B-16 LAION", "ViT-L-14 LAION",
-                            # "ViT-H-14 LAION", "ViT-B-16 OpenAI", "ViT-B-32 OpenAI", "ViT-L-14 OpenAI", "random ViT-B-32";
-                            # the parameters below override it where set (None / "": the preset's value)
-model_name = ""             # e.g. "ViT-B-16" (then name its weights in `pretrained`)
-pretrained = ""             # an open_clip tag (e.g. "laion2b_s34b_b88k"), a checkpoint path, or "random"
-dataset = ""                # "world[:factor]", "imagenette", or "imagenet:/path/to/val"
-n_images = None             # images to analyse
+preset = "offline"   # the one switch: "offline", "ViT-B-16 LAION", "ViT-L-14 LAION",
+                     # "ViT-H-14 LAION", "ViT-B-16 OpenAI", "ViT-B-32 OpenAI",
+                     # "ViT-L-14 OpenAI", "random ViT-B-32". The parameters below
+                     # override it where set (None or "": the preset's value).
+model_name = ""      # e.g. "ViT-B-16" (then name its weights in `pretrained`)
+pretrained = ""      # an open_clip tag, a checkpoint path, or "random"
+dataset = ""         # "world[:factor]", "imagenette", or "imagenet:/path/to/val"
+n_images = None      # images to analyse
 batch_size = None
-device = ""                 # "cuda" / "cpu" (the papers' presets: cuda when there is a GPU)
-protocol = ""               # "paper" for the papers' models (their presets set it)
+device = ""          # "cuda" or "cpu" (the papers' presets: cuda if there is a GPU)
+protocol = ""        # "paper" for the papers' models (their presets set it)
 seed = 0
-record_to = ""              # JSON file for the key figures (set by the test harness)
+record_to = ""       # JSON file for the key figures (set by the test harness)
 
 # %%
 # {{SETUP}}
@@ -76,7 +61,7 @@ import plotly.express as px
 import plotly.graph_objects as go
 import torch
 
-from helpers.course.narrative import num, pct, provenance_reading, ranking, say, verdict, what_we_see
+from helpers.course.narrative import num, pct, provenance_reading, ranking, say, shown_sum, verdict, what_we_see
 from helpers.course.presets import resolve
 from helpers.course.record import Figures
 from helpers.course.ui import live
@@ -157,12 +142,19 @@ what_we_see(
 # The `Decomposer` did the linearisation for you. Now write it. `residual_pieces` reads the raw
 # pieces of the residual stream at the class token with hooks: the embedding term, then what
 # every attention and MLP branch adds (`K = 1 + 2L` pieces of width `D`), together with the
-# image's $\sigma$ and `ln_post`'s $\gamma$, $\beta$ and the projection $P$. Map every piece
-# $c$ to $P^\top\big(\gamma \odot (c - \bar c)/\sigma\big)$, where $\bar c$ is the mean of
-# $c$'s own `D` features. Mind the shapes: $\sigma$ has one value per image.
+# image's $\sigma$ and `ln_post`'s $\gamma$, $\beta$ and the projection. Work out what each piece
+# contributes to the embedding when `ln_post`'s $\sigma$ is held fixed: follow the layer norm's
+# steps one by one and ask which of them act on a piece on its own, and which belong to the
+# whole image. (The bias $\beta$ is not part of any piece: exercise 1.2 adds it.)
 
 # %%
-from helpers.course.exercises.nb01 import check_linearise, check_reassemble, check_variance_share, residual_pieces
+from helpers.course.exercises.nb01 import (
+    check_last_layers_for_half,
+    check_linearise,
+    check_reassemble,
+    check_variance_share,
+    residual_pieces,
+)
 
 if not pooled:
     parts = residual_pieces(model, images)
@@ -170,15 +162,26 @@ if not pooled:
           f"sigma {tuple(parts.sigma.shape)}, gamma {tuple(parts.gamma.shape)}, proj {tuple(parts.proj.shape)}")
 
 
-# %% tags=["exercise"]
+# %% [markdown] tags=["hint"]
+# Layer norm of the whole stream $z = \sum_k c_k$ is $\gamma \odot (z - \bar z)/\sigma + \beta$.
+# Subtracting the mean is linear ($\overline{\sum_k c_k} = \sum_k \bar c_k$), so it can be done
+# piece by piece, each piece over its own `D` features. The division is by the image's $\sigma$,
+# the same number for every piece of that image: it is the spread of the *sum*, not of a piece.
+
+# %% [markdown] tags=["hint"]
+# For a piece $c$: $P^\top\big(\gamma \odot (c - \bar c)/\sigma\big)$, in code
+# `((pieces - pieces.mean(-1, keepdim=True)) * gamma / sigma[:, None, None]) @ proj`. `sigma` is
+# `[B]`, so it needs two new axes to broadcast over the pieces and the features.
+
+# %% tags=["exercise"] kind="implement" difficulty=2 importance=3 minutes=7
 def linearise(pieces, sigma, gamma, proj):
-    """The direct contribution of every residual piece, through ln_post (sigma held fixed) and proj.
+    """The direct contribution of every residual piece to the image embedding.
 
     pieces: [B, K, D]  what each of the K pieces adds to the residual stream at the class token
-    sigma:  [B]        ln_post's standard deviation of each image, held fixed
+    sigma:  [B]        ln_post's standard deviation of each image's stream, held fixed
     gamma:  [D]        ln_post's scale
     proj:   [D, E]     the projection into the joint space
-    returns [B, K, E]: proj^T (gamma * (c - mean(c)) / sigma) for every piece c
+    returns [B, K, E]
     """
     # --- solution ---
     centred = pieces - pieces.mean(-1, keepdim=True)  # ln_post's mean subtraction, piece by piece
@@ -191,34 +194,7 @@ linearise = check_linearise(linearise)
 if not pooled:
     mine = linearise(parts.pieces, parts.sigma, parts.gamma, parts.proj)
     theirs = d.components().data[:, :-1]  # embed, attn.0, mlp.0, ... (the last component is const)
-    print(f"your terms vs the Decomposer's: largest difference {float((mine - theirs).abs().max()):.1e}")
-
-# %% [markdown]
-# ## Exercise 1.2: put the embedding back together
-#
-# The pieces are centred and scaled; what is left of `ln_post` is its bias $\beta$, which does not
-# depend on the image: through the projection it is one constant vector $P^\top\beta$ (the
-# `const` component). Add everything up.
-
-# %% tags=["exercise"]
-def reassemble(contributions, beta, proj):
-    """The image embedding from its direct contributions.
-
-    contributions: [B, K, E]  the direct contribution of every piece (exercise 1.1)
-    beta: [D]  ln_post's bias;  proj: [D, E]
-    returns [B, E]
-    """
-    # --- solution ---
-    return contributions.sum(1) + beta @ proj
-    # --- end ---
-
-
-# %%
-reassemble = check_reassemble(reassemble)
-if not pooled:
-    rebuilt = reassemble(mine, parts.beta, parts.proj)
-    print(f"your embedding vs encode_image: largest difference {float((rebuilt - reference).abs().max()):.1e}, "
-          f"relative to the largest entry {float((rebuilt - reference).abs().max() / reference.abs().max()):.1e}")
+    say(f"{linearise.yours} vs the Decomposer's terms: largest difference {float((mine - theirs).abs().max()):.1e}")
 
 # %% [markdown]
 # ## Which layers write into the embedding directly?
@@ -234,12 +210,10 @@ if not pooled:
 # Before the bars appear: which layers will write most into the embedding directly, early or late
 # ones, attention or MLP? And will the variance shares of the single layers add up to 1?
 # Answer:
-# Late attention layers. The offline model was trained with a penalty that pushes its direct
-# effects into its last four attention layers (`data/models/MODEL_CARD.md`), and the paper finds
-# the same pattern in large CLIPs trained without any such penalty. MLPs and early layers still
-# compute a lot, but mostly *indirectly*, through later layers. The single shares need not add
-# up to 1: the terms are correlated (several layers write along the same directions), and a
-# group's share counts those covariances, which exercise 1.3 makes you compute.
+# Late attention layers: the paper finds that in large CLIPs, and the offline model was trained
+# toward it (see below). Early layers and MLPs still compute a lot, but mostly *indirectly*,
+# through later layers. The single shares need not add up to 1: several layers write along the
+# same directions, and a group's share counts those covariances (exercise 1.3).
 
 # %%
 terms = collect_terms(model, loader, heads=True, progress=True, total=len(task))
@@ -279,6 +253,8 @@ figures["provenance"] = provenance(model).kind
 
 # %%
 cov_share = 1 - attn_share - rest_share  # 2 cov(attention, rest) / var(embedding)
+shown = shown_sum(1.0, [attn_share, rest_share, cov_share])  # as shown, the three add up to 1
+figures["variance_shares_shown"] = shown
 what_we_see(
     f"Zero-shot accuracy on {task.name} is {pct(base_acc)} ({len(task.classes)} classes; chance "
     f"{pct(1 / len(task.classes))}).",
@@ -289,12 +265,12 @@ what_we_see(
     + " (at least half of the variance in the last four attention layers, and more than five times the "
       "MLPs' share).",
     verdict(attn_share > 1,
-            f"All attention layers together have a share of {num(attn_share, 2)}: more than the whole embedding. "
+            f"All attention layers together have a share of {shown[0]}: more than the whole embedding. "
             "The shares of the parts of a sum do not add up to 1, because the variance of A + B is "
             "var(A) + var(B) + 2 cov(A, B). Here the rest of the embedding (the MLPs and the embedding term, "
-            f"share {num(rest_share, 2)}) covaries negatively with the attention layers (the covariance term "
-            f"is {num(cov_share, 2)} of the total): it partly cancels them, so the whole embedding varies "
-            "less than its attention part alone.", ""),
+            f"share {shown[1]}) covaries negatively with the attention layers: the covariance term is "
+            f"1 − {shown[0]} − {shown[1]} = {shown[2]} of the total. The rest partly cancels the attention layers, "
+            "so the whole embedding varies less than its attention part alone.", ""),
     "The terms that add most to the correct class's margin: "
     + ranking({k: v for v, k in top}) + "; "
     + verdict(all(k.startswith("attn.") for _, k in top), "all of them attention layers.",
@@ -304,21 +280,35 @@ what_we_see(
 );
 
 # %% [markdown]
+# **How the offline model was made.** It was trained *toward* the paper's finding: a penalty
+# on the direct paths of all MLPs, the embedding term and every attention layer but the last
+# four. Its twin (the tag with `-plain`), trained without the penalty, keeps a large direct path
+# through its MLPs and early layers (notebook 2 measures both). So here the pattern is there by
+# construction; a real CLIP is the test.
+#
 # ## Exercise 1.3: the variance share of a group of terms
 #
-# The share of a group (all attention layers, say) is the variance over images of the group's
-# *summed* terms, added up over the embedding dimensions, divided by the same for the
-# embeddings. It is not the sum of the single terms' shares: correlated terms add their
-# covariances, terms that cancel take them away. It can even exceed 1 when the rest of the
-# embedding partly cancels the group, so that the group alone varies more than the whole.
+# How much of the embedding's variation across images comes from a *group* of terms (all
+# attention layers, say)? Not the sum of the single terms' shares: when terms are correlated
+# their group varies more than that, when they cancel it varies less. Write the share of a
+# group so that it counts both.
 
-# %% tags=["exercise"]
+# %% [markdown] tags=["hint"]
+# Add the group's terms up first (one `[N, E]` tensor), then measure how much that sum varies
+# over the images. "How much a vector varies" is its variance over the images in each of the
+# `E` dimensions, added up over the dimensions. Do the same for the embeddings and divide.
+
+# %% [markdown] tags=["hint"]
+# `float(group.sum(1).var(0).sum() / embeddings.var(0).sum())`: `sum(1)` adds the terms, `var(0)`
+# is over the images, the last `sum()` over the dimensions.
+
+# %% tags=["exercise"] kind="implement" difficulty=1 importance=2 minutes=5 number="1.3"
 def variance_share(group, embeddings):
     """The share of the embeddings' variance that comes from a group of terms.
 
     group: [N, K, E]  the direct terms of the group's K components for N images
     embeddings: [N, E]
-    returns a float: var over images of the group's sum (summed over E) / the same for the embeddings
+    returns a float
     """
     # --- solution ---
     return float(group.sum(1).var(0).sum() / embeddings.var(0).sum())
@@ -328,8 +318,8 @@ def variance_share(group, embeddings):
 # %%
 variance_share = check_variance_share(variance_share)
 single = sum(shares[f"attn.{i}"] for i in range(L))
-print(f"all attention layers: your share {variance_share(terms.attn, terms.embeddings()):.2f}, "
-      f"helpers {attn_share:.2f}; the single layers' shares add up to {single:.2f}")
+say(f"all attention layers: {variance_share.yours} gives {variance_share(terms.attn, terms.embeddings()):.2f}, "
+      f"helpers.methods.ablation {attn_share:.2f}; the single layers' shares add up to {single:.2f}")
 figures["variance_share_attn_single_sum"] = single
 
 # %%
@@ -346,7 +336,109 @@ what_we_see(
 # A group's share is the variance of the group's *sum*, which is what mean-ablating the whole
 # group changes (notebook 2 does exactly that).
 #
-# ## Heads of the last layers
+# ## Exercise 1.4: how many layers carry half of it?
+#
+# Find, with your `variance_share` (or `group_variance_share` from `helpers.methods.ablation`),
+# the smallest number $k$ such that the **last** $k$ attention layers together carry at least
+# half of the embedding's variance. `terms.attn` is `[N, L, E]`: the attention layers' terms.
+
+# %% [markdown] tags=["hint"]
+# Try $k = 1, 2, \dots$ in a loop: the group is `terms.attn[:, L - k:]`, the embeddings
+# `terms.embeddings()`. Stop at the first $k$ whose share is at least 0.5.
+
+# %% [markdown] tags=["hint"]
+# `next(k for k in range(1, L + 1) if variance_share(terms.attn[:, L - k:], terms.embeddings()) >= 0.5)`.
+# Adding up the single layers' shares gives another (wrong) answer: covariances count.
+
+# %% tags=["exercise"] kind="find" difficulty=1 importance=2 minutes=4 number="1.4"
+def last_layers_for_half():
+    """The smallest k such that the last k attention layers carry at least half of the variance."""
+    # --- solution ---
+    emb = terms.embeddings()
+    return next(k for k in range(1, L + 1) if variance_share(terms.attn[:, L - k:], emb) >= 0.5)
+    # --- end ---
+
+
+# %%
+last_layers_for_half = check_last_layers_for_half(last_layers_for_half, terms=terms)
+figures["last_layers_for_half"] = last_layers_for_half()
+
+# %% [markdown]
+# ## What to take away
+
+# %%
+what_we_see(
+    "The embedding is a sum of per-layer, per-head terms once the final layer norm's scale is frozen per image: "
+    + verdict(rel_err <= 1e-4 and err64 <= 1e-10, "exactly, up to floating-point rounding.",
+              "**not** exactly here (see the error above)."),
+    verdict(held,
+            f"The direct effects are not spread evenly: the last {n_last} attention layers carry most of them "
+            f"({num(last4, 2)} of the variance).",
+            f"The direct effects do **not** concentrate in the last {n_last} attention layers here "
+            f"({num(last4, 2)} of the variance; all MLPs {num(mlp_share, 2)})."),
+    provenance_reading(provenance(model), held,
+                       pattern="the paper's pattern (direct effects in the last four attention layers)"),
+    f"The last {last_layers_for_half()} attention layer{'s' if last_layers_for_half() > 1 else ''} already "
+    "carry half of the embedding's variance (exercise 1.4).",
+    "Notebook 2 tests the same claim causally, by replacing terms with their dataset mean.",
+    title="What to take away",
+);
+
+# %% [markdown] tags=["discuss"]
+# The decomposition holds `ln_post`'s σ fixed per image. Is that a cheat? What would change if two
+# images were decomposed with each other's σ?
+# Answer:
+# Not a cheat: σ is a property of the image's whole stream, and for that image the embedding
+# really is the sum of the terms divided by that σ; holding it fixed is what makes the split
+# exact, and nothing is approximated. What the terms do *not* say is how the embedding would
+# change if one term changed, since σ would change too (a term that inflates the stream also
+# shrinks every other term's share). With each other's σ, every term of an image would be
+# scaled by the ratio of the two σ's: the terms would no longer add up to the embedding, and
+# comparing terms across images would mix in how loud each image's stream is.
+
+# %% [markdown]
+# ## Going further
+#
+# The rest of the notebook is optional: the exercise that puts the embedding back together,
+# the heads of the last layers, a widget to explain one image against any text, and how to run
+# a real CLIP.
+#
+# ### Exercise 1.2: put the embedding back together
+#
+# Your terms from exercise 1.1 are centred and scaled; what is left of `ln_post` is its bias
+# $\beta$, which does not depend on the image. Put the embedding back together from the terms and
+# whatever constant is missing.
+
+# %% [markdown] tags=["hint"]
+# The bias is added after the division by σ, once per image, and then goes through the
+# projection like everything else: one constant vector in the joint space.
+
+# %% [markdown] tags=["hint"]
+# `contributions.sum(1) + beta @ proj`.
+
+# %% tags=["exercise"] kind="implement" difficulty=1 importance=2 minutes=3 number="1.2"
+def reassemble(contributions, beta, proj):
+    """The image embedding from its direct contributions.
+
+    contributions: [B, K, E]  the direct contribution of every piece (exercise 1.1)
+    beta: [D]  ln_post's bias;  proj: [D, E]
+    returns [B, E]
+    """
+    # --- solution ---
+    return contributions.sum(1) + beta @ proj
+    # --- end ---
+
+
+# %%
+reassemble = check_reassemble(reassemble)
+if not pooled:
+    rebuilt = reassemble(mine, parts.beta, parts.proj)
+    gap = float((rebuilt - reference).abs().max())
+    say(f"{reassemble.yours} (on the terms of {linearise.yours}) vs encode_image: largest difference {gap:.1e}, "
+          f"relative to the largest entry {gap / float(reference.abs().max()):.1e}")
+
+# %% [markdown]
+# ### Heads of the last layers
 #
 # Each attention layer's term splits further over its heads. The heat map shows each head's
 # variance share for the last layers.
@@ -375,7 +467,7 @@ what_we_see(
 );
 
 # %% [markdown]
-# ## Try it: one image, one text
+# ### Try it: one image, one text
 #
 # Pick an image and type any text. The bars show how much each term (the embedding term, every
 # attention layer and MLP, and the constant) adds to the cosine similarity between the image and
@@ -429,26 +521,7 @@ live(explain,
      by_head=widgets.Checkbox(value=False, description="by head"))
 
 # %% [markdown]
-# ## What to take away
-
-# %%
-what_we_see(
-    "The embedding is a sum of per-layer, per-head terms once the final layer norm's scale is frozen per image: "
-    + verdict(rel_err <= 1e-4 and err64 <= 1e-10, "exactly, up to floating-point rounding.",
-              "**not** exactly here (see the error above)."),
-    verdict(held,
-            f"The direct effects are not spread evenly: the last {n_last} attention layers carry most of them "
-            f"({num(last4, 2)} of the variance).",
-            f"The direct effects do **not** concentrate in the last {n_last} attention layers here "
-            f"({num(last4, 2)} of the variance; all MLPs {num(mlp_share, 2)})."),
-    provenance_reading(provenance(model), held,
-                       pattern="the paper's pattern (direct effects in the last four attention layers)"),
-    "Notebook 2 tests the same claim causally, by replacing terms with their dataset mean.",
-    title="What to take away",
-);
-
-# %% [markdown]
-# ## Running on real models (Colab)
+# ### Running on real models (Colab)
 #
 # Everything above ran on the offline model, where the paper's pattern was trained in. The
 # actual test of the claim is a CLIP trained on web data, and every notebook runs one with a
@@ -497,3 +570,37 @@ say(f"Estimated peak GPU memory: from {num(min(gpu.values()), 1)} GiB (`{min(gpu
 # Image counts are smaller than the paper's (a few thousand Imagenette photos of 10 classes,
 # classified 1000-way, instead of ImageNet's 50,000), so compare the patterns, not the third
 # digit.
+
+# %% [markdown] tags=["discuss"]
+# "Direct effect" means what a layer writes straight into the output. Name something an early
+# layer could do that matters a lot but has almost no direct effect.
+# Answer:
+# Anything another layer reads: an early attention layer that moves the object's colour from its
+# patches onto the class token's stream, or an MLP that builds a feature a later head attends
+# with, can be essential to the prediction while writing almost nothing along the directions the
+# embedding keeps. Its effect is *indirect*, through later layers, and the direct term misses it;
+# notebook 2's mean ablation removes only the direct path for the same reason.
+
+# %% [markdown] tags=["discuss"]
+# A group's variance share can exceed 1, and single shares need not add up to the group's. When,
+# and what does it say about the terms?
+# Answer:
+# The variance of a sum is the sum of the variances plus twice every covariance. Terms that
+# write along shared directions (positively correlated) make the group vary more than their
+# single shares add up to; terms that cancel make it vary less. A group's share exceeds 1 when
+# the rest of the embedding covaries negatively with it: the rest partly cancels the group, so
+# the whole varies less than the group alone. Here the attention layers are positively
+# correlated among themselves and the MLPs partly cancel them.
+
+# %% [markdown] tags=["discuss"]
+# The offline model's direct effects sit in its last layers because it was
+# trained that way. Design a measurement that would tell a model that *learned* this pattern
+# from one that was pushed into it, using only the tools of this notebook and notebook 2.
+# Answer:
+# A sample answer: compare the model with a twin trained the same way without the push (this
+# course ships one: notebook 2 runs it), or, for a web-trained CLIP, compare checkpoints along
+# training: a learned pattern grows with training. Within one model, the variance shares alone
+# cannot tell the two apart; what can is whether the pattern survives on data the push never
+# saw (the penalty acted on training images), and whether the indirect paths of early layers
+# still matter (ablate them *with* their downstream effects, e.g. by zeroing the block's
+# output inside the forward pass, and compare with the mean ablation of the direct term).

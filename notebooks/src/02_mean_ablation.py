@@ -1,29 +1,21 @@
 # %% [markdown]
-# [![Open In Colab](https://colab.research.google.com/assets/colab-badge.svg)](https://colab.research.google.com/github/{{REPO}}/blob/main/notebooks/{{NOTEBOOK}}.ipynb)
+# [Open in Colab ↗](https://colab.research.google.com/github/{{REPO}}/blob/main/notebooks/{{NOTEBOOK}}.ipynb) (needs a Google account and network; offline, skip it: see `notebooks/OFFLINE.md`)
 #
 # # 2 · Mean ablation: which terms does zero-shot classification need?
 #
 # Notebook 1 measured how much each layer's direct term *varies*. Here we test what the model
 # *needs*: replace a term by its mean over the dataset (so it still adds its average, but no
 # longer carries anything about the particular image) and measure zero-shot accuracy again.
-# Because the embedding is an exact sum, an ablation is just arithmetic on the stored terms:
-# the model runs once.
+# Because the embedding is an exact sum, an ablation is arithmetic on the stored terms: the
+# model runs once.
 #
-# Zero-shot classification follows CLIP: every class name is put into prompt templates, each
-# prompt embedding is normalised, the class's prompts are averaged and renormalised, and an
-# image goes to the class with the highest cosine similarity. For real models the class names
-# and the 80 templates come from `open_clip.zero_shot_metadata`; the offline world has its own.
-#
-# The paper (ImageNet validation, 50,000 images, ViT-L-14 / ViT-H-14) finds that mean-ablating
+# Zero-shot classification follows CLIP: each class name is put into prompt templates, the
+# normalised prompt embeddings are averaged and renormalised, and an image goes to the class of
+# highest cosine similarity. The paper (ImageNet, ViT-L-14 / ViT-H-14) finds that mean-ablating
 # all MLPs, or every attention layer but the last four, costs little, while ablating the last
-# four attention layers destroys the accuracy. With `dataset="imagenette"` (or your own
-# ImageNet folder) the numbers come from a few thousand images of 10 classes classified
-# 1000-way, so they differ from the paper's table; the *pattern* is what to compare.
-#
-# The offline model was trained *toward* this pattern (a direct-path penalty on all MLPs, the
-# embedding term and every attention layer but the last four; notebook 1 and
-# `data/models/MODEL_CARD.md` say why), so on it the pattern is there by construction and the
-# cells below say so where it shows. A paper preset (a real CLIP) is the actual test.
+# four attention layers destroys the accuracy. The offline model was trained *toward* this
+# pattern (notebook 1), so on it the pattern is there by construction; a paper preset is the
+# test, and *Going further* runs the offline model's twin, trained without the push.
 
 # %% [markdown]
 # ### Before you start
@@ -31,24 +23,25 @@
 # | | |
 # |---|---|
 # | **You will be able to** | mean-ablate any set of direct terms with one line of arithmetic on stored terms; measure zero-shot accuracy through the decomposition; tell which terms the prediction reads directly; tell the course's mean-ablation protocol from the paper's |
-# | **Time** | about 10 min reading, under a minute running (offline, on a laptop CPU), 15 min of exercises (2.1–2.2) |
+# | **Time** | {{TIME}} |
 # | **Assumes** | notebook 1 (the embedding as a sum of direct terms); zero-shot classification with prompt templates |
 #
 # {{EXERCISE_NOTE}}
 
 # %% tags=["parameters"]
-preset = "offline"          # one switch (helpers.course.presets): "offline", "ViT-B-16 LAION", "ViT-L-14 LAION",
-                            # "ViT-H-14 LAION", "ViT-B-16 OpenAI", "ViT-B-32 OpenAI", "ViT-L-14 OpenAI", "random ViT-B-32";
-                            # the parameters below override it where set (None / "": the preset's value)
-model_name = ""             # e.g. "ViT-B-16" (then name its weights in `pretrained`)
-pretrained = ""             # an open_clip tag (e.g. "laion2b_s34b_b88k"), a checkpoint path, or "random"
-dataset = ""                # "world[:factor]", "imagenette", or "imagenet:/path/to/val"
+preset = "offline"   # the one switch: "offline", "ViT-B-16 LAION", "ViT-L-14 LAION",
+                     # "ViT-H-14 LAION", "ViT-B-16 OpenAI", "ViT-B-32 OpenAI",
+                     # "ViT-L-14 OpenAI", "random ViT-B-32". The parameters below
+                     # override it where set (None or "": the preset's value).
+model_name = ""      # e.g. "ViT-B-16" (then name its weights in `pretrained`)
+pretrained = ""      # an open_clip tag, a checkpoint path, or "random"
+dataset = ""         # "world[:factor]", "imagenette", or "imagenet:/path/to/val"
 n_images = None
 batch_size = None
-device = ""                 # "cuda" / "cpu" (the papers' presets: cuda when there is a GPU)
-protocol = ""               # "paper" for the papers' models (their presets set it)
+device = ""          # "cuda" or "cpu" (the papers' presets: cuda if there is a GPU)
+protocol = ""        # "paper" for the papers' models (their presets set it)
 seed = 0
-last_k = 4                  # "the last k attention layers"
+last_k = 4           # "the last k attention layers"
 record_to = ""
 
 # %%
@@ -60,7 +53,7 @@ import pandas as pd
 import plotly.graph_objects as go
 import torch
 
-from helpers.course.narrative import num, pct, provenance_reading, pts, say, verdict, what_we_see
+from helpers.course.narrative import Claim, num, pct, provenance_reading, pts, say, verdict, what_we_see
 from helpers.course.presets import resolve
 from helpers.course.record import Figures
 from helpers.course.ui import live
@@ -75,6 +68,7 @@ from helpers.methods.ablation import (
     mean_ablation_rows,
     pattern_held,
 )
+from helpers.methods.stats import accuracy_tolerance, with_tolerance
 
 torch.manual_seed(seed)
 figures = Figures(record_to)
@@ -105,21 +99,31 @@ figures["task"] = task.name
 # ## Exercise 2.1: mean ablation is one line of arithmetic
 #
 # `component_table` lays the stored terms out as one tensor `[N, C, d]`: `N` images, the `C`
-# components (`embed`, `attn.0`, `mlp.0`, …, `const`) and the joint-space dimension. The
-# embedding of an image is the sum of its components. Mean-ablating a set of components
-# replaces each of them, for every image, by its mean over the `N` images; the others stay.
+# components (`embed`, `attn.0`, `mlp.0`, …, `const`) and the joint-space dimension; an image's
+# embedding is the sum of its components. Write the embeddings a model would produce if the
+# chosen components stopped carrying anything about the particular image but kept adding what
+# they add on average.
 
 # %%
-from helpers.course.exercises.nb02 import check_mean_ablate, check_zero_shot_accuracy
+from helpers.course.exercises.nb02 import check_layers_to_keep, check_mean_ablate, check_zero_shot_accuracy
 from helpers.methods.ablation import component_table
 
 names, comps = component_table(terms)
 print(f"components {tuple(comps.shape)}: {', '.join(names[:4])}, ..., {names[-1]}")
 
 
-# %% tags=["exercise"]
+# %% [markdown] tags=["hint"]
+# "What a component adds on average" is its mean over the `N` images (axis 0), one vector per
+# component. The ablated embedding is the sum of all components with each chosen one swapped for
+# that mean; the other components stay as they are.
+
+# %% [markdown] tags=["hint"]
+# Start from `components.sum(1)`; for each chosen `i`, subtract `components[:, i]` and add
+# `components[:, i].mean(0)`. (Zeroing a component instead would be *zero* ablation.)
+
+# %% tags=["exercise"] kind="implement" difficulty=1 importance=3 minutes=5
 def mean_ablate(components, ablate):
-    """Embeddings with the chosen components replaced by their mean over the images.
+    """Embeddings with the chosen components mean-ablated.
 
     components: [N, C, d]  the direct terms of N images (C components)
     ablate: a list of component indices (distinct)
@@ -137,33 +141,8 @@ def mean_ablate(components, ablate):
 mean_ablate = check_mean_ablate(mean_ablate)
 mlp_ids = [names.index(f"mlp.{i}") for i in range(L)]
 mine = mean_ablate(comps, mlp_ids)
-print(f"all MLPs mean-ablated: largest difference from DirectTerms.ablated "
+say(f"all MLPs mean-ablated by {mean_ablate.yours}: largest difference from DirectTerms.ablated "
       f"{float((mine - terms.ablated(mlps=range(L))).abs().max()):.1e}")
-
-# %% [markdown]
-# ## Exercise 2.2: zero-shot accuracy
-#
-# The classifier has one unit-length row per class. An image goes to the class of highest
-# cosine similarity with its embedding; the accuracy is the share of images whose class is
-# right.
-
-# %% tags=["exercise"]
-def zero_shot_accuracy(embeddings, classifier, labels):
-    """Top-1 zero-shot accuracy.
-
-    embeddings: [N, d] (not normalised);  classifier: [C, d] unit rows;  labels: [N] class indices
-    returns a float in [0, 1]
-    """
-    # --- solution ---
-    logits = torch.nn.functional.normalize(embeddings, dim=-1) @ classifier.T
-    return float((logits.argmax(1) == labels).float().mean())
-    # --- end ---
-
-
-# %%
-zero_shot_accuracy = check_zero_shot_accuracy(zero_shot_accuracy)
-print(f"baseline: yours {zero_shot_accuracy(terms.embeddings(), classifier, task.labels):.3f}, "
-      f"helpers {baseline:.3f}; all MLPs mean-ablated: yours {zero_shot_accuracy(mine, classifier, task.labels):.3f}")
 
 # %% [markdown]
 # ## The paper's ablations
@@ -223,28 +202,50 @@ figures["provenance"] = provenance(model).kind
 # %%
 drop = {name: v - baseline for name, v in rows.items() if name != "baseline"}
 largest_gap = max(abs(tables["raw"][name] - tables["paper"][name]) for name in rows)
-pattern = f"removing only the last {k} attention layers hurts"
+cheap_rows = ["MLPs", f"attention except last {k}", f"MLPs + embedding + attention except last {k}"]
+last_row = f"last {k} attention layers"
+tol = accuracy_tolerance(baseline, len(task))  # two standard errors of a difference of two accuracies
+
+
+def pattern_claim(rows_, model_tag=""):
+    """The paper's pattern on one table of rows, judged once: the measured figures with the rule
+    beside them; within noise when the closest figure sits within `tol` of its rule."""
+    base = rows_["baseline"]
+    worst_cheap = max(base - rows_[r] for r in cheap_rows)
+    last_cost = base - rows_[last_row]
+    margin = min(PATTERN_SMALL_DROP - worst_cheap, last_cost - PATTERN_LARGE_DROP)
+    evidence = with_tolerance(margin, 0.0, tol, f"two standard errors of an accuracy on {len(task)} images")
+    on = f" on {model_tag}" if model_tag else ""
+    return Claim(f"The paper's pattern{on}", evidence,
+                 f"(measured: removing the MLPs, the attention layers before the last {k}, or both with the embedding "
+                 f"term costs at most {size(worst_cheap)}, where the pattern allows up to {size(PATTERN_SMALL_DROP)}; "
+                 f"removing the last {k} attention layers costs {size(last_cost)}, where it asks for at least "
+                 f"{size(PATTERN_LARGE_DROP)})")
+
+
+def pattern_words(rows_):
+    base = rows_["baseline"]
+    return (f"the paper's pattern (only the last {k} attention layers carry the prediction; here removing them "
+            f"costs {size(base - rows_[last_row])}, removing everything else that writes directly "
+            f"{size(base - rows_[cheap_rows[-1]])})")
+
+
+claim = pattern_claim(rows)
+figures["pattern_claim"] = claim.status
 what_we_see(
     f"Under the {PROTOCOL_NAMES[main]} protocol the baseline is {pct(baseline)} (chance "
     f"{pct(1 / len(task.classes))}), and mean-ablating changes it by: all MLPs {pts(drop['MLPs'])}; the class "
     f"token's attention to itself {pts(drop['CLS-to-itself attention'])}; attention except the last {k} "
     f"{pts(drop[f'attention except last {k}'])}; MLPs, embedding and attention except the last {k} together "
-    f"{pts(drop[f'MLPs + embedding + attention except last {k}'])}; the last {k} attention layers "
-    f"{pts(drop[f'last {k} attention layers'])}.",
-    verdict(held[main],
-            f"The paper's pattern **held**: removing the MLPs, the attention layers before the last {k}, or both "
-            f"with the embedding term costs at most {size(PATTERN_SMALL_DROP)} each, and removing the last {k} "
-            f"attention layers costs at least {size(PATTERN_LARGE_DROP)}.",
-            f"The paper's pattern did **not** hold: it needs removing the MLPs, the attention layers before the last "
-            f"{k}, or both with the embedding term to cost at most {size(PATTERN_SMALL_DROP)} each, and removing "
-            f"the last {k} attention layers to cost at least {size(PATTERN_LARGE_DROP)}."),
+    f"{pts(drop[cheap_rows[-1]])}; the last {k} attention layers {pts(drop[last_row])}.",
+    f"{claim}.",
     verdict(held["raw"] == held["paper"],
             "The two protocols agree on this conclusion; their rows differ by at most "
             f"{size(largest_gap)}.",
             "The two protocols **disagree** on this conclusion: the pattern holds under the "
             f"{PROTOCOL_NAMES['raw' if held['raw'] else 'paper']} protocol only (rows differ by up to "
             f"{size(largest_gap)})."),
-    provenance_reading(provenance(model), held[main], pattern=f"the paper's pattern ({pattern})"),
+    provenance_reading(provenance(model), claim.held, pattern=pattern_words(rows)),
 );
 
 # %% [markdown]
@@ -290,7 +291,127 @@ what_we_see(
 );
 
 # %% [markdown]
-# ## The same ablations on a model trained without the push
+# ## Exercise 2.3: how few layers can the prediction live on?
+#
+# The paper keeps the last four attention layers. How many does *this* model need? Find the
+# fewest last attention layers $k$ that, kept while *everything else that writes directly* is
+# mean-ablated (the embedding term, every MLP, the attention layers before them), leave the
+# accuracy within 5 points of the baseline. `terms.ablated(embed=True, mlps=..., attn=...)`
+# returns the ablated embeddings and `acc(...)` their accuracy (the widget under *Going further*
+# does the same by hand).
+
+# %% [markdown] tags=["hint"]
+# Loop over $k = 1, 2, \dots, L$: keep attention layers `L - k .. L - 1`, so ablate
+# `attn=range(L - k)`, every MLP (`mlps=range(L)`) and the embedding term (`embed=True`).
+
+# %% [markdown] tags=["hint"]
+# `next(k for k in range(1, L + 1) if baseline - acc(terms.ablated(embed=True, mlps=range(L), attn=range(L - k))) <= 0.05)`
+
+# %% tags=["exercise"] kind="find" difficulty=2 importance=2 minutes=5 number="2.3"
+def layers_to_keep():
+    """The fewest last attention layers that keep the accuracy within 5 points, all else ablated."""
+    # --- solution ---
+    for n in range(1, L + 1):
+        if baseline - acc(terms.ablated(embed=True, mlps=range(L), attn=range(L - n))) <= 0.05:
+            return n
+    return L
+    # --- end ---
+
+
+# %%
+layers_to_keep = check_layers_to_keep(layers_to_keep, terms=terms, classifier=classifier, labels=task.labels)
+figures["layers_to_keep"] = layers_to_keep()
+
+# %% [markdown]
+# ## What to take away
+#
+# Mean-ablating a term removes its *direct* path only: the term's computation still feeds
+# later layers. So a small drop says the output does not read that term directly, not that the
+# layer is useless.
+
+# %%
+kept = layers_to_keep()
+what_we_see(
+    verdict(claim.held,
+            f"Here the pattern held: the embedding's direct story is told by the last {k} attention layers "
+            f"(removing them costs {size(drop[last_row])}; removing everything else that writes directly moves the "
+            f"accuracy by {pts(drop[cheap_rows[-1]])}), which is why the next notebooks look at their heads.",
+            verdict(baseline >= 2 / len(task.classes),
+                    f"Here the pattern {claim.word}: the last {k} attention layers do not carry the embedding's "
+                    "direct story alone, so their heads (the next notebooks) tell only part of it.",
+                    f"Here the model classifies at chance level or below ({pct(baseline)}; chance "
+                    f"{pct(1 / len(task.classes))}): with no accuracy to lose, the ablations cannot show which terms "
+                    "the prediction reads.")),
+    f"Keeping {f'the last {kept} attention layers' if kept > 1 else 'only the last attention layer'}, with "
+    "everything else that writes directly mean-ablated, keeps the accuracy within 5 points (exercise 2.3).",
+    provenance_reading(provenance(model), claim.held, pattern=pattern_words(rows)),
+    title="What to take away",
+);
+
+# %% [markdown] tags=["discuss"]
+# Why replace a term by its *mean* rather than by zero? What would zero-ablating the embedding
+# term do to every image?
+# Answer:
+# A term's mean is what it adds whatever the image: removing that too shifts every embedding by
+# the same vector, which can move every image toward one class and cost accuracy for a reason
+# that has nothing to do with the image. Mean ablation removes only what is specific to the
+# image. Zero-ablating the embedding term removes a large constant: every embedding moves, the
+# cosine similarities change everywhere, and the accuracy can fall although the term carries
+# little information about any image.
+
+# %% [markdown]
+# ## Going further
+#
+# Optional: the exercise behind every accuracy above, the same ablations on a model trained
+# without the push, and a widget to ablate any selection.
+#
+# ### Exercise 2.2: zero-shot accuracy
+#
+# The classifier has one unit-length row per class. Write the accuracy of zero-shot
+# classification: the share of images whose most similar class is their own.
+
+# %% [markdown] tags=["hint"]
+# Similarity is cosine similarity: normalise the embeddings (the rows of the classifier are
+# already unit length), then one matrix product gives every image's similarity to every class.
+
+# %% [markdown] tags=["hint"]
+# `logits = F.normalize(embeddings, dim=-1) @ classifier.T`; the prediction is `logits.argmax(1)`;
+# the accuracy is the mean of `(prediction == labels)` as floats.
+
+# %% tags=["exercise"] kind="implement" difficulty=1 importance=2 minutes=4 number="2.2"
+def zero_shot_accuracy(embeddings, classifier, labels):
+    """Top-1 zero-shot accuracy.
+
+    embeddings: [N, d] (not normalised);  classifier: [C, d] unit rows;  labels: [N] class indices
+    returns a float in [0, 1]
+    """
+    # --- solution ---
+    logits = torch.nn.functional.normalize(embeddings, dim=-1) @ classifier.T
+    return float((logits.argmax(1) == labels).float().mean())
+    # --- end ---
+
+
+# %%
+zero_shot_accuracy = check_zero_shot_accuracy(zero_shot_accuracy)
+say(f"baseline: {zero_shot_accuracy.yours} gives {zero_shot_accuracy(terms.embeddings(), classifier, task.labels):.3f}, "
+      f"helpers.methods.ablation {baseline:.3f}; all MLPs mean-ablated (by {mean_ablate.yours}): "
+      f"{zero_shot_accuracy(mine, classifier, task.labels):.3f}")
+
+# %% [markdown] tags=["discuss"]
+# The offline default and its twin differ only in a training penalty. Before the next cells run,
+# say which rows you expect to differ between them, and which not. If the two models had come out
+# the same, what would that have said about the penalty, and about the method?
+# Answer:
+# The penalty acted on the direct paths of the MLPs, the embedding term and the early attention
+# layers, so the rows that ablate those should differ: the twin should lose accuracy when they go,
+# the default should not; and removing the last layers should hurt the default much more than the
+# twin. The baselines should be alike (both models classify colour well). Had the two come out
+# the same, the penalty would have changed nothing measurable here (training alone puts the
+# direct effects in the last layers on this world), and the method would still be fine: it
+# would have measured the same thing twice.
+
+# %% [markdown]
+# ### The same ablations on a model trained without the push
 #
 # The offline default was trained **with a direct-path penalty** that pushed its direct effects
 # into the last attention layers (see the note above and `data/models/MODEL_CARD.md`). Its twin
@@ -331,7 +452,9 @@ else:
 
 # %%
 if twin is not None:
-    twin_held = figures["twin"]["pattern_held"]
+    twin_claim = pattern_claim(twin_rows, twin)
+    claim_here = pattern_claim(rows, pretrained)
+    figures["twin"] = {**figures["twin"], "pattern_claim": twin_claim.status}
     rest_name, last_name = f"MLPs + embedding + attention except last {k}", f"last {k} attention layers"
     twin_drop = {name: v - twin_rows["baseline"] for name, v in twin_rows.items() if name != "baseline"}
     what_we_see(
@@ -342,19 +465,17 @@ if twin is not None:
         f"{pretrained} {pts(drop[last_name])}, {twin} {pts(twin_drop[last_name])}.",
         f"From the first layer up, {pretrained} stays within {size(PATTERN_SMALL_DROP)} of its baseline for {flat} "
         f"of {L} layers, {twin} for {twin_flat}.",
-        verdict(held[main] != twin_held,
-                f"The paper's pattern {'held' if held[main] else 'did not hold'} on {pretrained} and "
-                f"{'held' if twin_held else 'did **not** hold'} on {twin}: the same ablations, on the same images, "
-                "tell the two models apart. The method reads a property the models differ in; it does not create it.",
-                verdict(twin_held, f"The paper's pattern held on both models: {twin} found it without being "
-                                   "pushed, so on this world training alone puts the direct effects in the last layers.",
-                        "The paper's pattern held on neither model.")
-                + " The rows above show how far apart the two models are all the same."),
-        provenance_reading(provenance(twin_model), twin_held, pattern=f"the paper's pattern ({pattern})"),
+        f"{claim_here}.",
+        f"{twin_claim}.",
+        verdict(claim_here.status != twin_claim.status,
+                "The same ablations, on the same images, tell the two models apart: the method reads a property "
+                "the models differ in; it does not create it.",
+                "The two models get the same verdict; the rows above show how far apart they are all the same."),
+        provenance_reading(provenance(twin_model), twin_claim.held, pattern=pattern_words(twin_rows)),
     )
 
 # %% [markdown]
-# ## Try it: ablate your own selection
+# ### Try it: ablate your own selection
 #
 # Tick the layers whose terms to mean-ablate; the accuracy updates (it is recomputed from the
 # stored terms, no forward pass).
@@ -371,31 +492,25 @@ live(ablate,
      attn_layers=widgets.SelectMultiple(options=options, value=tuple(early), description="attention"),
      mlp_layers=widgets.SelectMultiple(options=options, value=tuple(options), description="MLPs"))
 
-# %% [markdown]
-# ## What to take away
-#
-# Mean-ablating a term removes its *direct* path only: the term's computation still feeds
-# later layers. So a small drop says the output does not read that term directly, not that the
-# layer is useless.
+# %% [markdown] tags=["discuss"]
+# A mean-ablated term still feeds the later layers. What exactly does a small accuracy drop rule
+# out, and what does it not? And the means are taken over the very images being evaluated (as in
+# the paper): when could that matter?
+# Answer:
+# A small drop rules out that the prediction *reads* the term directly: replacing its
+# image-specific part changes nothing the classifier sees. It does not rule out that the layer
+# matters through later layers (its indirect effect), nor that it carries information another
+# readout could use. Taking the means on the evaluated images uses those images twice; on a
+# class-balanced set the mean is a fair average, but on a small or class-skewed set it leans
+# toward the majority class. With few images, take the means on held-out images.
 
-# %%
-what_we_see(
-    verdict(held[main],
-            f"Here the pattern held: the embedding's direct story is told by the last {k} attention layers "
-            f"(removing them costs {size(drop[f'last {k} attention layers'])}; removing everything else that writes "
-            f"directly moves the accuracy by {pts(drop[f'MLPs + embedding + attention except last {k}'])}), which is "
-            "why the next notebooks look at their heads.",
-            verdict(baseline >= 2 / len(task.classes),
-                    f"Here the pattern did **not** hold: the last {k} attention layers do not carry the embedding's "
-                    "direct story alone, so their heads (the next notebooks) tell only part of it.",
-                    f"Here the model classifies at chance level or below ({pct(baseline)}; chance "
-                    f"{pct(1 / len(task.classes))}): with no accuracy to lose, the ablations cannot show which terms "
-                    "the prediction reads.")),
-    provenance_reading(provenance(model), held[main], pattern=f"the paper's pattern ({pattern})"),
-    *([verdict(figures["twin"]["pattern_held"] != held[main],
-               f"Its twin `{twin}`, trained without the penalty, gives the other answer on the same images: the "
-               "ablations measure where a model's direct effects sit.",
-               f"Its twin `{twin}`, trained without the penalty, gives the same answer on these images.")]
-      if twin is not None else []),
-    title="What to take away",
-);
+# %% [markdown] tags=["discuss"]
+# Design an ablation that measures a layer's *total* effect (direct and through later layers),
+# and say what you expect it to show for this model's early attention layers.
+# Answer:
+# A sample answer: replace the layer's output *inside the forward pass* by its dataset mean (a
+# forward hook on the block's attention branch that returns the mean instead of the output), so
+# every later layer sees the ablated stream, then measure accuracy. For this model the early
+# layers' direct terms cost nothing to remove, but their total effect should be large: the last
+# layers read what the early ones computed. The gap between total and direct effect is the
+# indirect effect the decomposition does not show.

@@ -1,53 +1,50 @@
 # %% [markdown]
-# [![Open In Colab](https://colab.research.google.com/assets/colab-badge.svg)](https://colab.research.google.com/github/{{REPO}}/blob/main/notebooks/{{NOTEBOOK}}.ipynb)
+# [Open in Colab ↗](https://colab.research.google.com/github/{{REPO}}/blob/main/notebooks/{{NOTEBOOK}}.ipynb) (needs a Google account and network; offline, skip it: see `notebooks/OFFLINE.md`)
 #
 # # 4 · Where in the image? Spatial maps, heads × patches, topic and contrastive maps
 #
 # An attention head's output for the class token is a weighted sum over *source tokens*: the
-# class token itself and one token per image patch. So the direct term of head $h$ in layer
-# $l$ splits exactly into one vector per patch $i$, $c_{l,h,i}$ (the attention weight times
-# the value, through the output projection, `ln_post` and `proj`). Scoring each of them
-# against a text embedding $t$ and summing over layers and heads gives a number per patch:
+# class token itself and one token per image patch. So the direct term of a head splits exactly
+# into one vector per patch. Scoring each of them against a text embedding and summing over
+# layers and heads gives a number per patch, a **map**, and
 #
 # $$\mathrm{sim}(\text{image}, t) \;=\; \underbrace{\textstyle\sum_{i\in\text{patches}} m_i(t)}_{\text{the map}}
-#   \;+\; \underbrace{\textstyle\sum_{l,h}\langle c_{l,h,\text{CLS}}, t\rangle}_{\text{CLS term}}
-#   \;+\; \underbrace{\text{embedding} + \text{MLPs} + \text{bias}}_{\text{rest}}\cdot t .$$
+#   \;+\; \underbrace{\text{CLS term}}_{\text{no location}}
+#   \;+\; \underbrace{\text{embedding} + \text{MLPs} + \text{bias}}_{\text{rest}} .$$
 #
-# The identity is exact, and it is linear in $t$: the map of `a − b` is the map of `a` minus
-# the map of `b`. The maps are computed by contracting with the texts *inside* the forward
-# pass (`helpers.methods.spatial.heatmaps`), so a `[layers × tokens × heads × dim]` tensor is never
-# built; `benchmarks/bench_heatmaps.py` measures the cost.
-#
+# The identity is exact and linear in the text: the map of `a − b` is the map of `a` minus the
+# map of `b`. The maps are computed by contracting with the texts *inside* the forward pass
+# (`helpers.methods.spatial.heatmaps`), so no `[layers × tokens × heads × dim]` tensor is built.
 # Offline, the scenes of the synthetic world come with **true object masks**, so we can measure
-# how well the maps find the objects. With a real model (`model_name="ViT-B-16"`,
-# `pretrained="laion2b_s34b_b88k"`) the notebook maps natural photos bundled with
-# scikit-image.
+# how well the maps find the objects.
 
 # %% [markdown]
 # ### Before you start
 #
 # | | |
 # |---|---|
-# | **You will be able to** | split an image–text similarity exactly over image patches; compute one head's patch map from its attention weights and values; build contrastive maps; score maps against true masks (object IoU, pixel accuracy, mAP, object AP) and against trivial maps |
-# | **Time** | about 20 min reading, 2–3 min running, 20 min of exercises (4.1–4.2) |
+# | **You will be able to** | split an image–text similarity exactly over image patches; score maps against true masks (object IoU, pixel accuracy, mAP, object AP) and against trivial maps; find which layers localise; compute one head's patch map from its attention weights and values |
+# | **Time** | {{TIME}} |
 # | **Assumes** | notebooks 1–3 (direct terms, heads, TextSpan directions); how attention weights mix value vectors; IoU of two masks |
 #
 # {{EXERCISE_NOTE}}
 
 # %% tags=["parameters"]
-preset = "offline"          # one switch (helpers.course.presets): "offline", "ViT-B-16 LAION", "ViT-L-14 LAION",
-                            # "ViT-H-14 LAION", "ViT-B-16 OpenAI", "ViT-B-32 OpenAI", "ViT-L-14 OpenAI", "random ViT-B-32";
-                            # the parameters below override it where set (None / "": the preset's value)
-model_name = ""             # e.g. "ViT-B-16" (then name its weights in `pretrained`)
-pretrained = ""             # an open_clip tag (e.g. "laion2b_s34b_b88k"), a checkpoint path, or "random"
-images = ""                 # "world" (scenes with true masks), "photos" (scikit-image samples), "auto"
-n_images = None             # held-out scenes for the mask IoU
-pool_size = None            # texts drawn from the pool for TextSpan (0: every text)
-device = ""                 # "cuda" / "cpu" (the papers' presets: cuda when there is a GPU)
-protocol = ""               # "paper" for the papers' models (their presets set it)
+preset = "offline"   # the one switch: "offline", "ViT-B-16 LAION", "ViT-L-14 LAION",
+                     # "ViT-H-14 LAION", "ViT-B-16 OpenAI", "ViT-B-32 OpenAI",
+                     # "ViT-L-14 OpenAI", "random ViT-B-32". The parameters below
+                     # override it where set (None or "": the preset's value).
+model_name = ""      # e.g. "ViT-B-16" (then name its weights in `pretrained`)
+pretrained = ""      # an open_clip tag, a checkpoint path, or "random"
+images = ""          # "world" (scenes with true masks), "photos" (scikit-image
+                     # samples), or "auto"
+n_images = None      # held-out scenes for the mask IoU
+pool_size = None     # texts drawn from the pool for TextSpan (0: every text)
+device = ""          # "cuda" or "cpu" (the papers' presets: cuda if there is a GPU)
+protocol = ""        # "paper" for the papers' models (their presets set it)
 seed = 0
-scene = 3                   # the scene shown first
-span_layers = 4             # TextSpan runs on the heads of the last span_layers layers (the paper: 4)
+scene = 3            # the scene shown first
+span_layers = 4      # TextSpan runs on the heads of the last span_layers layers
 record_to = ""
 
 # %%
@@ -55,12 +52,24 @@ record_to = ""
 
 # %%
 import ipywidgets as widgets
+import numpy as np
 import pandas as pd
 import plotly.graph_objects as go
 import torch
 from IPython.display import display
 
-from helpers.course.narrative import baseline_comparison, compare, num, pct, ranking, say, verdict, what_we_see
+from helpers.course.narrative import (
+    baseline_comparison,
+    comparative,
+    compare,
+    num,
+    nums,
+    pct,
+    ranking,
+    say,
+    verdict,
+    what_we_see,
+)
 from helpers.course.plots import maps_figure
 from helpers.course.presets import resolve
 from helpers.course.record import Figures
@@ -74,7 +83,7 @@ from helpers.engine.models import DEFAULT_MODEL, model_info, provenance, world_o
 from helpers.engine.text import encode_texts, zero_shot_classifier
 from helpers.methods.ablation import collect_terms
 from helpers.methods.heads import head_roles, stack_heads
-from helpers.methods.metrics import BASELINES, baseline_scores, iou, map_coverage, map_scores, threshold_map
+from helpers.methods.metrics import BASELINES, baseline_scores, iou, map_coverage, map_iou, map_scores, threshold_map
 from helpers.methods.spatial import (
     contrastive_map,
     head_direction_map,
@@ -83,6 +92,7 @@ from helpers.methods.spatial import (
     topic_segmentation,
     upsample,
 )
+from helpers.methods.stats import paired_bootstrap, region_difference
 from helpers.methods.textspan import textspan
 
 torch.manual_seed(seed)
@@ -220,14 +230,6 @@ if test is not None:
     )
 
 # %% [markdown]
-# **Negative contributions.** A patch can push the image *away* from a text: the background
-# patches of a red square score below the mean over colours for "red" (they look like
-# grass, not like red), and some heads write against a text on purpose. The map is signed;
-# segmentation clips it at 0 before thresholding. Without subtracting the mean over classes, the
-# unclipped map of a single text is dominated by what every text shares, and looks almost
-# uniform.
-
-# %% [markdown]
 # ## How well do the maps find the objects? (held-out scenes)
 #
 # The own-class map of each held-out scene against its true region: the object's mask for the
@@ -261,13 +263,14 @@ if test is not None:
 if test is not None:
     x = world_batch(test)
     truth_fg = torch.as_tensor(test.foreground)
-    table, trivial, coverage = {}, {}, {}
+    table, trivial, coverage, scene_iou = {}, {}, {}, {}
     for f in FACTORS:
         maps = own_class_maps(model, x, classifiers[f], test.factors[f])
         truth = ~truth_fg if f == "background" else truth_fg
         table[f] = map_scores(maps, truth)
         trivial[f] = baseline_scores(truth, tuple(maps.shape[-2:]), seed=seed)
         coverage[f] = map_coverage(maps, truth)
+        scene_iou[f] = map_iou(upsample(maps, truth.shape[-2:]), truth)  # per scene
     shown = {}
     for f in FACTORS:
         shown[f] = table[f]
@@ -290,39 +293,68 @@ if test is not None:
         *[baseline_comparison(f, table[f], trivial[f], coverage[f]) for f in FACTORS],
         "Which rows beat their trivial map, score by score: "
         + "; ".join(f"{k}: {', '.join(f for f in FACTORS if beats[f][k]) or 'none'}" for k in BASELINES) + ".",
-        "Object IoU gained over the whole-image mask, best first: "
+        "Object IoU gained over the whole-image mask, highest first: "
         + ranking({f: table[f]["object IoU"] - trivial[f]["object IoU"] for f in FACTORS}) + ".",
         verdict(prov.kind in ("shaped", "plain"),
                 "The offline model's card (`data/models/MODEL_CARD.md`, measured figures) gives the object IoU of "
-                "its shape and colour maps on its own held-out scenes; here " + compare(table["shape"]["object IoU"],
-                                                                         table["colour"]["object IoU"], "the shape map",
-                                                                         "the colour map", what="object IoU"), ""),
+                "its shape and colour maps on its own held-out scenes; here " + compare(
+                    table["shape"]["object IoU"], table["colour"]["object IoU"], "the shape map", "the colour map",
+                    what="object IoU", evidence=paired_bootstrap(scene_iou["shape"], scene_iou["colour"],
+                                                                 items="scenes")), ""),
     )
 
 # %% [markdown]
 # ## Which layers draw the map?
 #
-# The same colour maps restricted to one attention layer at a time, with two measures per
-# layer: how well its map alone finds the objects (object IoU; thresholding ignores the map's
-# scale), and its share of the map's total mass (how much of the summed map it supplies).
+# The summed map adds up every attention layer's map. In the paper's large CLIPs, maps of early
+# layers are noise: their direct terms are small, and what they compute reaches the output
+# *indirectly*. But a layer with little mass can still *localise*: object IoU ignores a map's
+# scale, so a faint map that points at the object scores well.
 #
-# In the paper's large CLIPs, maps of early layers are noise: their direct terms are small
-# (ablating them barely changes accuracy, notebook 2), and what they compute reaches the
-# output *indirectly*, through later layers, which a direct-term map does not follow. So the
-# summed map is drawn by the last layers. A layer with little mass can still *localise*: the
-# object IoU ignores the scale, so a faint map that points at the object scores well. The two
-# measures answer different questions; where the mass sits also depends on how the model was
-# trained (below).
+# ## Exercise 4.3: which single layer finds the objects best?
+#
+# Find the attention layer whose colour map *alone* has the best object IoU over the held-out
+# scenes. The cell below computes every layer's own-class colour maps, `layer_maps[l]`
+# (`own_class_maps(..., layers=[l])`); `map_scores(maps, truth_fg)["object IoU"]` scores maps
+# against the objects' masks (the explorer under *Going further* restricts layers by hand). The
+# chart after the check shows the answer.
+
+# %%
+from helpers.course.exercises.nb04 import check_best_layer
+
+if test is not None:
+    x = world_batch(test)
+    layer_maps = [own_class_maps(model, x, classifiers["colour"], test.factors["colour"], layers=[layer])
+                  for layer in range(L)]  # [scenes, gh, gw] for each layer
+
+
+# %% [markdown] tags=["hint"]
+# Score each layer's maps with `map_scores(layer_maps[l], truth_fg)["object IoU"]` and return the
+# index of the largest.
+
+# %% [markdown] tags=["hint"]
+# `max(range(L), key=lambda l: map_scores(layer_maps[l], truth_fg)["object IoU"])`. The layer with
+# the most *mass* answers a different question.
+
+# %% tags=["exercise"] kind="find" difficulty=1 importance=2 minutes=4 number="4.3"
+def best_layer():
+    """The index of the attention layer whose colour map alone has the best object IoU."""
+    # --- solution ---
+    return max(range(L), key=lambda layer: map_scores(layer_maps[layer], truth_fg)["object IoU"])
+    # --- end ---
+
 
 # %%
 if test is not None:
-    x = world_batch(test)
-    per_layer, mass = [], []
-    for layer in range(L):
-        maps = own_class_maps(model, x, classifiers["colour"], test.factors["colour"], layers=[layer])
-        per_layer.append(map_scores(maps, truth_fg)["object IoU"])
-        mass.append(float(maps.abs().sum()))
+    layer_iou = np.stack([map_iou(upsample(m, truth_fg.shape[-2:]), truth_fg) for m in layer_maps])  # [L, scenes]
+    mass = [float(m.abs().sum()) for m in layer_maps]
     mass = [m / sum(mass) for m in mass]
+    best_layer = check_best_layer(best_layer, layer_iou=layer_iou, mass=mass)
+    figures["best_layer"] = best_layer()
+
+# %%
+if test is not None:
+    per_layer = [float(v.mean()) for v in layer_iou]
     names = [layer_label(i) for i in range(L)]
     fig = go.Figure([go.Bar(x=names, y=per_layer, name="object IoU of the layer's map"),
                      go.Bar(x=names, y=mass, name="share of the map's mass")])
@@ -334,25 +366,33 @@ if test is not None:
     figures["map_mass_by_layer"] = mass
     half = L // 2
     figures["object_iou_colour_by_layer"] = per_layer
-    figures["object_iou_colour_first_half"] = map_scores(
-        own_class_maps(model, x, classifiers["colour"], test.factors["colour"], layers=range(half)), truth_fg)["object IoU"]
-    figures["object_iou_colour_second_half"] = map_scores(
-        own_class_maps(model, x, classifiers["colour"], test.factors["colour"], layers=range(half, L)), truth_fg)["object IoU"]
+    halves = {}
+    for part, rng in (("first", range(half)), ("second", range(half, L))):
+        m = own_class_maps(model, x, classifiers["colour"], test.factors["colour"], layers=rng)
+        halves[part] = map_iou(upsample(m, truth_fg.shape[-2:]), truth_fg)
+    figures["object_iou_colour_first_half"] = float(halves["first"].mean())
+    figures["object_iou_colour_second_half"] = float(halves["second"].mean())
 
 # %%
 if test is not None:
     first, second = figures["object_iou_colour_first_half"], figures["object_iou_colour_second_half"]
-    best = max(range(L), key=lambda i: per_layer[i])
+    top = int(np.argmax(per_layer))
     heavy = max(range(L), key=lambda i: mass[i])
+    tied = [names[i] for i in range(L) if i != top
+            and comparative(paired_bootstrap(layer_iou[top], layer_iou[i], items="scenes"), "ahead", "behind") != "ahead"]
     localise = [names[i] for i in range(L) if per_layer[i] > figures["object_iou_trivial"]]
+    halves_evidence = paired_bootstrap(halves["second"], halves["first"], items="scenes")
+    figures["halves_comparison"] = halves_evidence.side
     what_we_see(
         f"The last {L - half} layers supply {pct(sum(mass[half:]))} of the map's mass; the heaviest single layer is "
         f"{names[heavy]} ({pct(mass[heavy])}).",
-        f"The best single layer for object IoU is {names[best]} ({num(per_layer[best])}, against "
-        f"{num(figures['object_iou_colour'])} for all layers together); {len(localise)} of {L} layers alone beat "
-        f"the whole-image mask ({num(figures['object_iou_trivial'])}).",
+        f"The highest object IoU of a single layer is {names[top]}'s ({num(per_layer[top])}, against "
+        f"{num(figures['object_iou_colour'])} for all layers together)"
+        + verdict(tied, f"; within noise of it: {', '.join(tied)}", "") + f". {len(localise)} of {L} layers alone "
+        f"beat the whole-image mask ({num(figures['object_iou_trivial'])}).",
         "Maps of half the layers: " + compare(second, first, f"the map of the last {L - half} layers",
-                                              f"that of the first {half}", what="object IoU") + " "
+                                              f"that of the first {half}", what="object IoU",
+                                              evidence=halves_evidence) + " "
         + verdict(sum(mass[:half]) < 0.5 and first > figures["object_iou_trivial"],
                   "The first layers localise colour, but their maps are faint: the full map is drawn by the last "
                   "layers.", ""),
@@ -393,6 +433,8 @@ def best_head(prop):
 
 picked_heads = {prop: best_head(prop) for prop in ("colour", "background")}
 counts = {p: sum(r.property == p for r in roles) for p in sorted({r.property for r in roles if r.property})}
+
+# %%
 roles_text = what_we_see(
     f"Of the {len(roles)} heads of the last {min(span_layers, L)} layers, TextSpan's first texts make "
     + verdict(counts, ", ".join(f"{n} {p}" for p, n in sorted(counts.items(), key=lambda t: -t[1])) + " head(s).",
@@ -405,44 +447,35 @@ roles_text = what_we_see(
     prov.note,
 )
 
-# %%
-if test is not None and not pooled:
-    panels, head_cover = {}, {}
-    for prop, i in picked_heads.items():
-        if i is None:
-            continue
-        r = roles[i]
-        m = head_direction_map(model, world_batch(test)[s:s + 1], r.layer, r.head, spans.directions[i, 0])[0]
-        panels[f"{r.label}, {prop} head"] = m
-        head_cover[prop] = map_coverage(m[None], truth_fg[s:s + 1])
-    if panels:
-        maps_figure(test.images[s], panels, mask=test.foreground[s],
-                    title="Which patches drive a head along its first TextSpan direction").show()
-        what_we_see(*[f"Along '{roles[picked_heads[prop]].texts[0]}', the {prop} head's map is "
-                      f"{verdict(c['mean inside'] > c['mean outside'], 'higher', 'lower')} on the object than on the "
-                      f"background (mean {num(c['mean inside'])} vs {num(c['mean outside'])}); the scene shows "
-                      f"\"{test.captions[s]}\"." for prop, c in head_cover.items()])
-    figures["head_map_inside_vs_outside"] = {p: [c["mean inside"], c["mean outside"]] for p, c in head_cover.items()}
-
 # %% [markdown]
 # ## Exercise 4.1: one head's patch map from its attention weights and values
 #
-# The class token's output of head $h$ is a weighted sum over the tokens: token $i$ (token 0 is
-# the class token itself) contributes $a_i\,(v_i W + b)$, where $a_i$ is its attention weight,
-# $v_i$ its value vector, $W$ the head's map into the joint space (its slice of the output
-# projection, `ln_post` and `proj`) and $b$ its share of the output bias. Score every patch
-# token's term against a text and lay the patches out on the grid (row by row).
-# `head_parts` reads $a$, $v$, $W$ and $b$ of one head for one image; the map you compute should
-# equal `head_direction_map` of the section above.
+# The class token's output of a head is a weighted sum over the tokens: each token contributes
+# its value vector, mapped into the joint space by the head's slice of the output projection,
+# `ln_post` and `proj` (`to_joint`), plus its share of the output bias (`bias`), weighted by how
+# much the class token attends to it. Token 0 is the class token itself; the others are the
+# patches, row by row. Score each patch token's contribution against a text and lay the patches
+# out on the grid. `head_parts` reads the weights, values and maps of one head for one image;
+# your map should equal `head_direction_map` of the section above.
 
-# %% tags=["exercise"]
+# %% [markdown] tags=["hint"]
+# Token `i` contributes `a_i (v_i W + b)`: its attention weight times (its value through `to_joint`
+# plus the bias). The bias is shared by attention weight too: every token carries `a_i b`. Keep the
+# weights as they are (they sum to 1 over *all* tokens, the class token included): the map plus
+# the class token's own term add up to the head's score.
+
+# %% [markdown] tags=["hint"]
+# `per_token = attn * ((values @ to_joint + bias) @ text)` is `[T]`; drop token 0 and reshape:
+# `per_token[1:].reshape(grid)` (row-major, `grid = (rows, columns)`).
+
+# %% tags=["exercise"] kind="implement" difficulty=2 importance=3 minutes=7 number="4.1"
 def head_patch_map(attn, values, to_joint, bias, text, grid):
     """One head's map of one text over the image patches.
 
     attn: [T] the class token's attention weights (token 0 is the class token)
     values: [T, dh] the head's value vectors;  to_joint: [dh, E];  bias: [E];  text: [E]
     grid: (rows, columns) of the patch grid, rows * columns = T - 1
-    returns [rows, columns]: patch i's term a_i (v_i W + b), scored against the text
+    returns [rows, columns]
     """
     # --- solution ---
     per_token = attn * ((values @ to_joint + bias) @ text)  # [T]
@@ -463,11 +496,101 @@ if not pooled:  # a class token's attention weights: not in an attention-pooled 
     u = spans.directions[ic, 0]
     mine = head_patch_map(head_data.attn, head_data.values, head_data.to_joint, head_data.bias, u, head_data.grid)
     theirs = head_direction_map(model, x0[None], hl, hc, u)[0]
-    print(f"{head_label(hl, hc)} along its first TextSpan direction: largest difference from head_direction_map "
-          f"{float((mine - theirs).abs().max()):.1e}")
+    say(f"{head_label(hl, hc)} along its first TextSpan direction, by {head_patch_map.yours}: largest difference "
+          f"from head_direction_map {float((mine - theirs).abs().max()):.1e}")
 
 # %% [markdown]
-# ## Topic segmentation and contrastive maps (CLIP-InterpreT)
+# ## What to take away (core)
+
+# %%
+def and_list(items):
+    return ", ".join(items[:-1]) + " and " + items[-1] if len(items) > 1 else "".join(items)
+
+
+lines = ["The maps are an exact split of the similarity over patches, plus a CLS term and a rest that have no "
+         "location" + (f" (largest error {num(figures['identity_max_error'], 2)})." if test is not None else ".")]
+if test is not None:
+    beats = figures["beats_trivial"]
+    found = [f for f in FACTORS if beats[f]["object IoU"] and beats[f]["mAP"]]
+    missed = [f for f in FACTORS if f not in found]
+    lines += [
+        "Subtracting the mean over classes and clipping at 0 turns them into segmentations: "
+        + verdict(found, f"the {and_list(found)} map{'s' if len(found) > 1 else ''} beat{'' if len(found) > 1 else 's'} "
+                         "a whole-image mask on object IoU and a random map on mAP",
+                  "no map beats both a whole-image mask on object IoU and a random map on mAP")
+        + verdict(missed, f"; the {and_list(missed)} map{'s' if len(missed) > 1 else ''} do"
+                          f"{'' if len(missed) > 1 else 'es'} **not** (reasons under the table). ", ". ")
+        + "Notebook 6 compares such maps with attention-based baselines.",
+        f"The last {L - L // 2} layers draw {pct(sum(figures['map_mass_by_layer'][L // 2:]))} of the colour map's "
+        f"mass, yet layer {figures['best_layer']}'s map alone localises as well as any single layer (exercise 4.3): "
+        "mass and localisation are different questions.",
+    ]
+if not pooled:
+    lines.append("A single head along one of its TextSpan directions shows which patches drive *that* head"
+                 + (f" (the purest colour head here: {roles[ic].label})." if best_head("colour") is not None else "."))
+takeaway = what_we_see(*lines, title="What to take away (core)")
+
+# %% [markdown] tags=["discuss"]
+# Look at the background row of the mask table next to its baselines. What makes the background
+# an unfair test for an "above the mean" threshold? And which part of the similarity can no map
+# ever show?
+# Answer:
+# The background covers most of every scene (about nine pixels in ten here), while the mean
+# threshold keeps roughly the pixels above the map's mean, often about half of them: the IoU
+# cannot reach the whole-image mask's, which scores the region's share, and pixel accuracy rewards
+# marking everything. A fair test for a large region would threshold at its expected size or use a
+# threshold-free score (object AP). No map shows the CLS term (what heads read from the class
+# token itself) or the rest (embedding term, MLPs, bias): they belong to no patch.
+
+# %% [markdown]
+# ## Going further
+#
+# Optional: which patches drive single heads, topic segmentation and contrastive maps, the
+# contrastive exercise, an explorer for any text, and natural photos.
+#
+# %% [markdown]
+# ### Negative contributions
+#
+# A patch can push the image *away* from a text: the background
+# patches of a red square score below the mean over colours for "red" (they look like
+# grass, not like red), and some heads write against a text on purpose. The map is signed;
+# segmentation clips it at 0 before thresholding. Without subtracting the mean over classes, the
+# unclipped map of a single text is dominated by what every text shares, and looks almost
+# uniform.
+
+# %%
+if test is not None and not pooled:
+    panels, head_cover, head_region = {}, {}, {}
+    for prop, i in picked_heads.items():
+        if i is None:
+            continue
+        r = roles[i]
+        m = head_direction_map(model, world_batch(test)[s:s + 1], r.layer, r.head, spans.directions[i, 0])[0]
+        panels[f"{r.label}, {prop} head"] = m
+        head_cover[prop] = map_coverage(m[None], truth_fg[s:s + 1])
+        # the patches the object touches (as mass_by_region counts them)
+        on_patch = torch.nn.functional.adaptive_max_pool2d(truth_fg[s][None, None].float(), tuple(m.shape))[0, 0] > 0
+        head_region[prop] = region_difference(m.cpu().numpy(), on_patch.numpy())
+    if panels:
+        maps_figure(test.images[s], panels, mask=test.foreground[s],
+                    title="Which patches drive a head along its first TextSpan direction").show()
+    figures["head_map_inside_vs_outside"] = {p: [c["mean inside"], c["mean outside"]] for p, c in head_cover.items()}
+    figures["head_map_region_side"] = {p: e.side for p, e in head_region.items()}
+
+# %%
+if test is not None and not pooled and head_cover:
+    said = []
+    for prop, c in head_cover.items():
+        inside, outside = nums(c["mean inside"], c["mean outside"], digits=2)
+        ev = head_region[prop]
+        word = comparative(ev, "higher on the object than off it", "lower on the object than off it",
+                           "about as high on the object as off it (within noise)")
+        said.append(f"Along '{roles[picked_heads[prop]].texts[0]}', the {prop} head's map is {word}: mean "
+                    f"{inside} on the patches the objects touch, {outside} off them ({ev.basis}).")
+    what_we_see(*said, f"The scene shows \"{test.captions[s]}\".")
+
+# %% [markdown]
+# ### Topic segmentation and contrastive maps (CLIP-InterpreT)
 #
 # **Topic segmentation**: one head, several texts, a map per text: where does this head find
 # each topic? For the purest colour head we use four colour names, the scene's own among them.
@@ -487,8 +610,11 @@ if test is not None and not pooled:
     on_object = {t: map_coverage(topic[k][None], truth_fg[s:s + 1])["mean inside"] for k, t in enumerate(colour_texts)}
     top_text = max(on_object, key=on_object.get)
     figures["topic_top_text_is_own_colour"] = top_text == colour_texts[0]
+
+# %%
+if test is not None and not pooled:
     what_we_see(
-        "On the object, the texts' maps of this head rank: " + ranking(on_object) + " (mean over the object's pixels).",
+        "On the object, the texts' maps of this head rank, highest first: " + ranking(on_object) + " (mean over the object's pixels).",
         verdict(top_text == colour_texts[0],
                 f"The head's map is highest on the object for the scene's own colour ('{colour_texts[0]}'): it "
                 "tells which colour the object has, and where.",
@@ -528,8 +654,8 @@ if test is not None:
         f"texture, so neither text fits: the positive part of the map covers {pct(fit_all['kept'])} of the pixels "
         f"on average, while the objects cover {pct(fit_all['region'])}"
         + verdict(fit_all["mean inside"] <= fit_all["mean outside"],
-                  ", and the map is higher off the objects than on them "
-                  f"({num(fit_all['mean outside'])} vs {num(fit_all['mean inside'])}).", "."),
+                  ", and the map is higher off the objects than on them ("
+                  + " vs ".join(nums(fit_all["mean outside"], fit_all["mean inside"])) + ").", "."),
         "*Subtracting a background text also subtracts on the object.* The background maps above are "
         + ("as high on the object as on the background" if bg_on_object >= bg_on_background else
            "nearly as high on the object as on the background" if bg_on_object > bg_on_background / 2 else
@@ -541,12 +667,19 @@ if test is not None:
     )
 
 # %% [markdown]
-# ## Exercise 4.2: a contrastive map is a difference
+# ### Exercise 4.2: a contrastive map is a difference
 #
-# The map is linear in the text, so "where does this head make the image look more like A than
-# B?" is the map of A minus the map of B. Write it with your `head_patch_map`.
+# "Where does this head make the image look more like text A than text B?" Write it with your
+# `head_patch_map`.
 
-# %% tags=["exercise"]
+# %% [markdown] tags=["hint"]
+# A head's map is linear in the text: the map of a sum of texts is the sum of their maps.
+
+# %% [markdown] tags=["hint"]
+# `head_patch_map(..., text_a, grid) - head_patch_map(..., text_b, grid)` (or one map of
+# `text_a - text_b`; do not normalise the difference).
+
+# %% tags=["exercise"] kind="implement" difficulty=1 importance=1 minutes=3 number="4.2"
 def contrastive_head_map(attn, values, to_joint, bias, text_a, text_b, grid):
     """Where one head makes the image look more like text_a than text_b: [rows, columns]."""
     # --- solution ---
@@ -563,11 +696,12 @@ if not pooled:
     mine = contrastive_head_map(head_data.attn, head_data.values, head_data.to_joint, head_data.bias, ta, tb,
                                 head_data.grid)
     theirs = contrastive_map(model, x0[None], text_a, text_b, [hl], [hc], tokenizer=tokenizer)[0]
-    print(f"'{text_a}' - '{text_b}' through {head_label(hl, hc)}: largest difference from contrastive_map "
+    say(f"'{text_a}' - '{text_b}' through {head_label(hl, hc)}, by {contrastive_head_map.yours}: largest "
+          "difference from contrastive_map "
           f"{float((mine - theirs).abs().max()):.1e}")
 
 # %% [markdown]
-# ## Try it
+# ### Try it
 #
 # Pick a scene (or a photo), type any text, restrict the layers and heads, or compare two
 # texts. The map is the text's own map (no mean subtracted: the colour scale centres on 0).
@@ -616,7 +750,7 @@ live(explore,
                            description="pooling head" if pooled else "head"))
 
 # %% [markdown]
-# ## Natural photos
+# ### Natural photos
 #
 # scikit-image ships a few photos (no download). With a real CLIP each text lights up its
 # object; every map is drawn on the centre crop the model sees (`model_view`), so non-square
@@ -631,39 +765,38 @@ for name in (list(photos) if not offline_model else list(photos)[:1]):
                 title=f"{name}: each text minus the mean of the texts").show()
 
 # %% [markdown]
-# ## What to take away
-#
-# Generated from this run's numbers, so it reads right for whichever model the notebook ran.
+# ### What to take away (going further)
 
 # %%
-def and_list(items):
-    return ", ".join(items[:-1]) + " and " + items[-1] if len(items) > 1 else "".join(items)
-
-
-lines = ["The maps are an exact split of the similarity over patches, plus a CLS term and a rest that have no "
-         "location" + (f" (largest error {num(figures['identity_max_error'], 2)})." if test is not None else ".")]
+more = []
 if test is not None:
-    beats = figures["beats_trivial"]
-    found = [f for f in FACTORS if beats[f]["object IoU"] and beats[f]["mAP"]]
-    missed = [f for f in FACTORS if f not in found]
-    lines += [
-        "Subtracting the mean over classes and clipping at 0 turns them into segmentations: "
-        + verdict(found, f"the {and_list(found)} map{'s' if len(found) > 1 else ''} beat{'' if len(found) > 1 else 's'} a whole-image mask on object IoU and a random map on "
-                         "mAP", "no map beats both a whole-image mask on object IoU and a random map on mAP")
-        + verdict(missed, f"; the {and_list(missed)} map{'s' if len(missed) > 1 else ''} do"
-                          f"{'' if len(missed) > 1 else 'es'} **not** (reasons under the table). ", ". ")
-        + "Notebook 6 compares such maps with attention-based baselines.",
-        f"The last {L - L // 2} layers draw {pct(sum(figures['map_mass_by_layer'][L // 2:]))} of the colour map's "
-        "mass; " + compare(figures["object_iou_colour_second_half"], figures["object_iou_colour_first_half"],
-                           "their map", "the first layers' map", what="object IoU")
-        + verdict(prov.shaped, " Where the mass sits is set by this model's training (a direct-path penalty on "
-                               "every attention layer but the last four), so it does not test the paper's claim.",
-                  verdict(prov.tests_the_paper, " This is a web-trained CLIP, so this tests the paper's claim.", "")),
-        "A contrast of two fixed texts answers a question about one scene "
-        f"(object IoU {num(figures['contrastive_iou_scene'])} on scene {s}, {num(figures['contrastive_iou'])} over "
-        f"all {len(test)}); to find objects across scenes, subtract the mean over one factor's classes.",
-    ]
-if not pooled:
-    lines.append("A single head along one of its TextSpan directions shows which patches drive *that* head"
-                 + (f" (the purest colour head here: {roles[ic].label})." if best_head("colour") is not None else "."))
-takeaway = what_we_see(*lines, title="What to take away")
+    more.append("A contrast of two fixed texts answers a question about one scene "
+                f"(object IoU {num(figures['contrastive_iou_scene'])} on scene {s}, {num(figures['contrastive_iou'])} "
+                f"over all {len(test)}); to find objects across scenes, subtract the mean over one factor's classes.")
+more.append(verdict(prov.shaped, "Where the mass sits is set by this model's training (a direct-path penalty on "
+                                 "every attention layer but the last four), so it does not test the paper's claim.",
+                    verdict(prov.tests_the_paper, "This is a web-trained CLIP, so where the mass sits tests the "
+                                                  "paper's claim.", prov.note)))
+what_we_see(*more, title="What to take away (going further)");
+
+# %% [markdown] tags=["discuss"]
+# Why subtract the mean over classes before mapping a class text? What does the map of a single
+# text, unsubtracted, mostly show?
+# Answer:
+# Every colour text shares a large component ("there is an object", "a photo"), and its map
+# lights up wherever the image looks like a photo of an object: mostly everywhere. Subtracting
+# the mean over the factor's classes removes what all of them share and leaves what tells *this*
+# colour apart from the others, which sits on the object. The unsubtracted map is dominated by the
+# shared part and looks almost uniform; it still adds up to the similarity exactly, but it does not
+# localise.
+
+# %% [markdown] tags=["discuss"]
+# Design a map that finds the *background* as well as the colour map finds the object, and say
+# how you would score it fairly.
+# Answer:
+# A sample answer: map the own background text minus the mean over the background classes
+# (as the table does), but threshold at the background's expected share of the pixels (or at
+# the map's median rather than its mean) so that a large region can be kept whole; score it with
+# object AP, which needs no threshold, and against the trivial maps of the same score. A
+# contrastive map of background minus object texts would also subtract on the object's patches
+# and push them down.

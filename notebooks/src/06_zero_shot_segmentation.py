@@ -1,5 +1,5 @@
 # %% [markdown]
-# [![Open In Colab](https://colab.research.google.com/assets/colab-badge.svg)](https://colab.research.google.com/github/{{REPO}}/blob/main/notebooks/{{NOTEBOOK}}.ipynb)
+# [Open in Colab ↗](https://colab.research.google.com/github/{{REPO}}/blob/main/notebooks/{{NOTEBOOK}}.ipynb) (needs a Google account and network; offline, skip it: see `notebooks/OFFLINE.md`)
 #
 # # 6 · Zero-shot segmentation: the decomposition against the usual baselines
 #
@@ -7,10 +7,9 @@
 # turns them into a **zero-shot segmenter**: for the *predicted* class, take the patch map of
 # the class text minus the mean over all class texts (all layers and heads, class token
 # excluded), upsample it to the image, clip at 0, min-max normalise, and keep the pixels above
-# the map's mean. No training, no labels, no backward pass.
-#
-# We compare it with the explainability baselines of the paper's table, computed on the same
-# images with the same post-processing and metric code:
+# the map's mean. No training, no labels, no backward pass. We compare it with the
+# explainability baselines of the paper's table, on the same images, with the same
+# post-processing and metric code:
 #
 # | method | what it reads | class-specific | backward pass |
 # |---|---|---|---|
@@ -22,61 +21,39 @@
 # | partial LRP (Voita et al., 2019) | relevance of the last block's class-token attention row | through its start | yes (relevance) |
 # | **decomposition** (the paper) | direct per-patch terms · (class − mean class) | yes | no |
 #
-# **LRP and partial LRP** are the relevance baselines of the paper's table (taken, like the
-# others, from Chefer et al.'s comparison). Layer-wise relevance propagation starts from the
-# class score and hands it backwards, layer by layer, to whatever produced it: each output's
-# relevance is shared among its inputs in proportion to their (positive) contributions, so
-# the total is conserved down to the pixels, and the map is the relevance of each patch's
-# pixels. Partial LRP runs the same propagation but stops at the last block's attention and
-# reads the relevance of the class token's attention row, averaged over heads. Both start
-# from the class score, so they are class-specific only as far as the relevance keeps that
-# start apart from other classes; both need a backward pass (here written out by hand in
-# `helpers.methods.lrp`, not autograd).
-#
-# The metrics follow Chefer et al. and the paper; each has one name in this notebook:
-#
-# * **pixel accuracy**: the share of pixels (over the whole dataset) whose thresholded label,
-#   foreground or background, is right;
-# * **mIoU**: the mean of the foreground IoU and the background IoU, each accumulated over the
-#   whole dataset (intersections and unions added over all images before dividing). Notebook 4's
-#   *object IoU* is another metric (the foreground IoU of each image, averaged over images);
-# * **mAP** (the paper's, as in Chefer et al.): per image, the soft map ranks the pixels for
-#   "foreground" and its complement (1 − map) ranks them for "background", one average
-#   precision is taken over both together, and the images are averaged. Background pixels are
-#   most of each scene, so a map that keeps the background low already scores high;
-# * **object AP**: the average precision of the soft map against the foreground alone, averaged
-#   over images: does the map rank the object's own pixels first?
-#
-# Pixel accuracy and mIoU score the thresholded masks; mAP and object AP the soft maps. Image and
-# mask go through the *same* resize and crop, so they stay aligned on non-square photos.
-#
-# Offline, the synthetic world's objects have exact masks. Online, `dataset="imagenet-seg"`
-# downloads ImageNet-Segmentation (4,276 images, about 1.4 GB) and reproduces the paper's table
-# layout with a real model.
+# The metrics follow Chefer et al. and the paper: **pixel accuracy** (share of pixels labelled
+# right) and **mIoU** (the mean of the foreground and background IoU, each accumulated over the
+# whole dataset) score the thresholded masks; **mAP** (the paper's: map and complement ranked
+# for foreground and background together) and **object AP** (the foreground alone) score the
+# soft maps. Offline the world's objects have exact masks; online, `dataset="imagenet-seg"`
+# reproduces the paper's table layout with a real model.
 
 # %% [markdown]
 # ### Before you start
 #
 # | | |
 # |---|---|
-# | **You will be able to** | turn the decomposition's patch maps into a zero-shot segmenter with the paper's post-processing; score it with pixel accuracy, mIoU, mAP and object AP against raw attention, rollout, GradCAM, Chefer et al., LRP and partial LRP; say which methods need a backward pass and what it costs; explain where each map puts its weight |
-# | **Time** | about 15 min reading, 2 min running, 25 min of exercises (6.1–6.3) |
+# | **You will be able to** | turn the decomposition's patch maps into a zero-shot segmenter with the paper's post-processing; score it with pixel accuracy, mIoU, mAP and object AP against raw attention, rollout, GradCAM, Chefer et al., LRP and partial LRP, and say when a lead is within noise; find which layers segment best; say which methods need a backward pass and what it costs |
+# | **Time** | {{TIME}} |
 # | **Assumes** | notebook 4 (patch maps, class text minus the mean class text); IoU and average precision; what a gradient-based saliency map is |
 #
 # {{EXERCISE_NOTE}}
 
 # %% tags=["parameters"]
-preset = "offline"          # one switch (helpers.course.presets): "offline", "ViT-B-16 LAION", "ViT-L-14 LAION",
-                            # "ViT-H-14 LAION", "ViT-B-16 OpenAI", "ViT-B-32 OpenAI", "ViT-L-14 OpenAI", "random ViT-B-32";
-                            # the parameters below override it where set (None / "": the preset's value)
-model_name = ""             # e.g. "ViT-B-16" (then name its weights in `pretrained`)
-pretrained = ""             # an open_clip tag (e.g. "laion2b_s34b_b88k"), a checkpoint path, or "random"
-dataset = ""                # "world[:factor]", "imagenet-seg", or "imagenet-seg:/path/to/gtsegs_ijcv.mat"
-pairs_factor = "colour"     # two-object scenes, segment the one the text names: "colour", "shape", "position" or ""
+preset = "offline"   # the one switch: "offline", "ViT-B-16 LAION", "ViT-L-14 LAION",
+                     # "ViT-H-14 LAION", "ViT-B-16 OpenAI", "ViT-B-32 OpenAI",
+                     # "ViT-L-14 OpenAI", "random ViT-B-32". The parameters below
+                     # override it where set (None or "": the preset's value).
+model_name = ""      # e.g. "ViT-B-16" (then name its weights in `pretrained`)
+pretrained = ""      # an open_clip tag, a checkpoint path, or "random"
+dataset = ""         # "world[:factor]", "imagenet-seg", or
+                     # "imagenet-seg:/path/to/gtsegs_ijcv.mat"
+pairs_factor = "colour"  # two-object scenes, segment the one the text names:
+                         # "colour", "shape", "position" or ""
 n_images = None
 batch_size = None
-device = ""                 # "cuda" / "cpu" (the papers' presets: cuda when there is a GPU)
-protocol = ""               # "paper" for the papers' models (their presets set it)
+device = ""          # "cuda" or "cpu" (the papers' presets: cuda if there is a GPU)
+protocol = ""        # "paper" for the papers' models (their presets set it)
 seed = 0
 record_to = ""
 
@@ -91,7 +68,19 @@ import plotly.graph_objects as go
 import torch
 from IPython.display import display
 
-from helpers.course.narrative import compare, num, pct, pm, ranking, ratio, say, verdict, what_we_see
+from helpers.course.narrative import (
+    comparative,
+    compare,
+    leader,
+    num,
+    pct,
+    pm,
+    ranking,
+    ratio,
+    say,
+    verdict,
+    what_we_see,
+)
 from helpers.course.plots import maps_figure
 from helpers.course.presets import resolve
 from helpers.course.record import Figures
@@ -114,6 +103,7 @@ from helpers.methods.segmentation import (
     segment,
     segmentation_maps,
 )
+from helpers.methods.stats import SEGMENTATION_STATISTICS, paired_bootstrap, segmentation_items, widened
 
 torch.manual_seed(seed)
 figures = Figures(record_to)
@@ -190,18 +180,43 @@ zero_shot = None if task.labels is None else float((pred == task.labels).float()
 if zero_shot is not None:
     figures["zero_shot_accuracy"] = zero_shot
 r = results
+size = tuple(task.masks.shape[-2:])
+# per-image parts of every score, so that each comparison is weighed by a paired bootstrap over the images
+items = {m: segmentation_items(*segment(soft_maps[m], size), task.masks) for m in METHODS}
+
+
+def evidence(table_items, a, b, metric):
+    return paired_bootstrap(table_items[a], table_items[b], SEGMENTATION_STATISTICS[metric])
+
+
+def leads(table, table_items, metric):
+    """Who leads on a metric, with every other method's gap to the best weighed against the noise."""
+    best = max(table, key=lambda m: table[m][metric])
+    gaps = {METHOD_NAMES[m]: evidence(table_items, best, m, metric) for m in table if m != best}
+    return leader({METHOD_NAMES[m]: table[m][metric] for m in table}, gaps)
+
+
 agnostic = max(("raw_attention", "rollout"), key=lambda m: r[m]["mIoU"])
+vs_agnostic = evidence(items, "decomposition", agnostic, "mIoU")  # judged once: here and in the takeaway
+figures["decomposition_vs_agnostic_miou_side"] = vs_agnostic.side
+figures["decomposition_vs_chefer_miou_side"] = evidence(items, "decomposition", "chefer", "mIoU").side
+lead_words = {"one object": {k: leads(r, items, k) for k in SCORES[:4]}}
+figures["leaders_said"] = lead_words
+
+# %%
 what_we_see(
-    "Leaders: " + "; ".join(f"{k} {METHOD_NAMES[m]} ({num(r[m][k])})" for k, m in leaders["one object"].items()) + ".",
-    "By mIoU: " + ranking({METHOD_NAMES[m]: r[m]["mIoU"] for m in r}) + ".",
+    "Leaders, each weighed against the noise of 200 images: "
+    + "; ".join(f"{k}: {lead_words['one object'][k]}" for k in SCORES[:4]) + ".",
+    "By mIoU, highest first: " + ranking({METHOD_NAMES[m]: r[m]["mIoU"] for m in r}) + ".",
     compare(r["decomposition"]["mIoU"], r[agnostic]["mIoU"], "The decomposition", f"the better class-agnostic "
-            f"map ({METHOD_NAMES[agnostic]})", what="mIoU"),
-    compare(r["decomposition"]["mIoU"], r["chefer"]["mIoU"], "The decomposition", "Chefer et al.", what="mIoU"),
+            f"map ({METHOD_NAMES[agnostic]})", what="mIoU", evidence=vs_agnostic),
+    compare(r["decomposition"]["mIoU"], r["chefer"]["mIoU"], "The decomposition", "Chefer et al.", what="mIoU",
+            evidence=evidence(items, "decomposition", "chefer", "mIoU")),
     f"mAP spans {num(min(v['mAP'] for v in r.values()))}–{num(max(v['mAP'] for v in r.values()))} across methods, "
     f"object AP {num(min(v['object AP'] for v in r.values()))}–{num(max(v['object AP'] for v in r.values()))}: "
     + verdict(leaders["one object"]["mAP"] == leaders["one object"]["object AP"],
-              "both name the same leader.",
-              "the two APs name different leaders, so say which one a claim is about."),
+              "both put the same method first.",
+              "the two APs put different methods first, so say which one a claim is about."),
     f"For scale, marking every pixel foreground gives pixel accuracy {num(everything.pixel_accuracy)} and mIoU "
     f"{num(everything.miou)} (the object covers {pct(figures['foreground_fraction'])} of the pixels).",
     None if zero_shot is None else
@@ -217,16 +232,24 @@ if settings.sampled:  # a subset of the paper's data: each figure with its sampl
                                "accuracy and mIoU)"))
 
 # %% [markdown]
-# ## Exercises 6.1–6.3: the post-processing and the metric, by hand
+# ## Exercise 6.1: the paper's post-processing, by hand
 #
-# Every method's soft map went through the same steps. **6.1**: upsample the patch maps
-# bilinearly to the mask size (`align_corners=False`), clip at 0, and min-max normalise each
-# map to [0, 1] (a constant map becomes 0). **6.2**: keep the pixels strictly above their
-# map's mean. **6.3**: the dataset-level scores: the foreground IoU adds up intersections and
-# unions over *all* images before dividing, the background IoU does the same for the
-# complements, and this table's mIoU is their mean.
+# Every method's soft map went through the same steps before the threshold. Write them: bring
+# the patch maps to the size of the masks smoothly (not in blocks), keep only what argues *for*
+# the class, and put every map on the same 0-to-1 scale, on its own (a map that is constant
+# becomes 0).
 
-# %% tags=["exercise"]
+# %% [markdown] tags=["hint"]
+# Three steps, in this order: upsample bilinearly to `size` with `align_corners=False` (the patch
+# centres sit half a patch inside the image), clip at 0, then min-max normalise each map over its
+# own pixels. Upsample before clipping, and clip before normalising.
+
+# %% [markdown] tags=["hint"]
+# `up = torch.nn.functional.interpolate(maps[:, None], size=size, mode="bilinear", align_corners=False)[:, 0].clamp_min(0)`;
+# `lo, hi = up.amin((-2, -1), keepdim=True), up.amax((-2, -1), keepdim=True)`;
+# `torch.where(hi > lo, (up - lo) / (hi - lo).clamp_min(1e-12), torch.zeros_like(up))`.
+
+# %% tags=["exercise"] kind="implement" difficulty=2 importance=2 minutes=6
 def postprocess(maps, size):
     """maps: [B, gh, gw] patch maps; size: (H, W). Returns [B, H, W] soft maps in [0, 1]."""
     # --- solution ---
@@ -239,12 +262,119 @@ def postprocess(maps, size):
 
 
 # %%
-from helpers.course.exercises.nb06 import check_dataset_miou, check_postprocess, check_threshold_at_mean
+from helpers.course.exercises.nb06 import (
+    check_best_layer_range,
+    check_dataset_miou,
+    check_postprocess,
+    check_threshold_at_mean,
+)
 
 postprocess = check_postprocess(postprocess)
+gap = float((postprocess(soft_maps["decomposition"][:8].double(), size) - segment(soft_maps["decomposition"][:8], size)[0]).abs().max())
+say(f"{postprocess.yours} vs helpers.methods.segmentation on the first 8 maps: largest difference {gap:.1e}")
+
+# %% [markdown]
+# ## Exercise 6.4: which layers segment best?
+#
+# The decomposition's map is a sum over layers, so the map of a layer range is the sum of its
+# per-layer maps. The cell below computes every layer's map once (`per_layer`, `[L, N, gh, gw]`,
+# on the first images) and the mIoU of the segmenter that sums each range of layers:
+# `range_miou[(first, last)]` (the widget under *Going further* shows the other scores too). Find
+# the range `(first, last)` with the best mIoU, and ask whether it is much better than all layers.
+
+# %%
+from helpers.course.exercises.nb06 import range_items
+
+L = model_info(model).n_layers
+sub = min(len(task), 200)
+per_layer = layer_maps(model, task.images[:sub].to(device), classifier).cpu()  # [L, N, gh, gw], one pass
+ranges = range_items(per_layer, task.masks[:sub])  # per-image intersections and unions of every range
+range_miou = {ab: SEGMENTATION_STATISTICS["mIoU"](parts) for ab, parts in ranges.items()}
 
 
-# %% tags=["exercise"]
+def layer_range_scores(first, last, threshold=0):
+    """Every score of the segmenter that sums layers first..last (threshold 0: each map's mean)."""
+    maps = per_layer[first:last + 1].sum(0)
+    soft, hard = segment(maps, size, "mean" if threshold == 0 else threshold)
+    return SegmentationScores().update(soft, hard, task.masks[:sub])
+
+
+# %% [markdown] tags=["hint"]
+# `range_miou` maps every pair `(first, last)` to its mIoU: the answer is the key with the
+# largest value.
+
+# %% [markdown] tags=["hint"]
+# `max(range_miou, key=range_miou.get)`. All layers, `(0, L - 1)`, is how the paper runs it, not
+# necessarily the best; the check says whether the difference is beyond the noise.
+
+# %% tags=["exercise"] kind="find" difficulty=2 importance=2 minutes=5 number="6.4"
+def best_layer_range():
+    """The layer range (first, last), 0-based, whose summed map segments best (mIoU)."""
+    # --- solution ---
+    return max(range_miou, key=range_miou.get)
+    # --- end ---
+
+
+# %%
+best_layer_range = check_best_layer_range(best_layer_range, ranges=ranges)
+figures["best_layer_range"] = list(best_layer_range())
+
+# %% [markdown]
+# ## What to take away (core)
+
+# %%
+first, last = best_layer_range()
+what_we_see(
+    "The paper's segmenter needs no training, no labels and no backward pass: "
+    + comparative(vs_agnostic, f"with one object per scene it beats the better class-agnostic map "
+                               f"({METHOD_NAMES[agnostic]}) on mIoU", f"with one object per scene it does **not** beat "
+                  f"the better class-agnostic map ({METHOD_NAMES[agnostic]}) on mIoU",
+                  f"with one object per scene it is within noise of the better class-agnostic map "
+                  f"({METHOD_NAMES[agnostic]}) on mIoU")
+    + f" ({num(r['decomposition']['mIoU'])} vs {num(r[agnostic]['mIoU'])}).",
+    f"The mIoU leaders: {lead_words['one object']['mIoU']}.",
+    f"Summing layers {first}–{last} segments best here (exercise 6.4): layers outside that range add mass off the "
+    "object or write against the class.",
+    origin.note if not origin.tests_the_paper else
+    "This is a CLIP trained on web data: these numbers are a test of the paper's claim.",
+    title="What to take away (core)",
+);
+
+# %% [markdown] tags=["discuss"]
+# Every method goes through the same post-processing and metric code. Why is that the first
+# thing to check when reading a comparison table? And mIoU, pixel accuracy and mAP can rank
+# methods differently: which would you report, and why?
+# Answer:
+# Post-processing alone can move a score by more than the gaps between methods: a different
+# upsampling, threshold or normalisation changes which pixels count, so a table that
+# post-processes methods differently compares pipelines, not maps. On metrics: pixel accuracy and
+# the paper's mAP reward getting the large background right, so a map that stays low everywhere
+# scores well; mIoU weighs the object and the background equally; object AP asks only whether the
+# object's pixels rank first. Report the one that matches the question (for "where is the
+# object?", mIoU and object AP), give the others beside it, and say when a lead is within noise.
+
+# %% [markdown]
+# ## Going further
+#
+# Optional: the threshold and the metric by hand, what the maps look like, two objects where a
+# class-agnostic map cannot tell which one is meant, what a backward pass costs, where each map
+# puts its weight, and the paper's numbers.
+#
+# ### Exercises 6.2 and 6.3: the threshold and the metric
+#
+# **6.2**: keep the pixels of each soft map that stand above that map's own mean (the paper's
+# rule). **6.3**: the dataset-level scores of this table: the foreground IoU adds up
+# intersections and unions over *all* images before dividing, the background IoU does the same
+# for the complements, and this table's mIoU is their mean.
+
+# %% [markdown] tags=["hint"]
+# Each map's own mean: take it over the last two axes, keeping them for broadcasting. A pixel equal
+# to the mean is background (strictly above).
+
+# %% [markdown] tags=["hint"]
+# `soft > soft.mean((-2, -1), keepdim=True)`.
+
+# %% tags=["exercise"] kind="implement" difficulty=1 importance=1 minutes=3 number="6.2"
 def threshold_at_mean(soft):
     """soft: [B, H, W]. Returns boolean masks [B, H, W]: the pixels above their own map's mean."""
     # --- solution ---
@@ -256,7 +386,15 @@ def threshold_at_mean(soft):
 threshold_at_mean = check_threshold_at_mean(threshold_at_mean)
 
 
-# %% tags=["exercise"]
+# %% [markdown] tags=["hint"]
+# Sum the intersections over every pixel of every image, and the unions too, then divide once:
+# large objects weigh more than small ones. The background is `~pred` against `~truth`.
+
+# %% [markdown] tags=["hint"]
+# `iou_fg = float((pred & truth).sum() / (pred | truth).sum())`, `iou_bg` the same with `~pred` and
+# `~truth`, and return `(iou_fg, iou_bg, (iou_fg + iou_bg) / 2)`.
+
+# %% tags=["exercise"] kind="implement" difficulty=1 importance=1 minutes=4 number="6.3"
 def dataset_miou(pred, truth):
     """pred, truth: boolean [N, H, W]. Returns (foreground IoU, background IoU, their mean),
     each accumulated over the whole dataset."""
@@ -269,28 +407,28 @@ def dataset_miou(pred, truth):
 
 # %%
 dataset_miou = check_dataset_miou(dataset_miou)
-soft = postprocess(soft_maps["decomposition"].double(), size=tuple(task.masks.shape[-2:]))
+soft = postprocess(soft_maps["decomposition"].double(), size=size)
 fg, bg, miou = dataset_miou(threshold_at_mean(soft), task.masks.bool())
-say(f"The decomposition by your functions: IoU foreground {num(fg)}, background {num(bg)}, mIoU {num(miou)}; "
+who = ", ".join(f.yours for f in (postprocess, threshold_at_mean, dataset_miou))
+say(f"The decomposition through {who}: IoU foreground {num(fg)}, background {num(bg)}, mIoU {num(miou)}; "
     + verdict(abs(miou - results["decomposition"]["mIoU"]) < 1e-3, "the same as the table's.",
               f"the table says {num(results['decomposition']['mIoU'])}: look again at the steps above."))
 
 # %% [markdown]
-# ## What the maps look like
+# ### What the maps look like
 #
 # The same images through every method (soft maps after the shared post-processing, before the
 # threshold). The attention baselines are class-agnostic: they show where the class token
 # looks, whatever the question.
 
 # %%
-size = tuple(task.masks.shape[-2:])
 for i in range(min(3, len(task))):  # the first (up to) three images
     panels = {m: segment(soft_maps[m][i:i + 1], size)[0][0] for m in METHODS}
     maps_figure(task.views[i], panels, mask=task.masks[i], symmetric=False, colorscale="Jet",
                 title=f"image {i}").show()
 
 # %% [markdown]
-# ## Two objects: segment the one the text names
+# ### Two objects: segment the one the text names
 #
 # With one object per image, "where is the object?" and "where is the *red* object?" have the
 # same answer, so a class-agnostic map loses nothing. Scenes with two objects that differ in
@@ -318,12 +456,23 @@ if pairs_factor:
     leaders["two objects"] = {k: max(pair_results, key=lambda m: pair_results[m][k]) for k in SCORES[:4]}
     figures["leaders"] = leaders
     p, single = pair_results, results
+
+# %%
+if pairs_factor:
+    pair_items = {m: segmentation_items(*segment(pair_maps[m], tuple(pairs.masks.shape[-2:])), pairs.masks)
+                  for m in METHODS}
+    lead_words["two objects"] = {k: leads(p, pair_items, k) for k in SCORES[:4]}
+    figures["leaders_said"] = lead_words
+    pair_agnostic = max(("raw_attention", "rollout"), key=lambda m: p[m]["object AP"])
+    pair_vs_agnostic = evidence(pair_items, "decomposition", pair_agnostic, "object AP")
+    figures["pairs_decomposition_vs_agnostic_object_ap_side"] = pair_vs_agnostic.side
     what_we_see(
-        "Leaders: " + "; ".join(f"{k} {METHOD_NAMES[m]} ({num(p[m][k])})"
-                                for k, m in leaders["two objects"].items()) + ".",
-        "By object AP: " + ranking({METHOD_NAMES[m]: p[m]["object AP"] for m in p}) + ".",
-        compare(p["decomposition"]["object AP"], max(p["raw_attention"]["object AP"], p["rollout"]["object AP"]),
-                "The decomposition", "the better class-agnostic map", what="object AP"),
+        "Leaders, each weighed against the noise: " + "; ".join(f"{k}: {lead_words['two objects'][k]}"
+                                                               for k in SCORES[:4]) + ".",
+        "By object AP, highest first: " + ranking({METHOD_NAMES[m]: p[m]["object AP"] for m in p}) + ".",
+        compare(p["decomposition"]["object AP"], p[pair_agnostic]["object AP"],
+                "The decomposition", f"the better class-agnostic map ({METHOD_NAMES[pair_agnostic]})",
+                what="object AP", evidence=pair_vs_agnostic),
         "From one object to two, object AP changes by " + ", ".join(
             f"{num(p[m]['object AP'] - single[m]['object AP'])} for {METHOD_NAMES[m]}"
             for m in ("decomposition", "raw_attention", "rollout")) + ".",
@@ -336,6 +485,10 @@ if pairs_factor:
                   "named one.",
                   "The paper's mAP separates the methods at least as much as object AP here."),
     )
+
+
+# %%
+if pairs_factor:
     names = list(pairs.prompts)
     for i in range(min(2, len(pairs))):
         panels = {m: segment(pair_maps[m][i:i + 1], tuple(pairs.masks.shape[-2:]))[0][0] for m in METHODS}
@@ -343,13 +496,26 @@ if pairs_factor:
                     title=f"segment the {names[int(pairs.labels[i])]} object").show()
 
 # %% [markdown]
-# ## What a backward pass costs
+# ### What a backward pass costs
 #
 # Both tables timed every method the same way, on this machine: the maps alone (with the
 # zero-shot prediction where a method needs it), after one untimed warm-up call per method,
 # the methods taking turns on each batch (a change in the machine's load hits them alike);
 # images/s is one over the median time per image across the batches. The post-processing and
 # the metrics are the same code for every method and are not timed.
+#
+# ### LRP and partial LRP
+#
+# **LRP and partial LRP** are the relevance baselines of the paper's table (taken, like the
+# others, from Chefer et al.'s comparison). Layer-wise relevance propagation starts from the
+# class score and hands it backwards, layer by layer, to whatever produced it: each output's
+# relevance is shared among its inputs in proportion to their (positive) contributions, so
+# the total is conserved down to the pixels, and the map is the relevance of each patch's
+# pixels. Partial LRP runs the same propagation but stops at the last block's attention and
+# reads the relevance of the class token's attention row, averaged over heads. Both start
+# from the class score, so they are class-specific only as far as the relevance keeps that
+# start apart from other classes; both need a backward pass (here written out by hand in
+# `helpers.methods.lrp`, not autograd).
 
 # %%
 speed = {"one object": figures["images_per_second"]}
@@ -369,6 +535,8 @@ slowest_forward = min(forward_only, key=relative.get)
 faster_backward = [m for m in BACKWARD_METHODS if relative[m] >= 1]
 spread = max(max(s[m] for s in speed.values()) / min(s[m] for s in speed.values()) for m in METHODS)
 figures["timing_spread_between_tables"] = spread
+
+# %%
 what_we_see(
     "Speed relative to the decomposition, in the same table: with a backward pass "
     + ", ".join(f"{METHOD_NAMES[m]} {ratio(relative[m])}" for m in BACKWARD_METHODS)
@@ -391,7 +559,7 @@ what_we_see(
 );
 
 # %% [markdown]
-# ## Where each map puts its weight
+# ### Where each map puts its weight
 #
 # The tables say *which* map wins; this says *why*. For each map (before post-processing),
 # the share of its positive mass on the patches the object touches: what the threshold can
@@ -400,14 +568,14 @@ what_we_see(
 # object's own patches, which dents the map where the object is.
 
 # %%
-L = model_info(model).n_layers
-sub = min(len(task), 200)
-per_layer = layer_maps(model, task.images[:sub].to(device), classifier).cpu()  # [L, N, gh, gw], one pass
+def per_image_share(maps, masks, exclude=None):
+    """Each image's share of its positive mass on the region (NaN where a map has no positive mass)."""
+    r = mass_by_region(maps, masks, exclude)
+    return (r["on"] / (r["on"] + r["off"])).numpy()
 
 
 def share_on_object(maps, masks, exclude=None):
-    r = mass_by_region(maps, masks, exclude)
-    return float((r["on"] / (r["on"] + r["off"])).nanmean())  # images with no positive mass are skipped
+    return float(np.nanmean(per_image_share(maps, masks, exclude)))  # images with no positive mass are skipped
 
 
 shares = {"one object": {m: share_on_object(soft_maps[m], task.masks) for m in METHODS}}
@@ -438,12 +606,41 @@ against_share_last = float(mass["against"][-1] / mass["on"][-1])
 figures["off_mass_share_before_last_layer"] = off_share_before_last
 figures["against_over_on_last_layer"] = against_share_last
 one = shares["one object"]
+tight = paired_bootstrap(per_image_share(soft_maps["raw_attention"], task.masks),
+                         per_image_share(soft_maps["decomposition"], task.masks))  # raw attention minus decomposition
+figures["tightness_side"] = tight.side
+clutter_said = ""
+if cluttered is not None:
+    clutter_of = {m: per_image_share(soft_maps[m][cluttered], task.clutter[cluttered], task.masks[cluttered])
+                  for m in ("decomposition", "raw_attention", "rollout")}
+    less = [paired_bootstrap(clutter_of["decomposition"], clutter_of[m]) for m in ("raw_attention", "rollout")]
+    side = -1 if all(e.side < 0 for e in less) else 1 if any(e.side > 0 for e in less) else 0
+    figures["clutter_side"] = side
+    clutter_said = {-1: "The class direction leaves the distractors out more than both class-agnostic maps do "
+                        "(a paired bootstrap over the cluttered scenes).",
+                    1: "The class direction does **not** leave the distractors out more than the class-agnostic maps.",
+                    0: "The class direction and the class-agnostic maps are within noise of each other on the "
+                       "distractors (a paired bootstrap over the cluttered scenes)."}[side]
+pair_said = ""
+if pairs_factor:
+    named = paired_bootstrap(per_image_share(pair_maps["decomposition"], pairs.masks),
+                             per_image_share(pair_maps["raw_attention"], pairs.masks))
+    figures["named_object_side"] = named.side
+    pair_said = comparative(named, "The class direction picks the named object; the attention splits its weight "
+                                   "between the two.",
+                            "The class direction does **not** concentrate on the named object more than the "
+                            "attention does.",
+                            "The class direction and the attention are within noise of each other on the named "
+                            "object.")
+
+# %%
 what_we_see(
     f"One object: raw attention puts {pct(one['raw_attention'])} of its positive mass on the object's patches, "
     f"the decomposition {pct(one['decomposition'])}. "
-    + verdict(one["raw_attention"] > one["decomposition"],
-              "The last layer's attention looks more tightly at the object than the decomposition's map.",
-              "The decomposition's map is at least as concentrated on the object as the last layer's attention."),
+    + comparative(tight, "The last layer's attention looks more tightly at the object than the decomposition's map",
+                  "The decomposition's map looks more tightly at the object than the last layer's attention",
+                  "The two are within noise of each other")
+    + f" ({tight.basis}).",
     f"Of the decomposition's positive mass off the object, {pct(off_share_before_last)} comes from layers before "
     f"the last; in the last layer, the mass written against the class on the object is "
     f"{pct(against_share_last)} of the mass written for it.",
@@ -451,19 +648,11 @@ what_we_see(
     f"In the {figures['n_cluttered']} scenes with unnamed clutter, the clutter's own patches get this share of "
     "each map's positive mass: " + ", ".join(f"{METHOD_NAMES[m]} {pct(shares['one object: on the unnamed clutter'][m])}"
                                             for m in ("decomposition", "raw_attention", "rollout"))
-    + f" (a flat map: {pct(figures['clutter_flat_share'])}). "
-    + verdict(shares["one object: on the unnamed clutter"]["decomposition"]
-              < min(shares["one object: on the unnamed clutter"][m] for m in ("raw_attention", "rollout")),
-              "The class direction leaves the distractors out more than the class-agnostic maps do.",
-              "The class direction does **not** leave the distractors out more than the class-agnostic maps do."),
+    + f" (a flat map: {pct(figures['clutter_flat_share'])}). " + clutter_said,
     None if not pairs_factor else
     f"Two objects: on the named object, the decomposition keeps {pct(shares['two objects: the named one']['decomposition'])}"
-    f" of its mass, raw attention {pct(shares['two objects: the named one']['raw_attention'])}. "
-    + verdict(shares["two objects: the named one"]["decomposition"] > shares["two objects: the named one"]["raw_attention"],
-              "The class direction picks the named object; the attention splits its weight between the two.",
-              "The class direction does **not** concentrate on the named object more than the attention does."),
+    f" of its mass, raw attention {pct(shares['two objects: the named one']['raw_attention'])}. " + pair_said,
 );
-
 # %% [markdown]
 # How to read these shares: the decomposition's map is a sum over *all* layers, and heads of
 # earlier layers can take the class from patches off the object (their values already carry it,
@@ -485,6 +674,8 @@ figures["patch_norm_ratio"] = {"mean": norm_ratio.mean(1).tolist(), "max": norm_
 display(pd.DataFrame({"mean over images": norm_ratio.mean(1).numpy(), "worst image": norm_ratio.amax(1).numpy()},
                      index=[layer_label(i) for i in range(norm_ratio.shape[0])]).T.round(2))
 worst_layer = int(norm_ratio.amax(1).argmax())
+
+# %%
 what_we_see(
     f"The largest patch token stands at most {ratio(float(norm_ratio.max()))} the median one (after "
     f"{layer_label(worst_layer)}, on the worst image); after the last block, {ratio(float(norm_ratio[-1].mean()))} "
@@ -496,17 +687,13 @@ what_we_see(
 );
 
 # %% [markdown]
-# ## Try it: threshold and layers
+# ### Try it: threshold and layers
 #
-# The decomposition's map is a sum over layers, so the map of a layer range is the sum of its
-# per-layer maps: we compute the per-layer maps once and the metrics update at once. The
-# threshold is either each map's mean (the paper's rule, slider at 0) or a fixed value.
+# The per-layer maps of exercise 6.4 again, behind a slider; the threshold is either each map's
+# mean (the paper's rule, slider at 0) or a fixed value.
 
 # %%
-def layer_range_scores(first, last, threshold):
-    maps = per_layer[first:last + 1].sum(0)
-    soft, hard = segment(maps, size, "mean" if threshold == 0 else threshold)
-    return SegmentationScores().update(soft, hard, task.masks[:sub])
+from helpers.course.exercises.nb06 import RANGE_MARGIN
 
 
 def explore(layers, threshold):
@@ -519,24 +706,31 @@ live(explore,
      layers=widgets.IntRangeSlider(value=(0, L - 1), min=0, max=L - 1, description="layers"),
      threshold=widgets.FloatSlider(value=0.0, min=0.0, max=0.95, step=0.05, description="threshold"))
 
-curve = {f"{a}-{L - 1}": layer_range_scores(a, L - 1, 0).miou for a in range(L)}
+curve = {f"{a}-{L - 1}": range_miou[(a, L - 1)] for a in range(L)}
 fig = go.Figure(go.Scatter(x=list(curve), y=list(curve.values()), mode="lines+markers"))
 fig.update_layout(title="Decomposition segmenter: mIoU when summing layers a..last", xaxis_title="layers",
                   yaxis_title="mIoU", yaxis_range=[0, 1], width=900, height=330)
 fig.show()
 figures["miou_by_first_layer"] = curve
-figures["miou_all_layers_subset"] = layer_range_scores(0, L - 1, 0).miou
+figures["miou_all_layers_subset"] = range_miou[(0, L - 1)]
 best_range = max(curve, key=curve.get)
-what_we_see(
-    ("The last layer alone" if best_range == f"{L - 1}-{L - 1}" else f"Summing layers {best_range}") + f" gives the best mIoU ({num(curve[best_range])}), against {num(curve[f'0-{L - 1}'])} "
-    f"for all layers (on the first {sub} images). "
-    + verdict(curve[best_range] > curve[f"0-{L - 1}"] + 0.01,
-              "Dropping the early layers sharpens the map: they add mass off the object.",
-              "The early layers cost the map little."),
-);
+a0 = int(best_range.split("-")[0])
+range_gain = widened(paired_bootstrap(ranges[(a0, L - 1)], ranges[(0, L - 1)], SEGMENTATION_STATISTICS["mIoU"]),
+                     RANGE_MARGIN)
+figures["best_first_layer_side"] = range_gain.side
 
+# %%
+what_we_see(
+    ("The last layer alone" if best_range == f"{L - 1}-{L - 1}" else f"Summing layers {best_range}")
+    + f" gives the highest mIoU of these ranges ({num(curve[best_range])}), against {num(curve[f'0-{L - 1}'])} "
+    f"for all layers (on the first {sub} images). "
+    + comparative(range_gain, "Dropping the early layers sharpens the map: they add mass off the object.",
+                  "The early layers help the map.",
+                  "The difference is within noise: the early layers cost the map little.")
+    + f" ({range_gain.basis}.)",
+);
 # %% [markdown]
-# ## The paper's protocol, side by side
+# ### The paper's protocol, side by side
 #
 # The tables above ran one protocol's choices (the course's offline, the paper's with a paper
 # preset). Three of them part from the other protocol's, and each is measured here on the same
@@ -641,7 +835,7 @@ what_we_see(
 );
 
 # %% [markdown]
-# ## Reading the tables
+# ### Reading the tables
 #
 # * Raw attention of the last layer shows where the class token gathers its summary, which
 #   need not be the object; rollout smooths attention over all layers and is class-agnostic;
@@ -660,19 +854,13 @@ order = sorted(results, key=lambda m: -results[m]["mIoU"])
 figures["miou_ranking"] = order
 
 
-def leader_sentence(where, lead):
-    by = {}
-    for metric, m in lead.items():
-        by.setdefault(m, []).append(metric)
-    def listed(ms):
-        return ms[0] if len(ms) == 1 else ", ".join(ms[:-1]) + " and " + ms[-1]
-
-    return f"{where}: " + "; ".join(f"{METHOD_NAMES[m]} leads on {listed(ms)}" for m, ms in by.items()) + "."
+def leader_sentence(where, said):
+    return f"{where}: " + "; ".join(f"on {metric}, {words}" for metric, words in said.items()) + "."
 
 
-lines = [leader_sentence("One object", leaders["one object"])]
+lines = [leader_sentence("One object", lead_words["one object"])]
 if pairs_factor:
-    lines.append(leader_sentence("Two objects, segment the named one", leaders["two objects"]))
+    lines.append(leader_sentence("Two objects, segment the named one", lead_words["two objects"]))
     gain = {k: pair_results["decomposition"][k] - max(pair_results[b][k] for b in ("raw_attention", "rollout"))
             for k in ("mIoU", "object AP")}
     figures["class_direction_gain_pairs"] = gain
@@ -682,14 +870,37 @@ if pairs_factor:
         f"map (raw attention or rollout) is {signed['mIoU']} mIoU and {signed['object AP']} object AP: "
         + verdict(min(gain.values()) > 0, "it picks the named object where attention cannot tell the two apart.",
                   "on this run it is **not** ahead on both.")
-        + " " + verdict(results["decomposition"]["mIoU"] > max(results[b]["mIoU"] for b in ("raw_attention", "rollout")),
-                        "With one object it leads them on mIoU too.",
-                        "With one object a class-agnostic map does at least as well on mIoU: there, where the "
-                        "object is and which class it is are the same question."))
+        + " " + comparative(vs_agnostic, "With one object it beats them on mIoU too.",
+                            "With one object a class-agnostic map does better on mIoU: there, where the object is and "
+                            "which class it is are the same question.",
+                            "With one object it is within noise of them on mIoU: there, where the object is and which "
+                            "class it is are the same question."))
 lines.append("mAP (the paper's) and object AP " + verdict(
     all(lead["mAP"] == lead["object AP"] for lead in leaders.values()),
-    "name the same leader in every table.",
-    "name different leaders: the paper's mAP is dominated by the background, object AP by the object."))
+    "put the same method first in every table.",
+    "put different methods first: the paper's mAP is dominated by the background, object AP by the object."))
 lines.append(origin.note if not origin.tests_the_paper else
              "This is a CLIP trained on web data: these numbers are a test of the paper's claim.")
-what_we_see(*lines, title="Takeaway");
+what_we_see(*lines, title="Takeaway (every section)");
+
+# %% [markdown] tags=["discuss"]
+# With one object per scene, a class-agnostic attention map can compete. What changes with two
+# objects and a text naming one?
+# Answer:
+# With one salient object, "where is the object?" and "where is the object of this class?" have
+# the same answer, so a map that ignores the class loses nothing. With two objects, a
+# class-agnostic map spreads over both and can keep at most about half of the named object's
+# foreground IoU; only a class-specific map (the decomposition, GradCAM, Chefer et al.) has a
+# reason to pick the named one. The two-object table is where the class direction has to earn its
+# keep, and the "what the class direction buys" line measures it.
+
+# %% [markdown] tags=["discuss"]
+# The decomposition's map sums every layer's direct terms. Propose a segmenter that weights the
+# layers instead of summing them, and say how you would choose the weights without overfitting.
+# Answer:
+# A sample answer: a weighted sum of the per-layer maps (`per_layer`), with one weight per layer
+# (or per head), chosen to maximise mIoU on a held-out split of scenes, not on the images you
+# report; with few weights (one per layer) and a few hundred scenes, overfitting is small, and a
+# paired bootstrap on the test images says whether the gain is beyond noise. A weight-free
+# alternative: keep only the layers whose own map beats a flat map (exercise 6.4's best range is
+# the simplest such choice), or weight each layer by its map's agreement with the summed map.

@@ -1,19 +1,22 @@
 """The course's exercises, one module beside each notebook, and the checks that explain mistakes.
 
-Every notebook has two or three exercises: a small function the learner writes, at the heart of
-the method the notebook teaches. A check cell follows each one::
+Every notebook has three or four exercises: a small function the learner writes, at the heart of
+the method the notebook teaches (*implement*), or an answer the learner finds or decides with the
+course's tools (*find*, *decide*: checked against the notebook's own data). A check cell follows
+each one::
 
     from helpers.course.exercises.nb01 import check_linearise
     linearise = check_linearise(linearise)
+    shape_head = check_shape_head(shape_head, roles=roles, agreement=agreement, ...)
 
 =============  ==============================================================================
 ``check``      the machinery: :class:`~.check.Exercise`, cases, mistakes, :func:`~.check.run_check`
-``nb01``       notebook 1: linearise, reassemble, variance share (and ``residual_pieces``)
-``nb02``       notebook 2: mean ablation, zero-shot accuracy
-``nb03``       notebook 3: projecting texts, a TextSpan step, a head's role and purity
-``nb04``       notebook 4: one head's patch map, a contrastive head map (and ``head_parts``)
-``nb05``       notebook 5: choosing the spurious heads, worst-group accuracy
-``nb06``       notebook 6: post-processing, threshold at the mean, the dataset's mIoU
+``nb01``       notebook 1: linearise, reassemble, variance share; find how many last layers carry half
+``nb02``       notebook 2: mean ablation, zero-shot accuracy; find how few layers the prediction needs
+``nb03``       notebook 3: projecting texts, a TextSpan step, a head's role and purity; find the shape head
+``nb04``       notebook 4: one head's patch map, a contrastive head map; find the best single layer
+``nb05``       notebook 5: choosing the spurious heads, worst-group accuracy; decide which heads to ablate
+``nb06``       notebook 6: post-processing, threshold at the mean, the dataset's mIoU; find the best layers
 ``nb07``       notebook 7: one neuron's second-order effect, the rank-1 ablation, neurons about a value
 =============  ==============================================================================
 

@@ -12,7 +12,18 @@ reference on every case and prints a one-line verdict:
   the function and the line it failed on, never as a traceback from inside the helpers.
 
 It returns a :class:`Checked`: the function later cells should use (the learner's when it
-passes, else the reference), with the verdict attached. The exercises themselves live beside
+passes, else the reference), with the verdict attached. A sentence a later cell prints about
+the learner's work names it with :attr:`Checked.yours`, which says plainly when the reference
+stands in for it.
+
+Exercises come in three kinds (``Exercise.kind``): **implement** (a function, checked on fresh
+test cases against the reference), and **find** / **decide** (an answer the learner finds or
+chooses with the course's tools, checked against the notebook's own data: the check is called
+with that data as keyword arguments, ``check_shape_head(shape_head, roles=roles, ...)``, and
+``Exercise.assess`` explains, from the figures, why the answer is or is not supported).
+
+The verdict is shown with a mark and a colour where a front end renders HTML, and as one line
+of text starting with the same mark in a headless run (:func:`show_verdict`). The exercises themselves live beside
 their notebooks, one module each (:mod:`helpers.course.exercises.nb01` ... ``nb06``); each
 registers its exercises here (:func:`register`) and makes its ``check_*`` functions with
 :func:`make_check`. :func:`compare_tensor`, :func:`compare_scalar` and the seeded generators
@@ -23,6 +34,7 @@ from __future__ import annotations
 
 import functools
 import math
+import re
 import traceback
 from dataclasses import dataclass
 from typing import Any, Callable
@@ -31,7 +43,8 @@ import numpy as np
 import torch
 from torch import Tensor
 
-__all__ = ["CheckResult", "Checked", "Case", "Mistake", "Exercise", "EXERCISES", "register", "run_check", "make_check",
+__all__ = ["CheckResult", "Checked", "Case", "Mistake", "Exercise", "EXERCISES", "KINDS", "register", "run_check",
+           "make_check", "show_verdict", "MARKS",
            "compare_tensor", "compare_scalar", "tensor_diff", "scalar_diff", "shape_of", "to_tensor", "scalar", "close",
            "gen", "randn", "rand", "FALLBACK"]
 
@@ -63,6 +76,51 @@ class CheckResult:
     def passed(self) -> bool:
         return self.status == "passed"
 
+    @property
+    def mark(self) -> str:
+        """The verdict's mark: a tick when it passed, a cross when wrong or raising, an ellipsis
+        when not started."""
+        return MARKS[self.status]
+
+    @property
+    def plain(self) -> str:
+        """The verdict as one line of plain text, its mark and label first."""
+        return f"{self.mark} {LABELS[self.status]} · {self.message}"
+
+    def html(self) -> str:
+        """The verdict as a coloured box (HTML) that wraps at word boundaries."""
+        import html as _html
+
+        fg, bg = COLOURS[self.status]
+        text = _html.escape(self.message)
+        text = re.sub(r"`([^`]+)`", r"<code>\1</code>", text)
+        return (f'<div class="course-verdict course-verdict-{self.status.replace(" ", "-")}" '
+                f'style="border-left:6px solid {fg};background:{bg};color:#222;padding:6px 10px;margin:4px 0;'
+                'white-space:normal;word-break:normal;overflow-wrap:break-word;max-width:100%;'
+                'font-family:var(--jp-ui-font-family, sans-serif);font-size:0.95em;line-height:1.4">'
+                f'<b style="color:{fg}">{self.mark} {LABELS[self.status]}</b> · {text}</div>')
+
+
+MARKS = {"passed": "\u2714", "wrong": "\u2718", "error": "\u2718", "not done": "\u2026"}
+"""The mark of each status (a plain-text run shows it too)."""
+LABELS = {"passed": "PASSED", "wrong": "NOT YET", "error": "ERROR", "not done": "NOT DONE"}
+COLOURS = {"passed": ("#2e7d32", "#e8f5e9"), "wrong": ("#c62828", "#ffebee"), "error": ("#c62828", "#ffebee"),
+           "not done": ("#8d6e00", "#fff8e1")}
+
+
+def show_verdict(result: CheckResult) -> None:
+    """Show a verdict: a coloured box with its mark in a front end that renders HTML, and one line
+    of plain text starting with the mark anywhere else (a headless run, a terminal, a script)."""
+    try:
+        from IPython import get_ipython
+        from IPython.display import display
+    except ImportError:  # pragma: no cover - IPython ships with the course environment
+        get_ipython = None
+    if get_ipython is None or get_ipython() is None:
+        print(result.plain)
+        return
+    display({"text/plain": result.plain, "text/html": result.html()}, raw=True)
+
 
 class Checked:
     """What a check returns: the function later cells should use, with the verdict attached.
@@ -93,6 +151,17 @@ class Checked:
     def message(self) -> str:
         return self.result.message
 
+    @property
+    def yours(self) -> str:
+        """How a later sentence names the learner's work: ``"your linearise"`` when the check
+        passed, else ``"the reference linearise (standing in for yours: exercise 1.1 has not
+        passed)"``, so a line under a check never calls the reference's result the learner's."""
+        r = self.result
+        if self.passed:
+            return f"your {r.function}"
+        why = {"not done": "not done yet", "wrong": "not right yet", "error": "it raised"}.get(r.status, r.status)
+        return f"the reference {r.function} (standing in for yours: exercise {r.exercise} is {why})"
+
     def __repr__(self) -> str:
         who = "yours" if self.passed else "the reference"
         return f"<exercise {self.result.exercise} {self.result.function}: {self.status}; using {who}>"
@@ -122,16 +191,39 @@ class Mistake:
 @dataclass(frozen=True)
 class Exercise:
     """One exercise: its number, the function the learner writes, the reference, test cases
-    (built fresh on every check), typical mistakes, and how to compare results."""
+    (built fresh on every check), typical mistakes, and how to compare results.
+
+    ``kind="implement"`` (the default): the learner writes a function; ``reference`` takes the
+    same arguments, ``cases`` gives test inputs, ``compare`` says what differs.
+
+    ``kind="find"`` or ``"decide"``: the learner's function takes no argument and returns an
+    answer found (or chosen) with the course's tools. The check is called with the notebook's
+    data as keyword arguments (the *context*); ``reference(context)`` is the answer the data
+    supports, ``assess(answer, context)`` returns ``(accepted, feedback)``, the feedback
+    explaining from the figures either way; ``cases`` gives synthetic contexts for the tests
+    (``Case(name, (context,))``) and each :class:`Mistake` maps a context to a plausible wrong
+    answer (``Mistake.fn(context)``), whose feedback must contain ``Mistake.message``.
+    """
 
     id: str
     name: str
     task: str
     reference: Callable[..., Any]
     cases: Callable[[], list[Case]]
-    compare: Callable[[Any, Any], str | None]
+    compare: Callable[[Any, Any], str | None] = lambda got, expected: None
     mistakes: tuple[Mistake, ...] = ()
     error_hint: str = ""
+    kind: str = "implement"
+    assess: Callable[[Any, dict], tuple[bool, str]] | None = None
+
+    def __post_init__(self) -> None:
+        if self.kind not in KINDS:
+            raise ValueError(f"exercise {self.id}: kind must be one of {KINDS}, got {self.kind!r}")
+        if self.kind != "implement" and self.assess is None:
+            raise ValueError(f"exercise {self.id}: a {self.kind} exercise needs assess(answer, context)")
+
+
+KINDS = ("implement", "find", "decide")
 
 
 EXERCISES: dict[str, Exercise] = {}
@@ -193,17 +285,61 @@ def _first_line(exc: BaseException) -> str:
 
 
 FALLBACK = "The next cells use the reference solution until this check passes."
+FALLBACK_ANSWER = "The next cells use the answer the data supports until this check passes."
 
 
-def run_check(exercise: str, fn: Any, *, quiet: bool = False) -> Checked:
-    """Check the learner's ``fn`` for ``exercise`` (e.g. ``"2.1"``), print the verdict (unless
-    ``quiet``) and return the function later cells should use (see :class:`Checked`)."""
+def run_check(exercise: str, fn: Any, *, quiet: bool = False, **context: Any) -> Checked:
+    """Check the learner's ``fn`` for ``exercise`` (e.g. ``"2.1"``), show the verdict (unless
+    ``quiet``; see :func:`show_verdict`) and return the function later cells should use (see
+    :class:`Checked`). A find or decide exercise takes the notebook's data as ``context``."""
     ex = EXERCISES[exercise]
     learner = fn.learner if isinstance(fn, Checked) else fn
-    result = _verdict(ex, learner)
+    if ex.kind == "implement":
+        if context:
+            raise TypeError(f"exercise {exercise} checks a function on its own test cases; it takes no data "
+                            f"(got {', '.join(sorted(context))})")
+        result = _verdict(ex, learner)
+        fallback = ex.reference
+    else:
+        result = _assessed(ex, learner, context)
+        fallback = _reference_answer(ex, context)
     if not quiet:
-        print(result.message)
-    return Checked(learner if result.passed else ex.reference, learner, result)
+        show_verdict(result)
+    return Checked(learner if result.passed else fallback, learner, result)
+
+
+def _reference_answer(ex: Exercise, context: dict) -> Callable[[], Any]:
+    def reference() -> Any:
+        return ex.reference(context)
+
+    reference.__name__ = reference.__qualname__ = ex.name
+    reference.__doc__ = f"The answer the notebook's data supports for exercise {ex.id} ({ex.task})."
+    return reference
+
+
+def _assessed(ex: Exercise, fn: Any, context: dict) -> CheckResult:
+    """The verdict on a find or decide exercise: the learner's answer weighed against the data."""
+    head = f"Exercise {ex.id} ({ex.name})"
+
+    def result(status: str, text: str) -> CheckResult:
+        return CheckResult(ex.id, ex.name, status, f"{head}: {text}")
+
+    if not context:
+        raise TypeError(f"exercise {ex.id} checks an answer against the notebook's data: call its check with "
+                        "that data as keyword arguments")
+    try:
+        answer = fn() if callable(fn) else fn
+    except NotImplementedError as exc:
+        if _raised_in(exc, fn):
+            return result("not done", "not done yet (the function still raises NotImplementedError). The next cells "
+                                      "use the answer the data supports, so you can go on and come back to it.")
+        return result("error", f"your {ex.name} raised {_first_line(exc)}{_where(exc, fn)}. " + FALLBACK_ANSWER)
+    except Exception as exc:  # noqa: BLE001 - any error of the learner's code is reported in one line
+        return result("error", f"your {ex.name} raised {_first_line(exc)}{_where(exc, fn)}. " + FALLBACK_ANSWER)
+    ok, feedback = ex.assess(answer, context)
+    if ok:
+        return result("passed", f"{feedback} The next cells use your answer.")
+    return result("wrong", f"not right yet: {feedback} " + FALLBACK_ANSWER)
 
 
 def _verdict(ex: Exercise, fn: Any) -> CheckResult:
@@ -309,7 +445,8 @@ def tensor_diff(got: Any, expected: Tensor, what: str = "the result") -> str | N
     if denom > 0:
         c = float((g0 * e0).sum()) / denom
         if abs(c) > 1e-12 and close(g0, c * e0, rtol=1e-4):
-            return f"{what} is off by a constant factor: it is about {c:.3g} times the expected one"
+            return (f"{what} is off by a constant factor: every entry is {c:.4g} times the expected one (a "
+                    "scaling, not rounding: look for a normalisation or a weight that should not be there)")
     d = g0 - e0
     if g.ndim >= 2 and close(d, d[:1].expand_as(d), rtol=1e-4):
         return (f"{what} is off by the same amount for every row: a constant term is missing, "
@@ -370,13 +507,17 @@ def rand(g: torch.Generator, *shape: int) -> Tensor:
 def make_check(exercise: str) -> Callable[[Any], Checked]:
     ex = EXERCISES[exercise]
 
-    def check(fn: Any, *, quiet: bool = False) -> Checked:
-        return run_check(exercise, fn, quiet=quiet)
+    def check(fn: Any, *, quiet: bool = False, **context: Any) -> Checked:
+        return run_check(exercise, fn, quiet=quiet, **context)
 
     check.__name__ = f"check_{ex.name}"
     check.__qualname__ = check.__name__
-    check.__doc__ = (f"Check exercise {ex.id}, ``{ex.name}``: {ex.task}.\n\n"
-                     "Prints a one-line verdict and returns the function later cells should use (the "
-                     "learner's when it passes, else the reference), with the verdict attached "
-                     "(:class:`Checked`).")
+    if ex.kind == "implement":
+        what = ("Shows the verdict and returns the function later cells should use (the learner's when it "
+                "passes, else the reference), with the verdict attached (:class:`Checked`).")
+    else:
+        what = ("Call it with the notebook's data as keyword arguments. Shows the verdict, with feedback from "
+                "the figures, and returns what later cells should use (the learner's answer when it is "
+                "accepted, else the answer the data supports), with the verdict attached (:class:`Checked`).")
+    check.__doc__ = f"Check exercise {ex.id}, ``{ex.name}`` ({ex.kind}): {ex.task}.\n\n{what}"
     return check

@@ -9,7 +9,8 @@ from torch import Tensor, nn
 
 from .check import Case, Exercise, Mistake, compare_scalar, compare_tensor, gen, make_check, rand, randn, register
 
-__all__ = ["ResidualPieces", "residual_pieces", "check_linearise", "check_reassemble", "check_variance_share"]
+__all__ = ["ResidualPieces", "residual_pieces", "check_linearise", "check_reassemble", "check_variance_share",
+           "check_last_layers_for_half", "last_layer_shares"]
 
 
 def _linearise(pieces: Tensor, sigma: Tensor, gamma: Tensor, proj: Tensor) -> Tensor:
@@ -48,6 +49,15 @@ register(Exercise(
         Mistake(lambda c, s, gm, p: ((c - c.mean(0, keepdim=True)) * gm / s[:, None, None]) @ p,
                 "centred over the wrong axis (over the images): the mean ln_post subtracts is over the "
                 "features of each vector, the last axis"),
+        Mistake(lambda c, s, gm, p: ((c - c.mean(-1, keepdim=True)) / c.std(-1, unbiased=False, keepdim=True)
+                                     * gm) @ p,
+                "each piece divided by its own σ: ln_post divides the whole sum by one σ per image (the σ of "
+                "the residual stream z = the sum of the pieces, given as sigma), so every piece of an image is "
+                "divided by that same σ; a piece's own spread is not what the layer norm sees"),
+        Mistake(lambda c, s, gm, p: ((c - c.mean(-1, keepdim=True)) / c.std(-1, keepdim=True) * gm) @ p,
+                "each piece divided by its own σ (here its unbiased standard deviation): ln_post divides the whole "
+                "sum by one σ per image (the σ of the residual stream z = the sum of the pieces, given as sigma), "
+                "so every piece of an image is divided by that same σ"),
         Mistake(lambda c, s, gm, p: ((c - c.mean(-1, keepdim=True)) * gm) @ p,
                 "you forgot to divide by sigma: the layer norm's standard deviation, held fixed per image"),
         Mistake(lambda c, s, gm, p: ((c - c.mean(-1, keepdim=True)) * gm * s[:, None, None]) @ p,
@@ -187,6 +197,96 @@ def residual_pieces(model: nn.Module, images: Tensor) -> ResidualPieces:
                           visual.proj.detach().clone())
 
 
+def last_layer_shares(terms) -> dict[str, list[float]]:  # noqa: ANN001 - a DirectTerms
+    """What exercise 1.4 is judged on: for ``k = 1..L``, the variance share of the sum of the last
+    ``k`` attention layers, of the first ``k``, and the sum of the last ``k`` single shares."""
+    from ...methods.ablation import group_variance_share
+
+    L = terms.n_layers
+    single = [group_variance_share(terms, attn=[i]) for i in range(L)]
+    return {"last": [group_variance_share(terms, attn=range(L - k, L)) for k in range(1, L + 1)],
+            "first": [group_variance_share(terms, attn=range(k)) for k in range(1, L + 1)],
+            "single_sum": [float(sum(single[L - k:])) for k in range(1, L + 1)]}
+
+
+def _first_reaching(values: list[float], level: float = 0.5) -> int | None:
+    return next((k for k, v in enumerate(values, 1) if v >= level), None)
+
+
+def _half_reference(ctx: dict) -> int | None:
+    return _first_reaching(last_layer_shares(ctx["terms"])["last"])
+
+
+def _half_assess(answer, ctx: dict) -> tuple[bool, str]:  # noqa: ANN001
+    from ..narrative import num
+
+    sh = last_layer_shares(ctx["terms"])
+    L = len(sh["last"])
+    k = _first_reaching(sh["last"])
+    if isinstance(answer, bool) or not isinstance(answer, (int, float)) or int(answer) != answer:
+        return False, f"answer with a whole number of layers (1 to {L}), got {answer!r}."
+    a = int(answer)
+    if not 1 <= a <= L:
+        return False, f"the model has {L} attention layers: answer a number from 1 to {L}, got {a}."
+    have = (f"the last {a} layers together carry a share of {num(sh['last'][a - 1], 2)}" if a > 1 else
+            f"the last layer alone carries a share of {num(sh['last'][0], 2)}")
+    if k is None:
+        return False, f"no number of last layers reaches half the variance here ({have})."
+    if a == k:
+        before = (f", the last {k - 1} only {num(sh['last'][k - 2], 2)}" if k > 1 else "")
+        return True, (f"yes: {have} of the embedding's variance{before}. A group's share is the variance of the "
+                      "layers' *sum*, so it counts their covariances.")
+    if a == _first_reaching(sh["first"]) and a != k:
+        return False, (f"{a} is how many layers *from the first* it takes (the first {a} carry "
+                       f"{num(sh['first'][a - 1], 2)}); the question is about the last layers: {have}.")
+    if a == _first_reaching(sh["single_sum"]) and a != k:
+        return False, (f"you added up the single layers' shares (the last {a} add up to "
+                       f"{num(sh['single_sum'][a - 1], 2)}); a group's share is the variance of the layers' *sum*, "
+                       f"which counts their covariances (exercise 1.3): {have}.")
+    if a == L - k:
+        return False, (f"{a} is how many layers are left *out* ({L} − {k}); the answer counts the last layers kept: "
+                       f"{have}.")
+    if a > k:
+        return False, f"fewer will do: {have}, and the last {k} already carry {num(sh['last'][k - 1], 2)}."
+    return False, f"not enough: {have}, less than half."
+
+
+def _half_cases() -> list[Case]:
+    from ...methods.ablation import DirectTerms
+
+    out = []
+    for seed in range(200):  # seeded: the same contexts every time; each tells the typical answers apart
+        g = gen(1040 + seed)
+        N, L, d = 40, 6, 5
+        shared = randn(g, N, d)  # the first two layers write along a shared direction
+        w = torch.tensor([0.5, 0.5, 0.6, 0.8, 1.0, 1.0], dtype=torch.float64)
+        attn = randn(g, N, L, d) * w[None, :, None]
+        attn[:, :2] += 0.9 * shared[:, None]
+        terms = DirectTerms(embed=0.3 * randn(g, N, d), attn=attn, mlp=0.1 * randn(g, N, L, d), const=randn(g, d))
+        sh = last_layer_shares(terms)
+        k = _first_reaching(sh["last"])
+        answers = {k, _first_reaching(sh["first"]), _first_reaching(sh["single_sum"]), L - k if k else None}
+        if k and None not in answers and len(answers) == 4:
+            out.append(Case(f"{L} layers (seed {seed})", ({"terms": terms},)))
+        if len(out) == 3:
+            break
+    return out
+
+
+register(Exercise(
+    id="1.4", name="last_layers_for_half", kind="find",
+    task="how many of the last attention layers carry half of the embedding's variance",
+    reference=_half_reference, assess=_half_assess, cases=_half_cases,
+    mistakes=(
+        Mistake(lambda ctx: _first_reaching(last_layer_shares(ctx["terms"])["first"]), "*from the first*"),
+        Mistake(lambda ctx: _first_reaching(last_layer_shares(ctx["terms"])["single_sum"]),
+                "you added up the single layers' shares"),
+        Mistake(lambda ctx: ctx["terms"].n_layers - _half_reference(ctx), "left *out*"),
+    ),
+))
+
+
 check_linearise = make_check("1.1")
 check_reassemble = make_check("1.2")
 check_variance_share = make_check("1.3")
+check_last_layers_for_half = make_check("1.4")

@@ -10,7 +10,10 @@ from torch import Tensor
 
 from .check import Case, Exercise, Mistake, compare_scalar, compare_tensor, gen, make_check, rand, randn, register
 
-__all__ = ["check_mean_ablate", "check_zero_shot_accuracy"]
+__all__ = ["check_mean_ablate", "check_zero_shot_accuracy", "check_layers_to_keep", "keep_curve", "KEEP_WITHIN"]
+
+KEEP_WITHIN = 0.05
+"""Exercise 2.3's rule: the accuracy may fall at most this much (5 points) below the baseline."""
 
 
 def _mean_ablate(components: Tensor, ablate: Sequence[int]) -> Tensor:
@@ -119,5 +122,109 @@ register(Exercise(
 ))
 
 
+def keep_curve(terms, classifier: Tensor, labels: Tensor) -> dict:  # noqa: ANN001 - a DirectTerms
+    """What exercise 2.3 is judged on: the baseline accuracy and, for ``k = 1..L``, the accuracy
+    when only the last ``k`` attention layers keep their direct terms (everything else that
+    writes directly, the embedding term, every MLP and the earlier attention layers, is
+    mean-ablated), and when only the earlier attention layers are ablated."""
+    from ...methods.ablation import accuracy
+
+    L = terms.n_layers
+    acc = lambda emb: accuracy(emb, classifier, labels)  # noqa: E731
+    return {"baseline": acc(terms.embeddings()),
+            "keep_last": [acc(terms.ablated(embed=True, mlps=range(L), attn=range(L - k))) for k in range(1, L + 1)],
+            "attn_only": [acc(terms.ablated(attn=range(L - k))) for k in range(1, L + 1)]}
+
+
+def _fewest(curve: list[float], baseline: float) -> int | None:
+    return next((k for k, a in enumerate(curve, 1) if baseline - a <= KEEP_WITHIN + 1e-12), None)
+
+
+def _keep_curve(ctx: dict) -> dict:
+    if "_curve" not in ctx:  # computed once per check
+        ctx["_curve"] = keep_curve(ctx["terms"], ctx["classifier"], ctx["labels"])
+    return ctx["_curve"]
+
+
+def _keep_reference(ctx: dict) -> int | None:
+    c = _keep_curve(ctx)
+    return _fewest(c["keep_last"], c["baseline"])
+
+
+def _keep_assess(answer, ctx: dict) -> tuple[bool, str]:  # noqa: ANN001
+    from ..narrative import pct, pts
+
+    c = _keep_curve(ctx)
+    base, curve = c["baseline"], c["keep_last"]
+    L = len(curve)
+    k = _fewest(curve, base)
+    if isinstance(answer, bool) or not isinstance(answer, (int, float)) or int(answer) != answer:
+        return False, f"answer with a whole number of attention layers (1 to {L}), got {answer!r}."
+    a = int(answer)
+    if not 1 <= a <= L:
+        return False, f"the model has {L} attention layers: answer a number from 1 to {L}, got {a}."
+    which = f"the last {a} attention layers" if a > 1 else "only the last attention layer"
+    kept = (f"keeping {which} (everything else that writes directly mean-ablated) gives {pct(curve[a - 1])}, "
+            f"{pts(curve[a - 1] - base)} from the baseline {pct(base)}")
+    if a == k:
+        fewer = (f"; keeping {k - 1} gives {pct(curve[k - 2])} ({pts(curve[k - 2] - base)})" if k > 1 else "")
+        return True, (f"yes: {kept}{fewer}. The prediction reads its direct input from these layers alone; "
+                      "everything before them works only through them.")
+    if k is not None and a == L - k:
+        return False, (f"{a} is how many attention layers are *ablated* ({L} − {k}); the question asks how many "
+                       f"of the last layers to keep: {kept}.")
+    ka = _fewest(c["attn_only"], base)
+    if a == ka and ka != k:
+        return False, (f"with only the earlier attention layers ablated, {a} would do; but the MLPs and the "
+                       f"embedding term write directly too and must be mean-ablated as well: {kept}.")
+    if a == 4 and k != 4:
+        return False, (f"4 is the paper's number for its large CLIPs; this model's own figures decide: {kept}.")
+    if k is None:
+        return False, f"no number of kept layers stays within {pts(KEEP_WITHIN)} here: {kept}."
+    if a > k:
+        return False, f"fewer will do: {kept}, and keeping {k} gives {pct(curve[k - 1])}."
+    return False, f"not enough: {kept}, more than {pts(KEEP_WITHIN).lstrip('+')} below the baseline."
+
+
+def _keep_cases() -> list[Case]:
+    from ...methods.ablation import DirectTerms
+
+    out = []
+    for seed in range(300):  # seeded; each context tells the typical answers apart
+        g = gen(2300 + seed)
+        N, L, C, d = 80, 6, 4, 6
+        dirs = F.normalize(randn(g, C, d), dim=-1)
+        labels = torch.randint(0, C, (N,), generator=g)
+        s = torch.tensor([0.2, 0.2, 0.3, 0.5, 0.7, 0.9], dtype=torch.float64)
+        attn = s[None, :, None] * dirs[labels][:, None] + 0.45 * randn(g, N, L, d)
+        mlp = 0.35 * dirs[labels][:, None].expand(N, L, d) + 0.3 * randn(g, N, L, d)
+        terms = DirectTerms(embed=0.2 * randn(g, N, d), attn=attn, mlp=mlp, const=0.1 * randn(g, d))
+        c = keep_curve(terms, dirs, labels)
+        k = _fewest(c["keep_last"], c["baseline"])
+        ka = _fewest(c["attn_only"], c["baseline"])
+        if k is None or ka is None or k >= L or c["baseline"] < 0.8:
+            continue
+        if len({k, L - k, ka, 4}) == 4:
+            out.append(Case(f"{L} layers, {N} images (seed {seed})",
+                            ({"terms": terms, "classifier": dirs, "labels": labels},)))
+        if len(out) == 3:
+            break
+    return out
+
+
+register(Exercise(
+    id="2.3", name="layers_to_keep", kind="find",
+    task="the fewest last attention layers to keep, everything else mean-ablated, within 5 points of the baseline",
+    reference=_keep_reference, assess=_keep_assess, cases=_keep_cases,
+    mistakes=(
+        Mistake(lambda ctx: ctx["terms"].n_layers - _keep_reference(ctx), "*ablated*"),
+        Mistake(lambda ctx: _fewest(_keep_curve(ctx)["attn_only"], _keep_curve(ctx)["baseline"]),
+                "the MLPs and the embedding term write directly too"),
+        Mistake(lambda ctx: 4, "4 is the paper's number"),
+    ),
+))
+
+
 check_mean_ablate = make_check("2.1")
 check_zero_shot_accuracy = make_check("2.2")
+check_layers_to_keep = make_check("2.3")

@@ -23,7 +23,8 @@ from .check import (
     tensor_diff,
 )
 
-__all__ = ["check_project_texts", "check_textspan_step", "check_role_and_purity"]
+__all__ = ["check_project_texts", "check_textspan_step", "check_role_and_purity", "check_shape_head",
+           "head_agreement"]
 
 
 def _project_texts(C: Tensor, R: Tensor, rank: int) -> Tensor:
@@ -85,21 +86,25 @@ def _textspan_step(C: Tensor, R: Tensor) -> tuple[int, Tensor, Tensor]:
 def _step_cases() -> list[Case]:
     g = gen(302)
 
-    def make(K: int, d: int, M: int) -> tuple:
+    def make(K: int, d: int, M: int, heavy: bool = False) -> tuple:
         C = randn(g, K, d) * torch.linspace(2.0, 0.5, d, dtype=torch.float64)
+        if heavy:  # heavy tails: a few images write far more than the rest (a Student-t like spread)
+            C = C * torch.exp(1.2 * randn(g, K, 1))
         C = C - C.mean(0, keepdim=True)
         R = randn(g, M, d) * (0.3 + 2.0 * rand(g, M, 1))  # residual texts of different lengths
         return C, R
 
     def picks_differ(C: Tensor, R: Tensor) -> bool:
-        var = (C @ R.T).var(0)
-        nvar = (C @ F.normalize(R, dim=-1).T).var(0)
-        return int(var.argmax()) != int(nvar.argmax()) and int(var.argmax()) != int(var.argmin())
+        """The variance, the normalised texts' variance and the mean |score| pick three different texts."""
+        S = C @ R.T
+        picks = {int(S.var(0).argmax()), int((C @ F.normalize(R, dim=-1).T).var(0).argmax()),
+                 int(S.abs().mean(0).argmax())}
+        return len(picks) == 3 and int(S.var(0).argmax()) != int(S.var(0).argmin())
 
-    first = make(10, 5, 6)
+    first = make(12, 5, 8, heavy=True)
     while not picks_differ(*first):  # seeded: the same case every time
-        first = make(10, 5, 6)
-    return [Case("10 images, 6 texts of different lengths", first), Case("one text", make(6, 4, 1)),
+        first = make(12, 5, 8, heavy=True)
+    return [Case("12 images with heavy tails, 8 texts of different lengths", first), Case("one text", make(6, 4, 1)),
             Case("more texts than dimensions", make(12, 3, 8)), Case("two images", make(2, 4, 3))]
 
 
@@ -118,6 +123,12 @@ def _step_compare(got: Any, expected: tuple[int, Tensor, Tensor]) -> str | None:
 
 def _step_normalised_scores(C: Tensor, R: Tensor) -> tuple[int, Tensor, Tensor]:
     j = int((C @ F.normalize(R, dim=-1).T).var(0).argmax())
+    u = R[j] / R[j].norm()
+    return j, C - torch.outer(C @ u, u), R - torch.outer(R @ u, u)
+
+
+def _step_mean_abs(C: Tensor, R: Tensor) -> tuple[int, Tensor, Tensor]:
+    j = int((C @ R.T).abs().mean(0).argmax())
     u = R[j] / R[j].norm()
     return j, C - torch.outer(C @ u, u), R - torch.outer(R @ u, u)
 
@@ -158,6 +169,10 @@ register(Exercise(
         Mistake(_step_normalised_scores,
                 "you normalised the texts before scoring them; TextSpan scores the residual texts as they "
                 "are, so a text with more of its length left in the head's span is preferred"),
+        Mistake(_step_mean_abs,
+                "you chose by the mean |score| over the images; TextSpan chooses by the *variance* of the scores "
+                "(the mean of their squares, the data being centred), which weighs the images where the head "
+                "writes far along a text much more: on data with heavy tails the two pick different texts"),
         Mistake(_step_argmin, "you picked the text of smallest variance; pick the largest"),
         Mistake(_step_unit,
                 "you removed R[j] without normalising it: use u = R[j] / |R[j]|, so that the chosen "
@@ -244,6 +259,100 @@ register(Exercise(
 ))
 
 
+def head_agreement(stack: Tensor, labels: Sequence[str], factors: dict, prop: str, *, k: int = 6,
+                   score: str = "cosine") -> tuple[dict[str, float], float, int]:
+    """What exercise 3.4 is judged on, from the world's ground truth: for every head, how often the
+    ``k`` nearest images *through that head alone* share the query's ``prop`` (over every image
+    as a query); what random images would give; the number of queries."""
+    from ...methods.heads import search_agreement
+
+    groups = {lab: [i] for i, lab in enumerate(labels)}
+    a = search_agreement(stack, groups, {prop: factors[prop]}, k=k, centre=False, score=score)
+    return {lab: float(a.agreement[lab][prop]) for lab in labels}, float(a.chance[prop]), int(stack.shape[1])
+
+
+def _parse_head(answer: Any, labels: Sequence[str]) -> str | None:
+    if isinstance(answer, str):
+        text = answer.strip().upper().replace(" ", "")
+        return text if text in labels else None
+    if isinstance(answer, (tuple, list)) and len(answer) == 2:
+        try:
+            lab = f"L{int(answer[0])}.H{int(answer[1])}"
+        except (TypeError, ValueError):
+            return None
+        return lab if lab in labels else None
+    return None
+
+
+def _head_reference(ctx: dict) -> str:
+    agree = ctx["agreement"]
+    return max(agree, key=agree.get)
+
+
+def _head_assess(answer: Any, ctx: dict) -> tuple[bool, str]:
+    from ...methods.stats import accuracy_tolerance
+    from ..narrative import pct
+
+    prop, agree, chance = ctx.get("prop", "shape"), ctx["agreement"], ctx["chance"]
+    roles = {r.label: r for r in ctx["roles"]}
+    labels = list(agree)
+    lab = _parse_head(answer, labels)
+    if lab is None:
+        if isinstance(answer, str) and answer.strip().lower() in {str(r.property).lower() for r in roles.values()}:
+            return False, (f"name a head, not a property: one of {', '.join(labels[:3])}, ... (the labels in the head "
+                           "browser's menu).")
+        return False, f"name one head of the table, as a label such as {labels[0]!r} or a pair (layer, head); got {answer!r}."
+    best = _head_reference(ctx)
+    tol = accuracy_tolerance(agree[best], ctx["n_queries"])
+    r = roles.get(lab)
+    texts = (f"its texts are about {r.property} ({pct(r.purity, 0)} of them)" if r is not None and r.property
+             else "its texts have no common property")
+    through = (f"the 6 nearest images through {lab} alone share the query's {prop} {pct(agree[lab], 0)} of the time "
+               f"(random images {pct(chance, 0)})")
+    if agree[best] - agree[lab] <= tol:
+        also = "" if lab == best else f"; the best head, {best}, reaches {pct(agree[best], 0)}, within noise of it"
+        return True, (f"yes: {through}{also}, and {texts}. The world's true {prop}s confirm what the texts say.")
+    if r is not None and r.property == prop:
+        return False, (f"{texts}, but {through}, against {pct(agree[best], 0)} for {best}: a head's texts say what it "
+                       f"writes, and how much of its output follows {prop} is what the neighbours measure.")
+    if r is not None and r.property and r.property != prop:
+        return False, (f"{lab} is a {r.property} head, {texts}: {through}, against {pct(agree[best], 0)} for {best}. "
+                       f"Look for a head whose texts are about {prop}, then check it with its neighbours.")
+    return False, f"{through}, against {pct(agree[best], 0)} for {best}; {texts}."
+
+
+def _head_cases() -> list[Case]:
+    from ...methods.heads import HeadRole
+
+    def role(label: str, prop: str, purity: float, variance: float) -> HeadRole:
+        layer, head = (int(x[1:]) for x in label.split("."))
+        return HeadRole(layer=layer, head=head, property=prop, purity=purity, texts=[], text_properties=[],
+                        variance=variance, variances=[])
+
+    roles = [role("L4.H0", "shape", 0.6, 0.70), role("L4.H1", "colour", 1.0, 0.80), role("L5.H0", "shape", 1.0, 0.75),
+             role("L5.H1", "background", 0.6, 0.95), role("L6.H0", "colour", 0.8, 0.60)]
+    agreement = {"L4.H0": 0.72, "L4.H1": 0.20, "L5.H0": 0.40, "L5.H1": 0.15, "L6.H0": 0.22}
+    ctx = {"roles": roles, "agreement": agreement, "chance": 0.13, "n_queries": 500, "prop": "shape"}
+    tied = dict(ctx, agreement={**agreement, "L5.H0": 0.70})  # two shape heads within noise of each other
+    return [Case("five heads, one clear shape head", (ctx,)), Case("two shape heads within noise", (tied,))]
+
+
+register(Exercise(
+    id="3.4", name="shape_head", kind="find",
+    task="the head whose outputs carry the objects' shape, found with the head browser",
+    reference=_head_reference, assess=_head_assess, cases=_head_cases,
+    mistakes=(
+        Mistake(lambda ctx: max(ctx["roles"], key=lambda r: (r.purity, r.variance)).label, "is a colour head"),
+        Mistake(lambda ctx: max((r for r in ctx["roles"] if r.property == ctx["prop"]),
+                                key=lambda r: (r.purity, r.variance)).label,
+                "a head's texts say what it writes"),
+        Mistake(lambda ctx: max(ctx["roles"], key=lambda r: r.variance).label, "is a background head"),
+        Mistake(lambda ctx: ctx["prop"], "name a head, not a property"),
+    ),
+))
+
+
 check_project_texts = make_check("3.1")
 check_textspan_step = make_check("3.2")
 check_role_and_purity = make_check("3.3")
+check_shape_head = make_check("3.4")

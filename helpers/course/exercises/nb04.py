@@ -11,7 +11,7 @@ from torch import Tensor, nn
 
 from .check import Case, Exercise, Mistake, compare_tensor, gen, make_check, randn, register
 
-__all__ = ["HeadParts", "head_parts", "check_head_patch_map", "check_contrastive_head_map"]
+__all__ = ["HeadParts", "head_parts", "check_head_patch_map", "check_contrastive_head_map", "check_best_layer"]
 
 
 def _head_patch_map(attn: Tensor, values: Tensor, to_joint: Tensor, bias: Tensor, text: Tensor,
@@ -34,7 +34,9 @@ def _head_cases(two_texts: bool = False, seed: int = 401) -> Callable[[], list[C
 
         def make(grid: tuple[int, int], dh: int = 4, E: int = 5) -> tuple:
             T = 1 + grid[0] * grid[1]
-            attn = (2.0 * randn(g, T)).softmax(0)
+            logits = 2.0 * randn(g, T)
+            logits[0] += 2.0  # the class token attends to itself a lot (as in a real head): non-uniform weights
+            attn = logits.softmax(0)
             values = randn(g, T, dh)
             to_joint = randn(g, dh, E)
             bias = 2.0 * randn(g, E)
@@ -62,6 +64,11 @@ def _hm_drop_last(a, v, W, b, t, grid):  # noqa: ANN001, ANN202
     return (a * ((v @ W + b) @ t))[:-1].reshape(grid)
 
 
+def _hm_renormalised(a, v, W, b, t, grid):  # noqa: ANN001, ANN202
+    w = a[1:] / a[1:].sum()
+    return (w * ((v[1:] @ W + b) @ t)).reshape(grid)
+
+
 def _hm_column_major(a, v, W, b, t, grid):  # noqa: ANN001, ANN202
     return (a * ((v @ W + b) @ t))[1:].reshape(grid[1], grid[0]).T
 
@@ -78,6 +85,10 @@ register(Exercise(
                              "the output bias"),
         Mistake(_hm_bias_unweighted, "the bias is shared among the tokens by attention weight: a_i * bias, not "
                                      "the whole bias for every token"),
+        Mistake(_hm_renormalised, "you renormalised the attention over the patches: the weights a_i are the class "
+                                  "token's attention over *all* tokens, the class token included, and the map keeps "
+                                  "them as they are (dropping token 0 from the map must not make the patch weights "
+                                  "sum to 1), so map + class-token term add up to the head's score"),
         Mistake(_hm_drop_last, "you dropped the last patch instead of the class token: the class token is "
                                "token 0, the patches are tokens 1..T-1"),
         Mistake(_hm_column_major, "the map is transposed: patches are numbered row by row (row-major), so "
@@ -147,5 +158,93 @@ def head_parts(model: nn.Module, image: Tensor, layer: int, head: int) -> HeadPa
                      grid=parts.grid)
 
 
+def _layer_index(answer: object, L: int) -> int | None:
+    if isinstance(answer, bool):
+        return None
+    if isinstance(answer, str):
+        text = answer.strip().upper()
+        if text.startswith("L") and text[1:].isdigit():
+            answer = int(text[1:])
+        else:
+            return None
+    if isinstance(answer, (int, float)) and int(answer) == answer and 0 <= int(answer) < L:
+        return int(answer)
+    return None
+
+
+def _layer_evidence(ctx: dict, layer: int):  # noqa: ANN202
+    """The best layer minus ``layer``, per scene, by a paired bootstrap (computed once per pair)."""
+    from ...methods.stats import paired_bootstrap
+
+    iou = ctx["layer_iou"]
+    best = _best_layer(ctx)
+    cache = ctx.setdefault("_evidence", {})
+    if layer not in cache:
+        cache[layer] = paired_bootstrap(iou[best], iou[layer], items="scenes")
+    return cache[layer]
+
+
+def _best_layer(ctx: dict) -> int:
+    import numpy as np
+
+    means = [float(np.nanmean(v)) for v in ctx["layer_iou"]]
+    return int(np.argmax(means))
+
+
+def _best_layer_assess(answer: object, ctx: dict) -> tuple[bool, str]:
+    import numpy as np
+
+    from ..narrative import num, pct
+
+    iou, mass = ctx["layer_iou"], ctx["mass"]
+    L = len(iou)
+    means = [float(np.nanmean(v)) for v in iou]
+    a = _layer_index(answer, L)
+    if a is None:
+        return False, f"answer with a layer index from 0 to {L - 1} (or its label, e.g. 'L{L - 1}'); got {answer!r}."
+    best = _best_layer(ctx)
+    ev = _layer_evidence(ctx, a)
+    heavy = int(np.argmax(mass))
+    said = (f"L{a}'s map alone reaches object IoU {num(means[a])} and supplies {pct(mass[a])} of the map's mass; "
+            f"the best layer, L{best}, {num(means[best])}")
+    if ev.side <= 0:
+        said = (f"L{a}'s map alone reaches the best object IoU, {num(means[a])}, and supplies {pct(mass[a])} of the "
+                "map's mass" if a == best else f"{said} (within noise of it: a paired bootstrap over the scenes)")
+        return True, (f"yes: {said}. A layer can localise well with little mass: the IoU ignores the map's "
+                      "scale, the summed map does not.")
+    if a == heavy:
+        return False, (f"L{a} supplies the most *mass* ({pct(mass[a])}), but mass is how much a layer adds to the "
+                       f"summed map, not how well its own map finds the objects: {said}.")
+    if a == best + 1:
+        return False, (f"layers are numbered from 0: did you mean L{best}? {said}.")
+    if a >= L - 4 and best < L - 4:
+        return False, (f"the early layers can localise too, though their maps are faint: {said}, "
+                       "clearly ahead (a paired bootstrap over the scenes).")
+    return False, f"{said}, clearly ahead (a paired bootstrap over the scenes)."
+
+
+def _best_layer_cases() -> list[Case]:
+    g = gen(430)
+    N, L = 60, 6
+    base = torch.tensor([0.20, 0.55, 0.30, 0.40, 0.30, 0.35], dtype=torch.float64)
+    iou = (base[:, None] + 0.05 * randn(g, L, N)).clamp(0, 1).numpy()
+    mass = [0.02, 0.03, 0.05, 0.10, 0.20, 0.60]  # the last layer has the mass, L1 localises best
+    return [Case("six layers, the heaviest is not the best", ({"layer_iou": iou, "mass": mass},))]
+
+
+register(Exercise(
+    id="4.3", name="best_layer", kind="find",
+    task="the single attention layer whose colour map finds the objects best (object IoU)",
+    reference=_best_layer, assess=_best_layer_assess, cases=_best_layer_cases,
+    mistakes=(
+        Mistake(lambda ctx: max(range(len(ctx["mass"])), key=lambda i: ctx["mass"][i]), "supplies the most *mass*"),
+        Mistake(lambda ctx: _best_layer(ctx) + 1, "numbered from 0"),
+        Mistake(lambda ctx: max(range(len(ctx["mass"]) - 4, len(ctx["mass"])),
+                                key=lambda i: float(ctx["layer_iou"][i].mean())), "the early layers can localise too"),
+    ),
+))
+
+
 check_head_patch_map = make_check("4.1")
 check_contrastive_head_map = make_check("4.2")
+check_best_layer = make_check("4.3")

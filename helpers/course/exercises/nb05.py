@@ -10,7 +10,10 @@ from torch import Tensor
 
 from .check import Case, Exercise, Mistake, compare_scalar, make_check, register
 
-__all__ = ["check_choose_spurious_heads", "check_worst_group_accuracy"]
+__all__ = ["check_choose_spurious_heads", "check_worst_group_accuracy", "check_heads_to_ablate", "AVERAGE_COST"]
+
+AVERAGE_COST = 0.05
+"""Exercise 5.3's rule: a repair may cost the average accuracy at most this much (5 points)."""
 
 
 def _choose_spurious_heads(roles: Sequence[Any], properties: Sequence[str], min_score: float) -> list[tuple[int, int]]:
@@ -187,5 +190,100 @@ register(Exercise(
 ))
 
 
+def _pairs(answer: Any) -> list[tuple[int, int]] | None:
+    from ...engine.labels import parse_head
+
+    if isinstance(answer, (str, bytes)) or not hasattr(answer, "__iter__"):
+        return None
+    out = []
+    for it in answer:
+        try:
+            out.append(parse_head(it) if isinstance(it, str) else (int(it[0]), int(it[1])))
+        except (TypeError, ValueError, IndexError):
+            return None
+    return out
+
+
+def _ablate_reference(ctx: dict) -> list[tuple[int, int]]:
+    return [tuple(p) for p in ctx["auto"]]
+
+
+def _ablate_assess(answer: Any, ctx: dict) -> tuple[bool, str]:
+    from ...engine.labels import head_labels
+    from ..narrative import pct, pts
+
+    heads = _pairs(answer)
+    if heads is None:
+        return False, f"answer with a list of heads, labels such as 'L7.H2' or (layer, head) pairs; got {answer!r}."
+    known = {(r.layer, r.head): r for r in ctx["roles"]}
+    unknown = [h for h in heads if h not in known]
+    if unknown:
+        return False, f"{', '.join(head_labels(unknown))} are not among the heads in the table."
+    if not heads:
+        return False, "you chose no head: nothing is removed, so nothing is repaired."
+    before, after = ctx["before"], ctx["measure"](heads)
+    gain, cost = after.worst_group - before.worst_group, after.average - before.average
+    evidence = ctx["gain"](heads)  # the worst group's gain, weighed against its noise
+    roles = sorted({str(known[h].property) for h in heads})
+    spurious = set(ctx["spurious"])
+    said = (f"ablating {', '.join(head_labels(heads))} moves the worst group from {pct(before.worst_group)} to "
+            f"{pct(after.worst_group)} ({pts(gain)}) and the average by {pts(cost)}")
+    rnd = ctx.get("random_worst")
+    if callable(rnd):  # random heads as many as the learner's, from the same layers
+        rnd = rnd(heads)
+    if evidence.side > 0 and cost >= -AVERAGE_COST and (rnd is None or after.worst_group > rnd):
+        auto = head_labels(ctx["auto"])
+        return True, (f"a repair: {said}" + (f"; as many random heads reach {pct(rnd)} on average" if rnd is not None
+                                             else "")
+                      + f". The automatic choice from the texts' scores is {', '.join(auto) or 'no head'}.")
+    if cost < -AVERAGE_COST:
+        return False, (f"{said}: the average falls by more than {pts(AVERAGE_COST).lstrip('+')}, so the heads you "
+                       "removed also carried the object. Keep to the heads whose texts are about the background.")
+    if not set(roles) & spurious:
+        return False, (f"the heads you chose are about {', '.join(roles)}, not the background: {said}. The cue to "
+                       "remove is the one the worst group suffers from.")
+    return False, (f"{said}: not beyond the noise of the worst group ({evidence.basis})"
+                   + (f", or not above as many random heads ({pct(rnd)})" if rnd is not None else "") + ".")
+
+
+def _ablate_cases() -> list[Case]:
+    from types import SimpleNamespace
+
+    from ...methods.heads import HeadRole
+
+    props = {(6, 0): "background", (6, 1): "colour", (7, 0): "background", (7, 1): "shape", (7, 2): "colour"}
+    effect = {(6, 0): (0.10, -0.01), (6, 1): (-0.02, -0.01), (7, 0): (0.12, 0.0), (7, 1): (-0.05, -0.20),
+              (7, 2): (-0.01, -0.02)}  # (worst group, average) change when the head is ablated
+
+    def measure(heads):  # noqa: ANN001, ANN202
+        w = sum(effect[h][0] for h in heads)
+        a = sum(effect[h][1] for h in heads)
+        return SimpleNamespace(worst_group=0.55 + w, average=0.85 + a)
+
+    def gain(heads):  # noqa: ANN001, ANN202
+        from ...methods.stats import with_tolerance
+
+        return with_tolerance(measure(heads).worst_group, measure([]).worst_group, 0.03, "a stated tolerance")
+
+    roles = [HeadRole(layer=l, head=h, property=p, purity=0.8) for (l, h), p in props.items()]
+    ctx = {"roles": roles, "measure": measure, "before": measure([]), "auto": [(6, 0), (7, 0)], "gain": gain,
+           "random_worst": lambda heads: 0.56, "spurious": ("background",)}
+    return [Case("five heads, two about the background", (ctx,))]
+
+
+register(Exercise(
+    id="5.3", name="heads_to_ablate", kind="decide",
+    task="which heads to ablate, decided from their texts alone, measured on the groups",
+    reference=_ablate_reference, assess=_ablate_assess, cases=_ablate_cases,
+    mistakes=(
+        Mistake(lambda ctx: [(r.layer, r.head) for r in ctx["roles"] if r.property in ("colour",)], "not the background"),
+        Mistake(lambda ctx: [(r.layer, r.head) for r in ctx["roles"]], "also carried the object"),
+        Mistake(lambda ctx: [], "you chose no head"),
+        Mistake(lambda ctx: [f"L{r.layer}H{r.head}" for r in ctx["roles"]][:1], "answer with a list of heads"),
+    ),
+))
+
+
 check_choose_spurious_heads = make_check("5.1")
 check_worst_group_accuracy = make_check("5.2")
+check_heads_to_ablate = make_check("5.3")

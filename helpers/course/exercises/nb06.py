@@ -25,7 +25,8 @@ from .check import (
     to_tensor,
 )
 
-__all__ = ["check_postprocess", "check_threshold_at_mean", "check_dataset_miou"]
+__all__ = ["check_postprocess", "check_threshold_at_mean", "check_dataset_miou", "check_best_layer_range",
+           "range_items"]
 
 
 def _postprocess(maps: Tensor, size: tuple[int, int]) -> Tensor:
@@ -222,6 +223,113 @@ register(Exercise(
 ))
 
 
+def range_items(per_layer: Tensor, masks: Tensor) -> dict[tuple[int, int], dict[str, np.ndarray]]:
+    """What exercise 6.4 is judged on: for every layer range ``(first, last)``, the per-image
+    intersections and unions of the segmenter that sums those layers' maps (the paper's
+    post-processing and mean threshold), from which its mIoU is :data:`SEGMENTATION_STATISTICS`."""
+    from ...methods.segmentation import segment
+
+    L = per_layer.shape[0]
+    size = tuple(masks.shape[-2:])
+    t = masks.bool()
+    out = {}
+    for a in range(L):
+        total = per_layer[a:].cumsum(0)
+        for b in range(a, L):
+            _, hard = segment(total[b - a], size)
+            p = hard.bool()
+            out[(a, b)] = {"inter_fg": (p & t).sum((-2, -1)).numpy(), "union_fg": (p | t).sum((-2, -1)).numpy(),
+                           "inter_bg": (~p & ~t).sum((-2, -1)).numpy(), "union_bg": (~p | ~t).sum((-2, -1)).numpy()}
+    return out
+
+
+RANGE_MARGIN = 0.01
+"""Exercise 6.4's stated margin: mIoU differences under 0.01 count as none."""
+
+
+def _ranges(ctx: dict) -> dict:
+    if "ranges" in ctx:  # given by the notebook (range_items of its per-layer maps)
+        return ctx["ranges"]
+    if "_ranges" not in ctx:  # computed once per check
+        ctx["_ranges"] = range_items(ctx["per_layer"], ctx["masks"])
+    return ctx["_ranges"]
+
+
+def _miou(items: dict) -> float:
+    from ...methods.stats import SEGMENTATION_STATISTICS
+
+    return SEGMENTATION_STATISTICS["mIoU"](items)
+
+
+def _range_reference(ctx: dict) -> tuple[int, int]:
+    r = _ranges(ctx)
+    return max(r, key=lambda k: _miou(r[k]))
+
+
+def _range_assess(answer: Any, ctx: dict) -> tuple[bool, str]:
+    from ...methods.stats import SEGMENTATION_STATISTICS, paired_bootstrap, widened
+    from ..narrative import num
+
+    r = _ranges(ctx)
+    L = 1 + max(b for _, b in r)
+    try:
+        a, b = (int(v) for v in answer)
+    except (TypeError, ValueError):
+        return False, f"answer with a pair (first, last) of layer indices from 0 to {L - 1}; got {answer!r}."
+    if (a, b) not in r:
+        if (b, a) in r:
+            return False, f"write the range as (first, last) with first <= last: ({b}, {a})."
+        if 1 <= a and b == L:
+            return False, f"layers are numbered from 0 to {L - 1}: did you mean ({a - 1}, {b - 1})?"
+        return False, f"both layers must lie in 0..{L - 1} with first <= last; got ({a}, {b})."
+    best = _range_reference(ctx)
+    ev = widened(paired_bootstrap(r[best], r[(a, b)], SEGMENTATION_STATISTICS["mIoU"]), RANGE_MARGIN)
+    said = f"summing layers {a}-{b} gives mIoU {num(_miou(r[(a, b)]))}; the best range, {best[0]}-{best[1]}, {num(ev.a)}"
+    if ev.side <= 0:
+        said = (f"summing layers {a}-{b} gives the best mIoU, {num(ev.a)}" if (a, b) == best else
+                f"{said} (within noise of it: {ev.basis})")
+        return True, f"yes: {said}. Layers outside the range add mass off the object or write against the class."
+    if (a, b) == (0, L - 1):
+        return False, (f"all layers is the segmenter as the paper runs it, not the best range here: {said}, clearly "
+                       f"ahead ({ev.basis}).")
+    if (a - 1, b - 1) == best:
+        return False, f"layers are numbered from 0: did you mean ({best[0]}, {best[1]})? {said}."
+    return False, f"{said}, clearly ahead ({ev.basis})."
+
+
+def _range_cases() -> list[Case]:
+    g = gen(640)
+    N, gh, gw, H = 40, 4, 4, 8
+    masks = torch.zeros(N, H, H, dtype=torch.bool)
+    obj = torch.zeros(N, gh, gw, dtype=torch.float64)
+    for i in range(N):
+        r0, c0 = int(torch.randint(0, 3, (1,), generator=g)), int(torch.randint(0, 3, (1,), generator=g))
+        masks[i, 2 * r0:2 * r0 + 4, 2 * c0:2 * c0 + 4] = True
+        obj[i, r0:r0 + 2, c0:c0 + 2] = 1.0
+    per_layer = torch.stack([
+        0.8 * rand(g, N, gh, gw),                          # L0: noise off and on the object
+        0.6 * rand(g, N, gh, gw) + 0.2 * (1 - obj),        # L1: mass off the object
+        0.6 * obj + 0.7 * rand(g, N, gh, gw),              # L2: the object, noisy
+        0.6 * obj + 0.7 * rand(g, N, gh, gw),              # L3: the object, with noise of its own
+        -0.5 * obj + 0.8 * rand(g, N, gh, gw),             # L4: writes against the class on the object
+    ]).float()
+    return [Case("five layers, the middle ones find the object", ({"per_layer": per_layer, "masks": masks},))]
+
+
+register(Exercise(
+    id="6.4", name="best_layer_range", kind="find",
+    task="the layer range (first, last) whose summed map segments best (mIoU)",
+    reference=_range_reference, assess=_range_assess, cases=_range_cases,
+    mistakes=(
+        Mistake(lambda ctx: (0, 1 + max(b for _, b in _ranges(ctx)) - 1), "all layers is the segmenter as the paper runs it"),
+        Mistake(lambda ctx: tuple(v + 1 for v in _range_reference(ctx)), "numbered from 0"),
+        Mistake(lambda ctx: tuple(reversed(_range_reference(ctx))) if _range_reference(ctx)[0] != _range_reference(ctx)[1]
+                else (0, 0), "(first, last) with first <= last"),
+    ),
+))
+
+
 check_postprocess = make_check("6.1")
 check_threshold_at_mean = make_check("6.2")
 check_dataset_miou = make_check("6.3")
+check_best_layer_range = make_check("6.4")

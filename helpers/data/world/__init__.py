@@ -67,7 +67,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from .captions import CAPTION_FORMS, PLURALS, caption_token_count, class_prompts, parse_caption
+from .captions import CAPTION_FORMS, PLURALS, caption_token_count, class_prompts, parse_caption, value_named
 from .compose import WordPlan, naming, plan_from_words, scenes_from_words, word_factors
 from .config import (
     BACKGROUNDS,
@@ -114,6 +114,7 @@ __all__ = [
     "SPLITS",
     "COLOUR_RGB",
     "CAPTION_FORMS",
+    "value_named",
     "WorldConfig",
     "WORLDS",
     "world_config",

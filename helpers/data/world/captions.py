@@ -382,3 +382,12 @@ def class_prompts(factor: str) -> dict[str, list[str]]:
             p = [f"a photo of a {v}", f"a {v}", f"the {v}", f"a picture of a {v}", f"{pl}"]
         out[v] = p
     return out
+
+
+def value_named(text: str, factor: str) -> int | None:
+    """The index of the one value of ``factor`` that ``text`` names (``"a star"``, ``"stars"`` ->
+    ``SHAPES.index("star")``), or ``None`` when it names none or several (``"a round disc"``)."""
+    factor = check_factor(factor)
+    words = re.findall(r"[a-z]+", text.lower())
+    hits = {i for i, v in enumerate(FACTORS[factor]) for w in words if w in (v, v + "s", v + "es")}
+    return hits.pop() if len(hits) == 1 else None
