@@ -96,7 +96,10 @@ def test_ranking_and_verdict():
     assert verdict(False, "held", "did not hold") == "did not hold"
 
 
-def test_what_we_see_builds_markdown(capsys):
+def test_what_we_see_builds_markdown(capsys, monkeypatch):
+    import IPython
+
+    monkeypatch.setattr(IPython, "get_ipython", lambda: None)  # an IPython shell made by another test is not ours
     text = what_we_see("One.", "", "Two.")
     assert text == "**What we see**\n\n* One.\n* Two."
     assert "* Two." in capsys.readouterr().out  # outside IPython it prints

@@ -425,6 +425,9 @@ def said_01(f, t):
     a, b, c = (_f(x) for x in m.groups())
     assert abs(round(1 - a - b, 2) - c) < 1e-9 and m.group(1) == f"{f['variance_share_attn']:.2f}"
     assert f["variance_shares_shown"] == list(m.groups())
+    k = f["last_layers_for_half"]  # exercise 1.4's answer, or None when no run of last layers reaches half
+    assert (f"The last {k} attention layer" in t) == (k is not None)
+    assert ("carry less than half of the embedding's variance" in t) == (k is None)
 
 
 def said_02(f, t):

@@ -355,13 +355,13 @@ def last_layers_for_half():
     """The smallest k such that the last k attention layers carry at least half of the variance."""
     # --- solution ---
     emb = terms.embeddings()
-    return next(k for k in range(1, L + 1) if variance_share(terms.attn[:, L - k:], emb) >= 0.5)
+    return next((k for k in range(1, L + 1) if variance_share(terms.attn[:, L - k:], emb) >= 0.5), None)
     # --- end ---
 
 
 # %%
 last_layers_for_half = check_last_layers_for_half(last_layers_for_half, terms=terms)
-figures["last_layers_for_half"] = last_layers_for_half()
+figures["last_layers_for_half"] = k_half = last_layers_for_half()
 
 # %% [markdown]
 # ## What to take away
@@ -378,8 +378,10 @@ what_we_see(
             f"({num(last4, 2)} of the variance; all MLPs {num(mlp_share, 2)})."),
     provenance_reading(provenance(model), held,
                        pattern="the paper's pattern (direct effects in the last four attention layers)"),
-    f"The last {last_layers_for_half()} attention layer{'s' if last_layers_for_half() > 1 else ''} already "
-    "carry half of the embedding's variance (exercise 1.4).",
+    (f"The last {k_half} attention layer{'s' if k_half > 1 else ''} already carry half of the embedding's "
+     "variance (exercise 1.4)." if k_half is not None else
+     f"Even all {L} attention layers together carry less than half of the embedding's variance (exercise 1.4): "
+     "here the MLPs and the rest hold most of it."),
     "Notebook 2 tests the same claim causally, by replacing terms with their dataset mean.",
     title="What to take away",
 );
