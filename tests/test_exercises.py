@@ -729,14 +729,13 @@ LEARNER_PARAMS = {
 
 @pytest.mark.slow
 @pytest.mark.parametrize("src", SOURCES, ids=lambda p: p.stem)
-def test_learner_notebook_runs_with_its_stubs(src, tmp_path, monkeypatch):
-    from helpers.course.main_job import execute_notebook, stderr_outputs
+def test_learner_notebook_runs_with_its_stubs(src, notebook_runs):
+    from helpers.course.main_job import stderr_outputs
 
-    monkeypatch.setenv("COURSE_HEADLESS", "1")
     path = ROOT / "notebooks" / "learner" / f"{src.stem}.ipynb"
-    execute_notebook(path, tmp_path, LEARNER_PARAMS[src.stem[:2]], html=False)
-    executed = tmp_path / "notebooks" / path.name
-    nb = json.loads(executed.read_text())
+    run = notebook_runs.run(path, LEARNER_PARAMS[src.stem[:2]], env={"COURSE_HEADLESS": "1"})
+    executed = run.executed
+    nb = run.notebook()
     outputs = [o for c in nb["cells"] if c["cell_type"] == "code" for o in c.get("outputs", [])]
     assert not [o for o in outputs if o["output_type"] == "error"]
     assert stderr_outputs(executed) == []

@@ -11,7 +11,7 @@ import re
 
 import pytest
 
-from helpers.course.main_job import execute_notebook, notebook_paths, stderr_outputs
+from helpers.course.main_job import notebook_paths, stderr_outputs
 from helpers.engine.models import DEFAULT_PRETRAINED, TWINS
 
 
@@ -78,18 +78,19 @@ def test_every_notebook_is_checked():
 
 @pytest.mark.slow
 @pytest.mark.parametrize("path", notebook_paths(), ids=lambda p: p.stem)
-def test_notebook_runs_and_records(path, tmp_path, monkeypatch):
-    monkeypatch.delenv("COURSE_HEADLESS", raising=False)  # a plain papermill run finds it has no front end
-    figures = execute_notebook(path, tmp_path, html=True)
+def test_notebook_runs_and_records(path, notebook_runs):
+    # a plain papermill run, no COURSE_HEADLESS: the notebook finds by itself that it has no front end
+    run = notebook_runs.run(path, env={"COURSE_HEADLESS": None}, html=True)
+    figures = run.figures
     # no warnings or stray log lines in the executed notebook
-    noisy = stderr_outputs(tmp_path / "notebooks" / path.name)
+    noisy = stderr_outputs(run.executed)
     assert not noisy, f"stderr output in cells {[i for i, _ in noisy]}: {noisy[0][1][:300]}"
     # generated text must be formatted: no template left in a displayed sentence
-    shown = json.dumps([o for c in json.loads((tmp_path / "notebooks" / path.name).read_text())["cells"]
+    shown = json.dumps([o for c in run.notebook()["cells"]
                         for o in c.get("outputs", []) if o.get("output_type") != "error"])
     unformatted = re.findall(r"\{(?:num|pct|pts|ratio|compare|verdict)\([^}]{0,60}", shown)
     assert not unformatted, f"a sentence shows its template instead of its value: {unformatted[:3]}"
-    html = (tmp_path / "html" / f"{path.stem}.html").read_text()
+    html = run.html.read_text()
     assert "Plotly.newPlot" in html, "plotly figures must survive the export to static HTML"
     assert figures, "the notebook recorded no figures"
     CHECKS[path.stem](figures)
