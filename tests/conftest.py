@@ -1,19 +1,9 @@
-"""Shared fixtures and the suite's two tiers.
-
-Tiers (README, "Two commands"):
-
-* ``slow``: notebook runs, browser runs and the heavy computations. Every test that uses a
-  fixture of ``NOTEBOOK_FIXTURES`` (a notebook kernel, JupyterLab, Chromium) is marked
-  ``slow`` here, whatever its file says; tests/test_tiers.py checks that no other test runs a
-  notebook or a browser unmarked.
-* ``fast``: everything not marked ``slow``, plus the few notebook runs in ``FAST_RUNS`` (marked
-  ``fast`` explicitly), so that the fast tier runs a notebook end to end too.
-  ``bash scripts/test.sh -m fast`` runs it.
+"""Shared fixtures, and the suite's two tiers (tests/_tiers.py).
 
 Notebook runs share one kernel per session (fixture ``notebook_kernel``; tests/_kernel.py),
 reset between notebooks; ``notebook_runs`` runs each (notebook, parameters) once per session for
-every test that asks. Browser tests share one JupyterLab and one Chromium (fixtures ``lab`` and
-``browser``; tests/_lab.py).
+every test that asks. Browser tests share one JupyterLab per session and one Chromium per module
+(fixtures ``lab`` and ``browser``; tests/_lab.py). A test using any of these is in the slow tier.
 """
 
 import os
@@ -21,27 +11,39 @@ import warnings
 
 import pytest
 import torch
+from _tiers import FAST_TEST_S, mark_tiers
+
+pytest_plugins = ["pytester"]
 
 os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
 torch.set_num_threads(min(2, torch.get_num_threads()))
 
-# fixtures that run notebooks or drive a browser: a test using one is in the slow tier
-NOTEBOOK_FIXTURES = {"notebook_kernel", "notebook_runs", "lab", "browser"}
-# the notebook runs that the fast tier includes (node ids without the file's folder)
-FAST_RUNS = {"test_notebooks.py::test_notebook_runs_and_records[01_residual_decomposition]"}
-
 
 def pytest_configure(config):
-    config.addinivalue_line("markers", "fast: the development tier (`-m fast`): what is not slow, and FAST_RUNS")
+    config.addinivalue_line("markers", "fast: the development tier (`-m fast`): what is not slow, and "
+                                       "the notebook runs tests/_tiers.py names")
 
 
 def pytest_collection_modifyitems(config, items):
-    for item in items:
-        if NOTEBOOK_FIXTURES & set(getattr(item, "fixturenames", ())):
-            item.add_marker(pytest.mark.slow)
-        short = item.nodeid.split("/")[-1]
-        if short in FAST_RUNS or item.get_closest_marker("slow") is None:
-            item.add_marker(pytest.mark.fast)
+    mark_tiers(items)
+
+
+def pytest_terminal_summary(terminalreporter, exitstatus, config):
+    """After a fast-tier run, name its tests that took long: candidates for the slow mark."""
+    if "fast" not in (config.getoption("markexpr") or ""):
+        return
+    from _tiers import FAST_RUNS
+
+    long = {}
+    for reports in terminalreporter.stats.values():
+        for r in reports:
+            if getattr(r, "duration", None) is not None and hasattr(r, "nodeid"):
+                long[r.nodeid] = long.get(r.nodeid, 0.0) + r.duration
+    long = {k: v for k, v in long.items() if v > FAST_TEST_S and k.split("/")[-1] not in FAST_RUNS}
+    if long:
+        terminalreporter.write_sep("-", f"fast-tier tests over {FAST_TEST_S:.0f} s (mark them slow?)")
+        for nodeid, s in sorted(long.items(), key=lambda kv: -kv[1]):
+            terminalreporter.write_line(f"{s:6.1f} s  {nodeid}")
 
 
 @pytest.fixture(scope="session")
@@ -78,3 +80,24 @@ def notebook_runs(notebook_kernel, tmp_path_factory):
     from _kernel import NotebookRuns
 
     return NotebookRuns(notebook_kernel, tmp_path_factory.mktemp("notebook-runs"))
+
+
+@pytest.fixture(scope="session")
+def lab(tmp_path_factory):
+    """One JupyterLab server for the session's browser tests (tests/_lab.py): ``lab.work`` is its
+    folder, ``lab.url(path)`` a document's page, ``lab.close_sessions()`` ends every kernel."""
+    pytest.importorskip("jupyterlab", reason="JupyterLab is not installed (it is in requirements-pinned.txt)")
+    from _lab import start_lab
+
+    with start_lab(tmp_path_factory.mktemp("lab")) as server:
+        yield server
+
+
+@pytest.fixture(scope="module")
+def browser(lab, tmp_path_factory):
+    """A headless Chromium (a Playwright browser context) for one test module: kept per module,
+    as Playwright's synchronous API must not stay open while other tests run their own event loops."""
+    from _lab import chromium_context
+
+    with chromium_context(tmp_path_factory.mktemp("chromium-profile")) as ctx:
+        yield ctx

@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
+from _small import SMALL_RUNS
 
 from helpers.course import exercises as exm
 from helpers.course.exercises import EXERCISES, Checked, check, check_function, nb01, nb04, run_check
@@ -716,24 +717,14 @@ def test_learner_notebooks_hide_every_solution():
         assert sum("predict" in c.get("metadata", {}).get("tags", []) for c in nb["cells"]) >= 1
 
 
-# Smaller runs of the learner notebooks: stubs in place, everything after them must still run.
-LEARNER_PARAMS = {
-    "01": {"n_images": 20, "batch_size": 20},
-    "02": {"n_images": 40, "batch_size": 40},
-    "03": {"n_images": 60, "batch_size": 60},
-    "04": {"n_images": 8},
-    "05": {"n_per_group": 10, "span_images": 60, "random_trials": 2},
-    "06": {"n_images": 8, "batch_size": 8},
-}
-
-
 @pytest.mark.slow
 @pytest.mark.parametrize("src", SOURCES, ids=lambda p: p.stem)
 def test_learner_notebook_runs_with_its_stubs(src, notebook_runs):
     from helpers.course.main_job import stderr_outputs
 
     path = ROOT / "notebooks" / "learner" / f"{src.stem}.ipynb"
-    run = notebook_runs.run(path, LEARNER_PARAMS[src.stem[:2]], env={"COURSE_HEADLESS": "1"})
+    # smaller runs (tests/_small.py): stubs in place, everything after them must still run
+    run = notebook_runs.run(path, SMALL_RUNS[src.stem[:2]], env={"COURSE_HEADLESS": "1"})
     executed = run.executed
     nb = run.notebook()
     outputs = [o for c in nb["cells"] if c["cell_type"] == "code" for o in c.get("outputs", [])]
