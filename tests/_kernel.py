@@ -21,6 +21,7 @@ from __future__ import annotations
 import json
 import os
 import queue
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -82,6 +83,7 @@ class SharedKernel:
         self.km = None
         self.runs = 0  # notebooks run on the current kernel
         self.starts = 0
+        self.lock = threading.RLock()  # one notebook at a time, from whichever thread asks
 
     # -- the kernel -----------------------------------------------------------------------
 
@@ -160,10 +162,13 @@ class SharedKernel:
                 html: bool = True, env: dict[str, str | None] | None = None, timeout: int = 900) -> dict[str, Any]:
         """As :func:`helpers.course.main_job.execute_notebook` (same files written, same return),
         on the shared kernel; ``env`` sets variables for this notebook (``None`` removes one)."""
+        with self.lock:
+            return self._execute(Path(path), Path(out_dir), parameters, html=html, env=env, timeout=timeout)
+
+    def _execute(self, path, out_dir, parameters, *, html, env, timeout):
         import papermill as pm
         from papermill.engines import papermill_engines
 
-        path, out_dir = Path(path), Path(out_dir)
         (out_dir / "notebooks").mkdir(parents=True, exist_ok=True)
         (out_dir / "figures").mkdir(parents=True, exist_ok=True)
         executed = out_dir / "notebooks" / path.name
@@ -180,8 +185,10 @@ class SharedKernel:
         name = f"shared-kernel-{id(self)}"
         papermill_engines.register(name, _engine(self.km))
         try:
+            # written once at the end (or at the error), not after every cell
             pm.execute_notebook(str(path), str(executed), parameters=params, engine_name=name,
-                                kernel_name=self.kernel_name, progress_bar=False, execution_timeout=timeout)
+                                kernel_name=self.kernel_name, progress_bar=False, execution_timeout=timeout,
+                                request_save_on_cell_execute=False)
         except pm.PapermillExecutionError:
             raise  # an error in a cell: the notebook's own; the next reset clears what it left
         except BaseException:
@@ -240,23 +247,99 @@ class Run:
 
 class NotebookRuns:
     """Runs each (notebook, parameters, environment, html) once; later asks get the same :class:`Run`
-    (or the same error again)."""
+    (or the same error again).
+
+    :meth:`prefetch` runs a list of them in a thread of its own, in that order, while the test
+    session goes on with other tests: the kernel computes on one core while the tests use the
+    other. A test that asks for a run waits for it if it is queued, and runs it itself if not.
+    """
 
     def __init__(self, runner, root: Path):
         self.runner, self.root = runner, Path(root)
         self._done: dict[str, Run | BaseException] = {}
+        self._queued: list[tuple[str, tuple, dict]] = []
+        self._cond = threading.Condition()
+        self._thread: threading.Thread | None = None
+        self._stop = False
+        self._count = 0
+
+    @staticmethod
+    def key(path: Path, parameters: dict[str, Any] | None = None, *, env: dict[str, str | None] | None = None,
+            html: bool = False, timeout: int = 900) -> str:
+        return json.dumps([str(Path(path).resolve()), parameters or {}, env or {}, html], sort_keys=True, default=str)
+
+    def _execute(self, key: str, path: Path, parameters=None, *, env=None, html=False, timeout=900) -> None:
+        with self._cond:
+            out = self.root / f"run{self._count:03d}-{Path(path).stem}"
+            self._count += 1
+        try:
+            figures = self.runner.execute(path, out, parameters, html=html, env=env, timeout=timeout)
+            result: Run | BaseException = Run(path, out, figures, html)
+        except BaseException as exc:  # kept for the test that asks
+            result = exc
+        with self._cond:
+            self._done[key] = result
+            self._cond.notify_all()
+
+    def prefetch(self, runs: list[tuple[tuple, dict]]) -> None:
+        """Start running ``runs`` (each ``(args, kwargs)`` as for :meth:`run`) in the background."""
+        with self._cond:
+            seen = set(self._done) | {k for k, _, _ in self._queued}
+            for args, kwargs in runs:
+                k = self.key(*args, **kwargs)
+                if k not in seen:
+                    self._queued.append((k, args, kwargs))
+                    seen.add(k)
+            if self._queued and self._thread is None:
+                self._thread = threading.Thread(target=self._work, name="notebook-prefetch", daemon=True)
+                self._thread.start()
+
+    def _work(self) -> None:
+        try:
+            while True:
+                with self._cond:
+                    if self._stop or not self._queued:
+                        return
+                    key, args, kwargs = self._queued[0]
+                self._execute(key, *args, **kwargs)
+                with self._cond:
+                    self._queued = [q for q in self._queued if q[0] != key]
+        except BaseException as exc:  # whatever stops this thread, no test waits for it in vain
+            with self._cond:
+                for key, _, _ in self._queued:
+                    self._done.setdefault(key, exc)
+                self._cond.notify_all()
+            raise
+        finally:
+            with self._cond:
+                self._thread = None
+                if self._stop:  # what is left runs when a test asks for it
+                    self._queued.clear()
+                self._cond.notify_all()
 
     def run(self, path: Path, parameters: dict[str, Any] | None = None, *, env: dict[str, str | None] | None = None,
             html: bool = False, timeout: int = 900) -> Run:
-        key = json.dumps([str(Path(path).resolve()), parameters or {}, env or {}, html], sort_keys=True, default=str)
-        if key not in self._done:
-            out = self.root / f"run{len(self._done):03d}-{Path(path).stem}"
-            try:
-                figures = self.runner.execute(path, out, parameters, html=html, env=env, timeout=timeout)
-                self._done[key] = Run(path, out, figures, html)
-            except Exception as exc:
-                self._done[key] = exc
+        key = self.key(path, parameters, env=env, html=html)
+        with self._cond:
+            if key in self._done:
+                mine = False
+            elif any(k == key for k, _, _ in self._queued) and self._thread is not None:
+                self._cond.wait_for(lambda: key in self._done or self._thread is None)
+                mine = key not in self._done
+            else:
+                mine = True
+        if mine:
+            self._execute(key, path, parameters, env=env, html=html, timeout=timeout)
         done = self._done[key]
         if isinstance(done, BaseException):
             raise done
         return done
+
+    def close(self) -> None:
+        """Stop after the notebook running now (the kernel's shutdown ends it sooner)."""
+        with self._cond:
+            self._stop = True
+            thread = self._thread
+        if thread is not None:
+            self.runner.close()
+            thread.join(timeout=60)

@@ -10,7 +10,7 @@
 import pytest
 
 # fixtures that run notebooks or drive a browser: a test using one is in the slow tier
-NOTEBOOK_FIXTURES = {"notebook_kernel", "notebook_runs", "lab", "browser"}
+NOTEBOOK_FIXTURES = {"notebook_kernel", "notebook_runs", "notebook_run", "lab", "browser"}
 # the notebook runs the fast tier includes (node ids from the file name on)
 FAST_RUNS = {"test_notebooks.py::test_notebook_runs_and_records[01_residual_decomposition]"}
 # a fast-tier test that takes longer than this is named at the end of a `-m fast` run

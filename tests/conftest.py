@@ -13,8 +13,6 @@ import pytest
 import torch
 from _tiers import FAST_TEST_S, mark_tiers
 
-pytest_plugins = ["pytester"]
-
 os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
 torch.set_num_threads(min(2, torch.get_num_threads()))
 
@@ -22,10 +20,14 @@ torch.set_num_threads(min(2, torch.get_num_threads()))
 def pytest_configure(config):
     config.addinivalue_line("markers", "fast: the development tier (`-m fast`): what is not slow, and "
                                        "the notebook runs tests/_tiers.py names")
+    config.addinivalue_line("markers", "notebook(path, parameters=None, *, env=None, html=False): the notebook "
+                                       "run a test's notebook_run fixture gives (started in the background)")
 
 
 def pytest_collection_modifyitems(config, items):
     mark_tiers(items)
+    # the tests that wait for a background notebook run go last: the other tests run meanwhile
+    items.sort(key=lambda item: item.get_closest_marker("notebook") is not None)
 
 
 def pytest_terminal_summary(terminalreporter, exitstatus, config):
@@ -79,7 +81,28 @@ def notebook_runs(notebook_kernel, tmp_path_factory):
     :class:`_kernel.Run` (its figures and files), or raises the run's error again."""
     from _kernel import NotebookRuns
 
-    return NotebookRuns(notebook_kernel, tmp_path_factory.mktemp("notebook-runs"))
+    runs = NotebookRuns(notebook_kernel, tmp_path_factory.mktemp("notebook-runs"))
+    yield runs
+    runs.close()
+
+
+@pytest.fixture
+def notebook_run(request, notebook_runs):
+    """The run a test's ``notebook`` mark names: ``@pytest.mark.notebook(path, parameters, env=...,
+    html=...)`` (on the test, or on one of its parameters). Marked runs of the session's tests start
+    in the background at the session's start (``notebook_prefetch``), in the order of the tests."""
+    mark = request.node.get_closest_marker("notebook")
+    assert mark is not None, "notebook_run needs @pytest.mark.notebook(path, parameters, env=..., html=...)"
+    return notebook_runs.run(*mark.args, **mark.kwargs)
+
+
+@pytest.fixture(scope="session", autouse=True)
+def notebook_prefetch(request):
+    """Start the session's marked notebook runs in a background thread (the kernel computes while
+    the other tests run); ``COURSE_PREFETCH=0`` runs each when its test asks instead."""
+    marked = [m for m in (i.get_closest_marker("notebook") for i in request.session.items) if m is not None]
+    if marked and os.environ.get("COURSE_PREFETCH", "1") != "0" and os.environ.get("COURSE_FRESH_KERNELS") != "1":
+        request.getfixturevalue("notebook_runs").prefetch([(m.args, m.kwargs) for m in marked])
 
 
 @pytest.fixture(scope="session")

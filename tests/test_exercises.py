@@ -717,14 +717,18 @@ def test_learner_notebooks_hide_every_solution():
         assert sum("predict" in c.get("metadata", {}).get("tags", []) for c in nb["cells"]) >= 1
 
 
+# smaller runs (tests/_small.py): stubs in place, everything after them must still run
+LEARNER_RUNS = [pytest.param(src, id=src.stem, marks=pytest.mark.notebook(
+    ROOT / "notebooks" / "learner" / f"{src.stem}.ipynb", SMALL_RUNS[src.stem[:2]], env={"COURSE_HEADLESS": "1"}))
+    for src in SOURCES]
+
+
 @pytest.mark.slow
-@pytest.mark.parametrize("src", SOURCES, ids=lambda p: p.stem)
-def test_learner_notebook_runs_with_its_stubs(src, notebook_runs):
+@pytest.mark.parametrize("src", LEARNER_RUNS)
+def test_learner_notebook_runs_with_its_stubs(src, notebook_run):
     from helpers.course.main_job import stderr_outputs
 
-    path = ROOT / "notebooks" / "learner" / f"{src.stem}.ipynb"
-    # smaller runs (tests/_small.py): stubs in place, everything after them must still run
-    run = notebook_runs.run(path, SMALL_RUNS[src.stem[:2]], env={"COURSE_HEADLESS": "1"})
+    run = notebook_run
     executed = run.executed
     nb = run.notebook()
     outputs = [o for c in nb["cells"] if c["cell_type"] == "code" for o in c.get("outputs", [])]

@@ -76,11 +76,15 @@ def test_every_notebook_is_checked():
     assert not missing, f"notebooks without checks on their recorded figures: {sorted(missing)}"
 
 
+# a plain papermill run, no COURSE_HEADLESS: the notebook finds by itself that it has no front end
+RUNS = [pytest.param(p, id=p.stem, marks=pytest.mark.notebook(p, env={"COURSE_HEADLESS": None}, html=True))
+        for p in notebook_paths()]
+
+
 @pytest.mark.slow
-@pytest.mark.parametrize("path", notebook_paths(), ids=lambda p: p.stem)
-def test_notebook_runs_and_records(path, notebook_runs):
-    # a plain papermill run, no COURSE_HEADLESS: the notebook finds by itself that it has no front end
-    run = notebook_runs.run(path, env={"COURSE_HEADLESS": None}, html=True)
+@pytest.mark.parametrize("path", RUNS)
+def test_notebook_runs_and_records(path, notebook_run):
+    run = notebook_run
     figures = run.figures
     # no warnings or stray log lines in the executed notebook
     noisy = stderr_outputs(run.executed)

@@ -151,22 +151,26 @@ B32_NOTEBOOKS = [p for p in notebook_paths() if not p.stem.startswith("06_")]
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("path", B32_NOTEBOOKS, ids=lambda p: p.stem)
-def test_notebook_on_random_vit_b32(path, notebook_runs):
-    figures = notebook_runs.run(path, {"preset": PRESET}, env=HEADLESS).figures
+@pytest.mark.parametrize("path", [pytest.param(p, id=p.stem, marks=pytest.mark.notebook(p, {"preset": PRESET}, env=HEADLESS))
+                                  for p in B32_NOTEBOOKS])
+def test_notebook_on_random_vit_b32(path, notebook_run):
+    figures = notebook_run.figures
     assert figures["preset"] == PRESET and figures["trained_weights"] is False
     CHECKS[path.stem](figures, N[path.stem[:2]])
 
 
+SEGMENTATION = next(p for p in notebook_paths() if p.stem.startswith("06_"))
+# two images, fewer than the three overlays the notebook shows, one per batch
+B16 = {"preset": PRESET, "model_name": "ViT-B-16", "pretrained": "random", "n_images": 2, "batch_size": 1}
+
+
 @pytest.mark.slow
-def test_segmentation_notebook_on_random_vit_b16(notebook_runs):
+@pytest.mark.notebook(SEGMENTATION, B16, env=HEADLESS)
+def test_segmentation_notebook_on_random_vit_b16(notebook_run):
     """ViT-B-16: a 14 x 14 patch grid (B-32's is 7 x 7), through the segmenters' maps, their
     upsampling to the masks and the backward passes of GradCAM and Chefer et al.; the
     preset's other values stay, the parameters set here win."""
-    path = next(p for p in notebook_paths() if p.stem.startswith("06_"))
-    # two images, fewer than the three overlays the notebook shows, one per batch
-    params = {"preset": PRESET, "model_name": "ViT-B-16", "pretrained": "random", "n_images": 2, "batch_size": 1}
-    figures = notebook_runs.run(path, params, env=HEADLESS).figures
+    figures = notebook_run.figures
     assert figures["preset"] == PRESET and figures["trained_weights"] is False
     check_06(figures, 2)
 
@@ -178,14 +182,19 @@ SIGLIP = "ViT-B-16-SigLIP"  # a timm tower with attention pooling (no class toke
 SIGLIP_RUNS = {"01": {}, "04": {"n_images": 2}}
 
 
+def _siglip_run(nb):
+    path = next(p for p in notebook_paths() if p.stem.startswith(nb))
+    params = {"preset": PRESET, "model_name": SIGLIP, "pretrained": "random", **SIGLIP_RUNS[nb]}
+    return pytest.param(nb, id=nb, marks=pytest.mark.notebook(path, params, env=HEADLESS))
+
+
 @pytest.mark.slow
-@pytest.mark.parametrize("nb", sorted(SIGLIP_RUNS))
-def test_notebook_on_random_siglip(nb, notebook_runs):
+@pytest.mark.parametrize("nb", [_siglip_run(nb) for nb in sorted(SIGLIP_RUNS)])
+def test_notebook_on_random_siglip(nb, notebook_run):
     """SigLIP's image tower: the decomposition through the attention-pooling head; the cells
     that follow one backbone head through the class token are skipped with a one-line note."""
     path = next(p for p in notebook_paths() if p.stem.startswith(nb))
-    params = {"preset": PRESET, "model_name": SIGLIP, "pretrained": "random", **SIGLIP_RUNS[nb]}
-    run = notebook_runs.run(path, params, env=HEADLESS)
+    run = notebook_run
     figures = run.figures
     assert figures["trained_weights"] is False
     CHECKS[path.stem](figures, SIGLIP_RUNS[nb].get("n_images", N[nb]))

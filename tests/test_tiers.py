@@ -9,7 +9,11 @@ module it calls) names papermill, nbclient, a kernel manager, JupyterLab or Play
 
 import ast
 import inspect
+import os
+import subprocess
+import sys
 import textwrap
+from pathlib import Path
 
 import _tiers
 import pytest
@@ -85,27 +89,45 @@ def test_the_fast_tier_runs_a_notebook():
         assert file == "test_notebooks.py", run  # the one file FAST_RUNS takes its runs from today
         function, _, param = name.partition("[")
         fn = getattr(test_notebooks, function)
-        assert {"notebook_runs", "notebook_kernel"} & set(inspect.signature(fn).parameters), run
+        assert {"notebook_run", "notebook_runs", "notebook_kernel"} & set(inspect.signature(fn).parameters), run
         assert param.rstrip("]") in {p.stem for p in test_notebooks.notebook_paths()}, run
 
 
+INNER_CONFTEST = """import pytest
+from _tiers import mark_tiers
+
+
+def pytest_collection_modifyitems(config, items):
+    mark_tiers(items, {"nb"}, {"test_x.py::test_with_a_notebook[2]"})
+
+
+def pytest_configure(config):
+    config.addinivalue_line("markers", "fast: f")
+
+
+@pytest.fixture
+def nb():
+    return 1
+"""
+
+
 @pytest.mark.parametrize("marks", [(), ("slow",)])
-def test_marking(marks, pytester):
-    """Not slow means fast; a test using a notebook fixture is slow wherever it is written."""
-    pytester.makeconftest("import pytest\nfrom _tiers import mark_tiers\n\n\n"
-                          "def pytest_collection_modifyitems(config, items):\n"
-                          "    mark_tiers(items, {'nb'}, {'test_x.py::test_with_a_notebook[2]'})\n\n\n"
-                          "def pytest_configure(config):\n"
-                          "    config.addinivalue_line('markers', 'fast: f')\n\n\n"
-                          "@pytest.fixture\ndef nb():\n    return 1\n")
+def test_marking(marks, tmp_path):
+    """Not slow means fast; a test using a notebook fixture is slow wherever it is written, and
+    one FAST_RUNS names is in both tiers."""
+    (tmp_path / "conftest.py").write_text(INNER_CONFTEST)
     decorators = "".join(f"@pytest.mark.{m}\n" for m in marks)
-    pytester.makepyfile(test_x=f"import pytest\n\n\n{decorators}def test_plain():\n    pass\n\n\n"
-                        "@pytest.mark.parametrize('i', [1, 2])\ndef test_with_a_notebook(nb, i):\n    pass\n")
-    fast = pytester.runpytest("-m", "fast", "-q", "-p", "no:cacheprovider", "-rA")
-    slow = pytester.runpytest("-m", "slow", "-q", "-p", "no:cacheprovider", "-rA")
+    (tmp_path / "test_x.py").write_text(f"import pytest\n\n\n{decorators}def test_plain():\n    pass\n\n\n"
+                                        "@pytest.mark.parametrize('i', [1, 2])\ndef test_with_a_notebook(nb, i):\n"
+                                        "    pass\n")
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(Path(_tiers.__file__).parent), os.environ.get("PYTHONPATH", "")]))
+    ran = {}
+    for tier in ("fast", "slow"):
+        out = subprocess.run([sys.executable, "-m", "pytest", "-m", tier, "-q", "-rA", "-p", "no:cacheprovider",
+                              "--rootdir", str(tmp_path), str(tmp_path)],
+                             cwd=tmp_path, env=env, capture_output=True, text=True)
+        ran[tier] = {line.split("::")[-1] for line in out.stdout.splitlines() if line.startswith("PASSED")}
     plain_fast = not marks
-    ran = {o: {line.split("::")[-1] for line in r.outlines if line.startswith("PASSED")} for o, r in
-           (("fast", fast), ("slow", slow))}
-    assert ran["fast"] == ({"test_plain"} if plain_fast else set()) | {"test_with_a_notebook[2]"}
+    assert ran["fast"] == ({"test_plain"} if plain_fast else set()) | {"test_with_a_notebook[2]"}, ran
     assert ran["slow"] == ({"test_plain"} if not plain_fast else set()) | {"test_with_a_notebook[1]",
-                                                                           "test_with_a_notebook[2]"}
+                                                                           "test_with_a_notebook[2]"}, ran
