@@ -6,14 +6,17 @@ pays that once: it starts a kernel, imports what the notebooks import, records t
 state (``tests/_kernel_side.py``), and before each notebook puts that state back: a fresh user
 namespace and execution count, the notebook's folder as working folder, the environment asked
 for, no monkeypatch, warning filter, logging level or torch setting left by an earlier notebook,
-torch's random generator as a fresh kernel has it. Each notebook is then run by papermill
-(parameters injected, outputs and errors written to the executed copy exactly as
+torch's random generator back where it stood after the imports. Each notebook is then run by
+papermill (parameters injected, outputs and errors written to the executed copy as
 :func:`helpers.course.main_job.execute_notebook` writes them), on the kept kernel.
 
 A kernel that died, hung past its time limit or failed to reset is replaced by a fresh one
 before the next notebook. ``tests/conftest.py`` holds one per test session (fixture
-``notebook_kernel``); ``COURSE_FRESH_KERNELS=1`` gives every run a kernel of its own instead
-(the plain ``execute_notebook``), to tell a notebook's own failure from one of sharing.
+``notebook_kernel``), and :class:`NotebookRuns` runs each notebook once per session, the runs
+the session's tests declare (``@pytest.mark.notebook``) in a background thread from the
+session's start. ``COURSE_FRESH_KERNELS=1`` gives every run a kernel of its own instead (the
+plain ``execute_notebook``, no background runs), to tell a notebook's own failure from one of
+sharing; ``COURSE_PREFETCH=0`` keeps the shared kernel but runs each notebook when its test asks.
 """
 
 from __future__ import annotations
