@@ -31,19 +31,17 @@ from typing import Any
 ROOT = Path(__file__).resolve().parent.parent
 KERNEL_SIDE = (Path(__file__).with_name("_kernel_side.py")).read_text()
 
-# what every course notebook imports (their import cells), imported once per kernel
+# what the course notebooks import, imported once per kernel: the libraries of their import cells
+# and every module of the course's package (so a new module is in the snapshot the resets go back to)
 PRELOAD = """
-import copy, json, math, os, sys
+import copy, importlib, json, math, os, pkgutil, sys
 import numpy, pandas, torch, open_clip, ipywidgets, plotly.express, plotly.graph_objects, plotly.io
 from IPython.display import display
-import helpers.course.narrative, helpers.course.plots, helpers.course.presets, helpers.course.record
-import helpers.course.ui, helpers.course.exercises
-import helpers.data.datasets, helpers.data.pools, helpers.data.world, helpers.data.waterbirds
-import helpers.data.segmentation_tasks
-import helpers.engine.models, helpers.engine.decompose, helpers.engine.decompose_map, helpers.engine.text
-import helpers.engine.images, helpers.engine.labels
-import helpers.methods.ablation, helpers.methods.heads, helpers.methods.metrics, helpers.methods.segmentation
-import helpers.methods.spatial, helpers.methods.spurious, helpers.methods.textspan
+import helpers
+for _m in pkgutil.walk_packages(helpers.__path__, "helpers."):
+    if not _m.name.endswith("__main__"):
+        importlib.import_module(_m.name)
+del _m
 """
 
 
