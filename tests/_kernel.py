@@ -93,9 +93,10 @@ class SharedKernel:
 
         self.close()
         self.km = KernelManager(kernel_name=self.kernel_name)
-        # the kernel's own log stays quiet below errors, as in execute_notebook
+        # the kernel's own log stays quiet below errors, as in execute_notebook; its history in
+        # memory, as nbclient starts kernels (no shared history file for kernels to lock)
         self.km.start_kernel(env=self.env, cwd=str(ROOT / "notebooks"),
-                             extra_arguments=["--IPKernelApp.log_level=ERROR"])
+                             extra_arguments=["--IPKernelApp.log_level=ERROR", "--HistoryManager.hist_file=:memory:"])
         self.starts += 1
         self.runs = 0
         setup = (f"import sys as _s, types as _t\n_m = _t.ModuleType('_shared_kernel')\n"
