@@ -26,8 +26,10 @@ def pytest_configure(config):
 
 def pytest_collection_modifyitems(config, items):
     mark_tiers(items)
-    # the tests that wait for a background notebook run go last: the other tests run meanwhile
-    items.sort(key=lambda item: item.get_closest_marker("notebook") is not None)
+    # the tests that use the notebook kernel go last: its background runs go on while the other
+    # tests run, and a test that asked for the kernel before they end would wait for them all
+    kernel = {"notebook_kernel", "notebook_runs", "notebook_run"}
+    items.sort(key=lambda item: bool(kernel & set(getattr(item, "fixturenames", ()))))
 
 
 def pytest_terminal_summary(terminalreporter, exitstatus, config):
