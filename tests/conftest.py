@@ -1,11 +1,53 @@
+"""Shared fixtures, and the suite's two tiers (tests/_tiers.py).
+
+Notebook runs share one kernel per session (fixture ``notebook_kernel``; tests/_kernel.py),
+reset between notebooks; ``notebook_runs`` runs each (notebook, parameters) once per session for
+every test that asks. Browser tests share one JupyterLab per session and one Chromium per module
+(fixtures ``lab`` and ``browser``; tests/_lab.py). A test using any of these is in the slow tier.
+"""
+
 import os
 import warnings
 
 import pytest
 import torch
+from _tiers import FAST_TEST_S, mark_tiers
 
 os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
 torch.set_num_threads(min(2, torch.get_num_threads()))
+
+
+def pytest_configure(config):
+    config.addinivalue_line("markers", "fast: the development tier (`-m fast`): what is not slow, and "
+                                       "the notebook runs tests/_tiers.py names")
+    config.addinivalue_line("markers", "notebook(path, parameters=None, *, env=None, html=False): the notebook "
+                                       "run a test's notebook_run fixture gives (started in the background)")
+
+
+def pytest_collection_modifyitems(config, items):
+    mark_tiers(items)
+    # the tests that use the notebook kernel go last: its background runs go on while the other
+    # tests run, and a test that asked for the kernel before they end would wait for them all
+    kernel = {"notebook_kernel", "notebook_runs", "notebook_run"}
+    items.sort(key=lambda item: bool(kernel & set(getattr(item, "fixturenames", ()))))
+
+
+def pytest_terminal_summary(terminalreporter, exitstatus, config):
+    """After a fast-tier run, name its tests that took long: candidates for the slow mark."""
+    if "fast" not in (config.getoption("markexpr") or ""):
+        return
+    from _tiers import FAST_RUNS
+
+    long = {}
+    for reports in terminalreporter.stats.values():
+        for r in reports:
+            if getattr(r, "duration", None) is not None and hasattr(r, "nodeid"):
+                long[r.nodeid] = long.get(r.nodeid, 0.0) + r.duration
+    long = {k: v for k, v in long.items() if v > FAST_TEST_S and k.split("/")[-1] not in FAST_RUNS}
+    if long:
+        terminalreporter.write_sep("-", f"fast-tier tests over {FAST_TEST_S:.0f} s (mark them slow?)")
+        for nodeid, s in sorted(long.items(), key=lambda kv: -kv[1]):
+            terminalreporter.write_line(f"{s:6.1f} s  {nodeid}")
 
 
 @pytest.fixture(scope="session")
@@ -15,3 +57,72 @@ def default_bundle():
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         return load_model()
+
+
+@pytest.fixture(scope="session")
+def notebook_kernel():
+    """Runs notebooks as ``helpers.course.main_job.execute_notebook`` does, on one kernel kept
+    for the session: ``notebook_kernel.execute(path, out_dir, parameters, html=..., env=...)``
+    (``env``: variables for that notebook, ``None`` removes one; ``COURSE_HEADLESS`` is unset
+    unless a run sets it)."""
+    from _kernel import FreshKernels, SharedKernel
+
+    from helpers.engine.paths import ROOT
+
+    env = {k: v for k, v in os.environ.items() if k != "COURSE_HEADLESS"}
+    env["PYTHONPATH"] = os.pathsep.join([str(ROOT)] + [p for p in [env.get("PYTHONPATH")] if p])
+    runner = FreshKernels(env) if os.environ.get("COURSE_FRESH_KERNELS") == "1" else SharedKernel(env=env)
+    yield runner
+    runner.close()
+
+
+@pytest.fixture(scope="session")
+def notebook_runs(notebook_kernel, tmp_path_factory):
+    """Each (notebook, parameters, environment) executed once per session, for every test that
+    asks: ``notebook_runs.run(path, parameters, env=..., html=...)`` returns a
+    :class:`_kernel.Run` (its figures and files), or raises the run's error again."""
+    from _kernel import NotebookRuns
+
+    runs = NotebookRuns(notebook_kernel, tmp_path_factory.mktemp("notebook-runs"))
+    yield runs
+    runs.close()
+
+
+@pytest.fixture
+def notebook_run(request, notebook_runs):
+    """The run a test's ``notebook`` mark names: ``@pytest.mark.notebook(path, parameters, env=...,
+    html=...)`` (on the test, or on one of its parameters). Marked runs of the session's tests start
+    in the background at the session's start (``notebook_prefetch``), in the order of the tests."""
+    mark = request.node.get_closest_marker("notebook")
+    assert mark is not None, "notebook_run needs @pytest.mark.notebook(path, parameters, env=..., html=...)"
+    return notebook_runs.run(*mark.args, **mark.kwargs)
+
+
+@pytest.fixture(scope="session", autouse=True)
+def notebook_prefetch(request):
+    """Start the session's marked notebook runs in a background thread (the kernel computes while
+    the other tests run); ``COURSE_PREFETCH=0`` runs each when its test asks instead."""
+    marked = [m for m in (i.get_closest_marker("notebook") for i in request.session.items) if m is not None]
+    if marked and os.environ.get("COURSE_PREFETCH", "1") != "0" and os.environ.get("COURSE_FRESH_KERNELS") != "1":
+        request.getfixturevalue("notebook_runs").prefetch([(m.args, m.kwargs) for m in marked])
+
+
+@pytest.fixture(scope="session")
+def lab(tmp_path_factory):
+    """One JupyterLab server for the session's browser tests (tests/_lab.py): ``lab.work`` is its
+    folder, ``lab.url(path)`` a document's page, ``lab.close_sessions()`` ends every kernel."""
+    pytest.importorskip("jupyterlab", reason="JupyterLab is not installed (it is in requirements-pinned.txt)")
+    from _lab import start_lab
+
+    with start_lab(tmp_path_factory.mktemp("lab")) as server:
+        yield server
+
+
+@pytest.fixture(scope="module")
+def browser(lab, tmp_path_factory):
+    """A headless Chromium (a Playwright browser context) for one test module: kept per module,
+    as Playwright's synchronous API must not stay open while other tests run their own event loops."""
+    from _lab import chromium_context
+
+    with chromium_context(tmp_path_factory.mktemp("chromium-profile")) as ctx:
+        yield ctx

@@ -26,14 +26,14 @@ shipped (every check shows *not done*), then a wrong answer typed into exercise 
 must show a marked failure naming the concept and whose next line must say that the reference
 stands in for the learner's function.
 
-A screenshot per notebook lands in ``build/browser/`` (the path is printed). Chromium is
-Debian's (``apt-get install -y chromium fonts-liberation``; ``.ci/run`` installs it when
-missing): Playwright drives it through ``executable_path``, no browser download. Without
-Chromium and without a way to install it, the test is skipped with the reason.
+A screenshot per notebook lands in ``build/browser/`` (the path is printed). JupyterLab and
+Chromium come from tests/_lab.py (one server for the test session); without Chromium, and
+without a way to install it, the test is skipped with the reason.
 
-The copies run with smaller parameters than the notebooks' defaults (``BROWSER_PARAMS``, e.g.
-50 images instead of 200 to 1,000); ``COURSE_BROWSER_PARAMS`` (JSON) replaces them, ``{}``
-runs the notebooks as they are. ``COURSE_BROWSER_OUT`` moves the screenshots.
+The copies run with smaller parameters than the notebooks' defaults (``SMALL_RUNS``, as the
+learner build's runs: this test checks what the page shows, the figures are
+tests/test_notebooks.py's); ``COURSE_BROWSER_PARAMS`` (JSON) sets parameters for every notebook
+instead, ``{}`` runs the notebooks as they are. ``COURSE_BROWSER_OUT`` moves the screenshots.
 """
 
 from __future__ import annotations
@@ -42,19 +42,15 @@ import hashlib
 import json
 import os
 import re
-import secrets
-import shutil
-import socket
-import subprocess
-import sys
 import time
-import urllib.error
-import urllib.request
 from pathlib import Path
 
 import pytest
+from _lab import menu as _menu
+from _lab import open_notebook as _open_path
+from _small import SMALL_RUNS
 
-from helpers.course.export import SIZE_LIMIT_BYTES, write_server_config
+from helpers.course.export import SIZE_LIMIT_BYTES
 from helpers.course.main_job import notebook_paths
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
@@ -62,105 +58,16 @@ pytestmark = [pytest.mark.browser, pytest.mark.slow]
 ROOT = Path(__file__).resolve().parent.parent
 NOTEBOOKS = notebook_paths()
 LEARNER = notebook_paths(ROOT / "notebooks" / "learner")[:1]  # notebook 1 as learners get it
-CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-                  "--disable-background-networking", "--disable-component-update", "--disable-sync"]
-VIEWPORT = {"width": 1400, "height": 3000}  # tall, for the screenshots
 RUN_LIMIT_S = 420  # one notebook's Run All
 UPDATE_LIMIT_S = 120  # one widget's redraw
 OUT_DIR = Path(os.environ.get("COURSE_BROWSER_OUT", ROOT / "build" / "browser"))
-# Smaller runs than the notebooks' defaults keep the whole test within minutes on two cores (the
-# full-size runs are tests/test_notebooks.py's); each applies where a parameters cell defines it.
-BROWSER_PARAMS = {"n_images": 50, "n_per_group": 30, "span_images": 200, "random_trials": 3}
-LAB_SETTINGS = ROOT / "binder" / "lab-settings.json"  # the course's own JupyterLab settings
-TEST_SETTINGS = {
-    # every cell stays in the page, so each output can be inspected without scrolling to it
-    "@jupyterlab/notebook-extension:tracker": {"windowingMode": "none"},
-    # offline: no news or update checks
-    "@jupyterlab/apputils-extension:notification": {"fetchNews": "false", "checkForUpdates": False},
-}
 PLOTLY = "application/vnd.plotly.v1+json"
 LIVE = ".jp-OutputArea-output:has(> .widget-vbox > .widget-output)"  # a helpers.course.ui.live() widget
 
 
-# ---------------------------------------------------------------------------------------------
-# Chromium, Playwright, JupyterLab
-# ---------------------------------------------------------------------------------------------
-
-
-def _find_chromium() -> str | None:
-    for name in (os.environ.get("COURSE_CHROMIUM", ""), "chromium", "chromium-browser"):
-        found = name and shutil.which(name)
-        if found:
-            return found
-    return None
-
-
-def _chromium() -> str:
-    """Debian's Chromium; installed with apt-get when missing and possible, else a skip."""
-    found = _find_chromium()
-    if found:
-        return found
-    apt = shutil.which("apt-get")
-    if not apt or os.geteuid() != 0:
-        pytest.skip("Chromium is not installed and cannot be installed here (needs root and apt-get): "
-                    "run `apt-get install -y chromium fonts-liberation`, or set COURSE_CHROMIUM")
-    env = dict(os.environ, DEBIAN_FRONTEND="noninteractive")
-    cmd = [apt, "install", "-y", "-qq", "chromium", "fonts-liberation"]
-    done = subprocess.run(cmd, env=env, capture_output=True, text=True)
-    if done.returncode != 0:  # fresh machines have no package lists yet
-        subprocess.run([apt, "update", "-qq"], env=env, capture_output=True, text=True)
-        done = subprocess.run(cmd, env=env, capture_output=True, text=True)
-    found = _find_chromium()
-    assert found, f"apt-get could not install Chromium:\n{done.stdout[-2000:]}\n{done.stderr[-2000:]}"
-    return found
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-class Lab:
-    """A JupyterLab server on 127.0.0.1 and its REST API."""
-
-    def __init__(self, base: str, token: str, work: Path, proc: subprocess.Popen, log: Path):
-        self.base, self.token, self.work, self.proc, self.log = base, token, work, proc, log
-
-    def get(self, path: str, timeout: float = 30) -> str:
-        req = urllib.request.Request(self.base + path, headers={"Authorization": f"token {self.token}"})
-        with urllib.request.urlopen(req, timeout=timeout) as r:
-            return r.read().decode()
-
-    def api(self, method: str, path: str, body: dict | None = None):
-        req = urllib.request.Request(self.base + path, method=method,
-                                     data=None if body is None else json.dumps(body).encode(),
-                                     headers={"Authorization": f"token {self.token}",
-                                              "Content-Type": "application/json"})
-        with urllib.request.urlopen(req, timeout=30) as r:
-            text = r.read().decode()
-        return json.loads(text) if text else None
-
-    def close_sessions(self) -> None:
-        """Delete every session (and so shut its kernel down): none survives one notebook."""
-        for s in self.api("GET", "/api/sessions"):
-            try:
-                self.api("DELETE", f"/api/sessions/{s['id']}")
-            except urllib.error.HTTPError:
-                pass
-
-    def kernels_idle(self) -> bool:
-        kernels = self.api("GET", "/api/kernels")
-        return bool(kernels) and all(k["execution_state"] == "idle" for k in kernels)
-
-    def url(self, notebook: str) -> str:
-        # reset: a fresh workspace, so no earlier notebook reopens in a background tab
-        return f"{self.base}/lab/tree/notebooks/{notebook}?reset&token={self.token}"
-
-
-def _browser_params() -> dict:
+def _browser_params(path: Path) -> dict:
     text = os.environ.get("COURSE_BROWSER_PARAMS", "").strip()
-    return json.loads(text) if text else BROWSER_PARAMS
+    return json.loads(text) if text else SMALL_RUNS[path.stem[:2]]
 
 
 def _copy_notebook(src: Path, dst: Path, params: dict) -> None:
@@ -176,86 +83,16 @@ def _copy_notebook(src: Path, dst: Path, params: dict) -> None:
 
 
 @pytest.fixture(scope="module")
-def lab(tmp_path_factory):
-    pytest.importorskip("jupyterlab", reason="JupyterLab is not installed (it is in requirements-pinned.txt)")
-    tmp = tmp_path_factory.mktemp("lab")
-    work = tmp / "work"
-    (work / "notebooks").mkdir(parents=True)
-    params = _browser_params()
+def notebooks_in_lab(lab):
+    """The notebooks' copies in the lab's folder (``notebooks/``)."""
+    folder = lab.work / "notebooks"
+    folder.mkdir(exist_ok=True)
     for path in NOTEBOOKS:
-        _copy_notebook(path, work / "notebooks" / path.name, params)
-    (work / "notebooks" / "learner").mkdir()
+        _copy_notebook(path, folder / path.name, _browser_params(path))
+    (folder / "learner").mkdir(exist_ok=True)
     for path in LEARNER:
-        _copy_notebook(path, work / "notebooks" / "learner" / path.name, params)
-    # the kernel the notebooks name, "python3", is this environment's python by absolute path
-    # (not resolved: a venv's python is a link whose target is outside the venv)
-    data = tmp / "data"
-    spec = data / "kernels" / "python3"
-    spec.mkdir(parents=True)
-    python = os.path.abspath(sys.executable)
-    (spec / "kernel.json").write_text(json.dumps({
-        "argv": [python, "-m", "ipykernel_launcher", "-f", "{connection_file}"],
-        "display_name": "Python 3 (course)", "language": "python"}))
-    config = tmp / "config"
-    (config / "labconfig").mkdir(parents=True)
-    settings = json.loads(LAB_SETTINGS.read_text())
-    settings.update(TEST_SETTINGS)
-    (config / "labconfig" / "default_setting_overrides.json").write_text(json.dumps(settings))
-    write_server_config(config)  # HTML export and saving as scripts/lab.sh sets them up (helpers.course.export)
-    env = {k: v for k, v in os.environ.items() if k != "COURSE_HEADLESS" and not k.startswith("JUPYTER")}
-    env.update(JUPYTER_CONFIG_DIR=str(config), JUPYTER_DATA_DIR=str(data), JUPYTER_PATH=str(data),
-               JUPYTER_RUNTIME_DIR=str(tmp / "runtime"), JUPYTERLAB_SETTINGS_DIR=str(tmp / "settings"),
-               JUPYTERLAB_WORKSPACES_DIR=str(tmp / "workspaces"), JUPYTER_PLATFORM_DIRS="1",
-               PYTHONPATH=os.pathsep.join([str(ROOT)] + [p for p in [os.environ.get("PYTHONPATH")] if p]))
-    port, token = _free_port(), secrets.token_hex(16)
-    log = tmp / "server.log"
-    with open(log, "w") as fh:
-        proc = subprocess.Popen(
-            [python, "-m", "jupyterlab", "--no-browser", "--allow-root", "--ip=127.0.0.1", f"--port={port}",
-             f"--IdentityProvider.token={token}", f"--ServerApp.root_dir={work}",
-             "--ServerApp.terminals_enabled=False"],
-            env=env, stdout=fh, stderr=subprocess.STDOUT, cwd=work)
-    server = Lab(f"http://127.0.0.1:{port}", token, work, proc, log)
-    try:
-        deadline = time.monotonic() + 120
-        while True:
-            try:
-                server.api("GET", "/api/status")
-                break
-            except (urllib.error.URLError, ConnectionError):
-                assert proc.poll() is None, f"JupyterLab exited:\n{log.read_text()[-3000:]}"
-                assert time.monotonic() < deadline, f"JupyterLab did not start:\n{log.read_text()[-3000:]}"
-                time.sleep(0.5)
-        argv = server.api("GET", "/api/kernelspecs")["kernelspecs"]["python3"]["spec"]["argv"]
-        assert argv[0] == python, f"the notebooks' kernel is {argv[0]}, not this environment's {python}"
-        server.close_sessions()
-        yield server
-    finally:
-        try:
-            server.close_sessions()
-        except Exception:
-            pass
-        proc.terminate()
-        try:
-            proc.wait(30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-
-
-@pytest.fixture(scope="module")
-def browser(lab, tmp_path_factory):
-    executable = _chromium()
-    sync_api = pytest.importorskip("playwright.sync_api",
-                                   reason="the playwright package is not installed (requirements-pinned.txt)")
-    profile = tmp_path_factory.mktemp("chromium-profile")
-    with sync_api.sync_playwright() as p:
-        ctx = p.chromium.launch_persistent_context(
-            str(profile), executable_path=executable, headless=True, args=CHROMIUM_FLAGS, viewport=VIEWPORT,
-            chromium_sandbox=False)
-        try:
-            yield ctx
-        finally:
-            ctx.close()
+        _copy_notebook(path, folder / "learner" / path.name, _browser_params(path))
+    return folder
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -271,43 +108,8 @@ def repository_notebooks_untouched():
 # ---------------------------------------------------------------------------------------------
 
 
-class PageErrors:
-    """JavaScript errors on a page: uncaught exceptions and console errors.
-
-    The one thing let through: a resource the offline machine cannot fetch from another host
-    (the notebooks' "Open in Colab" badge image); anything from the server itself counts.
-    """
-
-    def __init__(self, page, base: str):
-        self.base, self.errors = base, []
-        page.on("pageerror", lambda e: self.errors.append(f"uncaught: {e}"))
-        page.on("console", self._console)
-
-    def _console(self, msg) -> None:
-        if msg.type != "error":
-            return
-        url = (msg.location or {}).get("url", "")
-        if msg.text.startswith("Failed to load resource") and url and not url.startswith(self.base):
-            return
-        self.errors.append(f"console: {msg.text} ({url})")
-
-
-def _open(ctx, lab: Lab, name: str):
-    page = ctx.new_page()
-    errors = PageErrors(page, lab.base)
-    page.goto(lab.url(name))
-    page.wait_for_selector(".jp-NotebookPanel .jp-Notebook .jp-Cell", timeout=120_000)
-    # the kernel is up when the session's kernel reports idle
-    deadline = time.monotonic() + 120
-    while not (lab.api("GET", "/api/sessions") and lab.kernels_idle()):
-        assert time.monotonic() < deadline, "the notebook's kernel did not start"
-        time.sleep(0.5)
-    return page, errors
-
-
-def _menu(page, menu: str, item: str) -> None:
-    page.locator(".lm-MenuBar-item", has_text=re.compile(rf"^{re.escape(menu)}$")).click()
-    page.locator(".lm-Menu-item:visible", has_text=re.compile(rf"^{re.escape(item)}")).first.click()
+def _open(ctx, lab, name: str):
+    return _open_path(ctx, lab, f"notebooks/{name}")
 
 
 def _nb(page):
@@ -328,7 +130,7 @@ def _failures(page) -> list[str]:
     return found
 
 
-def _wait_idle(page, lab: Lab, limit: float, settle: int = 3) -> list[str]:
+def _wait_idle(page, lab, limit: float, settle: int = 3) -> list[str]:
     """Until the kernel is idle and no prompt shows [*], `settle` polls in a row.
 
     Returns the failures (see :func:`_failures`) seen on the way, even those gone since.
@@ -469,9 +271,9 @@ def _page_reads_as_prose(page, name: str) -> None:
 # ---------------------------------------------------------------------------------------------
 
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
-def test_notebook_in_jupyterlab(path, lab, browser, capsys):
+def test_notebook_in_jupyterlab(path, lab, browser, notebooks_in_lab, capsys):
     lab.close_sessions()
-    copy = lab.work / "notebooks" / path.name
+    copy = notebooks_in_lab / path.name
     cells = json.loads(copy.read_text())["cells"]
     n_live = sum(1 for c in cells if c["cell_type"] == "code" and re.search(r"^live\(", "".join(c["source"]), re.M))
     t0 = time.monotonic()
@@ -588,7 +390,7 @@ WRONG_LINEARISE = '''def linearise(pieces, sigma, gamma, proj):
 
 
 @pytest.mark.parametrize("path", LEARNER, ids=lambda p: f"learner-{p.stem}")
-def test_learner_build_in_jupyterlab(path, lab, browser, capsys):
+def test_learner_build_in_jupyterlab(path, lab, browser, notebooks_in_lab, capsys):
     """The learner build as shipped (every check *not done*, the notebook runs to its end), then
     one wrong answer typed into exercise 1.1: a marked failure that names the concept, and the
     next line says that the reference stands in for the learner's function."""

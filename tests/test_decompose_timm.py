@@ -77,6 +77,7 @@ def _check_exact(d: MapDecomposition, ref: torch.Tensor) -> dict:
     return errs
 
 
+@pytest.mark.slow
 def test_siglip_exact_against_encode_image(siglip):
     x = _images(siglip.visual.image_size)
     dec = Decomposer(siglip)
@@ -222,6 +223,7 @@ def test_timm_hook_sites(siglip2_tower):
             pass
 
 
+@pytest.mark.slow
 def test_heatmaps_of_an_attention_pooled_tower(siglip2_tower):
     from helpers.methods.spatial import contrastive_map, heatmaps, topic_segmentation
 

@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
+from _small import SMALL_RUNS
 
 from helpers.course import exercises as exm
 from helpers.course.exercises import EXERCISES, Checked, check, check_function, nb01, nb04, run_check
@@ -1004,29 +1005,20 @@ def test_learner_notebooks_hide_every_solution():
         assert sum("predict" in c.get("metadata", {}).get("tags", []) for c in nb["cells"]) >= 1
 
 
-# Smaller runs of the learner notebooks: stubs in place, everything after them must still run.
-LEARNER_PARAMS = {
-    "01": {"n_images": 20, "batch_size": 20},
-    "02": {"n_images": 40, "batch_size": 40},
-    "03": {"n_images": 60, "batch_size": 60},
-    "04": {"n_images": 8},
-    "05": {"n_per_group": 10, "span_images": 60, "random_trials": 2},
-    "06": {"n_images": 8, "batch_size": 8},
-    "07": {"n_images": 40, "eval_images": 20, "top_k": 2, "seg_images": 4, "n_pairs": 3, "adv_scenes": 2,
-           "batch_size": 20},
-}
+# smaller runs (tests/_small.py): stubs in place, everything after them must still run
+LEARNER_RUNS = [pytest.param(src, id=src.stem, marks=pytest.mark.notebook(
+    ROOT / "notebooks" / "learner" / f"{src.stem}.ipynb", SMALL_RUNS[src.stem[:2]], env={"COURSE_HEADLESS": "1"}))
+    for src in SOURCES]
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("src", SOURCES, ids=lambda p: p.stem)
-def test_learner_notebook_runs_with_its_stubs(src, tmp_path, monkeypatch):
-    from helpers.course.main_job import execute_notebook, stderr_outputs
+@pytest.mark.parametrize("src", LEARNER_RUNS)
+def test_learner_notebook_runs_with_its_stubs(src, notebook_run):
+    from helpers.course.main_job import stderr_outputs
 
-    monkeypatch.setenv("COURSE_HEADLESS", "1")
-    path = ROOT / "notebooks" / "learner" / f"{src.stem}.ipynb"
-    execute_notebook(path, tmp_path, LEARNER_PARAMS[src.stem[:2]], html=False)
-    executed = tmp_path / "notebooks" / path.name
-    nb = json.loads(executed.read_text())
+    run = notebook_run
+    executed = run.executed
+    nb = run.notebook()
     outputs = [o for c in nb["cells"] if c["cell_type"] == "code" for o in c.get("outputs", [])]
     assert not [o for o in outputs if o["output_type"] == "error"]
     assert stderr_outputs(executed) == []

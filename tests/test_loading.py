@@ -132,6 +132,7 @@ def test_offline_tags_from_the_data_folder(tmp_path, monkeypatch):
         load_model()
 
 
+@pytest.mark.slow
 def test_the_hub_download_path_is_taken_when_the_host_is_reachable(tmp_path, monkeypatch):
     """Weights not cached, hub reachable: open_clip downloads the tag's file and it is loaded
     (here the download is replaced by a local file: this machine has no network)."""
@@ -152,6 +153,7 @@ def test_the_hub_download_path_is_taken_when_the_host_is_reachable(tmp_path, mon
     _assert_loaded(model, state, "ViT-B-32")
 
 
+@pytest.mark.slow
 def test_openai_tag_from_the_hugging_face_cache_runs_with_quick_gelu(tmp_path, monkeypatch):
     """A filled Hugging Face cache serves a tag with no network; OpenAI's weights were trained
     with QuickGELU, so the plain name with the "openai" tag gets it too."""
@@ -251,7 +253,9 @@ def _available_gib():
     return int(info["MemAvailable"].split()[0]) / 2**20
 
 
-@pytest.mark.parametrize("name,fmt", FAST, ids=[f"{n}-{f}" for n, f in FAST])
+# the real architectures' files (a few hundred MB written and read) in the slow tier
+@pytest.mark.parametrize("name,fmt", [pytest.param(n, f, id=f"{n}-{f}", marks=[pytest.mark.slow] * n.startswith("ViT"))
+                                      for n, f in FAST])
 def test_checkpoint_file_round_trip(name, fmt, tmp_path):
     _round_trip(name, fmt, tmp_path)
 

@@ -51,6 +51,7 @@ def test_rules_by_hand():
     torch.testing.assert_close(rb, torch.tensor([[1.5], [4.0]], dtype=F64))
 
 
+@pytest.mark.slow
 def test_relevance_is_conserved_through_vit_b32(b32):
     g = torch.Generator().manual_seed(1)
     x = torch.randn(1, 3, 224, 224, generator=g, dtype=F64)

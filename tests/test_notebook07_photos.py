@@ -1,13 +1,21 @@
 """Notebook 7's photo path without a download: ImageNet-style class folders and an
 ImageNet-Segmentation file made from world scenes, read through the notebook's online branches
 (1,000-way classification, words over the common-words list, words-only adversarial pairs, class
-search, ImageNet-Segmentation), on the offline model, executed headless with papermill."""
+search, ImageNet-Segmentation), on the offline model, executed headless with papermill.
+
+The photos and the segmentation file are written when the module is collected (a temporary
+folder, removed at exit): the run starts in the background at the session's start."""
+
+import atexit
+import shutil
+import tempfile
+from pathlib import Path
 
 import numpy as np
 import pytest
 from PIL import Image
 
-from helpers.course.main_job import execute_notebook, notebook_paths, stderr_outputs
+from helpers.course.main_job import notebook_paths, stderr_outputs
 from helpers.data import world
 from helpers.engine.paths import data_dir
 
@@ -39,17 +47,23 @@ def _segmentation_file(path, n=3):
     return path
 
 
-@pytest.mark.slow
-def test_second_order_notebook_on_photos(tmp_path, monkeypatch):
-    monkeypatch.setenv("COURSE_HEADLESS", "1")
-    folders = _photo_folders(tmp_path / "val")
-    mat = _segmentation_file(tmp_path / "gtsegs_ijcv.mat")
+def _photo_run():
+    tmp = Path(tempfile.mkdtemp(prefix="course-photos-"))
+    atexit.register(shutil.rmtree, tmp, ignore_errors=True)
+    folders = _photo_folders(tmp / "val")
+    mat = _segmentation_file(tmp / "gtsegs_ijcv.mat")
     path = next(p for p in notebook_paths() if p.stem.startswith("07_"))
     params = {"dataset": f"imagenet:{folders}", "seg_dataset": f"imagenet-seg:{mat}", "n_images": 12,
               "eval_images": 6, "top_k": 2, "vocabulary": "common_words", "pool_size": 48, "n_words": 4,
               "seg_images": 3, "seg_neurons": 10, "n_pairs": 2, "templates": "simple", "batch_size": 6}
-    f = execute_notebook(path, tmp_path / "run", params, html=False)
-    assert stderr_outputs(tmp_path / "run" / "notebooks" / path.name) == []
+    return pytest.mark.notebook(path, params, env={"COURSE_HEADLESS": "1"})
+
+
+@pytest.mark.slow
+@_photo_run()
+def test_second_order_notebook_on_photos(notebook_run):
+    f, executed = notebook_run.figures, notebook_run.executed
+    assert stderr_outputs(executed) == []
     assert f["n_images"] == 12 and f["eval_images"] == 6 and f["vocabulary"] == "common_words"
     assert f["exactness_f64"] <= 1e-10
     for layer, acc in f["ablations"].items():  # 1,000-way over six held-out photos
@@ -58,6 +72,6 @@ def test_second_order_notebook_on_photos(tmp_path, monkeypatch):
     assert "lift" not in f and "concepts" not in f and f["adversarial"] is None
     seg = f["segmentation"]
     assert all(0 <= v <= 1 for row in seg.values() for v in row.values() if not isinstance(v, str)), seg
-    shown = (tmp_path / "run" / "notebooks" / path.name).read_text()
+    shown = executed.read_text()
     assert "no ground-truth factors" in shown and "text-to-image model" in shown
     assert "words that push A toward B" in shown

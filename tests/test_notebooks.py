@@ -12,7 +12,7 @@ import re
 import pytest
 
 from helpers.course.export import SIZE_LIMIT_BYTES
-from helpers.course.main_job import execute_notebook, notebook_paths, stderr_outputs
+from helpers.course.main_job import notebook_paths, stderr_outputs
 from helpers.course.ui import PLOTLY_MIMETYPE
 from helpers.engine.models import DEFAULT_PRETRAINED, TWINS
 
@@ -83,26 +83,31 @@ def test_every_notebook_is_checked():
     assert not names - set(SAID), f"notebooks without checks on their sentences: {sorted(names - set(SAID))}"
 
 
+# a plain papermill run, no COURSE_HEADLESS: the notebook finds by itself that it has no front end
+RUNS = [pytest.param(p, id=p.stem, marks=pytest.mark.notebook(p, env={"COURSE_HEADLESS": None}, html=True))
+        for p in notebook_paths()]
+
+
 @pytest.mark.slow
-@pytest.mark.parametrize("path", notebook_paths(), ids=lambda p: p.stem)
-def test_notebook_runs_and_records(path, tmp_path, monkeypatch):
-    monkeypatch.delenv("COURSE_HEADLESS", raising=False)  # a plain papermill run finds it has no front end
-    figures = execute_notebook(path, tmp_path, html=True)
+@pytest.mark.parametrize("path", RUNS)
+def test_notebook_runs_and_records(path, notebook_run):
+    run = notebook_run
+    figures = run.figures
     # no warnings or stray log lines in the executed notebook
-    noisy = stderr_outputs(tmp_path / "notebooks" / path.name)
+    noisy = stderr_outputs(run.executed)
     assert not noisy, f"stderr output in cells {[i for i, _ in noisy]}: {noisy[0][1][:300]}"
     # generated text must be formatted: no template left in a displayed sentence
-    shown = json.dumps([o for c in json.loads((tmp_path / "notebooks" / path.name).read_text())["cells"]
+    shown = json.dumps([o for c in run.notebook()["cells"]
                         for o in c.get("outputs", []) if o.get("output_type") != "error"])
     unformatted = re.findall(r"\{(?:num|pct|pts|ratio|compare|verdict)\([^}]{0,60}", shown)
     assert not unformatted, f"a sentence shows its template instead of its value: {unformatted[:3]}"
-    said = "\n".join("".join(o.get("data", {}).get("text/markdown", "")) for c in json.loads(
-        (tmp_path / "notebooks" / path.name).read_text())["cells"] for o in c.get("outputs", []))
-    html = (tmp_path / "html" / f"{path.stem}.html").read_text()
+    html = run.html.read_text()
+    said = "\n".join("".join(o.get("data", {}).get("text/markdown", "")) for c in run.notebook()["cells"]
+                     for o in c.get("outputs", []))
     assert "Plotly.newPlot" in html, "plotly figures must survive the export to static HTML"
     # small notebooks: each figure's data once and no plotly.js inside; the HTML page draws every
     # figure offline with one copy of plotly.js
-    executed = tmp_path / "notebooks" / path.name
+    executed = run.executed
     size = executed.stat().st_size
     assert size <= SIZE_LIMIT_BYTES, f"the executed notebook weighs {size / 1e6:.2f} MB"
     outputs = [o for c in json.loads(executed.read_text())["cells"] for o in c.get("outputs", [])]

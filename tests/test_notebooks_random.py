@@ -11,7 +11,7 @@ import math
 
 import pytest
 
-from helpers.course.main_job import execute_notebook, notebook_paths
+from helpers.course.main_job import notebook_paths
 from helpers.course.presets import get_preset
 from helpers.methods.segmentation import METHODS
 
@@ -19,6 +19,7 @@ PRESET = "random ViT-B-32"
 LAYERS, HEADS = 12, 12  # ViT-B-32 and ViT-B-16
 N = {nb: v.get("n_images") for nb, v in get_preset(PRESET).notebooks.items()}
 N["05"] = 4 * get_preset(PRESET).notebooks["05"]["n_per_group"]
+HEADLESS = {"COURSE_HEADLESS": "1"}  # widgets draw their default view, as in a batch run
 
 
 def _fraction_of(n, value):
@@ -167,24 +168,26 @@ B32_NOTEBOOKS = [p for p in notebook_paths() if not p.stem.startswith("06_")]
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("path", B32_NOTEBOOKS, ids=lambda p: p.stem)
-def test_notebook_on_random_vit_b32(path, tmp_path, monkeypatch):
-    monkeypatch.setenv("COURSE_HEADLESS", "1")
-    figures = execute_notebook(path, tmp_path, {"preset": PRESET}, html=False)
+@pytest.mark.parametrize("path", [pytest.param(p, id=p.stem, marks=pytest.mark.notebook(p, {"preset": PRESET}, env=HEADLESS))
+                                  for p in B32_NOTEBOOKS])
+def test_notebook_on_random_vit_b32(path, notebook_run):
+    figures = notebook_run.figures
     assert figures["preset"] == PRESET and figures["trained_weights"] is False
     CHECKS[path.stem](figures, N[path.stem[:2]])
 
 
+SEGMENTATION = next(p for p in notebook_paths() if p.stem.startswith("06_"))
+# two images, fewer than the three overlays the notebook shows, one per batch
+B16 = {"preset": PRESET, "model_name": "ViT-B-16", "pretrained": "random", "n_images": 2, "batch_size": 1}
+
+
 @pytest.mark.slow
-def test_segmentation_notebook_on_random_vit_b16(tmp_path, monkeypatch):
+@pytest.mark.notebook(SEGMENTATION, B16, env=HEADLESS)
+def test_segmentation_notebook_on_random_vit_b16(notebook_run):
     """ViT-B-16: a 14 x 14 patch grid (B-32's is 7 x 7), through the segmenters' maps, their
     upsampling to the masks and the backward passes of GradCAM and Chefer et al.; the
     preset's other values stay, the parameters set here win."""
-    monkeypatch.setenv("COURSE_HEADLESS", "1")
-    path = next(p for p in notebook_paths() if p.stem.startswith("06_"))
-    # two images, fewer than the three overlays the notebook shows, one per batch
-    params = {"preset": PRESET, "model_name": "ViT-B-16", "pretrained": "random", "n_images": 2, "batch_size": 1}
-    figures = execute_notebook(path, tmp_path, params, html=False)
+    figures = notebook_run.figures
     assert figures["preset"] == PRESET and figures["trained_weights"] is False
     check_06(figures, 2)
 
@@ -197,21 +200,26 @@ SIGLIP = "ViT-B-16-SigLIP"  # a timm tower with attention pooling (no class toke
 SIGLIP_RUNS = {"01": {}, "03": {}, "04": {"n_images": 2}}
 
 
-@pytest.mark.slow
-@pytest.mark.parametrize("nb", sorted(SIGLIP_RUNS))
-def test_notebook_on_random_siglip(nb, tmp_path, monkeypatch):
-    """SigLIP's image tower: the decomposition through the attention-pooling head; the cells
-    that follow one backbone head through the class token are skipped with a one-line note."""
-    monkeypatch.setenv("COURSE_HEADLESS", "1")
+def _siglip_run(nb):
     path = next(p for p in notebook_paths() if p.stem.startswith(nb))
     params = {"preset": PRESET, "model_name": SIGLIP, "pretrained": "random", **SIGLIP_RUNS[nb]}
-    figures = execute_notebook(path, tmp_path, params, html=False)
+    return pytest.param(nb, id=nb, marks=pytest.mark.notebook(path, params, env=HEADLESS))
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("nb", [_siglip_run(nb) for nb in sorted(SIGLIP_RUNS)])
+def test_notebook_on_random_siglip(nb, notebook_run):
+    """SigLIP's image tower: the decomposition through the attention-pooling head; the cells
+    that follow one backbone head through the class token are skipped with a one-line note."""
+    path = next(p for p in notebook_paths() if p.stem.startswith(nb))
+    run = notebook_run
+    figures = run.figures
     assert figures["trained_weights"] is False
     CHECKS[path.stem](figures, SIGLIP_RUNS[nb].get("n_images", N[nb]))
     if nb == "03":  # the pooling heads' own TextSpan table
-        shown = (tmp_path / "notebooks" / path.name).read_text()
+        shown = run.executed.read_text()
         assert "pooling head 0" in shown and "TextSpan at full width" in shown
     if nb == "04":  # what needs a class token is skipped and said so, not recorded
         assert "head_map_inside_vs_outside" not in figures and "topic_top_text_is_own_colour" not in figures
-        shown = (tmp_path / "notebooks" / path.name).read_text()
+        shown = run.executed.read_text()
         assert "attention-pooling head" in shown and "are skipped" in shown

@@ -35,7 +35,7 @@ PUBLISHED_PARAMS_M = {"ViT-B-32": 151.28, "ViT-B-16": 149.62, "ViT-L-14": 427.62
 
 def _parameters_cell(nb: str) -> list[tuple[str, object]]:
     src = next((ROOT / "notebooks" / "src").glob(f"{nb}_*.py")).read_text()
-    cell = src.split("# %% tags=[\"parameters\"]\n", 1)[1].split("\n# %%", 1)[0]
+    cell = src.split('# %% tags=["parameters"]\n', 1)[1].split("\n# %%", 1)[0]
     out = []
     for node in ast.parse(cell).body:
         assert isinstance(node, ast.Assign) and len(node.targets) == 1

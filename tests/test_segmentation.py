@@ -195,6 +195,7 @@ def test_every_method_gives_finite_maps_of_the_grid(random_model, scenes, method
     assert not any(p.grad is not None for p in random_model.parameters())  # no stray gradients
 
 
+@pytest.mark.slow
 def test_every_method_on_a_real_architecture():
     torch.manual_seed(0)
     model = open_clip.create_model("ViT-B-32").eval()

@@ -18,6 +18,7 @@ def _tiny(steps=30, batch_size=32, **kw):
     return cfg
 
 
+@pytest.mark.slow
 def test_training_smoke_loss_decreases(tmp_path):
     cfg = _tiny(free_attn_layers=1)
     model, history = train(cfg, progress=False)

@@ -20,6 +20,8 @@ from helpers.engine.text import zero_shot_classifier
 from helpers.methods.ablation import collect_terms
 from helpers.methods.metrics import map_iou
 
+pytestmark = pytest.mark.slow  # hundreds of fresh scenes through the model: the slow tier
+
 SEED = 7  # not the model card's seed: fresh scenes
 
 # Targets stated before training that the shipped model does not reach: asserted, strict, so a
