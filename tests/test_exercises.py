@@ -616,6 +616,9 @@ WRONG_ANSWERS = [
     ("5.3", lambda ctx: [(9, 9)], ["not among the heads"]),
     ("6.4", lambda ctx: 3, ["pair (first, last)"]),
     ("6.4", lambda ctx: (0, 9), ["must lie in"]),
+    ("7.4", lambda ctx: 3, ["not a row number"]),
+    ("7.4", lambda ctx: "L99.N1", ["not among the"]),
+    ("7.4", lambda ctx: "neuron five", ["one neuron's name"]),
 ]
 
 

@@ -59,6 +59,20 @@ def test_comparative_words_weigh_the_noise():
         "A (0.707) and B (0.706) lead together, within noise"
 
 
+def test_a_figure_against_its_shuffles():
+    from helpers.course.narrative import WITHIN_NOISE, comparative, evidence_note
+    from helpers.methods.stats import permutation_difference
+
+    shuffles = np.linspace(0.9, 1.1, 41)  # the middle 95%: 0.905 to 1.095
+    above = permutation_difference(1.5, shuffles)
+    assert above.side == 1 and above.b == pytest.approx(1.0) and above.low == pytest.approx(1.5 - 1.095)
+    assert "the middle 95% of 41 shuffles" in evidence_note(above)
+    assert comparative(permutation_difference(1.05, shuffles), "fits", "misfits") == WITHIN_NOISE
+    assert permutation_difference(0.5, shuffles).side == -1
+    with pytest.raises(ValueError, match="at least two shuffles"):
+        permutation_difference(1.0, [float("nan"), 1.0])
+
+
 def test_a_claim_is_judged_once():
     from helpers.course.narrative import Claim
     from helpers.methods.stats import with_tolerance

@@ -135,6 +135,19 @@ def test_adversarial_trials_pair_the_draws_and_leave_out_the_target():
         assert n_bg == sum(b is not None for b in bgs)
         assert n_hab == (bgs[0] == "grass") + (bgs[1] == "water")
     assert trials.habitat_backgrounds("no words") == (0, 0)
+    sets, habitat = trials.habitat_pairs("adversarial words")
+    assert sets.shape == habitat.shape == (2,) and not (habitat & ~sets).any()
+    # the habitat shares of two word lists, paired over the class pairs
+    d = trials.habitat_difference("adversarial words", "random words", seed=0)
+    share = {c: (lambda s, h: h.sum() / s.sum() if s.sum() else float("nan"))(*trials.habitat_pairs(c))
+             for c in CONDITIONS[:2]}
+    assert d.n == 2 and "class pairs" in d.basis
+    assert (np.isnan(d.a) and np.isnan(share["adversarial words"])) or d.a == pytest.approx(share["adversarial words"])
+    assert (np.isnan(d.b) and np.isnan(share["random words"])) or d.b == pytest.approx(share["random words"])
+    # and the rates' comparison in the course's terms: the same interval, the same verdict
+    ev = comp.as_difference("class pairs")
+    assert (ev.a, ev.b, ev.low, ev.high) == (comp.rate_a, comp.rate_b, comp.low, comp.high)
+    assert (ev.side == 0) == comp.within_noise and ev.basis == "a paired bootstrap over 2 class pairs"
     with pytest.raises(ValueError):
         trials.fooled(pred[:-1])
     with pytest.raises(ValueError, match="conditions"):

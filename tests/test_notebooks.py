@@ -406,7 +406,13 @@ def check_07(f):
     assert seg["neurons_mean"]["mIoU"] >= seg["random"]["mIoU"] + 0.1
     assert seg["neurons_0.5"]["object AP"] >= seg["random"]["object AP"] + 0.1
     assert seg["neurons_0.5"]["mAP"] == seg["neurons_mean"]["mAP"]  # the same soft map
-    assert f["concepts"]["agreement"] >= f["concepts"]["control"] + 0.1
+    assert set(f["segmentation_sides"].values()) <= {-1, 0, 1} and len(f["segmentation_sides"]) == 4
+    assert f["concepts"]["agreement"] >= f["concepts"]["control"] + 0.1 and f["concepts"]["side"] == 1
+    # the sparsity claim, judged once; the words fit their neurons' images beyond the shuffles
+    assert f["claims"]["concentrated"] == "held" and f["lift_side"] == 1
+    # exercise 7.4: the neuron that pushes the first shape toward the second, one of the chosen layers' neurons
+    m = re.fullmatch(r"L(\d+)\.N(\d+)", f["push_neuron"])
+    assert m and int(m.group(1)) in f["layers"] and 1 <= f["push_neuron_rank"] <= 3 * 512
 
 
 CHECKS["07_second_order_neurons"] = check_07
@@ -512,5 +518,69 @@ def said_06(f, t):
     assert ("Dropping the early layers sharpens the map" in t) == (first_side == 1)
 
 
+def said_07(f, t):
+    def says(name_b, interval):
+        """A rate comparison's sentence says "beyond noise" exactly when its interval excludes 0."""
+        diff, low, high = interval
+        within = low <= 0 <= high
+        side = "higher" if diff > 0 else "lower"
+        assert (f"The adversarial words' rate is {side} than {name_b}, beyond noise" in t) == (not within), name_b
+        assert (f"The adversarial words' rate and {name_b} are level within noise" in t) == within, name_b
+
+    adv = f["adversarial"]
+    says("the random words'", adv["vs_random"])
+    says("the rate with no words", adv["vs_none"])
+    # the same verdict in the takeaway: one claim, judged once
+    low, high = adv["vs_random"][1:]
+    word = "**held**" if low > 0 else "did **not** hold" if high < 0 else "is not settled (within noise)"
+    assert f"*Words of the neurons that push A toward B fool the model more often than random words* {word}" in t
+    assert adv["claim"] == {"**held**": "held", "did **not** hold": "not held"}.get(word, "within noise")
+    habitat = "the adversarial words pick it more often"
+    assert (habitat in t) == (adv["habitat_side"] == 1)
+    # the ablations: "within noise of the baseline" exactly where the interval contains 0
+    names = {"mean_ablated": "mean-ablated", "significant_only": "significant only",
+             "insignificant_only": "insignificant only", "rank1": "rank 1"}
+    line = next(ln for ln in t.splitlines() if "Each ablation against the baseline" in ln)
+    groups = dict(part.split(": ", 1) for part in line.split("images): ", 1)[1].rstrip(".").split("; "))
+    assert set(groups) <= {"within noise of the baseline", "above the baseline", "below the baseline"}, groups
+    for layer, said in f["ablation_said"].items():
+        for a, word in said.items():
+            low, high = f["ablation_intervals"][layer][a]
+            assert (word == "within noise of the baseline") == (low <= 0 <= high) == f["ablation_within_noise"][layer][a]
+            assert f"{names[a]} in layer {layer} (" in groups.get(word, ""), (layer, a, word)
+    # the sparsity claim with its measured figures and its rule; the lift against the shuffles' range
+    share = sum(s["mean_share"] for s in f["sparsity"].values()) / len(f["sparsity"])
+    energy = sum(s["median_energy_share"] for s in f["sparsity"].values()) / len(f["sparsity"])
+    held = "**held**" if energy >= 3 * share else "did **not** hold"
+    assert t.count(f"*Each neuron's effect is concentrated on a few images* {held} (the images where a neuron is "
+                   f"significant, {100 * share:.1f}% of them, hold {100 * energy:.1f}% of") == 2  # prose and takeaway
+    lift_beyond = f["lift"]["mean"] > f["lift_control"]["high"]
+    assert ("the words fit their own neurons' images, beyond the shuffles' range" in t) == lift_beyond
+    assert lift_beyond == (f["lift_side"] == 1)
+    lift_word = "**held**" if lift_beyond else "did **not** hold" if f["lift_side"] == -1 else "is not settled"
+    assert f"*A neuron's first word names a value its top images share* {lift_word}" in t
+    # segmentation: the comparative word follows each paired bootstrap; numbers as in the table (3 decimals)
+    seg, sides = f["segmentation"], f["segmentation_sides"]
+    for (a, name_a), (b, name_b), metric in ((("neurons_mean", "The neuron segmenter (mean threshold)"),
+                                              ("decomposition", "the first-order decomposition"), "mIoU"),
+                                             (("neurons_0.5", "The neuron segmenter"), ("decomposition",
+                                                                                       "the decomposition"), "mAP"),
+                                             (("neurons_mean", "The neuron segmenter"), ("random", "a random map"),
+                                              "mIoU"),
+                                             (("neurons_0.5", "The neuron segmenter"), ("random", "a random map"),
+                                              "object AP")):
+        side = sides[f"{a} {b} {metric}"]
+        values = f"({seg[a][metric]:.3f} vs {seg[b][metric]:.3f};".replace("-", MINUS)
+        word = {1: f"{name_a} beats {name_b} on {metric} {values}",
+                -1: f"{name_a} does **not** beat {name_b} on {metric} {values}",
+                0: f"{name_a} and {name_b} are within noise of each other on {metric} {values}"}[side]
+        assert word in t, word
+    assert f["segmentation_leader"] in t
+    assert ("the words describe their own scenes, beyond the shuffles' range" in t) == (f["concepts"]["side"] == 1)
+    # exercise 7.4's neuron, as the check cell names it
+    assert f"names {f['push_neuron']}: by the size of its push (either sign) it ranks {f['push_neuron_rank']} of" in t
+
+
 SAID = {"01_residual_decomposition": said_01, "02_mean_ablation": said_02, "03_textspan": said_03,
-        "04_spatial_maps": said_04, "05_waterbirds": said_05, "06_zero_shot_segmentation": said_06}
+        "04_spatial_maps": said_04, "05_waterbirds": said_05, "06_zero_shot_segmentation": said_06,
+        "07_second_order_neurons": said_07}

@@ -412,13 +412,18 @@ def rate_difference(comparison: Any, name_a: str, name_b: str, *, what: str = ""
     """One sentence on two rates measured on the same trials, with the bootstrap interval of
     their difference (a :class:`helpers.methods.second_order.RateComparison`): which is higher,
     by how much, and whether that is within noise (the interval contains 0). ``unit`` names
-    what the bootstrap resampled (``"images"``, ``"class pairs"``)."""
+    what the bootstrap resampled (``"images"``, ``"class pairs"``). The word comes from
+    :func:`comparative`, like every comparative word of the notebooks."""
+    from ..methods.stats import Difference
+
     c = comparison
+    evidence = Difference(float(c.rate_a), float(c.rate_b), float(c.low), float(c.high),
+                          f"a paired bootstrap over {c.n_clusters} {unit}", float(c.level), int(c.n_clusters))
     on = f" {what}" if what else ""
     level = f"{100 * c.level:.0f}%"
     vals = (f"({pct(c.rate_a)} vs {pct(c.rate_b)}; difference {pts(c.difference)}, {level} interval "
             f"{pts(c.low)} to {pts(c.high)}, resampling {c.n_clusters} {unit})")
-    if c.within_noise:
-        return f"{name_a} and {name_b} are level{on} within noise {vals}."
-    side = "higher" if c.difference > 0 else "lower"
-    return f"{name_a} is {side} than {name_b}{on}, beyond noise {vals}."
+    word = comparative(evidence, "higher", "lower")
+    if word == WITHIN_NOISE:
+        return f"{name_a} and {name_b} are level{on} {WITHIN_NOISE} {vals}."
+    return f"{name_a} is {word} than {name_b}{on}, beyond noise {vals}."

@@ -106,23 +106,44 @@ class AdversarialTrials:
         hit = self.fooled(predictions)
         return {c: float(hit[self.condition == c].mean()) for c in CONDITIONS if (self.condition == c).any()}
 
-    def habitat_backgrounds(self, condition: str) -> tuple[int, int]:
-        """For shape classes: ``(pairs whose word list set a background, of which the background
-        is the habitat of the target shape's family)`` (grass for walkers, water for swimmers,
-        the link the world plants in its training captions)."""
+    def habitat_pairs(self, condition: str) -> tuple[np.ndarray, np.ndarray]:
+        """For shape classes, per pair ``(A, B)``: whether the word list of ``condition`` set a
+        background, and whether that background is the habitat of the target shape's family
+        (grass for walkers, water for swimmers, the link the world plants in its training
+        captions); two ``[P]`` bool arrays in the pairs' order."""
         if self.factor != "shape":
             raise ValueError("families and habitats belong to shapes; these classes are values of " + repr(self.factor))
         if condition not in CONDITIONS:
             raise ValueError(f"condition must be one of {CONDITIONS}, got {condition!r}")
-        with_background, habitat = 0, 0
+        sets, habitat = [], []
         for (_, b), plans in self.plans.items():
             bg = plans[condition].overrides.get("background")
-            if bg is None:
-                continue
-            with_background += 1
             family = world.FAMILIES[world.SHAPE_FAMILY[world.SHAPES.index(b)]]
-            habitat += bg == world.FAMILY_HABITAT[family]
-        return with_background, habitat
+            sets.append(bg is not None)
+            habitat.append(bg is not None and bg == world.FAMILY_HABITAT[family])
+        return np.array(sets, dtype=bool), np.array(habitat, dtype=bool)
+
+    def habitat_backgrounds(self, condition: str) -> tuple[int, int]:
+        """For shape classes: ``(pairs whose word list set a background, of which the background
+        is the habitat of the target shape's family)`` (:meth:`habitat_pairs`, counted)."""
+        sets, habitat = self.habitat_pairs(condition)
+        return int(sets.sum()), int(habitat.sum())
+
+    def habitat_difference(self, a: str = "adversarial words", b: str = "random words", *, n_boot: int = 1000,
+                           seed: int = 0) -> Any:
+        """How much more often the word lists of ``a`` than those of ``b`` set the target family's
+        habitat, among the pairs whose list sets a background: the shares ``habitat / set`` of
+        both and a paired bootstrap over the class pairs (both lists of a pair resampled
+        together), a :class:`helpers.methods.stats.Difference`."""
+        from ..methods.stats import paired_bootstrap
+
+        def share(parts: Any) -> float:
+            sets, habitat = parts
+            n = int(np.sum(sets))
+            return float(np.sum(habitat)) / n if n else float("nan")
+
+        return paired_bootstrap(self.habitat_pairs(a), self.habitat_pairs(b), share, n_boot=n_boot,
+                                seed=seed, items="class pairs")
 
     def compare(self, predictions: Any, a: str = "adversarial words", b: str = "random words", **kw: Any) -> Any:
         """:func:`helpers.methods.second_order.compare_rates` of conditions ``a`` and ``b`` on

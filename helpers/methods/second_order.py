@@ -80,6 +80,7 @@ from ..engine.labels import Selection, resolve_indices
 from ..engine.models import SUPPORTED_DESCRIPTION, UnsupportedModelError, model_info
 from ..engine.support import check_tower, is_timm_tower
 from ..engine.text import text_matrix
+from .stats import Difference
 
 __all__ = [
     "SecondOrder", "NeuronEffects", "NeuronStats", "NeuronDirections", "SparseTexts", "AblationResult",
@@ -1438,6 +1439,13 @@ class RateComparison:
     def within_noise(self) -> bool:
         """Whether the interval of the difference contains 0."""
         return self.low <= 0.0 <= self.high
+
+    def as_difference(self, unit: str = "trials") -> Difference:
+        """The same comparison as a :class:`helpers.methods.stats.Difference` (``rate_a - rate_b``
+        and its bootstrap interval; ``unit`` names what was resampled, e.g. ``"class pairs"``),
+        for the course's comparative words (:func:`helpers.course.narrative.comparative`)."""
+        return Difference(self.rate_a, self.rate_b, self.low, self.high,
+                          f"a paired bootstrap over {self.n_clusters} {unit}", self.level, self.n_clusters)
 
 
 def compare_rates(hits_a: Any, hits_b: Any, *, clusters: Any = None, n_boot: int = 2000, level: float = 0.95,

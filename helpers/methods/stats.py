@@ -12,6 +12,8 @@ it into words.
   per-image intersections and unions).
 * :func:`with_tolerance` -- a difference and a tolerance stated by the caller (e.g. two
   standard errors of an accuracy, :func:`accuracy_tolerance`).
+* :func:`permutation_difference` -- a figure against the same figure computed on shuffled
+  data (a permutation control): beyond the noise when it lies outside the shuffles' range.
 * :func:`segmentation_items` / :data:`SEGMENTATION_STATISTICS` -- the per-image parts of the
   segmentation scores (:class:`helpers.methods.metrics.SegmentationScores`), so that mIoU,
   pixel accuracy, mAP and object AP can be bootstrapped over images exactly as they are
@@ -28,7 +30,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-__all__ = ["Difference", "paired_bootstrap", "with_tolerance", "widened", "accuracy_tolerance", "segmentation_items",
+__all__ = ["Difference", "paired_bootstrap", "with_tolerance", "permutation_difference", "widened", "accuracy_tolerance", "segmentation_items",
            "SEGMENTATION_STATISTICS", "per_image_correct", "region_difference"]
 
 
@@ -133,6 +135,24 @@ def with_tolerance(a: float, b: float, tolerance: float, basis: str = "") -> Dif
     a, b = float(a), float(b)
     d = a - b
     return Difference(a, b, d - tolerance, d + tolerance, basis or f"a stated tolerance of {tolerance:.3g}")
+
+
+def permutation_difference(value: float, shuffled: Any, *, level: float = 0.95, items: str = "shuffles") -> Difference:
+    """A figure against its permutation control: ``value`` measured on the data as it is, and
+    ``shuffled`` the same figure on shuffled data (each neuron's words on another neuron's
+    images, each image's words on another scene). Returns the :class:`Difference` of ``value``
+    minus the shuffles' mean, with the interval ``value`` minus the middle ``level`` of the
+    shuffles: it excludes 0 (beyond the noise) exactly when ``value`` lies outside that range."""
+    if not 0 < level < 1:
+        raise ValueError(f"level must be in (0, 1), got {level}")
+    null = np.asarray(shuffled, dtype=np.float64).reshape(-1)
+    null = null[np.isfinite(null)]
+    if null.size < 2:
+        raise ValueError(f"a permutation control needs at least two shuffles with a value, got {null.size}")
+    v = float(value)
+    lo, hi = np.quantile(null, [(1 - level) / 2, (1 + level) / 2])
+    return Difference(v, float(null.mean()), v - float(hi), v - float(lo),
+                      f"the middle {round(100 * level):d}% of {null.size} {items}", level, int(null.size))
 
 
 def widened(d: Difference, margin: float, why: str = "") -> Difference:

@@ -17,7 +17,7 @@ each one::
 ``nb04``       notebook 4: one head's patch map, a contrastive head map; find the best single layer
 ``nb05``       notebook 5: choosing the spurious heads, worst-group accuracy; decide which heads to ablate
 ``nb06``       notebook 6: post-processing, threshold at the mean, the dataset's mIoU; find the best layers
-``nb07``       notebook 7: one neuron's second-order effect, the rank-1 ablation, neurons about a value
+``nb07``       notebook 7: a neuron's effect, neurons about a value, rank-1 ablation; find the neuron pushing A to B
 =============  ==============================================================================
 
 The references reuse the helpers' own code where it exists (``accuracy``,

@@ -1,5 +1,7 @@
 """Exercises of notebook 7 (second-order effects of neurons): reference solutions, test cases,
-typical mistakes, checks."""
+typical mistakes, checks. 7.1 (one neuron's effect from its pieces) and 7.4 (find the neuron that
+pushes class A toward class B) are on the core path; 7.2 (neurons about a value) and 7.3 (the
+rank-1 ablation) go further."""
 
 from __future__ import annotations
 
@@ -11,7 +13,7 @@ from torch import Tensor
 
 from .check import Case, Exercise, Mistake, compare_tensor, gen, make_check, rand, randn, register
 
-__all__ = ["check_neuron_effect", "check_neurons_about", "check_rank1_ablate"]
+__all__ = ["check_neuron_effect", "check_neurons_about", "check_rank1_ablate", "check_push_neuron", "push_scores"]
 
 
 # ----------------------------------------------------------------------------------------------
@@ -239,6 +241,133 @@ register(Exercise(
 ))
 
 
+# ----------------------------------------------------------------------------------------------
+# 7.4 find the neuron that pushes class A toward class B
+# ----------------------------------------------------------------------------------------------
+
+
+def push_scores(ctx: dict) -> dict[str, Tensor]:
+    """What exercise 7.4 is judged on, one value per row of ``ctx["directions"]`` (a
+    :class:`~helpers.methods.second_order.NeuronDirections`), with ``t_A = ctx["class_a"]`` and
+    ``t_B = ctx["class_b"]``:
+
+    * ``"push"``: ``d_k . (t_B - t_A)``, how far the neuron moves an image from A toward B per
+      unit of its effect along its direction (positive on its top images, where the effect moves
+      along ``+d_k``);
+    * ``"toward_b"``: ``d_k . t_B`` (B's text alone);
+    * ``"mean"``: ``mu_k . (t_B - t_A)``, the neuron's *mean* effect, the same on every image;
+    * ``"spread"``: the neuron's significance threshold (how much its effect varies at all)."""
+    d = ctx["directions"]
+    a, b = (torch.as_tensor(ctx[k]).detach().reshape(-1).double().cpu() for k in ("class_a", "class_b"))
+    vectors, mean = d.vectors.detach().double().cpu(), d.mean.detach().double().cpu()
+    return {"push": vectors @ (b - a), "toward_b": vectors @ b, "mean": mean @ (b - a),
+            "spread": d.threshold.detach().double().cpu()}
+
+
+def _neuron_label(answer: Any) -> str | None:
+    """``"L4.N12"`` from a label (``"L4.N12"``, ``"l4.n12"``, ``"L4 N12"``) or a ``(layer, neuron)`` pair."""
+    import re
+
+    if isinstance(answer, str):
+        m = re.fullmatch(r"\s*L(\d+)\s*[.,: ]?\s*N(\d+)\s*", answer, re.I)
+        return f"L{int(m.group(1))}.N{int(m.group(2))}" if m else None
+    if isinstance(answer, (tuple, list)) and len(answer) == 2 and all(
+            isinstance(x, (int, np.integer)) and not isinstance(x, bool) for x in answer):
+        return f"L{int(answer[0])}.N{int(answer[1])}"
+    return None
+
+
+def _push_reference(ctx: dict) -> str:
+    return ctx["directions"].labels()[int(push_scores(ctx)["push"].argmax())]
+
+
+def _push_assess(answer: Any, ctx: dict) -> tuple[bool, str]:
+    from ..narrative import num
+
+    a_name, b_name = ctx.get("names", ("A", "B"))
+    labels = ctx["directions"].labels()
+    scores = push_scores(ctx)
+    push = scores["push"]
+    if isinstance(answer, (int, np.integer)) and not isinstance(answer, bool):
+        return False, (f"answer with the neuron's name, such as {labels[0]!r} (the labels of the rows), not a row "
+                       f"number: row {int(answer)} is " + (f"{labels[int(answer)]}." if 0 <= int(answer) < len(labels)
+                                                          else "not a row of the directions."))
+    label = _neuron_label(answer)
+    if label is None:
+        return False, f"answer with one neuron's name, such as {labels[0]!r}, or a (layer, neuron) pair; got {answer!r}."
+    if label not in labels:
+        return False, f"{label} is not among the {len(labels)} neurons whose directions were computed."
+    r, best = labels.index(label), int(push.argmax())
+    rank = 1 + int((push > push[r]).sum())
+    words = ctx.get("words")
+    said = f"{label} scores {num(float(push[r]))} on t_{b_name} − t_{a_name} (rank {rank} of {len(labels)})"
+    best_said = f"the largest push is {labels[best]}'s, {num(float(push[best]))}"
+    if float(push[r]) >= float(push[best]) - 1e-9:
+        about = f"; its words: {words[r]}" if words else ""
+        return True, (f"yes: {said}. On the images where it is significant its effect moves along its direction, so "
+                      f"it moves an image of {a_name} toward {b_name} more than any other neuron{about}.")
+    if r == int(scores["toward_b"].argmax()):
+        return False, (f"you ranked by the alignment with {b_name}'s text alone; what moves an image from {a_name} to "
+                       f"{b_name} is the difference t_{b_name} − t_{a_name} (a neuron aligned with both texts moves "
+                       f"neither's score ahead): {said}; {best_said}.")
+    if r == int(push.argmin()):
+        return False, (f"that neuron pushes toward {a_name}: the push from {a_name} to {b_name} is along "
+                       f"t_{b_name} − t_{a_name}, not t_{a_name} − t_{b_name}, and {said}; {best_said}.")
+    if r == int(scores["mean"].argmax()):
+        return False, (f"you scored the neuron's mean effect; the mean is the same for every image (mean ablation "
+                       f"keeps it), so it moves no image toward {b_name} more than another: score the direction, how "
+                       f"the effect varies. {said}; {best_said}.")
+    if r == int(scores["spread"].argmax()):
+        return False, (f"you picked the neuron whose effect varies most (its threshold); the question is which one "
+                       f"pushes {a_name} toward {b_name}: {said}; {best_said}.")
+    return False, f"not the largest push: {said}; {best_said}."
+
+
+def _push_cases() -> list[Case]:
+    from ...methods.second_order import NeuronDirections
+
+    out = []
+    for seed in range(200):  # seeded: the same contexts every time; each tells the typical answers apart
+        g = gen(740 + seed)
+        K, d = 24, 6
+        vectors = torch.nn.functional.normalize(randn(g, K, d), dim=-1)
+        t = torch.nn.functional.normalize(randn(g, 2, d), dim=-1)
+        dirs = NeuronDirections(layer=torch.as_tensor([3 + k // 8 for k in range(K)]),
+                                neuron=torch.as_tensor([(37 * k) % 101 for k in range(K)]), vectors=vectors,
+                                threshold=0.1 + rand(g, K), mean=0.3 * randn(g, K, d), normalized=True)
+        ctx = {"directions": dirs, "class_a": t[0], "class_b": t[1], "names": ("circle", "square"),
+               "words": [f"word {k}" for k in range(K)]}
+        sc = push_scores(ctx)
+        rows = {int(sc["push"].argmax()), int(sc["toward_b"].argmax()), int(sc["push"].argmin()),
+                int(sc["mean"].argmax()), int(sc["spread"].argmax())}
+        if len(rows) == 5:
+            out.append(Case(f"{K} neurons (seed {seed})", (ctx,)))
+        if len(out) == 3:
+            break
+    return out
+
+
+def _push_by(key: str, pick: str = "argmax") -> Any:
+    def answer(ctx: dict) -> str:
+        return ctx["directions"].labels()[int(getattr(push_scores(ctx)[key], pick)())]
+
+    return answer
+
+
+register(Exercise(
+    id="7.4", name="push_neuron", kind="find",
+    task="the neuron that pushes an image of class A most toward class B",
+    reference=_push_reference, assess=_push_assess, cases=_push_cases,
+    mistakes=(
+        Mistake(_push_by("toward_b"), "you ranked by the alignment with"),
+        Mistake(_push_by("push", "argmin"), "that neuron pushes toward"),
+        Mistake(_push_by("mean"), "you scored the neuron's mean effect"),
+        Mistake(_push_by("spread"), "whose effect varies most"),
+    ),
+))
+
+
 check_neuron_effect = make_check("7.1")
 check_neurons_about = make_check("7.2")
 check_rank1_ablate = make_check("7.3")
+check_push_neuron = make_check("7.4")
