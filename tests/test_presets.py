@@ -127,7 +127,11 @@ def test_a_subset_of_the_papers_data_names_itself_an_approximation():
     assert quick.notes[0].startswith("quick: the paper's protocol on 1,000 of imagenet-seg's 4,276 images")
     nb3 = resolve("ViT-L-14 LAION quick", "03", dataset="", n_images=None, protocol="")
     assert "other data: Imagenette" in str(nb3)  # not a sample of ImageNet validation
-    nb2 = resolve("ViT-L-14 LAION", "02", dataset="", n_images=None, protocol="")
+    for nb in ("02", "03"):  # all of ImageNet validation (its terms streamed from disk): no sampling error
+        full_nb = resolve("ViT-L-14 LAION", nb, dataset="", n_images=None, protocol="")
+        assert full_nb.n_images is None and full_nb.sampled is None and not full_nb.notes
+    # a subset of ImageNet validation named by hand is an approximation, and says so
+    nb2 = resolve("ViT-L-14 LAION", "02", dataset="", n_images=2000, protocol="")
     assert nb2.sampled == ("imagenet", 2000, 50000) and nb2.notes[0].startswith("approximation: ")
     wb = resolve("ViT-H-14 LAION quick", "05", dataset="", n_per_group=None, protocol="")
     assert wb.sampled == ("waterbirds", None, 5794) and "250 images per group" in wb.notes[0]

@@ -15,13 +15,12 @@ Presets (:data:`PRESETS`):
   notebooks' figures and tests are taken with it);
 * the papers' models (``"ViT-B-16 LAION"``, ``"ViT-L-14 LAION"``,
   ``"ViT-H-14 LAION"``, ``"ViT-B-16 OpenAI"``, ``"ViT-B-32 OpenAI"``, ``"ViT-L-14 OpenAI"``) with
-  the papers' protocol and the papers' data where the course can hold it: the whole Waterbirds
-  test split (5) and all 4,276 ImageNet-Segmentation images (6); ImageNet validation from your
-  local copy (notebooks 2-3, ``$CLIP_COURSE_IMAGENET``, see :data:`helpers.data.datasets.IMAGENET_INSTRUCTIONS`) on
-  a class-stratified subset of 2 images per class (the course does not stream all 50,000
-  images' terms yet, so these two notebooks say they are an approximation), Imagenette
-  (notebook 1, no paper figure) and scikit-image's photos (4); on a GPU when there is one
-  (:func:`estimate_gpu_memory`);
+  the papers' protocol and the papers' data: the whole Waterbirds test split (5), all 4,276
+  ImageNet-Segmentation images (6) and all 50,000 images of ImageNet validation from your local
+  copy (notebooks 2-3, ``$CLIP_COURSE_IMAGENET``, see :data:`helpers.data.datasets.IMAGENET_INSTRUCTIONS`;
+  their terms are streamed through the on-disk cache, :mod:`helpers.methods.streamed`, about
+  11-26 GB of disk for the larger models), Imagenette (notebook 1, no paper figure) and
+  scikit-image's photos (4); on a GPU when there is one (:func:`estimate_gpu_memory`);
 * their ``" quick"`` variants (``"ViT-L-14 LAION quick"``, ...): today's subsets, sized for a
   free Colab GPU (NVIDIA T4, 15 GB), Imagenette for notebooks 1-3; each notebook names itself
   an approximation of the paper's protocol (``Settings.notes``) and prints its figures with
@@ -131,8 +130,10 @@ def _real(name: str, model_name: str, pretrained: str, description: str, *, n: M
     imagenet = "imagenette" if quick else "imagenet"
     nbs = {
         "01": {"dataset": "imagenette", "n_images": n["01"], "batch_size": batch["01"]},
-        "02": {"dataset": imagenet, "n_images": n["02"], "batch_size": batch["02"]},
-        "03": {"dataset": imagenet, "n_images": n["03"], "batch_size": batch["03"], "pool_size": 0},
+        # the full presets: every image of ImageNet validation, its terms streamed from disk
+        "02": {"dataset": imagenet, "n_images": n["02"] if quick else None, "batch_size": batch["02"]},
+        "03": {"dataset": imagenet, "n_images": n["03"] if quick else None, "batch_size": batch["03"],
+               "pool_size": 0},
         "04": {"images": "photos", "n_images": n["04"], "pool_size": 0},
         "05": {"dataset": "waterbirds", "n_per_group": n_per_group if quick else 0, "span_images": span_images,
                "batch_size": batch["05"], "pool_size": 0},

@@ -42,6 +42,8 @@ class ZeroShotTask:
 
     ``dataset[i]`` is ``(preprocessed image [3, H, W], label)``; ``show(i)`` gives a PIL image
     for display; ``meta`` carries extras (for the world: the scenes with all factors and masks).
+    ``key`` names the images (their source and selection) for the on-disk cache of their terms
+    (:func:`helpers.methods.streamed.terms_of`); the loaders set it.
     """
 
     name: str
@@ -51,15 +53,59 @@ class ZeroShotTask:
     labels: torch.Tensor
     show: Callable[[int], Image.Image]
     meta: dict[str, Any] = field(default_factory=dict)
+    key: str = ""
 
     def __len__(self) -> int:
         return len(self.labels)
+
+    def subset(self, index: Sequence[int] | torch.Tensor) -> "ZeroShotTask":
+        """The task on the images at ``index`` (in that order): the task itself when ``index``
+        is every image in order. A world task's scenes are taken along."""
+        idx = [int(i) for i in torch.as_tensor(index).reshape(-1).tolist()]
+        if idx == list(range(len(self))):
+            return self
+        meta = dict(self.meta)
+        if "scenes" in meta:
+            meta["scenes"] = _take_scenes(meta["scenes"], idx)
+        show = self.show
+        return ZeroShotTask(name=self.name, classes=self.classes, prompts=self.prompts,
+                            dataset=torch.utils.data.Subset(self.dataset, idx), labels=self.labels[idx],
+                            show=lambda i: show(idx[i]), meta=meta, key=f"{self.key}|subset={_digest(idx)}")
 
     def images(self) -> torch.Tensor:
         """All images as one tensor (fine for small tasks; stream large ones instead)."""
         if isinstance(self.dataset, TensorDataset):
             return self.dataset.tensors[0]
         return torch.stack([self.dataset[i][0] for i in range(len(self))])
+
+
+def _digest(items: Sequence[Any]) -> str:
+    """A short hash of a list (of paths, of indices)."""
+    import hashlib
+
+    h = hashlib.sha256()
+    for x in items:
+        h.update(str(x).encode())
+        h.update(b"\n")
+    return h.hexdigest()[:16]
+
+
+def _take_scenes(scenes: Any, idx: list[int]) -> Any:
+    """World scenes at ``idx``: every per-scene field taken along its first axis."""
+    import dataclasses
+
+    n = len(scenes)
+    out = {}
+    for f in dataclasses.fields(scenes):
+        v = getattr(scenes, f.name)
+        if isinstance(v, np.ndarray) and v.ndim and v.shape[0] == n:
+            v = v[idx]
+        elif isinstance(v, dict):
+            v = {k: (a[idx] if isinstance(a, np.ndarray) and a.ndim and a.shape[0] == n else a) for k, a in v.items()}
+        elif isinstance(v, list) and len(v) == n:
+            v = [v[i] for i in idx]
+        out[f.name] = v
+    return dataclasses.replace(scenes, **out)
 
 
 def world_task(factor: str = "shape", n: int = 600, *, split: str = "test", seed: int = 1,
@@ -85,9 +131,11 @@ def world_task(factor: str = "shape", n: int = 600, *, split: str = "test", seed
         dataset = TensorDataset(images_to_tensor(scenes.images), labels)
     else:
         dataset = _Preprocessed(scenes.pil, preprocess, labels)
+    key = (f"world:{world_name or 'default'}|{split}|seed={seed}|start={start}|n={n}|"
+           f"{'model preprocess' if preprocess is not None else 'own size'}")
     return ZeroShotTask(name=f"world:{factor}", classes=list(prompts), prompts=prompts,
                         dataset=dataset, labels=labels, show=scenes.pil,
-                        meta={"scenes": scenes, "factor": factor})
+                        meta={"scenes": scenes, "factor": factor}, key=key)
 
 
 class _Preprocessed(Dataset):
@@ -164,7 +212,7 @@ def _folder_task(name: str, root: Path, wnid_to_index: dict[str, int], preproces
     prompts = {c: [t(c) for t in tmpl] for c in names}
     labels = torch.as_tensor([lab for _, lab in items])
     return ZeroShotTask(name=name, classes=names, prompts=prompts, dataset=ds, labels=labels, show=ds.load,
-                        meta={"root": str(root)})
+                        meta={"root": str(root)}, key=f"{name}|{len(items)} images|{_digest(p for p, _ in items)}")
 
 
 def _imagenet_wnids() -> list[str]:

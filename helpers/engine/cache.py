@@ -38,8 +38,9 @@ One directory per ``(key, n_items)`` under ``cache_dir``, named ``<cache_key(**k
   to a temporary file in the same directory, fsynced and moved into place with
   ``os.replace``; then ``manifest.json`` (also atomic) records the shard's item range, size
   and sha256. A shard exists only once the manifest lists it.
-* when every item is done: one ``<name>.npy`` per array, filled shard by shard through
-  ``np.lib.format.open_memmap`` (memory stays bounded by one shard), verified (shard
+* when every item is done: one ``<name>.npy`` per array, written shard by shard with plain file
+  writes (memory stays bounded by a read buffer; no memory map, so the resident set does not
+  grow with the array either), verified (shard
   checksums, and the consolidated data hashed against the shards' data), moved into place,
   recorded in the manifest with its own sha256; the shards are then deleted. Consolidation
   briefly needs twice the final size on disk.
@@ -89,7 +90,6 @@ KEY_HEX_CHARS = 16
 _SHARD_RE = re.compile(r"^shard-\d{6,}\.\d+\.npy$")
 _CHUNK = 1 << 20
 _RACY_NS = 2_000_000_000
-_FLUSH_BYTES = 256 << 20
 _MAX_ATTEMPTS = 3
 
 Verify = Literal["fast", "full"]
@@ -358,6 +358,33 @@ def _hash_file(path: Path, data_offset: int | None = None, data_hash: Any = None
     return h.hexdigest()
 
 
+def _copy_shard_data(path: Path, out: Any, content: Any, sha256: str, shape: tuple[int, ...],
+                     dtype: np.dtype) -> str | None:
+    """Append the data of shard ``path`` to the open file ``out`` (and feed them to ``content``)
+    while hashing the whole shard; the problem in words when the shard is not the expected
+    array or its sha256 differs from ``sha256`` (then some bytes may have been written)."""
+    got_shape, got_dtype, offset = _npy_header(path)
+    if got_shape != shape or got_dtype != dtype:
+        return f"holds {got_dtype}{list(got_shape)}, expected {dtype}{list(shape)}"
+    h = hashlib.sha256()
+    buf = bytearray(_CHUNK)
+    view = memoryview(buf)
+    pos = 0
+    with open(path, "rb", buffering=0) as f:
+        while True:
+            n = f.readinto(buf)
+            if not n:
+                break
+            chunk = view[:n]
+            h.update(chunk)
+            if pos + n > offset:
+                data = chunk[max(0, offset - pos):]
+                content.update(data)
+                out.write(data)
+            pos += n
+    return None if h.hexdigest() == sha256 else "sha256 checksum mismatch (corrupted)"
+
+
 @contextlib.contextmanager
 def _dir_lock(d: Path) -> Iterator[None]:
     """Exclusive advisory lock on a cache entry (no-op where unsupported or read-only)."""
@@ -549,6 +576,7 @@ class CachedArrays(Mapping[str, np.ndarray]):
         self._manifest = copy.deepcopy(manifest)
         self._files = {a["name"]: a["file"] for a in manifest["arrays"]}
         self._opened: dict[str, np.ndarray] = {}
+        self._offsets: dict[str, int] = {}
 
     def __getitem__(self, name: str) -> np.ndarray:
         if name not in self._files:
@@ -584,6 +612,49 @@ class CachedArrays(Mapping[str, np.ndarray]):
     @property
     def dtypes(self) -> dict[str, np.dtype]:
         return {a["name"]: np.dtype(a["dtype"]) for a in self._manifest["arrays"]}
+
+    def read_rows(self, name: str, start: int, stop: int) -> np.ndarray:
+        """Items ``start .. stop - 1`` of array ``name`` as a new in-memory array, read from the
+        file (no memory map: reading a dataset chunk by chunk leaves the resident set as it was)."""
+        if name not in self._files:
+            raise KeyError(name)
+        n = self.n_items
+        if not 0 <= start <= stop <= n:
+            raise IndexError(f"rows [{start}, {stop}) out of range for {n} items")
+        shape, dtype = self.shapes[name], self.dtypes[name]
+        path = self.path / self._files[name]
+        offset = self._offsets.get(name)
+        if offset is None:
+            offset = self._offsets[name] = _npy_header(path)[2]
+        out = np.empty((stop - start, *shape[1:]), dtype=dtype)
+        row = dtype.itemsize * math.prod(shape[1:])
+        buf = memoryview(out.reshape(-1).view(np.uint8))
+        with open(path, "rb", buffering=0) as f:
+            f.seek(offset + start * row)
+            got = 0
+            while got < len(buf):
+                k = f.readinto(buf[got:])
+                if not k:
+                    raise ValueError(f"{path}: ended after {start + got // max(row, 1)} of {n} items")
+                got += k
+        return out
+
+    def read_index(self, name: str, index: Any) -> np.ndarray:
+        """The items at ``index`` (a sequence of item numbers) of array ``name``, read from the
+        file as :meth:`read_rows` does (runs of consecutive items in one read)."""
+        idx = [int(i) for i in np.asarray(index).reshape(-1)]
+        shape = self.shapes[name]
+        if not idx:
+            return np.empty((0, *shape[1:]), dtype=self.dtypes[name])
+        parts, first, last = [], idx[0], idx[0]
+        for i in idx[1:] + [None]:
+            if i is not None and i == last + 1:
+                last = i
+                continue
+            parts.append(self.read_rows(name, first, last + 1))
+            if i is not None:
+                first = last = i
+        return np.concatenate(parts)
 
     def __repr__(self) -> str:
         arrays = ", ".join(f"{n}: {self.dtypes[n]}{list(s)}" for n, s in self.shapes.items())
@@ -941,33 +1012,28 @@ class FeatureCache:
             os.close(fd)
             tmp = Path(tmp_name)
             try:
-                out = np.lib.format.open_memmap(tmp, mode="w+", dtype=dtype, shape=shape)
-                content = hashlib.sha256()
-                unflushed = 0
-                for si, s in enumerate(shards):
-                    f = s["files"][ai]
-                    p = d / f["file"]
-                    try:
-                        _, _, offset = _npy_header(p)
-                        bad = _hash_file(p, offset, content) != f["sha256"]
-                        problem = "sha256 checksum mismatch (corrupted)"
-                    except (OSError, ValueError) as exc:
-                        bad, problem = True, f"unreadable ({exc})"
-                    if bad:
-                        del out
-                        tmp.unlink()
-                        _warn(f"{p}: {problem}; recomputing from item {s['start']}")
-                        return si
-                    src = np.load(p, mmap_mode="r", allow_pickle=False)
-                    out[s["start"] : s["stop"]] = src
-                    unflushed += src.nbytes
-                    del src
-                    if unflushed >= _FLUSH_BYTES:
-                        out.flush()
-                        unflushed = 0
-                out.flush()
-                offset = out.offset
-                del out
+                # written with plain file writes (no memory map), so neither the process's memory
+                # nor its resident set grows with the size of the array
+                with open(tmp, "wb") as out:
+                    header = {"descr": np.lib.format.dtype_to_descr(dtype), "fortran_order": False,
+                              "shape": shape}
+                    np.lib.format.write_array_header_1_0(out, header)
+                    offset = out.tell()
+                    content = hashlib.sha256()
+                    for si, s in enumerate(shards):
+                        f = s["files"][ai]
+                        p = d / f["file"]
+                        want = (s["stop"] - s["start"], *a["item_shape"])
+                        try:
+                            problem = _copy_shard_data(p, out, content, f["sha256"], want, dtype)
+                        except (OSError, ValueError) as exc:
+                            problem = f"unreadable ({exc})"
+                        if problem:
+                            out.close()
+                            tmp.unlink()
+                            _warn(f"{p}: {problem}; recomputing from item {s['start']}")
+                            return si
+                    out.flush()
                 with open(tmp, "rb+") as fh:
                     os.fsync(fh.fileno())
                 written = hashlib.sha256()

@@ -15,7 +15,8 @@ from ..engine.components import Components, DirectEffects
 from ..engine.decompose import Decomposer
 from ..engine.images import check_finite
 
-__all__ = ["ABLATION_SCALES", "DirectTerms", "AblationSet", "MEAN_ABLATION_PROTOCOLS", "mean_ablation_rows", "collect_terms", "cached_terms", "accuracy", "component_table", "variance_shares",
+__all__ = ["ABLATION_SCALES", "DirectTerms", "AblationSet", "MEAN_ABLATION_PROTOCOLS", "mean_ablation_rows", "collect_terms",
+           "cached_terms", "term_arrays", "accuracy", "ablation_accuracies", "sample_index", "component_table", "variance_shares",
            "margin_contributions", "group_variance_share", "pattern_held", "variance_pattern_held",
            "PATTERN_SMALL_DROP", "PATTERN_LARGE_DROP"]
 
@@ -90,6 +91,29 @@ class DirectTerms(DirectEffects):
         """The full embeddings (sum of every term)."""
         out = self.embed + self.attn.sum(1) + self.mlp.sum(1) + self.const
         return out if self.pool_mlp is None else out + self.pool_mlp
+
+    @property
+    def has_cls_self(self) -> bool:
+        """Whether the class-token-to-itself terms were kept."""
+        return self.cls_self is not None
+
+    def embedding_norms(self) -> Tensor:
+        """``[N]`` the norm of each image's embedding."""
+        return self.embeddings().norm(dim=-1)
+
+    def subset(self, index: Tensor | Sequence[int]) -> "DirectTerms":
+        """The terms of the images at ``index`` (a new set)."""
+        idx = torch.as_tensor(index, dtype=torch.long, device=self.embed.device)
+        pick = lambda t: None if t is None else t[idx]  # noqa: E731
+        return DirectTerms(embed=self.embed[idx], attn=self.attn[idx], mlp=self.mlp[idx], const=self.const,
+                           heads=pick(self.heads), cls_self=pick(self.cls_self), pool_mlp=pick(self.pool_mlp),
+                           pool_heads=pick(self.pool_heads))
+
+    def sample(self, n: int) -> tuple["DirectTerms", Tensor]:
+        """At most ``n`` images, evenly spaced over the set (:func:`sample_index`), and their
+        indices: the set itself when it has no more than ``n``."""
+        index = sample_index(len(self), n)
+        return (self if len(index) == len(self) else self.subset(index)), index
 
     def reference_scale(self) -> tuple[Tensor, Tensor]:
         """What :meth:`normalized` applies: the share of the ``ln_post`` bias term each of the
@@ -244,12 +268,49 @@ def collect_terms(model: nn.Module, batches: Iterable[Tensor] | Tensor, *, heads
 
 
 def accuracy(embeddings: Tensor, classifier: Tensor, labels: Tensor | Sequence[int]) -> float:
-    """Top-1 zero-shot accuracy of (unnormalised) image embeddings against class embeddings."""
+    """Top-1 zero-shot accuracy of (unnormalised) image embeddings against class embeddings.
+
+    ``embeddings`` may also be embeddings of terms streamed from disk
+    (:class:`helpers.methods.streamed.StreamedEmbeddings`, what ``embeddings()`` and ``ablated()``
+    of :class:`~helpers.methods.streamed.StreamedTerms` return): then they are read chunk by
+    chunk."""
+    if not isinstance(embeddings, Tensor) and callable(getattr(embeddings, "accuracy", None)):
+        return embeddings.accuracy(classifier, labels)
     labels = torch.as_tensor(labels, device=embeddings.device)
     if embeddings.shape[0] != labels.shape[0]:
         raise ValueError(f"{embeddings.shape[0]} embeddings but {labels.shape[0]} labels")
     logits = torch.nn.functional.normalize(embeddings, dim=-1) @ classifier.to(embeddings).T
     return float((logits.argmax(-1) == labels).float().mean())
+
+
+def ablation_accuracies(terms: Any, specs: Sequence[Mapping[str, Any]], classifier: Tensor,
+                        labels: Tensor | Sequence[int]) -> list[float]:
+    """Zero-shot accuracy after each of several mean ablations: ``specs`` are keyword
+    arguments of :meth:`DirectTerms.ablated` (``{}``: no ablation, the baseline).
+
+    Equal to ``[accuracy(terms.ablated(**s), classifier, labels) for s in specs]``; for terms
+    streamed from disk (:class:`helpers.methods.streamed.StreamedTerms`) every ablation is
+    evaluated in one pass over the data."""
+    specs = [dict(s) for s in specs]
+    if not isinstance(terms, DirectTerms) and callable(getattr(terms, "ablation_accuracies", None)):
+        return terms.ablation_accuracies(specs, classifier, labels)
+    return [accuracy(terms.ablated(**s), classifier, labels) for s in specs]
+
+
+def sample_index(N: int, n: int | None) -> Tensor:
+    """``min(n, N)`` indices spread evenly over ``0 .. N - 1`` (first and last included; all
+    of them when ``n`` is ``None`` or at least ``N``): a sample that keeps the order of the set,
+    and with it every class of a set sorted by class (ImageNet's validation folders)."""
+    N = int(N)
+    if N < 1:
+        raise ValueError(f"need at least one item, got N = {N}")
+    if n is None or int(n) >= N:
+        return torch.arange(N)
+    if int(n) < 1:
+        raise ValueError(f"n must be >= 1, got {n}")
+    if int(n) == 1:
+        return torch.zeros(1, dtype=torch.long)
+    return torch.as_tensor(np.unique(np.round(np.linspace(0, N - 1, int(n))).astype(np.int64)))
 
 
 TERMS_VERSION = 1  # bump when the meaning of the stored terms changes
@@ -265,8 +326,32 @@ def cached_terms(model: nn.Module, dataset: Any, *, dataset_id: str, cache_dir: 
     ``[3, H, W]`` or tuples whose first element is one. Results are keyed by the model's name
     and weights fingerprint, ``dataset_id``, ``preprocess_id`` (describe any preprocessing that
     is not part of the dataset's identity) and the options, so a second call (even in a new
-    process, or after an interruption) reads what was done instead of recomputing it.
+    process, or after an interruption) reads what was done instead of recomputing it. The
+    terms are then loaded into memory; :func:`helpers.methods.streamed.stream_terms` leaves
+    them on disk and reads them chunk by chunk.
     """
+    arrays, const, device, dtype = term_arrays(model, dataset, dataset_id=dataset_id, cache_dir=cache_dir,
+                                               preprocess_id=preprocess_id, heads=heads, cls_self=cls_self,
+                                               batch_size=batch_size, device=device, progress=progress,
+                                               model_name=model_name)
+
+    def get(name: str) -> Tensor | None:
+        return torch.from_numpy(np.array(arrays[name])).to(device, dtype) if name in arrays else None
+
+    return DirectTerms(embed=get("embed"), attn=get("attn"), mlp=get("mlp"), const=const,
+                       heads=get("heads"), cls_self=get("cls_self"), pool_mlp=get("pool_mlp"))
+
+
+def term_arrays(model: nn.Module, dataset: Any, *, dataset_id: str, cache_dir: str | Path, preprocess_id: str = "",
+                heads: bool = True, head_layers: Iterable[int] | None = None, cls_self: bool = False,
+                batch_size: int = 64, device: str | torch.device | None = None, progress: bool = True,
+                model_name: str = "") -> tuple[Any, Tensor, torch.device, torch.dtype]:
+    """The on-disk cache entry behind :func:`cached_terms` (computed batch by batch where it is
+    missing): ``(arrays, const, device, dtype)`` with ``arrays`` a
+    :class:`~helpers.engine.cache.CachedArrays` of ``embed``, ``attn``, ``mlp`` (and
+    ``heads``, ``cls_self``, ``pool_mlp``), ``const`` the image-independent term on
+    ``device``, and the tower's dtype. ``head_layers`` (with ``heads``) keeps the heads of
+    those layers only, ``heads [N, len(head_layers), H, d]``."""
     from torch.utils.data import DataLoader, Subset
 
     from ..engine.cache import stream_to_cache, weights_fingerprint
@@ -280,6 +365,14 @@ def cached_terms(model: nn.Module, dataset: Any, *, dataset_id: str, cache_dir: 
     key = dict(what="direct-terms", version=TERMS_VERSION, model=model_name or type(model).__name__,
                weights=weights_fingerprint(model), dataset=dataset_id, preprocess=preprocess_id,
                heads=heads, cls_self=cls_self, dtype=str(_tower_param(dec).dtype))
+    chosen = None
+    if heads and head_layers is not None:
+        from ..engine.labels import resolve_indices
+
+        chosen = resolve_indices(list(head_layers), dec.n_layers, "layer", sort=False)
+        if not chosen:
+            raise ValueError("head_layers is empty: pass None for every layer's heads, or heads=False")
+        key["head_layers"] = chosen
 
     position = {"next": 0}  # the dataset index of the next batch's first item, for error messages
 
@@ -297,7 +390,7 @@ def cached_terms(model: nn.Module, dataset: Any, *, dataset_id: str, cache_dir: 
         if getattr(d, "pool_mlp", None) is not None:
             out["pool_mlp"] = d.pool_mlp
         if heads:
-            out["heads"] = d.heads
+            out["heads"] = d.heads if chosen is None else d.heads[:, chosen]
         if cls_self:
             out["cls_self"] = torch.stack([d.tokens(layers=[i]).data[:, 0] for i in range(d.n_layers)], 1)
         return out
@@ -305,13 +398,8 @@ def cached_terms(model: nn.Module, dataset: Any, *, dataset_id: str, cache_dir: 
     arrays = stream_to_cache(compute, source, n_items=n, key=key, cache_dir=cache_dir, progress=progress,
                              desc=f"decomposing {dataset_id}")
     dtype = _tower_param(dec).dtype
-
-    def get(name: str) -> Tensor | None:
-        return torch.from_numpy(np.array(arrays[name])).to(device, dtype) if name in arrays else None
-
     const = dec.maps(dtype, _tower_param(dec).device).const.to(device)
-    return DirectTerms(embed=get("embed"), attn=get("attn"), mlp=get("mlp"), const=const,
-                       heads=get("heads"), cls_self=get("cls_self"), pool_mlp=get("pool_mlp"))
+    return arrays, const, torch.device(device), dtype
 
 
 def _tower_param(dec: Any) -> Tensor:
@@ -460,16 +548,17 @@ def mean_ablation_rows(terms: DirectTerms, classifier: Tensor, labels: Tensor | 
     L = terms.n_layers
     k = min(last, L)
     every, early = list(range(L)), list(range(L - k))
-    acc = lambda **kw: accuracy(terms.ablated(scale=scale, **kw), classifier, labels)  # noqa: E731
-    rows = {"baseline": accuracy(terms.embeddings(), classifier, labels),
-            "MLPs": acc(mlps=every, embed=paper)}
-    if terms.cls_self is not None:
-        rows["CLS-to-itself attention"] = acc(cls_self=every)
-        rows["MLPs + CLS-to-itself attention"] = acc(mlps=every, embed=paper, cls_self=every)
-    rows[f"attention except last {k}"] = acc(attn=early)
-    rows[f"MLPs + embedding + attention except last {k}"] = acc(mlps=every, attn=early, embed=True)
-    rows[f"last {k} attention layers"] = acc(attn=range(L - k, L))
-    return rows
+    specs = {"baseline": {}, "MLPs": dict(mlps=every, embed=paper)}
+    if terms.has_cls_self:
+        specs["CLS-to-itself attention"] = dict(cls_self=every)
+        specs["MLPs + CLS-to-itself attention"] = dict(mlps=every, embed=paper, cls_self=every)
+    specs[f"attention except last {k}"] = dict(attn=early)
+    specs[f"MLPs + embedding + attention except last {k}"] = dict(mlps=every, attn=early, embed=True)
+    specs[f"last {k} attention layers"] = dict(attn=range(L - k, L))
+    for name, spec in specs.items():
+        if name != "baseline":
+            spec["scale"] = scale
+    return dict(zip(specs, ablation_accuracies(terms, list(specs.values()), classifier, labels)))
 
 
 PATTERN_SMALL_DROP = 0.10

@@ -42,6 +42,7 @@ from torch import Tensor
 from ..engine.labels import Head
 from ..engine.pool import Pool
 from .ablation import ABLATION_SCALES, DirectTerms, accuracy
+from .streamed import StreamedStack, StreamedTerms, share_right
 from .textspan import TextSpanResult, pca_basis, random_texts, textspan
 
 __all__ = [
@@ -103,6 +104,9 @@ def _float_work(x: Tensor) -> Tensor:
 
 
 def _check_stack(heads_stack: Any) -> Tensor:
+    if isinstance(heads_stack, StreamedStack):
+        raise ValueError("this stack stays on disk (streamed terms): read the images to search into memory "
+                         "with its rows(index)")
     S = _tensor(heads_stack, "heads_stack")
     if S.ndim != 3:
         raise ValueError(f"heads_stack must be [Hs, N, d], got shape {tuple(S.shape)}")
@@ -141,10 +145,24 @@ def stack_heads(terms: DirectTerms, layers: int | Iterable[int], *, scale: str =
         ``(stack, labels)``: ``stack[i] = terms.heads[:, l, h]`` for ``labels[i] = (l, h)``,
         heads ordered by the given layer order, then by head; ``l`` is non-negative.
 
+    Terms streamed from disk (:class:`~helpers.methods.streamed.StreamedTerms`) give a
+    :class:`~helpers.methods.streamed.StreamedStack` of the same shape, which stays on disk
+    (TextSpan and PCA read its moments).
+
     Raises:
         ValueError: no per-head terms, no layers, or a layer given twice.
         IndexError: a layer out of range.
     """
+    if isinstance(terms, StreamedTerms):
+        L = terms.n_layers
+        layer_list = [layers] if isinstance(layers, (int, np.integer)) else list(layers)
+        if not layer_list:
+            raise ValueError("no layers given")
+        norm = [_index(li, L, "layer") for li in layer_list]
+        if len(set(norm)) != len(norm):
+            raise ValueError(f"a layer is given twice: {layer_list} (layers {norm} of {L})")
+        streamed = terms.head_stack(norm, scale)
+        return streamed, list(streamed.labels)
     if terms.heads is None:
         raise ValueError("the terms have no per-head contributions: collect them with heads=True")
     if terms.heads.ndim != 4:
@@ -633,6 +651,10 @@ def reconstruction_accuracy(terms: DirectTerms, classifier: Tensor, labels: Tens
 
     Returns:
         ``{n: accuracy}`` in the order of ``n_values``.
+
+    With terms streamed from disk (:class:`~helpers.methods.streamed.StreamedTerms`, the
+    heads of ``layers`` stored) the basis is fitted on the heads' moments and every ``n`` is
+    measured in one pass over the data.
     """
     _check_scale(scale)
     ns = [_int(v, "n") for v in n_values]
@@ -661,6 +683,9 @@ def reconstruction_accuracy(terms: DirectTerms, classifier: Tensor, labels: Tens
         _check_result_scale(result, scale)
     if result.n < n_max:
         raise ValueError(f"the given result has {result.n} directions, fewer than n = {n_max}")
+    if isinstance(stack, StreamedStack):
+        return _streamed_reconstruction_accuracy(terms, stack, result, ns, _earlier_layers(head_labels), scale,
+                                                 classifier, lab)
     base = terms.ablated(attn=_earlier_layers(head_labels), scale=scale)
     stack_w = stack.to(result.directions.dtype)
     out: dict[int, float] = {}
@@ -671,6 +696,29 @@ def reconstruction_accuracy(terms: DirectTerms, classifier: Tensor, labels: Tens
         emb = base + (rec - stack_w).sum(0).to(base.dtype)
         out[n] = accuracy(emb, classifier, lab.to(emb.device))
     return out
+
+
+def _streamed_reconstruction_accuracy(terms: StreamedTerms, stack: StreamedStack, result: TextSpanResult,
+                                      ns: list[int], earlier: list[int], scale: str, classifier: Tensor,
+                                      labels: Tensor) -> dict[int, float]:
+    """:func:`reconstruction_accuracy` over terms streamed from disk: one pass, each chunk's
+    heads projected on every truncation of the basis."""
+    sizes = list(dict.fromkeys(ns))
+    bases = {n: result.truncate(n) if n < result.n else result for n in sizes}
+    cls = classifier.to(terms.device, terms.dtype)
+    lab = labels.to(terms.device)
+    right = dict.fromkeys(sizes, 0)
+    spec = {"attn": earlier, "scale": scale}
+    for i, t, h in terms.chunks(heads=True):
+        assert h is not None
+        base = terms.ablate_chunk(t, spec)
+        x = stack.of_chunk(t, h)
+        xw = x.to(result.directions.dtype)
+        y = lab[i:i + len(t)]
+        for n, b in bases.items():
+            emb = base + (b.reconstruct(xw) - xw).sum(0).to(base.dtype)
+            right[n] += int(((F.normalize(emb, dim=-1) @ cls.T).argmax(-1) == y).sum())
+    return {n: share_right(right[n], len(terms)) for n in ns}
 
 
 # ----------------------------------------------------------------------------------------------

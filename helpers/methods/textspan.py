@@ -45,7 +45,7 @@ step) used to check the batched code; :func:`pca_basis` gives the principal dire
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from typing import Any, Sequence
 
 import numpy as np
@@ -56,6 +56,10 @@ __all__ = [
     "SPANS",
     "TextSpanResult",
     "textspan",
+    "HeadMoments",
+    "MomentSums",
+    "textspan_from_moments",
+    "pca_from_moments",
     "SpanComparison",
     "span_comparison",
     "textspan_reference",
@@ -332,6 +336,56 @@ def _default_tols(dtype: torch.dtype, rtol: float | None, text_tol: float | None
 # ----------------------------------------------------------------------------------------------
 
 
+def _greedy(R: Tensor, V: Tensor, Sigma: Tensor, n: int, text_tol: float
+            ) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    """TextSpan's greedy steps in span coordinates (step 3 of the module notes), shared by
+    :func:`textspan` and :func:`textspan_from_moments`: texts ``R [M, d]``, span ``V [Hs, d, r]``
+    and the centred covariance in span coordinates ``Sigma [Hs, r, r]``. Returns the chosen
+    indices ``[Hs, n]``, directions in span coordinates ``[Hs, n, r]``, the variance along each
+    and the winning criterion ``[Hs, n]``."""
+    Hs, _, r = V.shape
+    M = R.shape[0]
+    dtype, dev = V.dtype, V.device
+    T = torch.matmul(R, V)  # [Hs, M, r]: residual texts
+    rnorm2 = (R * R).sum(-1)  # [M]
+    thr = (text_tol * text_tol) * rnorm2
+    var = ((T @ Sigma) * T).sum(-1)  # [Hs, M]
+    admissible = torch.ones(Hs, M, dtype=torch.bool, device=dev)
+    heads = torch.arange(Hs, device=dev)
+    neg_inf = torch.tensor(float("-inf"), dtype=dtype, device=dev)
+
+    idx = torch.empty(Hs, n, dtype=torch.long, device=dev)
+    W = torch.empty(Hs, n, r, dtype=dtype, device=dev)
+    explained = torch.empty(Hs, n, dtype=dtype, device=dev)
+    crit = torch.empty(Hs, n, dtype=dtype, device=dev)
+    for step in range(n):
+        if step and step % _REFRESH_EVERY == 0:
+            var = ((T @ Sigma) * T).sum(-1)
+        admissible &= torch.linalg.vector_norm(T, dim=-1).square() > thr
+        score = torch.where(admissible, var, neg_inf)
+        best, j = score.max(-1)
+        if bool(torch.isinf(best).any()):
+            h = int(torch.isinf(best).nonzero()[0, 0])
+            raise ValueError(f"head {h}: no text with a non-negligible component in the span is "
+                             f"left after {step} steps; the pool spans too few directions for "
+                             f"n = {n}")
+        t = T[heads, j]  # [Hs, r]
+        w = t / t.norm(dim=-1, keepdim=True)
+        s = (Sigma @ w.unsqueeze(-1)).squeeze(-1)  # [Hs, r]
+        c = (w * s).sum(-1)  # variance along w
+        ab = T @ torch.stack((w, s), -1)  # [Hs, M, 2]
+        a, b = ab[..., 0], ab[..., 1]
+        T.baddbmm_(a.unsqueeze(-1), w.unsqueeze(-2), alpha=-1)
+        var = var - 2 * a * b + a * a * c.unsqueeze(-1)
+        admissible[heads, j] = False
+        idx[:, step] = j
+        W[:, step] = w
+        explained[:, step] = c
+        crit[:, step] = best
+
+    return idx, W, explained, crit
+
+
 def textspan(C: Any, R: Any, n: int, rank: int = 80, *, reconstruction: bool = False,
              rtol: float | None = None, text_tol: float | None = None,
              span: str = "numerical") -> TextSpanResult:
@@ -371,7 +425,18 @@ def textspan(C: Any, R: Any, n: int, rank: int = 80, *, reconstruction: bool = F
     Raises:
         ValueError: empty pool, non-finite values, mismatched dimensions, ``K < 2``, ``n``
             out of range, or no admissible text left at some step.
+
+    ``C`` may also be a :class:`HeadMoments`, or an object whose ``moments()`` returns one
+    (a stack of head terms streamed from disk, :class:`helpers.methods.streamed.StreamedStack`):
+    then :func:`textspan_from_moments` fits the basis (no reconstruction: there are no images
+    in memory).
     """
+    moments = _moments_of(C)
+    if moments is not None:
+        if reconstruction:
+            raise ValueError("reconstruction=True needs the images' terms; moments hold none (use "
+                             "TextSpanResult.reconstruct on the terms, chunk by chunk)")
+        return textspan_from_moments(moments, R, n, rank, rtol=rtol, text_tol=text_tol, span=span)
     C, single = _check_C(C)
     R = _as_tensor(R, "R")
     n = _check_int(n, "n")
@@ -430,42 +495,7 @@ def textspan(C: Any, R: Any, n: int, rank: int = 80, *, reconstruction: bool = F
     del P
 
     # 3. greedy choice in span coordinates
-    T = torch.matmul(R, V)  # [Hs, M, r]: residual texts
-    rnorm2 = (R * R).sum(-1)  # [M]
-    thr = (text_tol * text_tol) * rnorm2
-    var = ((T @ Sigma) * T).sum(-1)  # [Hs, M]
-    admissible = torch.ones(Hs, M, dtype=torch.bool, device=dev)
-    heads = torch.arange(Hs, device=dev)
-    neg_inf = torch.tensor(float("-inf"), dtype=dtype, device=dev)
-
-    idx = torch.empty(Hs, n, dtype=torch.long, device=dev)
-    W = torch.empty(Hs, n, r, dtype=dtype, device=dev)
-    explained = torch.empty(Hs, n, dtype=dtype, device=dev)
-    crit = torch.empty(Hs, n, dtype=dtype, device=dev)
-    for step in range(n):
-        if step and step % _REFRESH_EVERY == 0:
-            var = ((T @ Sigma) * T).sum(-1)
-        admissible &= torch.linalg.vector_norm(T, dim=-1).square() > thr
-        score = torch.where(admissible, var, neg_inf)
-        best, j = score.max(-1)
-        if bool(torch.isinf(best).any()):
-            h = int(torch.isinf(best).nonzero()[0, 0])
-            raise ValueError(f"head {h}: no text with a non-negligible component in the span is "
-                             f"left after {step} steps; the pool spans too few directions for "
-                             f"n = {n}")
-        t = T[heads, j]  # [Hs, r]
-        w = t / t.norm(dim=-1, keepdim=True)
-        s = (Sigma @ w.unsqueeze(-1)).squeeze(-1)  # [Hs, r]
-        c = (w * s).sum(-1)  # variance along w
-        ab = T @ torch.stack((w, s), -1)  # [Hs, M, 2]
-        a, b = ab[..., 0], ab[..., 1]
-        T.baddbmm_(a.unsqueeze(-1), w.unsqueeze(-2), alpha=-1)
-        var = var - 2 * a * b + a * a * c.unsqueeze(-1)
-        admissible[heads, j] = False
-        idx[:, step] = j
-        W[:, step] = w
-        explained[:, step] = c
-        crit[:, step] = best
+    idx, W, explained, crit = _greedy(R, V, Sigma, n, text_tol)
 
     directions = W @ V.mT  # [Hs, n, d]
     frac = _fraction(explained, total)
@@ -476,6 +506,218 @@ def textspan(C: Any, R: Any, n: int, rank: int = 80, *, reconstruction: bool = F
                          total_variance=total, criterion=crit, span_rank=span_rank,
                          reconstruction=rec)
     return res.head(0) if single else res
+
+
+# ----------------------------------------------------------------------------------------------
+# TextSpan and PCA from per-head moments (a dataset read chunk by chunk)
+# ----------------------------------------------------------------------------------------------
+
+
+@dataclass
+class HeadMoments:
+    """All that TextSpan and PCA read of the heads' outputs, whatever the number of images.
+
+    After step 1 TextSpan only uses each head's mean and centred covariance (the variance of
+    ``C r_j`` over the images is ``r_j^T Sigma r_j``; deflating by a unit ``u`` maps ``Sigma`` to
+    ``(I - u u^T) Sigma (I - u u^T)``), and step 1's span is the top eigenvectors of the
+    uncentred second moment ``C^T C / n = Sigma + mu mu^T`` (the right singular vectors of
+    ``C``). So ``n``, ``mean`` and ``cov`` (``d x d`` per head) replace the ``n x d`` data: a
+    dataset of any size streams through :class:`MomentSums` chunk by chunk.
+
+    Attributes:
+        n: the number of images.
+        mean: ``[Hs, d]`` each head's mean output (float64).
+        cov: ``[Hs, d, d]`` each head's centred covariance, normalised by ``n`` (float64).
+        data_dtype: the dtype of the terms the moments were taken of; it sets the default
+            tolerances as :func:`textspan` sets them from its data's dtype.
+    """
+
+    n: int
+    mean: Tensor
+    cov: Tensor
+    data_dtype: torch.dtype = torch.float64
+    _eig: dict[str, tuple[Tensor, Tensor]] = field(default_factory=dict, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        if self.mean.ndim != 2 or self.cov.shape != (*self.mean.shape, self.mean.shape[-1]):
+            raise ValueError(f"mean must be [Hs, d] and cov [Hs, d, d], got {tuple(self.mean.shape)} and "
+                             f"{tuple(self.cov.shape)}")
+        if int(self.n) < 2:
+            raise ValueError(f"need at least 2 images (n >= 2) to centre the data, got n = {self.n}")
+
+    @property
+    def shape(self) -> tuple[int, int, int]:
+        """``(Hs, n, d)``: the shape of the stack the moments stand for."""
+        Hs, d = self.mean.shape
+        return Hs, int(self.n), d
+
+    def second_moment(self) -> Tensor:
+        """``[Hs, d, d]`` the uncentred second moment ``C^T C / n``."""
+        return self.cov + self.mean.unsqueeze(-1) * self.mean.unsqueeze(-2)
+
+    def eig(self, which: str) -> tuple[Tensor, Tensor]:
+        """Eigenvalues (ascending) and eigenvectors of the ``"second"`` moment or of the
+        ``"cov"``ariance, in float64, computed once: every basis fitted on these moments (both
+        spans, several pools, PCA) shares them."""
+        if which not in self._eig:
+            m = self.second_moment() if which == "second" else self.cov
+            self._eig[which] = torch.linalg.eigh(m.to(torch.float64))
+        return self._eig[which]
+
+    @classmethod
+    def of(cls, C: Any) -> "HeadMoments":
+        """The moments of data in memory, ``[Hs, K, d]`` (or one head ``[K, d]``)."""
+        C, _ = _check_C(C)
+        sums = MomentSums()
+        sums.add(C)
+        return sums.result()
+
+
+class MomentSums:
+    """Running per-head sums over chunks of images, for :class:`HeadMoments`.
+
+    ``add(x)`` takes a chunk ``[Hs, k, d]`` (any float dtype; accumulated in float64 on its
+    device), ``result()`` gives the moments of every image added so far. The sums are taken
+    about a shift (each head's mean over the first chunk), so that the centred covariance does
+    not lose digits when a head's mean is large against its spread.
+    """
+
+    def __init__(self) -> None:
+        self.n = 0
+        self._shift: Tensor | None = None
+        self._a: Tensor | None = None
+        self._b: Tensor | None = None
+        self._dtype: torch.dtype | None = None
+
+    def add(self, x: Any) -> None:
+        x = _as_tensor(x, "x")
+        if x.ndim != 3 or x.shape[1] == 0:
+            raise ValueError(f"a chunk must be [Hs, k, d] with k >= 1, got shape {tuple(x.shape)}")
+        _check_finite(x, "x", "head,image")
+        y = x.to(torch.float64)
+        if self._shift is None:
+            self._shift = y.mean(1)
+            Hs, _, d = y.shape
+            self._a = torch.zeros(Hs, d, d, dtype=torch.float64, device=y.device)
+            self._b = torch.zeros(Hs, d, dtype=torch.float64, device=y.device)
+            self._dtype = x.dtype if x.dtype in (torch.float32, torch.float64) else torch.float32
+        elif y.shape[0] != self._shift.shape[0] or y.shape[2] != self._shift.shape[1]:
+            raise ValueError(f"chunk of shape {tuple(y.shape)} does not continue "
+                             f"[{self._shift.shape[0]}, k, {self._shift.shape[1]}]")
+        assert self._a is not None and self._b is not None
+        y = y - self._shift.unsqueeze(1)
+        self._a.baddbmm_(y.mT, y)
+        self._b += y.sum(1)
+        self.n += y.shape[1]
+
+    def result(self) -> HeadMoments:
+        if self._shift is None or self._a is None or self._b is None:
+            raise ValueError("no images were added")
+        m = self._b / self.n
+        cov = self._a / self.n - m.unsqueeze(-1) * m.unsqueeze(-2)
+        return HeadMoments(self.n, self._shift + m, cov, data_dtype=self._dtype or torch.float64)
+
+
+def _moments_of(C: Any) -> HeadMoments | None:
+    """``C`` as :class:`HeadMoments` when it is some (or has ``moments()``), else ``None``."""
+    if isinstance(C, HeadMoments):
+        return C
+    if isinstance(C, (Tensor, np.ndarray)):
+        return None
+    get = getattr(C, "moments", None)
+    if callable(get):
+        m = get()
+        if isinstance(m, HeadMoments):
+            return m
+    return None
+
+
+def textspan_from_moments(moments: HeadMoments, R: Any, n: int, rank: int = 80, *, rtol: float | None = None,
+                          text_tol: float | None = None, span: str = "numerical") -> TextSpanResult:
+    """:func:`textspan` of heads known by their :class:`HeadMoments` (float64 throughout).
+
+    The same steps on the same quantities: the span from the eigenvectors of the uncentred
+    second moment (the right singular vectors of ``C``), the covariance in span coordinates
+    ``V^T Sigma V`` and the same greedy steps; on the same data in float64 the picks are
+    :func:`textspan`'s and the directions, variances and means agree to rounding. One caveat,
+    ``span="paper"`` with more directions than the head's numerical rank: the extra, numerically
+    null directions are whatever the eigensolver returns for a null space, as they are whatever
+    the SVD returns in :func:`textspan`; picks after the first can differ between the two (see
+    :func:`span_comparison`). Always batched: fields ``[Hs, ...]``.
+    """
+    if not isinstance(moments, HeadMoments):
+        raise TypeError(f"moments must be HeadMoments, got {type(moments).__name__}")
+    R = _as_tensor(R, "R")
+    n = _check_int(n, "n")
+    rank = _check_int(rank, "rank")
+    Hs, K, d = moments.shape
+    if R.ndim != 2:
+        raise ValueError(f"R must be [M, d], got shape {tuple(R.shape)}")
+    M = R.shape[0]
+    if M == 0:
+        raise ValueError("the text pool is empty (M = 0)")
+    if R.shape[1] != d:
+        raise ValueError(f"text dimension {R.shape[1]} != head dimension {d}")
+    if rank < 1:
+        raise ValueError(f"rank must be >= 1, got {rank}")
+    if n < 1:
+        raise ValueError(f"n must be >= 1, got {n}")
+    if n > M:
+        raise ValueError(f"n = {n} is larger than the text pool (M = {M})")
+    r = min(rank, K, d)
+    if n > r:
+        raise ValueError(f"n = {n} is larger than the span used, min(rank, K, d) = "
+                         f"min({rank}, {K}, {d}) = {r}")
+    if span not in SPANS:
+        raise ValueError(f"span must be one of {', '.join(map(repr, SPANS))}, got {span!r}")
+    dtype = torch.float64
+    mean, cov = moments.mean.to(dtype), moments.cov.to(dtype)
+    dev = mean.device
+    R = R.to(device=dev, dtype=dtype)
+    _check_finite(R, "R", "text")
+    rtol, text_tol = _default_tols(moments.data_dtype, rtol, text_tol)
+
+    # 1. the span: top eigenvectors of the uncentred second moment
+    lam, vec = moments.eig("second")  # ascending
+    lam, V = lam[..., -r:].flip(-1), vec[..., -r:].flip(-1)
+    if span == "paper":
+        span_rank = torch.full((Hs,), r, dtype=torch.long, device=dev)
+    else:
+        lam_max = lam[..., :1]
+        keep = (lam > (rtol * rtol) * lam_max) & (lam_max > 0)
+        span_rank = keep.sum(-1)
+        if int(span_rank.min()) < n:
+            h = int(span_rank.argmin())
+            raise ValueError(f"n = {n} exceeds the numerical rank of head {h}'s outputs "
+                             f"({int(span_rank[h])} directions above rtol = {rtol:g})")
+        V = V * keep.unsqueeze(-2)
+
+    # 2. the centred covariance in span coordinates, and the total variance
+    Sigma = V.mT @ cov @ V
+    total = cov.diagonal(dim1=-2, dim2=-1).sum(-1)
+
+    # 3. the same greedy steps
+    idx, W, explained, crit = _greedy(R, V, Sigma, n, text_tol)
+    return TextSpanResult(indices=idx, directions=W @ V.mT, variance=_fraction(explained, total), mean=mean,
+                          total_variance=total, criterion=crit, span_rank=span_rank)
+
+
+def pca_from_moments(moments: HeadMoments, n: int) -> TextSpanResult:
+    """:func:`pca_basis` of heads known by their :class:`HeadMoments`: the top ``n``
+    eigenvectors of each head's centred covariance (float64; batched)."""
+    if not isinstance(moments, HeadMoments):
+        raise TypeError(f"moments must be HeadMoments, got {type(moments).__name__}")
+    n = _check_int(n, "n")
+    _, K, d = moments.shape
+    if not 1 <= n <= min(K, d):
+        raise ValueError(f"n = {n} must be in [1, min(K, d)] = [1, {min(K, d)}]")
+    cov = moments.cov.to(torch.float64)
+    lam, vec = moments.eig("cov")
+    lam = lam[..., -n:].flip(-1).clamp_min(0)
+    U = vec[..., -n:].flip(-1).mT  # [Hs, n, d]
+    total = cov.diagonal(dim1=-2, dim2=-1).sum(-1)
+    return TextSpanResult(indices=None, directions=U, variance=_fraction(lam, total),
+                          mean=moments.mean.to(torch.float64), total_variance=total, criterion=lam, span_rank=None)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -643,8 +885,14 @@ def pca_basis(C: Any, n: int, *, reconstruction: bool = False) -> TextSpanResult
 
     Same result type as :func:`textspan` (``indices`` is ``None``; ``criterion`` holds the
     eigenvalues). No ``n``-dimensional subspace captures more variance, so PCA's cumulative
-    variance bounds TextSpan's from above.
+    variance bounds TextSpan's from above. ``C`` may also be :class:`HeadMoments` (or have
+    ``moments()``): then :func:`pca_from_moments`.
     """
+    moments = _moments_of(C)
+    if moments is not None:
+        if reconstruction:
+            raise ValueError("reconstruction=True needs the images' terms; moments hold none")
+        return pca_from_moments(moments, n)
     C, single = _check_C(C)
     n = _check_int(n, "n")
     Hs, K, d = C.shape
@@ -690,6 +938,11 @@ def random_baseline(C: Any, n: int, n_texts: int, rank: int = 80, seed: int = 0,
     Use the size of the real pool for ``n_texts`` so that both pick from as many candidates;
     ``kwargs`` go to :func:`textspan` (e.g. ``reconstruction=True``).
     """
+    moments = _moments_of(C)
+    if moments is not None:
+        R = random_texts(n_texts, moments.mean.shape[-1], seed, device=moments.mean.device,
+                         dtype=torch.float64 if moments.data_dtype == torch.float64 else torch.float32)
+        return textspan(moments, R, n, rank, **kwargs)
     C_t = _as_tensor(C, "C")
     dtype = torch.float64 if C_t.dtype == torch.float64 else torch.float32
     R = random_texts(n_texts, C_t.shape[-1], seed, device=C_t.device, dtype=dtype)

@@ -40,6 +40,8 @@ n_images = None
 batch_size = None
 device = ""          # "cuda" or "cpu" (the papers' presets: cuda if there is a GPU)
 protocol = ""        # "paper" for the papers' models (their presets set it)
+stream = None        # keep the terms on disk and read them in chunks: True, False, or
+                     # None (when they would take more than 4 GiB of memory)
 seed = 0
 last_k = 4           # "the last k attention layers"
 record_to = ""
@@ -53,7 +55,7 @@ import pandas as pd
 import plotly.graph_objects as go
 import torch
 
-from helpers.course.narrative import Claim, num, pct, provenance_reading, pts, say, verdict, what_we_see
+from helpers.course.narrative import Claim, num, pct, pm, provenance_reading, pts, say, verdict, what_we_see
 from helpers.course.presets import resolve
 from helpers.course.record import Figures
 from helpers.course.ui import live
@@ -63,12 +65,14 @@ from helpers.engine.text import zero_shot_classifier
 from helpers.methods.ablation import (
     PATTERN_LARGE_DROP,
     PATTERN_SMALL_DROP,
+    ablation_accuracies,
     accuracy,
-    collect_terms,
     mean_ablation_rows,
     pattern_held,
 )
+from helpers.methods.metrics import proportion_se
 from helpers.methods.stats import accuracy_tolerance, with_tolerance
+from helpers.methods.streamed import StreamedTerms, terms_of
 
 torch.manual_seed(seed)
 figures = Figures(record_to)
@@ -80,13 +84,22 @@ protocol = settings.protocol
 model, preprocess, tokenizer = settings.start(figures)  # prints the settings, records them, loads the model
 task = load_task(dataset, n_images=n_images, preprocess=preprocess, seed=seed, world_name=world_of(model))
 classifier = zero_shot_classifier(model, tokenizer, task.prompts)
-loader = torch.utils.data.DataLoader(task.dataset, batch_size=batch_size)
-terms = collect_terms(model, loader, cls_self=True, progress=True, total=len(task))
+# the terms of every image: in memory, or (a large set) on disk, read a chunk at a time
+terms_options = dict(stream=stream, dataset_id=task.key, preprocess_id=repr(preprocess), cls_self=True,
+                     batch_size=batch_size)
+terms = terms_of(model, task.dataset, model_name=f"{model_name}/{pretrained}", **terms_options)
+streamed = isinstance(terms, StreamedTerms)
 L = model_info(model).n_layers
 k = min(last_k, L)
 acc = lambda emb: accuracy(emb, classifier, task.labels)  # noqa: E731
 baseline = acc(terms.embeddings())
 print(f"{task.name}: {len(task)} images, {len(task.classes)} classes; baseline zero-shot accuracy {baseline:.3f}")
+if streamed:
+    say(f"The terms of the {len(task):,} images stay on disk ({terms.arrays.path}) and are read {terms.chunk_size:,} "
+        "images at a time: the means are running sums of one pass, and each set of accuracies below one more pass.")
+# a figure measured on a subset of the paper's data carries a sampling error (one standard error, ±)
+sampled = settings.sampled
+se = (lambda p: proportion_se(p, len(task), sampled[2])) if sampled else (lambda p: None)  # noqa: E731
 main = "paper" if protocol == "paper" else "raw"  # the protocol of the chart and the curves below
 PROTOCOL_NAMES = {"raw": "course's", "paper": "paper's"}
 size = lambda d: f"{num(100 * abs(d), 1)} points"  # noqa: E731  (the size of an accuracy change)
@@ -100,15 +113,18 @@ figures["task"] = task.name
 #
 # `component_table` lays the stored terms out as one tensor `[N, C, d]`: `N` images, the `C`
 # components (`embed`, `attn.0`, `mlp.0`, …, `const`) and the joint-space dimension; an image's
-# embedding is the sum of its components. Write the embeddings a model would produce if the
-# chosen components stopped carrying anything about the particular image but kept adding what
-# they add on average.
+# embedding is the sum of its components. (Terms streamed from disk are too many for one tensor:
+# the exercises then take an evenly spaced sample of them.) Write the embeddings a model would
+# produce if the chosen components stopped carrying anything about the particular image but kept
+# adding what they add on average.
 
 # %%
 from helpers.course.exercises.nb02 import check_layers_to_keep, check_mean_ablate, check_zero_shot_accuracy
 from helpers.methods.ablation import component_table
 
-names, comps = component_table(terms)
+ex_terms, ex_index = terms.sample(2000)  # every image when they are in memory
+ex_labels = task.labels[ex_index]
+names, comps = component_table(ex_terms)
 print(f"components {tuple(comps.shape)}: {', '.join(names[:4])}, ..., {names[-1]}")
 
 
@@ -142,7 +158,7 @@ mean_ablate = check_mean_ablate(mean_ablate)
 mlp_ids = [names.index(f"mlp.{i}") for i in range(L)]
 mine = mean_ablate(comps, mlp_ids)
 say(f"all MLPs mean-ablated by {mean_ablate.yours}: largest difference from DirectTerms.ablated "
-      f"{float((mine - terms.ablated(mlps=range(L))).abs().max()):.1e}")
+      f"{float((mine - ex_terms.ablated(mlps=range(L))).abs().max()):.1e}")
 
 # %% [markdown]
 # ## The paper's ablations
@@ -179,12 +195,15 @@ tables = {p: mean_ablation_rows(terms, classifier, task.labels, last=k, protocol
 held = {p: pattern_held(t) for p, t in tables.items()}
 rows = tables[main]
 fig = go.Figure(go.Bar(x=list(rows.values()), y=list(rows.keys()), orientation="h",
-                       text=[f"{v:.3f}" for v in rows.values()], textposition="auto"))
+                       text=[f"{v:.3f}" for v in rows.values()], textposition="auto",
+                       error_x=dict(array=[se(v) for v in rows.values()]) if sampled else None))
 fig.update_layout(title=f"Zero-shot accuracy after mean ablation ({task.name}, the {PROTOCOL_NAMES[main]} protocol)",
                   xaxis_title="accuracy", xaxis_range=[0, 1], height=380, yaxis_autorange="reversed")
 fig.show()
-display(pd.DataFrame({f"{PROTOCOL_NAMES[p]} protocol": {name: pct(v) for name, v in t.items()}
-                      for p, t in tables.items()}).rename_axis("mean-ablated"))
+table = pd.DataFrame({f"{PROTOCOL_NAMES[p]} protocol": {name: pm(v, se(v), as_pct=True) for name, v in t.items()}
+                      for p, t in tables.items()}).rename_axis("mean-ablated")
+display(table.style.set_caption(f"{task.name}: {len(task):,} of {sampled[2]:,} images; ± one standard error (images "
+                                "drawn without replacement)") if sampled else table)
 figures["protocol"] = main
 figures["mlps_ablated"] = rows["MLPs"]
 figures["cls_self_ablated"] = rows["CLS-to-itself attention"]
@@ -264,11 +283,15 @@ what_we_see(
 
 # %%
 scale = "paper" if main == "paper" else "raw"
-from_first = [acc(terms.ablated(attn=range(j + 1), scale=scale)) for j in range(L)]
-from_last = [acc(terms.ablated(attn=range(L - j - 1, L), scale=scale)) for j in range(L)]
+curves = ablation_accuracies(terms, [dict(attn=range(j + 1), scale=scale) for j in range(L)]
+                             + [dict(attn=range(L - j - 1, L), scale=scale) for j in range(L)], classifier, task.labels)
+from_first, from_last = curves[:L], curves[L:]
+bars = lambda ys: dict(array=[se(y) for y in ys]) if sampled else None  # noqa: E731  (± one standard error)
 fig = go.Figure()
-fig.add_scatter(x=list(range(1, L + 1)), y=from_first, mode="lines+markers", name="layers 0..j ablated")
-fig.add_scatter(x=list(range(1, L + 1)), y=from_last, mode="lines+markers", name="last j layers ablated")
+fig.add_scatter(x=list(range(1, L + 1)), y=from_first, mode="lines+markers", name="layers 0..j ablated",
+                error_y=bars(from_first))
+fig.add_scatter(x=list(range(1, L + 1)), y=from_last, mode="lines+markers", name="last j layers ablated",
+                error_y=bars(from_last))
 fig.add_hline(y=baseline, line_dash="dot", annotation_text="baseline")
 fig.add_hline(y=1 / len(task.classes), line_dash="dot", line_color="grey", annotation_text="chance")
 fig.update_layout(title="Accuracy vs number of attention layers mean-ablated", xaxis_title="layers ablated",
@@ -393,9 +416,10 @@ def zero_shot_accuracy(embeddings, classifier, labels):
 
 # %%
 zero_shot_accuracy = check_zero_shot_accuracy(zero_shot_accuracy)
-say(f"baseline: {zero_shot_accuracy.yours} gives {zero_shot_accuracy(terms.embeddings(), classifier, task.labels):.3f}, "
-      f"helpers.methods.ablation {baseline:.3f}; all MLPs mean-ablated (by {mean_ablate.yours}): "
-      f"{zero_shot_accuracy(mine, classifier, task.labels):.3f}")
+say(f"baseline: {zero_shot_accuracy.yours} gives {zero_shot_accuracy(ex_terms.embeddings(), classifier, ex_labels):.3f}, "
+      f"helpers.methods.ablation {accuracy(ex_terms.embeddings(), classifier, ex_labels):.3f}"
+      + verdict(streamed, f" (on the exercises' {len(ex_index):,} images)", "")
+      + f"; all MLPs mean-ablated (by {mean_ablate.yours}): {zero_shot_accuracy(mine, classifier, ex_labels):.3f}")
 
 # %% [markdown] tags=["discuss"]
 # The offline default and its twin differ only in a training penalty. Before the next cells run,
@@ -427,10 +451,10 @@ if twin is None:
 else:
     twin_model, _, twin_tokenizer = load_model(model_name, twin, device=device)
     twin_classifier = zero_shot_classifier(twin_model, twin_tokenizer, task.prompts)
-    twin_terms = collect_terms(twin_model, loader, cls_self=True, total=len(task))
-    twin_acc = lambda emb: accuracy(emb, twin_classifier, task.labels)  # noqa: E731
+    twin_terms = terms_of(twin_model, task.dataset, model_name=f"{model_name}/{twin}", progress=False, **terms_options)
     twin_rows = mean_ablation_rows(twin_terms, twin_classifier, task.labels, last=k, protocol=main)
-    twin_from_first = [twin_acc(twin_terms.ablated(attn=range(j + 1), scale=scale)) for j in range(L)]
+    twin_from_first = ablation_accuracies(twin_terms, [dict(attn=range(j + 1), scale=scale) for j in range(L)],
+                                          twin_classifier, task.labels)
     pair = {pretrained: rows, twin: twin_rows}
     fig = go.Figure([go.Bar(y=list(r), x=list(r.values()), name=tag, orientation="h",
                             text=[f"{v:.3f}" for v in r.values()], textposition="auto") for tag, r in pair.items()])

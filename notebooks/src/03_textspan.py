@@ -43,6 +43,10 @@ n_images = None
 batch_size = None
 device = ""          # "cuda" or "cpu" (the papers' presets: cuda if there is a GPU)
 protocol = ""        # "paper" for the papers' models (their presets set it)
+stream = None        # keep the terms on disk and read them in chunks: True, False, or
+                     # None (when they would take more than 4 GiB of memory)
+browse_images = 2000 # with the terms on disk: the images (evenly spaced) the browser, the
+                     # exercises 3.1-3.2 and the neighbour searches read into memory
 seed = 0
 last_layers = 4      # heads of the last layers to explain
 n_texts = 5          # texts per head for the roles
@@ -62,7 +66,7 @@ import plotly.graph_objects as go
 import torch
 from IPython.display import display
 
-from helpers.course.narrative import Claim, compare, num, pct, ranking, say, verdict, what_we_see
+from helpers.course.narrative import Claim, compare, num, pct, pm, ranking, say, verdict, what_we_see
 from helpers.course.presets import resolve
 from helpers.course.record import Figures
 from helpers.course.ui import live
@@ -71,7 +75,7 @@ from helpers.data.datasets import load_task
 from helpers.data.pools import load_pool
 from helpers.engine.models import DEFAULT_MODEL, model_info, provenance, world_of
 from helpers.engine.text import cached_text_embeddings, encode_texts, zero_shot_classifier
-from helpers.methods.ablation import accuracy, collect_terms
+from helpers.methods.ablation import accuracy, collect_terms, sample_index
 from helpers.methods.heads import (
     dominant_property,
     head_image_neighbours,
@@ -85,7 +89,9 @@ from helpers.methods.heads import (
     search_agreement,
     stack_heads,
 )
+from helpers.methods.metrics import proportion_se
 from helpers.methods.stats import accuracy_tolerance, with_tolerance
+from helpers.methods.streamed import StreamedTerms, terms_of
 from helpers.methods.textspan import pca_basis, span_comparison, textspan
 
 torch.manual_seed(seed)
@@ -98,14 +104,16 @@ n_images, batch_size, device = settings.n_images, settings.batch_size, settings.
 protocol, pool_size = settings.protocol, settings.pool_size
 model, preprocess, tokenizer = settings.start(figures)  # prints the settings, records them, loads the model
 task = load_task(dataset, n_images=n_images, preprocess=preprocess, seed=seed, world_name=world_of(model))
-loader = torch.utils.data.DataLoader(task.dataset, batch_size=batch_size)
-terms = collect_terms(model, loader, heads=True, progress=True, total=len(task))
-text_pool = load_pool(pool or ("world" if dataset.startswith("world") else "general")).sample(pool_size, seed=seed)
-model_id = f"{model_name}/{pretrained or 'default'}"
-pool_emb = cached_text_embeddings(model, tokenizer, text_pool.texts, model_id=model_id)
 info = model_info(model)
 L, H = info.n_layers, info.n_heads
 layers = list(range(max(0, L - last_layers), L))
+# the terms of every image: in memory, or (a large set) on disk with the heads of `layers`, read a chunk at a time
+terms = terms_of(model, task.dataset, stream=stream, dataset_id=task.key, preprocess_id=repr(preprocess),
+                 head_layers=layers, batch_size=batch_size, model_name=f"{model_name}/{pretrained}")
+streamed = isinstance(terms, StreamedTerms)
+text_pool = load_pool(pool or ("world" if dataset.startswith("world") else "general")).sample(pool_size, seed=seed)
+model_id = f"{model_name}/{pretrained or 'default'}"
+pool_emb = cached_text_embeddings(model, tokenizer, text_pool.texts, model_id=model_id)
 stack, labels = stack_heads(terms, layers)
 print(f"{len(task)} images; pool '{text_pool.name}' of {len(text_pool)} texts; "
       f"{len(labels)} heads (layers {layers[0]}-{layers[-1]}, {H} heads each), output dim {stack.shape[-1]}")
@@ -120,7 +128,12 @@ ref_stack = stack_heads(terms, layers, scale="paper")[0]
 fit_scale = "paper" if paper else "raw"
 fit_stack = ref_stack if paper else stack  # what TextSpan, PCA and the accuracy curves are fitted on
 scale_note = verdict(paper, "on the reference's cosine scale (each image's terms / |embedding|)", "on raw terms")
-neighbour_stack = ref_stack if paper else stack
+# what the browser, the exercises 3.1-3.2 and the neighbour searches read: every image, or with the terms on
+# disk an evenly spaced sample of them (`view`, and its stacks), read into memory
+shown = sample_index(len(task), browse_images if streamed else None)
+view = task.subset(shown)
+v_stack, v_ref = (stack.rows(shown), ref_stack.rows(shown)) if streamed else (stack, ref_stack)
+neighbour_stack = v_ref if paper else v_stack
 figures["protocol_options"] = {"span": span, "scale": fit_scale, "neighbours": neighbour_score}
 say(f"**Protocol: {'the paper' if paper else 'the course'}'s.** TextSpan projects the texts on "
     + verdict(paper, "the top 80 singular directions of each head (`span=\"paper\"`, as the authors' code)",
@@ -130,6 +143,14 @@ say(f"**Protocol: {'the paper' if paper else 'the course'}'s.** TextSpan project
     + verdict(paper, "dot product (`score=\"dot\"`, as the authors' code)", "cosine (`score=\"cosine\"`)")
     + ". The other option of each is shown beside it where it changes a result"
     + verdict(paper, ".", "; `protocol = \"paper\"` (or a paper preset) makes the paper's the default."))
+if streamed:
+    say(f"The terms of the {len(task):,} images stay on disk ({terms.arrays.path}) and are read "
+        f"{terms.chunk_size:,} images at a time: TextSpan and PCA are fitted on each head's mean and covariance "
+        "(one pass), and every accuracy is one more pass. The browser, exercises 3.1-3.2 and the neighbour "
+        f"searches read {len(view):,} of the images, evenly spaced, into memory.")
+# a figure measured on a subset of the paper's data carries a sampling error (one standard error, ±)
+sampled = settings.sampled
+se = (lambda p: proportion_se(p, len(task), sampled[2])) if sampled else (lambda p: None)  # noqa: E731
 
 # %% [markdown]
 # ## A text basis for every head of the last layers
@@ -203,7 +224,7 @@ from helpers.course.exercises.nb03 import (
 )
 
 h = max(range(len(roles)), key=lambda i: (roles[i].purity, roles[i].variance))
-C_head = fit_stack[h].double()
+C_head = (v_ref if paper else v_stack)[h].double()  # every image, or the view's sample
 result_num = results["numerical"]  # the exercises use the numerical span (see 3.1)
 rank = int(result_num.span_rank[h])
 print(f"head {roles[h].label} ({roles[h].property}): outputs {tuple(C_head.shape)}, numerical rank {rank}; "
@@ -277,8 +298,10 @@ picked = []
 for _ in range(n_texts):
     j, C_left, R_left = textspan_step(C_left, R_left)
     picked.append(j)
-say(f"{n_texts} steps of {textspan_step.yours} (on the texts of {project_texts.yours}) picked {picked}; "
-      f"helpers.methods.textspan picked {result_num.indices[h].tolist()}")
+say(f"{n_texts} steps of {textspan_step.yours} (on the texts of {project_texts.yours}) picked {picked}"
+    + verdict(streamed, f" on the {len(view):,} images read into memory", "")
+    + f"; helpers.methods.textspan picked {result_num.indices[h].tolist()}"
+    + verdict(streamed, f" on all {len(task):,}", ""))
 print("first texts:", " | ".join(text_pool.texts[j] for j in picked))
 
 # %% [markdown]
@@ -295,7 +318,7 @@ thumb = 72
 
 
 def strip(indices, title):
-    ims = [np.asarray(task.show(int(i)).convert("RGB").resize((thumb, thumb))) for i in indices]
+    ims = [np.asarray(view.show(int(i)).convert("RGB").resize((thumb, thumb))) for i in indices]
     fig = px.imshow(np.concatenate(ims, axis=1), title=title)
     fig.update_layout(height=170, margin=dict(l=0, r=0, t=30, b=0), coloraxis_showscale=False)
     fig.update_xaxes(visible=False)
@@ -309,10 +332,10 @@ def article(word):
 
 def shows(indices, text, prop):
     """How many of the images show the value `text` names (world scenes only), in words."""
-    if not on_world or prop not in task.meta["scenes"].factors or world.value_named(text, prop) is None:
+    if not on_world or prop not in view.meta["scenes"].factors or world.value_named(text, prop) is None:
         return ""
     value = world.value_named(text, prop)
-    hits = int((np.asarray(task.meta["scenes"].factors[prop])[np.asarray(indices)] == value).sum())
+    hits = int((np.asarray(view.meta["scenes"].factors[prop])[np.asarray(indices)] == value).sum())
     return f" ({hits} of {len(indices)} show {article(world.FACTORS[prop][value])} {world.FACTORS[prop][value]})"
 
 
@@ -330,7 +353,7 @@ def browse(head_label: str, query: int):
                                   f"({neighbour_score})")
     t = encode_texts(model, tokenizer, [r.texts[0]])[0]
     t = t / t.norm()  # the dot product with a unit text is the term's component along it
-    idx, _ = head_text_neighbours(stack, h, t, k=7, centre=True, score="dot")
+    idx, _ = head_text_neighbours(v_stack, h, t, k=7, centre=True, score="dot")
     strip(idx.tolist(), f"images where {r.label} writes most along '{r.texts[0]}'"
                         f"{shows(idx.tolist(), r.texts[0], r.text_properties[0])}")
 
@@ -338,7 +361,7 @@ def browse(head_label: str, query: int):
 best = max(roles, key=lambda r: (r.purity, r.variance))
 live(browse,
      head_label=widgets.Dropdown(options=[r.label for r in roles], value=best.label, description="head"),
-     query=widgets.IntSlider(value=0, min=0, max=len(task) - 1, description="query image"))
+     query=widgets.IntSlider(value=0, min=0, max=len(view) - 1, description="query image"))
 
 # %% [markdown]
 # ## Exercise 3.4: which head carries shape?
@@ -364,7 +387,7 @@ live(browse,
 def shape_head():
     """The label of the head (e.g. "L5.H1") whose outputs carry the objects' shape best."""
     # --- solution ---
-    shapes = {"shape": task.meta["scenes"].factors["shape"]}
+    shapes = {"shape": view.meta["scenes"].factors["shape"]}
     share = {r.label: search_agreement(neighbour_stack, {"h": [i]}, shapes, k=6, centre=False,
                                        score=neighbour_score).agreement["h"]["shape"]
              for i, r in enumerate(roles) if r.property == "shape"}
@@ -373,9 +396,9 @@ def shape_head():
 
 
 # %%
-if on_world and "shape" in task.meta["scenes"].factors:
+if on_world and "shape" in view.meta["scenes"].factors:
     agreement, shape_chance, n_queries = head_agreement(neighbour_stack, [r.label for r in roles],
-                                                        task.meta["scenes"].factors, "shape", score=neighbour_score)
+                                                        view.meta["scenes"].factors, "shape", score=neighbour_score)
     shape_head = check_shape_head(shape_head, roles=roles, agreement=agreement, chance=shape_chance,
                                   n_queries=n_queries, prop="shape")
     figures["shape_head"] = shape_head()
@@ -431,7 +454,8 @@ curves = {
 }
 fig = go.Figure()
 for name, curve in curves.items():
-    fig.add_scatter(x=list(curve), y=list(curve.values()), mode="lines+markers", name=name)
+    fig.add_scatter(x=list(curve), y=list(curve.values()), mode="lines+markers", name=name,
+                    error_y=dict(array=[se(a) for a in curve.values()]) if sampled else None)
 fig.add_hline(y=baseline_acc, line_dash="dot", annotation_text="no replacement")
 fig.update_layout(title=f"Accuracy with the last {len(layers)} layers' heads replaced ({task.name}; "
                         f"TextSpan span={span!r}, fitted and scored {scale_note})",
@@ -441,6 +465,12 @@ fig.show()
 figures["baseline_accuracy"] = baseline_acc
 figures["accuracy_curves"] = {name: {str(k): v for k, v in c.items()} for name, c in curves.items()}
 figures["accuracy_curve_ticks"] = n_values
+if sampled:  # a subset of the paper's data: each accuracy with its sampling error
+    display(pd.DataFrame({name: {n: pm(a, se(a), as_pct=True) for n, a in c.items()} for name, c in curves.items()})
+            .rename_axis("texts per head").style.set_caption(
+                f"{task.name}: {len(task):,} of {sampled[2]:,} images, no replacement {pm(baseline_acc, se(baseline_acc), as_pct=True)}; "
+                "± one standard error (images drawn without replacement; each basis taken as fixed, its own "
+                "sampling variability not included)"))
 
 var_curve = result.cumulative.mean(0).cpu().numpy()
 pca_var = pca_basis(fit_stack, n_texts).cumulative.mean(0).cpu().numpy()  # no n directions explain more
@@ -488,7 +518,8 @@ figures["claims"] = {k: c.status for k, c in claims.items()}
 what_we_see(
     verdict(informative, "", f"The whole model is not well above chance here ({pct(baseline_acc)}, chance "
                              f"{pct(1 / len(task.classes))}), so these curves cannot show what the texts keep."),
-    f"Left whole, the model classifies {pct(baseline_acc)} of the images ({task.name}) correctly. With "
+    f"Left whole, the model classifies {pm(baseline_acc, se(baseline_acc), as_pct=True)} of the images ({task.name}) "
+    "correctly. With "
     f"{n1} direction{'s' if n1 > 1 else ''} per head, highest first: "
     f"{ranking({k: c[n1] for k, c in curves.items()}, as_pct=True, digits=1)}.",
     acc_compare(ts_name, "random texts", n1, ts_name, "random directions"),
@@ -744,19 +775,19 @@ what_we_see(
 # %%
 hb = [r.label for r in roles].index(best.label)
 by_score = {}
-ranked = {"dot": ref_stack, "cosine": stack}  # what each score ranks
+ranked = {"dot": v_ref, "cosine": v_stack}  # what each score ranks
 for sc in ("dot", "cosine"):
     idx, _ = head_image_neighbours(ranked[sc], hb, 0, k=6, score=sc)
     strip([0] + idx.tolist(), f"{best.label} by {'dot product (the reference)' if sc == 'dot' else 'cosine'}: "
                               "image 0, then its nearest neighbours")
     by_score[sc] = idx.tolist()
 overlap_query = len(set(by_score["dot"]) & set(by_score["cosine"])) / 6
-overlap_all = neighbour_overlap(stack, hb, k=6, first_stack=ref_stack)
-norms = ref_stack[hb].float().norm(dim=-1)
+overlap_all = neighbour_overlap(v_stack, hb, k=6, first_stack=v_ref)
+norms = v_ref[hb].float().norm(dim=-1)
 norm_spread = float(norms.std() / norms.mean())
 role_agree = {}
-if "scenes" in task.meta and best.property in task.meta["scenes"].factors:
-    fac = {best.property: task.meta["scenes"].factors[best.property]}
+if "scenes" in view.meta and best.property in view.meta["scenes"].factors:
+    fac = {best.property: view.meta["scenes"].factors[best.property]}
     role_agree = {sc: search_agreement(ranked[sc], {"head": [hb]}, fac, k=6, centre=False, score=sc) for sc in by_score}
 figures["neighbours_head"] = best.label
 figures["neighbours_overlap_query"] = overlap_query
@@ -766,7 +797,7 @@ figures["neighbours_role_agreement"] = {sc: a.agreement["head"][best.property] f
 # %%
 what_we_see(
     f"For image 0 the two scores share {round(overlap_query * 6)} of their 6 neighbours; over all "
-    f"{len(task)} images as queries they share {pct(overlap_all, 0)}. "
+    f"{len(view)} images as queries they share {pct(overlap_all, 0)}. "
     + verdict(overlap_all >= 0.8, "They mostly agree.", "They mostly **disagree**."),
     f"The length of {best.label}'s contribution varies by {pct(norm_spread, 0)} (standard deviation over mean) "
     "from image to image: "
@@ -777,8 +808,8 @@ what_we_see(
                                  what=f"neighbours that share the query's {best.property} (the head's role), over "
                                       "all queries", as_pct=True, digits=0,
                                  tolerance=accuracy_tolerance(role_agree["dot"].agreement["head"][best.property],
-                                                              len(task)),
-                                 basis=f"two standard errors of a share over {len(task)} queries")
+                                                              len(view)),
+                                 basis=f"two standard errors of a share over {len(view)} queries")
                          + f" Random images would share it {pct(role_agree['dot'].chance[best.property], 0)} of "
                          "the time.") if role_agree else "", ""),
 );
@@ -803,7 +834,7 @@ for prop in [p for p, k in scores.heads_per_property.items() if k][:3]:
     strip([query] + idx.tolist(), f"neighbours of image {query} through the {prop} heads")
     found[prop] = idx.tolist()
 if on_world:
-    scenes = task.meta["scenes"]
+    scenes = view.meta["scenes"]
     groups = {p: heads_for_property(roles, p, min_purity=0.5) for p in found if p in scenes.factors}
     one = every = None
     if groups:
@@ -812,7 +843,7 @@ if on_world:
     if groups:
         display(pd.DataFrame({**{f"{g} heads": every.agreement[g] for g in groups}, "random images": every.chance})
                 .T.style.format("{:.0%}").set_caption(f"Share of the 6 neighbours with the query's value, "
-                                                      f"over all {len(task)} queries ({neighbour_score})"))
+                                                      f"over all {len(view)} queries ({neighbour_score})"))
     if model_name == DEFAULT_MODEL:
         figures["property_search_agreement"] = {g: one.agreement[g][g] for g in groups} if groups else {}
         figures["property_search_agreement_all"] = {g: every.agreement[g][g] for g in groups} if groups else {}
@@ -867,11 +898,12 @@ other_scale = "raw" if paper else "paper"
 curves_by_scale[other_scale] = reconstruction_accuracy(terms, classifier, task.labels, layers, "textspan", n_values,
                                                        pool_embeddings=curve_emb, span=span, scale=other_scale)
 scale_names = {"raw": "raw terms (the course's)", "paper": "cosine scale (the reference's)"}
-display(pd.DataFrame({scale_names[sc]: curves_by_scale[sc] for sc in ("raw", "paper")})
-        .rename_axis(f"texts per head ({curve_pool.name})").style.format("{:.1%}")
+display(pd.DataFrame({scale_names[sc]: {n: pm(a, se(a), as_pct=True) for n, a in curves_by_scale[sc].items()}
+                      for sc in ("raw", "paper")})
+        .rename_axis(f"texts per head ({curve_pool.name})").style
         .set_caption(f"Accuracy with the last {len(layers)} layers' heads replaced, TextSpan fitted and scored on "
-                     f"each scale (this protocol fits {scale_note})"))
-emb_norms = terms.embeddings().norm(dim=-1)
+                     f"each scale (this protocol fits {scale_note})" + ("; ± one standard error" if sampled else "")))
+emb_norms = terms.embedding_norms()
 figures["scale_heads"] = len(labels)
 figures["scale_k"] = k_side
 figures["scale_first_pick_differs"] = first_differs
@@ -900,6 +932,7 @@ what_we_see(
 if info.pool_heads:  # an attention-pooled tower (SigLIP): the reference also explains each pooling head
     from helpers.methods.heads import pool_head_textspan
 
+    loader = torch.utils.data.DataLoader(task.dataset, batch_size=batch_size)
     pooled_terms = collect_terms(model, loader, pool_heads=True, total=len(task))
     pooled = pool_head_textspan(pooled_terms, pool_emb, n=min(n_texts, len(task), pool_emb.shape[-1]))
     display(pd.DataFrame({f"pooling head {h}": texts for h, texts in enumerate(pooled.texts(text_pool.texts))}))

@@ -122,18 +122,18 @@ register(Exercise(
 ))
 
 
-def keep_curve(terms, classifier: Tensor, labels: Tensor) -> dict:  # noqa: ANN001 - a DirectTerms
+def keep_curve(terms, classifier: Tensor, labels: Tensor) -> dict:  # noqa: ANN001 - DirectTerms or StreamedTerms
     """What exercise 2.3 is judged on: the baseline accuracy and, for ``k = 1..L``, the accuracy
     when only the last ``k`` attention layers keep their direct terms (everything else that
     writes directly, the embedding term, every MLP and the earlier attention layers, is
     mean-ablated), and when only the earlier attention layers are ablated."""
-    from ...methods.ablation import accuracy
+    from ...methods.ablation import ablation_accuracies
 
     L = terms.n_layers
-    acc = lambda emb: accuracy(emb, classifier, labels)  # noqa: E731
-    return {"baseline": acc(terms.embeddings()),
-            "keep_last": [acc(terms.ablated(embed=True, mlps=range(L), attn=range(L - k))) for k in range(1, L + 1)],
-            "attn_only": [acc(terms.ablated(attn=range(L - k))) for k in range(1, L + 1)]}
+    specs = ([{}] + [dict(embed=True, mlps=range(L), attn=range(L - k)) for k in range(1, L + 1)]
+             + [dict(attn=range(L - k)) for k in range(1, L + 1)])
+    accs = ablation_accuracies(terms, specs, classifier, labels)  # one pass over terms streamed from disk
+    return {"baseline": accs[0], "keep_last": accs[1:L + 1], "attn_only": accs[L + 1:]}
 
 
 def _fewest(curve: list[float], baseline: float) -> int | None:
