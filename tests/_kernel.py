@@ -199,11 +199,9 @@ class SharedKernel:
         finally:
             self.runs += 1
         if html:
-            from nbconvert import HTMLExporter
+            from helpers.course.main_job import export_html
 
-            (out_dir / "html").mkdir(parents=True, exist_ok=True)
-            body, _ = HTMLExporter().from_filename(str(executed))
-            (out_dir / "html" / (path.stem + ".html")).write_text(body)
+            export_html(executed, out_dir)
         return json.loads(figures.read_text()) if figures.exists() else {}
 
 

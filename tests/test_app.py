@@ -34,7 +34,9 @@ import time
 from pathlib import Path
 
 import pytest
-from test_browser import CHROMIUM_FLAGS, FINGERPRINT_JS, OUT_DIR, PageErrors, _change, _chromium, _controls, _free_port
+from _lab import CHROMIUM_FLAGS, PageErrors, _free_port
+from _lab import chromium as _chromium
+from test_browser import FINGERPRINT_JS, OUT_DIR, _change, _controls
 
 from helpers.course.app import ENV_CACHE, ENV_N_IMAGES, ENV_PRESET, NOTEBOOK, TABS, VOILA_ARGS
 

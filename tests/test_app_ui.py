@@ -68,6 +68,10 @@ def test_config_precedence():
     assert p.paper and p.dataset == "imagenette" and str(p.cache_dir) == "/tmp/x"  # no local ImageNet named
     named = app_config("ViT-B-16 LAION", 40, environ={"CLIP_COURSE_IMAGENET": "/data/imagenet/val"})
     assert named.dataset == "imagenet"  # the paper preset's own data when a copy is there
+    from helpers.course.app import GALLERY_IMAGES
+
+    whole = app_config("ViT-L-14 LAION", environ={})  # its notebooks take all of ImageNet validation
+    assert whole.n_images == GALLERY_IMAGES and whole.sources["n_images"] == "preset"
     d = app_config(environ={})
     assert d.preset == "offline" and d.n_images == 1000 and d.sources["n_images"] == "preset"
     assert app_config(environ={"QUERY_STRING": "preset=ViT-L-14+LAION"}).model_name == "ViT-L-14"

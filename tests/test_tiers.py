@@ -34,8 +34,10 @@ def _function(fn):
 
 def _words(node) -> set[str]:
     """Names, attributes, imported modules and one-word strings in a function's body (not in its
-    decorators, comments or docstring)."""
+    decorators, comments or docstring; not the strings it compares a result with)."""
     found = set()
+    compared = {id(c) for stmt in node.body for n in ast.walk(stmt) if isinstance(n, ast.Compare)
+                for c in ast.walk(n) if isinstance(c, ast.Constant)}  # a word a test compares with is not run
     for stmt in node.body:
         for n in ast.walk(stmt):
             if isinstance(n, ast.Name):
@@ -45,7 +47,8 @@ def _words(node) -> set[str]:
             elif isinstance(n, (ast.Import, ast.ImportFrom)):
                 found.update(part for a in n.names for part in a.name.split("."))
                 found.update((getattr(n, "module", None) or "").split("."))
-            elif isinstance(n, ast.Constant) and isinstance(n.value, str) and n.value.isidentifier():
+            elif isinstance(n, ast.Constant) and isinstance(n.value, str) and n.value.isidentifier() \
+                    and id(n) not in compared:
                 found.add(n.value)
     return found
 

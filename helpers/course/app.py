@@ -144,6 +144,11 @@ def _count(value: Any, where: str) -> int:
     return n
 
 
+GALLERY_IMAGES = 1000
+"""The gallery's size when the preset's notebooks take a whole dataset (the full presets stream all
+of ImageNet validation through notebooks 2-3; the explorer searches a sample of it)."""
+
+
 def app_config(preset: str = "", n_images: int | None = None, cache_dir: str | os.PathLike[str] = "", *,
                environ: Mapping[str, str] | None = None, threads: int | None = None, **fields: Any) -> AppConfig:
     """The app's settings: ``preset`` and ``n_images`` from the first of the arguments, the
@@ -189,7 +194,7 @@ def app_config(preset: str = "", n_images: int | None = None, cache_dir: str | o
     if threads is None and preset == "offline":
         threads = 1
     return AppConfig(preset=preset, model_name=s.model_name, pretrained=s.pretrained or "", dataset=dataset,
-                     n_images=int(s.n_images), device=s.device, batch_size=int(s.batch_size),
+                     n_images=int(s.n_images if s.n_images is not None else GALLERY_IMAGES), device=s.device, batch_size=int(s.batch_size),
                      paper=s.protocol == "paper", cache_dir=cache, pool_size=int(s.pool_size or 0), threads=threads,
                      sources=sources, **fields)
 

@@ -28,7 +28,7 @@ from typing import Any
 
 from ..engine.paths import ROOT
 
-__all__ = ["notebook_paths", "execute_notebook", "stderr_outputs", "main"]
+__all__ = ["notebook_paths", "execute_notebook", "export_html", "stderr_outputs", "main"]
 
 
 
@@ -59,12 +59,20 @@ def execute_notebook(path: Path, out_dir: Path, parameters: dict[str, Any] | Non
     pm.execute_notebook(str(path), str(executed), parameters=params, kernel_name=kernel,
                         cwd=str(path.parent), progress_bar=False, execution_timeout=timeout,
                         extra_arguments=["--IPKernelApp.log_level=ERROR"])
-    if html:  # figures drawn offline, plotly.js once a page
-        from .export import to_html
-
-        (out_dir / "html").mkdir(parents=True, exist_ok=True)
-        (out_dir / "html" / (path.stem + ".html")).write_text(to_html(executed))
+    if html:
+        export_html(executed, out_dir)
     return json.loads(figures.read_text()) if figures.exists() else {}
+
+
+def export_html(executed: Path, out_dir: Path) -> Path:
+    """The static HTML page of an executed notebook, ``out_dir/html/<name>.html``: figures
+    drawn offline, plotly.js once a page (:func:`helpers.course.export.to_html`)."""
+    from .export import to_html
+
+    page = Path(out_dir) / "html" / (Path(executed).stem + ".html")
+    page.parent.mkdir(parents=True, exist_ok=True)
+    page.write_text(to_html(executed))
+    return page
 
 
 def stderr_outputs(executed: Path) -> list[tuple[int, str]]:
