@@ -9,12 +9,18 @@ every test that asks. Browser tests share one JupyterLab per session and one Chr
 import os
 import warnings
 
-import pytest
-import torch
-from _tiers import FAST_TEST_S, mark_tiers
+# One thread per process: the notebook kernel computes in the background while the tests run,
+# JupyterLab's kernels and Chromium beside them; two threads each on two cores spin against each
+# other. Set here, before torch and NumPy start their thread pools; the kernels inherit them.
+for _var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
+    os.environ.setdefault(_var, "1")
+
+import pytest  # noqa: E402
+import torch  # noqa: E402
+from _tiers import FAST_TEST_S, mark_tiers  # noqa: E402
 
 os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
-torch.set_num_threads(min(2, torch.get_num_threads()))
+torch.set_num_threads(int(os.environ["OMP_NUM_THREADS"]))
 
 
 def pytest_configure(config):

@@ -1162,8 +1162,8 @@ def test_guide_blocks_are_rewritten_in_place():
 
 def test_built_notebooks_hide_every_generated_prose_cell():
     """In every build, a code cell that only writes generated text shows as prose: JupyterLab hides
-    its source, Colab shows it as a form; every what_we_see cell is such a cell or shows something
-    else (a figure, a table, a widget, a printed line) besides."""
+    its source, Colab shows it as a form; every what_we_see cell is such a cell (a sentence never
+    shares a cell with a figure, a table, a widget or a printed line, whose code would show it)."""
     for src in SOURCES:
         for target in build_nb.targets(src).values():
             nb = json.loads(target.read_text())
@@ -1174,3 +1174,6 @@ def test_built_notebooks_hide_every_generated_prose_cell():
                 if build_nb.prose_cell(source.removeprefix(build_nb.PROSE_TITLE + "\n")):
                     assert cell["metadata"].get("jupyter", {}).get("source_hidden") is True, target.name
                     assert cell["metadata"].get("cellView") == "form" and source.startswith("#@title"), target.name
+                if "what_we_see(" in source:
+                    assert cell["metadata"].get("jupyter", {}).get("source_hidden") is True, (
+                        f"{target.name}: generated prose in a cell that shows its code: {source[:80]!r}")

@@ -92,15 +92,26 @@ def test_an_unsupported_python_is_refused_before_anything_else(tmp_path):
 PINS = requirement_lines(ROOT / "requirements-pinned.txt")
 
 
+@pytest.fixture(scope="module")
+def resolutions(tmp_path_factory):
+    """pip's resolution of the pins for every version below, started together (each pip waits on
+    the index most of its time): ``resolutions[version]`` is a future of ``resolve``'s result."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    require_index()
+    versions = [*S.supported_versions(), BELOW, ABOVE]
+    with ThreadPoolExecutor(len(versions)) as pool:
+        yield {v: pool.submit(resolve, PINS, v, tmp_path_factory.mktemp(f"resolve-{v}")) for v in versions}
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("version", S.supported_versions())
-def test_pins_resolve_for_each_supported_python(version, tmp_path):
+def test_pins_resolve_for_each_supported_python(version, resolutions):
     """Every pinned package, and what it needs, has a wheel for ``version`` on this platform.
 
     pip's ``--python-version`` picks wheels and Requires-Python for that version; environment
     markers are still read on the running Python (a pip limitation)."""
-    require_index()
-    status, packages, messages = resolve(PINS, version, tmp_path)
+    status, packages, messages = resolutions[version].result()
     assert status == 0, messages[-3000:]
     got = {normalize(p["name"]): p["version"] for p in packages}
     for line in PINS:
@@ -110,11 +121,10 @@ def test_pins_resolve_for_each_supported_python(version, tmp_path):
 
 @pytest.mark.slow
 @pytest.mark.parametrize("version", [BELOW, ABOVE])
-def test_pins_do_not_resolve_outside_the_range(version, tmp_path):
+def test_pins_do_not_resolve_outside_the_range(version, resolutions):
     """Just below and just above the range, some pinned package has no wheel: that is why the
     range is what it is."""
-    require_index()
-    status, _, messages = resolve(PINS, version, tmp_path)
+    status, _, messages = resolutions[version].result()
     assert status != 0
     assert "No matching distribution found" in messages, messages[-3000:]
 

@@ -610,7 +610,11 @@ tight = paired_bootstrap(per_image_share(soft_maps["raw_attention"], task.masks)
                          per_image_share(soft_maps["decomposition"], task.masks))  # raw attention minus decomposition
 figures["tightness_side"] = tight.side
 clutter_said = ""
-if cluttered is not None:
+n_cluttered = 0 if cluttered is None else int(cluttered.sum())
+if 0 < n_cluttered < 2:  # a bootstrap over scenes needs two of them
+    clutter_said = (f"Only {n_cluttered} of these scenes has distractors: too few to weigh the maps on them "
+                    "(run more images).")
+elif cluttered is not None and n_cluttered >= 2:
     clutter_of = {m: per_image_share(soft_maps[m][cluttered], task.clutter[cluttered], task.masks[cluttered])
                   for m in ("decomposition", "raw_attention", "rollout")}
     less = [paired_bootstrap(clutter_of["decomposition"], clutter_of[m]) for m in ("raw_attention", "rollout")]
@@ -762,7 +766,7 @@ variant_here = "paper" if protocol == "paper" else "course"  # what the tables a
 other_variant = "course" if variant_here == "paper" else "paper"
 two_variants = [m for m in METHODS if m in PAPER_VARIANTS]
 other_results, _ = evaluate_methods(model, task, classifier, two_variants, batch_size=batch_size,
-                                    variant=other_variant)
+                                    variant=other_variant, warmup=0)  # scores only: no timing, no warm-up
 by_variant = {variant_here: results, other_variant: {**results, **other_results}}
 rows = {}
 for m in METHODS:
@@ -781,7 +785,7 @@ if on_world_task:  # the same scenes, widened to 4:3: the model sees the square 
 else:  # ImageNet-Segmentation: its own photos under both geometries
     geo_task = task
 geo_results, _ = evaluate_methods(model, geo_task, classifier, METHODS, batch_size=batch_size, variant=variant_here,
-                                  geometries=("aligned", "reference"))
+                                  geometries=("aligned", "reference"), warmup=0)
 display(pd.DataFrame({(method_label(m, variant_here), g): {k: geo_results[g][m][k] for k in SCORES[:4]}
                       for m in METHODS for g in ("aligned", "reference")}).T.round(3).style.set_caption(
     f"{geo_task.name}: the same maps scored against the aligned masks (the course's) and the squeezed ones "

@@ -791,6 +791,8 @@ print(f"{neurons_about.yours}: {len(found)} neurons about {search_name} (lift >=
 for r in found[:5]:
     print(f"  {labels_all[r]}: {', '.join(w for w, _ in texts.top(r, 4))}")
 figures["found_neurons"] = len(found)
+
+# %%
 if on_world and found:
     own = [r for r in found if values[r] == ("background", search_value)]
     named = [values[r][0] for r in found if values[r] is not None]
