@@ -28,14 +28,18 @@ def pytest_configure(config):
                                        "the notebook runs tests/_tiers.py names")
     config.addinivalue_line("markers", "notebook(path, parameters=None, *, env=None, html=False): the notebook "
                                        "run a test's notebook_run fixture gives (started in the background)")
+    config.addinivalue_line("markers", "early(name): the module's function `name` starts work in other processes "
+                                       "at the session's start (tests/_early.py)")
 
 
 def pytest_collection_modifyitems(config, items):
     mark_tiers(items)
     # the tests that use the notebook kernel go last: its background runs go on while the other
     # tests run, and a test that asked for the kernel before they end would wait for them all
+    # the tests that wait for work started early (tests/_early.py) go just before them, for the same reason
     kernel = {"notebook_kernel", "notebook_runs", "notebook_run"}
-    items.sort(key=lambda item: bool(kernel & set(getattr(item, "fixturenames", ()))))
+    items.sort(key=lambda item: 2 if kernel & set(getattr(item, "fixturenames", ())) else
+               1 if item.get_closest_marker("early") else 0)
 
 
 def pytest_terminal_summary(terminalreporter, exitstatus, config):
@@ -102,6 +106,24 @@ def notebook_run(request, notebook_runs):
     mark = request.node.get_closest_marker("notebook")
     assert mark is not None, "notebook_run needs @pytest.mark.notebook(path, parameters, env=..., html=...)"
     return notebook_runs.run(*mark.args, **mark.kwargs)
+
+
+@pytest.fixture(scope="session", autouse=True)
+def early_jobs(request, tmp_path_factory):
+    """Start the work the session's tests declare with ``@pytest.mark.early("name")`` (tests/_early.py):
+    each module's function ``name`` once, with ``tmp_path_factory``, before the first test."""
+    import _early
+
+    if os.environ.get("COURSE_EARLY", "1") != "0":
+        started = set()
+        for item in request.session.items:
+            for mark in item.iter_markers("early"):
+                key = (item.module.__name__, mark.args[0])
+                if key not in started:
+                    started.add(key)
+                    getattr(item.module, mark.args[0])(tmp_path_factory)
+    yield
+    _early.shutdown()
 
 
 @pytest.fixture(scope="session", autouse=True)

@@ -194,6 +194,8 @@ def _controls(widget) -> list[tuple[str, object]]:
             kind = "range slider" if el.locator(".noUi-handle").count() == 2 else "slider"
         else:
             kind = next((k for k, c in CONTROL_KINDS if c in classes.split()), None)
+            if kind == "text" and el.locator("input[type=number]").count():
+                kind = "number"  # IntText / FloatText: a number box
         if kind:
             found.append((kind, el))
     return found
@@ -207,6 +209,15 @@ def _change(page, kind: str, el) -> str:
         box.fill(new)
         box.press("Enter")  # text boxes update on Enter, not on every key
         return f"typed {new!r}"
+    if kind == "number":
+        box = el.locator("input")
+        low, high = (box.get_attribute(a) for a in ("min", "max"))
+        now = int(float(box.input_value() or 0))
+        new = now + 1 if high is None or now + 1 <= float(high) else now - 1
+        assert low is None or new >= float(low), f"a number box with nowhere to go: {now} in [{low}, {high}]"
+        box.fill(str(new))
+        box.press("Enter")
+        return f"set {now} to {new}"
     if kind in ("dropdown", "select-multiple"):
         select = el.locator("select")
         options = select.locator("option").all_inner_texts()

@@ -24,6 +24,7 @@ import time
 import types
 from pathlib import Path
 
+import _early
 import pytest
 
 from helpers.course import colab
@@ -317,12 +318,11 @@ def _venv_site(venv: Path) -> Path:
     return next((venv / "lib").glob("python3*/site-packages"))
 
 
-@pytest.mark.slow
-def test_colab_rehearsal(tmp_path, monkeypatch, capsys):
-    why = _pip_reaches_an_index(tmp_path)
-    if why:
-        pytest.skip(f"the Colab rehearsal installs from a package index, and none is reachable: {why}")
-    times = {}
+def _rehearse(tmp_path: Path) -> dict:
+    """The rehearsal's steps, each in processes of its own (it runs in a thread beside other tests:
+    nothing here changes this process's environment): what each step printed and found, for
+    :func:`test_colab_rehearsal` to check. Steps stop at the first that cannot go on."""
+    r: dict = {"times": {}}
     t = time.perf_counter()
 
     # an environment made like Colab's
@@ -331,14 +331,15 @@ def test_colab_rehearsal(tmp_path, monkeypatch, capsys):
     python = venv / "bin" / "python"
     site = _venv_site(venv)
     linked = tmp_path / "preinstalled"
-    assert _link_preinstalled(linked) > 2
+    r["linked"], r["linked_count"] = linked, _link_preinstalled(linked)
     (site / "colab-preinstalled.pth").write_text(f"{linked}\n")
     env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "COURSE_HEADLESS", "VIRTUAL_ENV")}
     # the venv's own setuptools is older than the one torch needs: Colab's fits its torch, so the linked one serves
     subprocess.run([str(python), "-m", "pip", "uninstall", "-q", "-y", "setuptools"], env=env, check=True)
-    done = subprocess.run([str(python), "-m", "pip", "install", "--progress-bar", "off", "-q",
-                           *COLAB_PREINSTALLED], env=env, capture_output=True, text=True)
-    assert done.returncode == 0, done.stdout + done.stderr
+    r["preinstall"] = subprocess.run([str(python), "-m", "pip", "install", "--progress-bar", "off", "-q",
+                                      *COLAB_PREINSTALLED], env=env, capture_output=True, text=True)
+    if r["preinstall"].returncode != 0:
+        return r
     for rel, text in FAKE_COLAB.items():
         (site / rel).parent.mkdir(parents=True, exist_ok=True)
         (site / rel).write_text(text)
@@ -351,14 +352,9 @@ def test_colab_rehearsal(tmp_path, monkeypatch, capsys):
                              env=env, capture_output=True, text=True, check=True).stdout
         return json.loads(out)
 
-    from importlib import metadata
-
-    before = probe()
-    assert before[1:] == [metadata.version("torch"), metadata.version("torchvision"), "7.7.1", "6.17.1"]
-    assert before[0].startswith(str(linked))
-    course_pkgs = subprocess.run([str(python), "-c", "import open_clip"], env=env, capture_output=True)
-    assert course_pkgs.returncode != 0, "the Colab-like environment must not hold the course's packages"
-    times["environment"] = time.perf_counter() - t
+    r["before"] = probe()
+    r["course_packages"] = subprocess.run([str(python), "-c", "import open_clip"], env=env, capture_output=True)
+    r["times"]["environment"] = time.perf_counter() - t
 
     # the published repository: a bare copy of this one, HEAD as the default branch and the built version's tag
     t = time.perf_counter()
@@ -367,8 +363,8 @@ def test_colab_rehearsal(tmp_path, monkeypatch, capsys):
     _git("push", "-q", str(origin), "HEAD:refs/heads/main", f"HEAD:refs/tags/{_course_ref()}", cwd=ROOT)
     content = tmp_path / "content"
     content.mkdir()
-    course = content / "course"
-    calls = tmp_path / "colab-calls.txt"
+    course = r["course"] = content / "course"
+    calls = r["calls"] = tmp_path / "colab-calls.txt"
     env.update(COURSE_REPO=f"file://{origin}", COURSE_DIR=str(course), COLAB_REHEARSAL_CALLS=str(calls))
     cell = "import google.colab\n" + _setup_cell()
 
@@ -379,36 +375,23 @@ def test_colab_rehearsal(tmp_path, monkeypatch, capsys):
     # 1. no package index: pip fails, nothing is marked done
     empty = tmp_path / "no-wheels"
     empty.mkdir()
-    failed = run_cell(PIP_NO_INDEX="1", PIP_FIND_LINKS=str(empty))
-    assert failed.returncode != 0
-    assert "run this cell again to retry" in failed.stderr, failed.stderr[-2000:]
-    assert "ERROR: Could not find a version" in failed.stdout  # pip's own log, printed in full on failure
-    assert (course / "helpers").is_dir() and not colab.marker_path(course).exists()
+    r["failed"] = run_cell(PIP_NO_INDEX="1", PIP_FIND_LINKS=str(empty))
+    r["after_failure"] = {"cloned": (course / "helpers").is_dir(), "marked": colab.marker_path(course).exists()}
     # 2. the next run retries, and succeeds
-    ok = run_cell()
-    assert ok.returncode == 0, ok.stdout[-3000:] + ok.stderr[-3000:]
-    lines = ok.stdout.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("Course set up in "), ok.stdout
-    assert f"{_course_ref()} in {course}" in lines[0] and "published yet" not in lines[0]
-    assert colab.marker_path(course).exists()
-    marker = json.loads(colab.marker_path(course).read_text())
-    installed = {colab._requirement_name(p) for p in marker["installed"]}
-    assert {"open-clip-torch", "plotly"} <= installed
-    assert not installed & {"torch", "torchvision", "ipywidgets", "widgetsnbextension", "ipykernel"}, installed
-    assert probe() == before, "Colab's torch or ipywidgets changed"
-    assert not (site / "torch").exists() and not list(site.glob("torch-*.dist-info"))
+    r["ok"] = run_cell()
+    if r["ok"].returncode != 0:
+        return r
+    r["marker"] = json.loads(colab.marker_path(course).read_text()) if colab.marker_path(course).exists() else None
+    r["after_setup"] = probe()
+    r["torch_in_venv"] = (site / "torch").exists() or bool(list(site.glob("torch-*.dist-info")))
     # 3. a second run does nothing
     log = (course / ".colab-setup" / "pip.log").read_text()
-    again = run_cell()
-    assert again.returncode == 0 and again.stdout.strip().endswith("nothing to do."), again.stdout + again.stderr
-    assert len(again.stdout.strip().splitlines()) == 1
-    assert (course / ".colab-setup" / "pip.log").read_text() == log  # pip did not run
-    times["set-up cell"] = time.perf_counter() - t
+    r["again"] = run_cell()
+    r["pip_ran_again"] = (course / ".colab-setup" / "pip.log").read_text() != log
+    r["times"]["set-up cell"] = time.perf_counter() - t
 
     # notebook 1, headless, in a kernel of that environment that has google.colab imported at start
     t = time.perf_counter()
-    import papermill as pm
-
     ipython_dir = tmp_path / "ipython"
     (ipython_dir / "profile_default" / "startup").mkdir(parents=True)
     (ipython_dir / "profile_default" / "startup" / "00-colab.py").write_text("import google.colab  # noqa\n")
@@ -419,17 +402,71 @@ def test_colab_rehearsal(tmp_path, monkeypatch, capsys):
         "display_name": "Colab rehearsal", "language": "python",
         "env": {"IPYTHONDIR": str(ipython_dir), "COURSE_REPO": env["COURSE_REPO"], "COURSE_DIR": str(course),
                 "COLAB_REHEARSAL_CALLS": str(calls)}}))
-    monkeypatch.setenv("JUPYTER_PATH", str(tmp_path / "jupyter"))
-    monkeypatch.delenv("PYTHONPATH", raising=False)  # the kernel imports the clone's helpers, not this checkout's
-    monkeypatch.delenv("COURSE_HEADLESS", raising=False)
-    executed = tmp_path / "01_executed.ipynb"
-    pm.execute_notebook(str(course / "notebooks" / NOTEBOOK.name), str(executed), kernel_name="colab-rehearsal",
-                        parameters={"n_images": 50}, cwd=str(content), progress_bar=False,
-                        execution_timeout=900)
-    times["notebook 1"] = time.perf_counter() - t
+    executed = r["executed"] = tmp_path / "01_executed.ipynb"
+    # papermill in a process of its own: the kernel imports the clone's helpers, not this checkout's
+    pm_env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "COURSE_HEADLESS")}
+    pm_env["JUPYTER_PATH"] = str(tmp_path / "jupyter")
+    r["papermill"] = subprocess.run(
+        [sys.executable, "-m", "papermill", str(course / "notebooks" / NOTEBOOK.name), str(executed),
+         "-k", "colab-rehearsal", "-p", "n_images", "50", "--cwd", str(content), "--no-progress-bar",
+         "--execution-timeout", "900"], env=pm_env, capture_output=True, text=True)
+    r["times"]["notebook 1"] = time.perf_counter() - t
+    r["after_notebook"] = probe()
+    return r
+
+
+def _rehearsal(tmp_path: Path) -> tuple[str | None, dict | None]:
+    """``(why not, None)`` when pip reaches no package index, else ``(None, what the rehearsal found)``."""
+    why = _pip_reaches_an_index(tmp_path)
+    return (why, None) if why else (None, _rehearse(tmp_path))
+
+
+def start_rehearsal(tmp_path_factory) -> None:
+    """The rehearsal, started at the session's start in a thread (the ``early`` mark, tests/_early.py)."""
+    _early.job("colab", _rehearsal, tmp_path_factory.mktemp("colab"))
+
+
+@pytest.mark.slow
+@pytest.mark.early("start_rehearsal")
+def test_colab_rehearsal(tmp_path, capsys):
+    why, r = _early.job("colab", _rehearsal, tmp_path).result()
+    if why:
+        pytest.skip(f"the Colab rehearsal installs from a package index, and none is reachable: {why}")
+    from importlib import metadata
+
+    assert r["linked_count"] > 2
+    assert r["preinstall"].returncode == 0, r["preinstall"].stdout + r["preinstall"].stderr
+    before = r["before"]
+    assert before[1:] == [metadata.version("torch"), metadata.version("torchvision"), "7.7.1", "6.17.1"]
+    assert before[0].startswith(str(r["linked"]))
+    assert r["course_packages"].returncode != 0, "the Colab-like environment must not hold the course's packages"
+    course, failed, ok, again = r["course"], r["failed"], r["ok"], r["again"]
+    # 1. no package index: pip fails, nothing is marked done
+    assert failed.returncode != 0
+    assert "run this cell again to retry" in failed.stderr, failed.stderr[-2000:]
+    assert "ERROR: Could not find a version" in failed.stdout  # pip's own log, printed in full on failure
+    assert r["after_failure"] == {"cloned": True, "marked": False}
+    # 2. the next run retries, and succeeds
+    assert ok.returncode == 0, ok.stdout[-3000:] + ok.stderr[-3000:]
+    lines = ok.stdout.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("Course set up in "), ok.stdout
+    assert f"{_course_ref()} in {course}" in lines[0] and "published yet" not in lines[0]
+    marker = r["marker"]
+    assert marker is not None, "no marker after a set-up that worked"
+    installed = {colab._requirement_name(p) for p in marker["installed"]}
+    assert {"open-clip-torch", "plotly"} <= installed
+    assert not installed & {"torch", "torchvision", "ipywidgets", "widgetsnbextension", "ipykernel"}, installed
+    assert r["after_setup"] == before, "Colab's torch or ipywidgets changed"
+    assert not r["torch_in_venv"]
+    # 3. a second run does nothing
+    assert again.returncode == 0 and again.stdout.strip().endswith("nothing to do."), again.stdout + again.stderr
+    assert len(again.stdout.strip().splitlines()) == 1
+    assert not r["pip_ran_again"]
+    # notebook 1 in the Colab-like kernel
+    assert r["papermill"].returncode == 0, r["papermill"].stderr[-3000:]
     import nbformat
 
-    nb = nbformat.read(str(executed), as_version=4)  # multi-line strings joined
+    nb = nbformat.read(str(r["executed"]), as_version=4)  # multi-line strings joined
     code = [c for c in nb["cells"] if c["cell_type"] == "code"]
     outputs = [o for c in code for o in c.get("outputs", [])]
     assert not [o for o in outputs if o["output_type"] == "error"]
@@ -452,8 +489,8 @@ def test_colab_rehearsal(tmp_path, monkeypatch, capsys):
     versions = {s["model_module"]: s["model_module_version"] for s in state.values()}
     assert versions["@jupyter-widgets/controls"] == "1.5.0", versions  # ipywidgets 7's models (8's are 2.0.0)
     # the built-in widget manager serves ipywidgets 7: the custom one was not turned on
-    assert not calls.exists()
-    assert probe() == before
+    assert not r["calls"].exists()
+    assert r["after_notebook"] == before
     with capsys.disabled():
-        print("\nColab rehearsal: " + ", ".join(f"{k} {v:.0f} s" for k, v in times.items())
-              + f"; {sum(times.values()):.0f} s in all; set-up: {lines[0]}")
+        print("\nColab rehearsal: " + ", ".join(f"{k} {v:.0f} s" for k, v in r["times"].items())
+              + f"; {sum(r['times'].values()):.0f} s in all; set-up: {lines[0]}")

@@ -16,9 +16,10 @@ import urllib.parse
 import zipfile
 from pathlib import Path
 
+import _early
 import pytest
 import yaml
-from _resolve import ROOT, normalize, reachable, require_index, requirement_lines, resolve
+from _resolve import ROOT, index_url, normalize, reachable, require_index, requirement_lines, resolve
 from packaging.specifiers import SpecifierSet
 from packaging.version import Version
 
@@ -111,18 +112,34 @@ def _backend(call: str, source: Path, out: Path) -> tuple[str, str]:
     return out / printed.split("BUILT ")[-1].split()[0], printed
 
 
+def _setuptools_problem() -> str:
+    try:
+        import setuptools
+    except ImportError:
+        return "setuptools is not installed in this environment: the builds need it"
+    if Version(setuptools.__version__) < Version("77"):
+        return f"setuptools {setuptools.__version__} here; the build needs 77 or newer (pyproject.toml)"
+    return ""
+
+
+def start_builds(tmp_path_factory) -> None:
+    """The builds, started at the session's start in a thread (the ``early`` mark, tests/_early.py)."""
+    if not _setuptools_problem():
+        _early.job("builds", _build_all, tmp_path_factory.mktemp("builds"))
+
+
 @pytest.fixture(scope="module")
 def builds(tmp_path_factory):
     """A wheel built in the source tree (what ``pip install .`` builds), a source distribution
     and the wheel built from it (what ``python -m build`` makes), and an editable build, with
     everything the builds printed."""
-    try:
-        import setuptools
-    except ImportError:
-        pytest.skip("setuptools is not installed in this environment: the builds need it")
-    if Version(setuptools.__version__) < Version("77"):
-        pytest.skip(f"setuptools {setuptools.__version__} here; the build needs 77 or newer (pyproject.toml)")
-    base = tmp_path_factory.mktemp("builds")
+    why = _setuptools_problem()
+    if why:
+        pytest.skip(why)
+    return _early.job("builds", _build_all, tmp_path_factory.mktemp("builds")).result()
+
+
+def _build_all(base: Path) -> dict:
     source = _source_copy(base / "source")
     out = base / "dist"
     out.mkdir()
@@ -142,6 +159,7 @@ def builds(tmp_path_factory):
 
 
 @pytest.mark.slow
+@pytest.mark.early("start_builds")
 def test_builds_print_no_deprecation_warning(builds):
     for name, log in builds["log"].items():
         assert "SetuptoolsDeprecationWarning" not in log, name
@@ -155,6 +173,7 @@ DATA_FILES = ["models/world-clip.json", "models/world-clip-world-v3.safetensors"
 
 
 @pytest.mark.slow
+@pytest.mark.early("start_builds")
 def test_wheel_carries_every_package_and_the_data(builds):
     names = zipfile.ZipFile(builds["wheel"]).namelist()
     packages = sorted(str(p.parent.relative_to(ROOT)).replace(os.sep, "/")
@@ -199,6 +218,7 @@ def _probe(python: str, cwd: Path, extra_env: dict[str, str]) -> dict:
 
 
 @pytest.mark.slow
+@pytest.mark.early("start_builds")
 def test_wheel_works_outside_the_repository(builds, tmp_path):
     """``pip install`` of the wheel into a fresh environment outside the repository (which
     reuses this environment's packages through a .pth file, without its editable finder):
@@ -264,21 +284,43 @@ def test_readme_binder_badge_opens_the_learner_notebooks():
     assert (ROOT / "notebooks" / "learner").is_dir()
 
 
+def _binder_requirements() -> tuple[list[str], list[str]]:
+    """binder/requirements.txt's lines (PyTorch's CPU index left out where it does not answer) and
+    the pins of repo2docker's base packages the file does not name."""
+    lines = requirement_lines(ROOT / "binder" / "requirements.txt")
+    named = {normalize(re.split(r"[=<>!~\[; ]", line, maxsplit=1)[0]) for line in lines if not line.startswith("-")}
+    kept = [f"{name}=={version}" for name, version in REPO2DOCKER_311.items() if normalize(name) not in named]
+    indexes = [line for line in lines if line.startswith("--extra-index-url")]
+    for line in indexes:  # PyTorch's CPU wheels where that index answers; else the same version from the default index
+        if reachable(line.split()[-1].rstrip("/") + "/torch/"):
+            lines.remove(line)
+    return lines, kept
+
+
+def _binder_resolution(tmp: Path):
+    def run():
+        lines, kept = _binder_requirements()
+        return resolve(lines + kept, "3.11", tmp)
+
+    return _early.job("binder", run)
+
+
+def start_binder_resolution(tmp_path_factory) -> None:
+    """The resolution, started at the session's start in a thread (the ``early`` mark)."""
+    if not reachable(index_url() + "/pip/"):
+        _binder_resolution(tmp_path_factory.mktemp("binder"))
+
+
 @pytest.mark.slow
+@pytest.mark.early("start_binder_resolution")
 def test_binder_requirements_resolve_with_repo2docker_base(tmp_path):
     """What repo2docker does: ``pip install -r binder/requirements.txt`` into its base
     environment. Packages the file names are replaced; the base's Jupyter packages it does not
     name stay, so they must fit what is installed beside them."""
     require_index()
-    lines = requirement_lines(ROOT / "binder" / "requirements.txt")
-    named = {normalize(re.split(r"[=<>!~\[; ]", line, maxsplit=1)[0]) for line in lines if not line.startswith("-")}
-    kept = [f"{name}=={version}" for name, version in REPO2DOCKER_311.items() if normalize(name) not in named]
+    lines, kept = _binder_requirements()
     assert any(k.startswith("notebook==") for k in kept)  # Binder's Notebook stays
-    indexes = [line for line in lines if line.startswith("--extra-index-url")]
-    for line in indexes:  # PyTorch's CPU wheels where that index answers; else the same version from the default index
-        if reachable(line.split()[-1].rstrip("/") + "/torch/"):
-            lines.remove(line)
-    status, packages, messages = resolve(lines + kept, "3.11", tmp_path)
+    status, packages, messages = _binder_resolution(tmp_path).result()
     assert status == 0, messages[-3000:]
     got = {normalize(p["name"]): p["version"] for p in packages}
     for pin in kept:

@@ -15,7 +15,7 @@ import tomllib
 from pathlib import Path
 
 import pytest
-from _resolve import ROOT, normalize, require_index, requirement_lines, resolve
+from _resolve import ROOT, index_url, normalize, reachable, require_index, requirement_lines, resolve
 from packaging.specifiers import SpecifierSet
 
 SCRIPT = ROOT / "scripts" / "setup.py"
@@ -92,26 +92,31 @@ def test_an_unsupported_python_is_refused_before_anything_else(tmp_path):
 PINS = requirement_lines(ROOT / "requirements-pinned.txt")
 
 
-@pytest.fixture(scope="module")
-def resolutions(tmp_path_factory):
-    """pip's resolution of the pins for every version below, started together (each pip waits on
-    the index most of its time): ``resolutions[version]`` is a future of ``resolve``'s result."""
-    from concurrent.futures import ThreadPoolExecutor
+def _resolution(version: str, tmp: Path):
+    """pip's resolution of the pins for ``version`` (each pip waits on the index most of its time,
+    so they run together, in threads: tests/_early.py)."""
+    import _early
 
-    require_index()
-    versions = [*S.supported_versions(), BELOW, ABOVE]
-    with ThreadPoolExecutor(len(versions)) as pool:
-        yield {v: pool.submit(resolve, PINS, v, tmp_path_factory.mktemp(f"resolve-{v}")) for v in versions}
+    return _early.job(("pins", version), resolve, PINS, version, tmp)
+
+
+def start_resolutions(tmp_path_factory) -> None:
+    """Every version's resolution, started at the session's start (the ``early`` mark)."""
+    if not reachable(index_url() + "/pip/"):
+        for v in [*S.supported_versions(), BELOW, ABOVE]:
+            _resolution(v, tmp_path_factory.mktemp(f"resolve-{v}"))
 
 
 @pytest.mark.slow
+@pytest.mark.early("start_resolutions")
 @pytest.mark.parametrize("version", S.supported_versions())
-def test_pins_resolve_for_each_supported_python(version, resolutions):
+def test_pins_resolve_for_each_supported_python(version, tmp_path):
     """Every pinned package, and what it needs, has a wheel for ``version`` on this platform.
 
     pip's ``--python-version`` picks wheels and Requires-Python for that version; environment
     markers are still read on the running Python (a pip limitation)."""
-    status, packages, messages = resolutions[version].result()
+    require_index()
+    status, packages, messages = _resolution(version, tmp_path).result()
     assert status == 0, messages[-3000:]
     got = {normalize(p["name"]): p["version"] for p in packages}
     for line in PINS:
@@ -120,11 +125,13 @@ def test_pins_resolve_for_each_supported_python(version, resolutions):
 
 
 @pytest.mark.slow
+@pytest.mark.early("start_resolutions")
 @pytest.mark.parametrize("version", [BELOW, ABOVE])
-def test_pins_do_not_resolve_outside_the_range(version, resolutions):
+def test_pins_do_not_resolve_outside_the_range(version, tmp_path):
     """Just below and just above the range, some pinned package has no wheel: that is why the
     range is what it is."""
-    status, _, messages = resolutions[version].result()
+    require_index()
+    status, _, messages = _resolution(version, tmp_path).result()
     assert status != 0
     assert "No matching distribution found" in messages, messages[-3000:]
 

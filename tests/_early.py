@@ -1,0 +1,43 @@
+"""Work that runs in other processes (pip's resolutions, package builds, a rehearsal in a fresh
+environment), started in threads at the session's start so that it goes on while the other tests
+run; the test that needs it waits for its result.
+
+A test declares it with ``@pytest.mark.early("name")``: at the session's start tests/conftest.py
+calls the function ``name`` of the test's module once, with the session's ``tmp_path_factory``;
+that function starts jobs with :func:`job`. The test then asks :func:`job` for the same key and
+gets the same future (a job asked for before it was started runs then). A job must not change
+this process's state (environment variables, the working folder): it runs beside other tests.
+``COURSE_EARLY=0`` starts nothing early.
+"""
+
+from __future__ import annotations
+
+import threading
+from concurrent.futures import Future, ThreadPoolExecutor
+from typing import Any, Callable, Hashable
+
+_lock = threading.Lock()
+_jobs: dict[Hashable, Future] = {}
+_pool: ThreadPoolExecutor | None = None
+
+
+def job(key: Hashable, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Future:
+    """The future of ``fn(*args, **kwargs)`` under ``key``, started once (later calls with the same
+    key return the first call's future, whatever their arguments)."""
+    global _pool
+    with _lock:
+        if key not in _jobs:
+            if _pool is None:
+                _pool = ThreadPoolExecutor(8, thread_name_prefix="early")
+            _jobs[key] = _pool.submit(fn, *args, **kwargs)
+        return _jobs[key]
+
+
+def shutdown() -> None:
+    """Wait for the jobs started (at the session's end)."""
+    global _pool
+    with _lock:
+        pool, _pool = _pool, None
+        _jobs.clear()
+    if pool is not None:
+        pool.shutdown(wait=True, cancel_futures=True)
