@@ -34,48 +34,8 @@ import time
 
 import torch
 
-
-def build(model_name: str):
-    import warnings
-
-    import open_clip
-
-    torch.manual_seed(0)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        model = open_clip.create_model(model_name)
-    return model.eval()
-
-
-class PeakRSS:
-    """Samples this process's resident set size (Linux /proc) in a thread."""
-
-    def __init__(self, interval: float = 0.0005) -> None:
-        import threading
-
-        self._page = os.sysconf("SC_PAGE_SIZE")
-        self._interval = interval
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
-        self.start = self.peak = self._rss()
-
-    def _rss(self) -> int:
-        with open("/proc/self/statm") as f:
-            return int(f.read().split()[1]) * self._page
-
-    def _run(self) -> None:
-        while not self._stop.is_set():
-            self.peak = max(self.peak, self._rss())
-            self._stop.wait(self._interval)
-
-    def __enter__(self) -> "PeakRSS":
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._stop.set()
-        self._thread.join()
-        self.peak = max(self.peak, self._rss())
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from bench_decompose import PeakRSS, build  # noqa: E402  (a random-weight model; the peak RSS sampler)
 
 
 def memory_worker(model_name: str, layers: list[int], n_images: int, batch: int, k: int) -> None:

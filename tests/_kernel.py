@@ -171,12 +171,9 @@ class SharedKernel:
         import papermill as pm
         from papermill.engines import papermill_engines
 
-        (out_dir / "notebooks").mkdir(parents=True, exist_ok=True)
-        (out_dir / "figures").mkdir(parents=True, exist_ok=True)
-        executed = out_dir / "notebooks" / path.name
-        figures = out_dir / "figures" / (path.stem + ".json")
-        params = {"record_to": str(figures.resolve())}
-        params.update(parameters or {})
+        from helpers.course.main_job import run_files
+
+        executed, figures, params = run_files(path, out_dir, parameters)
         if not self.alive():
             self.start()
         try:

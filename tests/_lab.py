@@ -1,5 +1,6 @@
-"""JupyterLab and Chromium for the browser tests: one JupyterLab server per test session (fixture
-``lab`` in tests/conftest.py), one Chromium per test module (fixture ``browser``).
+"""JupyterLab and Chromium for the browser tests: ``start_lab`` (one JupyterLab server) and
+``chromium_context`` (one headless Chromium), both context managers; tests/test_browser.py runs
+them in a thread of its own, tests/test_app.py beside its Voilà server.
 
 The server runs this environment's python as the notebooks' kernel, with the course's own
 settings (binder/lab-settings.json) and a few for testing, in a folder of its own

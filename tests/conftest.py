@@ -2,8 +2,9 @@
 
 Notebook runs share one kernel per session (fixture ``notebook_kernel``; tests/_kernel.py),
 reset between notebooks; ``notebook_runs`` runs each (notebook, parameters) once per session for
-every test that asks. Browser tests share one JupyterLab per session and one Chromium per module
-(fixtures ``lab`` and ``browser``; tests/_lab.py). A test using any of these is in the slow tier.
+every test that asks. The browser tests run in a lane of their own, one JupyterLab and one
+Chromium in a thread from the session's start (tests/test_browser.py, tests/_lab.py, started like
+the other work of tests/_early.py). A test using a notebook fixture is in the slow tier.
 """
 
 import os
@@ -133,24 +134,3 @@ def notebook_prefetch(request):
     marked = [m for m in (i.get_closest_marker("notebook") for i in request.session.items) if m is not None]
     if marked and os.environ.get("COURSE_PREFETCH", "1") != "0" and os.environ.get("COURSE_FRESH_KERNELS") != "1":
         request.getfixturevalue("notebook_runs").prefetch([(m.args, m.kwargs) for m in marked])
-
-
-@pytest.fixture(scope="session")
-def lab(tmp_path_factory):
-    """One JupyterLab server for the session's browser tests (tests/_lab.py): ``lab.work`` is its
-    folder, ``lab.url(path)`` a document's page, ``lab.close_sessions()`` ends every kernel."""
-    pytest.importorskip("jupyterlab", reason="JupyterLab is not installed (it is in requirements-pinned.txt)")
-    from _lab import start_lab
-
-    with start_lab(tmp_path_factory.mktemp("lab")) as server:
-        yield server
-
-
-@pytest.fixture(scope="module")
-def browser(lab, tmp_path_factory):
-    """A headless Chromium (a Playwright browser context) for one test module: kept per module,
-    as Playwright's synchronous API must not stay open while other tests run their own event loops."""
-    from _lab import chromium_context
-
-    with chromium_context(tmp_path_factory.mktemp("chromium-profile")) as ctx:
-        yield ctx

@@ -45,6 +45,7 @@ import re
 import time
 from pathlib import Path
 
+import _early
 import pytest
 from _lab import menu as _menu
 from _lab import open_notebook as _open_path
@@ -82,9 +83,8 @@ def _copy_notebook(src: Path, dst: Path, params: dict) -> None:
     dst.write_text(json.dumps(nb, indent=1) + "\n")
 
 
-@pytest.fixture(scope="module")
-def notebooks_in_lab(lab):
-    """The notebooks' copies in the lab's folder (``notebooks/``)."""
+def _copy_notebooks(lab) -> Path:
+    """The notebooks' copies in the lab's folder (``notebooks/``, the learner build's in ``notebooks/learner/``)."""
     folder = lab.work / "notebooks"
     folder.mkdir(exist_ok=True)
     for path in NOTEBOOKS:
@@ -95,12 +95,8 @@ def notebooks_in_lab(lab):
     return folder
 
 
-@pytest.fixture(scope="module", autouse=True)
-def repository_notebooks_untouched():
-    before = {p: hashlib.sha256(p.read_bytes()).hexdigest() for p in NOTEBOOKS + LEARNER}
-    yield
-    after = {p: hashlib.sha256(p.read_bytes()).hexdigest() for p in NOTEBOOKS + LEARNER}
-    assert before == after, "the repository's notebooks changed while JupyterLab ran the copies"
+def _hashes() -> dict[Path, str]:
+    return {p: hashlib.sha256(p.read_bytes()).hexdigest() for p in NOTEBOOKS + LEARNER}
 
 
 # ---------------------------------------------------------------------------------------------
@@ -281,8 +277,8 @@ def _page_reads_as_prose(page, name: str) -> None:
 # the test
 # ---------------------------------------------------------------------------------------------
 
-@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
-def test_notebook_in_jupyterlab(path, lab, browser, notebooks_in_lab, capsys):
+def _check_notebook(path: Path, lab, browser, notebooks_in_lab: Path) -> str:
+    """Every check of the module's docstring on one notebook; returns what it did, in one line."""
     lab.close_sessions()
     copy = notebooks_in_lab / path.name
     cells = json.loads(copy.read_text())["cells"]
@@ -388,9 +384,8 @@ def test_notebook_in_jupyterlab(path, lab, browser, notebooks_in_lab, capsys):
     assert not errors.errors, "JavaScript errors after reopening:\n" + "\n".join(errors.errors)
     page.close()
     lab.close_sessions()
-    with capsys.disabled():
-        print(f"\n{path.stem}: ran in {ran_s:.0f} s in JupyterLab; changed {', '.join(changed) or 'no widget'}; "
-              f"saved {saved_bytes / 1e6:.2f} MB; screenshot {shot}")
+    return (f"{path.stem}: ran in {ran_s:.0f} s in JupyterLab; changed {', '.join(changed) or 'no widget'}; "
+            f"saved {saved_bytes / 1e6:.2f} MB; screenshot {shot}")
 
 
 WRONG_LINEARISE = '''def linearise(pieces, sigma, gamma, proj):
@@ -400,8 +395,7 @@ WRONG_LINEARISE = '''def linearise(pieces, sigma, gamma, proj):
 '''
 
 
-@pytest.mark.parametrize("path", LEARNER, ids=lambda p: f"learner-{p.stem}")
-def test_learner_build_in_jupyterlab(path, lab, browser, notebooks_in_lab, capsys):
+def _check_learner(path: Path, lab, browser, notebooks_in_lab: Path) -> str:
     """The learner build as shipped (every check *not done*, the notebook runs to its end), then
     one wrong answer typed into exercise 1.1: a marked failure that names the concept, and the
     next line says that the reference stands in for the learner's function."""
@@ -458,5 +452,79 @@ def test_learner_build_in_jupyterlab(path, lab, browser, notebooks_in_lab, capsy
     assert not errors.errors, "JavaScript errors:\n" + "\n".join(errors.errors)
     page.close()
     lab.close_sessions()
+    return f"learner {path.stem}: {n_ex} exercises not done, a wrong 1.1 diagnosed; screenshot {shot}"
+
+
+# ---------------------------------------------------------------------------------------------
+# the lane: one JupyterLab and one Chromium in a thread of their own, from the session's start
+# ---------------------------------------------------------------------------------------------
+
+
+def _browser_lane(tmp: Path) -> dict:
+    """Every notebook's checks, then the learner build's, in this thread (Playwright's objects stay
+    in the thread that made them): ``{name: the line it printed, or what it raised}``, and whether
+    the repository's notebooks stayed untouched."""
+    from _lab import chromium_context, start_lab
+
+    before = _hashes()
+    out: dict = {}
+    try:
+        with start_lab(tmp / "lab") as lab, chromium_context(tmp / "chromium-profile") as browser:
+            folder = _copy_notebooks(lab)
+            for path in NOTEBOOKS:
+                try:
+                    out[path.stem] = _check_notebook(path, lab, browser, folder)
+                except BaseException as exc:  # kept for the notebook's test (a skip included)
+                    out[path.stem] = exc
+            for path in LEARNER:
+                try:
+                    out[f"learner-{path.stem}"] = _check_learner(path, lab, browser, folder)
+                except BaseException as exc:
+                    out[f"learner-{path.stem}"] = exc
+    except BaseException as exc:  # no JupyterLab or no Chromium: every test says why
+        out["lane"] = exc
+    out["untouched"] = _hashes() == before
+    return out
+
+
+def start_browser_lane(tmp_path_factory) -> None:
+    """The lane, started at the session's start (the ``early`` mark, tests/_early.py): the browser
+    runs go on beside the other tests and the notebook kernel's runs."""
+    _early.job("browser", _browser_lane, tmp_path_factory.mktemp("browser-lane"))
+
+
+def _lane_result(tmp_path_factory) -> dict:
+    return _early.job("browser", _browser_lane, tmp_path_factory.mktemp("browser-lane")).result()
+
+
+def _outcome(name: str, tmp_path_factory) -> str:
+    out = _lane_result(tmp_path_factory)
+    found = out.get("lane", out.get(name))
+    if isinstance(found, BaseException):
+        raise found
+    assert found is not None, f"the browser lane did not reach {name}"
+    return found
+
+
+@pytest.mark.early("start_browser_lane")
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
+def test_notebook_in_jupyterlab(path, tmp_path_factory, capsys):
+    said = _outcome(path.stem, tmp_path_factory)
     with capsys.disabled():
-        print(f"\nlearner {path.stem}: {n_ex} exercises not done, a wrong 1.1 diagnosed; screenshot {shot}")
+        print(f"\n{said}")
+
+
+@pytest.mark.early("start_browser_lane")
+@pytest.mark.parametrize("path", LEARNER, ids=lambda p: f"learner-{p.stem}")
+def test_learner_build_in_jupyterlab(path, tmp_path_factory, capsys):
+    said = _outcome(f"learner-{path.stem}", tmp_path_factory)
+    with capsys.disabled():
+        print(f"\n{said}")
+
+
+@pytest.mark.early("start_browser_lane")
+def test_repository_notebooks_untouched(tmp_path_factory):
+    out = _lane_result(tmp_path_factory)
+    if isinstance(out.get("lane"), BaseException):
+        raise out["lane"]
+    assert out["untouched"], "the repository's notebooks changed while JupyterLab ran the copies"

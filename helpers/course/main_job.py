@@ -28,7 +28,7 @@ from typing import Any
 
 from ..engine.paths import ROOT
 
-__all__ = ["notebook_paths", "execute_notebook", "export_html", "stderr_outputs", "main"]
+__all__ = ["notebook_paths", "execute_notebook", "run_files", "export_html", "stderr_outputs", "main"]
 
 
 
@@ -48,12 +48,7 @@ def execute_notebook(path: Path, out_dir: Path, parameters: dict[str, Any] | Non
     import papermill as pm
 
     out_dir = Path(out_dir)
-    (out_dir / "notebooks").mkdir(parents=True, exist_ok=True)
-    (out_dir / "figures").mkdir(parents=True, exist_ok=True)
-    executed = out_dir / "notebooks" / path.name
-    figures = out_dir / "figures" / (path.stem + ".json")
-    params = {"record_to": str(figures.resolve())}
-    params.update(parameters or {})
+    executed, figures, params = run_files(path, out_dir, parameters)
     # the kernel's own log stays quiet below errors (its warning about unencrypted local TCP
     # sockets would otherwise interleave with the job's progress lines)
     pm.execute_notebook(str(path), str(executed), parameters=params, kernel_name=kernel,
@@ -62,6 +57,15 @@ def execute_notebook(path: Path, out_dir: Path, parameters: dict[str, Any] | Non
     if html:
         export_html(executed, out_dir)
     return json.loads(figures.read_text()) if figures.exists() else {}
+
+
+def run_files(path: Path, out_dir: Path, parameters: dict[str, Any] | None = None) -> tuple[Path, Path, dict]:
+    """Where a run of ``path`` writes (``out_dir/notebooks/<name>``, its figures
+    ``out_dir/figures/<stem>.json``; both folders made) and its parameters with ``record_to``."""
+    (out_dir / "notebooks").mkdir(parents=True, exist_ok=True)
+    (out_dir / "figures").mkdir(parents=True, exist_ok=True)
+    figures = out_dir / "figures" / (path.stem + ".json")
+    return out_dir / "notebooks" / path.name, figures, {"record_to": str(figures.resolve()), **(parameters or {})}
 
 
 def export_html(executed: Path, out_dir: Path) -> Path:
