@@ -3,8 +3,8 @@ environment), started in threads at the session's start so that it goes on while
 run; the test that needs it waits for its result.
 
 A test declares it with ``@pytest.mark.early("name")``: at the session's start tests/conftest.py
-calls the function ``name`` of the test's module once, with the session's ``tmp_path_factory``;
-that function starts jobs with :func:`job`. The test then asks :func:`job` for the same key and
+calls the function ``name`` of the test's module once, with the session's ``tmp_path_factory``
+and the session's tests that carry the mark; that function starts jobs with :func:`job`. The test then asks :func:`job` for the same key and
 gets the same future (a job asked for before it was started runs then). A job must not change
 this process's state (environment variables, the working folder): it runs beside other tests.
 ``COURSE_EARLY=0`` starts nothing early.

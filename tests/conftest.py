@@ -112,17 +112,17 @@ def notebook_run(request, notebook_runs):
 @pytest.fixture(scope="session", autouse=True)
 def early_jobs(request, tmp_path_factory):
     """Start the work the session's tests declare with ``@pytest.mark.early("name")`` (tests/_early.py):
-    each module's function ``name`` once, with ``tmp_path_factory``, before the first test."""
+    each module's function ``name`` once, with ``tmp_path_factory`` and the session's tests that
+    mark it, before the first test."""
     import _early
 
     if os.environ.get("COURSE_EARLY", "1") != "0":
-        started = set()
+        asking: dict[tuple, list] = {}  # (module, function) -> the session's tests that mark it
         for item in request.session.items:
             for mark in item.iter_markers("early"):
-                key = (item.module.__name__, mark.args[0])
-                if key not in started:
-                    started.add(key)
-                    getattr(item.module, mark.args[0])(tmp_path_factory)
+                asking.setdefault((item.module, mark.args[0]), []).append(item)
+        for (module, name), items in asking.items():
+            getattr(module, name)(tmp_path_factory, items)
     yield
     _early.shutdown()
 

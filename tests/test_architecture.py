@@ -68,6 +68,12 @@ def graph() -> dict[str, set[str]]:
     return {name: imported(name, path, known) for name, path in mods.items()}
 
 
+@pytest.fixture(scope="module")
+def package_graph() -> dict[str, set[str]]:
+    """The package's import graph, read once for the tests below."""
+    return graph()
+
+
 def layer(name: str) -> int:
     parts = name.split(".")
     if len(parts) == 1:
@@ -117,21 +123,21 @@ def test_every_module_sits_in_a_layer():
         layer(name)
 
 
-def test_no_import_cycles():
-    found = cycles(graph())
+def test_no_import_cycles(package_graph):
+    found = cycles(package_graph)
     assert not found, "import cycles: " + "; ".join(" <-> ".join(c) for c in found)
 
 
-def test_no_upward_imports():
-    g = graph()
+def test_no_upward_imports(package_graph):
+    g = package_graph
     upward = sorted(f"{a} -> {b}" for a, deps in g.items() for b in deps
                     if layer(b) > layer(a) and not (b.startswith(a + ".") and a.count(".") == 1))
     assert not upward, "imports from a lower layer up to a higher one:\n  " + "\n  ".join(upward)
 
 
-def test_the_package_itself_imports_nothing_heavy():
+def test_the_package_itself_imports_nothing_heavy(package_graph):
     # `import helpers` stays instant: layers are imported where they are used
-    assert graph()["helpers"] == set()
+    assert package_graph["helpers"] == set()
 
 
 # --- the checker itself, on small made-up packages -------------------------------------------

@@ -460,10 +460,11 @@ def _check_learner(path: Path, lab, browser, notebooks_in_lab: Path) -> str:
 # ---------------------------------------------------------------------------------------------
 
 
-def _browser_lane(tmp: Path) -> dict:
-    """Every notebook's checks, then the learner build's, in this thread (Playwright's objects stay
-    in the thread that made them): ``{name: the line it printed, or what it raised}``, and whether
-    the repository's notebooks stayed untouched."""
+def _browser_lane(tmp: Path, names: set[str] | None = None) -> dict:
+    """The checks of every notebook named in ``names`` (all when ``None``), then the learner
+    build's, in this thread (Playwright's objects stay in the thread that made them):
+    ``{name: the line it printed, or what it raised}``, and whether the repository's notebooks
+    stayed untouched."""
     from _lab import chromium_context, start_lab
 
     before = _hashes()
@@ -472,11 +473,15 @@ def _browser_lane(tmp: Path) -> dict:
         with start_lab(tmp / "lab") as lab, chromium_context(tmp / "chromium-profile") as browser:
             folder = _copy_notebooks(lab)
             for path in NOTEBOOKS:
+                if names is not None and path.stem not in names:
+                    continue
                 try:
                     out[path.stem] = _check_notebook(path, lab, browser, folder)
                 except BaseException as exc:  # kept for the notebook's test (a skip included)
                     out[path.stem] = exc
             for path in LEARNER:
+                if names is not None and f"learner-{path.stem}" not in names:
+                    continue
                 try:
                     out[f"learner-{path.stem}"] = _check_learner(path, lab, browser, folder)
                 except BaseException as exc:
@@ -487,10 +492,12 @@ def _browser_lane(tmp: Path) -> dict:
     return out
 
 
-def start_browser_lane(tmp_path_factory) -> None:
-    """The lane, started at the session's start (the ``early`` mark, tests/_early.py): the browser
-    runs go on beside the other tests and the notebook kernel's runs."""
-    _early.job("browser", _browser_lane, tmp_path_factory.mktemp("browser-lane"))
+def start_browser_lane(tmp_path_factory, items=()) -> None:
+    """The lane, started at the session's start (the ``early`` mark, tests/_early.py) for the
+    session's browser tests: the browser runs go on beside the other tests and the notebook
+    kernel's runs."""
+    names = {item.callspec.id for item in items if hasattr(item, "callspec")}
+    _early.job("browser", _browser_lane, tmp_path_factory.mktemp("browser-lane"), names)
 
 
 def _lane_result(tmp_path_factory) -> dict:

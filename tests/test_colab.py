@@ -421,7 +421,7 @@ def _rehearsal(tmp_path: Path) -> tuple[str | None, dict | None]:
     return (why, None) if why else (None, _rehearse(tmp_path))
 
 
-def start_rehearsal(tmp_path_factory) -> None:
+def start_rehearsal(tmp_path_factory, items=()) -> None:
     """The rehearsal, started at the session's start in a thread (the ``early`` mark, tests/_early.py)."""
     _early.job("colab", _rehearsal, tmp_path_factory.mktemp("colab"))
 

@@ -122,7 +122,7 @@ def _setuptools_problem() -> str:
     return ""
 
 
-def start_builds(tmp_path_factory) -> None:
+def start_builds(tmp_path_factory, items=()) -> None:
     """The builds, started at the session's start in a thread (the ``early`` mark, tests/_early.py)."""
     if not _setuptools_problem():
         _early.job("builds", _build_all, tmp_path_factory.mktemp("builds"))
@@ -305,7 +305,7 @@ def _binder_resolution(tmp: Path):
     return _early.job("binder", run)
 
 
-def start_binder_resolution(tmp_path_factory) -> None:
+def start_binder_resolution(tmp_path_factory, items=()) -> None:
     """The resolution, started at the session's start in a thread (the ``early`` mark)."""
     if not reachable(index_url() + "/pip/"):
         _binder_resolution(tmp_path_factory.mktemp("binder"))

@@ -100,7 +100,7 @@ def _resolution(version: str, tmp: Path):
     return _early.job(("pins", version), resolve, PINS, version, tmp)
 
 
-def start_resolutions(tmp_path_factory) -> None:
+def start_resolutions(tmp_path_factory, items=()) -> None:
     """Every version's resolution, started at the session's start (the ``early`` mark)."""
     if not reachable(index_url() + "/pip/"):
         for v in [*S.supported_versions(), BELOW, ABOVE]:
