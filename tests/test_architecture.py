@@ -156,4 +156,4 @@ def test_checker_sees_function_level_and_relative_imports(tmp_path, monkeypatch)
     assert g["helpers.engine.a"] == {"helpers.methods.b"} and g["helpers.methods.b"] == {"helpers.engine.a"}
     assert cycles(g) == [["helpers.engine.a", "helpers.methods.b"]]
     with pytest.raises(AssertionError, match="lower layer up"):
-        test_no_upward_imports()
+        test_no_upward_imports(graph())
