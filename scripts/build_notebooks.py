@@ -575,25 +575,22 @@ def main() -> int:
     args = ap.parse_args()
     repo = REPO_URL_FILE.read_text().strip()
     stale = []
-    sources = sorted(SRC.glob("[0-9][0-9]_*.py"))
-    for src in sources:
-        for variant, target in targets(src).items():
-            text = nbformat.writes(build(src, repo, variant), version=4) + "\n"
-            if args.check:
-                if not target.exists() or target.read_text() != text:
-                    stale.append(str(target.relative_to(ROOT / "notebooks")))
-            else:
-                target.parent.mkdir(parents=True, exist_ok=True)
-                target.write_text(text)
-    for src in sorted(SRC.glob(f"{APP_PREFIX}*.py")):
-        target = app_target(src)
-        text = nbformat.writes(build_app(src, repo), version=4) + "\n"
+    def write(target: Path, nb: nbformat.NotebookNode) -> None:
+        """Write ``target`` (or, with --check, note it when it differs)."""
+        text = nbformat.writes(nb, version=4) + "\n"
         if args.check:
             if not target.exists() or target.read_text() != text:
                 stale.append(str(target.relative_to(ROOT / "notebooks")))
         else:
             target.parent.mkdir(parents=True, exist_ok=True)
             target.write_text(text)
+
+    sources = sorted(SRC.glob("[0-9][0-9]_*.py"))
+    for src in sources:
+        for variant, target in targets(src).items():
+            write(target, build(src, repo, variant))
+    for src in sorted(SRC.glob(f"{APP_PREFIX}*.py")):
+        write(app_target(src), build_app(src, repo))
     guide = render_guide(GUIDE.read_text(), guide_parts(sources, repo))
     if args.check:
         if GUIDE.read_text() != guide:

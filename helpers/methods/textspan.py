@@ -248,6 +248,46 @@ def _check_int(v: Any, name: str) -> int:
     return int(v)
 
 
+def _numerical_span(lam: Tensor, rtol: float, n: int) -> tuple[Tensor, Tensor]:
+    """Which of each head's directions (eigenvalues ``lam`` ``[Hs, r]``, descending) stand above
+    ``rtol`` squared times the largest, and how many: ``(keep [Hs, r], span_rank [Hs])``; an error
+    when a head has fewer than ``n``."""
+    lam_max = lam[..., :1]
+    keep = (lam > (rtol * rtol) * lam_max) & (lam_max > 0)
+    span_rank = keep.sum(-1)
+    if int(span_rank.min()) < n:
+        h = int(span_rank.argmin())
+        raise ValueError(f"n = {n} exceeds the numerical rank of head {h}'s outputs "
+                         f"({int(span_rank[h])} directions above rtol = {rtol:g})")
+    return keep, span_rank
+
+
+def _check_pool(R: Any, n: Any, rank: Any, K: int, d: int) -> tuple[Tensor, int, int, int, int]:
+    """The text pool ``R`` ``[M, d]`` and the counts ``n`` and ``rank`` checked against heads of
+    ``K`` images and width ``d``: ``(R, n, rank, M, r)`` with ``r = min(rank, K, d)`` the span used."""
+    R = _as_tensor(R, "R")
+    n = _check_int(n, "n")
+    rank = _check_int(rank, "rank")
+    if R.ndim != 2:
+        raise ValueError(f"R must be [M, d], got shape {tuple(R.shape)}")
+    M = R.shape[0]
+    if M == 0:
+        raise ValueError("the text pool is empty (M = 0)")
+    if R.shape[1] != d:
+        raise ValueError(f"text dimension {R.shape[1]} != head dimension {d}")
+    if rank < 1:
+        raise ValueError(f"rank must be >= 1, got {rank}")
+    if n < 1:
+        raise ValueError(f"n must be >= 1, got {n}")
+    if n > M:
+        raise ValueError(f"n = {n} is larger than the text pool (M = {M})")
+    r = min(rank, K, d)
+    if n > r:
+        raise ValueError(f"n = {n} is larger than the span used, min(rank, K, d) = "
+                         f"min({rank}, {K}, {d}) = {r}")
+    return R, n, rank, M, r
+
+
 def _check_C(C: Any) -> tuple[Tensor, bool]:
     C = _as_tensor(C, "C")
     if C.ndim not in (2, 3):
@@ -438,27 +478,8 @@ def textspan(C: Any, R: Any, n: int, rank: int = 80, *, reconstruction: bool = F
                              "TextSpanResult.reconstruct on the terms, chunk by chunk)")
         return textspan_from_moments(moments, R, n, rank, rtol=rtol, text_tol=text_tol, span=span)
     C, single = _check_C(C)
-    R = _as_tensor(R, "R")
-    n = _check_int(n, "n")
-    rank = _check_int(rank, "rank")
-    if R.ndim != 2:
-        raise ValueError(f"R must be [M, d], got shape {tuple(R.shape)}")
     Hs, K, d = C.shape
-    M = R.shape[0]
-    if M == 0:
-        raise ValueError("the text pool is empty (M = 0)")
-    if R.shape[1] != d:
-        raise ValueError(f"text dimension {R.shape[1]} != head dimension {d}")
-    if rank < 1:
-        raise ValueError(f"rank must be >= 1, got {rank}")
-    if n < 1:
-        raise ValueError(f"n must be >= 1, got {n}")
-    if n > M:
-        raise ValueError(f"n = {n} is larger than the text pool (M = {M})")
-    r = min(rank, K, d)
-    if n > r:
-        raise ValueError(f"n = {n} is larger than the span used, min(rank, K, d) = "
-                         f"min({rank}, {K}, {d}) = {r}")
+    R, n, rank, M, r = _check_pool(R, n, rank, K, d)
     dtype = _work_dtype(C, R)
     dev = C.device
     C = C.to(dtype)
@@ -477,13 +498,7 @@ def textspan(C: Any, R: Any, n: int, rank: int = 80, *, reconstruction: bool = F
         # 1. span of the head's (uncentred) outputs: top eigenvectors of the Gram matrix (or the
         #    SVD of the data when there are fewer images than dimensions)
         lam, V = _top_directions(C, r)  # float64, [Hs, r] descending and [Hs, d, r]
-        lam_max = lam[..., :1]
-        keep = (lam > (rtol * rtol) * lam_max) & (lam_max > 0)
-        span_rank = keep.sum(-1)
-        if int(span_rank.min()) < n:
-            h = int(span_rank.argmin())
-            raise ValueError(f"n = {n} exceeds the numerical rank of head {h}'s outputs "
-                             f"({int(span_rank[h])} directions above rtol = {rtol:g})")
+        keep, span_rank = _numerical_span(lam, rtol, n)
         V = (V * keep.unsqueeze(-2)).to(dtype)
 
     # 2. centred data in span coordinates, and its total variance
@@ -647,27 +662,8 @@ def textspan_from_moments(moments: HeadMoments, R: Any, n: int, rank: int = 80, 
     """
     if not isinstance(moments, HeadMoments):
         raise TypeError(f"moments must be HeadMoments, got {type(moments).__name__}")
-    R = _as_tensor(R, "R")
-    n = _check_int(n, "n")
-    rank = _check_int(rank, "rank")
     Hs, K, d = moments.shape
-    if R.ndim != 2:
-        raise ValueError(f"R must be [M, d], got shape {tuple(R.shape)}")
-    M = R.shape[0]
-    if M == 0:
-        raise ValueError("the text pool is empty (M = 0)")
-    if R.shape[1] != d:
-        raise ValueError(f"text dimension {R.shape[1]} != head dimension {d}")
-    if rank < 1:
-        raise ValueError(f"rank must be >= 1, got {rank}")
-    if n < 1:
-        raise ValueError(f"n must be >= 1, got {n}")
-    if n > M:
-        raise ValueError(f"n = {n} is larger than the text pool (M = {M})")
-    r = min(rank, K, d)
-    if n > r:
-        raise ValueError(f"n = {n} is larger than the span used, min(rank, K, d) = "
-                         f"min({rank}, {K}, {d}) = {r}")
+    R, n, rank, M, r = _check_pool(R, n, rank, K, d)
     if span not in SPANS:
         raise ValueError(f"span must be one of {', '.join(map(repr, SPANS))}, got {span!r}")
     dtype = torch.float64
@@ -683,13 +679,7 @@ def textspan_from_moments(moments: HeadMoments, R: Any, n: int, rank: int = 80, 
     if span == "paper":
         span_rank = torch.full((Hs,), r, dtype=torch.long, device=dev)
     else:
-        lam_max = lam[..., :1]
-        keep = (lam > (rtol * rtol) * lam_max) & (lam_max > 0)
-        span_rank = keep.sum(-1)
-        if int(span_rank.min()) < n:
-            h = int(span_rank.argmin())
-            raise ValueError(f"n = {n} exceeds the numerical rank of head {h}'s outputs "
-                             f"({int(span_rank[h])} directions above rtol = {rtol:g})")
+        keep, span_rank = _numerical_span(lam, rtol, n)
         V = V * keep.unsqueeze(-2)
 
     # 2. the centred covariance in span coordinates, and the total variance

@@ -54,6 +54,7 @@ n_images = None
 batch_size = None
 device = ""          # "cuda" or "cpu" (the papers' presets: cuda if there is a GPU)
 protocol = ""        # "paper" for the papers' models (their presets set it)
+compare_protocols = True  # the paper's protocol side by side (Going further); False skips it
 seed = 0
 record_to = ""
 
@@ -762,81 +763,89 @@ what_we_see(
 #   mean. Both add up to the same embedding; per patch they differ by a little.
 
 # %%
-variant_here = "paper" if protocol == "paper" else "course"  # what the tables above ran
-other_variant = "course" if variant_here == "paper" else "paper"
-two_variants = [m for m in METHODS if m in PAPER_VARIANTS]
-other_results, _ = evaluate_methods(model, task, classifier, two_variants, batch_size=batch_size,
-                                    variant=other_variant, warmup=0)  # scores only: no timing, no warm-up
-by_variant = {variant_here: results, other_variant: {**results, **other_results}}
-rows = {}
-for m in METHODS:
-    for v in (("course", "paper") if m in PAPER_VARIANTS else (variant_here,)):
-        rows[method_label(m, v)] = {k: by_variant[v][m][k] for k in SCORES[:4]}
-display(pd.DataFrame(rows).T.round(3).style.set_caption(
-    f"{task.name}: every method; the baselines with two variants under both (the course's and Chefer et al.'s)"))
-figures["variants"] = {v: {m: {k: float(by_variant[v][m][k]) for k in SCORES[:4]} for m in two_variants}
-                       for v in ("course", "paper")}
+if compare_protocols:
+    variant_here = "paper" if protocol == "paper" else "course"  # what the tables above ran
+    other_variant = "course" if variant_here == "paper" else "paper"
+    two_variants = [m for m in METHODS if m in PAPER_VARIANTS]
+    other_results, _ = evaluate_methods(model, task, classifier, two_variants, batch_size=batch_size,
+                                        variant=other_variant, warmup=0)  # scores only: no timing, no warm-up
+    by_variant = {variant_here: results, other_variant: {**results, **other_results}}
+    rows = {}
+    for m in METHODS:
+        for v in (("course", "paper") if m in PAPER_VARIANTS else (variant_here,)):
+            rows[method_label(m, v)] = {k: by_variant[v][m][k] for k in SCORES[:4]}
+    display(pd.DataFrame(rows).T.round(3).style.set_caption(
+        f"{task.name}: every method; the baselines with two variants under both (the course's and Chefer et al.'s)"))
+    figures["variants"] = {v: {m: {k: float(by_variant[v][m][k]) for k in SCORES[:4]} for m in two_variants}
+                           for v in ("course", "paper")}
+
 
 # %%
-on_world_task = task.name.startswith("world")
-if on_world_task:  # the same scenes, widened to 4:3: the model sees the square scene, only the masks move
-    geo_task = load_segmentation_task(f"world-wide:{task.name.partition(':')[2]}", preprocess, n_images, seed=seed,
-                                      world_name=world_of(model))
-else:  # ImageNet-Segmentation: its own photos under both geometries
-    geo_task = task
-geo_results, _ = evaluate_methods(model, geo_task, classifier, METHODS, batch_size=batch_size, variant=variant_here,
-                                  geometries=("aligned", "reference"), warmup=0)
-display(pd.DataFrame({(method_label(m, variant_here), g): {k: geo_results[g][m][k] for k in SCORES[:4]}
-                      for m in METHODS for g in ("aligned", "reference")}).T.round(3).style.set_caption(
-    f"{geo_task.name}: the same maps scored against the aligned masks (the course's) and the squeezed ones "
-    "(the reference's)"))
-ma, mr = geo_task.masks_for("aligned"), geo_task.masks_for("reference")
-geo_agree = float((ma == mr).float().mean())
-geo_iou = float((ma & mr).sum() / (ma | mr).sum())
-figures["geometry_task"] = geo_task.name
-figures["geometry"] = {g: {m: {k: float(geo_results[g][m][k]) for k in SCORES[:4]} for m in METHODS}
-                       for g in ("aligned", "reference")}
-figures["geometry_pixel_agreement"] = geo_agree
-figures["geometry_mask_iou"] = geo_iou
-figures["geometry_foreground"] = {"aligned": float(ma.float().mean()), "reference": float(mr.float().mean())}
+if compare_protocols:
+    on_world_task = task.name.startswith("world")
+    if on_world_task:  # the same scenes, widened to 4:3: the model sees the square scene, only the masks move
+        geo_task = load_segmentation_task(f"world-wide:{task.name.partition(':')[2]}", preprocess, n_images, seed=seed,
+                                          world_name=world_of(model))
+    else:  # ImageNet-Segmentation: its own photos under both geometries
+        geo_task = task
+    geo_results, _ = evaluate_methods(model, geo_task, classifier, METHODS, batch_size=batch_size, variant=variant_here,
+                                      geometries=("aligned", "reference"), warmup=0)
+    display(pd.DataFrame({(method_label(m, variant_here), g): {k: geo_results[g][m][k] for k in SCORES[:4]}
+                          for m in METHODS for g in ("aligned", "reference")}).T.round(3).style.set_caption(
+        f"{geo_task.name}: the same maps scored against the aligned masks (the course's) and the squeezed ones "
+        "(the reference's)"))
+    ma, mr = geo_task.masks_for("aligned"), geo_task.masks_for("reference")
+    geo_agree = float((ma == mr).float().mean())
+    geo_iou = float((ma & mr).sum() / (ma | mr).sum())
+    figures["geometry_task"] = geo_task.name
+    figures["geometry"] = {g: {m: {k: float(geo_results[g][m][k]) for k in SCORES[:4]} for m in METHODS}
+                           for g in ("aligned", "reference")}
+    figures["geometry_pixel_agreement"] = geo_agree
+    figures["geometry_mask_iou"] = geo_iou
+    figures["geometry_foreground"] = {"aligned": float(ma.float().mean()), "reference": float(mr.float().mean())}
+
 
 # %%
-conv_maps = {c: torch.cat([segmentation_maps(model, task.images[i:i + batch_size].to(device), classifier,
-                                             "decomposition", convention=c).cpu()
-                           for i in range(0, len(task), batch_size)]) for c in ("course", "reference")}
-conv_scores, conv_hard = {}, {}
-for c, maps in conv_maps.items():
-    soft, conv_hard[c] = segment(maps.float(), size)
-    conv_scores[c] = SegmentationScores().update(soft, conv_hard[c], task.masks).summary()
-conv_agree = float((conv_hard["course"] == conv_hard["reference"]).float().mean())
-figures["convention"] = {c: {k: float(v[k]) for k in SCORES[:4]} for c, v in conv_scores.items()}
-figures["convention_pixel_agreement"] = conv_agree
+if compare_protocols:
+    conv_maps = {c: torch.cat([segmentation_maps(model, task.images[i:i + batch_size].to(device), classifier,
+                                                 "decomposition", convention=c).cpu()
+                               for i in range(0, len(task), batch_size)]) for c in ("course", "reference")}
+    conv_scores, conv_hard = {}, {}
+    for c, maps in conv_maps.items():
+        soft, conv_hard[c] = segment(maps.float(), size)
+        conv_scores[c] = SegmentationScores().update(soft, conv_hard[c], task.masks).summary()
+    conv_agree = float((conv_hard["course"] == conv_hard["reference"]).float().mean())
+    figures["convention"] = {c: {k: float(v[k]) for k in SCORES[:4]} for c, v in conv_scores.items()}
+    figures["convention_pixel_agreement"] = conv_agree
+
 
 # %%
-vd = {m: by_variant["paper"][m]["mIoU"] - by_variant["course"][m]["mIoU"] for m in two_variants}
-moved = max(vd, key=lambda m: abs(vd[m]))
-gd = {m: geo_results["reference"][m]["mIoU"] - geo_results["aligned"][m]["mIoU"] for m in METHODS}
-what_we_see(
-    "Chefer et al.'s variants against the course's, mIoU: " + ", ".join(
-        f"{METHOD_NAMES[m]} {num(by_variant['paper'][m]['mIoU'])} vs {num(by_variant['course'][m]['mIoU'])}"
-        for m in two_variants) + f"; the largest change is {METHOD_NAMES[moved]}'s ({num(vd[moved])}).",
-    "By mIoU, the course's variants rank the methods "
-    + ranking({METHOD_NAMES[m]: by_variant["course"][m]["mIoU"] for m in METHODS}) + "; Chefer et al.'s "
-    + ranking({METHOD_NAMES[m]: by_variant["paper"][m]["mIoU"] for m in METHODS}) + ".",
-    f"The squeezed masks of {geo_task.name} agree with the aligned ones on {pct(geo_agree)} of the pixels "
-    f"(IoU {num(geo_iou)} between the two ground truths; foreground {pct(figures['geometry_foreground']['aligned'])} "
-    f"aligned, {pct(figures['geometry_foreground']['reference'])} squeezed). Scored against them, every method's "
-    "mIoU moves by " + ", ".join(f"{num(gd[m])} ({METHOD_NAMES[m]})" for m in METHODS) + ".",
-    verdict(on_world_task, "The world exaggerates the effect: its objects are small and sit anywhere in a 3x3 "
-                           "grid, where the squeeze moves them most, while ImageNet-Segmentation's objects are "
-                           "mostly large and central.", ""),
-    f"The decomposition under the reference's sharing of the biases: mIoU {num(conv_scores['reference']['mIoU'], 4)} "
-    f"against {num(conv_scores['course']['mIoU'], 4)} under the course's; {pct(conv_agree, 1)} of the mask pixels "
-    "agree. " + verdict(abs(conv_scores["reference"]["mIoU"] - conv_scores["course"]["mIoU"]) < 0.005,
-                        "The convention does not change a figure here.",
-                        "The convention moves the figure: say which one a number used."),
-    title="Where the protocols part",
-);
+if compare_protocols:
+    vd = {m: by_variant["paper"][m]["mIoU"] - by_variant["course"][m]["mIoU"] for m in two_variants}
+    moved = max(vd, key=lambda m: abs(vd[m]))
+    gd = {m: geo_results["reference"][m]["mIoU"] - geo_results["aligned"][m]["mIoU"] for m in METHODS}
+    what_we_see(
+        "Chefer et al.'s variants against the course's, mIoU: " + ", ".join(
+            f"{METHOD_NAMES[m]} {num(by_variant['paper'][m]['mIoU'])} vs {num(by_variant['course'][m]['mIoU'])}"
+            for m in two_variants) + f"; the largest change is {METHOD_NAMES[moved]}'s ({num(vd[moved])}).",
+        "By mIoU, the course's variants rank the methods "
+        + ranking({METHOD_NAMES[m]: by_variant["course"][m]["mIoU"] for m in METHODS}) + "; Chefer et al.'s "
+        + ranking({METHOD_NAMES[m]: by_variant["paper"][m]["mIoU"] for m in METHODS}) + ".",
+        f"The squeezed masks of {geo_task.name} agree with the aligned ones on {pct(geo_agree)} of the pixels "
+        f"(IoU {num(geo_iou)} between the two ground truths; foreground {pct(figures['geometry_foreground']['aligned'])} "
+        f"aligned, {pct(figures['geometry_foreground']['reference'])} squeezed). Scored against them, every method's "
+        "mIoU moves by " + ", ".join(f"{num(gd[m])} ({METHOD_NAMES[m]})" for m in METHODS) + ".",
+        verdict(on_world_task, "The world exaggerates the effect: its objects are small and sit anywhere in a 3x3 "
+                               "grid, where the squeeze moves them most, while ImageNet-Segmentation's objects are "
+                               "mostly large and central.", ""),
+        f"The decomposition under the reference's sharing of the biases: mIoU {num(conv_scores['reference']['mIoU'], 4)} "
+        f"against {num(conv_scores['course']['mIoU'], 4)} under the course's; {pct(conv_agree, 1)} of the mask pixels "
+        "agree. " + verdict(abs(conv_scores["reference"]["mIoU"] - conv_scores["course"]["mIoU"]) < 0.005,
+                            "The convention does not change a figure here.",
+                            "The convention moves the figure: say which one a number used."),
+        title="Where the protocols part",
+    );
+
 
 # %% [markdown]
 # ### Reading the tables
