@@ -632,9 +632,11 @@ def test_leftover_temp_files_are_removed(tmp_path):
 # ----------------------------------------------------------------------------------------------
 
 
-def test_consolidation_memory_is_bounded(tmp_path, monkeypatch):
-    n, width, bs = 1600, 8192, 100  # 52 MB of float32 in 16 shards of 3.3 MB
-    total = n * width * 4
+def _measure_consolidation(tmp: str) -> dict:
+    """The cache of 52 MB of float32 in 16 shards of 3.3 MB, made with tracemalloc on: the peak of
+    the consolidation and of the whole run (bytes), and a few values read back. Run in a process
+    of its own (tracemalloc counts every thread's allocations, and the test session has others)."""
+    n, width, bs = 1600, 8192, 100
     real = hc.FeatureCache._consolidate
     peaks = []
 
@@ -651,21 +653,32 @@ def test_consolidation_memory_is_bounded(tmp_path, monkeypatch):
         s, e = batch
         return {"x": np.arange(s * width, e * width, dtype=np.float32).reshape(e - s, width)}
 
-    monkeypatch.setattr(hc.FeatureCache, "_consolidate", measured)
+    hc.FeatureCache._consolidate = measured
     tracemalloc.start()
     try:
-        cached = stream_to_cache(
-            compute, source(n, bs), n_items=n, key={"big": 1}, cache_dir=tmp_path, progress=False
-        )
+        cached = stream_to_cache(compute, source(n, bs), n_items=n, key={"big": 1}, cache_dir=tmp, progress=False)
         run_peak = tracemalloc.get_traced_memory()[1]
     finally:
         tracemalloc.stop()
-    assert peaks and peaks[0] < total / 10, (peaks, total)
-    assert run_peak < total / 4, (run_peak, total)
+        hc.FeatureCache._consolidate = real
     x = cached["x"]
-    assert x.shape == (n, width)
-    assert x[0, 0] == 0 and x[-1, -1] == np.float32(n * width - 1)
-    assert np.array_equal(x[777], np.arange(777 * width, 778 * width, dtype=np.float32))
+    return {"peaks": peaks, "run_peak": run_peak, "total": n * width * 4, "shape": list(x.shape),
+            "first": float(x[0, 0]), "last": float(x[-1, -1]),
+            "row_777": bool(np.array_equal(x[777], np.arange(777 * width, 778 * width, dtype=np.float32)))}
+
+
+def test_consolidation_memory_is_bounded(tmp_path):
+    code = ("import json, sys; sys.path.insert(0, sys.argv[1]); import test_cache; "
+            "print(json.dumps(test_cache._measure_consolidation(sys.argv[2])))")
+    done = subprocess.run([sys.executable, "-c", code, str(Path(__file__).parent), str(tmp_path)],
+                          capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    r = json.loads(done.stdout.strip().splitlines()[-1])
+    n, width, total = 1600, 8192, r["total"]
+    assert r["peaks"] and r["peaks"][0] < total / 10, (r["peaks"], total)
+    assert r["run_peak"] < total / 4, (r["run_peak"], total)
+    assert r["shape"] == [n, width] and r["first"] == 0 and r["last"] == float(np.float32(n * width - 1))
+    assert r["row_777"]
 
 
 def test_slice_batches():
