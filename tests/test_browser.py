@@ -460,7 +460,7 @@ def _check_learner(path: Path, lab, browser, notebooks_in_lab: Path) -> str:
 # ---------------------------------------------------------------------------------------------
 
 
-def _browser_lane(tmp: Path, names: set[str] | None = None) -> dict:
+def _browser_lane(tmp_path_factory, names: set[str] | None = None) -> dict:
     """The checks of every notebook named in ``names`` (all when ``None``), then the learner
     build's, in this thread (Playwright's objects stay in the thread that made them):
     ``{name: the line it printed, or what it raised}``, and whether the repository's notebooks
@@ -470,6 +470,7 @@ def _browser_lane(tmp: Path, names: set[str] | None = None) -> dict:
     before = _hashes()
     out: dict = {}
     try:
+        tmp = tmp_path_factory.mktemp("browser-lane")
         with start_lab(tmp / "lab") as lab, chromium_context(tmp / "chromium-profile") as browser:
             folder = _copy_notebooks(lab)
             for path in NOTEBOOKS:
@@ -497,11 +498,11 @@ def start_browser_lane(tmp_path_factory, items=()) -> None:
     session's browser tests: the browser runs go on beside the other tests and the notebook
     kernel's runs."""
     names = {item.callspec.id for item in items if hasattr(item, "callspec")}
-    _early.job("browser", _browser_lane, tmp_path_factory.mktemp("browser-lane"), names)
+    _early.job("browser", _browser_lane, tmp_path_factory, names)
 
 
 def _lane_result(tmp_path_factory) -> dict:
-    return _early.job("browser", _browser_lane, tmp_path_factory.mktemp("browser-lane")).result()
+    return _early.job("browser", _browser_lane, tmp_path_factory).result()
 
 
 def _outcome(name: str, tmp_path_factory) -> str:

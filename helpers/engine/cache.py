@@ -342,6 +342,16 @@ def _hash_file(path: Path, data_offset: int | None = None, data_hash: Any = None
     If ``data_hash`` is given, the bytes from ``data_offset`` on are also fed to it.
     """
     h = hashlib.sha256()
+    for pos, chunk in _chunks(path):
+        h.update(chunk)
+        if data_hash is not None and data_offset is not None and pos + len(chunk) > data_offset:
+            data_hash.update(chunk[max(0, data_offset - pos) :])
+    return h.hexdigest()
+
+
+def _chunks(path: Path) -> Iterator[tuple[int, memoryview]]:
+    """The bytes of ``path`` in 1 MiB chunks, each with its offset (one buffer, reused: a chunk is
+    valid until the next one is read)."""
     buf = bytearray(_CHUNK)
     view = memoryview(buf)
     pos = 0
@@ -349,13 +359,9 @@ def _hash_file(path: Path, data_offset: int | None = None, data_hash: Any = None
         while True:
             n = f.readinto(buf)
             if not n:
-                break
-            chunk = view[:n]
-            h.update(chunk)
-            if data_hash is not None and data_offset is not None and pos + n > data_offset:
-                data_hash.update(chunk[max(0, data_offset - pos) :])
+                return
+            yield pos, view[:n]
             pos += n
-    return h.hexdigest()
 
 
 def _copy_shard_data(path: Path, out: Any, content: Any, sha256: str, shape: tuple[int, ...],
@@ -367,21 +373,12 @@ def _copy_shard_data(path: Path, out: Any, content: Any, sha256: str, shape: tup
     if got_shape != shape or got_dtype != dtype:
         return f"holds {got_dtype}{list(got_shape)}, expected {dtype}{list(shape)}"
     h = hashlib.sha256()
-    buf = bytearray(_CHUNK)
-    view = memoryview(buf)
-    pos = 0
-    with open(path, "rb", buffering=0) as f:
-        while True:
-            n = f.readinto(buf)
-            if not n:
-                break
-            chunk = view[:n]
-            h.update(chunk)
-            if pos + n > offset:
-                data = chunk[max(0, offset - pos):]
-                content.update(data)
-                out.write(data)
-            pos += n
+    for pos, chunk in _chunks(path):
+        h.update(chunk)
+        if pos + len(chunk) > offset:
+            data = chunk[max(0, offset - pos):]
+            content.update(data)
+            out.write(data)
     return None if h.hexdigest() == sha256 else "sha256 checksum mismatch (corrupted)"
 
 

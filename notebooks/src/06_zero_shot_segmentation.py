@@ -583,12 +583,13 @@ shares = {"one object": {m: share_on_object(soft_maps[m], task.masks) for m in M
 if pairs_factor:
     shares["two objects: the named one"] = {m: share_on_object(pair_maps[m], pairs.masks) for m in METHODS}
 cluttered = None if task.clutter is None else task.clutter.flatten(1).any(1)  # scenes with unnamed distractors
+n_cluttered = 0 if cluttered is None else int(cluttered.sum())
 if cluttered is not None:
     # the clutter's own patches (those the named objects do not touch), and a flat map's share of them
     on_clutter = lambda maps: share_on_object(maps[cluttered], task.clutter[cluttered], task.masks[cluttered])  # noqa: E731
     shares["one object: on the unnamed clutter"] = {m: on_clutter(soft_maps[m]) for m in METHODS}
     figures["clutter_flat_share"] = on_clutter(torch.ones_like(soft_maps["decomposition"]))
-    figures["n_cluttered"] = int(cluttered.sum())
+    figures["n_cluttered"] = n_cluttered
 display(pd.DataFrame(shares).round(3))
 figures["mass_on_object"] = shares
 
@@ -611,11 +612,10 @@ tight = paired_bootstrap(per_image_share(soft_maps["raw_attention"], task.masks)
                          per_image_share(soft_maps["decomposition"], task.masks))  # raw attention minus decomposition
 figures["tightness_side"] = tight.side
 clutter_said = ""
-n_cluttered = 0 if cluttered is None else int(cluttered.sum())
 if 0 < n_cluttered < 2:  # a bootstrap over scenes needs two of them
     clutter_said = (f"Only {n_cluttered} of these scenes has distractors: too few to weigh the maps on them "
                     "(run more images).")
-elif cluttered is not None and n_cluttered >= 2:
+elif n_cluttered >= 2:
     clutter_of = {m: per_image_share(soft_maps[m][cluttered], task.clutter[cluttered], task.masks[cluttered])
                   for m in ("decomposition", "raw_attention", "rollout")}
     less = [paired_bootstrap(clutter_of["decomposition"], clutter_of[m]) for m in ("raw_attention", "rollout")]

@@ -617,8 +617,9 @@ what_we_see(*take, prov.note, title="What to take away")
 # neuron's threshold, and on held-out images of the same distribution about as many do (the
 # histogram sits at the dashed line). That says nothing about sparsity; any effect would give it.
 # The finding is how much of each neuron's squared effect those few images hold: for an effect
-# of about the same size on every image it would be about their share of the images, and it is
-# many times more. The per-layer spread of the shares (the histogram's width) and the share of
+# of about the same size on every image it would be about their share of the images; the
+# takeaway above gives both figures as this run measured them. The per-layer spread of the
+# shares (the histogram's width) and the share of
 # neurons significant on under 2% of the images are measured too, but both follow mostly from
 # the threshold.
 # %% [markdown]
