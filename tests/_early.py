@@ -6,12 +6,15 @@ A test declares it with ``@pytest.mark.early("name")``: at the session's start t
 calls the function ``name`` of the test's module once, with the session's ``tmp_path_factory``
 and the session's tests that carry the mark; that function starts jobs with :func:`job`. The test then asks :func:`job` for the same key and
 gets the same future (a job asked for before it was started runs then). A job must not change
-this process's state (environment variables, the working folder): it runs beside other tests.
+this process's state (environment variables, the working folder): it runs beside other tests,
+which do change the environment (``monkeypatch.setenv``), so a job gives the processes it starts
+:func:`environ`, the environment as it was when the session began, not ``os.environ``.
 ``COURSE_EARLY=0`` starts nothing early.
 """
 
 from __future__ import annotations
 
+import os
 import threading
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any, Callable, Hashable
@@ -19,6 +22,12 @@ from typing import Any, Callable, Hashable
 _lock = threading.Lock()
 _jobs: dict[Hashable, Future] = {}
 _pool: ThreadPoolExecutor | None = None
+_SESSION_ENV = dict(os.environ)  # read once, when the session imports this module (tests/conftest.py)
+
+
+def environ() -> dict[str, str]:
+    """A copy of the environment variables as they were when the session began."""
+    return dict(_SESSION_ENV)
 
 
 def job(key: Hashable, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Future:

@@ -26,6 +26,7 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
+import _early
 import pytest
 
 from helpers.course.export import write_server_config
@@ -136,11 +137,12 @@ def start_lab(tmp: Path):
     settings.update(TEST_SETTINGS)
     (config / "labconfig" / "default_setting_overrides.json").write_text(json.dumps(settings))
     write_server_config(config)  # HTML export and saving as scripts/lab.sh sets them up (helpers.course.export)
-    env = {k: v for k, v in os.environ.items() if k != "COURSE_HEADLESS" and not k.startswith("JUPYTER")}
+    session_env = _early.environ()  # it runs beside tests that change os.environ
+    env = {k: v for k, v in session_env.items() if k != "COURSE_HEADLESS" and not k.startswith("JUPYTER")}
     env.update(JUPYTER_CONFIG_DIR=str(config), JUPYTER_DATA_DIR=str(data), JUPYTER_PATH=str(data),
                JUPYTER_RUNTIME_DIR=str(tmp / "runtime"), JUPYTERLAB_SETTINGS_DIR=str(tmp / "settings"),
                JUPYTERLAB_WORKSPACES_DIR=str(tmp / "workspaces"), JUPYTER_PLATFORM_DIRS="1",
-               PYTHONPATH=os.pathsep.join([str(ROOT)] + [p for p in [os.environ.get("PYTHONPATH")] if p]))
+               PYTHONPATH=os.pathsep.join([str(ROOT)] + [p for p in [session_env.get("PYTHONPATH")] if p]))
     port, token = _free_port(), secrets.token_hex(16)
     log = tmp / "server.log"
     with open(log, "w") as fh:

@@ -16,6 +16,7 @@ import sys
 import urllib.request
 from pathlib import Path
 
+import _early
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -27,7 +28,7 @@ def index_url() -> str:
 
 
 def plain_pip_env() -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("PIP_") or k in KEPT}
+    env = {k: v for k, v in _early.environ().items() if not k.startswith("PIP_") or k in KEPT}
     env.update(PIP_CONFIG_FILE=os.devnull, PIP_DISABLE_PIP_VERSION_CHECK="1", PIP_DEFAULT_TIMEOUT="60")
     env.pop("PYTHONPATH", None)
     return env

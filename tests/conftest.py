@@ -16,6 +16,7 @@ import warnings
 for _var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
     os.environ.setdefault(_var, "1")
 
+import _early  # noqa: E402 - reads the session's environment before any test changes it
 import pytest  # noqa: E402
 import torch  # noqa: E402
 from _tiers import FAST_TEST_S, mark_tiers  # noqa: E402
@@ -114,7 +115,6 @@ def early_jobs(request, tmp_path_factory):
     """Start the work the session's tests declare with ``@pytest.mark.early("name")`` (tests/_early.py):
     each module's function ``name`` once, with ``tmp_path_factory`` and the session's tests that
     mark it, before the first test."""
-    import _early
 
     if os.environ.get("COURSE_EARLY", "1") != "0":
         asking: dict[tuple, list] = {}  # (module, function) -> the session's tests that mark it

@@ -16,7 +16,6 @@ figures HTML). It needs a package index (PyPI) and is skipped, with the reason, 
 from __future__ import annotations
 
 import json
-import os
 import re
 import subprocess
 import sys
@@ -135,6 +134,12 @@ def _plotly_not_loaded(monkeypatch):
                         lambda *a, **kw: {k: v for k, v in real(*a, **kw).items() if k != "plotly"})
 
 
+def _colab_runs(monkeypatch, run) -> None:
+    """``subprocess.run`` as helpers.course.colab sees it, and only there: the session's early work
+    runs processes in other threads meanwhile, with the real one."""
+    monkeypatch.setattr(colab, "subprocess", types.SimpleNamespace(run=run))
+
+
 def test_set_up_marks_done_only_after_it_worked_and_then_does_nothing(fake_course, monkeypatch, capsys):
     pip = FakePip(monkeypatch)
     _plotly_not_loaded(monkeypatch)
@@ -147,7 +152,7 @@ def test_set_up_marks_done_only_after_it_worked_and_then_does_nothing(fake_cours
             return subprocess.CompletedProcess(cmd, 0, "", "")
         return real_run(cmd, *a, **kw)
 
-    monkeypatch.setattr(colab.subprocess, "run", run)
+    _colab_runs(monkeypatch, run)
     pip.fail = True
     with pytest.raises(RuntimeError, match="run this cell again"):
         colab.set_up(fake_course, expected="v9.9.9")
@@ -177,7 +182,7 @@ def test_nothing_to_add_when_colab_holds_every_requirement(fake_course, monkeypa
     pip = FakePip(monkeypatch)
     real = colab.kept_distributions
     monkeypatch.setattr(colab, "kept_distributions", lambda *a, **kw: {**real(*a, **kw), "plotly": "6.0.0"})
-    monkeypatch.setattr(colab.subprocess, "run", lambda cmd, *a, **kw: subprocess.CompletedProcess(cmd, 0, "", ""))
+    _colab_runs(monkeypatch, lambda cmd, *a, **kw: subprocess.CompletedProcess(cmd, 0, "", ""))
     colab.set_up(fake_course)
     assert pip.calls == [["--no-deps", "-e", str(fake_course)]]  # only the course itself
     assert colab.marker_path(fake_course).exists()
@@ -192,7 +197,7 @@ def test_a_failing_import_check_leaves_no_marker(fake_course, monkeypatch, capsy
             return subprocess.CompletedProcess(cmd, 1, "", "ModuleNotFoundError: No module named 'open_clip'\n")
         return real_run(cmd, *a, **kw)
 
-    monkeypatch.setattr(colab.subprocess, "run", run)
+    _colab_runs(monkeypatch, run)
     with pytest.raises(RuntimeError, match="do not import"):
         colab.set_up(fake_course)
     assert "No module named 'open_clip'" in capsys.readouterr().out
@@ -333,7 +338,7 @@ def _rehearse(tmp_path: Path) -> dict:
     linked = tmp_path / "preinstalled"
     r["linked"], r["linked_count"] = linked, _link_preinstalled(linked)
     (site / "colab-preinstalled.pth").write_text(f"{linked}\n")
-    env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "COURSE_HEADLESS", "VIRTUAL_ENV")}
+    env = {k: v for k, v in _early.environ().items() if k not in ("PYTHONPATH", "COURSE_HEADLESS", "VIRTUAL_ENV")}
     # the venv's own setuptools is older than the one torch needs: Colab's fits its torch, so the linked one serves
     subprocess.run([str(python), "-m", "pip", "uninstall", "-q", "-y", "setuptools"], env=env, check=True)
     r["preinstall"] = subprocess.run([str(python), "-m", "pip", "install", "--progress-bar", "off", "-q",
@@ -349,11 +354,12 @@ def _rehearse(tmp_path: Path) -> dict:
         out = subprocess.run([str(python), "-c", "import json, importlib.util as u, importlib.metadata as m; print("
                               "json.dumps([u.find_spec('torch').origin] + [m.version(d) for d in "
                               "('torch', 'torchvision', 'ipywidgets', 'ipykernel')]))"],
-                             env=env, capture_output=True, text=True, check=True).stdout
+                             env=env, cwd=tmp_path, capture_output=True, text=True, check=True).stdout
         return json.loads(out)
 
     r["before"] = probe()
-    r["course_packages"] = subprocess.run([str(python), "-c", "import open_clip"], env=env, capture_output=True)
+    r["course_packages"] = subprocess.run([str(python), "-c", "import open_clip"], env=env, cwd=tmp_path,
+                                          capture_output=True)
     r["times"]["environment"] = time.perf_counter() - t
 
     # the published repository: a bare copy of this one, HEAD as the default branch and the built version's tag
@@ -404,7 +410,7 @@ def _rehearse(tmp_path: Path) -> dict:
                 "COLAB_REHEARSAL_CALLS": str(calls)}}))
     executed = r["executed"] = tmp_path / "01_executed.ipynb"
     # papermill in a process of its own: the kernel imports the clone's helpers, not this checkout's
-    pm_env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "COURSE_HEADLESS")}
+    pm_env = {k: v for k, v in _early.environ().items() if k not in ("PYTHONPATH", "COURSE_HEADLESS")}
     pm_env["JUPYTER_PATH"] = str(tmp_path / "jupyter")
     r["papermill"] = subprocess.run(
         [sys.executable, "-m", "papermill", str(course / "notebooks" / NOTEBOOK.name), str(executed),

@@ -104,7 +104,7 @@ def _backend(call: str, source: Path, out: Path) -> tuple[str, str]:
     """Run setuptools' build backend (``build_wheel``, ``build_sdist``, ``build_editable``) in
     ``source``, as pip does without build isolation: ``(the file it built, all it printed)``."""
     code = f"import sys, setuptools.build_meta as b; print('BUILT', b.{call}(sys.argv[1]))"
-    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    env = {k: v for k, v in _early.environ().items() if k != "PYTHONPATH"}
     done = subprocess.run([sys.executable, "-W", "default", "-c", code, str(out)], cwd=source, capture_output=True,
                           text=True, env=env, timeout=600)
     printed = done.stdout + done.stderr

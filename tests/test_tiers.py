@@ -134,3 +134,18 @@ def test_marking(marks, tmp_path):
     assert ran["fast"] == ({"test_plain"} if plain_fast else set()) | {"test_with_a_notebook[2]"}, ran
     assert ran["slow"] == ({"test_plain"} if not plain_fast else set()) | {"test_with_a_notebook[1]",
                                                                            "test_with_a_notebook[2]"}, ran
+
+
+def test_early_work_sees_the_sessions_environment_not_a_tests(monkeypatch):
+    """A job started early runs beside the other tests: what a test sets in ``os.environ`` (as
+    many do, with ``monkeypatch.setenv``) must not reach the processes the job starts."""
+    import _early
+
+    before = os.environ.get("CLIP_COURSE_CACHE")
+    monkeypatch.setenv("CLIP_COURSE_CACHE", "/a/test/s/own/cache")
+    seen = _early.job(("environment-probe", id(monkeypatch)),
+                      lambda: _early.environ().get("CLIP_COURSE_CACHE")).result(timeout=60)
+    assert seen == before
+    snapshot = _early.environ()
+    snapshot["CLIP_COURSE_CACHE"] = "changed in a copy"
+    assert _early.environ().get("CLIP_COURSE_CACHE") == before  # each call gives a copy
