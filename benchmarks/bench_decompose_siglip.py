@@ -10,12 +10,10 @@ repeats.
 
 from __future__ import annotations
 
-import argparse
-import statistics
-import time
 import warnings
 
 import torch
+from _bench import interleaved, medians, parser
 
 
 def build(model_name: str) -> torch.nn.Module:
@@ -31,11 +29,8 @@ def build(model_name: str) -> torch.nn.Module:
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--model", default="ViT-B-16-SigLIP")
+    ap = parser(__doc__, model="ViT-B-16-SigLIP")
     ap.add_argument("--batch", type=int, default=8)
-    ap.add_argument("--repeats", type=int, default=7)
-    ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--device", default="cpu")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
@@ -46,23 +41,10 @@ def main() -> None:
     dec = Decomposer(tower)
     size = tower.trunk.patch_embed.img_size
     x = torch.randn(args.batch, 3, *size, device=args.device)
-    sync = torch.cuda.synchronize if x.is_cuda else (lambda: None)
-    with torch.no_grad():
-        tower(x)
-        dec(x, heads=True)
-    plain, decomp = [], []
-    for _ in range(args.repeats):  # interleaved so drifts in machine load hit both alike
-        sync()
-        t0 = time.perf_counter()
-        with torch.no_grad():
-            tower(x)
-        sync()
-        plain.append(time.perf_counter() - t0)
-        t0 = time.perf_counter()
-        d = dec(x, heads=True)
-        sync()
-        decomp.append(time.perf_counter() - t0)
-    tp, td = statistics.median(plain), statistics.median(decomp)
+    times, last = interleaved(args.repeats, {"plain": lambda: tower(x), "decompose": lambda: dec(x, heads=True)},
+                              sync=torch.cuda.synchronize if x.is_cuda else (lambda: None))
+    tp, td = medians(times).values()
+    d = last["decompose"]
     print(f"model {args.model} (image tower), batch {args.batch}, device {args.device}, "
           f"{torch.get_num_threads()} threads, {args.repeats} repeats")
     print(f"plain forward               : {tp * 1000:8.1f} ms")

@@ -7,7 +7,7 @@ measured in this one run:
   * peak extra memory of the heat maps over the plain forward (target <= 200 MB): each is the
     rise of the resident set size above its starting value, sampled every 0.5 ms in a fresh
     subprocess doing only that work (glibc told to return freed blocks at once), with
-    ``PeakRSS`` from ``bench_decompose.py``;
+    ``PeakRSS`` from ``_bench.py``;
   * what the naive approach would hold: the full per-token, per-head joint tensor
     ``[L, T, H, d']`` of one image, and its scores ``[L, T, H, M]`` against the texts.
 
@@ -16,30 +16,10 @@ measured in this one run:
 
 from __future__ import annotations
 
-import argparse
-import json
-import os
-import statistics
-import subprocess
-import sys
 import time
-from pathlib import Path
 
-HERE = Path(__file__).resolve().parent
-sys.path.insert(0, str(HERE))
-sys.path.insert(0, str(HERE.parent))
-
-import torch  # noqa: E402
-from bench_decompose import PeakRSS  # noqa: E402
-
-
-def build(model_name: str):
-    import open_clip
-
-    import helpers.engine.models  # noqa: F401  (registers the course's own model name)
-
-    torch.manual_seed(0)
-    return open_clip.create_model(model_name).eval()
+import torch
+from _bench import in_fresh_process, interleaved, medians, parser, print_peak, random_model
 
 
 def inputs(model, n_texts: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -51,27 +31,19 @@ def inputs(model, n_texts: int) -> tuple[torch.Tensor, torch.Tensor]:
 
 def worker(model_name: str, n_texts: int, mode: str) -> None:
     """Run one kind of work once (after a warm-up of both) in a fresh process; print its peak."""
-    import gc
-
     from helpers.methods.spatial import heatmaps
 
-    model = build(model_name)
+    model = random_model(model_name)
     x, texts = inputs(model, n_texts)
     with torch.no_grad():
         model.encode_image(x)
     heatmaps(model, x, texts)  # also builds the per-model joint-space maps (cached)
-    gc.collect()
-    with PeakRSS() as mem, torch.no_grad():
-        out = model.encode_image(x) if mode == "plain" else heatmaps(model, x, texts).patch_maps
-    print(json.dumps({"extra_mib": mem.extra_mib, "shape": list(out.shape)}))
+    print_peak(lambda: model.encode_image(x) if mode == "plain" else heatmaps(model, x, texts).patch_maps)
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--model", default="ViT-B-16")
+    ap = parser(__doc__, model="ViT-B-16")
     ap.add_argument("--texts", type=int, default=100)
-    ap.add_argument("--repeats", type=int, default=7)
-    ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--worker", choices=["plain", "heatmaps"])
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
@@ -81,21 +53,12 @@ def main() -> None:
 
     from helpers.methods.spatial import heatmaps
 
-    model = build(args.model)
+    model = random_model(args.model)
     x, texts = inputs(model, args.texts)
-    with torch.no_grad():
-        model.encode_image(x)
-    r = heatmaps(model, x, texts)
-    plain, maps = [], []
-    for _ in range(args.repeats):  # interleaved so drifts in machine load hit both alike
-        t0 = time.perf_counter()
-        with torch.no_grad():
-            model.encode_image(x)
-        plain.append(time.perf_counter() - t0)
-        t0 = time.perf_counter()
-        r = heatmaps(model, x, texts)
-        maps.append(time.perf_counter() - t0)
-    tp, th = statistics.median(plain), statistics.median(maps)
+    times, last = interleaved(args.repeats, {"plain": lambda: model.encode_image(x),
+                                             "heatmaps": lambda: heatmaps(model, x, texts)})
+    tp, th = medians(times).values()
+    r = last["heatmaps"]
 
     visual = model.visual
     L = len(visual.transformer.resblocks)
@@ -110,15 +73,8 @@ def main() -> None:
           f"sum-back error {r.max_error():.1e})")
     print(f"time ratio heatmaps/plain    : {th / tp:8.2f}   (target <= 3)")
 
-    mem = {}
-    # Large blocks straight from mmap and no trimming delay: RSS then follows live memory
-    # instead of what glibc keeps cached, so the two workers are compared fairly.
-    env = dict(os.environ, MALLOC_MMAP_THRESHOLD_="16384", MALLOC_TRIM_THRESHOLD_="0")
-    for mode in ("plain", "heatmaps"):
-        out = subprocess.run([sys.executable, __file__, "--worker", mode, "--model", args.model,
-                              "--texts", str(M), "--threads", str(args.threads)],
-                             capture_output=True, text=True, check=True, env=env)
-        mem[mode] = json.loads(out.stdout.strip().splitlines()[-1])
+    mem = {mode: in_fresh_process(__file__, "--worker", mode, "--model", args.model, "--texts", str(M),
+                                  "--threads", str(args.threads)) for mode in ("plain", "heatmaps")}
     extra = mem["heatmaps"]["extra_mib"] - mem["plain"]["extra_mib"]
     print(f"peak RSS rise, plain forward : {mem['plain']['extra_mib']:8.1f} MiB")
     print(f"peak RSS rise, heatmaps      : {mem['heatmaps']['extra_mib']:8.1f} MiB")

@@ -25,23 +25,17 @@
 from __future__ import annotations
 
 import argparse
+import gc
 import json
-import os
 import statistics
-import subprocess
-import sys
 import time
 
 import torch
-
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from bench_decompose import PeakRSS, build  # noqa: E402  (a random-weight model; the peak RSS sampler)
+from _bench import PeakRSS, in_fresh_process, interleaved, parser, random_model
 
 
 def memory_worker(model_name: str, layers: list[int], n_images: int, batch: int, k: int) -> None:
     """One streaming run in a fresh process; prints its peak RSS as JSON."""
-    import gc
-
     from helpers.methods.second_order import stream_neuron_stats
 
     if model_name == "offline":
@@ -49,7 +43,7 @@ def memory_worker(model_name: str, layers: list[int], n_images: int, batch: int,
 
         model = load_model().model
     else:
-        model = build(model_name)
+        model = random_model(model_name)
     size = tuple(model.visual.image_size)
 
     def batches():  # synthetic images, made batch by batch (the same each pass)
@@ -72,20 +66,14 @@ def memory_worker(model_name: str, layers: list[int], n_images: int, batch: int,
 
 
 def run_memory(model_name: str, layers: list[int], n_images: int, batch: int, k: int, threads: int) -> dict:
-    env = dict(os.environ, MALLOC_MMAP_THRESHOLD_="16384", MALLOC_TRIM_THRESHOLD_="0")
-    cmd = [sys.executable, __file__, "--memory-worker", model_name, "--layers", ",".join(map(str, layers)),
-           "--n-images", str(n_images), "--batch", str(batch), "--k", str(k), "--threads", str(threads)]
-    out = subprocess.run(cmd, capture_output=True, text=True, check=True, env=env)
-    return json.loads(out.stdout.strip().splitlines()[-1])
+    return in_fresh_process(__file__, "--memory-worker", model_name, "--layers", ",".join(map(str, layers)),
+                            "--n-images", str(n_images), "--batch", str(batch), "--k", str(k), "--threads", str(threads))
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--model", default="ViT-B-32")
+    ap = parser(__doc__, model="ViT-B-32")
     ap.add_argument("--layer", type=int, default=9)
     ap.add_argument("--batch", type=int, default=8)
-    ap.add_argument("--repeats", type=int, default=7)
-    ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--n-images", type=int, default=5000)
     ap.add_argument("--memory-batch", type=int, default=100)
     ap.add_argument("--k", type=int, default=100)
@@ -101,7 +89,7 @@ def main() -> None:
 
     from helpers.methods.second_order import SecondOrder
 
-    model = build(args.model)
+    model = random_model(args.model)
     x = torch.randn(args.batch, 3, *model.visual.image_size)
     t0 = time.perf_counter()
     so = SecondOrder(model, args.layer)
@@ -112,24 +100,13 @@ def main() -> None:
     t_gram = time.perf_counter() - t0
     mean = torch.zeros(so.u.shape[0], so.u.shape[2])
     centre = so.centre_terms(mean)
-    with torch.no_grad():  # warm-up
-        model.encode_image(x)
-        so(x).effects()
-    plain, full, stream = [], [], []
-    for _ in range(args.repeats):  # interleaved so drifts in machine load hit all alike
-        t0 = time.perf_counter()
-        with torch.no_grad():
-            model.encode_image(x)
-        plain.append(time.perf_counter() - t0)
-        t0 = time.perf_counter()
-        eff = so(x)
-        phi = eff.effects()
-        full.append(time.perf_counter() - t0)
-        t0 = time.perf_counter()
-        so(x).norms(centre=centre)
-        stream.append(time.perf_counter() - t0)
-    tp, tf, ts = statistics.median(plain), statistics.median(full), statistics.median(stream)
-    mp, mf, ms = min(plain), min(full), min(stream)
+    times, last = interleaved(args.repeats, {
+        "plain": lambda: model.encode_image(x),
+        "full": lambda: so(x).effects(),
+        "stream": lambda: so(x).norms(centre=centre)})
+    (tp, tf, ts), (mp, mf, ms) = ([f(times[k]) for k in ("plain", "full", "stream")]
+                                  for f in (statistics.median, min))
+    phi = last["full"]
     K, J, d = so.u.shape
     print(f"model {args.model} (random weights), MLP layer {args.layer}: {K} neurons x {J} later heads, d' = {d}; "
           f"batch {args.batch}, {torch.get_num_threads()} threads, {args.repeats} repeats (median / fastest)")

@@ -15,61 +15,39 @@ of each method (medians of interleaved repeats) and the ratio decomposition / Gr
 
 from __future__ import annotations
 
-import argparse
 import statistics
-import sys
-import time
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-
-import torch  # noqa: E402
+import torch
+from _bench import interleaved, parser, random_model
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--model", default="ViT-B-16")
+    ap = parser(__doc__, model="ViT-B-16", repeats=5)
     ap.add_argument("--batch", type=int, default=4)
     ap.add_argument("--classes", type=int, default=1000)
-    ap.add_argument("--repeats", type=int, default=5)
-    ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--methods", default="decomposition,gradcam,chefer,rollout,raw_attention,lrp,partial_lrp")
     ap.add_argument("--device", default="cpu", help="e.g. cuda (timed with synchronisation)")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
 
-    import open_clip
-
-    import helpers.engine.models  # noqa: F401  (registers the course's own model name)
     from helpers.methods.segmentation import METHODS, segmentation_maps
 
     methods = [m.strip() for m in args.methods.split(",") if m.strip()]
     unknown = sorted(set(methods) - set(METHODS))
     if unknown:
         raise SystemExit(f"unknown methods {unknown}; choose from {METHODS}")
-    torch.manual_seed(0)
     dev = torch.device(args.device)
-    model = open_clip.create_model(args.model).eval().to(dev)
+    model = random_model(args.model).to(dev)
     g = torch.Generator().manual_seed(1)
     x = torch.randn(args.batch, 3, *model.visual.image_size, generator=g).to(dev)
     texts = torch.nn.functional.normalize(torch.randn(args.classes, model.visual.output_dim, generator=g),
                                           dim=-1).to(dev)
 
-    def sync() -> None:
-        if dev.type == "cuda":
-            torch.cuda.synchronize(dev)
-
-    for m in methods:  # warm-up (also builds the decomposition's cached joint-space maps)
-        segmentation_maps(model, x[:1], texts, m)
-    times: dict[str, list[float]] = {m: [] for m in methods}
-    for _ in range(args.repeats):
-        for m in methods:  # interleaved, so drifts of a shared machine hit every method alike
-            sync()
-            t0 = time.perf_counter()
-            maps = segmentation_maps(model, x, texts, m)
-            sync()
-            times[m].append(time.perf_counter() - t0)
-            assert maps.shape[0] == args.batch
+    # every method in turn (the decomposition builds its cached joint-space maps in the warm-up)
+    times, last = interleaved(args.repeats, {m: (lambda m=m: segmentation_maps(model, x, texts, m)) for m in methods},
+                              sync=(lambda: torch.cuda.synchronize(dev)) if dev.type == "cuda" else (lambda: None),
+                              grad=True)  # the gradient methods need autograd
+    assert all(maps.shape[0] == args.batch for maps in last.values())
     where = torch.cuda.get_device_name(dev) if dev.type == "cuda" else f"CPU, {torch.get_num_threads()} threads"
     print(f"{args.model}, {where}, batch {args.batch}, {args.classes} classes, "
           f"{args.repeats} interleaved repeats")

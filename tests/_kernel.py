@@ -25,6 +25,7 @@ import json
 import os
 import queue
 import threading
+import time
 from pathlib import Path
 from typing import Any
 
@@ -43,6 +44,11 @@ for _m in pkgutil.walk_packages(helpers.__path__, "helpers."):
         importlib.import_module(_m.name)
 del _m
 """
+
+
+# (notebook, parameters, seconds) of every notebook run on the shared kernel this session, for
+# the terminal summary (tests/conftest.py): where the suite's time goes
+RUN_TIMES: list[tuple[str, dict[str, Any], float]] = []
 
 
 class KernelError(RuntimeError):
@@ -183,6 +189,7 @@ class SharedKernel:
             self.reset(path.parent.resolve(), env)
         name = f"shared-kernel-{id(self)}"
         papermill_engines.register(name, _engine(self.km))
+        started = time.perf_counter()
         try:
             # written once at the end (or at the error), not after every cell
             pm.execute_notebook(str(path), str(executed), parameters=params, engine_name=name,
@@ -195,6 +202,7 @@ class SharedKernel:
             raise
         finally:
             self.runs += 1
+            RUN_TIMES.append((f"{path.parent.name}/{path.name}", dict(parameters or {}), time.perf_counter() - started))
         if html:
             from helpers.course.main_job import export_html
 

@@ -45,7 +45,17 @@ def pytest_collection_modifyitems(config, items):
 
 
 def pytest_terminal_summary(terminalreporter, exitstatus, config):
-    """After a fast-tier run, name its tests that took long: candidates for the slow mark."""
+    """The notebook runs on the shared kernel and their times (where the suite's time goes);
+    after a fast-tier run, its tests that took long: candidates for the slow mark."""
+    import _kernel
+
+    if _kernel.RUN_TIMES:
+        total = sum(t for _, _, t in _kernel.RUN_TIMES)
+        terminalreporter.write_sep("-", f"{len(_kernel.RUN_TIMES)} notebook runs on the shared kernel, "
+                                        f"{total:.0f} s in all")
+        for name, params, t in sorted(_kernel.RUN_TIMES, key=lambda r: -r[2]):
+            shown = {k: v for k, v in params.items() if k != "record_to"}
+            terminalreporter.write_line(f"{t:6.1f} s  {name} {shown if shown else ''}")
     if "fast" not in (config.getoption("markexpr") or ""):
         return
     from _tiers import FAST_RUNS

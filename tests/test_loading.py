@@ -202,7 +202,7 @@ def test_hub_weights_offline_fail_fast_naming_the_offline_preset(tmp_path, monke
 HUB = [("ViT-B-32", "safetensors"), ("ViT-B-16", "safetensors")]
 FAST = [("world-clip", "safetensors"), ("world-clip", "bin"), ("world-clip", "pt"),
         ("ViT-B-32-quickgelu", "pt"), ("ViT-B-16-quickgelu", "bin")]
-SLOW = [("ViT-L-14", "safetensors"), ("ViT-H-14-quickgelu", "bin")]
+SLOW = [("ViT-L-14-quickgelu", "bin"), ("ViT-H-14", "safetensors")]
 
 
 def _spec(name):

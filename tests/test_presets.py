@@ -81,6 +81,9 @@ def test_every_notebook_takes_its_parameters_from_a_preset(nb):
     assert call, "the notebook resolves its parameters"
     passed = re.findall(r"(\w+)=(\w+)", call.group(1))
     assert all(k == v for k, v in passed)
+    # unpacked into the same names, in the order passed (Settings.unpack keeps that order)
+    unpacked = re.search(r"\n\(?([\w,\s]+?)\)? = settings\.unpack\(\)", src)
+    assert unpacked and re.findall(r"\w+", unpacked.group(1)) == [k for k, _ in passed]
     passed = {k for k, _ in passed}
     for p in PRESETS.values():
         keys = {"model_name", "pretrained", "device", "protocol"} | set(p.notebooks[nb])
@@ -403,8 +406,14 @@ def test_readme_lists_the_colab_estimates():
 
 def test_settings_start_prints_records_and_loads(capsys):
     s = resolve("offline", "01", model_name=None, pretrained=None, device="")
+    assert s.unpack() == ("world-clip", DEFAULT_PRETRAINED, "cpu")  # the values, in the order passed
     figures: dict = {}
-    model, preprocess, tokenizer = s.start(figures)
+    draws = []
+    for before in (123, 456):  # whatever was drawn before, start(seed=7) leaves the same state
+        torch.manual_seed(before)
+        model, preprocess, tokenizer = s.start(figures, seed=7)
+        draws.append(torch.rand(3))
+    assert torch.equal(*draws), "start seeds torch's generator"
     assert figures == {"preset": "offline", "trained_weights": True}
     assert str(s) in capsys.readouterr().out
     assert callable(preprocess) and callable(tokenizer)

@@ -306,12 +306,23 @@ class Settings:
         skipped (the notebooks record this as ``figures["trained_weights"]``)."""
         return self.values.get("pretrained") != "random"
 
-    def start(self, figures: MutableMapping[str, Any] | None = None) -> tuple[Any, Any, Any]:
-        """A notebook's first step with its settings: print them, record ``preset`` and
-        ``trained_weights`` into ``figures`` (when given) and load the model on the settings'
-        device. Returns ``(model, preprocess, tokenizer)`` as :func:`helpers.engine.models.load_model`."""
+    def unpack(self) -> tuple[Any, ...]:
+        """The parameters' values in the order the notebook passed them to :func:`resolve`, for
+        ``a, b = settings.unpack()`` with the same names on both sides."""
+        return tuple(self.values.values())
+
+    def start(self, figures: MutableMapping[str, Any] | None = None, *, seed: int | None = None
+              ) -> tuple[Any, Any, Any]:
+        """A notebook's first step with its settings: seed torch's generator (when ``seed`` is
+        given), print the settings, record ``preset`` and ``trained_weights`` into ``figures``
+        (when given) and load the model on the settings' device. Returns ``(model, preprocess,
+        tokenizer)`` as :func:`helpers.engine.models.load_model`."""
         from ..engine.models import load_model
 
+        if seed is not None:
+            import torch
+
+            torch.manual_seed(seed)
         print(self)
         if figures is not None:
             figures["preset"] = self.preset

@@ -129,6 +129,17 @@ def _index(i: Any, size: int, name: str) -> int:
 # ----------------------------------------------------------------------------------------------
 
 
+def _layer_indices(layers: Any, L: int) -> list[int]:
+    """``layers`` (one layer or several, negative allowed) as distinct indices into ``L`` layers."""
+    layer_list = [layers] if isinstance(layers, (int, np.integer)) else list(layers)
+    if not layer_list:
+        raise ValueError("no layers given")
+    norm = [_index(li, L, "layer") for li in layer_list]
+    if len(set(norm)) != len(norm):
+        raise ValueError(f"a layer is given twice: {layer_list} (layers {norm} of {L})")
+    return norm
+
+
 def stack_heads(terms: DirectTerms, layers: int | Iterable[int], *, scale: str = "raw"
                 ) -> tuple[Tensor, list[tuple[int, int]]]:
     """The per-head contributions of ``layers`` as one stack ``[Hs, N, d]``.
@@ -154,13 +165,7 @@ def stack_heads(terms: DirectTerms, layers: int | Iterable[int], *, scale: str =
         IndexError: a layer out of range.
     """
     if isinstance(terms, StreamedTerms):
-        L = terms.n_layers
-        layer_list = [layers] if isinstance(layers, (int, np.integer)) else list(layers)
-        if not layer_list:
-            raise ValueError("no layers given")
-        norm = [_index(li, L, "layer") for li in layer_list]
-        if len(set(norm)) != len(norm):
-            raise ValueError(f"a layer is given twice: {layer_list} (layers {norm} of {L})")
+        norm = _layer_indices(layers, terms.n_layers)
         streamed = terms.head_stack(norm, scale)
         return streamed, list(streamed.labels)
     if terms.heads is None:
@@ -168,12 +173,7 @@ def stack_heads(terms: DirectTerms, layers: int | Iterable[int], *, scale: str =
     if terms.heads.ndim != 4:
         raise ValueError(f"terms.heads must be [N, L, H, d], got shape {tuple(terms.heads.shape)}")
     _, L, H, _ = terms.heads.shape
-    layer_list = [layers] if isinstance(layers, (int, np.integer)) else list(layers)
-    if not layer_list:
-        raise ValueError("no layers given")
-    norm = [_index(li, L, "layer") for li in layer_list]
-    if len(set(norm)) != len(norm):
-        raise ValueError(f"a layer is given twice: {layer_list} (layers {norm} of {L})")
+    norm = _layer_indices(layers, L)
     if scale not in ABLATION_SCALES:
         raise ValueError(f"scale must be one of {', '.join(map(repr, ABLATION_SCALES))}, got {scale!r}")
     heads = terms.heads[:, norm]
@@ -785,20 +785,9 @@ def property_neighbours(heads_stack: Any, heads: Any, query_index: int, k: int =
     Returns:
         ``(indices [k], scores [k])``, most similar first.
     """
-    _check_score(score)
     S = _check_stack(heads_stack)
-    Hs, N, _ = S.shape
-    sel = _select_heads(heads, Hs)
-    q = _index(query_index, N, "query_index")
-    k = _int(k, "k")
-    if not 1 <= k < N:
-        raise ValueError(f"k must be in [1, N - 1] = [1, {N - 1}] (the query is left out), got {k}")
-    s = _float_work(S[sel].sum(0))
-    if centre:
-        s = s - s.mean(0, keepdim=True)
-    if score == "cosine":
-        s = F.normalize(s, dim=-1)
-    return _top_k(s @ s[q], k, exclude=q)
+    q = _index(query_index, S.shape[1], "query_index")
+    return terms_neighbours(S, heads, S[:, q], k, centre=centre, score=score, exclude=q)
 
 
 def head_image_neighbours(heads_stack: Any, head_index: int, query_index: int, k: int = 5, *,
@@ -876,7 +865,8 @@ def terms_neighbours(heads_stack: Any, heads: Any, query_terms: Any, k: int = 5,
     k = _int(k, "k")
     limit = N - (skip is not None)
     if not 1 <= k <= limit:
-        raise ValueError(f"k must be in [1, {limit}], got {k}")
+        left_out = " (the query is left out)" if skip is not None else ""
+        raise ValueError(f"k must be in [1, {limit}]{left_out}, got {k}")
     s = _float_work(S[sel].sum(0))
     sq = q[sel].sum(0).to(device=s.device, dtype=s.dtype)
     if centre:

@@ -800,21 +800,11 @@ def textspan_reference(C: Any, R: Any, n: int, rank: int = 80, *, rtol: float | 
     """
     C = np.asarray(C.detach().cpu() if isinstance(C, Tensor) else C)
     R = np.asarray(R.detach().cpu() if isinstance(R, Tensor) else R)
-    if C.ndim != 2 or R.ndim != 2:
-        raise ValueError(f"C must be [K, d] and R [M, d], got {C.shape} and {R.shape}")
+    if C.ndim != 2:
+        raise ValueError(f"C must be [K, d], got shape {C.shape}")
+    _check_C(C)  # the inputs follow textspan's rules; what follows computes independently of it
     K, d = C.shape
-    M = R.shape[0]
-    n = _check_int(n, "n")
-    rank = _check_int(rank, "rank")
-    if M == 0:
-        raise ValueError("the text pool is empty (M = 0)")
-    if R.shape[1] != d:
-        raise ValueError(f"text dimension {R.shape[1]} != head dimension {d}")
-    if K < 2:
-        raise ValueError(f"need at least 2 images, got K = {K}")
-    r = min(rank, K, d)
-    if not 1 <= n <= min(M, r):
-        raise ValueError(f"n = {n} must be in [1, min(M, rank, K, d)] = [1, {min(M, r)}]")
+    _, n, rank, M, r = _check_pool(R, n, rank, K, d)
     dt = np.float64 if np.float64 in (C.dtype, R.dtype) else np.float32
     C = C.astype(dt)
     R = R.astype(dt)

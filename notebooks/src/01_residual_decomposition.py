@@ -80,14 +80,11 @@ from helpers.methods.ablation import (
     variance_shares,
 )
 
-torch.manual_seed(seed)
 figures = Figures(record_to)
 settings = resolve(preset, "01", model_name=model_name, pretrained=pretrained, dataset=dataset,
                    n_images=n_images, batch_size=batch_size, device=device, protocol=protocol)
-model_name, pretrained, dataset = settings.model_name, settings.pretrained, settings.dataset
-n_images, batch_size, device = settings.n_images, settings.batch_size, settings.device
-protocol = settings.protocol
-model, preprocess, tokenizer = settings.start(figures)  # prints the settings, records them, loads the model
+model_name, pretrained, dataset, n_images, batch_size, device, protocol = settings.unpack()
+model, preprocess, tokenizer = settings.start(figures, seed=seed)  # seeds torch, prints the settings, loads the model
 task = load_task(dataset, n_images=n_images, preprocess=preprocess, seed=seed, world_name=world_of(model))
 info = model_info(model)
 L = info.n_layers

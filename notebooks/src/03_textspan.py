@@ -94,15 +94,12 @@ from helpers.methods.stats import accuracy_tolerance, with_tolerance
 from helpers.methods.streamed import StreamedTerms, terms_of
 from helpers.methods.textspan import pca_basis, span_comparison, textspan
 
-torch.manual_seed(seed)
 figures = Figures(record_to)
 settings = resolve(preset, "03", model_name=model_name, pretrained=pretrained, dataset=dataset,
                    n_images=n_images, batch_size=batch_size, device=device, protocol=protocol,
                    pool_size=pool_size)
-model_name, pretrained, dataset = settings.model_name, settings.pretrained, settings.dataset
-n_images, batch_size, device = settings.n_images, settings.batch_size, settings.device
-protocol, pool_size = settings.protocol, settings.pool_size
-model, preprocess, tokenizer = settings.start(figures)  # prints the settings, records them, loads the model
+model_name, pretrained, dataset, n_images, batch_size, device, protocol, pool_size = settings.unpack()
+model, preprocess, tokenizer = settings.start(figures, seed=seed)  # seeds torch, prints the settings, loads the model
 task = load_task(dataset, n_images=n_images, preprocess=preprocess, seed=seed, world_name=world_of(model))
 info = model_info(model)
 L, H = info.n_layers, info.n_heads

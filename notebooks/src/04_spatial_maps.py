@@ -95,14 +95,11 @@ from helpers.methods.spatial import (
 from helpers.methods.stats import paired_bootstrap, region_difference
 from helpers.methods.textspan import textspan
 
-torch.manual_seed(seed)
 figures = Figures(record_to)
 settings = resolve(preset, "04", model_name=model_name, pretrained=pretrained, images=images,
                    n_images=n_images, device=device, protocol=protocol, pool_size=pool_size)
-model_name, pretrained, images = settings.model_name, settings.pretrained, settings.images
-n_images, device, protocol = settings.n_images, settings.device, settings.protocol
-pool_size = settings.pool_size
-model, preprocess, tokenizer = settings.start(figures)  # prints the settings, records them, loads the model
+model_name, pretrained, images, n_images, device, protocol, pool_size = settings.unpack()
+model, preprocess, tokenizer = settings.start(figures, seed=seed)  # seeds torch, prints the settings, loads the model
 offline_model = model_name == DEFAULT_MODEL
 use_world = images == "world" or (images == "auto" and offline_model)
 if images not in ("world", "photos", "auto"):

@@ -142,19 +142,15 @@ from helpers.methods.stats import (
     with_tolerance,
 )
 
-torch.manual_seed(seed)
 figures = Figures(record_to)
 settings = resolve(preset, "07", model_name=model_name, pretrained=pretrained, dataset=dataset, n_images=n_images,
                    eval_images=eval_images, layers=layers, top_k=top_k, vocabulary=vocabulary, pool_size=pool_size,
                    n_words=n_words, seg_dataset=seg_dataset, seg_images=seg_images, seg_neurons=seg_neurons,
                    n_pairs=n_pairs, adv_scenes=adv_scenes, batch_size=batch_size, device=device, protocol=protocol)
-model_name, pretrained, dataset = settings.model_name, settings.pretrained, settings.dataset
-n_images, eval_images, top_k = settings.n_images, settings.eval_images, settings.top_k
-layers = [int(x) for x in settings.layers]
-vocabulary, pool_size, n_words = settings.vocabulary, settings.pool_size, settings.n_words
-seg_dataset, seg_images, seg_neurons = settings.seg_dataset, settings.seg_images, settings.seg_neurons
-n_pairs, adv_scenes, batch_size, device = settings.n_pairs, settings.adv_scenes, settings.batch_size, settings.device
-model, preprocess, tokenizer = settings.start(figures)  # prints the settings, records them, loads the model
+(model_name, pretrained, dataset, n_images, eval_images, layers, top_k, vocabulary, pool_size, n_words,
+ seg_dataset, seg_images, seg_neurons, n_pairs, adv_scenes, batch_size, device, protocol) = settings.unpack()
+layers = [int(x) for x in layers]
+model, preprocess, tokenizer = settings.start(figures, seed=seed)  # seeds torch, prints the settings, loads the model
 check_supported(model)  # a class-token ViT (SigLIP's pooled towers have no class token to carry these effects)
 info = model_info(model)
 prov = provenance(model)
