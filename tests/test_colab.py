@@ -342,7 +342,7 @@ def _rehearse(tmp_path: Path) -> dict:
     # the venv's own setuptools is older than the one torch needs: Colab's fits its torch, so the linked one serves
     subprocess.run([str(python), "-m", "pip", "uninstall", "-q", "-y", "setuptools"], env=env, check=True)
     r["preinstall"] = subprocess.run([str(python), "-m", "pip", "install", "--progress-bar", "off", "-q",
-                                      *COLAB_PREINSTALLED], env=env, capture_output=True, text=True)
+                                      "--no-compile", *COLAB_PREINSTALLED], env=env, capture_output=True, text=True)
     if r["preinstall"].returncode != 0:
         return r
     for rel, text in FAKE_COLAB.items():

@@ -225,7 +225,13 @@ def test_timm_hook_sites(siglip2_tower):
 
 @pytest.mark.slow
 def test_heatmaps_of_an_attention_pooled_tower(siglip2_tower):
-    from helpers.methods.spatial import contrastive_map, heatmaps, topic_segmentation
+    from helpers.methods.spatial import (
+        contrastive_map,
+        heatmaps,
+        own_class_maps,
+        own_class_maps_by_layer,
+        topic_segmentation,
+    )
 
     x = _images(siglip2_tower.trunk.patch_embed.img_size)
     texts = torch.randn(3, 768, dtype=torch.float64)
@@ -239,6 +245,12 @@ def test_heatmaps_of_an_attention_pooled_tower(siglip2_tower):
     assert gap.abs().max() < F64_TOL
     with pytest.raises(UnsupportedModelError, match="class token"):
         topic_segmentation(siglip2_tower, x, 11, 0, texts)
+    # each backbone layer's own-class map, from one pass: as one pass per layer gives it
+    labels = [2, 0]
+    by_layer = own_class_maps_by_layer(siglip2_tower, x, texts, labels)
+    assert by_layer.shape == (len(siglip2_tower.trunk.blocks), 2, 8, 8)
+    for layer in (0, 5, len(siglip2_tower.trunk.blocks) - 1):
+        assert (by_layer[layer] - own_class_maps(siglip2_tower, x, texts, labels, layers=[layer])).abs().max() < F64_TOL
 
 
 def test_collected_terms_keep_the_pooling_mlp_apart(siglip2_tower):

@@ -106,11 +106,12 @@ def check_05(f, n):
     assert abs(f["planted"]["agree_in_habitat"] - 0.95) < 0.01  # the data's, whatever the model
 
 
-def check_06(f, n):
+def check_06(f, n, pairs=True):
     assert f["n_images"] == n and 0 < f["foreground_fraction"] < 1
     m = f["methods"]
     assert set(m) == set(METHODS)
-    for source in (m, f["pairs"]):
+    assert ("pairs" in f) == pairs and ("images_per_second_pairs" in f) == pairs
+    for source in (m, f["pairs"]) if pairs else (m,):
         assert set(source) == set(m)
         for method, scores in source.items():
             assert all(0.0 <= scores[k] <= 1.0 for k in ("pixel accuracy", "mIoU", "mAP", "object AP")), \
@@ -118,9 +119,10 @@ def check_06(f, n):
             assert math.isclose(scores["mIoU"], (scores["IoU foreground"] + scores["IoU background"]) / 2)
     assert f["provenance"] == "random"
     assert all(set(t) == set(m) and all(v > 0 for v in t.values())
-               for t in (f["images_per_second"], f["images_per_second_pairs"], f["images_per_second_both"]))
+               for t in [f["images_per_second"], f["images_per_second_both"]]
+               + ([f["images_per_second_pairs"]] if pairs else []))
     assert set(f["speed_vs_decomposition"]) == set(m) and math.isclose(f["speed_vs_decomposition"]["decomposition"], 1)
-    assert set(f["leaders"]) == {"one object", "two objects"}
+    assert set(f["leaders"]) == ({"one object", "two objects"} if pairs else {"one object"})
     assert all(set(lead.values()) <= set(m) for lead in f["leaders"].values())
     assert _fraction_of(n, f["zero_shot_accuracy"])
     curve = f["miou_by_first_layer"]
@@ -128,7 +130,7 @@ def check_06(f, n):
     assert math.isclose(curve[f"0-{LAYERS - 1}"], f["miou_all_layers_subset"])
     assert sorted(f["miou_ranking"]) == sorted(m)
     shares = f["mass_on_object"]
-    assert set(shares) == {"one object", "two objects: the named one"}
+    assert set(shares) == ({"one object", "two objects: the named one"} if pairs else {"one object"})
     assert all(set(v) == set(m) and all(x != x or 0.0 <= x <= 1.0 for x in v.values()) for v in shares.values())
     lm = f["layer_mass"]
     assert len(lm["on"]) == len(lm["off"]) == len(lm["against"]) == LAYERS and all(x >= 0 for v in lm.values() for x in v)
@@ -179,9 +181,11 @@ def test_notebook_on_random_vit_b32(path, notebook_run):
 SEGMENTATION = next(p for p in notebook_paths() if p.stem.startswith("06_"))
 # two images, fewer than the three overlays the notebook shows, one per batch
 # the paper's protocol side by side is left out here: its variants run on a real architecture in
-# tests/test_segmentation.py (every method, both variants) and in the offline run of tests/test_notebooks.py
+# tests/test_segmentation.py (every method, both variants) and in the offline run of tests/test_notebooks.py;
+# so are the two-object scenes (the same evaluation on another task, which tests/test_presets.py builds at
+# 224 px): this run takes the notebook's path without them, as on a dataset that has none
 B16 = {"preset": PRESET, "model_name": "ViT-B-16", "pretrained": "random", "n_images": 2, "batch_size": 1,
-       "compare_protocols": False}
+       "compare_protocols": False, "pairs_factor": ""}
 
 
 @pytest.mark.slow
@@ -192,7 +196,7 @@ def test_segmentation_notebook_on_random_vit_b16(notebook_run):
     preset's other values stay, the parameters set here win."""
     figures = notebook_run.figures
     assert figures["preset"] == PRESET and figures["trained_weights"] is False
-    check_06(figures, 2)
+    check_06(figures, 2, pairs=False)
 
 
 SIGLIP = "ViT-B-16-SigLIP"  # a timm tower with attention pooling (no class token)

@@ -21,6 +21,7 @@ from helpers.methods.spatial import (
     head_direction_map,
     heatmaps,
     own_class_maps,
+    own_class_maps_by_layer,
     topic_segmentation,
     upsample,
 )
@@ -123,6 +124,24 @@ def test_subtract_mean_is_difference_from_mean_map(model, images, texts):
     own = own_class_maps(model, images, texts, labels)
     assert (own - expect[torch.arange(2), labels]).abs().max() < TOL
     assert own_class_maps(model, images, texts, labels, size=32).shape == (2, 32, 32)
+
+
+def test_own_class_maps_by_layer_are_each_layers_own_map(model, images, texts):
+    labels = torch.tensor([3, 0])
+    L = _dims(model)[0]
+    by_layer = own_class_maps_by_layer(model, images, texts, labels, batch_size=1)  # one image a pass
+    assert by_layer.shape == (L, 2, *_dims(model)[2])
+    for layer in range(L):
+        alone = own_class_maps(model, images, texts, labels, layers=[layer])
+        assert (by_layer[layer] - alone).abs().max() < TOL, layer
+    # the layers add up to the all-layer map (a class-token tower: the maps are a sum over layers)
+    assert (by_layer.sum(0) - own_class_maps(model, images, texts, labels)).abs().max() < TOL
+    with pytest.raises(IndexError, match="class indices"):
+        own_class_maps_by_layer(model, images, texts, [3, 5])
+    with pytest.raises(ValueError, match="2 images"):
+        own_class_maps_by_layer(model, images, texts, [3])
+    with pytest.raises(ValueError, match="at least two"):
+        own_class_maps_by_layer(model, images, texts[:1], [0, 0])
 
 
 def test_contrastive_map_is_difference_of_maps(model, images, texts):

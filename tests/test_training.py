@@ -21,7 +21,9 @@ def _tiny(steps=30, batch_size=32, **kw):
 @pytest.mark.slow
 def test_training_smoke_loss_decreases(tmp_path):
     cfg = _tiny(free_attn_layers=1)
+    before = torch.get_num_threads()
     model, history = train(cfg, progress=False)
+    assert torch.get_num_threads() == before, "training gives the process its thread count back"
     assert len(history) == 3
     first, last = history[0]["loss"], history[-1]["loss"]
     assert last < first - 0.05, history

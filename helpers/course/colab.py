@@ -115,8 +115,10 @@ def describe_clone(course: str | Path) -> str:
 
 
 def _pip(args: list[str], log: Path) -> str:
+    # --no-compile: pip would byte-compile every module of every package it installs; Python
+    # compiles (and caches) only the modules the course imports, when it first imports them
     cmd = [sys.executable, "-m", "pip", "install", "--progress-bar", "off", "--no-input",
-           "--disable-pip-version-check", *args]
+           "--disable-pip-version-check", "--no-compile", *args]
     done = subprocess.run(cmd, capture_output=True, text=True)
     text = f"$ {' '.join(cmd)}\n{done.stdout}{done.stderr}"
     with open(log, "a") as fh:

@@ -223,8 +223,17 @@ def train(cfg: TrainConfig, *, progress: bool = True, checkpoint_dir: Path | Non
         raise ValueError("steps must be positive and batch_size at least 2")
     if cfg.logit_penalty > 0 and cfg.class_weight <= 0:
         raise ValueError("logit_penalty is measured in the class-caption directions: set class_weight too")
+    before = torch.get_num_threads()
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
+    try:
+        return _train(cfg, progress=progress, checkpoint_dir=checkpoint_dir, checkpoint_every=checkpoint_every)
+    finally:
+        torch.set_num_threads(before)  # the caller's process keeps its own thread count
+
+
+def _train(cfg: TrainConfig, *, progress: bool, checkpoint_dir: Path | None,
+           checkpoint_every: int) -> tuple[torch.nn.Module, list[dict[str, float]]]:
     device = _device(cfg.device)
     model = build_model(cfg).to(device)
     model.train()
@@ -360,7 +369,7 @@ def save_weights(model: torch.nn.Module, cfg: TrainConfig, history: list[dict[st
     log = {"config": train_cfg, "steps_done": cfg.steps if steps_done is None else steps_done,
            "history": history, "init_log": init_log(cfg.init),
            "hardware": {"device": str(_device(cfg.device)), "platform": platform.platform(),
-                        "processor": platform.processor(), "torch_threads": torch.get_num_threads(),
+                        "processor": platform.processor(), "torch_threads": cfg.threads or torch.get_num_threads(),
                         "torch": torch.__version__, "open_clip": open_clip.__version__}}
     (out_dir / f"{DEFAULT_MODEL}-{tag}.train.json").write_text(json.dumps(log, indent=1) + "\n")
     return weights

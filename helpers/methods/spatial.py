@@ -46,6 +46,7 @@ __all__ = [
     "HeatmapResult",
     "heatmaps",
     "own_class_maps",
+    "own_class_maps_by_layer",
     "head_direction_map",
     "topic_segmentation",
     "contrastive_map",
@@ -291,6 +292,41 @@ def own_class_maps(model: nn.Module, images: ImagesLike, class_emb: TextsLike, l
         raise IndexError(f"labels must be class indices in 0..{res.n_texts - 1}")
     maps = res.patch_maps[torch.arange(res.n_images, device=lab.device), lab]
     return maps if size is None else upsample(maps, size)
+
+
+def own_class_maps_by_layer(model: nn.Module, images: ImagesLike, class_emb: TextsLike,
+                            labels: Sequence[int] | Tensor, *, normalize: bool = True,
+                            batch_size: int = 16) -> Tensor:
+    """:func:`own_class_maps` of each attention layer alone, ``[L, B, gh, gw]``: entry ``l`` is
+    ``own_class_maps(model, images, class_emb, labels, layers=[l])``, all of them from one forward
+    pass per ``batch_size`` images (the decomposition keeps each layer's attention values and
+    contracts them with the texts layer by layer) instead of one pass per layer."""
+    dec = Decomposer(model)
+    E = text_matrix(class_emb, model=model, width=dec.info.embed_dim, what="class_emb")
+    if E.shape[0] < 2:
+        raise ValueError("the maps subtract the mean over the classes: give at least two class embeddings")
+    x = model_batch(model, images, None)
+    param = next(dec.visual.parameters())
+    E = E.to(device=param.device, dtype=param.dtype)
+    E = E - E.mean(0, keepdim=True)
+    lab = torch.as_tensor(labels).reshape(-1).long()
+    if lab.numel() != x.shape[0]:
+        raise ValueError(f"got {lab.numel()} labels for {x.shape[0]} images")
+    if bool(((lab < 0) | (lab >= E.shape[0])).any()):
+        raise IndexError(f"labels must be class indices in 0..{E.shape[0] - 1}")
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be positive, got {batch_size}")
+    out = []
+    for i in range(0, x.shape[0], batch_size):
+        d = dec(x[i:i + batch_size], heads=False, tokens=True)
+        if normalize:
+            d = d.normalized()
+        own = lab[i:i + batch_size].to(param.device)
+        rows = torch.arange(own.numel(), device=param.device)
+        # [B, gh, gw, M] per layer -> each image's own class
+        out.append(torch.stack([d.spatial_map(d.token_scores(E, [layer]))[rows, ..., own]
+                                for layer in range(dec.n_layers)]))
+    return torch.cat(out, 1)
 
 
 # ----------------------------------------------------------------------------------------------

@@ -89,6 +89,7 @@ from helpers.methods.spatial import (
     head_direction_map,
     heatmaps,
     own_class_maps,
+    own_class_maps_by_layer,
     topic_segmentation,
     upsample,
 )
@@ -321,8 +322,8 @@ from helpers.course.exercises.nb04 import check_best_layer
 
 if test is not None:
     x = world_batch(test)
-    layer_maps = [own_class_maps(model, x, classifiers["colour"], test.factors["colour"], layers=[layer])
-                  for layer in range(L)]  # [scenes, gh, gw] for each layer
+    # each layer's own-class maps, all from one forward pass: [scenes, gh, gw] for each layer
+    layer_maps = list(own_class_maps_by_layer(model, x, classifiers["colour"], test.factors["colour"]))
 
 
 # %% [markdown] tags=["hint"]
