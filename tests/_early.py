@@ -16,12 +16,15 @@ from __future__ import annotations
 
 import os
 import threading
+import time
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any, Callable, Hashable
 
 _lock = threading.Lock()
 _jobs: dict[Hashable, Future] = {}
 _pool: ThreadPoolExecutor | None = None
+# (key, start, end) of each job, seconds on time.monotonic(), for the session's time summary
+TIMES: list[tuple[Hashable, float, float]] = []
 _SESSION_ENV = dict(os.environ)  # read once, when the session imports this module (tests/conftest.py)
 
 
@@ -38,8 +41,16 @@ def job(key: Hashable, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Fut
         if key not in _jobs:
             if _pool is None:
                 _pool = ThreadPoolExecutor(8, thread_name_prefix="early")
-            _jobs[key] = _pool.submit(fn, *args, **kwargs)
+            _jobs[key] = _pool.submit(_timed, key, fn, *args, **kwargs)
         return _jobs[key]
+
+
+def _timed(key: Hashable, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+    start = time.monotonic()
+    try:
+        return fn(*args, **kwargs)
+    finally:
+        TIMES.append((key, start, time.monotonic()))
 
 
 def shutdown() -> None:

@@ -46,9 +46,19 @@ del _m
 """
 
 
-# (notebook, parameters, seconds) of every notebook run on the shared kernel this session, for
-# the terminal summary (tests/conftest.py): where the suite's time goes
-RUN_TIMES: list[tuple[str, dict[str, Any], float]] = []
+# (notebook, parameters, seconds, end on time.monotonic()) of every notebook run on the shared
+# kernel this session, for the terminal summary (tests/conftest.py): where the suite's time goes
+RUN_TIMES: list[tuple[str, dict[str, Any], float, float]] = []
+
+
+def papermill_keeps_the_working_folder() -> None:
+    """papermill's local file handler changes the process's working folder around each read and
+    write (to the one that was current when the run began); from the thread that runs notebooks
+    that would move the tests running meanwhile (a test's own ``chdir`` undone under it). The
+    suite hands papermill absolute paths only: the handler reads and writes them where they are."""
+    from papermill.iorw import papermill_io
+
+    papermill_io.get_handler("local").cwd = lambda new_path: None
 
 
 class KernelError(RuntimeError):
@@ -179,6 +189,7 @@ class SharedKernel:
 
         from helpers.course.main_job import run_files
 
+        papermill_keeps_the_working_folder()
         executed, figures, params = run_files(path, out_dir, parameters)
         if not self.alive():
             self.start()
@@ -202,7 +213,8 @@ class SharedKernel:
             raise
         finally:
             self.runs += 1
-            RUN_TIMES.append((f"{path.parent.name}/{path.name}", dict(parameters or {}), time.perf_counter() - started))
+            RUN_TIMES.append((f"{path.parent.name}/{path.name}", dict(parameters or {}), time.perf_counter() - started,
+                              time.monotonic()))
         if html:
             from helpers.course.main_job import export_html
 

@@ -8,6 +8,7 @@ the other work of tests/_early.py). A test using a notebook fixture is in the sl
 """
 
 import os
+import time
 import warnings
 
 # One thread per process: the notebook kernel computes in the background while the tests run,
@@ -25,6 +26,13 @@ os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
 torch.set_num_threads(int(os.environ["OMP_NUM_THREADS"]))
 
 
+_SESSION: dict[str, float] = {}
+
+
+def pytest_sessionstart(session):
+    _SESSION["start"] = time.monotonic()
+
+
 def pytest_configure(config):
     config.addinivalue_line("markers", "fast: the development tier (`-m fast`): what is not slow, and "
                                        "the notebook runs tests/_tiers.py names")
@@ -40,8 +48,22 @@ def pytest_collection_modifyitems(config, items):
     # tests run, and a test that asked for the kernel before they end would wait for them all
     # the tests that wait for work started early (tests/_early.py) go just before them, for the same reason
     kernel = {"notebook_kernel", "notebook_runs", "notebook_run"}
-    items.sort(key=lambda item: 2 if kernel & set(getattr(item, "fixturenames", ())) else
-               1 if item.get_closest_marker("early") else 0)
+    def group(item):
+        return 2 if kernel & set(getattr(item, "fixturenames", ())) else 1 if item.get_closest_marker("early") else 0
+
+    items.sort(key=group)
+    # the last test of each group, to say when the group ended (the terminal summary)
+    names = ("the other tests", "the tests waiting for early work", "the tests of notebook runs")
+    _GROUP_ENDS.update({item.nodeid: names[group(item)] for item, after in zip(items, items[1:] + [None])
+                        if after is None or group(item) != group(after)})
+
+
+_GROUP_ENDS: dict[str, str] = {}
+
+
+def pytest_runtest_logfinish(nodeid, location):
+    if nodeid in _GROUP_ENDS:
+        _SESSION[_GROUP_ENDS[nodeid]] = time.monotonic()
 
 
 def pytest_terminal_summary(terminalreporter, exitstatus, config):
@@ -50,12 +72,24 @@ def pytest_terminal_summary(terminalreporter, exitstatus, config):
     import _kernel
 
     if _kernel.RUN_TIMES:
-        total = sum(t for _, _, t in _kernel.RUN_TIMES)
+        total = sum(r[2] for r in _kernel.RUN_TIMES)
         terminalreporter.write_sep("-", f"{len(_kernel.RUN_TIMES)} notebook runs on the shared kernel, "
                                         f"{total:.0f} s in all")
-        for name, params, t in sorted(_kernel.RUN_TIMES, key=lambda r: -r[2]):
+        for name, params, t, _ in sorted(_kernel.RUN_TIMES, key=lambda r: -r[2]):
             shown = {k: v for k, v in params.items() if k != "record_to"}
             terminalreporter.write_line(f"{t:6.1f} s  {name} {shown if shown else ''}")
+    # when each lane ended, from the session's start: the last one to end sets the suite's time
+    lanes = [(str(key), start, end) for key, start, end in _early.TIMES]
+    lanes += [(f"{name} (in turn)", _SESSION["start"], end) for name, end in _SESSION.items() if name != "start"]
+    if _kernel.RUN_TIMES:
+        lanes.append(("notebook runs (shared kernel)", min(r[3] - r[2] for r in _kernel.RUN_TIMES),
+                      max(r[3] for r in _kernel.RUN_TIMES)))
+    if _SESSION.get("start") and lanes:
+        t0 = _SESSION["start"]
+        terminalreporter.write_sep("-", f"lanes, seconds from the session's start (it ended at "
+                                        f"{time.monotonic() - t0:.0f} s)")
+        for name, start, end in sorted(lanes, key=lambda r: r[2]):
+            terminalreporter.write_line(f"{start - t0:6.0f} - {end - t0:4.0f} s  {name}")
     if "fast" not in (config.getoption("markexpr") or ""):
         return
     from _tiers import FAST_RUNS

@@ -127,3 +127,26 @@ def test_a_failed_notebook_leaves_a_working_kernel(notebook_kernel, tmp_path):
     good = _notebook(tmp_path / "good.ipynb", "assert 'broken' not in globals()",
                      "import json\njson.dump({'ok': True}, open(record_to, 'w'))")
     assert notebook_kernel.execute(good, tmp_path / "out-good", html=False) == {"ok": True}
+
+
+def test_papermill_reads_and_writes_without_moving_the_working_folder(tmp_path, monkeypatch):
+    """The notebooks run in a thread beside the other tests: papermill's reads and writes there
+    must not change the process's working folder (tests/_kernel.py)."""
+    import os
+
+    from _kernel import papermill_keeps_the_working_folder
+    from papermill.iorw import local_file_io_cwd, papermill_io
+
+    papermill_keeps_the_working_folder()
+    here = tmp_path / "here"
+    here.mkdir()
+    monkeypatch.chdir(here)
+    seen = []
+    real_chdir = os.chdir
+    monkeypatch.setattr(os, "chdir", lambda p: seen.append(p) or real_chdir(p))
+    target = tmp_path / "elsewhere" / "n.ipynb"
+    target.parent.mkdir()
+    with local_file_io_cwd(str(tmp_path)):  # as papermill.execute_notebook does at its start
+        papermill_io.write("{}", str(target))
+        assert papermill_io.read(str(target)) == "{}"
+    assert seen == [] and os.getcwd() == str(here)
