@@ -5,6 +5,7 @@ import logging
 import os
 import time
 
+import _early
 import open_clip
 import pytest
 import torch
@@ -260,14 +261,54 @@ def test_checkpoint_file_round_trip(name, fmt, tmp_path):
     _round_trip(name, fmt, tmp_path)
 
 
+def _large_round_trip(name: str, fmt: str, tmp_path) -> tuple[str, str]:
+    """:func:`_round_trip` of a large architecture in a process of its own: ``("passed", "")``,
+    ``("skipped", why)`` or ``("failed", what it printed)``. Started at the session's start (the
+    ``early`` mark): gigabytes written and read go on while the other tests use the processor."""
+    import subprocess
+    import sys
+
+    code = ("import sys; sys.path[:0] = [sys.argv[1]]\n"
+            "import test_loading as T\nfrom pathlib import Path\n"
+            "name, fmt = sys.argv[2], sys.argv[3]\n"
+            "# peak: the model plus the checkpoint open_clip reads whole, float32 (4 bytes a parameter)\n"
+            "need = 2.5 * 4 * sum(v.numel() for v in T._meta_state(name).values()) / 2**30\n"
+            "if T._available_gib() < need:\n"
+            "    print(f'needs about {need:.0f} GiB of free memory'); sys.exit(77)\n"
+            "T._round_trip(name, fmt, Path(sys.argv[4]))\n")
+    done = subprocess.run([sys.executable, "-c", code, os.path.dirname(os.path.abspath(__file__)), name, fmt,
+                           str(tmp_path)], capture_output=True, text=True, env=_early.environ(), cwd=tmp_path)
+    out = (done.stdout + done.stderr)[-6000:]
+    return ("passed", "") if done.returncode == 0 else ("skipped", out.strip()) if done.returncode == 77 \
+        else ("failed", out)
+
+
+def _large_jobs(tmp_path_factory, asked=SLOW):
+    """The large round trips asked for, one after the other (each needs gigabytes of memory),
+    in one job: ``{(name, fmt): result}``."""
+    def run_all(base):
+        results = {}
+        for n, f in asked:
+            (base / f"{n}-{f}").mkdir()
+            results[n, f] = _large_round_trip(n, f, base / f"{n}-{f}")
+        return results
+
+    return _early.job("large round trips", run_all, tmp_path_factory.mktemp("round-trips"))
+
+
+def start_large_round_trips(tmp_path_factory, items=()) -> None:
+    """The large round trips the session's tests ask for, started at the session's start."""
+    _large_jobs(tmp_path_factory, [tuple(item.callspec.params["name_fmt"]) for item in items])
+
+
 @pytest.mark.slow
-@pytest.mark.parametrize("name,fmt", SLOW, ids=[f"{n}-{f}" for n, f in SLOW])
-def test_checkpoint_file_round_trip_large(name, fmt, tmp_path):
-    # peak: the model plus the checkpoint open_clip reads whole, float32 (4 bytes a parameter)
-    need = 2.5 * 4 * sum(v.numel() for v in _meta_state(name).values()) / 2**30
-    if _available_gib() < need:
-        pytest.skip(f"needs about {need:.0f} GiB of free memory")
-    _round_trip(name, fmt, tmp_path)
+@pytest.mark.early("start_large_round_trips")
+@pytest.mark.parametrize("name_fmt", SLOW, ids=[f"{n}-{f}" for n, f in SLOW])
+def test_checkpoint_file_round_trip_large(name_fmt, tmp_path_factory):
+    status, said = _large_jobs(tmp_path_factory).result()[tuple(name_fmt)]
+    if status == "skipped":
+        pytest.skip(said)
+    assert status == "passed", said
 
 
 def test_a_checkpoint_of_another_architecture_is_refused(tmp_path):

@@ -129,6 +129,7 @@ def test_a_failed_notebook_leaves_a_working_kernel(notebook_kernel, tmp_path):
     assert notebook_kernel.execute(good, tmp_path / "out-good", html=False) == {"ok": True}
 
 
+@pytest.mark.slow  # it names papermill (tests/test_tiers.py), though it runs no notebook
 def test_papermill_reads_and_writes_without_moving_the_working_folder(tmp_path, monkeypatch):
     """The notebooks run in a thread beside the other tests: papermill's reads and writes there
     must not change the process's working folder (tests/_kernel.py)."""
