@@ -23,6 +23,7 @@ from typing import Any, Callable, Hashable
 _lock = threading.Lock()
 _jobs: dict[Hashable, Future] = {}
 _pool: ThreadPoolExecutor | None = None
+EARLY_NICE = 10  # the nice value of early work's threads and processes (Linux)
 # (key, start, end) of each job, seconds on time.monotonic(), for the session's time summary
 TIMES: list[tuple[Hashable, float, float]] = []
 _SESSION_ENV = dict(os.environ)  # read once, when the session imports this module (tests/conftest.py)
@@ -46,11 +47,24 @@ def job(key: Hashable, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Fut
 
 
 def _timed(key: Hashable, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+    _lower_priority()
     start = time.monotonic()
     try:
         return fn(*args, **kwargs)
     finally:
         TIMES.append((key, start, time.monotonic()))
+
+
+def _lower_priority() -> None:
+    """Lower this thread's scheduling priority (Linux: the nice value is per thread, and the
+    processes it starts inherit it). Early work is waited for late in the session: the tests
+    running now, and the notebook kernel they feed, get the processors first, and early work takes
+    what they leave (while they wait on a process, a file or the network)."""
+    if hasattr(os, "setpriority") and hasattr(threading, "get_native_id") and os.uname().sysname == "Linux":
+        try:
+            os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), EARLY_NICE)
+        except OSError:
+            pass
 
 
 def shutdown() -> None:

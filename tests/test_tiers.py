@@ -149,3 +149,20 @@ def test_early_work_sees_the_sessions_environment_not_a_tests(monkeypatch):
     snapshot = _early.environ()
     snapshot["CLIP_COURSE_CACHE"] = "changed in a copy"
     assert _early.environ().get("CLIP_COURSE_CACHE") == before  # each call gives a copy
+
+
+@pytest.mark.skipif(sys.platform != "linux", reason="per-thread nice values are Linux's")
+def test_early_work_yields_the_processors_to_the_tests_running_now():
+    """Early work and the processes it starts run at a lower priority (tests/_early.py): the
+    tests in their turn and the notebook kernel get the processors first."""
+    import _early
+
+    def niceness():
+        child = subprocess.run([sys.executable, "-c", "import os; print(os.nice(0))"], capture_output=True,
+                               text=True, check=True)
+        return int(child.stdout)
+
+    here = os.nice(0)
+    in_child = _early.job(("priority-probe", os.getpid()), niceness).result(timeout=60)
+    assert in_child == min(19, here + _early.EARLY_NICE)
+    assert os.nice(0) == here  # this process, the tests' own, keeps its priority
