@@ -23,7 +23,9 @@ from typing import Any, Callable, Hashable
 _lock = threading.Lock()
 _jobs: dict[Hashable, Future] = {}
 _pool: ThreadPoolExecutor | None = None
-EARLY_NICE = 10  # the nice value of early work's threads and processes (Linux)
+EARLY_NICE = 10  # how much nicer early work's threads and processes are than the tests (Linux)
+REFUSED: list[str] = []  # why the system refused to lower a thread's priority, if it did
+_thread_state = threading.local()
 # (key, start, end) of each job, seconds on time.monotonic(), for the session's time summary
 TIMES: list[tuple[Hashable, float, float]] = []
 _SESSION_ENV = dict(os.environ)  # read once, when the session imports this module (tests/conftest.py)
@@ -60,11 +62,15 @@ def _lower_priority() -> None:
     processes it starts inherit it). Early work is waited for late in the session: the tests
     running now, and the notebook kernel they feed, get the processors first, and early work takes
     what they leave (while they wait on a process, a file or the network)."""
+    if getattr(_thread_state, "lowered", False):
+        return  # the pool's threads serve job after job: once each
+    _thread_state.lowered = True
     if hasattr(os, "setpriority") and hasattr(threading, "get_native_id") and os.uname().sysname == "Linux":
         try:
-            os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), EARLY_NICE)
-        except OSError:
-            pass
+            here = threading.get_native_id()
+            os.setpriority(os.PRIO_PROCESS, here, min(19, os.getpriority(os.PRIO_PROCESS, here) + EARLY_NICE))
+        except OSError as exc:  # a system that refuses: the work runs at the tests' priority
+            REFUSED.append(str(exc))
 
 
 def shutdown() -> None:

@@ -164,5 +164,7 @@ def test_early_work_yields_the_processors_to_the_tests_running_now():
 
     here = os.nice(0)
     in_child = _early.job(("priority-probe", os.getpid()), niceness).result(timeout=60)
+    if _early.REFUSED:
+        pytest.skip(f"this system does not let a thread lower its priority: {_early.REFUSED[0]}")
     assert in_child == min(19, here + _early.EARLY_NICE)
     assert os.nice(0) == here  # this process, the tests' own, keeps its priority
