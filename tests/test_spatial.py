@@ -136,6 +136,10 @@ def test_own_class_maps_by_layer_are_each_layers_own_map(model, images, texts):
         assert (by_layer[layer] - alone).abs().max() < TOL, layer
     # the layers add up to the all-layer map (a class-token tower: the maps are a sum over layers)
     assert (by_layer.sum(0) - own_class_maps(model, images, texts, labels)).abs().max() < TOL
+    # and they are the decomposition segmenter's per-layer maps with these labels
+    from helpers.methods.segmentation import layer_maps
+
+    assert (by_layer - layer_maps(model, images, texts, labels=labels)).abs().max() < TOL
     with pytest.raises(IndexError, match="class indices"):
         own_class_maps_by_layer(model, images, texts, [3, 5])
     with pytest.raises(ValueError, match="2 images"):

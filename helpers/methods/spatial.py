@@ -300,7 +300,10 @@ def own_class_maps_by_layer(model: nn.Module, images: ImagesLike, class_emb: Tex
     """:func:`own_class_maps` of each attention layer alone, ``[L, B, gh, gw]``: entry ``l`` is
     ``own_class_maps(model, images, class_emb, labels, layers=[l])``, all of them from one forward
     pass per ``batch_size`` images (the decomposition keeps each layer's attention values and
-    contracts them with the texts layer by layer) instead of one pass per layer."""
+    contracts them, layer by layer, with one direction per image: its class text minus the mean
+    class text, never with every class) instead of one pass per layer. On a class-token tower this
+    is :func:`helpers.methods.segmentation.layer_maps` with the labels given; this one also maps an
+    attention-pooled tower (SigLIP)."""
     dec = Decomposer(model)
     E = text_matrix(class_emb, model=model, width=dec.info.embed_dim, what="class_emb")
     if E.shape[0] < 2:
@@ -321,10 +324,10 @@ def own_class_maps_by_layer(model: nn.Module, images: ImagesLike, class_emb: Tex
         d = dec(x[i:i + batch_size], heads=False, tokens=True)
         if normalize:
             d = d.normalized()
-        own = lab[i:i + batch_size].to(param.device)
-        rows = torch.arange(own.numel(), device=param.device)
-        # [B, gh, gw, M] per layer -> each image's own class
-        out.append(torch.stack([d.spatial_map(d.token_scores(E, [layer]))[rows, ..., own]
+        U = E[lab[i:i + batch_size].to(param.device)]  # [B, d']: each image's own direction
+        rows = torch.arange(U.shape[0], device=param.device)
+        # [B, gh, gw, B] per layer -> each image against its own direction
+        out.append(torch.stack([d.spatial_map(d.token_scores(U, [layer]))[rows, ..., rows]
                                 for layer in range(dec.n_layers)]))
     return torch.cat(out, 1)
 
