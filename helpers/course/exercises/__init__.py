@@ -11,6 +11,7 @@ each one::
 
 =============  ==============================================================================
 ``check``      the machinery: :class:`~.check.Exercise`, cases, mistakes, :func:`~.check.run_check`
+``seeds``      seeded random inputs for the test cases, and the seed search of the *find* exercises
 ``nb01``       notebook 1: linearise, reassemble, variance share; find how many last layers carry half
 ``nb02``       notebook 2: mean ablation, zero-shot accuracy; find how few layers the prediction needs
 ``nb03``       notebook 3: projecting texts, a TextSpan step, a head's role and purity; find the shape head

@@ -27,7 +27,8 @@ of text starting with the same mark in a headless run (:func:`show_verdict`). Th
 their notebooks, one module each (:mod:`helpers.course.exercises.nb01` ... ``nb06``); each
 registers its exercises here (:func:`register`) and makes its ``check_*`` functions with
 :func:`make_check`. :func:`compare_tensor`, :func:`compare_scalar` and the seeded generators
-:func:`gen`, :func:`randn`, :func:`rand` are what they build their cases and comparisons from.
+:func:`gen`, :func:`randn`, :func:`rand` (from :mod:`.seeds`, where :func:`seeded_cases` also lives)
+are what they build their cases and comparisons from.
 """
 
 from __future__ import annotations
@@ -43,10 +44,12 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from .seeds import gen, rand, randn, seeded_cases
+
 __all__ = ["CheckResult", "Checked", "Case", "Mistake", "Exercise", "EXERCISES", "KINDS", "register", "run_check",
            "make_check", "show_verdict", "MARKS",
            "compare_tensor", "compare_scalar", "tensor_diff", "scalar_diff", "shape_of", "to_tensor", "scalar", "close",
-           "gen", "randn", "rand", "FALLBACK"]
+           "gen", "randn", "rand", "seeded_cases", "FALLBACK"]
 
 
 # ----------------------------------------------------------------------------------------------
@@ -485,18 +488,6 @@ def compare_tensor(what: str = "the result") -> Callable[[Any, Any], str | None]
 
 def compare_scalar(what: str = "the result") -> Callable[[Any, Any], str | None]:
     return lambda got, expected: scalar_diff(got, expected, what)
-
-
-def gen(seed: int) -> torch.Generator:
-    return torch.Generator().manual_seed(seed)
-
-
-def randn(g: torch.Generator, *shape: int) -> Tensor:
-    return torch.randn(*shape, generator=g, dtype=torch.float64)
-
-
-def rand(g: torch.Generator, *shape: int) -> Tensor:
-    return torch.rand(*shape, generator=g, dtype=torch.float64)
 
 
 # ----------------------------------------------------------------------------------------------

@@ -7,7 +7,8 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor, nn
 
-from .check import Case, Exercise, Mistake, compare_scalar, compare_tensor, gen, make_check, rand, randn, register
+from .check import Case, Exercise, Mistake, compare_scalar, compare_tensor, make_check, register
+from .seeds import gen, rand, randn, seeded_cases
 
 __all__ = ["ResidualPieces", "residual_pieces", "check_linearise", "check_reassemble", "check_variance_share",
            "check_last_layers_for_half", "last_layer_shares"]
@@ -254,9 +255,7 @@ def _half_assess(answer, ctx: dict) -> tuple[bool, str]:  # noqa: ANN001
 def _half_cases() -> list[Case]:
     from ...methods.ablation import DirectTerms
 
-    out = []
-    for seed in range(200):  # seeded: the same contexts every time; each tells the typical answers apart
-        g = gen(1040 + seed)
+    def make(g: torch.Generator, seed: int) -> Case | None:
         N, L, d = 40, 6, 5
         shared = randn(g, N, d)  # the first two layers write along a shared direction
         w = torch.tensor([0.5, 0.5, 0.6, 0.8, 1.0, 1.0], dtype=torch.float64)
@@ -267,10 +266,10 @@ def _half_cases() -> list[Case]:
         k = _first_reaching(sh["last"])
         answers = {k, _first_reaching(sh["first"]), _first_reaching(sh["single_sum"]), L - k if k else None}
         if k and None not in answers and len(answers) == 4:
-            out.append(Case(f"{L} layers (seed {seed})", ({"terms": terms},)))
-        if len(out) == 3:
-            break
-    return out
+            return Case(f"{L} layers (seed {seed})", ({"terms": terms},))
+        return None
+
+    return seeded_cases(1040, 200, make)  # each case tells the typical answers apart
 
 
 register(Exercise(

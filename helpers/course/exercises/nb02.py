@@ -8,7 +8,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from .check import Case, Exercise, Mistake, compare_scalar, compare_tensor, gen, make_check, rand, randn, register
+from .check import Case, Exercise, Mistake, compare_scalar, compare_tensor, make_check, register
+from .seeds import gen, rand, randn, seeded_cases
 
 __all__ = ["check_mean_ablate", "check_zero_shot_accuracy", "check_layers_to_keep", "keep_curve", "KEEP_WITHIN"]
 
@@ -189,9 +190,7 @@ def _keep_assess(answer, ctx: dict) -> tuple[bool, str]:  # noqa: ANN001
 def _keep_cases() -> list[Case]:
     from ...methods.ablation import DirectTerms
 
-    out = []
-    for seed in range(300):  # seeded; each context tells the typical answers apart
-        g = gen(2300 + seed)
+    def make(g: torch.Generator, seed: int) -> Case | None:
         N, L, C, d = 80, 6, 4, 6
         dirs = F.normalize(randn(g, C, d), dim=-1)
         labels = torch.randint(0, C, (N,), generator=g)
@@ -202,14 +201,11 @@ def _keep_cases() -> list[Case]:
         c = keep_curve(terms, dirs, labels)
         k = _fewest(c["keep_last"], c["baseline"])
         ka = _fewest(c["attn_only"], c["baseline"])
-        if k is None or ka is None or k >= L or c["baseline"] < 0.8:
-            continue
-        if len({k, L - k, ka, 4}) == 4:
-            out.append(Case(f"{L} layers, {N} images (seed {seed})",
-                            ({"terms": terms, "classifier": dirs, "labels": labels},)))
-        if len(out) == 3:
-            break
-    return out
+        if k is None or ka is None or k >= L or c["baseline"] < 0.8 or len({k, L - k, ka, 4}) < 4:
+            return None
+        return Case(f"{L} layers, {N} images (seed {seed})", ({"terms": terms, "classifier": dirs, "labels": labels},))
+
+    return seeded_cases(2300, 300, make)  # each case tells the typical answers apart
 
 
 register(Exercise(

@@ -8,20 +8,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from .check import (
-    Case,
-    Exercise,
-    Mistake,
-    compare_tensor,
-    gen,
-    make_check,
-    rand,
-    randn,
-    register,
-    scalar,
-    scalar_diff,
-    tensor_diff,
-)
+from .check import Case, Exercise, Mistake, compare_tensor, make_check, register, scalar, scalar_diff, tensor_diff
+from .seeds import gen, rand, randn
 
 __all__ = ["check_project_texts", "check_textspan_step", "check_role_and_purity", "check_shape_head",
            "head_agreement"]

@@ -9,7 +9,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .check import Case, Exercise, Mistake, compare_tensor, gen, make_check, randn, register
+from .check import Case, Exercise, Mistake, compare_tensor, make_check, register
+from .seeds import gen, randn
 
 __all__ = ["HeadParts", "head_parts", "check_head_patch_map", "check_contrastive_head_map", "check_best_layer"]
 

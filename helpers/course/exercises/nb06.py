@@ -10,20 +10,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from .check import (
-    Case,
-    Exercise,
-    Mistake,
-    compare_tensor,
-    gen,
-    make_check,
-    rand,
-    randn,
-    register,
-    scalar_diff,
-    shape_of,
-    to_tensor,
-)
+from .check import Case, Exercise, Mistake, compare_tensor, make_check, register, scalar_diff, shape_of, to_tensor
+from .seeds import gen, rand, randn
 
 __all__ = ["check_postprocess", "check_threshold_at_mean", "check_dataset_miou", "check_best_layer_range",
            "range_items"]

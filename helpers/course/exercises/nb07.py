@@ -11,7 +11,8 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from .check import Case, Exercise, Mistake, compare_tensor, gen, make_check, rand, randn, register
+from .check import Case, Exercise, Mistake, compare_tensor, make_check, register
+from .seeds import gen, rand, randn, seeded_cases
 
 __all__ = ["check_neuron_effect", "check_neurons_about", "check_rank1_ablate", "check_push_neuron", "push_scores"]
 
@@ -326,9 +327,7 @@ def _push_assess(answer: Any, ctx: dict) -> tuple[bool, str]:
 def _push_cases() -> list[Case]:
     from ...methods.second_order import NeuronDirections
 
-    out = []
-    for seed in range(200):  # seeded: the same contexts every time; each tells the typical answers apart
-        g = gen(740 + seed)
+    def make(g: torch.Generator, seed: int) -> Case | None:
         K, d = 24, 6
         vectors = torch.nn.functional.normalize(randn(g, K, d), dim=-1)
         t = torch.nn.functional.normalize(randn(g, 2, d), dim=-1)
@@ -340,11 +339,9 @@ def _push_cases() -> list[Case]:
         sc = push_scores(ctx)
         rows = {int(sc["push"].argmax()), int(sc["toward_b"].argmax()), int(sc["push"].argmin()),
                 int(sc["mean"].argmax()), int(sc["spread"].argmax())}
-        if len(rows) == 5:
-            out.append(Case(f"{K} neurons (seed {seed})", (ctx,)))
-        if len(out) == 3:
-            break
-    return out
+        return Case(f"{K} neurons (seed {seed})", (ctx,)) if len(rows) == 5 else None
+
+    return seeded_cases(740, 200, make)  # each case tells the typical answers apart
 
 
 def _push_by(key: str, pick: str = "argmax") -> Any:
