@@ -36,6 +36,31 @@ def parser(doc: str, *, model: str, repeats: int = 7, threads: int = 2) -> argpa
     return ap
 
 
+def parse_or_work(doc: str, *, model: str, size: tuple[str, int], mode: str,
+                  worker: Callable[[str, int, str], None]) -> argparse.Namespace | None:
+    """The options of a benchmark that sets ``mode`` against a plain forward pass: those of
+    :func:`parser`, ``size`` (its option and default, e.g. ``("--batch", 8)``) and ``--worker``
+    (``"plain"`` or ``mode``). Sets torch's CPU threads; in worker mode runs
+    ``worker(model, size, mode)`` and returns ``None``, else returns the options."""
+    ap = parser(doc, model=model)
+    ap.add_argument(size[0], type=int, default=size[1])
+    ap.add_argument("--worker", choices=["plain", mode])
+    args = ap.parse_args()
+    torch.set_num_threads(args.threads)
+    if args.worker:
+        worker(args.model, getattr(args, size[0].lstrip("-")), args.worker)
+        return None
+    return args
+
+
+def peaks(script: str, args: argparse.Namespace, size: str, mode: str) -> dict[str, dict]:
+    """The worker's measurement (:func:`print_peak`) of the plain forward and of ``mode``, each in a
+    fresh process of ``script`` with the same ``--model``, ``size`` option and ``--threads``."""
+    value = str(getattr(args, size.lstrip("-")))
+    options = ("--model", args.model, size, value, "--threads", str(args.threads))
+    return {m: in_fresh_process(script, "--worker", m, *options) for m in ("plain", mode)}
+
+
 def random_model(model_name: str) -> torch.nn.Module:
     """``model_name`` from open_clip (or the course's own names) with random weights, seed 0, in
     eval mode."""

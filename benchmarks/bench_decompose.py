@@ -13,7 +13,7 @@ Random-init ViT-B-16 on CPU at batch 8 (by default). Prints, measured in this on
 from __future__ import annotations
 
 import torch
-from _bench import in_fresh_process, interleaved, medians, parser, print_peak, random_model
+from _bench import interleaved, medians, parse_or_work, peaks, print_peak, random_model
 
 
 def worker(model_name: str, batch: int, mode: str) -> None:
@@ -30,13 +30,8 @@ def worker(model_name: str, batch: int, mode: str) -> None:
 
 
 def main() -> None:
-    ap = parser(__doc__, model="ViT-B-16")
-    ap.add_argument("--batch", type=int, default=8)
-    ap.add_argument("--worker", choices=["plain", "decompose"])
-    args = ap.parse_args()
-    torch.set_num_threads(args.threads)
-    if args.worker:
-        worker(args.model, args.batch, args.worker)
+    args = parse_or_work(__doc__, model="ViT-B-16", size=("--batch", 8), mode="decompose", worker=worker)
+    if args is None:
         return
 
     from helpers.engine.decompose import Decomposer
@@ -53,8 +48,7 @@ def main() -> None:
     print(f"per-head decomposition      : {td * 1000:8.1f} ms  (heads tensor {tuple(d.heads.shape)})")
     print(f"time ratio decompose/plain  : {td / tp:8.2f}   (target <= 1.5)")
 
-    mem = {mode: in_fresh_process(__file__, "--worker", mode, "--model", args.model, "--batch", str(args.batch),
-                                  "--threads", str(args.threads)) for mode in ("plain", "decompose")}
+    mem = peaks(__file__, args, "--batch", "decompose")
     extra = mem["decompose"]["extra_mib"] - mem["plain"]["extra_mib"]
     L, H = d.heads.shape[1], d.heads.shape[2]
     T = 1 + d.grid_size[0] * d.grid_size[1]

@@ -19,7 +19,7 @@ from __future__ import annotations
 import time
 
 import torch
-from _bench import in_fresh_process, interleaved, medians, parser, print_peak, random_model
+from _bench import interleaved, medians, parse_or_work, peaks, print_peak, random_model
 
 
 def inputs(model, n_texts: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -42,13 +42,8 @@ def worker(model_name: str, n_texts: int, mode: str) -> None:
 
 
 def main() -> None:
-    ap = parser(__doc__, model="ViT-B-16")
-    ap.add_argument("--texts", type=int, default=100)
-    ap.add_argument("--worker", choices=["plain", "heatmaps"])
-    args = ap.parse_args()
-    torch.set_num_threads(args.threads)
-    if args.worker:
-        worker(args.model, args.texts, args.worker)
+    args = parse_or_work(__doc__, model="ViT-B-16", size=("--texts", 100), mode="heatmaps", worker=worker)
+    if args is None:
         return
 
     from helpers.methods.spatial import heatmaps
@@ -73,8 +68,7 @@ def main() -> None:
           f"sum-back error {r.max_error():.1e})")
     print(f"time ratio heatmaps/plain    : {th / tp:8.2f}   (target <= 3)")
 
-    mem = {mode: in_fresh_process(__file__, "--worker", mode, "--model", args.model, "--texts", str(M),
-                                  "--threads", str(args.threads)) for mode in ("plain", "heatmaps")}
+    mem = peaks(__file__, args, "--texts", "heatmaps")
     extra = mem["heatmaps"]["extra_mib"] - mem["plain"]["extra_mib"]
     print(f"peak RSS rise, plain forward : {mem['plain']['extra_mib']:8.1f} MiB")
     print(f"peak RSS rise, heatmaps      : {mem['heatmaps']['extra_mib']:8.1f} MiB")
