@@ -198,26 +198,30 @@ def _custom_blocks_config(cfg: Mapping[str, Any]) -> str | None:
     return None
 
 
-def _custom_blocks_tower(_model: nn.Module, tower: nn.Module) -> str | None:
-    from open_clip.transformer import ResidualAttentionBlock
-
+def _first_odd_block(tower: nn.Module, problem: Callable[[int, nn.Module], str | None]) -> str | None:
+    """What ``problem(i, block)`` says of the first block of a stock ViT tower it finds wrong;
+    ``None`` when every block is fine, or for a timm trunk (its own rules judge it)."""
     if _is_timm(tower):
         return None
     for i, blk in enumerate(tower.transformer.resblocks):
-        if not isinstance(blk, ResidualAttentionBlock) or not isinstance(getattr(blk, "attn", None),
-                                                                          nn.MultiheadAttention):
-            return f"its blocks use {_CUSTOM_ATTENTION}: block {i} is a {type(blk).__name__}"
+        reason = problem(i, blk)
+        if reason is not None:
+            return reason
     return None
 
 
-def _odd_attention_tower(_model: nn.Module, tower: nn.Module) -> str | None:
-    if _is_timm(tower):
-        return None
-    for i, blk in enumerate(tower.transformer.resblocks):
-        attn = blk.attn
-        if not attn._qkv_same_embed_dim or attn.in_proj_weight is None or attn.bias_k is not None \
-                or attn.add_zero_attn:
-            return f"block {i} uses a non-standard MultiheadAttention (separate q/k/v weights or extra keys)"
+def _custom_block(i: int, blk: nn.Module) -> str | None:
+    from open_clip.transformer import ResidualAttentionBlock
+
+    if not isinstance(blk, ResidualAttentionBlock) or not isinstance(getattr(blk, "attn", None), nn.MultiheadAttention):
+        return f"its blocks use {_CUSTOM_ATTENTION}: block {i} is a {type(blk).__name__}"
+    return None
+
+
+def _odd_attention(i: int, blk: nn.Module) -> str | None:
+    attn = blk.attn
+    if not attn._qkv_same_embed_dim or attn.in_proj_weight is None or attn.bias_k is not None or attn.add_zero_attn:
+        return f"block {i} uses a non-standard MultiheadAttention (separate q/k/v weights or extra keys)"
     return None
 
 
@@ -230,8 +234,8 @@ RULES: tuple[Rule, ...] = (
     Rule("attentional pooler", _attn_pool_config, _attn_pool_tower),
     Rule("pooling", lambda cfg: _pool_reason(_vision(cfg).get("pool_type", "tok")),
          lambda _m, tower: None if _is_timm(tower) else _pool_reason(tower.pool_type)),
-    Rule("custom attention", _custom_blocks_config, _custom_blocks_tower),
-    Rule("non-standard MultiheadAttention", None, _odd_attention_tower),
+    Rule("custom attention", _custom_blocks_config, lambda _m, tower: _first_odd_block(tower, _custom_block)),
+    Rule("non-standard MultiheadAttention", None, lambda _m, tower: _first_odd_block(tower, _odd_attention)),
     Rule("no projection", None,
          lambda _m, tower: "it has no output projection" if not _is_timm(tower) and tower.proj is None else None),
     Rule("captioning model",
