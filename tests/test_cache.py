@@ -100,6 +100,24 @@ def starts_from(first_batch: int) -> list[int]:
     return list(range(first_batch * BS, N, BS))
 
 
+def flip_bits(path: Path, index: int, mask: int) -> None:
+    """Corrupt ``path`` in place, keeping its size: byte ``index`` XOR ``mask``."""
+    data = bytearray(path.read_bytes())
+    data[index] ^= mask
+    path.write_bytes(bytes(data))
+
+
+def rerun_recomputes(cache_dir, warning: str, starts: list[int]) -> CachedArrays:
+    """Run again: the cache warns (``warning`` matches), computes the batches that start at
+    ``starts`` and ends equal to the direct computation."""
+    compute = Counter()
+    with pytest.warns(CacheIntegrityWarning, match=warning):
+        cached = run(cache_dir, compute)
+    assert compute.starts == starts
+    assert_matches_direct(cached)
+    return cached
+
+
 # ----------------------------------------------------------------------------------------------
 # keys and fingerprints
 # ----------------------------------------------------------------------------------------------
@@ -328,24 +346,14 @@ def test_truncated_shard_is_detected_and_recomputed(tmp_path):
     victim = d / "shard-000001.2.npy"
     data = victim.read_bytes()
     victim.write_bytes(data[:-5])
-    compute = Counter()
-    with pytest.warns(CacheIntegrityWarning, match=r"shard-000001\.2\.npy.*truncated"):
-        cached = run(tmp_path, compute)
-    assert compute.starts == starts_from(1)
-    assert_matches_direct(cached)
+    rerun_recomputes(tmp_path, r"shard-000001\.2\.npy.*truncated", starts_from(1))
 
 
 def test_corrupted_shard_same_size_is_detected(tmp_path):
     d = interrupted(tmp_path, 3)
     victim = d / "shard-000002.0.npy"
-    data = bytearray(victim.read_bytes())
-    data[-3] ^= 0xFF
-    victim.write_bytes(bytes(data))
-    compute = Counter()
-    with pytest.warns(CacheIntegrityWarning, match=r"shard-000002\.0\.npy.*checksum"):
-        cached = run(tmp_path, compute)
-    assert compute.starts == starts_from(2)
-    assert_matches_direct(cached)
+    flip_bits(victim, -3, 0xFF)
+    rerun_recomputes(tmp_path, r"shard-000002\.0\.npy.*checksum", starts_from(2))
 
 
 def test_shard_corrupted_before_consolidation_is_recomputed(tmp_path, monkeypatch):
@@ -357,17 +365,11 @@ def test_shard_corrupted_before_consolidation_is_recomputed(tmp_path, monkeypatc
         if not hit:
             hit.append(1)
             victim = d / "shard-000003.1.npy"
-            data = bytearray(victim.read_bytes())
-            data[-1] ^= 0x01
-            victim.write_bytes(bytes(data))
+            flip_bits(victim, -1, 0x01)
         return real(self, d, manifest)
 
     monkeypatch.setattr(hc.FeatureCache, "_consolidate", corrupt_then_consolidate)
-    compute = Counter()
-    with pytest.warns(CacheIntegrityWarning, match=r"shard-000003\.1\.npy.*checksum"):
-        cached = run(tmp_path, compute)
-    assert compute.starts == starts_from(0) + starts_from(3)
-    assert_matches_direct(cached)
+    rerun_recomputes(tmp_path, r"shard-000003\.1\.npy.*checksum", starts_from(0) + starts_from(3))
 
 
 def test_truncated_final_array_is_detected_and_recomputed(tmp_path):
@@ -378,31 +380,21 @@ def test_truncated_final_array_is_detected_and_recomputed(tmp_path):
         f.truncate(victim.stat().st_size - 8)
     with pytest.warns(CacheIntegrityWarning, match=r"label\.npy.*truncated"):
         assert FeatureCache(tmp_path).load(KEY, N) is None
-    compute = Counter()
-    with pytest.warns(CacheIntegrityWarning, match=r"label\.npy.*truncated"):
-        cached = run(tmp_path, compute)
-    assert compute.starts == starts_from(0)
-    assert_matches_direct(cached)
+    rerun_recomputes(tmp_path, r"label\.npy.*truncated", starts_from(0))
 
 
 def test_corrupted_final_array_is_detected(tmp_path):
     cached = run(tmp_path, Counter())
     victim = cached.path / "heads.npy"
     stamp = next(f for f in cached.meta["final"] if f["file"] == "heads.npy")
-    data = bytearray(victim.read_bytes())
-    data[-1] ^= 0x10
-    victim.write_bytes(bytes(data))
+    flip_bits(victim, -1, 0x10)
     # an edit within the same coarse clock tick keeps the mtime: the stamp, taken right
     # after writing, is too recent to be trusted, so the file is hashed anyway
     os.utime(victim, ns=(stamp["mtime_ns"], stamp["mtime_ns"]))
     assert victim.stat().st_ino == stamp["ino"]
     with pytest.warns(CacheIntegrityWarning, match=r"heads\.npy.*checksum"):
         assert FeatureCache(tmp_path).load(KEY, N) is None
-    compute = Counter()
-    with pytest.warns(CacheIntegrityWarning, match=r"heads\.npy.*checksum"):
-        cached = run(tmp_path, compute)
-    assert compute.starts == starts_from(0)
-    assert_matches_direct(cached)
+    rerun_recomputes(tmp_path, r"heads\.npy.*checksum", starts_from(0))
 
 
 def test_consolidated_file_is_verified_against_shards(tmp_path, monkeypatch):
@@ -444,9 +436,7 @@ def test_trusted_stamp_skips_rehash_and_full_verify_still_checks(tmp_path, monke
     assert hashed == []
 
     victim = d / "heads.npy"
-    data = bytearray(victim.read_bytes())
-    data[-1] ^= 0x10
-    victim.write_bytes(bytes(data))
+    flip_bits(victim, -1, 0x10)
     os.utime(victim, ns=(old, old))  # hide the edit from the stamp (same size, same mtime)
     with pytest.warns(CacheIntegrityWarning, match=r"heads\.npy.*checksum"):
         assert FeatureCache(tmp_path).load(KEY, N, verify="full") is None
@@ -459,22 +449,14 @@ def test_key_mismatch_in_manifest_is_rejected(tmp_path):
     (cached.path / "manifest.json").write_text(json.dumps(manifest))
     with pytest.warns(CacheIntegrityWarning, match="key description differs"):
         assert FeatureCache(tmp_path).load(KEY, N) is None
-    compute = Counter()
-    with pytest.warns(CacheIntegrityWarning, match="key description differs"):
-        again = run(tmp_path, compute)
-    assert compute.starts == starts_from(0)
-    assert_matches_direct(again)
+    again = rerun_recomputes(tmp_path, "key description differs", starts_from(0))
     assert again.key == KEY
 
 
 def test_garbage_manifest_is_rejected(tmp_path):
     d = interrupted(tmp_path, 2)
     (d / "manifest.json").write_text("{not json")
-    compute = Counter()
-    with pytest.warns(CacheIntegrityWarning, match="unreadable manifest"):
-        cached = run(tmp_path, compute)
-    assert compute.starts == starts_from(0)
-    assert_matches_direct(cached)
+    rerun_recomputes(tmp_path, "unreadable manifest", starts_from(0))
 
 
 def test_shape_or_dtype_change_of_compute_rejects_partial_cache(tmp_path):
