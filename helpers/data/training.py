@@ -385,57 +385,48 @@ def _factor_list(text: str) -> list[str]:
     return names
 
 
+# The fields of TrainConfig the command line sets (``--batch-size`` sets ``batch_size``), in the
+# order ``--help`` lists them, with what ``add_argument`` needs besides the field's default (the
+# type is the default's own, where there is one).
+_CONFIG_OPTIONS: dict[str, dict[str, Any]] = {
+    "steps": {}, "batch_size": {}, "lr": {}, "seed": {}, "direct_penalty": {}, "free_attn_layers": {},
+    "shape_pairs": {"help": "fraction of each batch made of shape groups"},
+    "shape_group": {"help": "scenes per shape group (a scene and its shape twins)"},
+    "class_weight": {"help": "weight of the class-caption term (each image against one caption per shape)"},
+    "class_factors": {"help": "comma-separated factors for the class-caption term and the probes"},
+    "probe_weight": {"help": "weight of a linear probe's loss on the image embedding (symmetry breaking)"},
+    "pretrain_steps": {"help": "first train the image tower alone on the factor labels for this many steps"},
+    "logit_penalty": {"help": "weight of the direct-path penalty measured in the class-caption directions"},
+    "init": {"help": "start from these weights (safetensors) instead of from scratch"},
+    "penalty_start": {}, "penalty_full": {},
+    "world": {"choices": list(world.WORLDS), "help": "the world whose scenes the model trains on"},
+    "device": {}, "threads": {"type": int},
+    "workers": {"help": "processes that make the batches ahead of time (the same batches)"},
+}
+
+
 def parse_config(argv: list[str] | None = None) -> tuple[TrainConfig, argparse.Namespace]:
     """The command line of ``python -m helpers.data.training`` as a :class:`TrainConfig` (and the
     remaining options: ``out``, ``checkpoint_every``)."""
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     d = TrainConfig()
-    ap.add_argument("--steps", type=int, default=d.steps)
-    ap.add_argument("--batch-size", type=int, default=d.batch_size)
-    ap.add_argument("--lr", type=float, default=d.lr)
-    ap.add_argument("--seed", type=int, default=d.seed)
-    ap.add_argument("--direct-penalty", type=float, default=d.direct_penalty)
-    ap.add_argument("--free-attn-layers", type=int, default=d.free_attn_layers)
-    ap.add_argument("--shape-pairs", type=float, default=d.shape_pairs,
-                    help="fraction of each batch made of shape groups")
-    ap.add_argument("--shape-group", type=int, default=d.shape_group,
-                    help="scenes per shape group (a scene and its shape twins)")
-    ap.add_argument("--class-weight", type=float, default=d.class_weight,
-                    help="weight of the class-caption term (each image against one caption per shape)")
-    ap.add_argument("--class-factors", default=",".join(d.class_factors),
-                    help="comma-separated factors for the class-caption term and the probes")
-    ap.add_argument("--probe-weight", type=float, default=d.probe_weight,
-                    help="weight of a linear probe's loss on the image embedding (symmetry breaking)")
-    ap.add_argument("--pretrain-steps", type=int, default=d.pretrain_steps,
-                    help="first train the image tower alone on the factor labels for this many steps")
-    ap.add_argument("--logit-penalty", type=float, default=d.logit_penalty,
-                    help="weight of the direct-path penalty measured in the class-caption directions")
-    ap.add_argument("--init", default=None, help="start from these weights (safetensors) instead of from scratch")
+    for name, kw in _CONFIG_OPTIONS.items():
+        default = getattr(d, name)
+        if name == "class_factors":
+            default = ",".join(default)
+        elif default is not None:
+            kw = {"type": type(default), **kw}
+        ap.add_argument("--" + name.replace("_", "-"), default=default, **kw)
     ap.add_argument("--layers", type=int, default=d.model_config["vision_cfg"]["layers"])
     ap.add_argument("--width", type=int, default=d.model_config["vision_cfg"]["width"])
     ap.add_argument("--embed-dim", type=int, default=d.model_config["embed_dim"])
-    ap.add_argument("--penalty-start", type=float, default=d.penalty_start)
-    ap.add_argument("--penalty-full", type=float, default=d.penalty_full)
-    ap.add_argument("--world", default=d.world, choices=list(world.WORLDS),
-                    help="the world whose scenes the model trains on")
-    ap.add_argument("--device", default=d.device)
-    ap.add_argument("--threads", type=int, default=None)
-    ap.add_argument("--workers", type=int, default=d.workers,
-                    help="processes that make the batches ahead of time (the same batches)")
     ap.add_argument("--out", type=Path, default=data_dir() / "models")
     ap.add_argument("--checkpoint-every", type=int, default=0)
     ap.add_argument("--tag", default=DEFAULT_PRETRAINED,
                     help=f"name of the weights: <out>/{DEFAULT_MODEL}-<tag>.safetensors")
     args = ap.parse_args(argv)
-    cfg = TrainConfig(steps=args.steps, batch_size=args.batch_size, lr=args.lr, seed=args.seed,
-                      direct_penalty=args.direct_penalty, free_attn_layers=args.free_attn_layers,
-                      shape_pairs=args.shape_pairs, shape_group=args.shape_group, init=args.init,
-                      class_weight=args.class_weight, probe_weight=args.probe_weight,
-                      class_factors=tuple(_factor_list(args.class_factors)),
-                      pretrain_steps=args.pretrain_steps, logit_penalty=args.logit_penalty,
-                      penalty_start=args.penalty_start,
-                      penalty_full=args.penalty_full,
-                      world=args.world, device=args.device, threads=args.threads, workers=args.workers)
+    options = {name: getattr(args, name) for name in _CONFIG_OPTIONS}
+    cfg = TrainConfig(**dict(options, class_factors=tuple(_factor_list(args.class_factors))))
     cfg.model_config["vision_cfg"]["layers"] = args.layers
     cfg.model_config["vision_cfg"]["width"] = args.width
     cfg.model_config["embed_dim"] = args.embed_dim
