@@ -236,28 +236,19 @@ def test_missing_named_file(tmp_path, monkeypatch):
     assert P.load_pool("general").texts == P.general_pool().texts
 
 
-def test_empty_pool(tmp_path):
-    for name, content in [("e.txt", ""), ("c.txt", "# only a comment\n\n"),
-                          ("h.tsv", "text\tproperty\tvalue\n")]:
-        f = tmp_path / name
-        f.write_text(content, encoding="utf-8")
-        with pytest.raises(ValueError, match="empty"):
-            P.load_pool(f)
-
-
-def test_bad_tsv(tmp_path):
-    f = tmp_path / "b.tsv"
-    f.write_text("caption\tlabel\nA dog\tanimal\n", encoding="utf-8")
-    with pytest.raises(ValueError, match="header"):
-        P.load_pool(f)
-    f.write_text("text\ttext\nA\tB\n", encoding="utf-8")
-    with pytest.raises(ValueError, match="header"):
-        P.load_pool(f)
-    f.write_text("text\tproperty\tvalue\nA dog\tanimal\n", encoding="utf-8")
-    with pytest.raises(ValueError, match=r"b\.tsv:2"):
-        P.load_pool(f)
-    f.write_bytes(b"text\n\xff\xfe bad\n")
-    with pytest.raises(ValueError, match="UTF-8"):
+@pytest.mark.parametrize("name,content,match", [
+    ("e.txt", "", "empty"),
+    ("c.txt", "# only a comment\n\n", "empty"),
+    ("h.tsv", "text\tproperty\tvalue\n", "empty"),
+    ("b.tsv", "caption\tlabel\nA dog\tanimal\n", "header"),
+    ("b.tsv", "text\ttext\nA\tB\n", "header"),
+    ("b.tsv", "text\tproperty\tvalue\nA dog\tanimal\n", r"b\.tsv:2"),
+    ("b.tsv", b"text\n\xff\xfe bad\n", "UTF-8"),
+], ids=["empty", "only-comment", "only-header", "wrong-header", "repeated-column", "short-row", "not-utf8"])
+def test_bad_pool_file(tmp_path, name, content, match):
+    f = tmp_path / name
+    f.write_bytes(content if isinstance(content, bytes) else content.encode("utf-8"))
+    with pytest.raises(ValueError, match=match):
         P.load_pool(f)
 
 
