@@ -67,6 +67,7 @@ import tempfile
 import time
 import warnings
 from collections.abc import Callable, Iterable, Iterator, Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
@@ -658,6 +659,16 @@ class CachedArrays(Mapping[str, np.ndarray]):
         return f"CachedArrays({str(self.path)!r}, {{{arrays}}})"
 
 
+@dataclass(frozen=True)
+class _Job:
+    """What one call of :meth:`FeatureCache.stream` computes, and how it shows its progress."""
+
+    compute: Callable[[Any], Mapping[str, Any]]
+    batches: BatchSource
+    progress: bool
+    desc: str | None
+
+
 class FeatureCache:
     """A directory of cache entries, one sub-directory per ``(key, n_items)``.
 
@@ -776,7 +787,7 @@ class FeatureCache:
                     "shards": [],
                     "complete": False,
                 }
-            return self._fill(d, manifest, compute, batches, progress, desc)
+            return self._fill(d, manifest, _Job(compute, batches, progress, desc))
 
     # -- internals -----------------------------------------------------------------------------
 
@@ -870,10 +881,7 @@ class FeatureCache:
             keep += 1
             cursor = s["stop"]
         if keep < len(shards):
-            del shards[keep:]
-            if not shards:
-                manifest["arrays"] = None
-            _write_manifest(d, manifest)
+            _keep_shards(d, manifest, keep)
         _remove_unreferenced(d, manifest)
 
     def _open_source(self, batches: BatchSource, cursor: int, n_skip: int) -> Iterator[Any]:
@@ -890,41 +898,24 @@ class FeatureCache:
                 ) from None
         return it
 
-    def _fill(
-        self,
-        d: Path,
-        manifest: dict[str, Any],
-        compute: Callable[[Any], Mapping[str, Any]],
-        batches: BatchSource,
-        progress: bool,
-        desc: str | None,
-    ) -> CachedArrays:
+    def _fill(self, d: Path, manifest: dict[str, Any], job: _Job) -> CachedArrays:
         for _ in range(_MAX_ATTEMPTS):
             self._valid_prefix(d, manifest)
             shards = manifest["shards"]
             if not shards or shards[-1]["stop"] < manifest["n_items"]:
-                self._compute_missing(d, manifest, compute, batches, progress, desc)
+                self._compute_missing(d, manifest, job)
             bad = self._consolidate(d, manifest)
             if bad is None:
                 return CachedArrays(d, manifest)
-            del manifest["shards"][bad:]
-            if not manifest["shards"]:
-                manifest["arrays"] = None
-            _write_manifest(d, manifest)
+            _keep_shards(d, manifest, bad)
         raise RuntimeError(
             f"{d}: shards kept failing verification during consolidation; is the disk healthy?"
         )
 
-    def _compute_missing(
-        self,
-        d: Path,
-        manifest: dict[str, Any],
-        compute: Callable[[Any], Mapping[str, Any]],
-        batches: BatchSource,
-        progress: bool,
-        desc: str | None,
-    ) -> None:
+    def _compute_missing(self, d: Path, manifest: dict[str, Any], job: _Job) -> None:
         from tqdm.auto import tqdm
+
+        compute, batches = job.compute, job.batches
 
         n = manifest["n_items"]
         shards: list[dict[str, Any]] = manifest["shards"]
@@ -933,9 +924,9 @@ class FeatureCache:
         bar = tqdm(
             total=n,
             initial=cursor,
-            desc=desc or f"cache {manifest['key_hash'][:8]}",
+            desc=job.desc or f"cache {manifest['key_hash'][:8]}",
             unit="item",
-            disable=not progress,
+            disable=not job.progress,
             dynamic_ncols=True,
         )
         if cursor:
@@ -1100,6 +1091,15 @@ def _write_shard(
         files.append({"file": name, "size": size, "sha256": sha})
     stop = start + next(iter(arrays.values())).shape[0]
     return {"start": start, "stop": stop, "files": files}
+
+
+def _keep_shards(d: Path, manifest: dict[str, Any], keep: int) -> None:
+    """Drop every shard after the first ``keep`` from the manifest (and the array list with the
+    last shard) and write it."""
+    del manifest["shards"][keep:]
+    if not manifest["shards"]:
+        manifest["arrays"] = None
+    _write_manifest(d, manifest)
 
 
 def _remove_temp_files(d: Path) -> None:
