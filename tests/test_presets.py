@@ -12,7 +12,17 @@ import pytest
 import torch
 
 from helpers.course import presets
-from helpers.course.presets import PRESETS, downloads, estimate_gpu_memory, get_preset, presets_table, resolve
+from helpers.course.presets import (
+    PRESETS,
+    begin,
+    downloads,
+    estimate_gpu_memory,
+    get_preset,
+    notebook_parameters,
+    presets_table,
+    resolve,
+)
+from helpers.course.record import load_figures
 from helpers.engine.models import DEFAULT_PRETRAINED
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -77,18 +87,13 @@ def test_every_notebook_takes_its_parameters_from_a_preset(nb):
     assert params[0] == ("preset", "offline"), "the preset is the parameters cell's first line"
     defaults = dict(params)
     src = next((ROOT / "notebooks" / "src").glob(f"{nb}_*.py")).read_text()
-    call = re.search(r"resolve\(preset, \"" + nb + r"\",(.*?)\)\n", src, re.S)
-    assert call, "the notebook resolves its parameters"
-    passed = re.findall(r"(\w+)=(\w+)", call.group(1))
-    assert all(k == v for k, v in passed)
-    # unpacked into the same names, in the order passed (Settings.unpack keeps that order)
-    unpacked = re.search(r"\n\(?([\w,\s]+?)\)? = settings\.unpack\(\)", src)
-    assert unpacked and re.findall(r"\w+", unpacked.group(1)) == [k for k, _ in passed]
-    passed = {k for k, _ in passed}
+    assert re.search(r"\n\w+, figures, \(model, preprocess, tokenizer\) = begin\(globals\(\), \"" + nb + r"\"\)", src), \
+        "the notebook starts from its parameters with begin()"
+    passed = notebook_parameters(nb) & set(names)  # what begin hands to resolve
     for p in PRESETS.values():
         keys = {"model_name", "pretrained", "device", "protocol"} | set(p.notebooks[nb])
         assert keys <= set(names), (p.name, keys - set(names))  # no preset sets a parameter the notebook lacks
-        assert keys <= passed, (p.name, keys - passed)  # and the notebook hands each one to resolve
+        assert keys <= passed, (p.name, keys - passed)  # and begin hands each one to resolve
         for k in keys:
             assert defaults[k] in (None, ""), f"{nb}: {k} must default to None / '' so the preset applies"
     # what the offline preset gives is what the notebook gave before presets existed
@@ -418,6 +423,23 @@ def test_settings_start_prints_records_and_loads(capsys):
     assert str(s) in capsys.readouterr().out
     assert callable(preprocess) and callable(tokenizer)
     assert next(model.parameters()).device.type == "cpu"
+
+
+def test_begin_fills_the_namespace_from_the_preset(tmp_path, capsys):
+    """begin() is resolve() on the names a parameters cell left in a namespace: unset ones are
+    filled from the preset and written back, set ones win, others are left alone; then start()."""
+    ns = {"preset": "offline", "model_name": "", "pretrained": "", "dataset": "", "n_images": 12, "batch_size": None,
+          "device": "", "protocol": "", "stream": "auto", "seed": 3, "record_to": str(tmp_path / "f.json")}
+    settings, figures, (model, preprocess, tokenizer) = begin(ns, "02")
+    assert ns["model_name"] == "world-clip" and ns["dataset"] == "world:colour" and ns["batch_size"] == 100
+    assert ns["n_images"] == 12 and settings.overridden == ("n_images",) and ns["stream"] == "auto"
+    assert "stream" not in settings.values and set(settings.values) == notebook_parameters("02") & set(ns)
+    assert load_figures(tmp_path / "f.json") == {"preset": "offline", "trained_weights": True}
+    assert "set here: n_images" in capsys.readouterr().out and callable(preprocess)
+    with pytest.raises(KeyError, match="record_to"):
+        begin({"preset": "offline", "seed": 0}, "01")
+    with pytest.raises(ValueError, match="unknown preset"):
+        begin({**ns, "preset": "nope"}, "02")
 
 
 def test_second_order_layers_fit_every_preset():

@@ -1,6 +1,7 @@
 """Zero-shot segmentation: metrics against hand-computed values, image/mask alignment, every
 method's maps, the attention hooks, and the ImageNet-Segmentation reader and download."""
 
+import math
 import time
 import warnings
 
@@ -750,6 +751,27 @@ def test_evaluate_methods_scores_the_same_maps_under_each_geometry(random_model)
     assert maps["lrp"].shape == (n, 8, 8)  # the pixel map is kept per patch, for display
     with pytest.raises(ValueError, match="has masks for"):
         seg.evaluate_methods(random_model, task, emb, ("raw_attention",), geometries=("cropped",))
+
+    # the same maps scored again from an earlier call: the patch maps are reused (not timed), the
+    # pixel map (full LRP, Chefer et al.'s variant) is computed again, and the scores are the same
+    calls = []
+    real = seg.segmentation_maps
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(seg, "segmentation_maps", lambda *a, **k: calls.append(a[3]) or real(*a, **k))
+        again, maps_again = seg.evaluate_methods(random_model, task, emb, ("raw_attention", "lrp"), batch_size=3,
+                                                 warmup=0, geometries=("aligned", "reference"), variant="paper",
+                                                 reuse=(task.images.clone(), maps))
+    assert calls == ["lrp", "lrp"]  # two batches of LRP, no raw attention
+    for g in both:
+        for m in ("raw_attention", "lrp"):
+            assert {k: v for k, v in again[g][m].items() if k != "images/s"} == \
+                {k: v for k, v in both[g][m].items() if k != "images/s"}, (g, m)
+    assert math.isnan(again["aligned"]["raw_attention"]["images/s"]) and again["aligned"]["lrp"]["images/s"] > 0
+    assert torch.equal(maps_again["raw_attention"], maps["raw_attention"])
+    other = task.images.clone()
+    other[0, 0, 0, 0] += 1
+    with pytest.raises(ValueError, match="other images"):
+        seg.evaluate_methods(random_model, task, emb, ("raw_attention",), reuse=(other, maps))
 
 
 def test_imagenet_seg_task_takes_every_image_under_both_geometries(tmp_path):

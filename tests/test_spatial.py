@@ -14,17 +14,8 @@ import helpers.engine.models  # noqa: F401  (registers world-clip with open_clip
 from helpers.course.plots import colormap, heatmap_figure, overlay
 from helpers.engine.decompose import Decomposer
 from helpers.engine.images import model_preprocess, model_view
+from helpers.methods import spatial
 from helpers.methods.metrics import average_precision, iou, pixel_accuracy, threshold_map
-from helpers.methods.spatial import (
-    HeatmapResult,
-    contrastive_map,
-    head_direction_map,
-    heatmaps,
-    own_class_maps,
-    own_class_maps_by_layer,
-    topic_segmentation,
-    upsample,
-)
 
 F64 = torch.float64
 TOL = 1e-10
@@ -74,8 +65,8 @@ def texts(model):
 @pytest.mark.parametrize("normalize", [True, False])
 @pytest.mark.parametrize("sel", SELECTIONS, ids=lambda s: ",".join(f"{k}={v}" for k, v in s.items()) or "all")
 def test_maps_sum_back_to_similarity(model, images, texts, sel, normalize):
-    r = heatmaps(model, images, texts, normalize=normalize, **sel)
-    assert isinstance(r, HeatmapResult)
+    r = spatial.heatmaps(model, images, texts, normalize=normalize, **sel)
+    assert isinstance(r, spatial.HeatmapResult)
     grid = _dims(model)[2]
     assert r.patch_maps.shape == (2, 5, *grid) and r.cls.shape == r.rest.shape == r.similarity.shape == (2, 5)
     assert r.grid == grid
@@ -91,7 +82,7 @@ def test_maps_sum_back_to_similarity(model, images, texts, sel, normalize):
 @pytest.mark.parametrize("sel", SELECTIONS[1:4], ids=["layers", "heads", "one-head"])
 def test_maps_match_brute_force_joint_terms(model, images, texts, sel):
     """Against the full (layer, token, head, dim) tensor scored afterwards."""
-    r = heatmaps(model, images, texts, **sel)
+    r = spatial.heatmaps(model, images, texts, **sel)
     d = Decomposer(model)(images, heads=True, tokens=True, normalize=True)
     j = d.joint(sel.get("layers"), sel.get("heads")).data  # [B, l, T, h, d']
     per_token = torch.einsum("bltHd,md->bmt", j, texts)
@@ -101,70 +92,70 @@ def test_maps_match_brute_force_joint_terms(model, images, texts, sel):
 
 def test_strategies_agree(model, images, texts):
     for sel in (dict(layers=[1, 3]), dict(heads=[-1]), dict(layers=[-1], heads=[0, 1])):
-        a = heatmaps(model, images, texts, strategy="forward", **sel)
-        b = heatmaps(model, images, texts, strategy="lazy", **sel)
+        a = spatial.heatmaps(model, images, texts, strategy="forward", **sel)
+        b = spatial.heatmaps(model, images, texts, strategy="lazy", **sel)
         for f in ("patch_maps", "cls", "rest", "similarity"):
             assert (getattr(a, f) - getattr(b, f)).abs().max() < TOL
 
 
 def test_batches_in_chunks(model, images, texts):
-    a = heatmaps(model, images, texts, heads=[1])
-    b = heatmaps(model, images, texts, heads=[1], batch_size=1)
+    a = spatial.heatmaps(model, images, texts, heads=[1])
+    b = spatial.heatmaps(model, images, texts, heads=[1], batch_size=1)
     assert (a.patch_maps - b.patch_maps).abs().max() < TOL and (a.rest - b.rest).abs().max() < TOL
 
 
 def test_subtract_mean_is_difference_from_mean_map(model, images, texts):
-    plain = heatmaps(model, images, texts)
-    centred = heatmaps(model, images, texts, subtract_mean=True)
+    plain = spatial.heatmaps(model, images, texts)
+    centred = spatial.heatmaps(model, images, texts, subtract_mean=True)
     expect = plain.patch_maps - plain.patch_maps.mean(1, keepdim=True)
     assert (centred.patch_maps - expect).abs().max() < TOL
     assert centred.max_error() < TOL
     # own-class maps: the paper's segmentation map of each image's label
     labels = torch.tensor([3, 0])
-    own = own_class_maps(model, images, texts, labels)
+    own = spatial.own_class_maps(model, images, texts, labels)
     assert (own - expect[torch.arange(2), labels]).abs().max() < TOL
-    assert own_class_maps(model, images, texts, labels, size=32).shape == (2, 32, 32)
+    assert spatial.own_class_maps(model, images, texts, labels, size=32).shape == (2, 32, 32)
 
 
 def test_own_class_maps_by_layer_are_each_layers_own_map(model, images, texts):
     labels = torch.tensor([3, 0])
     L = _dims(model)[0]
-    by_layer = own_class_maps_by_layer(model, images, texts, labels, batch_size=1)  # one image a pass
+    by_layer = spatial.own_class_maps_by_layer(model, images, texts, labels, batch_size=1)  # one image a pass
     assert by_layer.shape == (L, 2, *_dims(model)[2])
     for layer in range(L):
-        alone = own_class_maps(model, images, texts, labels, layers=[layer])
+        alone = spatial.own_class_maps(model, images, texts, labels, layers=[layer])
         assert (by_layer[layer] - alone).abs().max() < TOL, layer
     # the layers add up to the all-layer map (a class-token tower: the maps are a sum over layers)
-    assert (by_layer.sum(0) - own_class_maps(model, images, texts, labels)).abs().max() < TOL
+    assert (by_layer.sum(0) - spatial.own_class_maps(model, images, texts, labels)).abs().max() < TOL
     # and they are the decomposition segmenter's per-layer maps with these labels
     from helpers.methods.segmentation import layer_maps
 
     assert (by_layer - layer_maps(model, images, texts, labels=labels)).abs().max() < TOL
     with pytest.raises(IndexError, match="class indices"):
-        own_class_maps_by_layer(model, images, texts, [3, 5])
+        spatial.own_class_maps_by_layer(model, images, texts, [3, 5])
     with pytest.raises(ValueError, match="2 images"):
-        own_class_maps_by_layer(model, images, texts, [3])
+        spatial.own_class_maps_by_layer(model, images, texts, [3])
     with pytest.raises(ValueError, match="at least two"):
-        own_class_maps_by_layer(model, images, texts[:1], [0, 0])
+        spatial.own_class_maps_by_layer(model, images, texts[:1], [0, 0])
 
 
 def test_contrastive_map_is_difference_of_maps(model, images, texts):
     a, b = texts[0], texts[3]
     for sel in (dict(), dict(layers=[-2, -1]), dict(layers=[-2], heads=[1])):
-        c = contrastive_map(model, images, a, b, **sel)
-        ra = heatmaps(model, images, a, **sel).patch_maps[:, 0]
-        rb = heatmaps(model, images, b, **sel).patch_maps[:, 0]
+        c = spatial.contrastive_map(model, images, a, b, **sel)
+        ra = spatial.heatmaps(model, images, a, **sel).patch_maps[:, 0]
+        rb = spatial.heatmaps(model, images, b, **sel).patch_maps[:, 0]
         assert c.shape == (2, *_dims(model)[2])
         assert (c - (ra - rb)).abs().max() < TOL
 
 
 def test_topic_segmentation_is_one_head_heatmap(model, images, texts):
-    seg = topic_segmentation(model, images, -2, 1, texts)
+    seg = spatial.topic_segmentation(model, images, -2, 1, texts)
     assert seg.shape == (2, 5, *_dims(model)[2])
     for m in range(texts.shape[0]):
-        ref = heatmaps(model, images, texts[m], layers=[-2], heads=[1]).patch_maps[:, 0]
+        ref = spatial.heatmaps(model, images, texts[m], layers=[-2], heads=[1]).patch_maps[:, 0]
         assert (seg[:, m] - ref).abs().max() < TOL
-        assert (head_direction_map(model, images, -2, 1, texts[m]) - ref).abs().max() < TOL
+        assert (spatial.head_direction_map(model, images, -2, 1, texts[m]) - ref).abs().max() < TOL
 
 
 @pytest.mark.parametrize("normalize", [True, False])
@@ -173,8 +164,8 @@ def test_head_direction_map_plus_cls_is_head_term(model, images, normalize):
     direction = torch.randn(model.visual.output_dim, generator=g, dtype=F64)
     L, H = _dims(model)[:2]
     layer, head = L - 1, H - 1
-    hmap = head_direction_map(model, images, layer, head, direction, normalize=normalize)
-    cls = heatmaps(model, images, direction, layers=[layer], heads=[head], normalize=normalize).cls[:, 0]
+    hmap = spatial.head_direction_map(model, images, layer, head, direction, normalize=normalize)
+    cls = spatial.heatmaps(model, images, direction, layers=[layer], heads=[head], normalize=normalize).cls[:, 0]
     d = Decomposer(model)(images, heads=True, normalize=normalize)
     assert hmap.shape == (2, *_dims(model)[2])
     assert (hmap.sum((-2, -1)) + cls - d.heads[:, layer, head] @ direction).abs().max() < TOL
@@ -182,11 +173,11 @@ def test_head_direction_map_plus_cls_is_head_term(model, images, normalize):
 
 def test_cached_maps_follow_weight_changes(images, texts, model):
     m = copy.deepcopy(model)
-    heatmaps(m, images, texts)
+    spatial.heatmaps(m, images, texts)
     with torch.no_grad():
         m.visual.proj.mul_(1.5)
         m.visual.transformer.resblocks[-1].attn.out_proj.weight.add_(0.01)
-    r = heatmaps(m, images, texts, normalize=False)
+    r = spatial.heatmaps(m, images, texts, normalize=False)
     with torch.no_grad():
         emb = m.encode_image(images)
     assert (r.similarity - emb @ texts.T).abs().max() < TOL and r.max_error() < TOL
@@ -197,8 +188,8 @@ def test_string_texts_with_tokenizer(model, images):
 
     tok = open_clip.get_tokenizer("world-clip")
     words = ["a red circle", "a blue square"]
-    a = heatmaps(model, images, words, tokenizer=tok)
-    b = heatmaps(model, images, encode_texts(model, tok, words))
+    a = spatial.heatmaps(model, images, words, tokenizer=tok)
+    b = spatial.heatmaps(model, images, encode_texts(model, tok, words))
     assert (a.patch_maps - b.patch_maps).abs().max() < TOL
 
 
@@ -215,17 +206,17 @@ def _photo(w=90, h=50):
 def test_non_square_pil_image_via_preprocess(model, texts):
     img = _photo()
     _, _, grid, _, size = _dims(model)
-    r = heatmaps(model, img, texts)
+    r = spatial.heatmaps(model, img, texts)
     assert r.patch_maps.shape == (1, 5, *grid) and r.max_error() < TOL
     x = model_preprocess(model)(img)[None]
     assert x.shape == (1, 3, *size)
-    assert (heatmaps(model, x, texts).patch_maps - r.patch_maps).abs().max() < TOL
+    assert (spatial.heatmaps(model, x, texts).patch_maps - r.patch_maps).abs().max() < TOL
     view = model_view(model, img)
     assert view.size == size[::-1] and view.mode == "RGB"
     out = overlay(view, r.patch_maps[0, 0])
     assert out.size == size[::-1] and out.mode == "RGB"
     # a list of images of different sizes, and a grayscale one
-    r2 = heatmaps(model, [img, _photo(40, 70).convert("L")], texts[:2])
+    r2 = spatial.heatmaps(model, [img, _photo(40, 70).convert("L")], texts[:2])
     assert r2.patch_maps.shape == (2, 2, *grid)
 
 
@@ -237,53 +228,53 @@ def test_non_square_pil_image_via_preprocess(model, texts):
 def test_bad_layer_and_head_indices(model, images, texts):
     L, H = _dims(model)[:2]
     with pytest.raises(IndexError, match=rf"{L} layers.*0\.\.{L - 1}"):
-        heatmaps(model, images, texts, layers=[L])
+        spatial.heatmaps(model, images, texts, layers=[L])
     with pytest.raises(IndexError, match=rf"{H} heads.*0\.\.{H - 1}"):
-        heatmaps(model, images, texts, heads=[0, H])
+        spatial.heatmaps(model, images, texts, heads=[0, H])
     with pytest.raises(IndexError, match=rf"0\.\.{L - 1}"):
-        topic_segmentation(model, images, -L - 1, 0, texts)
+        spatial.topic_segmentation(model, images, -L - 1, 0, texts)
     with pytest.raises(IndexError, match=rf"0\.\.{H - 1}"):
-        head_direction_map(model, images, 0, H + 3, texts[0])
+        spatial.head_direction_map(model, images, 0, H + 3, texts[0])
     with pytest.raises(ValueError, match="duplicate"):
-        heatmaps(model, images, texts, layers=[1, 1 - L])
+        spatial.heatmaps(model, images, texts, layers=[1, 1 - L])
     with pytest.raises(ValueError, match="empty layer"):
-        heatmaps(model, images, texts, layers=[])
+        spatial.heatmaps(model, images, texts, layers=[])
     with pytest.raises(TypeError):
-        heatmaps(model, images, texts, heads=[1.5])
+        spatial.heatmaps(model, images, texts, heads=[1.5])
 
 
 def test_bad_texts(model, images, texts):
     D = _dims(model)[3]
     with pytest.raises(ValueError, match="empty"):
-        heatmaps(model, images, [])
+        spatial.heatmaps(model, images, [])
     with pytest.raises(ValueError, match="empty"):
-        heatmaps(model, images, torch.empty(0, D, dtype=F64))
+        spatial.heatmaps(model, images, torch.empty(0, D, dtype=F64))
     with pytest.raises(ValueError, match="empty text"):
-        heatmaps(model, images, ["a cat", "  "])
+        spatial.heatmaps(model, images, ["a cat", "  "])
     with pytest.raises(ValueError, match="empty text"):
-        heatmaps(model, images, "")
+        spatial.heatmaps(model, images, "")
     with pytest.raises(ValueError, match="tokenizer"):
-        heatmaps(model, images, ["a cat"])
+        spatial.heatmaps(model, images, ["a cat"])
     with pytest.raises(ValueError, match=rf"dimension {D + 1}.*dimension {D}"):
-        heatmaps(model, images, torch.randn(3, D + 1, dtype=F64))
+        spatial.heatmaps(model, images, torch.randn(3, D + 1, dtype=F64))
     with pytest.raises(ValueError, match="at least two"):
-        heatmaps(model, images, texts[:1], subtract_mean=True)
+        spatial.heatmaps(model, images, texts[:1], subtract_mean=True)
     with pytest.raises(ValueError, match="single text"):
-        contrastive_map(model, images, texts[:2], texts[2])
+        spatial.contrastive_map(model, images, texts[:2], texts[2])
     with pytest.raises(ValueError, match="one vector"):
-        head_direction_map(model, images, 0, 0, texts[:2])
+        spatial.head_direction_map(model, images, 0, 0, texts[:2])
     with pytest.raises(ValueError, match="NaN"):
-        heatmaps(model, images, torch.full((1, D), float("nan"), dtype=F64))
+        spatial.heatmaps(model, images, torch.full((1, D), float("nan"), dtype=F64))
 
 
 def test_bad_images(model, texts):
     size = _dims(model)[4]
     with pytest.raises(ValueError, match="preprocess"):
-        heatmaps(model, torch.randn(1, 3, size[0] - 14, size[1] + 26, dtype=F64), texts)
+        spatial.heatmaps(model, torch.randn(1, 3, size[0] - 14, size[1] + 26, dtype=F64), texts)
     with pytest.raises(ValueError, match=r"\[B, 3, H, W\]"):
-        heatmaps(model, torch.randn(1, 1, *size, dtype=F64), texts)
+        spatial.heatmaps(model, torch.randn(1, 1, *size, dtype=F64), texts)
     with pytest.raises(ValueError, match="empty"):
-        heatmaps(model, [], texts)
+        spatial.heatmaps(model, [], texts)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -293,15 +284,15 @@ def test_bad_images(model, texts):
 
 def test_upsample_shapes_and_values():
     maps = torch.randn(2, 3, 8, 8)
-    assert upsample(maps, 32).shape == (2, 3, 32, 32)
-    assert upsample(maps, (20, 48)).shape == (2, 3, 20, 48)
-    assert upsample(np.ones((4, 4)), (9, 7)).shape == (9, 7)
-    assert torch.allclose(upsample(torch.full((2, 2), 3.0), 10), torch.full((10, 10), 3.0))
+    assert spatial.upsample(maps, 32).shape == (2, 3, 32, 32)
+    assert spatial.upsample(maps, (20, 48)).shape == (2, 3, 20, 48)
+    assert spatial.upsample(np.ones((4, 4)), (9, 7)).shape == (9, 7)
+    assert torch.allclose(spatial.upsample(torch.full((2, 2), 3.0), 10), torch.full((10, 10), 3.0))
     # bilinear with half-pixel centres: [0, 1] -> [0, .25, .75, 1]
-    row = upsample(torch.tensor([[0.0, 1.0]]), (1, 4))[0]
+    row = spatial.upsample(torch.tensor([[0.0, 1.0]]), (1, 4))[0]
     assert torch.allclose(row, torch.tensor([0.0, 0.25, 0.75, 1.0]))
     with pytest.raises(ValueError):
-        upsample(torch.zeros(5), 4)
+        spatial.upsample(torch.zeros(5), 4)
 
 
 def test_overlay_and_colormap():
@@ -431,7 +422,7 @@ def test_own_class_maps_match_world_object_maps():
     scenes = world.sample(2, split="test", seed=5)
     ref = object_maps(m, tok, scenes, "shape")
     clf = zero_shot_classifier(m, tok, world.class_prompts("shape"))
-    mine = own_class_maps(m, images_to_tensor(scenes.images), clf, scenes.factors["shape"],
+    mine = spatial.own_class_maps(m, images_to_tensor(scenes.images), clf, scenes.factors["shape"],
                           size=tuple(scenes.images.shape[1:3]))
     assert mine.shape == ref.shape
     assert (mine - ref).abs().max() <= 1e-5 * ref.abs().max()

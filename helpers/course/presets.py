@@ -9,6 +9,10 @@ explicitly wins::
                        n_images=None, batch_size=None, device="")
     settings.model_name, settings.pretrained, settings.n_images   # "ViT-B-16", "laion2b_s34b_b88k", 2000
 
+A notebook does it in one call, :func:`begin`, from the names its parameters cell defines::
+
+    settings, figures, (model, preprocess, tokenizer) = begin(globals(), "03")
+
 Presets (:data:`PRESETS`):
 
 * ``"offline"`` -- the course's own small CLIP on the synthetic world, on the CPU (the
@@ -55,6 +59,8 @@ __all__ = [
     "POPULATIONS",
     "get_preset",
     "resolve",
+    "begin",
+    "notebook_parameters",
     "approximation_note",
     "downloads",
     "estimate_gpu_memory",
@@ -389,6 +395,45 @@ def resolve(preset: str, notebook: str | int, **params: Any) -> Settings:
                          "Change runtime type > T4 GPU), and on a CPU it takes much longer")
     return Settings(p.name, nb, values, tuple(taken), tuple(kept), notes)
 
+
+_MODEL_PARAMETERS = ("model_name", "pretrained", "device", "protocol")
+"""The parameters every notebook takes from a preset, beside its own (:func:`notebook_parameters`)."""
+
+
+def notebook_parameters(notebook: str | int) -> frozenset[str]:
+    """The parameters a preset can fill for ``notebook``: the model's (:data:`_MODEL_PARAMETERS`)
+    and every one that some preset sets for that notebook (its data, image counts, batch size...)."""
+    nb = _notebook_key(notebook)
+    return frozenset(_MODEL_PARAMETERS).union(*(p.notebooks.get(nb, {}) for p in PRESETS.values()))
+
+
+def begin(namespace: MutableMapping[str, Any], notebook: str | int) -> tuple[Settings, Any, tuple[Any, Any, Any]]:
+    """A notebook's first step, from its parameters as the parameters cell left them in
+    ``namespace`` (the notebook's ``globals()``).
+
+    Every parameter a preset can fill (:func:`notebook_parameters`) that the namespace defines
+    goes to :func:`resolve` with the preset named by ``namespace["preset"]``; the filled values
+    are written back under the same names, so the rest of the notebook reads them as it reads
+    any parameter. Then :meth:`Settings.start` with ``namespace["seed"]``: torch seeded, the
+    settings printed (which came from the preset, which were set here), ``preset`` and
+    ``trained_weights`` recorded into a new :class:`~helpers.course.record.Figures` at
+    ``namespace["record_to"]``, the model loaded.
+
+    Returns ``(settings, figures, (model, preprocess, tokenizer))``.
+
+    Raises:
+        KeyError: the namespace lacks ``preset``, ``seed`` or ``record_to``.
+    """
+    from .record import Figures
+
+    missing = [k for k in ("preset", "seed", "record_to") if k not in namespace]
+    if missing:
+        raise KeyError(f"a notebook's parameters cell defines {', '.join(missing)}; this namespace does not")
+    known = notebook_parameters(notebook)
+    settings = resolve(namespace["preset"], notebook, **{k: v for k, v in namespace.items() if k in known})
+    namespace.update(settings.values)
+    figures = Figures(namespace["record_to"])
+    return settings, figures, settings.start(figures, seed=namespace["seed"])
 
 # ----------------------------------------------------------------------------------------------
 # What a preset costs: downloads and GPU memory

@@ -59,7 +59,7 @@ from __future__ import annotations
 
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Any, Callable, Iterator, Sequence
+from typing import Any, Callable, Iterator, Mapping, Sequence
 
 import numpy as np
 import torch
@@ -83,6 +83,7 @@ __all__ = [
     "PAPER_VARIANTS",
     "method_label",
     "clips",
+    "pixel_maps",
     "segmentation_maps",
     "postprocess",
     "segment",
@@ -138,6 +139,14 @@ def clips(method: str, variant: str = "course") -> bool:
     al.'s baselines (``variant="paper"``), which their evaluation only min-max normalises."""
     _check_variant(variant)
     return variant == "course" or method == "decomposition"
+
+
+def pixel_maps(method: str, variant: str = "course") -> bool:
+    """Whether ``method`` maps the pixels rather than the patches: full LRP in Chefer et al.'s
+    variant (:func:`segmentation_maps`), whose pixel map :func:`evaluate_methods` keeps summed
+    per patch for display."""
+    _check_variant(variant)
+    return method == "lrp" and variant == "paper"
 
 
 def _check_variant(variant: str) -> None:
@@ -458,7 +467,7 @@ def segmentation_maps(model: nn.Module, images: Any, class_emb: Any, method: str
         from .lrp import lrp_maps
 
         return lrp_maps(model, x.to(visual.proj.dtype), targets, partial=method == "partial_lrp",
-                        rules="lrp" if paper else "course", pixel_map=paper)
+                        rules="lrp" if paper else "course", pixel_map=pixel_maps(method, variant))
     was_training = visual.training
     visual.eval()
     try:
@@ -585,6 +594,7 @@ def evaluate_methods(model: nn.Module, task: SegmentationTask, class_emb: Tensor
                      threshold: str | float = "mean", use_labels: bool | None = None,
                      progress: bool = False, warmup: int = 2, variant: str = "course",
                      geometries: Sequence[str] | None = None, population: int | None = None,
+                     reuse: tuple[Tensor, Mapping[str, Tensor]] | None = None,
                      ) -> tuple[dict[str, Any], dict[str, Tensor]]:
     """Every method on every image of ``task``: metrics per method, and the soft maps at the
     patch grid ``[N, gh, gw]`` per method (for display; a pixel map is summed per patch). The
@@ -628,7 +638,16 @@ def evaluate_methods(model: nn.Module, task: SegmentationTask, class_emb: Tensor
         if device.type == "cuda":
             torch.cuda.synchronize(device)
 
+    reused: Mapping[str, Tensor] = {}
+    if reuse is not None:
+        images, earlier = reuse
+        if images.shape != task.images.shape or not torch.equal(images.to(task.images.device), task.images):
+            raise ValueError(f"reuse holds maps of other images than {task.name}'s: compute them on this task")
+        reused = {m: t for m, t in earlier.items() if not pixel_maps(m, variant) and t.shape[0] == len(task)}
+
     def maps_of(method: str, i: int, j: int) -> Tensor:
+        if method in reused:
+            return reused[method][i:j]
         lab = task.labels[i:j] if use_labels and task.labels is not None else None
         return segmentation_maps(model, task.images[i:j].to(device), class_emb, method, labels=lab,
                                  variant=variant).detach()
@@ -640,7 +659,8 @@ def evaluate_methods(model: nn.Module, task: SegmentationTask, class_emb: Tensor
     per_image: dict[str, list[float]] = {m: [] for m in methods}  # seconds per image of each batch
     if warmup:
         for method in methods:
-            maps_of(method, 0, min(warmup, len(task)))
+            if method not in reused:
+                maps_of(method, 0, min(warmup, len(task)))
     for i in range(0, len(task), batch_size):
         for method in methods:  # interleaved: a change in the machine's load hits every method alike
             sync()
@@ -656,7 +676,7 @@ def evaluate_methods(model: nn.Module, task: SegmentationTask, class_emb: Tensor
                 ph, pw = maps.shape[-2] // grid[0], maps.shape[-1] // grid[1]
                 maps = F.avg_pool2d(maps[:, None], (ph, pw))[:, 0] * (ph * pw)
             parts[method].append(maps)
-    rates = {m: 1.0 / max(float(np.median(per_image[m])), 1e-12) for m in methods}
+    rates = {m: float("nan") if m in reused else 1.0 / max(float(np.median(per_image[m])), 1e-12) for m in methods}
     def row(sc: SegmentationScores, method: str) -> dict[str, float]:
         out = {**sc.summary(), "images/s": rates[method]}
         if population is not None:

@@ -62,8 +62,7 @@ import plotly.graph_objects as go
 import torch
 
 from helpers.course.narrative import num, pct, provenance_reading, ranking, say, shown_sum, verdict, what_we_see
-from helpers.course.presets import resolve
-from helpers.course.record import Figures
+from helpers.course.presets import begin
 from helpers.course.ui import live
 from helpers.data.datasets import load_task
 from helpers.engine.decompose import Decomposer
@@ -80,11 +79,7 @@ from helpers.methods.ablation import (
     variance_shares,
 )
 
-figures = Figures(record_to)
-settings = resolve(preset, "01", model_name=model_name, pretrained=pretrained, dataset=dataset,
-                   n_images=n_images, batch_size=batch_size, device=device, protocol=protocol)
-model_name, pretrained, dataset, n_images, batch_size, device, protocol = settings.unpack()
-model, preprocess, tokenizer = settings.start(figures, seed=seed)  # seeds torch, prints the settings, loads the model
+settings, figures, (model, preprocess, tokenizer) = begin(globals(), "01")  # the preset fills what was left unset
 task = load_task(dataset, n_images=n_images, preprocess=preprocess, seed=seed, world_name=world_of(model))
 info = model_info(model)
 L = info.n_layers

@@ -56,8 +56,7 @@ import plotly.graph_objects as go
 import torch
 
 from helpers.course.narrative import Claim, num, pct, pm, provenance_reading, pts, say, verdict, what_we_see
-from helpers.course.presets import resolve
-from helpers.course.record import Figures
+from helpers.course.presets import begin
 from helpers.course.ui import live
 from helpers.data.datasets import load_task
 from helpers.engine.models import load_model, model_info, provenance, twin_tag, world_of
@@ -74,11 +73,7 @@ from helpers.methods.metrics import proportion_se
 from helpers.methods.stats import accuracy_tolerance, with_tolerance
 from helpers.methods.streamed import StreamedTerms, terms_of
 
-figures = Figures(record_to)
-settings = resolve(preset, "02", model_name=model_name, pretrained=pretrained, dataset=dataset,
-                   n_images=n_images, batch_size=batch_size, device=device, protocol=protocol)
-model_name, pretrained, dataset, n_images, batch_size, device, protocol = settings.unpack()
-model, preprocess, tokenizer = settings.start(figures, seed=seed)  # seeds torch, prints the settings, loads the model
+settings, figures, (model, preprocess, tokenizer) = begin(globals(), "02")  # the preset fills what was left unset
 task = load_task(dataset, n_images=n_images, preprocess=preprocess, seed=seed, world_name=world_of(model))
 classifier = zero_shot_classifier(model, tokenizer, task.prompts)
 # the terms of every image: in memory, or (a large set) on disk, read a chunk at a time

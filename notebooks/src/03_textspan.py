@@ -67,8 +67,7 @@ import torch
 from IPython.display import display
 
 from helpers.course.narrative import Claim, compare, num, pct, pm, ranking, say, verdict, what_we_see
-from helpers.course.presets import resolve
-from helpers.course.record import Figures
+from helpers.course.presets import begin
 from helpers.course.ui import live
 from helpers.data import world
 from helpers.data.datasets import load_task
@@ -94,12 +93,7 @@ from helpers.methods.stats import accuracy_tolerance, with_tolerance
 from helpers.methods.streamed import StreamedTerms, terms_of
 from helpers.methods.textspan import pca_basis, span_comparison, textspan
 
-figures = Figures(record_to)
-settings = resolve(preset, "03", model_name=model_name, pretrained=pretrained, dataset=dataset,
-                   n_images=n_images, batch_size=batch_size, device=device, protocol=protocol,
-                   pool_size=pool_size)
-model_name, pretrained, dataset, n_images, batch_size, device, protocol, pool_size = settings.unpack()
-model, preprocess, tokenizer = settings.start(figures, seed=seed)  # seeds torch, prints the settings, loads the model
+settings, figures, (model, preprocess, tokenizer) = begin(globals(), "03")  # the preset fills what was left unset
 task = load_task(dataset, n_images=n_images, preprocess=preprocess, seed=seed, world_name=world_of(model))
 info = model_info(model)
 L, H = info.n_layers, info.n_heads
@@ -176,6 +170,13 @@ figures["pure_roles_all_planted"] = all(r.property in planted for r in pure) if 
 
 # %%
 prov = provenance(model)
+# what the heads' roles can tell, given how the model was made (both takeaways end with it)
+model_reading = {
+    "shaped": "The offline model was trained to put its direct effects in these layers: that they can be named by "
+              "text is what this notebook shows; a paper preset (a real CLIP) tests it on the paper's models.",
+    "random": "With random weights none of this says anything about CLIP: it shows that the code runs on this "
+              "architecture.",
+}.get(prov.kind, prov.note)
 role_counts = Counter(r.property for r in pure)
 task_factor = task.meta.get("factor")  # the factor the images are labelled by (world data)
 other_roles = sorted(set(role_counts) - {task_factor})
@@ -547,11 +548,7 @@ what_we_see(
             f"The head that carries shape best is {figures.get('shape_head')}: through it alone, the nearest images "
             f"share the query's shape {pct(figures.get('shape_agreement', {}).get(figures.get('shape_head'), 0), 0)} "
             f"of the time, against {pct(figures.get('shape_chance', 0), 0)} for random images (exercise 3.4).", ""),
-    {"shaped": "The offline model was trained to put its direct effects in these layers: that they can be "
-               "named by text is what this notebook shows; a paper preset (a real CLIP) tests it on the "
-               "paper's models.",
-     "random": "With random weights none of this says anything about CLIP: it shows that the code runs on this "
-               "architecture."}.get(prov.kind, prov.note),
+    model_reading,
     title="What to take away (core)",
 );
 
@@ -957,11 +954,7 @@ what_we_see(
             + verdict(on_world and groups and any(abs(one.agreement[g][g] - every.agreement[g][g]) >= 0.25
                                                    for g in groups),
                       ", though one query can be far from the average.", "."), ""),
-    {"shaped": "The offline model was trained to put its direct effects in these layers: that they can be "
-               "named by text is what this notebook shows; a paper preset (a real CLIP) tests it on the "
-               "paper's models.",
-     "random": "With random weights none of this says anything about CLIP: it shows that the code runs on this "
-               "architecture."}.get(prov.kind, prov.note),
+    model_reading,
     title="Takeaway (every section)",
 );
 

@@ -71,8 +71,7 @@ from helpers.course.narrative import (
     what_we_see,
 )
 from helpers.course.plots import maps_figure
-from helpers.course.presets import resolve
-from helpers.course.record import Figures
+from helpers.course.presets import begin
 from helpers.course.ui import live
 from helpers.data import world
 from helpers.data.pools import load_pool
@@ -96,11 +95,7 @@ from helpers.methods.spatial import (
 from helpers.methods.stats import paired_bootstrap, region_difference
 from helpers.methods.textspan import textspan
 
-figures = Figures(record_to)
-settings = resolve(preset, "04", model_name=model_name, pretrained=pretrained, images=images,
-                   n_images=n_images, device=device, protocol=protocol, pool_size=pool_size)
-model_name, pretrained, images, n_images, device, protocol, pool_size = settings.unpack()
-model, preprocess, tokenizer = settings.start(figures, seed=seed)  # seeds torch, prints the settings, loads the model
+settings, figures, (model, preprocess, tokenizer) = begin(globals(), "04")  # the preset fills what was left unset
 offline_model = model_name == DEFAULT_MODEL
 use_world = images == "world" or (images == "auto" and offline_model)
 if images not in ("world", "photos", "auto"):

@@ -72,8 +72,7 @@ from helpers.course.narrative import (
     verdict,
     what_we_see,
 )
-from helpers.course.presets import resolve
-from helpers.course.record import Figures
+from helpers.course.presets import begin
 from helpers.course.ui import live
 from helpers.data import world
 from helpers.data.pools import load_pool
@@ -98,17 +97,12 @@ from helpers.methods.spurious import (
 from helpers.methods.stats import accuracy_tolerance, paired_bootstrap, with_tolerance
 from helpers.methods.textspan import textspan
 
-figures = Figures(record_to)
-settings = resolve(preset, "05", model_name=model_name, pretrained=pretrained, dataset=dataset,
-                   n_per_group=n_per_group, span_images=span_images, batch_size=batch_size, device=device,
-                   protocol=protocol, pool_size=pool_size)
-model_name, pretrained, dataset, n_per_group, span_images, batch_size, device, protocol, pool_size = settings.unpack()
-repair_protocol = protocol or "heads"
-if repair_protocol not in REPAIR_PROTOCOLS:
+if protocol and protocol not in REPAIR_PROTOCOLS:  # before the model loads
     raise ValueError(f"protocol must be one of {REPAIR_PROTOCOLS} (or '' for the preset's), got {protocol!r}")
+settings, figures, (model, preprocess, tokenizer) = begin(globals(), "05")  # the preset fills what was left unset
+repair_protocol = protocol or "heads"
 PROTOCOL_NAMES = {"heads": "heads only", "paper": "the paper's"}
 figures["repair_protocol"] = repair_protocol
-model, preprocess, tokenizer = settings.start(figures, seed=seed)  # seeds torch, prints the settings, loads the model
 if dataset == "world":
     scenes = world.waterbirds_test_set(n_per_group, seed=seed + 1, config=world_of(model))
     eval_images = images_to_tensor(scenes.images, model)  # resized for a real model

@@ -83,8 +83,7 @@ from helpers.course.narrative import (
     what_we_see,
 )
 from helpers.course.plots import maps_figure
-from helpers.course.presets import resolve
-from helpers.course.record import Figures
+from helpers.course.presets import begin
 from helpers.course.ui import live
 from helpers.data.segmentation_tasks import load_segmentation_task
 from helpers.engine.labels import layer_label
@@ -106,11 +105,7 @@ from helpers.methods.segmentation import (
 )
 from helpers.methods.stats import SEGMENTATION_STATISTICS, paired_bootstrap, segmentation_items, widened
 
-figures = Figures(record_to)
-settings = resolve(preset, "06", model_name=model_name, pretrained=pretrained, dataset=dataset,
-                   n_images=n_images, batch_size=batch_size, device=device, protocol=protocol)
-model_name, pretrained, dataset, n_images, batch_size, device, protocol = settings.unpack()
-model, preprocess, tokenizer = settings.start(figures, seed=seed)  # seeds torch, prints the settings, loads the model
+settings, figures, (model, preprocess, tokenizer) = begin(globals(), "06")  # the preset fills what was left unset
 task = load_segmentation_task(dataset, preprocess, n_images, seed=seed, world_name=world_of(model),
                               mask_geometry="reference" if protocol == "paper" else "aligned")
 classifier = zero_shot_classifier(model, tokenizer, task.prompts)
@@ -785,8 +780,9 @@ if compare_protocols:
                                           world_name=world_of(model))
     else:  # ImageNet-Segmentation: its own photos under both geometries
         geo_task = task
+    # the model sees the same images as above: their maps are scored again, not computed again
     geo_results, _ = evaluate_methods(model, geo_task, classifier, METHODS, batch_size=batch_size, variant=variant_here,
-                                      geometries=("aligned", "reference"), warmup=0)
+                                      geometries=("aligned", "reference"), warmup=0, reuse=(task.images, soft_maps))
     display(pd.DataFrame({(method_label(m, variant_here), g): {k: geo_results[g][m][k] for k in SCORES[:4]}
                           for m in METHODS for g in ("aligned", "reference")}).T.round(3).style.set_caption(
         f"{geo_task.name}: the same maps scored against the aligned masks (the course's) and the squeezed ones "

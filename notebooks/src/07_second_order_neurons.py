@@ -100,8 +100,7 @@ from helpers.course.narrative import (
     what_we_see,
 )
 from helpers.course.plots import image_panels, maps_figure
-from helpers.course.presets import resolve
-from helpers.course.record import Figures
+from helpers.course.presets import begin
 from helpers.course.ui import live
 from helpers.data import world
 from helpers.data.datasets import load_task
@@ -142,15 +141,8 @@ from helpers.methods.stats import (
     with_tolerance,
 )
 
-figures = Figures(record_to)
-settings = resolve(preset, "07", model_name=model_name, pretrained=pretrained, dataset=dataset, n_images=n_images,
-                   eval_images=eval_images, layers=layers, top_k=top_k, vocabulary=vocabulary, pool_size=pool_size,
-                   n_words=n_words, seg_dataset=seg_dataset, seg_images=seg_images, seg_neurons=seg_neurons,
-                   n_pairs=n_pairs, adv_scenes=adv_scenes, batch_size=batch_size, device=device, protocol=protocol)
-(model_name, pretrained, dataset, n_images, eval_images, layers, top_k, vocabulary, pool_size, n_words,
- seg_dataset, seg_images, seg_neurons, n_pairs, adv_scenes, batch_size, device, protocol) = settings.unpack()
+settings, figures, (model, preprocess, tokenizer) = begin(globals(), "07")  # the preset fills what was left unset
 layers = [int(x) for x in layers]
-model, preprocess, tokenizer = settings.start(figures, seed=seed)  # seeds torch, prints the settings, loads the model
 check_supported(model)  # a class-token ViT (SigLIP's pooled towers have no class token to carry these effects)
 info = model_info(model)
 prov = provenance(model)
