@@ -23,6 +23,13 @@ import torch  # noqa: E402
 from _tiers import FAST_TEST_S, mark_tiers  # noqa: E402
 
 os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
+
+# requests (papermill's, pooch's) says once, on its first import, that urllib3 lacks the optional
+# SOCKS support; imported here, in the main thread before any background work starts, so that this
+# one-time notice about the environment cannot land in whichever test runs when a thread imports it
+with warnings.catch_warnings():
+    warnings.filterwarnings("ignore", message="SOCKS support in urllib3")
+    import requests  # noqa: E402, F401
 torch.set_num_threads(int(os.environ["OMP_NUM_THREADS"]))
 
 
