@@ -542,6 +542,9 @@ def test_evaluate_methods_times_the_maps_after_a_warm_up(monkeypatch):
     both, _ = seg.evaluate_methods(model, task, torch.eye(2), ("rollout", "gradcam"), batch_size=3, warmup=1)
     assert order == [("rollout", 1), ("gradcam", 1), ("rollout", 3), ("gradcam", 3), ("rollout", 2), ("gradcam", 2)]
     assert set(both) == {"rollout", "gradcam"}
+    order.clear()  # the warm-up is no larger than the batches it warms up for
+    seg.evaluate_methods(model, task, torch.eye(2), ("rollout",), batch_size=1)
+    assert order == [("rollout", 1)] * (1 + n)
 
 
 def test_method_names_and_backward_methods_cover_the_methods():

@@ -614,7 +614,7 @@ def evaluate_methods(model: nn.Module, task: SegmentationTask, class_emb: Tensor
 
     ``"images/s"`` times the maps alone (:func:`segmentation_maps`, the zero-shot prediction
     included; not the post-processing and the metrics, which are the same code for every
-    method), each method after a warm-up call on its first ``warmup`` images (0: none), so that
+    method), each method after a warm-up call on its first ``warmup`` images (at most a batch; 0: none), so that
     no method pays for first-call costs (allocations, kernel choices) and every table times
     the methods the same way. The methods take turns on each batch, so a change in the
     machine's load hits all of them alike, and the rate is one over the median time per image
@@ -660,7 +660,7 @@ def evaluate_methods(model: nn.Module, task: SegmentationTask, class_emb: Tensor
     if warmup:
         for method in methods:
             if method not in reused:
-                maps_of(method, 0, min(warmup, len(task)))
+                maps_of(method, 0, min(warmup, batch_size, len(task)))
     for i in range(0, len(task), batch_size):
         for method in methods:  # interleaved: a change in the machine's load hits every method alike
             sync()
