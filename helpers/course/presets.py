@@ -435,6 +435,7 @@ def begin(namespace: MutableMapping[str, Any], notebook: str | int) -> tuple[Set
     figures = Figures(namespace["record_to"])
     return settings, figures, settings.start(figures, seed=namespace["seed"])
 
+
 # ----------------------------------------------------------------------------------------------
 # What a preset costs: downloads and GPU memory
 # ----------------------------------------------------------------------------------------------

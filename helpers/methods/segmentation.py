@@ -614,9 +614,9 @@ def evaluate_methods(model: nn.Module, task: SegmentationTask, class_emb: Tensor
 
     ``"images/s"`` times the maps alone (:func:`segmentation_maps`, the zero-shot prediction
     included; not the post-processing and the metrics, which are the same code for every
-    method), each method after a warm-up call on its first ``warmup`` images (at most a batch; 0: none), so that
-    no method pays for first-call costs (allocations, kernel choices) and every table times
-    the methods the same way. The methods take turns on each batch, so a change in the
+    method), each method after a warm-up call on its first ``warmup`` images (at most a batch;
+    0: none), so that no method pays for first-call costs (allocations, kernel choices) and every
+    table times the methods the same way. The methods take turns on each batch, so a change in the
     machine's load hits all of them alike, and the rate is one over the median time per image
     of the batches, so a batch slowed by other work does not set it. On a GPU each timed call
     is synchronised."""
