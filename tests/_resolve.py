@@ -57,9 +57,12 @@ def resolve(requirements: list[str], python_version: str, tmp_path: Path) -> tup
     req = tmp_path / f"requirements-{python_version}.txt"
     req.write_text("\n".join(requirements) + "\n", encoding="utf-8")
     report = tmp_path / f"report-{python_version}.json"
+    # fast-deps: where an index does not serve a wheel's metadata on its own (PEP 658), pip reads
+    # it from the wheel with HTTP range requests instead of downloading the whole file (PyTorch's
+    # wheels weigh hundreds of MB): the same resolution, with a fraction of the processor's time
     cmd = [sys.executable, "-m", "pip", "install", "--dry-run", "--ignore-installed", "--quiet",
            "--report", str(report), "--python-version", python_version, "--only-binary=:all:",
-           "--retries", "1", "-r", str(req)]
+           "--use-feature=fast-deps", "--retries", "1", "-r", str(req)]
     done = subprocess.run(cmd, capture_output=True, text=True, env=plain_pip_env(), cwd=tmp_path, timeout=900)
     packages = []
     if done.returncode == 0:

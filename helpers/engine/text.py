@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from typing import Any, Callable, Mapping, NamedTuple, Sequence
+import contextlib
+from typing import Any, Callable, Iterator, Mapping, NamedTuple, Sequence
 
 import numpy as np
 import torch
@@ -32,12 +33,80 @@ def encode_texts(model: nn.Module, tokenizer: Callable[..., torch.Tensor], texts
         device = next(model.parameters()).device
     was_training = model.training
     model.eval()
+    out = []
     try:
-        out = [model.encode_text(tokenizer(texts[i:i + batch_size]).to(device), normalize=normalize)
-               for i in range(0, len(texts), batch_size)]
+        for i in range(0, len(texts), batch_size):
+            tokens = tokenizer(texts[i:i + batch_size]).to(device)
+            with used_positions_only(model, tokens):
+                out.append(model.encode_text(tokens, normalize=normalize))
     finally:
         model.train(was_training)
     return torch.cat(out)
+
+
+def _causal_text_tower(model: nn.Module) -> tuple[nn.Module, str, int | None] | None:
+    """``(text transformer, pooling, end-of-text id)`` of an open_clip text tower whose pooled
+    token depends only on the tokens up to it: a causal attention mask, batch-first blocks, and
+    pooling at the end-of-text token (``"argmax"`` or ``"eos"``); ``None`` for any other tower
+    (SigLIP's, for one, attends both ways and pools the last position)."""
+    text = getattr(model, "text", None)
+    if isinstance(text, nn.Module) and hasattr(text, "transformer"):  # CustomTextCLIP's TextTransformer
+        if getattr(text, "cls_emb", None) is not None or getattr(text, "use_pad_mask", False):
+            return None
+        tower, pool, eos, mask = text.transformer, getattr(text, "pool_type", None), \
+            getattr(text, "eos_id", None), getattr(text, "attn_mask", None)
+    elif isinstance(getattr(model, "transformer", None), nn.Module) and hasattr(model, "text_pool_type"):  # CLIP
+        tower, pool, eos, mask = model.transformer, model.text_pool_type, getattr(model, "text_eos_id", None), \
+            getattr(model, "attn_mask", None)
+    else:
+        return None
+    if pool not in ("argmax", "eos") or (pool == "eos" and eos is None) or not getattr(tower, "batch_first", False):
+        return None
+    if not isinstance(mask, torch.Tensor) or mask.ndim != 2 or mask.shape[0] != mask.shape[1]:
+        return None
+    blocked = torch.isneginf(mask)
+    if not torch.equal(blocked, torch.ones_like(blocked).triu(1)):
+        return None
+    return tower, pool, eos
+
+
+@contextlib.contextmanager
+def used_positions_only(model: nn.Module, tokens: torch.Tensor) -> Iterator[int]:
+    """Within this context, ``model.encode_text(tokens)`` runs its text blocks on the positions
+    up to the last end-of-text token of the batch only; yields how many positions run.
+
+    In a causal tower that pools the end-of-text token (CLIP's), a position sees only those
+    before it, so the padding after every text's end changes nothing the pooling reads: the
+    embeddings are those of the whole context (the same arithmetic on the positions that count;
+    float32 may differ in the last bits, from other matrix shapes). Prompts are short (about 10
+    of CLIP's 77 positions), so the text tower does a fraction of the work. A forward pre-hook
+    on the tower's stock blocks cuts their input and mask; for any other tower, or when no
+    position can be left out, nothing changes.
+    """
+    found = _causal_text_tower(model) if tokens.ndim == 2 else None
+    if found is None:
+        yield tokens.shape[-1]
+        return
+    tower, pool, eos = found
+    ends = tokens.argmax(-1) if pool == "argmax" else (tokens == eos).int().argmax(-1)
+    used = int(ends.max()) + 1
+    if used >= tokens.shape[1]:
+        yield tokens.shape[1]
+        return
+
+    def cut(module, args, kwargs):
+        x, rest = args[0], list(args[1:])
+        if rest and isinstance(rest[0], torch.Tensor):  # the mask given by position
+            rest[0] = rest[0][:used, :used]
+        elif isinstance(kwargs.get("attn_mask"), torch.Tensor):
+            kwargs = {**kwargs, "attn_mask": kwargs["attn_mask"][:used, :used]}
+        return (x[:, :used], *rest), kwargs
+
+    handle = tower.register_forward_pre_hook(cut, with_kwargs=True)
+    try:
+        yield used
+    finally:
+        handle.remove()
 
 
 def text_matrix(texts: TextsLike, *, model: nn.Module | None = None,
