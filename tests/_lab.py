@@ -149,7 +149,9 @@ def start_lab(tmp: Path):
         proc = subprocess.Popen(
             [python, "-m", "jupyterlab", "--no-browser", "--allow-root", "--ip=127.0.0.1", f"--port={port}",
              f"--IdentityProvider.token={token}", f"--ServerApp.root_dir={work}",
-             "--ServerApp.terminals_enabled=False"],
+             "--ServerApp.terminals_enabled=False",
+             # window.jupyterapp: the tests open notebook after notebook in one page (Pages)
+             "--LabApp.expose_app_in_browser=True"],
             env=env, stdout=fh, stderr=subprocess.STDOUT, cwd=work)
     server = Lab(f"http://127.0.0.1:{port}", token, work, proc, log)
     try:
@@ -215,19 +217,57 @@ class PageErrors:
         self.errors.append(f"console: {msg.text} ({url})")
 
 
-def open_notebook(ctx, lab: Lab, path: str):
-    """Open ``path`` (relative to ``lab.work``) in a new page; returns the page and its
-    :class:`PageErrors` once the notebook shows and its kernel is idle."""
-    page = ctx.new_page()
-    errors = PageErrors(page, lab.base)
-    page.goto(lab.url(path))
-    page.wait_for_selector(".jp-NotebookPanel .jp-Notebook .jp-Cell", timeout=120_000)
-    # the kernel is up when the session's kernel reports idle
-    deadline = time.monotonic() + 120
-    while not (lab.api("GET", "/api/sessions") and lab.kernels_idle()):
-        assert time.monotonic() < deadline, "the notebook's kernel did not start"
-        time.sleep(0.5)
-    return page, errors
+class Pages:
+    """One JupyterLab page for the notebooks a lane opens one after another.
+
+    JupyterLab loads once (a load costs Chromium about 4 CPU-seconds); each notebook then opens in
+    the running application (``docmanager:open``, on the application the server exposes), after
+    the one before was closed and its kernel shut down: what a learner gets from the file browser.
+    :meth:`reset` drops the page (after a check that failed half-way), so the next notebook gets a
+    fresh one.
+    """
+
+    def __init__(self, ctx, lab: Lab):
+        self.ctx, self.lab, self.page, self.errors = ctx, lab, None, None
+
+    def open(self, path: str):
+        """Open ``path`` (relative to ``lab.work``); returns the page and its :class:`PageErrors`
+        (this notebook's only) once the notebook shows and its kernel is idle."""
+        if self.page is None or self.page.is_closed():
+            self.page = self.ctx.new_page()
+            self.errors = PageErrors(self.page, self.lab.base)
+            self.page.goto(self.lab.url(path))
+        else:
+            self.close_documents()
+            self.errors.errors.clear()
+            self.page.evaluate("p => window.jupyterapp.commands.execute('docmanager:open', "
+                               "{path: p, factory: 'Notebook'})", path)
+        self.page.wait_for_selector(".jp-NotebookPanel .jp-Notebook .jp-Cell", timeout=120_000)
+        # the kernel is up when the session's kernel reports idle
+        deadline = time.monotonic() + 120
+        while not (self.lab.api("GET", "/api/sessions") and self.lab.kernels_idle()):
+            assert time.monotonic() < deadline, "the notebook's kernel did not start"
+            time.sleep(0.5)
+        return self.page, self.errors
+
+    def close_documents(self) -> None:
+        """Close every document of the page without asking to save (the tests save what they
+        keep), then every session."""
+        if self.page is not None and not self.page.is_closed():
+            self.page.evaluate("""() => {
+              for (const w of Array.from(window.jupyterapp.shell.widgets('main'))) {
+                if (w.context && w.context.model) { w.context.model.dirty = false; }
+                w.dispose();
+              }
+            }""")
+            self.page.wait_for_selector(".jp-NotebookPanel", state="detached", timeout=30_000)
+        self.lab.close_sessions()
+
+    def reset(self) -> None:
+        if self.page is not None and not self.page.is_closed():
+            self.page.close()
+        self.page = None
+        self.lab.close_sessions()
 
 
 def menu(page, name: str, item: str) -> None:

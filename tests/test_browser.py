@@ -26,7 +26,9 @@ shipped (every check shows *not done*), then a wrong answer typed into exercise 
 must show a marked failure naming the concept and whose next line must say that the reference
 stands in for the learner's function.
 
-A screenshot per notebook lands in ``build/browser/`` (the path is printed). JupyterLab and
+The notebooks open one after another in one JupyterLab page (``tests/_lab.py``, ``Pages``), each
+after the one before was closed and its kernel shut down, as from the file browser; reopening a
+saved notebook is the same. A screenshot per notebook lands in ``build/browser/`` (the path is printed). JupyterLab and
 Chromium come from tests/_lab.py (one server for the test session); without Chromium, and
 without a way to install it, the test is skipped with the reason.
 
@@ -38,6 +40,7 @@ instead, ``{}`` runs the notebooks as they are. ``COURSE_BROWSER_OUT`` moves the
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -48,7 +51,6 @@ from pathlib import Path
 import _early
 import pytest
 from _lab import menu as _menu
-from _lab import open_notebook as _open_path
 from _small import SMALL_RUNS
 
 from helpers.course.export import SIZE_LIMIT_BYTES
@@ -104,8 +106,8 @@ def _hashes() -> dict[Path, str]:
 # ---------------------------------------------------------------------------------------------
 
 
-def _open(ctx, lab, name: str):
-    return _open_path(ctx, lab, f"notebooks/{name}")
+def _open(pages, name: str):
+    return pages.open(f"notebooks/{name}")
 
 
 def _nb(page):
@@ -277,14 +279,13 @@ def _page_reads_as_prose(page, name: str) -> None:
 # the test
 # ---------------------------------------------------------------------------------------------
 
-def _check_notebook(path: Path, lab, browser, notebooks_in_lab: Path) -> str:
+def _check_notebook(path: Path, lab, pages, notebooks_in_lab: Path) -> str:
     """Every check of the module's docstring on one notebook; returns what it did, in one line."""
-    lab.close_sessions()
     copy = notebooks_in_lab / path.name
     cells = json.loads(copy.read_text())["cells"]
     n_live = sum(1 for c in cells if c["cell_type"] == "code" and re.search(r"^live\(", "".join(c["source"]), re.M))
     t0 = time.monotonic()
-    page, errors = _open(browser, lab, path.name)
+    page, errors = _open(pages, path.name)
     _menu(page, "Run", "Run All Cells")
     page.wait_for_timeout(2000)
     seen = _wait_idle(page, lab, RUN_LIMIT_S)
@@ -367,9 +368,7 @@ def _check_notebook(path: Path, lab, browser, notebooks_in_lab: Path) -> str:
 
     assert exported.count("Plotly.newPlot(") == held, "a figure is missing from JupyterLab's HTML export"
     assert exported.count(get_plotlyjs()[:120]) == (1 if held else 0), "plotly.js once a page"
-    page.close()
-    lab.close_sessions()
-    page, errors = _open(browser, lab, path.name)
+    page, errors = _open(pages, path.name)  # the saved file, on a fresh kernel
     # the widget manager loads the saved state after the kernel connects: until then a view may
     # briefly read "model not found"; what counts is the page once it has settled
     deadline = time.monotonic() + 60
@@ -382,8 +381,7 @@ def _check_notebook(path: Path, lab, browser, notebooks_in_lab: Path) -> str:
     assert not broken, f"a reopened notebook shows {broken} widget errors"
     assert restored == n_live, f"{restored} of {n_live} widgets came back after reopening"
     assert not errors.errors, "JavaScript errors after reopening:\n" + "\n".join(errors.errors)
-    page.close()
-    lab.close_sessions()
+    pages.close_documents()
     return (f"{path.stem}: ran in {ran_s:.0f} s in JupyterLab; changed {', '.join(changed) or 'no widget'}; "
             f"saved {saved_bytes / 1e6:.2f} MB; screenshot {shot}")
 
@@ -395,13 +393,12 @@ WRONG_LINEARISE = '''def linearise(pieces, sigma, gamma, proj):
 '''
 
 
-def _check_learner(path: Path, lab, browser, notebooks_in_lab: Path) -> str:
+def _check_learner(path: Path, lab, pages, notebooks_in_lab: Path) -> str:
     """The learner build as shipped (every check *not done*, the notebook runs to its end), then
     one wrong answer typed into exercise 1.1: a marked failure that names the concept, and the
     next line says that the reference stands in for the learner's function."""
-    lab.close_sessions()
     name = f"learner/{path.name}"
-    page, errors = _open(browser, lab, name)
+    page, errors = _open(pages, name)
     _menu(page, "Run", "Run All Cells")
     page.wait_for_timeout(2000)
     seen = _wait_idle(page, lab, RUN_LIMIT_S)
@@ -450,8 +447,7 @@ def _check_learner(path: Path, lab, browser, notebooks_in_lab: Path) -> str:
     wrong.first.evaluate("el => el.scrollIntoView({block: 'center'})")
     page.screenshot(path=str(shot))
     assert not errors.errors, "JavaScript errors:\n" + "\n".join(errors.errors)
-    page.close()
-    lab.close_sessions()
+    pages.close_documents()
     return f"learner {path.stem}: {n_ex} exercises not done, a wrong 1.1 diagnosed; screenshot {shot}"
 
 
@@ -465,7 +461,7 @@ def _browser_lane(tmp_path_factory, names: set[str] | None = None) -> dict:
     build's, in this thread (Playwright's objects stay in the thread that made them):
     ``{name: the line it printed, or what it raised}``, and whether the repository's notebooks
     stayed untouched."""
-    from _lab import chromium_context, start_lab
+    from _lab import Pages, chromium_context, start_lab
 
     before = _hashes()
     out: dict = {}
@@ -473,20 +469,18 @@ def _browser_lane(tmp_path_factory, names: set[str] | None = None) -> dict:
         tmp = tmp_path_factory.mktemp("browser-lane")
         with start_lab(tmp / "lab") as lab, chromium_context(tmp / "chromium-profile") as browser:
             folder = _copy_notebooks(lab)
-            for path in NOTEBOOKS:
-                if names is not None and path.stem not in names:
+            pages = Pages(browser, lab)  # one JupyterLab page for them all
+            jobs = [(path.stem, _check_notebook, path) for path in NOTEBOOKS]
+            jobs += [(f"learner-{path.stem}", _check_learner, path) for path in LEARNER]
+            for name, check, path in jobs:
+                if names is not None and name not in names:
                     continue
                 try:
-                    out[path.stem] = _check_notebook(path, lab, browser, folder)
+                    out[name] = check(path, lab, pages, folder)
                 except BaseException as exc:  # kept for the notebook's test (a skip included)
-                    out[path.stem] = exc
-            for path in LEARNER:
-                if names is not None and f"learner-{path.stem}" not in names:
-                    continue
-                try:
-                    out[f"learner-{path.stem}"] = _check_learner(path, lab, browser, folder)
-                except BaseException as exc:
-                    out[f"learner-{path.stem}"] = exc
+                    out[name] = exc
+                    with contextlib.suppress(Exception):
+                        pages.reset()  # a check stopped half-way: the next notebook gets a fresh page
     except BaseException as exc:  # no JupyterLab or no Chromium: every test says why
         out["lane"] = exc
     out["untouched"] = _hashes() == before
