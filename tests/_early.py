@@ -4,11 +4,13 @@ run; the test that needs it waits for its result.
 
 A test declares it with ``@pytest.mark.early("name")``: at the session's start tests/conftest.py
 calls the function ``name`` of the test's module once, with the session's ``tmp_path_factory``
-and the session's tests that carry the mark; that function starts jobs with :func:`job`. The test then asks :func:`job` for the same key and
-gets the same future (a job asked for before it was started runs then). A job must not change
-this process's state (environment variables, the working folder): it runs beside other tests,
-which do change the environment (``monkeypatch.setenv``), so a job gives the processes it starts
-:func:`environ`, the environment as it was when the session began, not ``os.environ``.
+and the session's tests that carry the mark; that function starts jobs with :func:`job`. The
+test then asks :func:`job` for the same key and gets the same future (a job asked for before it
+was started runs then). Early work runs at a lower priority (``nice=False``: at the tests' own,
+for a lane that would otherwise end last). A job must not change this process's state
+(environment variables, the working folder): it runs beside other tests, which do change the
+environment (``monkeypatch.setenv``), so a job gives the processes it starts :func:`environ`,
+the environment as it was when the session began, not ``os.environ``.
 ``COURSE_EARLY=0`` starts nothing early.
 """
 
@@ -36,16 +38,38 @@ def environ() -> dict[str, str]:
     return dict(_SESSION_ENV)
 
 
-def job(key: Hashable, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Future:
+def job(key: Hashable, fn: Callable[..., Any], *args: Any, nice: bool = True, **kwargs: Any) -> Future:
     """The future of ``fn(*args, **kwargs)`` under ``key``, started once (later calls with the same
-    key return the first call's future, whatever their arguments)."""
+    key return the first call's future, whatever their arguments).
+
+    ``nice=False``: the job runs in a thread of its own at the tests' priority, for a lane long
+    enough to set the suite's end (the browser's): run nicer, it takes only what the tests and the
+    notebook kernel leave, and ends after them."""
     global _pool
     with _lock:
         if key not in _jobs:
-            if _pool is None:
-                _pool = ThreadPoolExecutor(8, thread_name_prefix="early")
-            _jobs[key] = _pool.submit(_timed, key, fn, *args, **kwargs)
+            if not nice:
+                future: Future = Future()
+                threading.Thread(target=_in_own_thread, args=(future, key, fn, args, kwargs), daemon=True,
+                                 name=f"early-{key}").start()
+                _jobs[key] = future
+            else:
+                if _pool is None:
+                    _pool = ThreadPoolExecutor(8, thread_name_prefix="early")
+                _jobs[key] = _pool.submit(_timed, key, fn, *args, **kwargs)
         return _jobs[key]
+
+
+def _in_own_thread(future: Future, key: Hashable, fn: Callable[..., Any], args: tuple, kwargs: dict) -> None:
+    if not future.set_running_or_notify_cancel():
+        return
+    start = time.monotonic()
+    try:
+        future.set_result(fn(*args, **kwargs))
+    except BaseException as exc:  # the test that asks raises it
+        future.set_exception(exc)
+    finally:
+        TIMES.append((key, start, time.monotonic()))
 
 
 def _timed(key: Hashable, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
@@ -78,6 +102,10 @@ def shutdown() -> None:
     global _pool
     with _lock:
         pool, _pool = _pool, None
+        futures = list(_jobs.values())
         _jobs.clear()
     if pool is not None:
         pool.shutdown(wait=True, cancel_futures=True)
+    for future in futures:  # those in threads of their own
+        if not future.done():
+            future.exception()

@@ -492,7 +492,8 @@ def start_browser_lane(tmp_path_factory, items=()) -> None:
     session's browser tests: the browser runs go on beside the other tests and the notebook
     kernel's runs."""
     names = {item.callspec.id for item in items if hasattr(item, "callspec")}
-    _early.job("browser", _browser_lane, tmp_path_factory, names)
+    # at the tests' priority: one notebook after another, the lane is the session's longest
+    _early.job("browser", _browser_lane, tmp_path_factory, names, nice=False)
 
 
 def _lane_result(tmp_path_factory) -> dict:

@@ -13,6 +13,7 @@ import os
 import subprocess
 import sys
 import textwrap
+import threading
 from pathlib import Path
 
 import _tiers
@@ -168,3 +169,7 @@ def test_early_work_yields_the_processors_to_the_tests_running_now():
         pytest.skip(f"this system does not let a thread lower its priority: {_early.REFUSED[0]}")
     assert in_child == min(19, here + _early.EARLY_NICE)
     assert os.nice(0) == here  # this process, the tests' own, keeps its priority
+    # a lane asked for at the tests' priority (the browser's) keeps it, in a thread of its own
+    thread = _early.job(("priority-probe-normal", os.getpid()), lambda: (niceness(), threading.current_thread().name),
+                        nice=False).result(timeout=60)
+    assert thread[0] == here and thread[1].startswith("early-")
