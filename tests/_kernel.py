@@ -94,8 +94,9 @@ class SharedKernel:
     """A kernel kept across notebook runs (see the module docstring)."""
 
     def __init__(self, kernel_name: str = "python3", env: dict[str, str] | None = None,
-                 preload: str = PRELOAD, startup_timeout: int = 120):
+                 preload: str = PRELOAD, startup_timeout: int = 120, nice: int = 0):
         self.kernel_name, self.preload, self.startup_timeout = kernel_name, preload, startup_timeout
+        self.nice = nice  # added to the kernel's niceness at its start (Linux, macOS): a helper's kernel
         self.env = dict(os.environ if env is None else env)
         self.km = None
         self.runs = 0  # notebooks run on the current kernel
@@ -118,7 +119,8 @@ class SharedKernel:
         setup = (f"import sys as _s, types as _t\n_m = _t.ModuleType('_shared_kernel')\n"
                  f"exec(compile({KERNEL_SIDE!r}, '_kernel_side.py', 'exec'), _m.__dict__)\n"
                  f"_s.modules['_shared_kernel'] = _m\ndel _s, _t, _m\n")
-        out = self._run(setup + self.preload + "\nimport _shared_kernel\n_shared_kernel.snapshot()\n",
+        nice = f"import os as _o\nif hasattr(_o, 'nice'): _o.nice({int(self.nice)})\ndel _o\n" if self.nice else ""
+        out = self._run(setup + nice + self.preload + "\nimport _shared_kernel\n_shared_kernel.snapshot()\n",
                         timeout=self.startup_timeout)
         if out["stderr"]:  # an import that warns would warn in every fresh kernel: not hidden here
             raise KernelError(f"the shared kernel's imports wrote to stderr:\n{out['stderr'][:3000]}")
@@ -268,15 +270,19 @@ class NotebookRuns:
 
     :meth:`prefetch` runs a list of them in a thread of its own, in that order, while the test
     session goes on with other tests: the kernel computes on one core while the tests use the
-    other. A test that asks for a run waits for it if it is queued, and runs it itself if not.
+    other. With a ``helper`` runner (a second kernel, at a lower priority), a second thread takes
+    runs from the end of the same list: it computes on what the others leave of the processors,
+    and the list is done sooner. A test that asks for a run waits for it if it is queued or
+    running, and runs it itself if not.
     """
 
-    def __init__(self, runner, root: Path):
-        self.runner, self.root = runner, Path(root)
+    def __init__(self, runner, root: Path, helper=None):
+        self.runner, self.helper, self.root = runner, helper, Path(root)
         self._done: dict[str, Run | BaseException] = {}
         self._queued: list[tuple[str, tuple, dict]] = []
+        self._running: set[str] = set()
         self._cond = threading.Condition()
-        self._thread: threading.Thread | None = None
+        self._threads: list[threading.Thread] = []
         self._stop = False
         self._count = 0
 
@@ -285,51 +291,63 @@ class NotebookRuns:
             html: bool = False, timeout: int = 900) -> str:
         return json.dumps([str(Path(path).resolve()), parameters or {}, env or {}, html], sort_keys=True, default=str)
 
-    def _execute(self, key: str, path: Path, parameters=None, *, env=None, html=False, timeout=900) -> None:
+    def _execute(self, key: str, path: Path, parameters=None, *, env=None, html=False, timeout=900,
+                 runner=None) -> None:
         with self._cond:
             out = self.root / f"run{self._count:03d}-{Path(path).stem}"
             self._count += 1
         try:
-            figures = self.runner.execute(path, out, parameters, html=html, env=env, timeout=timeout)
+            figures = (runner or self.runner).execute(path, out, parameters, html=html, env=env, timeout=timeout)
             result: Run | BaseException = Run(path, out, figures, html)
         except BaseException as exc:  # kept for the test that asks
             result = exc
         with self._cond:
             self._done[key] = result
+            self._running.discard(key)
             self._cond.notify_all()
 
     def prefetch(self, runs: list[tuple[tuple, dict]]) -> None:
-        """Start running ``runs`` (each ``(args, kwargs)`` as for :meth:`run`) in the background."""
+        """Start running ``runs`` (each ``(args, kwargs)`` as for :meth:`run`) in the background:
+        the runner from the front of the list, the helper (if any) from its end."""
         with self._cond:
-            seen = set(self._done) | {k for k, _, _ in self._queued}
+            seen = set(self._done) | self._running | {k for k, _, _ in self._queued}
             for args, kwargs in runs:
                 k = self.key(*args, **kwargs)
                 if k not in seen:
                     self._queued.append((k, args, kwargs))
                     seen.add(k)
-            if self._queued and self._thread is None:
-                self._thread = threading.Thread(target=self._work, name="notebook-prefetch", daemon=True)
-                self._thread.start()
+            if self._queued and not self._busy():
+                workers = [(self.runner, False)] + ([(self.helper, True)] if self.helper is not None else [])
+                self._threads = [threading.Thread(target=self._work, args=(runner, from_end), daemon=True,
+                                                  name=f"notebook-prefetch{'-helper' if from_end else ''}")
+                                 for runner, from_end in workers]
+                for t in self._threads:
+                    t.start()
 
-    def _work(self) -> None:
+    def _busy(self) -> bool:
+        return any(t.is_alive() for t in self._threads)
+
+    def _work(self, runner, from_end: bool) -> None:
+        mine: list[str] = []
         try:
             while True:
                 with self._cond:
                     if self._stop or not self._queued:
                         return
-                    key, args, kwargs = self._queued[0]
-                self._execute(key, *args, **kwargs)
-                with self._cond:
-                    self._queued = [q for q in self._queued if q[0] != key]
+                    key, args, kwargs = self._queued.pop(-1 if from_end else 0)
+                    self._running.add(key)
+                    mine.append(key)
+                self._execute(key, *args, runner=runner, **kwargs)
         except BaseException as exc:  # whatever stops this thread, no test waits for it in vain
             with self._cond:
-                for key, _, _ in self._queued:
+                for key in [k for k, _, _ in self._queued] + [k for k in mine if k in self._running]:
                     self._done.setdefault(key, exc)
+                    self._running.discard(key)
+                self._queued.clear()
                 self._cond.notify_all()
             raise
         finally:
             with self._cond:
-                self._thread = None
                 if self._stop:  # what is left runs when a test asks for it
                     self._queued.clear()
                 self._cond.notify_all()
@@ -337,14 +355,17 @@ class NotebookRuns:
     def run(self, path: Path, parameters: dict[str, Any] | None = None, *, env: dict[str, str | None] | None = None,
             html: bool = False, timeout: int = 900) -> Run:
         key = self.key(path, parameters, env=env, html=html)
+
+        def pending():
+            return key in self._running or any(k == key for k, _, _ in self._queued)
+
         with self._cond:
-            if key in self._done:
-                mine = False
-            elif any(k == key for k, _, _ in self._queued) and self._thread is not None:
-                self._cond.wait_for(lambda: key in self._done or self._thread is None)
-                mine = key not in self._done
-            else:
-                mine = True
+            if key not in self._done and pending() and self._busy():
+                self._cond.wait_for(lambda: key in self._done or not self._busy() or not pending())
+            mine = key not in self._done
+            if mine:  # not queued any more (the threads stopped): run here, and no thread takes it
+                self._queued = [q for q in self._queued if q[0] != key]
+                self._running.add(key)
         if mine:
             self._execute(key, path, parameters, env=env, html=html, timeout=timeout)
         done = self._done[key]
@@ -353,10 +374,15 @@ class NotebookRuns:
         return done
 
     def close(self) -> None:
-        """Stop after the notebook running now (the kernel's shutdown ends it sooner)."""
+        """Stop after the notebooks running now (the kernels' shutdown ends them sooner)."""
         with self._cond:
             self._stop = True
-            thread = self._thread
-        if thread is not None:
+            threads = list(self._threads)
+        if any(t.is_alive() for t in threads):
             self.runner.close()
-            thread.join(timeout=60)
+            if self.helper is not None:
+                self.helper.close()
+        for t in threads:
+            t.join(timeout=60)
+        if self.helper is not None:
+            self.helper.close()

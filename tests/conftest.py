@@ -2,7 +2,8 @@
 
 Notebook runs share one kernel per session (fixture ``notebook_kernel``; tests/_kernel.py),
 reset between notebooks; ``notebook_runs`` runs each (notebook, parameters) once per session for
-every test that asks. The browser tests run in a lane of their own, one JupyterLab and one
+every test that asks, and a second kernel at a lower priority takes queued runs from the end of
+the queue. The browser tests run in a lane of their own, one JupyterLab and one
 Chromium in a thread from the session's start (tests/test_browser.py, tests/_lab.py, started like
 the other work of tests/_early.py). A test using a notebook fixture is in the slow tier.
 """
@@ -34,6 +35,7 @@ torch.set_num_threads(int(os.environ["OMP_NUM_THREADS"]))
 
 
 _SESSION: dict[str, float] = {}
+HELPER_NICE = 10  # the helper kernel's niceness above the tests' (fixture notebook_runs)
 
 
 def pytest_sessionstart(session):
@@ -144,9 +146,14 @@ def notebook_runs(notebook_kernel, tmp_path_factory):
     """Each (notebook, parameters, environment) executed once per session, for every test that
     asks: ``notebook_runs.run(path, parameters, env=..., html=...)`` returns a
     :class:`_kernel.Run` (its figures and files), or raises the run's error again."""
-    from _kernel import NotebookRuns
+    from _kernel import NotebookRuns, SharedKernel
 
-    runs = NotebookRuns(notebook_kernel, tmp_path_factory.mktemp("notebook-runs"))
+    # a second kernel, at a lower priority, takes the queued runs from the end of the queue
+    # (COURSE_HELPER_KERNEL=0: none); it computes on what the tests and the other lanes leave
+    helper = None
+    if isinstance(notebook_kernel, SharedKernel) and os.environ.get("COURSE_HELPER_KERNEL", "1") != "0":
+        helper = SharedKernel(env=notebook_kernel.env, nice=HELPER_NICE)
+    runs = NotebookRuns(notebook_kernel, tmp_path_factory.mktemp("notebook-runs"), helper=helper)
     yield runs
     runs.close()
 

@@ -429,7 +429,8 @@ def _rehearsal(tmp_path: Path) -> tuple[str | None, dict | None]:
 
 def start_rehearsal(tmp_path_factory, items=()) -> None:
     """The rehearsal, started at the session's start in a thread (the ``early`` mark, tests/_early.py)."""
-    _early.job("colab", _rehearsal, tmp_path_factory.mktemp("colab"))
+    # at the tests' priority: run nicer, the rehearsal took what the others left and ended the session
+    _early.job("colab", _rehearsal, tmp_path_factory.mktemp("colab"), nice=False)
 
 
 @pytest.mark.slow

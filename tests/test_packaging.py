@@ -153,7 +153,11 @@ def _build_all(base: Path) -> dict:
     editable_dir = base / "editable"
     editable_dir.mkdir()
     editable, log_editable = _backend("build_editable", _source_copy(base / "source-editable"), editable_dir)
-    return {"wheel": wheel, "sdist": sdist, "from_sdist": from_sdist, "editable": editable,
+    try:  # the wheel installed outside the repository, here too, so that its test only reads the answers
+        outside: dict | BaseException = _install_outside(wheel, base / "outside")
+    except Exception as exc:  # noqa: BLE001 - kept for test_wheel_works_outside_the_repository
+        outside = exc
+    return {"wheel": wheel, "sdist": sdist, "from_sdist": from_sdist, "editable": editable, "outside": outside,
             "log": {"wheel": log_wheel, "sdist": log_sdist, "wheel from sdist": log_from_sdist,
                     "editable": log_editable}}
 
@@ -210,20 +214,19 @@ print(json.dumps({"helpers": helpers.__file__, "data": str(M.data_dir()), "embed
 
 
 def _probe(python: str, cwd: Path, extra_env: dict[str, str]) -> dict:
-    env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "CLIP_COURSE_DATA")}
+    env = {k: v for k, v in _early.environ().items() if k not in ("PYTHONPATH", "CLIP_COURSE_DATA")}
     done = subprocess.run([python, "-c", _PROBE], cwd=cwd, capture_output=True, text=True, env={**env, **extra_env},
                           timeout=600)
     assert done.returncode == 0, done.stderr[-3000:]
     return json.loads(done.stdout.strip().splitlines()[-1])
 
 
-@pytest.mark.slow
-@pytest.mark.early("start_builds")
-def test_wheel_works_outside_the_repository(builds, tmp_path):
-    """``pip install`` of the wheel into a fresh environment outside the repository (which
-    reuses this environment's packages through a .pth file, without its editable finder):
-    ``load_model()`` loads the default from the wheel and embeds an image as the clone does."""
-    venv = tmp_path / "venv"
+def _install_outside(wheel: Path, base: Path) -> dict:
+    """``pip install`` of ``wheel`` into a fresh environment in ``base``, outside the repository
+    (it reuses this environment's packages through a .pth file, without the clone's editable
+    finder), then what :data:`_PROBE` prints there, in the clone, and there with
+    ``$CLIP_COURSE_DATA`` set."""
+    venv = base / "venv"
     subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(venv)], check=True)
     python = str(venv / ("Scripts/python.exe" if os.name == "nt" else "bin/python"))
     site = subprocess.run([python, "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
@@ -231,13 +234,30 @@ def test_wheel_works_outside_the_repository(builds, tmp_path):
     # a path entry: the .pth files in that folder (the clone's editable finder) are not run
     deps = dict.fromkeys([sysconfig.get_paths()["purelib"], sysconfig.get_paths()["platlib"]])
     Path(site, "course_deps.pth").write_text("\n".join(deps) + "\n")
-    env = {k: v for k, v in os.environ.items() if not k.startswith("PIP_") and k != "PYTHONPATH"}
+    env = {k: v for k, v in _early.environ().items() if not k.startswith("PIP_") and k != "PYTHONPATH"}
     done = subprocess.run([python, "-m", "pip", "install", "--no-deps", "--no-index", "--ignore-installed",
-                           str(builds["wheel"])], capture_output=True, text=True, cwd=tmp_path,
+                           str(wheel)], capture_output=True, text=True, cwd=base,
                           env={**env, "PIP_CONFIG_FILE": os.devnull, "PIP_DISABLE_PIP_VERSION_CHECK": "1"})
+    out = {"venv": venv, "pip": done}
+    if done.returncode == 0:
+        out["installed"] = _probe(python, base, {})
+        out["clone"] = _probe(sys.executable, ROOT, {"PYTHONPATH": str(ROOT)})
+        out["moved"] = _probe(python, base, {"CLIP_COURSE_DATA": str(ROOT / "data")})
+    return out
+
+
+@pytest.mark.slow
+@pytest.mark.early("start_builds")
+def test_wheel_works_outside_the_repository(builds):
+    """``pip install`` of the wheel into a fresh environment outside the repository:
+    ``load_model()`` loads the default from the wheel and embeds an image as the clone does (run
+    with the builds, at the session's start: :func:`_install_outside`)."""
+    found = builds["outside"]
+    if isinstance(found, BaseException):
+        raise found
+    done, venv = found["pip"], found["venv"]
     assert done.returncode == 0, done.stdout + done.stderr
-    installed = _probe(python, tmp_path, {})
-    clone = _probe(sys.executable, ROOT, {"PYTHONPATH": str(ROOT)})
+    installed, clone = found["installed"], found["clone"]
     assert Path(installed["helpers"]).resolve().is_relative_to(venv.resolve())
     assert Path(installed["data"]) == Path(installed["helpers"]).parent / "course_data"
     assert Path(clone["data"]).resolve() == (ROOT / "data").resolve()
@@ -247,8 +267,7 @@ def test_wheel_works_outside_the_repository(builds, tmp_path):
 
     np.testing.assert_allclose(installed["embedding"], clone["embedding"], rtol=1e-5, atol=1e-6)
     # $CLIP_COURSE_DATA still wins over the installed copy
-    moved = _probe(python, tmp_path, {"CLIP_COURSE_DATA": str(ROOT / "data")})
-    assert Path(moved["data"]) == ROOT / "data"
+    assert Path(found["moved"]["data"]) == ROOT / "data"
 
 
 # --- Binder ----------------------------------------------------------------------------------------

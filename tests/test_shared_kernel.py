@@ -151,3 +151,54 @@ def test_papermill_reads_and_writes_without_moving_the_working_folder(tmp_path, 
         papermill_io.write("{}", str(target))
         assert papermill_io.read(str(target)) == "{}"
     assert seen == [] and os.getcwd() == str(here)
+
+
+# --- the queue of runs: the kernel takes it from the front, the helper kernel from the end --------
+
+class _FakeRunner:
+    """A runner that runs nothing: it records which notebooks it was given, in order."""
+
+    def __init__(self, name, log, pause=0.02, fail=()):
+        self.name, self.log, self.pause, self.fail = name, log, pause, set(fail)
+
+    def execute(self, path, out_dir, parameters=None, *, html=False, env=None, timeout=900):
+        import time
+
+        time.sleep(self.pause)
+        self.log.append((self.name, path.name))
+        if path.name in self.fail:
+            raise RuntimeError(f"{path.name} failed")
+        return {"ran": path.name, "on": self.name}
+
+    def close(self):
+        pass
+
+
+@pytest.mark.parametrize("with_helper", [False, True], ids=["one kernel", "a helper kernel"])
+def test_queued_runs_are_taken_from_both_ends_and_each_runs_once(tmp_path, with_helper):
+    from pathlib import Path
+
+    from _kernel import NotebookRuns
+
+    log = []
+    names = [f"nb{i}.ipynb" for i in range(8)]
+    helper = _FakeRunner("helper", log, pause=0.05) if with_helper else None
+    runs = NotebookRuns(_FakeRunner("kernel", log, fail={"nb3.ipynb"}), tmp_path, helper=helper)
+    runs.prefetch([((Path(n),), {}) for n in names])
+    try:
+        for n in names:  # in the tests' order, as they ask
+            if n == "nb3.ipynb":
+                with pytest.raises(RuntimeError, match="nb3.ipynb failed"):
+                    runs.run(Path(n))
+                continue
+            got = runs.run(Path(n))
+            assert got.figures["ran"] == n
+        assert runs.run(Path("nb9.ipynb")).figures == {"ran": "nb9.ipynb", "on": "kernel"}  # not queued: run here
+    finally:
+        runs.close()
+    assert sorted(n for _, n in log) == sorted(names + ["nb9.ipynb"])  # each once
+    mine = [n for who, n in log if who == "kernel" and n != "nb9.ipynb"]
+    assert mine == sorted(mine) and mine[0] == "nb0.ipynb"  # from the front, in order
+    theirs = [n for who, n in log if who == "helper"]
+    assert theirs == sorted(theirs, reverse=True) and (not with_helper or theirs[0] == "nb7.ipynb")  # from the end
+    assert bool(theirs) == with_helper
