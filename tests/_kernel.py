@@ -46,9 +46,9 @@ del _m
 """
 
 
-# (notebook, parameters, seconds, end on time.monotonic()) of every notebook run on the shared
-# kernel this session, for the terminal summary (tests/conftest.py): where the suite's time goes
-RUN_TIMES: list[tuple[str, dict[str, Any], float, float]] = []
+# (notebook, parameters, seconds, end on time.monotonic(), which kernel) of every notebook run on
+# the shared kernels this session, for the terminal summary (tests/conftest.py): where the suite's time goes
+RUN_TIMES: list[tuple[str, dict[str, Any], float, float, str]] = []
 
 
 def papermill_keeps_the_working_folder() -> None:
@@ -216,7 +216,7 @@ class SharedKernel:
         finally:
             self.runs += 1
             RUN_TIMES.append((f"{path.parent.name}/{path.name}", dict(parameters or {}), time.perf_counter() - started,
-                              time.monotonic()))
+                              time.monotonic(), "helper kernel" if self.nice else "kernel"))
         if html:
             from helpers.course.main_job import export_html
 

@@ -2,8 +2,8 @@
 
 Notebook runs share one kernel per session (fixture ``notebook_kernel``; tests/_kernel.py),
 reset between notebooks; ``notebook_runs`` runs each (notebook, parameters) once per session for
-every test that asks, and a second kernel at a lower priority takes queued runs from the end of
-the queue. The browser tests run in a lane of their own, one JupyterLab and one
+every test that asks (with more than two processors, a second kernel at a lower priority takes
+queued runs from the end of the queue). The browser tests run in a lane of their own, one JupyterLab and one
 Chromium in a thread from the session's start (tests/test_browser.py, tests/_lab.py, started like
 the other work of tests/_early.py). A test using a notebook fixture is in the slow tier.
 """
@@ -76,23 +76,24 @@ def pytest_runtest_logfinish(nodeid, location):
 
 
 def pytest_terminal_summary(terminalreporter, exitstatus, config):
-    """The notebook runs on the shared kernel and their times (where the suite's time goes);
+    """The notebook runs on the shared kernels and their times (where the suite's time goes);
     after a fast-tier run, its tests that took long: candidates for the slow mark."""
     import _kernel
 
     if _kernel.RUN_TIMES:
         total = sum(r[2] for r in _kernel.RUN_TIMES)
-        terminalreporter.write_sep("-", f"{len(_kernel.RUN_TIMES)} notebook runs on the shared kernel, "
+        terminalreporter.write_sep("-", f"{len(_kernel.RUN_TIMES)} notebook runs on the shared kernels, "
                                         f"{total:.0f} s in all")
-        for name, params, t, _ in sorted(_kernel.RUN_TIMES, key=lambda r: -r[2]):
+        for name, params, t, _, who in sorted(_kernel.RUN_TIMES, key=lambda r: -r[2]):
             shown = {k: v for k, v in params.items() if k != "record_to"}
-            terminalreporter.write_line(f"{t:6.1f} s  {name} {shown if shown else ''}")
+            terminalreporter.write_line(f"{t:6.1f} s  {name} {shown if shown else ''}"
+                                        f"{'  (helper kernel)' if who != 'kernel' else ''}")
     # when each lane ended, from the session's start: the last one to end sets the suite's time
     lanes = [(str(key), start, end) for key, start, end in _early.TIMES]
     lanes += [(f"{name} (in turn)", _SESSION["start"], end) for name, end in _SESSION.items() if name != "start"]
-    if _kernel.RUN_TIMES:
-        lanes.append(("notebook runs (shared kernel)", min(r[3] - r[2] for r in _kernel.RUN_TIMES),
-                      max(r[3] for r in _kernel.RUN_TIMES)))
+    for who in sorted({r[4] for r in _kernel.RUN_TIMES}):
+        mine = [r for r in _kernel.RUN_TIMES if r[4] == who]
+        lanes.append((f"notebook runs ({who})", min(r[3] - r[2] for r in mine), max(r[3] for r in mine)))
     if _SESSION.get("start") and lanes:
         t0 = _SESSION["start"]
         terminalreporter.write_sep("-", f"lanes, seconds from the session's start (it ended at "
@@ -141,6 +142,10 @@ def notebook_kernel():
     runner.close()
 
 
+def _processors() -> int:
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+
+
 @pytest.fixture(scope="session")
 def notebook_runs(notebook_kernel, tmp_path_factory):
     """Each (notebook, parameters, environment) executed once per session, for every test that
@@ -148,10 +153,12 @@ def notebook_runs(notebook_kernel, tmp_path_factory):
     :class:`_kernel.Run` (its figures and files), or raises the run's error again."""
     from _kernel import NotebookRuns, SharedKernel
 
-    # a second kernel, at a lower priority, takes the queued runs from the end of the queue
-    # (COURSE_HELPER_KERNEL=0: none); it computes on what the tests and the other lanes leave
+    # with more than two processors, a second kernel at a lower priority takes the queued runs from
+    # the end of the queue (COURSE_HELPER_KERNEL=1 or 0 says yes or no); on two, the tests in their
+    # turn are the longest chain and a second kernel takes their processor: the suite took longer
     helper = None
-    if isinstance(notebook_kernel, SharedKernel) and os.environ.get("COURSE_HELPER_KERNEL", "1") != "0":
+    wanted = os.environ.get("COURSE_HELPER_KERNEL", "") or ("1" if _processors() > 2 else "0")
+    if isinstance(notebook_kernel, SharedKernel) and wanted != "0":
         helper = SharedKernel(env=notebook_kernel.env, nice=HELPER_NICE)
     runs = NotebookRuns(notebook_kernel, tmp_path_factory.mktemp("notebook-runs"), helper=helper)
     yield runs
