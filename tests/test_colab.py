@@ -429,8 +429,7 @@ def _rehearsal(tmp_path: Path) -> tuple[str | None, dict | None]:
 
 def start_rehearsal(tmp_path_factory, items=()) -> None:
     """The rehearsal, started at the session's start in a thread (the ``early`` mark, tests/_early.py)."""
-    # at the tests' priority: run nicer, the rehearsal took what the others left and ended the session
-    _early.job("colab", _rehearsal, tmp_path_factory.mktemp("colab"), nice=False)
+    _early.job("colab", _rehearsal, tmp_path_factory.mktemp("colab"))
 
 
 @pytest.mark.slow
