@@ -370,8 +370,9 @@ def _check_notebook(path: Path, lab, pages, notebooks_in_lab: Path) -> str:
     assert exported.count(get_plotlyjs()[:120]) == (1 if held else 0), "plotly.js once a page"
     page, errors = _open(pages, path.name)  # the saved file, on a fresh kernel
     # the widget manager loads the saved state after the kernel connects: until then a view may
-    # briefly read "model not found"; what counts is the page once it has settled
-    deadline = time.monotonic() + 60
+    # briefly read "model not found"; what counts is the page once it has settled (on a busy machine
+    # that took more than a minute once: the wait ends as soon as it has)
+    deadline = time.monotonic() + UPDATE_LIMIT_S
     while True:
         broken = _nb(page).get_by_text("Error displaying widget").count()
         restored = _nb(page).locator(LIVE).count()
