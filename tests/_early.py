@@ -56,24 +56,22 @@ def job(key: Hashable, fn: Callable[..., Any], *args: Any, nice: bool = True, **
             else:
                 if _pool is None:
                     _pool = ThreadPoolExecutor(8, thread_name_prefix="early")
-                _jobs[key] = _pool.submit(_timed, key, fn, *args, **kwargs)
+                _jobs[key] = _pool.submit(_timed, key, fn, args, kwargs)
         return _jobs[key]
 
 
 def _in_own_thread(future: Future, key: Hashable, fn: Callable[..., Any], args: tuple, kwargs: dict) -> None:
     if not future.set_running_or_notify_cancel():
         return
-    start = time.monotonic()
     try:
-        future.set_result(fn(*args, **kwargs))
+        future.set_result(_timed(key, fn, args, kwargs, lower=False))
     except BaseException as exc:  # the test that asks raises it
         future.set_exception(exc)
-    finally:
-        TIMES.append((key, start, time.monotonic()))
 
 
-def _timed(key: Hashable, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
-    _lower_priority()
+def _timed(key: Hashable, fn: Callable[..., Any], args: tuple, kwargs: dict, lower: bool = True) -> Any:
+    if lower:
+        _lower_priority()
     start = time.monotonic()
     try:
         return fn(*args, **kwargs)

@@ -379,10 +379,8 @@ class NotebookRuns:
             self._stop = True
             threads = list(self._threads)
         if any(t.is_alive() for t in threads):
-            self.runner.close()
-            if self.helper is not None:
-                self.helper.close()
-        for t in threads:
-            t.join(timeout=60)
+            self.runner.close()  # the session's kernel: its fixture closes it again at the end
         if self.helper is not None:
             self.helper.close()
+        for t in threads:
+            t.join(timeout=60)

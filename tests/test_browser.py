@@ -28,9 +28,9 @@ stands in for the learner's function.
 
 The notebooks open one after another in one JupyterLab page (``tests/_lab.py``, ``Pages``), each
 after the one before was closed and its kernel shut down, as from the file browser; reopening a
-saved notebook is the same. A screenshot per notebook lands in ``build/browser/`` (the path is printed). JupyterLab and
-Chromium come from tests/_lab.py (one server for the test session); without Chromium, and
-without a way to install it, the test is skipped with the reason.
+saved notebook is the same. A screenshot per notebook lands in ``build/browser/`` (the path is
+printed). JupyterLab and Chromium come from tests/_lab.py (one server for the test session);
+without Chromium, and without a way to install it, the test is skipped with the reason.
 
 The copies run with smaller parameters than the notebooks' defaults (``SMALL_RUNS``, as the
 learner build's runs: this test checks what the page shows, the figures are
