@@ -179,16 +179,17 @@ def notebook_run(request, notebook_runs):
 @pytest.fixture(scope="session", autouse=True)
 def early_jobs(request, tmp_path_factory):
     """Start the work the session's tests declare with ``@pytest.mark.early("name")`` (tests/_early.py):
-    each module's function ``name`` once, with ``tmp_path_factory`` and the session's tests that
-    mark it, before the first test."""
+    the function ``name`` of the test's module once, with ``tmp_path_factory`` and the session's
+    tests that mark it, before the first test. A function that several modules import (the
+    browser lane's) is called once, with the tests of all of them."""
 
     if os.environ.get("COURSE_EARLY", "1") != "0":
-        asking: dict[tuple, list] = {}  # (module, function) -> the session's tests that mark it
+        asking: dict = {}  # the function -> the session's tests that mark it
         for item in request.session.items:
             for mark in item.iter_markers("early"):
-                asking.setdefault((item.module, mark.args[0]), []).append(item)
-        for (module, name), items in asking.items():
-            getattr(module, name)(tmp_path_factory, items)
+                asking.setdefault(getattr(item.module, mark.args[0]), []).append(item)
+        for start, items in asking.items():
+            start(tmp_path_factory, items)
     yield
     _early.shutdown()
 

@@ -18,10 +18,14 @@ of its own, so the page's first load also builds the head catalogue. In Debian's
 
 A screenshot per tab lands in ``build/browser/app_<tab>.png`` (``COURSE_BROWSER_OUT`` moves them).
 The catalogue's build time (read off the page's header) and every response time are printed.
+
+The check runs in the browser lane of tests/test_browser.py, first, on a page of the lane's
+Chromium: from the session's start, beside the other tests, instead of in this test's turn.
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import io
 import json
@@ -33,10 +37,10 @@ import sys
 import time
 from pathlib import Path
 
+import _early
 import pytest
-from _lab import CHROMIUM_FLAGS, PageErrors, _free_port
-from _lab import chromium as _chromium
-from test_browser import FINGERPRINT_JS, OUT_DIR, _change, _controls
+from _lab import PageErrors, _free_port
+from test_browser import APP_CHECK, FINGERPRINT_JS, OUT_DIR, _change, _controls, _outcome, start_browser_lane  # noqa: F401
 
 from helpers.course.app import ENV_CACHE, ENV_N_IMAGES, ENV_PRESET, NOTEBOOK, TABS, VOILA_ARGS
 
@@ -71,10 +75,10 @@ def _wait_port(port: int, proc: subprocess.Popen, log: Path, limit: float = 120)
         time.sleep(0.3)
 
 
-@pytest.fixture(scope="module")
-def voila(tmp_path_factory):
+@contextlib.contextmanager
+def _voila(tmp: Path):
+    """Voilà serving the app as ``python -m helpers.course.app`` does, with a cache of its own in ``tmp``."""
     pytest.importorskip("voila", reason="Voila is not installed (it is in requirements-pinned.txt)")
-    tmp = tmp_path_factory.mktemp("voila")
     data = tmp / "data"
     spec = data / "kernels" / "python3"  # the notebook's kernel is this environment's python
     spec.mkdir(parents=True)
@@ -82,11 +86,11 @@ def voila(tmp_path_factory):
     (spec / "kernel.json").write_text(json.dumps({
         "argv": [python, "-m", "ipykernel_launcher", "-f", "{connection_file}"],
         "display_name": "Python 3 (course)", "language": "python"}))
-    env = {k: v for k, v in os.environ.items()
+    env = {k: v for k, v in _early.environ().items()
            if not k.startswith(("JUPYTER", "CLIP_APP_")) and k not in ("COURSE_HEADLESS", "QUERY_STRING")}
     env.update(JUPYTER_CONFIG_DIR=str(tmp / "config"), JUPYTER_DATA_DIR=str(data), JUPYTER_PATH=str(data),
                JUPYTER_RUNTIME_DIR=str(tmp / "runtime"), JUPYTER_PLATFORM_DIRS="1",
-               PYTHONPATH=os.pathsep.join([str(ROOT)] + [p for p in [os.environ.get("PYTHONPATH")] if p]),
+               PYTHONPATH=os.pathsep.join([str(ROOT)] + [p for p in [env.get("PYTHONPATH")] if p]),
                **{ENV_PRESET: "offline", ENV_N_IMAGES: str(APP_IMAGES), ENV_CACHE: str(tmp / "cache")})
     port = _free_port()
     log = tmp / "voila.log"
@@ -105,22 +109,6 @@ def voila(tmp_path_factory):
         except subprocess.TimeoutExpired:
             proc.kill()
     assert hashlib.sha256(NOTEBOOK.read_bytes()).hexdigest() == before, "serving the app changed its notebook"
-
-
-@pytest.fixture(scope="module")
-def browser(voila, tmp_path_factory):
-    executable = _chromium()
-    sync_api = pytest.importorskip("playwright.sync_api",
-                                   reason="the playwright package is not installed (requirements-pinned.txt)")
-    profile = tmp_path_factory.mktemp("chromium-profile")
-    with sync_api.sync_playwright() as p:
-        ctx = p.chromium.launch_persistent_context(
-            str(profile), executable_path=executable, headless=True, args=CHROMIUM_FLAGS,
-            viewport={"width": 1400, "height": 1500}, chromium_sandbox=False)
-        try:
-            yield ctx
-        finally:
-            ctx.close()
 
 
 def _failures(page) -> list[str]:
@@ -142,8 +130,16 @@ def _png(size=(48, 36)) -> bytes:
     return buf.getvalue()
 
 
-def test_explorer_app_in_chromium(voila, browser, capsys):
+def check_app(browser, tmp: Path) -> str:
+    """Every check above on a page of ``browser`` (a Chromium context of the browser lane,
+    tests/test_browser.py); the line the test prints."""
+    with _voila(tmp) as voila:
+        return _check_page(browser, voila)
+
+
+def _check_page(browser, voila: Voila) -> str:
     page = browser.new_page()
+    page.set_viewport_size({"width": 1400, "height": 1500})
     errors = PageErrors(page, voila.base)
     t0 = time.perf_counter()
     page.goto(voila.base + "/", timeout=LOAD_LIMIT_S * 1000)
@@ -205,9 +201,16 @@ def test_explorer_app_in_chromium(voila, browser, capsys):
     assert not _failures(page), "\n---\n".join(_failures(page))
     assert not errors.errors, "JavaScript errors:\n" + "\n".join(errors.errors)
     page.close()
+    return (f"explorer app: first load {loaded_s:.1f} s (head terms {built['Head terms']}, catalogue "
+            f"{built['catalogue']}); control change -> redrawn output: "
+            + ", ".join(f"{k} {v:.2f} s" for k, v in times.items())
+            + "; a tab's first showing -> drawn: " + ", ".join(f"{k} {v:.2f} s" for k, v in shown.items())
+            + f"; screenshots in {OUT_DIR}: {', '.join(shots)}")
+
+
+@pytest.mark.early("start_browser_lane")
+def test_explorer_app_in_chromium(tmp_path_factory, capsys):
+    """Checked in the browser lane (its first check, in the lane's Chromium), beside the other tests."""
+    said = _outcome(APP_CHECK, tmp_path_factory)
     with capsys.disabled():
-        print(f"\nexplorer app: first load {loaded_s:.1f} s (head terms {built['Head terms']}, catalogue "
-              f"{built['catalogue']}); control change -> redrawn output: "
-              + ", ".join(f"{k} {v:.2f} s" for k, v in times.items())
-              + "; a tab's first showing -> drawn: " + ", ".join(f"{k} {v:.2f} s" for k, v in shown.items())
-              + f"; screenshots in {OUT_DIR}: {', '.join(shots)}")
+        print(f"\n{said}")

@@ -457,34 +457,58 @@ def _check_learner(path: Path, lab, pages, notebooks_in_lab: Path) -> str:
 # ---------------------------------------------------------------------------------------------
 
 
+APP_CHECK = "test_explorer_app_in_chromium"  # tests/test_app.py's, run first in this lane
+
+
 def _browser_lane(tmp_path_factory, names: set[str] | None = None) -> dict:
-    """The checks of every notebook named in ``names`` (all when ``None``), then the learner
-    build's, in this thread (Playwright's objects stay in the thread that made them):
-    ``{name: the line it printed, or what it raised}``, and whether the repository's notebooks
-    stayed untouched."""
-    from _lab import Pages, chromium_context, start_lab
+    """The explorer app's check (tests/test_app.py) when ``names`` has it, then the checks of
+    every notebook named in ``names`` (all when ``None``) and the learner build's, in this
+    thread (Playwright's objects stay in the thread that made them): ``{name: the line it
+    printed, or what it raised}``, and whether the repository's notebooks stayed untouched."""
+    from _lab import chromium_context, start_lab
 
     before = _hashes()
     out: dict = {}
     try:
         tmp = tmp_path_factory.mktemp("browser-lane")
-        with start_lab(tmp / "lab") as lab, chromium_context(tmp / "chromium-profile") as browser:
-            folder = _copy_notebooks(lab)
-            pages = Pages(browser, lab)  # one JupyterLab page for them all
-            jobs = [(path.stem, _check_notebook, path) for path in NOTEBOOKS]
-            jobs += [(f"learner-{path.stem}", _check_learner, path) for path in LEARNER]
-            for name, check, path in jobs:
-                if names is not None and name not in names:
-                    continue
+        with chromium_context(tmp / "chromium-profile") as browser:
+            if names is None or APP_CHECK in names:
+                from test_app import check_app
+
+                (tmp / "app").mkdir()
                 try:
-                    out[name] = check(path, lab, pages, folder)
-                except BaseException as exc:  # kept for the notebook's test (a skip included)
-                    out[name] = exc
-                    with contextlib.suppress(Exception):
-                        pages.reset()  # a check stopped half-way: the next notebook gets a fresh page
+                    out[APP_CHECK] = check_app(browser, tmp / "app")
+                except BaseException as exc:  # kept for the app's test (a skip included)
+                    out[APP_CHECK] = exc
+            pages = {path.stem for path in NOTEBOOKS} | {f"learner-{path.stem}" for path in LEARNER}
+            if names is None or names & pages:
+                with start_lab(tmp / "lab") as lab:
+                    out.update(_notebook_checks(browser, lab, names))
     except BaseException as exc:  # no JupyterLab or no Chromium: every test says why
         out["lane"] = exc
     out["untouched"] = _hashes() == before
+    return out
+
+
+def _notebook_checks(browser, lab, names: set[str] | None) -> dict:
+    """The notebooks' checks named in ``names`` (all when ``None``), then the learner build's,
+    on one JupyterLab page."""
+    from _lab import Pages
+
+    out: dict = {}
+    folder = _copy_notebooks(lab)
+    pages = Pages(browser, lab)  # one JupyterLab page for them all
+    jobs = [(path.stem, _check_notebook, path) for path in NOTEBOOKS]
+    jobs += [(f"learner-{path.stem}", _check_learner, path) for path in LEARNER]
+    for name, check, path in jobs:
+        if names is not None and name not in names:
+            continue
+        try:
+            out[name] = check(path, lab, pages, folder)
+        except BaseException as exc:  # kept for the notebook's test (a skip included)
+            out[name] = exc
+            with contextlib.suppress(Exception):
+                pages.reset()  # a check stopped half-way: the next notebook gets a fresh page
     return out
 
 
@@ -492,7 +516,7 @@ def start_browser_lane(tmp_path_factory, items=()) -> None:
     """The lane, started at the session's start (the ``early`` mark, tests/_early.py) for the
     session's browser tests: the browser runs go on beside the other tests and the notebook
     kernel's runs."""
-    names = {item.callspec.id for item in items if hasattr(item, "callspec")}
+    names = {item.callspec.id if hasattr(item, "callspec") else item.name for item in items}
     # at the tests' priority: one notebook after another, the lane is the session's longest
     _early.job("browser", _browser_lane, tmp_path_factory, names, nice=False)
 
