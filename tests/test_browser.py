@@ -115,17 +115,37 @@ def _nb(page):
     return page.locator(".jp-NotebookPanel:not(.lm-mod-hidden) .jp-Notebook").first
 
 
+# the prompts and the failures of the notebook on show, read in one call: a notebook's run is
+# polled every second, and a text search over its whole page (plotly figures included) each time
+# kept Chromium busy; here the prompts' text is read without a layout, and only a page that holds
+# the words "Error displaying widget" is searched for them
+STATE_JS = """() => {
+  const nb = document.querySelector('.jp-NotebookPanel:not(.lm-mod-hidden) .jp-Notebook');
+  if (!nb) return {prompts: [], failures: []};
+  const prompts = [...nb.querySelectorAll('.jp-CodeCell .jp-InputArea-prompt')].map(e => e.textContent);
+  const failures = [...nb.querySelectorAll(
+    '.jp-OutputArea-output[data-mime-type="application/vnd.jupyter.stderr"], ' +
+    '.jp-OutputArea-output[data-mime-type="application/vnd.jupyter.error"]')].map(e => e.innerText.slice(0, 1500));
+  if (nb.textContent.includes('Error displaying widget')) {
+    const walk = document.createTreeWalker(nb, NodeFilter.SHOW_TEXT);
+    for (let t = walk.nextNode(); t; t = walk.nextNode())
+      if (t.data.includes('Error displaying widget')) failures.push('widget: ' + t.parentElement.innerText);
+  }
+  return {prompts, failures};
+}"""
+
+
+def _state(page) -> dict:
+    return page.evaluate(STATE_JS)
+
+
 def _prompts(page) -> list[str]:
-    return _nb(page).locator(".jp-CodeCell .jp-InputArea-prompt").all_inner_texts()
+    return _state(page)["prompts"]
 
 
 def _failures(page) -> list[str]:
     """Texts of error outputs, stderr boxes and widgets that could not be displayed."""
-    boxes = _nb(page).locator('.jp-OutputArea-output[data-mime-type="application/vnd.jupyter.stderr"], '
-                         '.jp-OutputArea-output[data-mime-type="application/vnd.jupyter.error"]')
-    found = [t[:1500] for t in boxes.all_inner_texts()]
-    found += [f"widget: {t}" for t in _nb(page).get_by_text("Error displaying widget").all_inner_texts()]
-    return found
+    return _state(page)["failures"]
 
 
 def _wait_idle(page, lab, limit: float, settle: int = 3) -> list[str]:
@@ -135,9 +155,10 @@ def _wait_idle(page, lab, limit: float, settle: int = 3) -> list[str]:
     """
     deadline, calm, seen = time.monotonic() + limit, 0, []
     while calm < settle:
-        busy = any("*" in p for p in _prompts(page)) or not lab.kernels_idle()
+        state = _state(page)
+        busy = any("*" in p for p in state["prompts"]) or not lab.kernels_idle()
         calm = 0 if busy else calm + 1
-        seen += [f for f in _failures(page) if f not in seen]
+        seen += [f for f in state["failures"] if f not in seen]
         assert time.monotonic() < deadline, f"still running after {limit} s; prompts {_prompts(page)}; {seen}"
         time.sleep(1)
     return seen
