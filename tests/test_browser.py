@@ -538,6 +538,8 @@ def start_browser_lane(tmp_path_factory, items=()) -> None:
     session's browser tests: the browser runs go on beside the other tests and the notebook
     kernel's runs."""
     names = {item.callspec.id if hasattr(item, "callspec") else item.name for item in items}
+    with contextlib.suppress(ImportError):  # imported here, in the main thread (tests/conftest.py, _import_here)
+        import playwright.sync_api  # noqa: F401
     # at the tests' priority: one notebook after another, the lane is the session's longest
     _early.job("browser", _browser_lane, tmp_path_factory, names, nice=False)
 

@@ -128,6 +128,9 @@ def _scalar(x: Any) -> Any:
 def _nanmean(x: np.ndarray) -> Any:
     """The mean of the finite values along the last axis (NaN where there are none)."""
     x = np.asarray(x, dtype=np.float64)
+    total = x.sum(-1)
+    if np.isfinite(total).all():  # no NaN or infinity anywhere (they would carry into the sums)
+        return _scalar(total / x.shape[-1]) if x.shape[-1] else _scalar(np.full(total.shape, np.nan))
     ok = np.isfinite(x)
     count = ok.sum(-1)
     total = np.where(ok, x, 0.0).sum(-1)
