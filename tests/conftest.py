@@ -5,8 +5,8 @@ reset between notebooks; ``notebook_runs`` runs each (notebook, parameters) once
 every test that asks (with more than two processors, a second kernel at a lower priority takes
 queued runs from the end of the queue). The browser tests run in a lane of their own, the
 explorer app's check and then one JupyterLab page, in one Chromium in a thread from the session's
-start (tests/test_browser.py, tests/_lab.py, started like the other work of tests/_early.py). A test using a notebook fixture
-is in the slow tier.
+start (tests/test_browser.py, tests/_lab.py, started like the other work of tests/_early.py). A
+test using a notebook fixture is in the slow tier.
 """
 
 import os
