@@ -16,6 +16,7 @@ the environment as it was when the session began, not ``os.environ``.
 
 from __future__ import annotations
 
+import importlib
 import os
 import threading
 import time
@@ -107,3 +108,15 @@ def shutdown() -> None:
     for future in futures:  # those in threads of their own
         if not future.done():
             future.exception()
+
+
+def import_here(names: list[str]) -> None:
+    """Import ``names`` in this, the main, thread before a background thread needs them: an import
+    that makes a logger while pytest iterates over the loggers (it does at each test's every
+    phase) stops that test with "dictionary changed size during iteration". A module that is
+    missing is left to the thread, which reports it to the test that needs it."""
+    for name in names:
+        try:
+            importlib.import_module(name)
+        except ImportError:
+            pass

@@ -200,20 +200,7 @@ def notebook_prefetch(request):
     the other tests run); ``COURSE_PREFETCH=0`` runs each when its test asks instead."""
     marked = [m for m in (i.get_closest_marker("notebook") for i in request.session.items) if m is not None]
     if marked and os.environ.get("COURSE_PREFETCH", "1") != "0" and os.environ.get("COURSE_FRESH_KERNELS") != "1":
-        _import_here(["papermill", "papermill.clientwrap", "papermill.engines", "papermill.iorw",
-                      "jupyter_client.manager", "helpers.course.main_job"])
+        _early.import_here(["papermill", "papermill.clientwrap", "papermill.engines", "papermill.iorw",
+                            "jupyter_client.manager", "helpers.course.main_job"])
         request.getfixturevalue("notebook_runs").prefetch([(m.args, m.kwargs) for m in marked])
 
-
-def _import_here(names: list[str]) -> None:
-    """Import ``names`` in this, the main, thread before a background thread needs them: an import
-    that makes a logger while pytest iterates over the loggers (it does at each test's every
-    phase) stops that test with "dictionary changed size during iteration". A module that is
-    missing is left to the thread, which reports it to the test that needs it."""
-    import importlib
-
-    for name in names:
-        try:
-            importlib.import_module(name)
-        except ImportError:
-            pass

@@ -159,7 +159,7 @@ def _wait_idle(page, lab, limit: float, settle: int = 3) -> list[str]:
         busy = any("*" in p for p in state["prompts"]) or not lab.kernels_idle()
         calm = 0 if busy else calm + 1
         seen += [f for f in state["failures"] if f not in seen]
-        assert time.monotonic() < deadline, f"still running after {limit} s; prompts {_prompts(page)}; {seen}"
+        assert time.monotonic() < deadline, f"still running after {limit} s; prompts {state['prompts']}; {seen}"
         time.sleep(1)
     return seen
 
@@ -538,8 +538,7 @@ def start_browser_lane(tmp_path_factory, items=()) -> None:
     session's browser tests: the browser runs go on beside the other tests and the notebook
     kernel's runs."""
     names = {item.callspec.id if hasattr(item, "callspec") else item.name for item in items}
-    with contextlib.suppress(ImportError):  # imported here, in the main thread (tests/conftest.py, _import_here)
-        import playwright.sync_api  # noqa: F401
+    _early.import_here(["playwright.sync_api"])  # the lane's thread uses it
     # at the tests' priority: the lane is long (one notebook after another), and run nicer it
     # stretches to the session's end (3 steps nicer, it ended at 620 s instead of 487 s)
     _early.job("browser", _browser_lane, tmp_path_factory, names, nice=False)
