@@ -93,6 +93,8 @@ from __future__ import annotations
 import argparse
 import ast
 import base64
+import copy
+import functools
 import re
 import sys
 from dataclasses import dataclass
@@ -144,7 +146,13 @@ EXERCISE_KEYS = ("kind", "difficulty", "importance", "minutes")
 
 
 def read_cells(text: str) -> list[nbformat.NotebookNode]:
-    """The cells of a percent-format source (jupytext), each checked for a known role."""
+    """The cells of a percent-format source (jupytext), each checked for a known role: a copy
+    of its own for each caller (a build edits its cells), parsed once per text."""
+    return copy.deepcopy(_checked_cells(text))
+
+
+@functools.lru_cache(maxsize=64)
+def _checked_cells(text: str) -> list[nbformat.NotebookNode]:
     cells = jupytext.reads(text, fmt="py:percent").cells
     for cell in cells:
         tags = cell.metadata.get("tags", [])

@@ -79,6 +79,11 @@ def snapshot():
         import plotly.io as pio
 
         _state["plotly"] = (pio.renderers.default, pio.templates.default)
+    # what the kernel holds now (the libraries, the snapshot) lives as long as the kernel: moved
+    # out of the collector's sight, so the full collections of every reset, and a notebook's
+    # own, walk only what notebooks made since (about 1 s less per reset with torch and plotly)
+    gc.collect()
+    gc.freeze()
 
 
 def _restore_dict(target_set, target_del, now, before):

@@ -133,7 +133,8 @@ if pooled:
 # %%
 FACTORS = ("colour", "shape", "background")
 test = world.sample(n_images, split="test", seed=seed + 1, config=world_of(model)) if use_world or offline_model else None
-classifiers = {f: zero_shot_classifier(model, tokenizer, world.class_prompts(f)) for f in FACTORS}
+classifiers = ({f: zero_shot_classifier(model, tokenizer, world.class_prompts(f)) for f in FACTORS}
+               if test is not None else {})  # the world's classes: only the scenes use them
 
 
 def world_batch(scenes):
