@@ -14,11 +14,11 @@ import os
 import time
 import warnings
 
-# The session's process holds about a million long-lived objects (torch, open_clip, plotly,
-# Playwright, the test modules) and its tests make many more that live a while: at Python's
-# default thresholds a full collection walks them all a dozen times in half a minute of tests.
-# Collected less often, the same garbage goes (the full collections fell from 12 to 1 and the
-# collector's time from 2.8 s to 0.8 s on 257 tests).
+# The session's process holds about 400,000 long-lived objects once its tests are collected
+# (torch, open_clip, plotly, Playwright, the test modules), and its tests make many more that
+# live a while: at Python's default thresholds a full collection walks them all a dozen times in
+# half a minute of tests. Collected less often, the same garbage goes (the full collections fell
+# from 12 to 1 and the collector's time from 2.8 s to 0.8 s on 257 tests).
 gc.set_threshold(10_000, 10, 10)
 
 # One thread per process: the notebook kernel computes in the background while the tests run,
