@@ -14,7 +14,7 @@ import os
 import time
 import warnings
 
-# The session's process holds about 400,000 long-lived objects once its tests are collected
+# The session's process holds about 600,000 long-lived objects once its tests are collected
 # (torch, open_clip, plotly, Playwright, the test modules), and its tests make many more that
 # live a while: at Python's default thresholds a full collection walks them all a dozen times in
 # half a minute of tests. Collected less often, the same garbage goes (the full collections fell
