@@ -211,4 +211,3 @@ def notebook_prefetch(request):
         _early.import_here(["papermill", "papermill.clientwrap", "papermill.engines", "papermill.iorw",
                             "jupyter_client.manager", "helpers.course.main_job"])
         request.getfixturevalue("notebook_runs").prefetch([(m.args, m.kwargs) for m in marked])
-
