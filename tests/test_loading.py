@@ -1,7 +1,6 @@
 """Which weights ``load_model`` loads: named tags, ``"random"`` only when asked, the offline
 default's tags in ``data/models/``, and checkpoint files of every supported architecture."""
 
-import logging
 import os
 import time
 
@@ -9,6 +8,7 @@ import _early
 import open_clip
 import pytest
 import torch
+from _shapes import meta_model
 from safetensors.torch import load_file, save_file
 
 import helpers.engine.models as hm
@@ -28,12 +28,7 @@ SUPPORTED = ["world-clip", "ViT-B-32", "ViT-B-32-quickgelu", "ViT-B-16", "ViT-B-
 
 def _meta_state(name: str) -> dict[str, torch.Tensor]:
     """The state dict of ``name`` built on the meta device: keys and shapes, no memory."""
-    logging.disable(logging.WARNING)
-    try:
-        with torch.device("meta"):
-            return open_clip.create_model(name, device="meta").state_dict()
-    finally:
-        logging.disable(logging.NOTSET)
+    return meta_model(name).state_dict()
 
 
 def _random_state(name: str, seed: int = 0) -> dict[str, torch.Tensor]:

@@ -98,6 +98,45 @@ def test_maps_of_the_grid(small):
     assert segmentation_maps(small, x[:2], emb, "partial_lrp").shape == (2, 8, 8)
 
 
+def test_targets_predicted_from_the_same_pass(small):
+    """With ``classes`` and no targets, each image's target is its zero-shot prediction, read off
+    the propagation's own forward pass: the same relevance as the predicted class's text given
+    as the target, with one forward pass of the tower per chunk (not two)."""
+    from helpers.methods.segmentation import predicted_classes
+
+    g = torch.Generator().manual_seed(3)
+    x = torch.randn(10, 3, 64, 64, generator=g, dtype=F64)  # two chunks of lrp_maps
+    with torch.no_grad():  # five of the images' own directions (so they do not all pick one), not unit length
+        e = small.encode_image(x)
+    E = (e[[0, 3, 6, 9, 2]] - e.mean(0)) * torch.linspace(1.0, 1.2, 5, dtype=F64)[:, None]
+    pred = predicted_classes(small, x, E)
+    assert len(set(pred.tolist())) > 1  # the images do not all pick one class
+    unit = torch.nn.functional.normalize(E[pred], dim=-1)
+    for rules in ("course", "lrp", "ours"):
+        got, want = lrp(small, x, None, classes=E, rules=rules), lrp(small, x, unit, rules=rules)
+        assert torch.equal(got.labels, pred) and want.labels is None
+        for field in ("score", "pixels", "attention", "absorbed"):
+            torch.testing.assert_close(getattr(got, field), getattr(want, field), rtol=0, atol=1e-12)
+    calls = []
+    hook = small.visual.register_forward_hook(lambda *_: calls.append(1))
+    try:
+        for partial in (False, True):
+            calls.clear()
+            got = lrp_maps(small, x, None, partial=partial, classes=E)
+            assert len(calls) == 2  # one pass per chunk of 8
+            torch.testing.assert_close(got, lrp_maps(small, x, unit, partial=partial), rtol=0, atol=1e-12)
+    finally:
+        hook.remove()
+    with pytest.raises(ValueError, match="not both"):
+        lrp(small, x, unit, classes=E)
+    with pytest.raises(ValueError, match="not both"):
+        lrp(small, x, None)
+    with pytest.raises(ValueError, match=r"classes must be finite \[C, "):
+        lrp(small, x, None, classes=E[:, :3])
+    with pytest.raises(ValueError, match="classes must be finite"):
+        lrp(small, x, None, classes=E * float("nan"))
+
+
 def test_bad_input(small):
     d = small.visual.output_dim
     x = torch.zeros(1, 3, 64, 64, dtype=F64)

@@ -285,6 +285,32 @@ def test_pairs_task_segments_the_labelled_object(default_bundle):
     with pytest.raises(ValueError, match="'prediction' or 'label'"):
         SegmentationTask("x", task.images, task.masks, task.views, task.prompts, task.labels, target="truth")
 
+@pytest.mark.parametrize("variant", ["course", "paper"])
+def test_methods_read_the_prediction_off_their_own_pass(default_bundle, variant):
+    """Without labels, every method that needs a target class reads the zero-shot prediction off
+    the forward pass it runs anyway: its maps are those of the predicted labels, and it runs the
+    tower as often as with the labels given."""
+    model, _, tok = default_bundle
+    sc = world.sample(6, split="test", seed=13)
+    x = images_to_tensor(sc.images)
+    clf = zero_shot_classifier(model, tok, world.class_prompts("colour"))
+    pred = predicted_classes(model, x, clf)
+    assert len(set(pred.tolist())) > 1
+    calls = []
+    hook = model.visual.register_forward_hook(lambda *_: calls.append(1))
+    try:
+        for method in METHODS:
+            calls.clear()
+            got = segmentation_maps(model, x, clf, method, variant=variant)
+            passes = len(calls)
+            calls.clear()
+            want = segmentation_maps(model, x, clf, method, labels=pred, variant=variant)
+            assert passes == len(calls), method
+            torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-6, msg=method)
+    finally:
+        hook.remove()
+
+
 def test_gradcam_uses_the_target_class(default_bundle):
     model, _, tok = default_bundle
     sc = world.sample(4, split="test", seed=11)
@@ -622,6 +648,7 @@ def test_paper_variants_reduce_to_the_course_where_they_should(random_model, sce
     try:
         x = images_to_tensor(scenes.images[:2]).double()
         t = torch.nn.functional.normalize(torch.randn(2, visual.output_dim, dtype=torch.float64), dim=-1)
+        own = torch.arange(2)  # each image's target: its own row of t
         # rollout from block 0 is the course's rollout (the old formula written out)
         with torch.no_grad(), _capture_attention(visual, in_graph=False) as store:
             visual(x)
@@ -634,9 +661,9 @@ def test_paper_variants_reduce_to_the_course_where_they_should(random_model, sce
         torch.testing.assert_close(_rollout(visual, x, 1), _rollout_product([a.mean(1) for a in store], 1)[:, 0])
         # the course's Chefer et al. (generic rule) is the attribution product from block 0 on A itself
         with torch.enable_grad(), _capture_attention(visual, in_graph=True) as store:
-            grads = torch.autograd.grad(_class_score(visual, x, t), store)
+            grads = torch.autograd.grad(_class_score(visual, x, t, own)[0], store)
         cams = [(g * a.detach()).clamp_min(0).mean(1) for g, a in zip(grads, store)]
-        torch.testing.assert_close(_attribution_product(cams, 0)[:, 0], _chefer(visual, x, t))
+        torch.testing.assert_close(_attribution_product(cams, 0)[:, 0], _chefer(visual, x, t, own))
     finally:
         visual.float()
 

@@ -94,6 +94,8 @@ class LRPResult:
         attention_maps: with ``all_attention=True``, every block's attention relevance
             ``[B, heads, T, T]``, first block first (what Chefer et al.'s transformer
             attribution multiplies by the attention's gradient).
+        labels: ``[B]`` each image's predicted class when the targets were predicted from
+            ``classes`` (else ``None``).
     """
 
     score: Tensor
@@ -103,6 +105,7 @@ class LRPResult:
     absorbed: Tensor | None = None
     start: Tensor | None = None
     attention_maps: list[Tensor] | None = None
+    labels: Tensor | None = None
 
 
 # ----------------------------------------------------------------------------------------------
@@ -125,9 +128,10 @@ class _Rules:
 
     def div(self, r: Tensor, z: Tensor) -> Tensor:
         if self.chefer:
-            # z + 1e-9 (written as two clamps, as in Chefer et al.'s safe_divide), 1e-9 where that
-            # sum is 0, and 0 wherever z itself is 0
-            den = z.clamp(min=_CHEFER_EPS) + z.clamp(max=_CHEFER_EPS)
+            # z + 1e-9 (Chefer et al.'s safe_divide writes it as two clamps, z.clamp(min=1e-9) +
+            # z.clamp(max=1e-9): the same sum, term for term), 1e-9 where that sum is 0, and 0
+            # wherever z itself is 0
+            den = z + _CHEFER_EPS
             den = den + (den == 0).to(den.dtype) * _CHEFER_EPS
             return r / den * (z != 0).to(z.dtype)
         return _div(r, z, self.eps)
@@ -156,6 +160,8 @@ def _div(r: Tensor, z: Tensor, eps: float) -> Tensor:
     """``r / z`` with ``z`` moved ``eps`` away from 0 (a vanishing denominator passes nothing
     on: its numerators vanish with it)."""
     den = torch.where(z >= 0, z + eps, z - eps)
+    if eps > 0:  # then no denominator is 0: |den| >= eps
+        return r / den
     return torch.where(den == 0, torch.zeros_like(r), r / den)
 
 
@@ -277,6 +283,13 @@ def _patch_pixels(visual: nn.Module, images: Tensor, r_patch: Tensor, rules: _Ru
     return F.fold(r_cols.mT, (Hh, Ww), p, stride=p).sum(1)
 
 
+def _unit_targets(t: Tensor) -> Tensor:
+    """Target text embeddings ``[B, d']``, normalised (a clear error for non-finite or zero rows)."""
+    if not bool(torch.isfinite(t).all()) or bool((t.norm(dim=-1) == 0).any()):
+        raise ValueError("targets must be finite, non-zero text embeddings")
+    return F.normalize(t, dim=-1)
+
+
 def _logit_scale(model: nn.Module, dtype: torch.dtype, device: torch.device) -> Tensor:
     """The model's ``logit_scale.exp()`` (1 for a tower without one)."""
     s = getattr(model, "logit_scale", None)
@@ -286,15 +299,17 @@ def _logit_scale(model: nn.Module, dtype: torch.dtype, device: torch.device) -> 
 
 
 @torch.no_grad()
-def lrp(model: nn.Module, images: Tensor, targets: Tensor, *, partial: bool = False, pixels: bool = True,
-        eps: float | None = None, rules: str = "course", all_attention: bool = False) -> LRPResult:
+def lrp(model: nn.Module, images: Tensor, targets: Tensor | None, *, partial: bool = False, pixels: bool = True,
+        eps: float | None = None, rules: str = "course", all_attention: bool = False,
+        classes: Tensor | None = None) -> LRPResult:
     """Propagate each image's target score back through the image tower (see the module notes).
 
     Args:
         model: an open_clip ViT CLIP (or its image tower) of a supported architecture.
         images: preprocessed ``[B, 3, H, W]`` on the model's device.
         targets: ``[B, d']`` the target text embedding of each image, or ``[d']`` for all
-            (normalised here: the score is the cosine with the image embedding).
+            (normalised here: the score is the cosine with the image embedding); ``None`` with
+            ``classes``.
         partial: stop at the last block's attention (partial LRP): only that block is
             propagated through.
         pixels: carry the relevance on to the pixels (full LRP only).
@@ -304,6 +319,11 @@ def lrp(model: nn.Module, images: Tensor, targets: Tensor, *, partial: bool = Fa
             module notes; :data:`LRP_RULES`).
         all_attention: also return every block's attention relevance
             (:attr:`LRPResult.attention_maps`; not with ``partial``).
+        classes: ``[C, d']`` class text embeddings (a zero-shot classifier), with
+            ``targets=None``: each image's target is its zero-shot prediction among them (the
+            class of largest ``unit embedding . class``, as
+            :func:`~helpers.methods.segmentation.predicted_classes` predicts), read off the
+            propagation's own forward pass (:attr:`LRPResult.labels`).
 
     Returns:
         :class:`LRPResult`.
@@ -321,15 +341,21 @@ def lrp(model: nn.Module, images: Tensor, targets: Tensor, *, partial: bool = Fa
     dtype, dev = visual.proj.dtype, visual.proj.device
     x = images.to(device=dev, dtype=dtype)
     B = x.shape[0]
-    t = torch.as_tensor(targets).to(device=dev, dtype=dtype)
-    if t.ndim == 1:
-        t = t.expand(B, -1)
-    if t.ndim != 2 or t.shape != (B, visual.proj.shape[1]):
-        raise ValueError(f"targets must be [{B}, {visual.proj.shape[1]}] (one text embedding per image), "
-                         f"got {tuple(t.shape)}")
-    if not bool(torch.isfinite(t).all()) or bool((t.norm(dim=-1) == 0).any()):
-        raise ValueError("targets must be finite, non-zero text embeddings")
-    t = F.normalize(t, dim=-1)
+    width = visual.proj.shape[1]
+    if (targets is None) == (classes is None):
+        raise ValueError("give the targets, or the classes to predict them from (targets=None), not both")
+    if targets is None:
+        E = torch.as_tensor(classes).to(device=dev, dtype=dtype)
+        if E.ndim != 2 or E.shape[0] == 0 or E.shape[1] != width or not bool(torch.isfinite(E).all()):
+            raise ValueError(f"classes must be finite [C, {width}] class text embeddings, got {tuple(E.shape)}")
+        t = None
+    else:
+        t = torch.as_tensor(targets).to(device=dev, dtype=dtype)
+        if t.ndim == 1:
+            t = t.expand(B, -1)
+        if t.ndim != 2 or t.shape != (B, width):
+            raise ValueError(f"targets must be [{B}, {width}] (one text embedding per image), got {tuple(t.shape)}")
+        t = _unit_targets(t)
     if eps is None:
         eps = 1e-12 if dtype == torch.float64 else 1e-6
     rs = _rules(rules, eps)
@@ -344,6 +370,10 @@ def lrp(model: nn.Module, images: Tensor, targets: Tensor, *, partial: bool = Fa
         with capture(model, names) as acts:
             out = visual(x)
         emb = out[0] if isinstance(out, tuple) else out
+        labels = None
+        if t is None:  # the zero-shot prediction, from this pass
+            labels = (F.normalize(emb, dim=-1) @ E.T).argmax(-1)
+            t = _unit_targets(E[labels])
         post = acts["ln_post"]
         post = post[:, 0] if post.ndim == 3 else post
         if rules == "course":
@@ -381,10 +411,11 @@ def lrp(model: nn.Module, images: Tensor, targets: Tensor, *, partial: bool = Fa
         assert r_attn is not None
         kept = maps[::-1] if all_attention else None
         if partial:
-            return LRPResult(score=score, attention=r_attn, start=start)
+            return LRPResult(score=score, attention=r_attn, start=start, labels=labels)
         tokens = r.sum(-1)
         if not pixels:
-            return LRPResult(score=score, attention=r_attn, tokens=tokens, start=start, attention_maps=kept)
+            return LRPResult(score=score, attention=r_attn, tokens=tokens, start=start, attention_maps=kept,
+                             labels=labels)
         # ln_pre passes relevance through; the embeddings enter as tokens + positions
         patches = F.conv2d(x, visual.conv1.weight, visual.conv1.bias, stride=visual.conv1.stride)
         tok = torch.cat([visual.class_embedding.to(dtype).expand(B, 1, -1), patches.flatten(2).mT], 1)
@@ -392,7 +423,7 @@ def lrp(model: nn.Module, images: Tensor, targets: Tensor, *, partial: bool = Fa
         pix = _patch_pixels(visual, x, r_tok[:, 1:], rs)
         absorbed = r_pos.sum((1, 2)) + r_tok[:, 0].sum(-1)
         return LRPResult(score=score, attention=r_attn, tokens=tokens, pixels=pix, absorbed=absorbed, start=start,
-                         attention_maps=kept)
+                         attention_maps=kept, labels=labels)
     finally:
         visual.train(was_training)
 
@@ -400,21 +431,23 @@ def lrp(model: nn.Module, images: Tensor, targets: Tensor, *, partial: bool = Fa
 _CHUNK = 8  # images per pass (bounds the kept activations of full LRP)
 
 
-def lrp_maps(model: nn.Module, images: Tensor, targets: Tensor, *, partial: bool = False, rules: str = "course",
-             pixel_map: bool = False) -> Tensor:
+def lrp_maps(model: nn.Module, images: Tensor, targets: Tensor | None, *, partial: bool = False, rules: str = "course",
+             pixel_map: bool = False, classes: Tensor | None = None) -> Tensor:
     """Maps for the segmentation comparison.
 
     Full LRP: the pixels' relevance summed within each patch, ``[B, gh, gw]`` (pooling gives
     every method the same grid and post-processing), or with ``pixel_map`` the pixel map
     itself, ``[B, H, W]``, as Chefer et al. score it. Partial LRP: the class token's row of the
     last block's attention relevance, clipped at 0 and averaged over heads, on the patches.
-    ``rules`` as in :func:`lrp`.
+    ``rules`` as in :func:`lrp`; so are ``targets`` and ``classes`` (with ``classes`` and
+    ``targets=None``, each image's target is predicted from the same forward pass).
     """
     visual = check_model_supported(model)
     grid = tuple(visual.grid_size)
     parts = []
     for i in range(0, images.shape[0], _CHUNK):
-        res = lrp(model, images[i:i + _CHUNK], targets[i:i + _CHUNK], partial=partial, rules=rules)
+        res = lrp(model, images[i:i + _CHUNK], None if targets is None else targets[i:i + _CHUNK], partial=partial,
+                  rules=rules, classes=classes)
         if partial:
             rows = res.attention.clamp_min(0).mean(1)[:, 1:]
             parts.append(rows.reshape(rows.shape[0], *grid))

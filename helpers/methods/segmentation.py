@@ -40,7 +40,10 @@ decomposition keeps the paper's clip. Their gradients are of the model's logit
 the scale matters to the transformer attribution, whose ``C_b + I`` is not scale-free.
 
 The class score for the course's gradient methods is the cosine similarity of the image
-embedding with the target class's text embedding (the zero-shot logit). Attention matrices are recomputed
+embedding with the target class's text embedding (the zero-shot logit). Without labels the target
+is the zero-shot prediction, and every method reads it off its own forward pass (the one its
+gradient or relevance starts from), as the decomposition does: no method pays a second forward
+pass for it. Attention matrices are recomputed
 from each block's own ``nn.MultiheadAttention`` weights, reading the named hook sites of
 :mod:`helpers.engine.hooks` on stock open_clip modules; Chefer et al.'s method *patches* each
 attention output with the recomputed one (equal up to rounding) so that the attention matrix
@@ -249,20 +252,31 @@ def _rollout(visual: nn.Module, x: Tensor, start_layer: int = 0) -> Tensor:
     return _rollout_product(mats, start_layer)[:, 0]
 
 
-def _class_score(visual: nn.Module, x: Tensor, targets: Tensor, scale: Tensor | None = None) -> Tensor:
-    """The summed target scores of a batch: cosines, or logits when ``scale`` (the model's
-    ``logit_scale.exp()``) is given."""
+def _class_score(visual: nn.Module, x: Tensor, E: Tensor, lab: Tensor | None,
+                 scale: Tensor | None = None) -> tuple[Tensor, Tensor]:
+    """The summed target scores of a batch (cosines, or logits when ``scale``, the model's
+    ``logit_scale.exp()``, is given) and the unit targets ``[B, d']``: each image's class ``lab``
+    among the class embeddings ``E``, or with ``lab=None`` its zero-shot prediction, read off
+    this forward pass (as :func:`predicted_classes` predicts)."""
     emb = F.normalize(_forward(visual, x), dim=-1)
+    if lab is None:
+        lab = _prediction(emb.detach(), E)
+    targets = F.normalize(E[lab], dim=-1).detach()
     score = (emb * targets).sum()
-    return score if scale is None else scale * score
+    return (score if scale is None else scale * score), targets
 
 
-def _attention_gradcam(visual: nn.Module, x: Tensor, targets: Tensor, scale: Tensor) -> Tensor:
+def _prediction(unit: Tensor, E: Tensor) -> Tensor:
+    """The zero-shot prediction ``[B]`` of unit image embeddings among class embeddings ``E``."""
+    return (unit @ E.to(unit.dtype).T).argmax(-1)
+
+
+def _attention_gradcam(visual: nn.Module, x: Tensor, E: Tensor, lab: Tensor | None, scale: Tensor) -> Tensor:
     """Chefer et al.'s GradCAM baseline: the last block's attention ``A`` and the gradient ``G``
     of the logit; per head ``w_h = mean over patches of G_h[CLS, 1:]``, map
     ``clamp(mean_h(w_h A_h[CLS, 1:]), 0)`` (the class token's entry is 0)."""
     with torch.enable_grad(), _capture_attention(visual, in_graph=True, layers=[-1]) as store:
-        score = _class_score(visual, x, targets, scale)
+        score, _ = _class_score(visual, x, E, lab, scale)
         a = store[-1]
         assert a is not None
         (grad,) = torch.autograd.grad(score, a)
@@ -288,8 +302,8 @@ def _attribution_product(cams: Sequence[Tensor], start_layer: int) -> Tensor:
     return joint
 
 
-def _transformer_attribution(model: nn.Module, visual: nn.Module, x: Tensor, targets: Tensor, scale: Tensor,
-                             start_layer: int = 1) -> Tensor:
+def _transformer_attribution(model: nn.Module, visual: nn.Module, x: Tensor, E: Tensor, lab: Tensor | None,
+                             scale: Tensor, start_layer: int = 1) -> Tensor:
     """Chefer et al.'s transformer attribution (CVPR 2021): per block
     ``C_b = mean_h((G_b * R_A,b)^+)`` with ``G_b`` the gradient of the logit and ``R_A,b`` the
     attention's relevance under their ``layers_ours`` rules; the class-token row of
@@ -297,7 +311,7 @@ def _transformer_attribution(model: nn.Module, visual: nn.Module, x: Tensor, tar
     from .lrp import _CHUNK, lrp
 
     with torch.enable_grad(), _capture_attention(visual, in_graph=True) as store:
-        score = _class_score(visual, x, targets, scale)
+        score, targets = _class_score(visual, x, E, lab, scale)
         grads = torch.autograd.grad(score, [a for a in store if a is not None])
     if len(grads) != len(store):
         raise RuntimeError("attention was not recorded in every block")
@@ -311,7 +325,7 @@ def _transformer_attribution(model: nn.Module, visual: nn.Module, x: Tensor, tar
     return torch.cat(rows).detach()
 
 
-def _gradcam(visual: nn.Module, x: Tensor, targets: Tensor) -> Tensor:
+def _gradcam(visual: nn.Module, x: Tensor, E: Tensor, lab: Tensor | None) -> Tensor:
     kept: dict[str, Tensor] = {}
 
     def keep(act: Tensor, _inputs: tuple[Any, ...]) -> Tensor:
@@ -320,7 +334,7 @@ def _gradcam(visual: nn.Module, x: Tensor, targets: Tensor) -> Tensor:
 
     last = f"blocks.{len(visual.transformer.resblocks) - 1}.ln_1"
     with torch.enable_grad(), hooked(visual, patch={last: keep}):
-        score = _class_score(visual, x, targets)
+        score, _ = _class_score(visual, x, E, lab)
         (grad,) = torch.autograd.grad(score, kept["act"])
     act = kept["act"].detach()
     weights = grad[:, 1:].mean(1, keepdim=True)  # [B, 1, D]
@@ -328,9 +342,9 @@ def _gradcam(visual: nn.Module, x: Tensor, targets: Tensor) -> Tensor:
     return torch.cat([cam.new_zeros(cam.shape[0], 1), cam], 1).detach()
 
 
-def _chefer(visual: nn.Module, x: Tensor, targets: Tensor) -> Tensor:
+def _chefer(visual: nn.Module, x: Tensor, E: Tensor, lab: Tensor | None) -> Tensor:
     with torch.enable_grad(), _capture_attention(visual, in_graph=True) as store:
-        score = _class_score(visual, x, targets)
+        score, _ = _class_score(visual, x, E, lab)
         grads = torch.autograd.grad(score, [a for a in store if a is not None])
     if len(grads) != len(store):
         raise RuntimeError("attention was not recorded in every block")
@@ -355,7 +369,7 @@ def predicted_classes(model: nn.Module, images: Tensor, class_emb: Tensor) -> Te
     visual = check_model_supported(model)
     with torch.no_grad():
         emb = F.normalize(_forward(visual, images), dim=-1)
-    return (emb @ class_emb.to(emb.dtype).T).argmax(-1)
+    return _prediction(emb, class_emb)
 
 
 _CHUNK = 16  # images per forward pass of the decomposition segmenter (bounds the kept activations)
@@ -456,32 +470,31 @@ def segmentation_maps(model: nn.Module, images: Any, class_emb: Any, method: str
                                               None if labels is None else _labels(labels, x.shape[0], E)[i:i + _CHUNK],
                                               layers, heads, convention=convention)
                           for i in range(0, x.shape[0], _CHUNK)])
-    if labels is None:
-        lab = predicted_classes(model, x, E)
-    else:
-        lab = _labels(labels, x.shape[0], E)
+    # the target: the given label, or the zero-shot prediction read off each method's own forward pass
+    lab = None if labels is None else _labels(labels, x.shape[0], E)
     if layers is not None or heads is not None:
         raise ValueError(f"{method} takes no layer/head selection; it applies to 'decomposition'")
-    targets = F.normalize(E[lab], dim=-1).detach()
     if method in ("lrp", "partial_lrp"):
         from .lrp import lrp_maps
 
+        targets = None if lab is None else F.normalize(E[lab], dim=-1)
         return lrp_maps(model, x.to(visual.proj.dtype), targets, partial=method == "partial_lrp",
-                        rules="lrp" if paper else "course", pixel_map=pixel_maps(method, variant))
+                        rules="lrp" if paper else "course", pixel_map=pixel_maps(method, variant),
+                        classes=E if lab is None else None)
     was_training = visual.training
     visual.eval()
     try:
         xs = x.to(visual.proj.dtype).detach()
         if not paper:
-            rows = (_gradcam if method == "gradcam" else _chefer)(visual, xs, targets)
+            rows = (_gradcam if method == "gradcam" else _chefer)(visual, xs, E, lab)
         else:
             from .lrp import _logit_scale
 
             scale = _logit_scale(model, xs.dtype, xs.device)
             if method == "gradcam":
-                rows = _attention_gradcam(visual, xs, targets, scale)
+                rows = _attention_gradcam(visual, xs, E, lab, scale)
             else:
-                rows = _transformer_attribution(model, visual, xs, targets, scale)
+                rows = _transformer_attribution(model, visual, xs, E, lab, scale)
     finally:
         visual.train(was_training)
     return _cls_to_patches(rows, grid)
