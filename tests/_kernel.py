@@ -102,8 +102,27 @@ class SharedKernel:
         self.runs = 0  # notebooks run on the current kernel
         self.starts = 0
         self.lock = threading.RLock()  # one notebook at a time, from whichever thread asks
+        self._starting: threading.Thread | None = None
 
     # -- the kernel -----------------------------------------------------------------------
+
+    def start_in_background(self) -> None:
+        """Start the kernel in a thread of its own (it holds the lock until the kernel is ready:
+        a notebook asked for meanwhile waits for it). A start that fails here leaves no kernel,
+        and the first notebook starts one again, and says why if it fails again."""
+        started = threading.Event()
+
+        def run() -> None:
+            with self.lock:
+                started.set()
+                try:
+                    self.start()
+                except Exception:  # noqa: BLE001 - told by the next start, in the notebook that needs it
+                    self.close()
+
+        self._starting = threading.Thread(target=run, name="kernel-start", daemon=True)
+        self._starting.start()
+        started.wait()  # the lock is taken before this returns: no notebook can slip in first
 
     def start(self) -> None:
         from jupyter_client.manager import KernelManager
@@ -129,6 +148,10 @@ class SharedKernel:
         return self.km is not None and self.km.is_alive()
 
     def close(self) -> None:
+        starting = self._starting
+        if starting is not None and starting is not threading.current_thread():
+            starting.join()  # a kernel still starting would outlive its close
+            self._starting = None
         if self.km is not None:
             try:
                 self.km.shutdown_kernel(now=True)

@@ -51,6 +51,49 @@ def pytest_sessionstart(session):
     _SESSION["start"] = time.monotonic()
 
 
+def _kernel_env() -> dict[str, str]:
+    """The environment of the session's notebook kernel: this one without ``COURSE_HEADLESS``
+    (and pytest's note of the test it is running), the repository on the module path."""
+    from helpers.engine.paths import ROOT
+
+    env = {k: v for k, v in os.environ.items() if k not in ("COURSE_HEADLESS", "PYTEST_CURRENT_TEST")}
+    env["PYTHONPATH"] = os.pathsep.join([str(ROOT)] + [p for p in [env.get("PYTHONPATH")] if p])
+    return env
+
+
+_PRESTARTED: dict[str, object] = {}  # the notebook kernel started while the tests are collected
+
+
+def _whole_suite(config) -> bool:
+    """The run names no test file or test, only the suite's folder (a whole-suite or tier run)."""
+    from pathlib import Path
+
+    here = Path(__file__).resolve().parent
+    base = config.rootpath if config.args_source == pytest.Config.ArgsSource.TESTPATHS else config.invocation_params.dir
+    return all((Path(base) / arg.split("::")[0]).resolve() in (here, here.parent) for arg in config.args)
+
+
+def _prestart_kernel(config) -> None:
+    """A whole-suite or tier run runs notebooks: their kernel starts now, in the background, on
+    the processor the collection of the tests leaves idle (its imports take seconds), and the
+    fixture ``notebook_kernel`` takes it. A run that names files or tests starts its kernel when
+    a notebook is first asked for."""
+    if (os.environ.get("COURSE_FRESH_KERNELS") == "1" or config.option.collectonly
+            or os.environ.get("COURSE_PRESTART", "1") == "0" or not _whole_suite(config)):
+        return
+    from _kernel import SharedKernel
+
+    kernel = SharedKernel(env=_kernel_env())
+    kernel.start_in_background()
+    _PRESTARTED["kernel"] = kernel
+
+
+def pytest_unconfigure(config):
+    kernel = _PRESTARTED.pop("kernel", None)
+    if kernel is not None:  # started, and no test asked for it
+        kernel.close()
+
+
 def pytest_configure(config):
     config.addinivalue_line("markers", "fast: the development tier (`-m fast`): what is not slow, and "
                                        "the notebook runs tests/_tiers.py names")
@@ -58,6 +101,7 @@ def pytest_configure(config):
                                        "run a test's notebook_run fixture gives (started in the background)")
     config.addinivalue_line("markers", "early(name): the module's function `name` starts work in other processes "
                                        "at the session's start (tests/_early.py)")
+    _prestart_kernel(config)
 
 
 def pytest_collection_modifyitems(config, items):
@@ -139,14 +183,14 @@ def notebook_kernel():
     """Runs notebooks as ``helpers.course.main_job.execute_notebook`` does, on one kernel kept
     for the session: ``notebook_kernel.execute(path, out_dir, parameters, html=..., env=...)``
     (``env``: variables for that notebook, ``None`` removes one; ``COURSE_HEADLESS`` is unset
-    unless a run sets it)."""
+    unless a run sets it). In a whole-suite or tier run the kernel was started while the tests
+    were collected, with the session's environment as it began."""
     from _kernel import FreshKernels, SharedKernel
 
-    from helpers.engine.paths import ROOT
-
-    env = {k: v for k, v in os.environ.items() if k != "COURSE_HEADLESS"}
-    env["PYTHONPATH"] = os.pathsep.join([str(ROOT)] + [p for p in [env.get("PYTHONPATH")] if p])
-    runner = FreshKernels(env) if os.environ.get("COURSE_FRESH_KERNELS") == "1" else SharedKernel(env=env)
+    runner = _PRESTARTED.pop("kernel", None)  # started with the session's environment (_prestart_kernel)
+    if runner is None:
+        env = _kernel_env()
+        runner = FreshKernels(env) if os.environ.get("COURSE_FRESH_KERNELS") == "1" else SharedKernel(env=env)
     yield runner
     runner.close()
 

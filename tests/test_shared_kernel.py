@@ -202,3 +202,49 @@ def test_queued_runs_are_taken_from_both_ends_and_each_runs_once(tmp_path, with_
     theirs = [n for who, n in log if who == "helper"]
     assert theirs == sorted(theirs, reverse=True) and (not with_helper or theirs[0] == "nb7.ipynb")  # from the end
     assert bool(theirs) == with_helper
+
+
+def test_a_kernel_started_in_the_background_is_waited_for(tmp_path):
+    """A whole-suite run starts its kernel while the tests are collected (tests/conftest.py): a
+    notebook asked for meanwhile waits for that start and runs on that kernel; a start that
+    failed is made again by the first notebook, which says why when it fails again."""
+    import os
+
+    from _kernel import KernelError, SharedKernel
+
+    nb = _notebook(tmp_path / "nb.ipynb", "import json\njson.dump({'pid': __import__('os').getpid()}, open(record_to, 'w'))")
+    kernel = SharedKernel(env=dict(os.environ), preload="import json\n")  # the kernel without the course's imports
+    try:
+        kernel.start_in_background()
+        first = kernel.execute(nb, tmp_path / "out-1", html=False)
+        assert kernel.starts == 1 and kernel.execute(nb, tmp_path / "out-2", html=False) == first
+    finally:
+        kernel.close()
+    broken = SharedKernel(env=dict(os.environ), preload="raise RuntimeError('a preload that fails')\n")
+    try:
+        broken.start_in_background()
+        with pytest.raises(KernelError, match="a preload that fails"):
+            broken.execute(nb, tmp_path / "out-3", html=False)
+        assert broken.starts == 2  # the start in the background, and the one the notebook made
+    finally:
+        broken.close()
+
+
+def test_only_whole_suite_runs_start_the_kernel_early():
+    from pathlib import Path
+    from types import SimpleNamespace
+
+    from conftest import _whole_suite
+
+    here = Path(__file__).resolve().parent
+
+    def config(*args, testpaths=False, cwd=here.parent):
+        source = pytest.Config.ArgsSource.TESTPATHS if testpaths else pytest.Config.ArgsSource.ARGS
+        return SimpleNamespace(args=list(args), args_source=source, rootpath=here.parent,
+                               invocation_params=SimpleNamespace(dir=cwd))
+
+    assert _whole_suite(config("tests", testpaths=True, cwd="/"))  # `pytest` alone, from any folder
+    assert _whole_suite(config("tests")) and _whole_suite(config(".")) and _whole_suite(config(".", cwd=here))
+    assert not _whole_suite(config("tests/test_metrics.py"))
+    assert not _whole_suite(config("tests", "tests/test_metrics.py::test_x"))
+    assert not _whole_suite(config("test_metrics.py", cwd=here))
