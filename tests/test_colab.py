@@ -25,6 +25,7 @@ from pathlib import Path
 
 import _early
 import pytest
+from _small import SMALL_RUNS
 
 from helpers.course import colab
 
@@ -412,9 +413,11 @@ def _rehearse(tmp_path: Path) -> dict:
     # papermill in a process of its own: the kernel imports the clone's helpers, not this checkout's
     pm_env = {k: v for k, v in _early.environ().items() if k not in ("PYTHONPATH", "COURSE_HEADLESS")}
     pm_env["JUPYTER_PATH"] = str(tmp_path / "jupyter")
+    # the small run of tests/_small.py: the path through Colab is checked here, the figures elsewhere
+    small = [arg for name, value in SMALL_RUNS["01"].items() for arg in ("-p", name, str(value))]
     r["papermill"] = subprocess.run(
         [sys.executable, "-m", "papermill", str(course / "notebooks" / NOTEBOOK.name), str(executed),
-         "-k", "colab-rehearsal", "-p", "n_images", "50", "--cwd", str(content), "--no-progress-bar",
+         "-k", "colab-rehearsal", *small, "--cwd", str(content), "--no-progress-bar",
          "--execution-timeout", "900"], env=pm_env, capture_output=True, text=True)
     r["times"]["notebook 1"] = time.perf_counter() - t
     r["after_notebook"] = probe()
