@@ -248,6 +248,34 @@ def test_u_follows_weight_changes(world64):
     assert float(((second.total() + second.bias()) - direct_path_reference(model, 5, x)).abs().max()) < 1e-10
 
 
+def test_centring_terms_are_kept_for_the_last_mean(world64):
+    """The centring terms of a mean are computed once and given again for an equal mean (every
+    batch and every test of significance asks with the same one); another mean, or changed
+    weights, computes them again."""
+    import copy
+
+    model = copy.deepcopy(world64)
+    x = _images(model, 3)
+    so = SecondOrder(model, 5)
+    eff = so(x)
+    mu = eff.effects().mean(0)
+
+    def fresh(source, mean):  # the terms written out, nothing kept
+        m = mean.double()
+        return torch.einsum("kjd,kd->kj", source.u.double(), m), (m * m).sum(-1)
+
+    first = so.centre_terms(mu)
+    assert all(torch.equal(a, b) for a, b in zip(first, fresh(so, mu)))
+    assert so.centre_terms(mu.clone()) is first  # an equal mean: the kept terms
+    other = so.centre_terms(2 * mu)
+    assert other is not first and all(torch.equal(a, b) for a, b in zip(other, fresh(so, 2 * mu)))
+    assert torch.allclose(eff.norms(2 * mu), (eff.effects() - 2 * mu).norm(dim=-1), rtol=1e-9, atol=1e-14)
+    with torch.no_grad():
+        model.visual.transformer.resblocks[6].attn.out_proj.weight.mul_(2.0)
+    again = so.centre_terms(2 * mu)  # new weights, a new u: the terms of the new u
+    assert again is not other and all(torch.equal(a, b) for a, b in zip(again, fresh(so, 2 * mu)))
+
+
 def test_errors():
     model = _tiny_layerscale()
     with pytest.raises(ValueError, match="last block"):

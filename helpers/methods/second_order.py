@@ -301,7 +301,7 @@ class SecondOrder:
         entry = self._shared.get(self._key)
         if entry is None or entry["state"] != state:
             u, u_bias = self._build_u()
-            entry = {"state": state, "u": u, "u_bias": u_bias, "gram": None}
+            entry = {"state": state, "u": u, "u_bias": u_bias, "gram": None, "centre": None}
             self._shared[self._key] = entry
         return entry
 
@@ -405,8 +405,16 @@ class SecondOrder:
         K, d = self.u.shape[0], self.u.shape[2]
         if tuple(mean.shape) != (K, d):
             raise ValueError(f"the mean effects must be [{K}, {d}] (one per neuron), got {tuple(mean.shape)}")
-        m = mean.to(device=self.u.device, dtype=torch.float64)
-        return torch.einsum("kjd,kd->kj", self.u.double(), m), (m * m).sum(-1)
+        entry = self._entry()
+        m = mean.to(device=entry["u"].device, dtype=torch.float64)
+        # the last mean's terms are kept: the same mean comes back for every batch and every test of
+        # significance, and u in float64 is as large as u again (hundreds of MB for a ViT-B)
+        kept = entry["centre"]
+        if kept is not None and torch.equal(kept[0], m):
+            return kept[1]
+        terms = torch.einsum("kjd,kd->kj", entry["u"].double(), m), (m * m).sum(-1)
+        entry["centre"] = (m.clone(), terms)
+        return terms
 
     def __repr__(self) -> str:
         return (f"SecondOrder(layer={self.layer}, neurons={len(self.neurons)}, later heads={len(self.pairs)}, "
