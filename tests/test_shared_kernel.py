@@ -204,6 +204,7 @@ def test_queued_runs_are_taken_from_both_ends_and_each_runs_once(tmp_path, with_
     assert bool(theirs) == with_helper
 
 
+@pytest.mark.slow  # two kernels started, notebooks run: the slow tier's, as every notebook run
 def test_a_kernel_started_in_the_background_is_waited_for(tmp_path):
     """A whole-suite run starts its kernel while the tests are collected (tests/conftest.py): a
     notebook asked for meanwhile waits for that start and runs on that kernel; a start that
