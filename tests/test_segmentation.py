@@ -285,6 +285,7 @@ def test_pairs_task_segments_the_labelled_object(default_bundle):
     with pytest.raises(ValueError, match="'prediction' or 'label'"):
         SegmentationTask("x", task.images, task.masks, task.views, task.prompts, task.labels, target="truth")
 
+
 @pytest.mark.parametrize("variant", ["course", "paper"])
 def test_methods_read_the_prediction_off_their_own_pass(default_bundle, variant):
     """Without labels, every method that needs a target class reads the zero-shot prediction off
