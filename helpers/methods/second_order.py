@@ -408,7 +408,7 @@ class SecondOrder:
         entry = self._entry()
         m = mean.to(device=entry["u"].device, dtype=torch.float64)
         # the last mean's terms are kept: the same mean comes back for every batch and every test of
-        # significance, and u in float64 is as large as u again (hundreds of MB for a ViT-B)
+        # significance, and a float64 copy of u takes twice u's memory (hundreds of MB for a ViT-B)
         kept = entry["centre"]
         if kept is not None and torch.equal(kept[0], m):
             return kept[1]
