@@ -93,3 +93,11 @@ def test_the_course_models(name, pretrained):
     assert (got - whole).abs().max() <= 1e-5
     cut = name != "ViT-B-16-SigLIP"
     assert _positions_run(model, TEXTS, tokenizer) == [_last_end(tokens) if cut else tokens.shape[1]]
+
+
+def test_zero_shot_prediction_picks_the_largest_dot_product():
+    from helpers.engine.text import zero_shot_prediction
+
+    unit = torch.nn.functional.normalize(torch.tensor([[1.0, 0.1], [0.0, 1.0], [-1.0, 0.2]]), dim=-1)
+    classes = torch.tensor([[1.0, 0.0], [0.0, 1.0], [-1.0, 0.0]], dtype=torch.float64)  # cast to the images' dtype
+    assert zero_shot_prediction(unit, classes).tolist() == [0, 1, 2]

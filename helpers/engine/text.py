@@ -9,8 +9,8 @@ import numpy as np
 import torch
 from torch import nn
 
-__all__ = ["encode_texts", "text_matrix", "zero_shot_classifier", "cached_text_embeddings", "Scoring", "scoring",
-           "probabilities"]
+__all__ = ["encode_texts", "text_matrix", "zero_shot_classifier", "zero_shot_prediction", "cached_text_embeddings",
+           "Scoring", "scoring", "probabilities"]
 
 TextsLike = Any
 """Text embeddings ``[M, d']`` / ``[d']`` (tensor, array, list of vectors), or strings to embed."""
@@ -193,6 +193,13 @@ def zero_shot_classifier(model: nn.Module, tokenizer: Callable[..., torch.Tensor
         out.append(emb[i:i + len(ps)].mean(0))
         i += len(ps)
     return torch.nn.functional.normalize(torch.stack(out), dim=-1)
+
+
+def zero_shot_prediction(unit: torch.Tensor, class_emb: torch.Tensor) -> torch.Tensor:
+    """The zero-shot prediction ``[B]``: for each unit image embedding ``[B, d']``, the class of
+    ``class_emb`` ``[C, d']`` with the largest dot product (the cosine, for unit class embeddings
+    such as :func:`zero_shot_classifier`'s)."""
+    return (unit @ class_emb.to(unit.dtype).T).argmax(-1)
 
 
 def cached_text_embeddings(model: nn.Module, tokenizer: Callable[..., torch.Tensor], texts: Sequence[str], *,

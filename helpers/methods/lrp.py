@@ -66,6 +66,7 @@ from torch import Tensor, nn
 
 from ..engine.decompose import check_model_supported
 from ..engine.hooks import capture
+from ..engine.text import zero_shot_prediction
 
 __all__ = ["LRP_RULES", "LRPResult", "lrp", "lrp_maps"]
 
@@ -372,7 +373,7 @@ def lrp(model: nn.Module, images: Tensor, targets: Tensor | None, *, partial: bo
         emb = out[0] if isinstance(out, tuple) else out
         labels = None
         if t is None:  # the zero-shot prediction, from this pass
-            labels = (F.normalize(emb, dim=-1) @ E.T).argmax(-1)
+            labels = zero_shot_prediction(F.normalize(emb, dim=-1), E)
             t = _unit_targets(E[labels])
         post = acts["ln_post"]
         post = post[:, 0] if post.ndim == 3 else post

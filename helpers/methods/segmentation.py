@@ -74,7 +74,7 @@ from ..engine.decompose import Decomposer, check_model_supported
 from ..engine.hooks import hooked
 from ..engine.images import MASK_GEOMETRIES, model_batch, transform_pair
 from ..engine.labels import Selection, resolve_indices
-from ..engine.text import text_matrix
+from ..engine.text import text_matrix, zero_shot_prediction
 from .maps import postprocess, threshold_map
 from .metrics import SegmentationScores, mass_by_region
 
@@ -260,15 +260,10 @@ def _class_score(visual: nn.Module, x: Tensor, E: Tensor, lab: Tensor | None,
     this forward pass (as :func:`predicted_classes` predicts)."""
     emb = F.normalize(_forward(visual, x), dim=-1)
     if lab is None:
-        lab = _prediction(emb.detach(), E)
+        lab = zero_shot_prediction(emb.detach(), E)
     targets = F.normalize(E[lab], dim=-1).detach()
     score = (emb * targets).sum()
     return (score if scale is None else scale * score), targets
-
-
-def _prediction(unit: Tensor, E: Tensor) -> Tensor:
-    """The zero-shot prediction ``[B]`` of unit image embeddings among class embeddings ``E``."""
-    return (unit @ E.to(unit.dtype).T).argmax(-1)
 
 
 def _attention_gradcam(visual: nn.Module, x: Tensor, E: Tensor, lab: Tensor | None, scale: Tensor) -> Tensor:
@@ -369,7 +364,7 @@ def predicted_classes(model: nn.Module, images: Tensor, class_emb: Tensor) -> Te
     visual = check_model_supported(model)
     with torch.no_grad():
         emb = F.normalize(_forward(visual, images), dim=-1)
-    return _prediction(emb, class_emb)
+    return zero_shot_prediction(emb, class_emb)
 
 
 _CHUNK = 16  # images per forward pass of the decomposition segmenter (bounds the kept activations)
