@@ -311,3 +311,33 @@ def test_a_checkpoint_of_another_architecture_is_refused(tmp_path):
     with pytest.raises(ValueError, match="Could not load the checkpoint .* into 'ViT-B-32'"):
         load_model("ViT-B-32", path)
     assert os.path.exists(path)
+
+
+def test_weights_read_from_a_file_are_not_drawn_first(tmp_path, monkeypatch):
+    """A checkpoint's weights are not drawn at random before they are overwritten: the random
+    fills of the parameters are skipped (counted), the buffers are made as usual, and the model
+    is the one open_clip gives when it draws the weights and then loads the same file: every
+    tensor, the buffers kept out of the state dict, and the image embeddings."""
+    modes = []
+
+    class Counted(hm._SkipParameterFills):
+        def __init__(self):
+            super().__init__()
+            modes.append(self)
+
+    monkeypatch.setattr(hm, "_SkipParameterFills", Counted)
+    path = _save(_random_state("ViT-B-32", seed=3), tmp_path, "safetensors")
+    fast = load_model("ViT-B-32", path).model
+    assert len(modes) == 1 and modes[0].skipped >= 4 * 12  # at least the four matrices of each of the 12 blocks
+    reference = open_clip.create_model("ViT-B-32", pretrained=None)
+    open_clip.load_checkpoint(reference, path, strict=True)
+    reference.eval()
+    mine, theirs = fast.state_dict(), reference.state_dict()
+    assert set(mine) == set(theirs) and all(torch.equal(mine[k], theirs[k]) for k in mine)
+    mine, theirs = dict(fast.named_buffers()), dict(reference.named_buffers())
+    assert set(mine) == set(theirs) and all(torch.equal(mine[k], theirs[k]) for k in mine)  # attn_mask included
+    x = torch.randn(2, 3, 224, 224, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        assert torch.equal(fast.encode_image(x), reference.encode_image(x))
+    load_model()  # the offline default's small model loads as it always did (random weights: no file)
+    assert len(modes) == 1

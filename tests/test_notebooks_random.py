@@ -203,8 +203,9 @@ SIGLIP = "ViT-B-16-SigLIP"  # a timm tower with attention pooling (no class toke
 
 
 # notebook 4 maps every scene at 224 px through 12 layers: two scenes keep it to a few minutes on CPU;
-# notebook 3 also explains each pooling head by TextSpan at full width, as the reference does
-SIGLIP_RUNS = {"01": {}, "03": {}, "04": {"n_images": 2}}
+# notebook 1 runs four images in two batches (the terms are collected batch by batch); notebook 3
+# also explains each pooling head by TextSpan at full width, as the reference does
+SIGLIP_RUNS = {"01": {"n_images": 4, "batch_size": 2}, "03": {}, "04": {"n_images": 2}}
 
 
 def _siglip_run(nb):

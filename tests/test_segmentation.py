@@ -518,7 +518,8 @@ def test_scores_report_both_average_precisions():
 def test_evaluate_methods_times_the_maps_after_a_warm_up(monkeypatch):
     """images/s counts the maps alone, after one untimed call on the first images: a slow first
     call and slow post-processing do not reach the rate, a slow batch does not set it (median
-    over batches), and the scores do not change."""
+    over batches), and the scores do not change. A warm-up that covers the first batch is that
+    batch: it is not computed again."""
     from helpers.methods import segmentation as seg
 
     n, grid = 5, (2, 2)
@@ -547,7 +548,7 @@ def test_evaluate_methods_times_the_maps_after_a_warm_up(monkeypatch):
     monkeypatch.setattr(seg, "segment", slow_segment)
     model = torch.nn.Linear(1, 1)
     res, maps = seg.evaluate_methods(model, task, torch.eye(2), ("decomposition",), batch_size=2)
-    assert calls == [2, 2, 2, 1]  # the warm-up on the first two images, then the batches
+    assert calls == [2, 2, 1]  # the warm-up on the first two images (the first batch, kept), then the others
     assert res["decomposition"]["images/s"] > n / 0.2  # neither the first call nor segment() counted
     assert maps["decomposition"].shape == (n, *grid)
     calls.clear()
@@ -571,7 +572,13 @@ def test_evaluate_methods_times_the_maps_after_a_warm_up(monkeypatch):
     assert set(both) == {"rollout", "gradcam"}
     order.clear()  # the warm-up is no larger than the batches it warms up for
     seg.evaluate_methods(model, task, torch.eye(2), ("rollout",), batch_size=1)
-    assert order == [("rollout", 1)] * (1 + n)
+    assert order == [("rollout", 1)] * n  # the first image's warm-up is its batch
+    order.clear()  # a warm-up smaller than the first batch is computed again within it
+    seg.evaluate_methods(model, task, torch.eye(2), ("rollout",), batch_size=3, warmup=2)
+    assert order == [("rollout", 2), ("rollout", 3), ("rollout", 2)]
+    order.clear()  # one batch in all: timed on a call of its own after the warm-up
+    seg.evaluate_methods(model, task, torch.eye(2), ("rollout",), batch_size=n, warmup=n)
+    assert order == [("rollout", n)] * 2
 
 
 def test_method_names_and_backward_methods_cover_the_methods():

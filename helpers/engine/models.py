@@ -584,6 +584,30 @@ def _quiet_random_init():
         root.removeFilter(flt)
 
 
+class _SkipParameterFills(torch.overrides.TorchFunctionMode):
+    """Within this mode (it holds in the thread that enters it), the random initialisers leave
+    every ``nn.Parameter`` as it is: the weights a checkpoint is about to overwrite are not drawn
+    first. Buffers are filled as usual; a strict load then writes every parameter, so nothing
+    drawn is missing. ``skipped`` counts the fills left out."""
+
+    FILLS = frozenset({"uniform_", "normal_", "erfinv_", "trunc_normal_", "kaiming_uniform_", "kaiming_normal_",
+                       "xavier_uniform_", "xavier_normal_", "orthogonal_", "sparse_", "random_", "bernoulli_",
+                       "exponential_", "geometric_", "log_normal_", "cauchy_"})
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.skipped = 0
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        kwargs = kwargs or {}
+        if getattr(func, "__name__", None) in self.FILLS:
+            target = args[0] if args else kwargs.get("tensor", kwargs.get("self"))
+            if isinstance(target, torch.nn.Parameter):
+                self.skipped += 1
+                return target
+        return func(*args, **kwargs)
+
+
 def load_model(
     name: str = DEFAULT_MODEL,
     pretrained: str | None = None,
@@ -642,7 +666,11 @@ def load_model(
         ckpt = _checkpoint_file(pretrained)
     else:
         ckpt, kwargs = _resolve_pretrained(name, pretrained, cache_dir)
-    with _quiet_random_init():
+    # weights a strict load overwrites are not drawn at random first (ViT-H-14: a billion numbers);
+    # big_vision's .npz files are read by a converter of their own, and the offline default is small
+    # (its notebooks' later draws from torch's generator stay as they were)
+    skip_fills = ckpt is not None and name != DEFAULT_MODEL and Path(ckpt).suffix not in (".npz", ".npy")
+    with _quiet_random_init(), (_SkipParameterFills() if skip_fills else contextlib.nullcontext()):
         model, _, preprocess = open_clip.create_model_and_transforms(
             name, pretrained=None, device=device, precision=precision, **kwargs)
     if ckpt is not None:

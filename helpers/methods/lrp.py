@@ -137,6 +137,14 @@ class _Rules:
             return r / den * (z != 0).to(z.dtype)
         return _div(r, z, self.eps)
 
+    def div_nonnegative(self, r: Tensor, z: Tensor) -> Tensor:
+        """:meth:`div` for a ``z`` that cannot be negative (sums of products of like signs):
+        with the course's ``eps > 0`` the denominator is ``z + eps`` (what the sign-aware guard
+        picks for every ``z >= 0``, -0.0 included), without testing the signs."""
+        if self.chefer or self.eps <= 0:
+            return self.div(r, z)
+        return r / (z + self.eps)
+
     def copy(self, x: Tensor, r: Tensor) -> Tensor:
         """A copied or selected tensor ``x`` receiving relevance ``r`` (Chefer's ``Clone`` and
         ``IndexSelect`` rescale by ``x / (x + 1e-9)``; the course passes ``r`` on)."""
@@ -179,8 +187,8 @@ def _linear(x: Tensor, weight: Tensor, r: Tensor, rules: float | _Rules) -> Tens
     xp, xn = x.clamp_min(0), x.clamp_max(0)
     zp, zn = xp @ wp.mT, xn @ wn.mT
     if rs.separate:
-        return xp * (rs.div(r, zp) @ wp) + xn * (rs.div(r, zn) @ wn)
-    s = rs.div(r, zp + zn)
+        return xp * (rs.div_nonnegative(r, zp) @ wp) + xn * (rs.div_nonnegative(r, zn) @ wn)
+    s = rs.div_nonnegative(r, zp + zn)  # x+ W+ and x- W- are both >= 0
     return xp * (s @ wp) + xn * (s @ wn)
 
 

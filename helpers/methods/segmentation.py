@@ -624,7 +624,9 @@ def evaluate_methods(model: nn.Module, task: SegmentationTask, class_emb: Tensor
     included; not the post-processing and the metrics, which are the same code for every
     method), each method after a warm-up call on its first ``warmup`` images (at most a batch;
     0: none), so that no method pays for first-call costs (allocations, kernel choices) and every
-    table times the methods the same way. The methods take turns on each batch, so a change in the
+    table times the methods the same way. A warm-up that covers the whole first batch computes
+    that batch: its maps are kept, and the rate comes from the batches after it (a task of one
+    batch is timed on a second call). The methods take turns on each batch, so a change in the
     machine's load hits all of them alike, and the rate is one over the median time per image
     of the batches, so a batch slowed by other work does not set it. On a GPU each timed call
     is synchronised."""
@@ -665,17 +667,24 @@ def evaluate_methods(model: nn.Module, task: SegmentationTask, class_emb: Tensor
     scores = {g: {m: SegmentationScores() for m in methods} for g in truths}
     parts: dict[str, list[Tensor]] = {m: [] for m in methods}
     per_image: dict[str, list[float]] = {m: [] for m in methods}  # seconds per image of each batch
-    if warmup:
-        for method in methods:
-            if method not in reused:
-                maps_of(method, 0, min(warmup, batch_size, len(task)))
+    first = min(batch_size, len(task))
+    warm = min(warmup, first)
+    warmed: dict[str, Tensor] = {}  # the warm-up's maps, where they are the first batch's
+    for method in methods:
+        if warm and method not in reused:
+            maps = maps_of(method, 0, warm)
+            if warm == first and len(task) > first:
+                warmed[method] = maps
     for i in range(0, len(task), batch_size):
         for method in methods:  # interleaved: a change in the machine's load hits every method alike
-            sync()
-            t0 = time.perf_counter()
-            maps = maps_of(method, i, i + batch_size)
-            sync()
-            per_image[method].append((time.perf_counter() - t0) / maps.shape[0])
+            if i == 0 and method in warmed:
+                maps = warmed.pop(method)  # computed by the warm-up: not timed
+            else:
+                sync()
+                t0 = time.perf_counter()
+                maps = maps_of(method, i, i + batch_size)
+                sync()
+                per_image[method].append((time.perf_counter() - t0) / maps.shape[0])
             maps = maps.float().cpu()
             soft, hard = segment(maps, size, threshold, clip=clips(method, variant))
             for g, truth in truths.items():
