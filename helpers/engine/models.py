@@ -626,7 +626,8 @@ def load_model(
             ``"laion2b_s34b_b88k"`` / ``"openai"`` (downloaded once), the path of a checkpoint
             file (``.safetensors``, ``.bin``, ``.pt``: a state dict, or open_clip's training
             checkpoint with a ``state_dict`` entry), or :data:`RANDOM_WEIGHTS` (``"random"``)
-            for untrained weights. For :data:`DEFAULT_MODEL`, a tag of :func:`offline_tags`;
+            for untrained weights. Weights read from a file are not drawn at random first
+            (the parameters' random fills are skipped, then a strict load writes every one). For :data:`DEFAULT_MODEL`, a tag of :func:`offline_tags`;
             ``None`` loads :data:`DEFAULT_PRETRAINED`. ``None`` for any other model is an error
             that lists its tags.
         device: torch device.
