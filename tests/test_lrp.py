@@ -179,6 +179,24 @@ def test_chefer_linear_rules_by_hand():
     torch.testing.assert_close(_linear(x, w, r, joint), _t([1.5, 1.5, -0.6, -0.4]), rtol=0, atol=1e-8)
 
 
+def test_a_denominator_that_cannot_be_negative_gets_the_guards_value():
+    """The linear rule's denominators ``x+ W+ + x- W-`` (and each part) are sums of products of
+    like signs: never below 0. There ``z + eps`` is what the sign-aware guard gives, bit for bit,
+    -0.0 included; Chefer's stabiliser and ``eps = 0`` keep their own division."""
+    from helpers.methods.lrp import _rules
+
+    g = torch.Generator().manual_seed(0)
+    x, w = torch.randn(4, 6, 5, generator=g, dtype=F64), torch.randn(3, 5, generator=g, dtype=F64)
+    x[0, 0] = 0.0
+    x[0, 1] = -0.0
+    z = x.clamp_min(0) @ w.clamp_min(0).T + x.clamp_max(0) @ w.clamp_max(0).T
+    z = torch.cat([z.flatten(), _t([0.0, -0.0, 1e-300])])
+    assert bool((z >= 0).all())
+    r = torch.randn(z.shape, generator=g, dtype=F64)
+    for rules in (_rules("course", 1e-6), _rules("course", 0.0), _rules("lrp", 0.0), _rules("ours", 0.0)):
+        assert torch.equal(rules.div_nonnegative(r, z), rules.div(r, z)), rules
+
+
 def test_chefer_add_and_product_by_hand():
     from helpers.methods.lrp import _rules
 

@@ -494,7 +494,8 @@ if pairs_factor:
 # Both tables timed every method the same way, on this machine: the maps alone (with the
 # zero-shot prediction where a method needs it), after one untimed warm-up call per method,
 # the methods taking turns on each batch (a change in the machine's load hits them alike);
-# images/s is one over the median time per image across the batches. The post-processing and
+# images/s is one over the median time per image across the timed batches (a warm-up as large as
+# the first batch is that batch, and is not timed again). The post-processing and
 # the metrics are the same code for every method and are not timed.
 #
 # ### LRP and partial LRP
