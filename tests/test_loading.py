@@ -313,6 +313,7 @@ def test_a_checkpoint_of_another_architecture_is_refused(tmp_path):
     assert os.path.exists(path)
 
 
+@pytest.mark.slow  # a real architecture's file, like the round trips above
 def test_weights_read_from_a_file_are_not_drawn_first(tmp_path, monkeypatch):
     """A checkpoint's weights are not drawn at random before they are overwritten: the random
     fills of the parameters are skipped (counted), the buffers are made as usual, and the model
