@@ -627,8 +627,9 @@ def load_model(
             file (``.safetensors``, ``.bin``, ``.pt``: a state dict, or open_clip's training
             checkpoint with a ``state_dict`` entry), or :data:`RANDOM_WEIGHTS` (``"random"``)
             for untrained weights. Weights read from a file are not drawn at random first
-            (the parameters' random fills are skipped, then a strict load writes every one). For :data:`DEFAULT_MODEL`, a tag of :func:`offline_tags`;
-            ``None`` loads :data:`DEFAULT_PRETRAINED`. ``None`` for any other model is an error
+            (the parameters' random fills are skipped, then a strict load writes every one).
+            For :data:`DEFAULT_MODEL`, a tag of :func:`offline_tags`; ``None`` loads
+            :data:`DEFAULT_PRETRAINED`. ``None`` for any other model is an error
             that lists its tags.
         device: torch device.
         precision: open_clip precision string (``"fp32"``, ``"fp16"``, ``"bf16"``).
